@@ -1,0 +1,85 @@
+/*
+ * loanwire/state.h - a borrower's exposure as the bureau keeps it in Redis.
+ *
+ * loanwire-exposure writes this state (consumers/README.md documents the key
+ * layout); loanwire-query and the tests read it through lw_state_read(), so
+ * the layout has one owner and one reader. Figures are int64_t fen.
+ */
+#ifndef LOANWIRE_STATE_H
+#define LOANWIRE_STATE_H
+
+#include "loanwire/error.h"
+#include "loanwire/event.h"
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lw_loan_status {
+    LW_LOAN_ACTIVE = 0,  /* outstanding > 0, not closed */
+    LW_LOAN_PAID,        /* outstanding 0, not closed (a line with nothing drawn) */
+    LW_LOAN_DELINQUENT,  /* active and days_past_due > 0 */
+    LW_LOAN_WRITTEN_OFF,
+    LW_LOAN_CLOSED,
+    LW_LOAN_STATUS__CNT
+} lw_loan_status_t;
+const char *lw_loan_status_name(lw_loan_status_t s);
+
+typedef struct lw_loan_state {
+    char platform_id[LW_ID_MAX + 1];
+    char loan_id[LW_ID_MAX + 1];
+    char lender_id[LW_ID_MAX + 1];
+    lw_product_t product;
+    lw_loan_status_t status;
+    int64_t sequence; /* last applied */
+    int64_t outstanding_fen;
+    int64_t credit_limit_fen;
+    int32_t days_past_due;
+    int64_t past_due_fen;
+    int64_t updated_at; /* occurred_at of the last applied event */
+} lw_loan_state_t;
+
+/* Window lengths the state keeps counts for (event time). */
+#define LW_WINDOW_24H  (24LL * 3600 * 1000)
+#define LW_WINDOW_7D   (7LL * 24 * 3600 * 1000)
+#define LW_WINDOW_30D  (30LL * 24 * 3600 * 1000)
+typedef enum { LW_WIN_24H = 0, LW_WIN_7D, LW_WIN_30D, LW_WIN__CNT } lw_window_t;
+
+typedef struct lw_borrower_state {
+    char borrower_id[LW_BORROWER_ID_LEN + 1];
+    int64_t total_outstanding_fen;
+    int32_t active_loans;
+    int32_t active_lenders;
+    int32_t active_platforms;
+    int64_t past_due_fen;
+    bool has_annual_income;
+    int64_t annual_income_fen;
+    int64_t last_event_at; /* as_of */
+    /* Counted as of last_event_at, by event time. */
+    int32_t new_loans[LW_WIN__CNT];
+    int32_t applications[LW_WIN__CNT];
+    int32_t distinct_lenders[LW_WIN__CNT]; /* of new loans + applications */
+    size_t n_loans;
+    lw_loan_state_t *loans; /* n_loans entries, every loan ever seen */
+    size_t n_open_alerts;
+    char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared */
+} lw_borrower_state_t;
+
+/*
+ * Reads one borrower. LW_OK and *out filled (free with lw_borrower_state_clear);
+ * LW_ERR_INVALID_ARG when the id is malformed; LW_ERR_REDIS with errstr when
+ * Redis fails. *found is false (and out empty) for an unknown borrower.
+ */
+lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_state_t *out,
+                       bool *found, char *errstr, size_t errstr_size);
+void lw_borrower_state_clear(lw_borrower_state_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOANWIRE_STATE_H */
