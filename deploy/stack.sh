@@ -24,8 +24,14 @@ kdir=$LW_STACK_DIR/kafka
 rdir=$LW_STACK_DIR/redis
 mkdir -p "$LW_STACK_DIR"
 
-bootstrap() { echo "${LOANWIRE_BOOTSTRAP:-127.0.0.1:$LW_KAFKA_PORT}"; }
-redis_url() { echo "${LOANWIRE_REDIS:-redis://127.0.0.1:$LW_REDIS_PORT}"; }
+# The addresses `env` prints point at this stack's own servers; only other
+# addresses in LOANWIRE_BOOTSTRAP / LOANWIRE_REDIS mean "external, start none".
+own_bootstrap=127.0.0.1:$LW_KAFKA_PORT
+own_redis=redis://127.0.0.1:$LW_REDIS_PORT
+[ "${LOANWIRE_BOOTSTRAP:-}" = "$own_bootstrap" ] && unset LOANWIRE_BOOTSTRAP
+[ "${LOANWIRE_REDIS:-}" = "$own_redis" ] && unset LOANWIRE_REDIS
+bootstrap() { echo "${LOANWIRE_BOOTSTRAP:-$own_bootstrap}"; }
+redis_url() { echo "${LOANWIRE_REDIS:-$own_redis}"; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# run.sh - the whole test suite, on a fresh machine or a developer's:
+# installs what is missing, builds from clean folders (normal with -Werror,
+# and ASan+UBSan), starts a private stack (Kafka + Redis on their own ports
+# and folder, so a running demo stack is left alone), runs every test through
+# ctest, fuzzes the decoders briefly, and stops what it started, also on
+# failure or Ctrl-C. Exits non-zero on any failure.
+#
+#   ./tests/run.sh              everything
+#   LW_TEST_QUICK=1 ./tests/run.sh   skip the sanitizer build and fuzzing
+#   ctest arguments after --, e.g. ./tests/run.sh -- -R produce
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+ctest_args=()
+if [ "${1:-}" = "--" ]; then shift; ctest_args=("$@"); fi
+jobs=$(nproc 2>/dev/null || echo 2)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# A stack of its own: ports and folder apart from the default (demo) stack.
+export LOANWIRE_STACK_DIR=${LOANWIRE_STACK_DIR:-$root/.stack-test}
+export LOANWIRE_KAFKA_PORT=${LOANWIRE_KAFKA_PORT:-19092}
+export LOANWIRE_CONTROLLER_PORT=${LOANWIRE_CONTROLLER_PORT:-19093}
+export LOANWIRE_REDIS_PORT=${LOANWIRE_REDIS_PORT:-16379}
+unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
+
+step "installing dependencies"
+./deploy/install-deps.sh
+
+step "building (clean, -Werror) in build/"
+rm -rf build
+cmake -S . -B build -DLW_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+
+started=0
+stop_stack() {
+  if [ "$started" = 1 ]; then
+    step "stopping the test stack"
+    ./deploy/stack.sh down || true
+  fi
+}
+trap stop_stack EXIT
+trap 'exit 130' INT TERM
+
+step "starting the test stack"
+started=1
+./deploy/stack.sh up
+eval "$(./deploy/stack.sh env)"
+
+step "running every test (ctest)"
+rc=0
+(cd build && ctest --output-on-failure --timeout 900 "${ctest_args[@]}") || rc=1
+
+if [ -z "${LW_TEST_QUICK:-}" ] && [ ${#ctest_args[@]} -eq 0 ]; then
+  step "building with ASan+UBSan in build-asan/ and running the unit tests under them"
+  rm -rf build-asan
+  cmake -S . -B build-asan -DLW_SANITIZE=ON -DLW_WERROR=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --output-on-failure -L unit) || rc=1
+
+  if [ -x tests/fuzz/run.sh ]; then
+    step "fuzzing the decoders briefly"
+    tests/fuzz/run.sh "${LW_FUZZ_SECONDS:-30}" || rc=1
+  fi
+  if [ -x bench/run.sh ]; then
+    step "benchmark scripts smoke run (bench/run.sh --quick; no time is asserted)"
+    bench/run.sh --quick || rc=1
+  fi
+fi
+
+if [ $rc -ne 0 ]; then
+  step "FAILED"
+else
+  step "all tests passed"
+fi
+exit $rc
