@@ -1,0 +1,259 @@
+/*
+ * conf.c - configuration shared by every program: librdkafka properties
+ * (file and -X key=value), the Redis URL, and defaults from the environment.
+ *
+ * The properties file follows kcat -F: one key=value per line, '#' starts a
+ * comment line, blank lines are skipped, spaces around key and value are
+ * trimmed. Errors name the place as "file:line: reason" so a person can fix
+ * the file without guessing.
+ */
+#include "loanwire/conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *lw_conf_default_bootstrap(void)
+{
+    const char *s = getenv("LOANWIRE_BOOTSTRAP");
+    return s && *s ? s : LW_DEFAULT_BOOTSTRAP;
+}
+
+const char *lw_conf_default_redis(void)
+{
+    const char *s = getenv("LOANWIRE_REDIS");
+    return s && *s ? s : LW_DEFAULT_REDIS;
+}
+
+/* Trims ASCII white space at both ends, in place; returns the new start. */
+static char *lw_trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+/* Splits "key=value" held in buf (modified), trimming both sides. */
+static lw_err_t lw_conf_apply(rd_kafka_conf_t *conf, char *buf, char *errstr, size_t errstr_size)
+{
+    char *eq = strchr(buf, '=');
+    char *key, *val;
+    char rderr[512];
+
+    if (!eq) {
+        snprintf(errstr, errstr_size, "expected key=value, got \"%.100s\"", lw_trim(buf));
+        return LW_ERR_CONFIG;
+    }
+    *eq = '\0';
+    key = lw_trim(buf);
+    val = lw_trim(eq + 1);
+    if (!*key) {
+        snprintf(errstr, errstr_size, "empty key before '='");
+        return LW_ERR_CONFIG;
+    }
+    if (rd_kafka_conf_set(conf, key, val, rderr, sizeof rderr) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "%s", rderr);
+        return LW_ERR_CONFIG;
+    }
+    return LW_OK;
+}
+
+lw_err_t lw_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, char *errstr, size_t errstr_size)
+{
+    char *copy;
+    lw_err_t err;
+
+    if (!conf || !kv) {
+        snprintf(errstr, errstr_size, "no configuration or key=value given");
+        return LW_ERR_INVALID_ARG;
+    }
+    copy = strdup(kv);
+    if (!copy) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    err = lw_conf_apply(conf, copy, errstr, errstr_size);
+    free(copy);
+    return err;
+}
+
+lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr,
+                           size_t errstr_size)
+{
+    FILE *fp;
+    char *line = NULL;
+    size_t linecap = 0;
+    ssize_t n;
+    unsigned long lineno = 0;
+    lw_err_t err = LW_OK;
+
+    if (!conf || !path) {
+        snprintf(errstr, errstr_size, "no configuration or file given");
+        return LW_ERR_INVALID_ARG;
+    }
+    fp = fopen(path, "r");
+    if (!fp) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        return LW_ERR_IO;
+    }
+    while ((n = getline(&line, &linecap, fp)) >= 0) {
+        char reason[512];
+        char *s;
+
+        lineno++;
+        if ((size_t)n != strlen(line)) {
+            snprintf(errstr, errstr_size, "%s:%lu: NUL byte in line", path, lineno);
+            err = LW_ERR_PARSE;
+            break;
+        }
+        s = lw_trim(line);
+        if (!*s || *s == '#')
+            continue;
+        err = lw_conf_apply(conf, s, reason, sizeof reason);
+        if (err) {
+            snprintf(errstr, errstr_size, "%s:%lu: %s", path, lineno, reason);
+            break;
+        }
+    }
+    if (!err && ferror(fp)) {
+        snprintf(errstr, errstr_size, "%s:%lu: read error: %s", path, lineno, strerror(errno));
+        err = LW_ERR_IO;
+    }
+    free(line);
+    fclose(fp);
+    return err;
+}
+
+/* ---- Redis URL ------------------------------------------------------------- */
+
+/* Parses a decimal integer in [lo, hi] from s[0..len). */
+static int lw_parse_int(const char *s, size_t len, long lo, long hi, long *out)
+{
+    long v = 0;
+    size_t i;
+
+    if (len == 0 || len > 10)
+        return -1;
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static lw_err_t lw_url_fail(char *errstr, size_t errstr_size, const char *url, const char *why)
+{
+    snprintf(errstr, errstr_size, "redis URL \"%.200s\": %s", url, why);
+    return LW_ERR_CONFIG;
+}
+
+/* unix:///path/to/sock[?db=N] */
+static lw_err_t lw_redis_url_unix(const char *url, const char *rest, lw_redis_url_t *out,
+                                  char *errstr, size_t errstr_size)
+{
+    const char *q = strchr(rest, '?');
+    size_t plen = q ? (size_t)(q - rest) : strlen(rest);
+
+    if (plen == 0 || rest[0] != '/')
+        return lw_url_fail(errstr, errstr_size, url, "expected unix:///absolute/path");
+    if (plen >= sizeof out->path)
+        return lw_url_fail(errstr, errstr_size, url, "socket path too long");
+    memcpy(out->path, rest, plen);
+    out->path[plen] = '\0';
+    if (q) {
+        long db;
+        if (strncmp(q + 1, "db=", 3) != 0)
+            return lw_url_fail(errstr, errstr_size, url, "only ?db=N is understood");
+        if (lw_parse_int(q + 4, strlen(q + 4), 0, INT_MAX, &db))
+            return lw_url_fail(errstr, errstr_size, url, "db must be a non-negative integer");
+        out->db = (int)db;
+    }
+    return LW_OK;
+}
+
+lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr, size_t errstr_size)
+{
+    const char *p, *at, *slash, *hostend, *colon;
+    size_t hlen;
+    long v;
+
+    if (!url || !out) {
+        snprintf(errstr, errstr_size, "no redis URL given");
+        return LW_ERR_INVALID_ARG;
+    }
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+
+    if (strncmp(url, "unix://", 7) == 0)
+        return lw_redis_url_unix(url, url + 7, out, errstr, errstr_size);
+    if (strncmp(url, "redis://", 8) != 0)
+        return lw_url_fail(errstr, errstr_size, url,
+                           "expected redis://[:password@]host[:port][/db] or unix:///path");
+    p = url + 8;
+
+    /* Authority ends at the first '/', the userinfo at the last '@' before it
+     * (a password may itself contain '@'). */
+    slash = strchr(p, '/');
+    hostend = slash ? slash : p + strlen(p);
+    at = NULL;
+    for (const char *c = p; c < hostend; c++)
+        if (*c == '@')
+            at = c;
+    if (at) {
+        /* [user]:password@ - the user part (Redis 6 ACL) is not kept. */
+        const char *pc = memchr(p, ':', (size_t)(at - p));
+        const char *pw = pc ? pc + 1 : p;
+        size_t pwlen = (size_t)(at - pw);
+        if (pwlen >= sizeof out->password)
+            return lw_url_fail(errstr, errstr_size, url, "password too long");
+        memcpy(out->password, pw, pwlen);
+        out->password[pwlen] = '\0';
+        p = at + 1;
+    }
+
+    if (*p == '[') { /* [IPv6]:port */
+        const char *rb = memchr(p, ']', (size_t)(hostend - p));
+        if (!rb)
+            return lw_url_fail(errstr, errstr_size, url, "unterminated '[' in host");
+        hlen = (size_t)(rb - p - 1);
+        if (hlen == 0 || hlen >= sizeof out->host)
+            return lw_url_fail(errstr, errstr_size, url, "bad host");
+        memcpy(out->host, p + 1, hlen);
+        out->host[hlen] = '\0';
+        colon = rb + 1 < hostend && rb[1] == ':' ? rb + 1 : NULL;
+        if (!colon && rb + 1 != hostend)
+            return lw_url_fail(errstr, errstr_size, url, "junk after ']' in host");
+    } else {
+        colon = memchr(p, ':', (size_t)(hostend - p));
+        hlen = (size_t)((colon ? colon : hostend) - p);
+        if (hlen == 0)
+            return lw_url_fail(errstr, errstr_size, url, "missing host");
+        if (hlen >= sizeof out->host)
+            return lw_url_fail(errstr, errstr_size, url, "host too long");
+        memcpy(out->host, p, hlen);
+        out->host[hlen] = '\0';
+    }
+    if (colon) {
+        if (lw_parse_int(colon + 1, (size_t)(hostend - colon - 1), 1, 65535, &v))
+            return lw_url_fail(errstr, errstr_size, url, "port must be an integer 1..65535");
+        out->port = (int)v;
+    }
+    if (slash && slash[1]) {
+        if (lw_parse_int(slash + 1, strlen(slash + 1), 0, INT_MAX, &v))
+            return lw_url_fail(errstr, errstr_size, url, "db must be a non-negative integer");
+        out->db = (int)v;
+    }
+    return LW_OK;
+}

@@ -1,0 +1,457 @@
+/*
+ * topics_main.c - loanwire-topics: create, list, describe (and delete) the
+ * Kafka topics Loanwire uses, through librdkafka's Admin API.
+ *
+ *   loanwire.loan-events   6 partitions, retention.ms=-1 (the log is the
+ *                          source of truth: bureau state is rebuilt from it)
+ *   loanwire.alerts        3 partitions, broker's default retention
+ *   loanwire.dead-letters  1 partition,  broker's default retention
+ * All with cleanup.policy=delete. "create" is idempotent: a topic that is
+ * already there is reported as "exists" and is not an error.
+ */
+#include "loanwire/conf.h"
+#include "loanwire/log.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LW_MAX_X 64
+
+typedef struct topics_opts {
+    const char *brokers;
+    const char *config_file;
+    const char *xs[LW_MAX_X];
+    int nx;
+    const char *names[3]; /* events, alerts, dead letters */
+    int partitions[3];
+    int replication;
+    const char *retention_ms; /* events topic; NULL = infinite */
+    int timeout_ms;
+} topics_opts_t;
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: loanwire-topics create|list|describe|delete [options]\n"
+            "\n"
+            "  create    create the events, alerts and dead-letter topics (idempotent)\n"
+            "  list      list every topic on the cluster with its partition count\n"
+            "  describe  partitions, leaders and main settings of Loanwire's topics\n"
+            "  delete    delete Loanwire's topics (for tests; asks no question)\n"
+            "\n"
+            "Options:\n"
+            "  -b, --brokers LIST          bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
+            "      --partitions N          events topic partitions (default 6)\n"
+            "      --alerts-partitions N   alerts topic partitions (default 3)\n"
+            "      --dlq-partitions N      dead-letter topic partitions (default 1)\n"
+            "      --replication R         replication factor (default 1; use 3 in production)\n"
+            "      --retention-ms MS       events topic retention (default -1: keep forever)\n"
+            "      --events-topic NAME     default %s\n"
+            "      --alerts-topic NAME     default %s\n"
+            "      --dlq-topic NAME        default %s\n"
+            "  -F, --config FILE           librdkafka properties file (TLS/SASL settings)\n"
+            "  -X key=value                librdkafka property (repeatable)\n"
+            "      --timeout-ms MS         admin request timeout (default 30000)\n"
+            "  -h, --help                  this text\n"
+            "\n"
+            "Exit status: 0 done, 1 a request failed, 2 usage or configuration error.\n",
+            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS);
+}
+
+static int parse_int_opt(const char *name, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    if (!*s || *end || v < lo || v > hi) {
+        lw_error("--%s: expected an integer %ld..%ld, got \"%s\"", name, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static rd_kafka_t *admin_new(const topics_opts_t *o)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    rd_kafka_t *rk;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, err, sizeof err) !=
+            RD_KAFKA_CONF_OK ||
+        (o->config_file && lw_conf_load_file(conf, o->config_file, err, sizeof err) != LW_OK)) {
+        lw_error("%s", err);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (int i = 0; i < o->nx; i++) {
+        if (lw_conf_set_kv(conf, o->xs[i], err, sizeof err) != LW_OK) {
+            lw_error("-X %s: %s", o->xs[i], err);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        lw_error("cannot create Kafka client: %s", err);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+/* Waits for the admin result event of the expected type. */
+static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, rd_kafka_event_type_t type, int timeout_ms)
+{
+    int64_t deadline = lw_mono_ms() + timeout_ms + 5000;
+
+    while (lw_mono_ms() < deadline) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 500);
+        if (!ev)
+            continue;
+        if (rd_kafka_event_type(ev) == type)
+            return ev;
+        rd_kafka_event_destroy(ev);
+    }
+    return NULL;
+}
+
+static rd_kafka_AdminOptions_t *admin_options(rd_kafka_t *rk, rd_kafka_admin_op_t op,
+                                              int timeout_ms)
+{
+    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, op);
+    char err[256];
+
+    rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, err, sizeof err);
+    if (op == RD_KAFKA_ADMIN_OP_CREATETOPICS || op == RD_KAFKA_ADMIN_OP_DELETETOPICS)
+        rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, err, sizeof err);
+    return ao;
+}
+
+/* Reports a failed request as a reachability problem when it looks like one. */
+static void report_request_error(const topics_opts_t *o, const char *what, rd_kafka_resp_err_t e,
+                                 const char *msg)
+{
+    lw_error("%s failed: %s", what, msg && *msg ? msg : rd_kafka_err2str(e));
+    if (e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__TRANSPORT ||
+        e == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        lw_error("is Kafka running at %s? (start it with ./deploy/stack.sh up)", o->brokers);
+}
+
+static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao = admin_options(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, o->timeout_ms);
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_topic_result_t **res;
+    size_t cnt = 0;
+    char err[512];
+    int rc = 1;
+
+    for (int i = 0; i < 3; i++) {
+        nt[i] =
+            rd_kafka_NewTopic_new(o->names[i], o->partitions[i], o->replication, err, sizeof err);
+        if (!nt[i]) {
+            lw_error("topic %s: %s", o->names[i], err);
+            goto out;
+        }
+        rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
+        if (i == 0)
+            rd_kafka_NewTopic_set_config(nt[i], "retention.ms",
+                                         o->retention_ms ? o->retention_ms : "-1");
+    }
+    rd_kafka_CreateTopics(rk, nt, 3, ao, q);
+    ev = admin_wait(q, RD_KAFKA_EVENT_CREATETOPICS_RESULT, o->timeout_ms);
+    if (!ev) {
+        report_request_error(o, "create topics", RD_KAFKA_RESP_ERR__TIMED_OUT, NULL);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        report_request_error(o, "create topics", rd_kafka_event_error(ev),
+                             rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    rc = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+        const char *name = rd_kafka_topic_result_name(res[i]);
+        int parts = 0;
+        for (int j = 0; j < 3; j++)
+            if (strcmp(name, o->names[j]) == 0)
+                parts = o->partitions[j];
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            printf("created %s (%d partitions)\n", name, parts);
+        } else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            printf("exists %s\n", name);
+        } else {
+            const char *m = rd_kafka_topic_result_error_string(res[i]);
+            lw_error("create %s: %s", name, m && *m ? m : rd_kafka_err2str(e));
+            rc = 1;
+        }
+    }
+out:
+    for (int i = 0; i < 3; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    rd_kafka_DeleteTopic_t *dt[3];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao = admin_options(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, o->timeout_ms);
+    rd_kafka_event_t *ev;
+    const rd_kafka_topic_result_t **res;
+    size_t cnt = 0;
+    int rc = 1;
+
+    for (int i = 0; i < 3; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(o->names[i]);
+    rd_kafka_DeleteTopics(rk, dt, 3, ao, q);
+    ev = admin_wait(q, RD_KAFKA_EVENT_DELETETOPICS_RESULT, o->timeout_ms);
+    if (!ev) {
+        report_request_error(o, "delete topics", RD_KAFKA_RESP_ERR__TIMED_OUT, NULL);
+    } else if (rd_kafka_event_error(ev)) {
+        report_request_error(o, "delete topics", rd_kafka_event_error(ev),
+                             rd_kafka_event_error_string(ev));
+    } else {
+        res = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+        rc = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            const char *name = rd_kafka_topic_result_name(res[i]);
+            if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                printf("deleted %s\n", name);
+            } else if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+                printf("absent %s\n", name);
+            } else {
+                lw_error("delete %s: %s", name, rd_kafka_err2str(e));
+                rc = 1;
+            }
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    for (int i = 0; i < 3; i++)
+        rd_kafka_DeleteTopic_destroy(dt[i]);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+static int get_metadata(rd_kafka_t *rk, const topics_opts_t *o, const struct rd_kafka_metadata **md)
+{
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, md, o->timeout_ms);
+
+    if (e) {
+        report_request_error(o, "metadata request", e, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_list(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    const struct rd_kafka_metadata *md;
+
+    if (get_metadata(rk, o, &md))
+        return 1;
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (md->topics[i].topic[0] != '_') /* internal topics */
+            printf("%s\t%d partitions\n", md->topics[i].topic, md->topics[i].partition_cnt);
+    rd_kafka_metadata_destroy(md);
+    return 0;
+}
+
+/* Prints the settings that matter for Loanwire's topics. */
+static void print_configs(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    rd_kafka_ConfigResource_t *cr[3];
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *ao =
+        admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, o->timeout_ms);
+    rd_kafka_event_t *ev;
+
+    for (int i = 0; i < 3; i++)
+        cr[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, o->names[i]);
+    rd_kafka_DescribeConfigs(rk, cr, 3, ao, q);
+    ev = admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT, o->timeout_ms);
+    if (ev && !rd_kafka_event_error(ev)) {
+        size_t rcnt = 0;
+        const rd_kafka_ConfigResource_t **rs = rd_kafka_DescribeConfigs_result_resources(
+            rd_kafka_event_DescribeConfigs_result(ev), &rcnt);
+        for (size_t i = 0; i < rcnt; i++) {
+            size_t ecnt = 0;
+            const rd_kafka_ConfigEntry_t **ents;
+            if (rd_kafka_ConfigResource_error(rs[i]))
+                continue;
+            ents = rd_kafka_ConfigResource_configs(rs[i], &ecnt);
+            for (size_t j = 0; j < ecnt; j++) {
+                const char *n = rd_kafka_ConfigEntry_name(ents[j]);
+                const char *v = rd_kafka_ConfigEntry_value(ents[j]);
+                if (strcmp(n, "retention.ms") == 0 || strcmp(n, "cleanup.policy") == 0 ||
+                    strcmp(n, "min.insync.replicas") == 0)
+                    printf("  %s config %s=%s\n", rd_kafka_ConfigResource_name(rs[i]), n,
+                           v ? v : "(null)");
+            }
+        }
+    } else {
+        lw_warn("could not read topic configuration");
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    for (int i = 0; i < 3; i++)
+        rd_kafka_ConfigResource_destroy(cr[i]);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+}
+
+static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    const struct rd_kafka_metadata *md;
+    int rc = 0;
+
+    if (get_metadata(rk, o, &md))
+        return 1;
+    for (int n = 0; n < 3; n++) {
+        const struct rd_kafka_metadata_topic *t = NULL;
+        for (int i = 0; i < md->topic_cnt; i++)
+            if (strcmp(md->topics[i].topic, o->names[n]) == 0)
+                t = &md->topics[i];
+        if (!t || t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            printf("%s: absent\n", o->names[n]);
+            rc = 1;
+            continue;
+        }
+        printf("%s: %d partitions\n", t->topic, t->partition_cnt);
+        for (int p = 0; p < t->partition_cnt; p++) {
+            const struct rd_kafka_metadata_partition *mp = &t->partitions[p];
+            printf("  partition %" PRId32 " leader %" PRId32 " replicas %d isr %d%s%s\n", mp->id,
+                   mp->leader, mp->replica_cnt, mp->isr_cnt, mp->err ? " error " : "",
+                   mp->err ? rd_kafka_err2str(mp->err) : "");
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    print_configs(rk, o);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_PARTS = 256, O_APARTS, O_DPARTS, O_REPL, O_RET, O_ET, O_AT, O_DT, O_TMO };
+    static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
+                                         {"partitions", required_argument, NULL, O_PARTS},
+                                         {"alerts-partitions", required_argument, NULL, O_APARTS},
+                                         {"dlq-partitions", required_argument, NULL, O_DPARTS},
+                                         {"replication", required_argument, NULL, O_REPL},
+                                         {"retention-ms", required_argument, NULL, O_RET},
+                                         {"events-topic", required_argument, NULL, O_ET},
+                                         {"alerts-topic", required_argument, NULL, O_AT},
+                                         {"dlq-topic", required_argument, NULL, O_DT},
+                                         {"config", required_argument, NULL, 'F'},
+                                         {"timeout-ms", required_argument, NULL, O_TMO},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    topics_opts_t o = {.brokers = lw_conf_default_bootstrap(),
+                       .names = {LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS},
+                       .partitions = {6, 3, 1},
+                       .replication = 1,
+                       .timeout_ms = 30000};
+    const char *cmd;
+    rd_kafka_t *rk;
+    int c, rc;
+
+    lw_log_init(argv[0], LW_LOG_INFO);
+    while ((c = getopt_long(argc, argv, "b:F:X:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            o.brokers = optarg;
+            break;
+        case 'F':
+            o.config_file = optarg;
+            break;
+        case 'X':
+            if (o.nx == LW_MAX_X) {
+                lw_error("too many -X options");
+                return 2;
+            }
+            o.xs[o.nx++] = optarg;
+            break;
+        case O_PARTS:
+        case O_APARTS:
+        case O_DPARTS:
+            if (parse_int_opt(opts[c - O_PARTS + 1].name, optarg, 1, 100000,
+                              &o.partitions[c - O_PARTS]))
+                return 2;
+            break;
+        case O_REPL:
+            if (parse_int_opt("replication", optarg, 1, 32767, &o.replication))
+                return 2;
+            break;
+        case O_RET:
+            if (strcmp(optarg, "-1") != 0) {
+                char *end;
+                long long v = strtoll(optarg, &end, 10);
+                if (!*optarg || *end || v < 1) {
+                    lw_error("--retention-ms: expected -1 or a positive integer, got \"%s\"",
+                             optarg);
+                    return 2;
+                }
+            }
+            o.retention_ms = optarg;
+            break;
+        case O_ET:
+        case O_AT:
+        case O_DT:
+            if (!*optarg) {
+                lw_error("empty topic name");
+                return 2;
+            }
+            o.names[c - O_ET] = optarg;
+            break;
+        case O_TMO:
+            if (parse_int_opt("timeout-ms", optarg, 100, 3600000, &o.timeout_ms))
+                return 2;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    cmd = argv[optind];
+    if (strcmp(cmd, "create") && strcmp(cmd, "list") && strcmp(cmd, "describe") &&
+        strcmp(cmd, "delete")) {
+        lw_error("unknown command \"%s\" (create, list, describe or delete)", cmd);
+        return 2;
+    }
+    lw_signals_install();
+    rk = admin_new(&o);
+    if (!rk)
+        return 2;
+    if (strcmp(cmd, "create") == 0)
+        rc = cmd_create(rk, &o);
+    else if (strcmp(cmd, "list") == 0)
+        rc = cmd_list(rk, &o);
+    else if (strcmp(cmd, "describe") == 0)
+        rc = cmd_describe(rk, &o);
+    else
+        rc = cmd_delete(rk, &o);
+    rd_kafka_destroy(rk);
+    return rc;
+}
