@@ -88,6 +88,10 @@ const char *lw_schema_embedded(size_t i, const char **json);
 /* JSON text of the current schema of a kind (static storage). */
 const char *lw_schema_current(lw_record_kind_t kind);
 
+/* The loanwire-avro program (encode, decode, fingerprint, canonical); its
+ * main() only calls this. Returns the process exit status. */
+int lw_avro_tool_main(int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif
