@@ -1,0 +1,495 @@
+/*
+ * source.c - where loanwire-alerts reads from: the Kafka alerts topic or the
+ * Redis alert stream, with acknowledgement only after printing.
+ *
+ * Kafka: a consumer group with enable.auto.offset.store=false; an offset is
+ * stored once its alert is printed (or filtered out) and stdout flushed, and
+ * committed by auto-commit and by a synchronous commit at the end. Without
+ * --follow the run ends when every assigned partition reached its end.
+ * Redis: XREADGROUP on a stream consumer group; on start the consumer's own
+ * pending entries (read but never acknowledged) are delivered again before
+ * new ones, then XACK after printing. Entries read but not printed because
+ * --count was reached stay pending, so the next run starts with them.
+ */
+#include "loanwire/alerts.h"
+#include "loanwire/codec.h"
+#include "loanwire/conf.h"
+#include "loanwire/json.h"
+#include "loanwire/log.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define LW_SEEN_CAPACITY 100000
+#define LW_REDIS_BATCH   100
+
+void lw_alerts_conf_init(lw_alerts_conf_t *conf)
+{
+    memset(conf, 0, sizeof *conf);
+    conf->source = LW_ALERTS_KAFKA;
+    conf->brokers = lw_conf_default_bootstrap();
+    conf->redis_url = lw_conf_default_redis();
+    conf->topic = LW_TOPIC_ALERTS;
+    conf->consumer = "loanwire-alerts";
+}
+
+typedef struct lw_printer {
+    const lw_alerts_conf_t *conf;
+    FILE *out;
+    lw_alerts_seen_t *seen;
+    uint64_t printed;
+} lw_printer_t;
+
+/* Prints al when it passes the filter and is not a repeat. Returns 1 when
+ * printed, 0 when skipped, -1 when writing failed. */
+static int lw_print_alert(lw_printer_t *p, const lw_alert_t *al)
+{
+    char line[4096];
+    int n;
+
+    if (!lw_alerts_filter_match(p->conf->filter, al))
+        return 0;
+    if (!lw_alerts_seen_add(p->seen, al->alert_id))
+        return 0;
+    if (p->conf->json)
+        n = lw_alert_to_json(al, line, sizeof line);
+    else
+        n = lw_alert_format_line(al, line, sizeof line);
+    if (n < 0)
+        return -1;
+    if (fprintf(p->out, "%s\n", line) < 0)
+        return -1;
+    p->printed++;
+    return 1;
+}
+
+static bool lw_count_reached(const lw_printer_t *p)
+{
+    return p->conf->count > 0 && p->printed >= p->conf->count;
+}
+
+/* ---- Kafka --------------------------------------------------------------- */
+
+typedef struct lw_eof {
+    bool *at_end; /* by partition */
+    int n;
+} lw_eof_t;
+
+static void lw_eof_set(lw_eof_t *e, int partition, bool v)
+{
+    if (partition < 0)
+        return;
+    if (partition >= e->n) {
+        int nn = partition + 16;
+        bool *na = realloc(e->at_end, (size_t)nn * sizeof *na);
+        if (!na)
+            return;
+        memset(na + e->n, 0, (size_t)(nn - e->n) * sizeof *na);
+        e->at_end = na;
+        e->n = nn;
+    }
+    e->at_end[partition] = v;
+}
+
+/* True when partitions are assigned and every one reached its end. */
+static bool lw_caught_up(rd_kafka_t *rk, const lw_eof_t *e)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    bool all = true;
+
+    if (rd_kafka_assignment(rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return false;
+    if (a->cnt == 0)
+        all = false;
+    for (int i = 0; i < a->cnt && all; i++) {
+        int p = a->elems[i].partition;
+        all = p < e->n && e->at_end[p];
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    return all;
+}
+
+static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, char *errstr,
+                             size_t errstr_size)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    lw_codec_t *codec = NULL;
+    lw_eof_t eof = {NULL, 0};
+    lw_err_t err = LW_OK;
+    char rderr[512];
+    int64_t started = lw_mono_ms();
+    const char *group = conf->group;
+    char defgroup[128];
+
+    if (!group) {
+        const char *user = getenv("USER");
+        snprintf(defgroup, sizeof defgroup, "loanwire-alerts-%s", user && *user ? user : "default");
+        group = defgroup;
+    }
+    struct {
+        const char *k, *v;
+    } base[] = {
+        {"bootstrap.servers", conf->brokers},
+        {"group.id", group},
+        {"client.id", "loanwire-alerts"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.auto.commit", "true"},
+        {"enable.partition.eof", "true"},
+        {"auto.offset.reset", conf->from_beginning ? "earliest" : "latest"},
+    };
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
+        if (rd_kafka_conf_set(kc, base[i].k, base[i].v, rderr, sizeof rderr) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, errstr_size, "%s: %s", base[i].k, rderr);
+            rd_kafka_conf_destroy(kc);
+            return LW_ERR_CONFIG;
+        }
+    }
+    if (conf->kafka_conf_file &&
+        lw_conf_load_file(kc, conf->kafka_conf_file, errstr, errstr_size) != LW_OK) {
+        rd_kafka_conf_destroy(kc);
+        return LW_ERR_CONFIG;
+    }
+    for (const char *const *kv = conf->kafka_props; kv && *kv; kv++) {
+        if (lw_conf_set_kv(kc, *kv, errstr, errstr_size) != LW_OK) {
+            rd_kafka_conf_destroy(kc);
+            return LW_ERR_CONFIG;
+        }
+    }
+    codec = lw_codec_new(errstr, errstr_size);
+    if (!codec) {
+        rd_kafka_conf_destroy(kc);
+        return LW_ERR_SCHEMA;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, rderr, sizeof rderr);
+    if (!rk) {
+        snprintf(errstr, errstr_size, "kafka: %s", rderr);
+        rd_kafka_conf_destroy(kc);
+        lw_codec_destroy(codec);
+        return LW_ERR_KAFKA;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, conf->topic, RD_KAFKA_PARTITION_UA);
+    if (rd_kafka_subscribe(rk, topics) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, errstr_size, "kafka: cannot subscribe to %s", conf->topic);
+        err = LW_ERR_KAFKA;
+        goto done;
+    }
+
+    while (!lw_stop_requested() && !lw_count_reached(pr)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m) {
+            if (!conf->follow && lw_caught_up(rk, &eof))
+                break;
+            if (!conf->follow && eof.n == 0 && lw_mono_ms() - started > 60000) {
+                snprintf(errstr, errstr_size,
+                         "kafka %s: no partition of %s assigned after 60 s (broker up? "
+                         "./deploy/stack.sh up)",
+                         conf->brokers, conf->topic);
+                err = LW_ERR_KAFKA;
+                break;
+            }
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            lw_eof_set(&eof, m->partition, true);
+            rd_kafka_message_destroy(m);
+            if (!conf->follow && lw_caught_up(rk, &eof))
+                break;
+            continue;
+        }
+        if (m->err) {
+            bool fatal = m->err == RD_KAFKA_RESP_ERR__FATAL ||
+                         (!conf->follow && (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                                            m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+            if (fatal) {
+                snprintf(errstr, errstr_size, "kafka %s topic %s: %s", conf->brokers, conf->topic,
+                         rd_kafka_message_errstr(m));
+                err = LW_ERR_KAFKA;
+                rd_kafka_message_destroy(m);
+                break;
+            }
+            lw_warn("kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        lw_eof_set(&eof, m->partition, false);
+        {
+            lw_alert_t al;
+            char derr[256];
+            int rc = 0;
+            if (lw_codec_decode_alert(codec, m->payload, m->len, &al, derr, sizeof derr) != LW_OK) {
+                /* Left in the topic for inspection; this subscriber moves on. */
+                lw_warn("%s [%d] offset %lld: not an alert: %s", conf->topic, (int)m->partition,
+                        (long long)m->offset, derr);
+            } else if ((rc = lw_print_alert(pr, &al)) < 0 || fflush(pr->out) != 0) {
+                snprintf(errstr, errstr_size, "writing output: %s", strerror(errno));
+                err = LW_ERR_IO;
+                rd_kafka_message_destroy(m);
+                break;
+            }
+            /* Printed (and flushed) or deliberately skipped: done with it. */
+            rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+        }
+        rd_kafka_message_destroy(m);
+    }
+
+done : {
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        lw_warn("kafka: final commit: %s", rd_kafka_err2str(cerr));
+}
+    rd_kafka_consumer_close(rk);
+    rd_kafka_topic_partition_list_destroy(topics);
+    rd_kafka_destroy(rk);
+    lw_codec_destroy(codec);
+    free(eof.at_end);
+    return err;
+}
+
+/* ---- Redis --------------------------------------------------------------- */
+
+static redisContext *lw_alerts_redis_connect(const lw_redis_url_t *u, char *errstr,
+                                             size_t errstr_size)
+{
+    struct timeval tv = {5, 0};
+    redisContext *rc = u->path[0] ? redisConnectUnixWithTimeout(u->path, tv)
+                                  : redisConnectWithTimeout(u->host, u->port, tv);
+    redisReply *r = NULL;
+
+    if (!rc || rc->err) {
+        snprintf(errstr, errstr_size, "redis %s:%d: %s (start it with ./deploy/stack.sh up)",
+                 u->path[0] ? u->path : u->host, u->port, rc ? rc->errstr : "no memory");
+        redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    if (u->password[0]) {
+        r = redisCommand(rc, "AUTH %s", u->password);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            goto fail;
+        freeReplyObject(r);
+    }
+    if (u->db) {
+        r = redisCommand(rc, "SELECT %d", u->db);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            goto fail;
+        freeReplyObject(r);
+    }
+    return rc;
+fail:
+    snprintf(errstr, errstr_size, "redis: %s", r ? r->str : rc->errstr);
+    if (r)
+        freeReplyObject(r);
+    redisFree(rc);
+    return NULL;
+}
+
+static const char *lw_field(const redisReply *fields, const char *name)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2)
+        if (fields->element[i]->type == REDIS_REPLY_STRING &&
+            fields->element[i + 1]->type == REDIS_REPLY_STRING &&
+            strcmp(fields->element[i]->str, name) == 0)
+            return fields->element[i + 1]->str;
+    return NULL;
+}
+
+/* Creates the group (at the stream's start or its end) unless it exists. */
+static lw_err_t lw_group_ensure(redisContext *rc, const char *group, bool from_beginning,
+                                char *errstr, size_t errstr_size)
+{
+    redisReply *r = redisCommand(rc, "XGROUP CREATE %s %s %s MKSTREAM", LW_REDIS_ALERT_STREAM,
+                                 group, from_beginning ? "0" : "$");
+    lw_err_t err = LW_OK;
+
+    if (!r) {
+        snprintf(errstr, errstr_size, "redis XGROUP CREATE: %s", rc->errstr);
+        return LW_ERR_REDIS;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+        snprintf(errstr, errstr_size, "redis XGROUP CREATE %s %s: %s", LW_REDIS_ALERT_STREAM, group,
+                 r->str);
+        err = LW_ERR_REDIS;
+    }
+    freeReplyObject(r);
+    return err;
+}
+
+/* Handles one XREADGROUP reply. *n_entries gets how many entries it held.
+ * Acknowledges what was printed or skipped. */
+static lw_err_t lw_redis_batch(redisContext *rc, const lw_alerts_conf_t *conf, const char *group,
+                               lw_printer_t *pr, redisReply *r, size_t *n_entries, char *errstr,
+                               size_t errstr_size)
+{
+    const redisReply *entries;
+    const char **ack;
+    size_t nack = 0;
+    lw_err_t err = LW_OK;
+
+    *n_entries = 0;
+    if (r->type == REDIS_REPLY_NIL)
+        return LW_OK;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2) {
+        snprintf(errstr, errstr_size, "redis XREADGROUP: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        return LW_ERR_REDIS;
+    }
+    entries = r->element[0]->element[1];
+    if (entries->type != REDIS_REPLY_ARRAY)
+        return LW_OK;
+    *n_entries = entries->elements;
+    ack = calloc(entries->elements + 3, sizeof *ack);
+    if (!ack) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    ack[nack++] = "XACK";
+    ack[nack++] = LW_REDIS_ALERT_STREAM;
+    ack[nack++] = group;
+    for (size_t i = 0; i < entries->elements && !lw_count_reached(pr); i++) {
+        const redisReply *e = entries->element[i];
+        const char *js;
+        lw_alert_t al;
+        lw_field_error_t ferr;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        /* A pending entry deleted from the stream comes back with nil fields. */
+        js = lw_field(e->element[1], "json");
+        if (!js) {
+            lw_warn("%s %s: entry without a json field, skipped", LW_REDIS_ALERT_STREAM,
+                    e->element[0]->str);
+        } else if (lw_alert_from_json(js, strlen(js), &al, &ferr) != LW_OK) {
+            lw_warn("%s %s: field %s: %s, skipped", LW_REDIS_ALERT_STREAM, e->element[0]->str,
+                    ferr.field, ferr.reason);
+        } else if (lw_print_alert(pr, &al) < 0) {
+            snprintf(errstr, errstr_size, "writing output: %s", strerror(errno));
+            err = LW_ERR_IO;
+            break;
+        }
+        ack[nack++] = e->element[0]->str;
+    }
+    if (fflush(pr->out) != 0) {
+        snprintf(errstr, errstr_size, "writing output: %s", strerror(errno));
+        err = LW_ERR_IO;
+    }
+    /* Only what reached stdout is acknowledged (when the write failed the
+     * last entries may be lost to the pipe, so acknowledge nothing). */
+    if (err == LW_OK && nack > 3) {
+        redisReply *ar = redisCommandArgv(rc, (int)nack, ack, NULL);
+        if (!ar || ar->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis XACK: %s", ar ? ar->str : rc->errstr);
+            err = LW_ERR_REDIS;
+        }
+        if (ar)
+            freeReplyObject(ar);
+    }
+    free(ack);
+    (void)conf;
+    return err;
+}
+
+static lw_err_t lw_run_redis(const lw_alerts_conf_t *conf, lw_printer_t *pr, char *errstr,
+                             size_t errstr_size)
+{
+    lw_redis_url_t u;
+    redisContext *rc = NULL;
+    lw_err_t err;
+    const char *group = conf->group ? conf->group : "loanwire-alerts";
+    bool pending_done = false;
+
+    if ((err = lw_redis_url_parse(conf->redis_url, &u, errstr, errstr_size)) != LW_OK)
+        return err;
+    while (!lw_stop_requested() && !lw_count_reached(pr)) {
+        redisReply *r;
+        size_t n;
+        char countbuf[24];
+        uint64_t left = conf->count ? conf->count - pr->printed : LW_REDIS_BATCH;
+
+        if (!rc) {
+            rc = lw_alerts_redis_connect(&u, errstr, errstr_size);
+            if (rc)
+                err = lw_group_ensure(rc, group, conf->from_beginning, errstr, errstr_size);
+            if (!rc || err != LW_OK) {
+                if (!conf->follow)
+                    goto out;
+                lw_warn("%s; retrying", errstr);
+                redisFree(rc);
+                rc = NULL;
+                err = LW_OK;
+                sleep(1);
+                continue;
+            }
+            pending_done = false; /* after a reconnect, re-read our pending first */
+        }
+        snprintf(countbuf, sizeof countbuf, "%llu",
+                 (unsigned long long)(left < LW_REDIS_BATCH ? left : LW_REDIS_BATCH));
+        if (pending_done && conf->follow)
+            r = redisCommand(rc, "XREADGROUP GROUP %s %s COUNT %s BLOCK 1000 STREAMS %s >", group,
+                             conf->consumer, countbuf, LW_REDIS_ALERT_STREAM);
+        else
+            r = redisCommand(rc, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s", group,
+                             conf->consumer, countbuf, LW_REDIS_ALERT_STREAM,
+                             pending_done ? ">" : "0");
+        if (!r) {
+            snprintf(errstr, errstr_size, "redis XREADGROUP: %s", rc->errstr);
+            err = LW_ERR_REDIS;
+        } else {
+            err = lw_redis_batch(rc, conf, group, pr, r, &n, errstr, errstr_size);
+            freeReplyObject(r);
+        }
+        if (err == LW_ERR_REDIS && rc->err && conf->follow) {
+            lw_warn("%s; reconnecting", errstr);
+            redisFree(rc);
+            rc = NULL;
+            err = LW_OK;
+            sleep(1);
+            continue;
+        }
+        if (err != LW_OK)
+            goto out;
+        if (n == 0) {
+            if (!pending_done)
+                pending_done = true;
+            else if (!conf->follow)
+                break; /* caught up */
+        }
+    }
+    err = LW_OK;
+out:
+    redisFree(rc);
+    return err;
+}
+
+lw_err_t lw_alerts_run(const lw_alerts_conf_t *conf, FILE *out, uint64_t *printed, char *errstr,
+                       size_t errstr_size)
+{
+    lw_printer_t pr = {conf, out, NULL, 0};
+    lw_err_t err;
+
+    pr.seen = lw_alerts_seen_new(LW_SEEN_CAPACITY);
+    if (!pr.seen) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    if (conf->source == LW_ALERTS_REDIS)
+        err = lw_run_redis(conf, &pr, errstr, errstr_size);
+    else
+        err = lw_run_kafka(conf, &pr, errstr, errstr_size);
+    if (printed)
+        *printed = pr.printed;
+    lw_alerts_seen_destroy(pr.seen);
+    return err;
+}

@@ -1,0 +1,155 @@
+/*
+ * loanwire/query.h - loanwire-query, the lenders' HTTP API over the bureau's
+ * Redis state (consumers/README.md documents the keys it reads).
+ *
+ * Endpoints (all GET; consumers/query/README.md has the JSON shapes):
+ *   /v1/borrowers/{borrower_id}/exposure   a borrower's exposure (token)
+ *   /v1/alerts?since=&rule=&limit=         recent alerts from lw:alerts (token)
+ *   /healthz                               PINGs Redis: 200 or 503 (open)
+ *   /metrics                               Prometheus text (open)
+ *
+ * The server is libmicrohttpd with an internal thread pool; each pool thread
+ * keeps its own hiredis context (they are not thread-safe) and reconnects
+ * after a Redis error. The pieces below the server (routing, parameters,
+ * tokens, JSON and metrics rendering) are exported so tests reach them
+ * without a socket.
+ */
+#ifndef LOANWIRE_QUERY_H
+#define LOANWIRE_QUERY_H
+
+#include "loanwire/conf.h"
+#include "loanwire/error.h"
+#include "loanwire/event.h"
+#include "loanwire/state.h"
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LW_QUERY_DEFAULT_HOST    "127.0.0.1"
+#define LW_QUERY_DEFAULT_PORT    8080
+#define LW_QUERY_DEFAULT_THREADS 4
+#define LW_QUERY_MAX_URL         2048 /* path + query string; longer gets 414 */
+#define LW_QUERY_ALERTS_MAX      1000 /* largest limit= of /v1/alerts */
+#define LW_QUERY_ALERTS_DEFAULT  100
+
+/* ---- Bearer tokens ------------------------------------------------------- */
+
+typedef struct lw_tokens_s lw_tokens_t;
+
+/*
+ * Loads a token file: one token per line, blank lines and lines starting
+ * with '#' ignored, surrounding white space trimmed. Refused (NULL, errstr
+ * says why) when the file is readable or writable by group or others, when
+ * it holds no token, or when a token has characters outside RFC 6750's
+ * b64token set. Only SHA-256 digests of the tokens are kept in memory.
+ */
+lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size);
+size_t lw_tokens_count(const lw_tokens_t *tk);
+/* True when authorization is "Bearer <token>" for a known token. Compares
+ * digests of every known token in constant time (no early exit). */
+bool lw_tokens_check(const lw_tokens_t *tk, const char *authorization);
+void lw_tokens_destroy(lw_tokens_t *tk); /* NULL is fine */
+
+/* ---- Routing and parameters --------------------------------------------- */
+
+typedef enum lw_route {
+    LW_ROUTE_NOT_FOUND = 0,
+    LW_ROUTE_EXPOSURE, /* borrower_id filled, or *bad_id set */
+    LW_ROUTE_ALERTS,
+    LW_ROUTE_HEALTHZ,
+    LW_ROUTE_METRICS,
+} lw_route_t;
+
+/* Maps a request path (no query string) to a route. For the exposure path
+ * borrower_id receives the id when well-formed; *bad_id is set otherwise. */
+lw_route_t lw_query_route(const char *path, char borrower_id[LW_BORROWER_ID_LEN + 1], bool *bad_id);
+
+typedef struct lw_alerts_params {
+    bool has_since;
+    bool since_exclusive; /* since was a stream id: start after it */
+    char since_id[48];    /* "<ms>-<seq>" */
+    bool has_rule;
+    char rule[LW_ID_MAX + 1];
+    int limit;
+} lw_alerts_params_t;
+
+/* Parses the /v1/alerts query parameters (NULL when absent). since is either
+ * milliseconds (inclusive, on the stream id's time) or a stream id
+ * "<ms>-<seq>" (exclusive). limit is 1..LW_QUERY_ALERTS_MAX. */
+lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char *limit,
+                                lw_alerts_params_t *out, char *errstr, size_t errstr_size);
+
+/* Parses "HOST:PORT", "PORT" or "[IPv6]:PORT" (numeric addresses only). */
+lw_err_t lw_query_listen_parse(const char *s, char *host, size_t host_size, int *port, char *errstr,
+                               size_t errstr_size);
+
+/* ---- Rendering ----------------------------------------------------------- */
+
+/* Connects (2 s timeout), AUTHs and SELECTs the URL's database. */
+redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size);
+
+/*
+ * The exposure document of one borrower as a malloc'd JSON string (caller
+ * frees). *found false and *json NULL for an unknown borrower.
+ * LW_ERR_INVALID_ARG for a malformed id, LW_ERR_REDIS when Redis fails.
+ */
+lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char **json, bool *found,
+                                char *errstr, size_t errstr_size);
+
+/* Recent alerts from the stream as a JSON array (malloc'd), oldest first. */
+lw_err_t lw_query_alerts_json(redisContext *rc, const lw_alerts_params_t *p, char **json,
+                              char *errstr, size_t errstr_size);
+
+/* The query service's own request counters, by HTTP status. */
+#define LW_QUERY_STATUS_SLOTS 10
+typedef struct lw_query_counts {
+    uint64_t by_status[LW_QUERY_STATUS_SLOTS];
+} lw_query_counts_t;
+/* Status codes the slots count ("other" last). */
+extern const int lw_query_status_codes[LW_QUERY_STATUS_SLOTS];
+int lw_query_status_slot(int status);
+
+/* Metrics aggregation: feed every field of every lw:metrics:<consumer>
+ * hash, then render Prometheus text (malloc'd). */
+typedef struct lw_metrics_agg_s lw_metrics_agg_t;
+lw_metrics_agg_t *lw_metrics_agg_new(void);
+void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char *field,
+                        const char *value);
+char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t *counts);
+void lw_metrics_agg_destroy(lw_metrics_agg_t *agg); /* NULL is fine */
+
+/* Reads every lw:metrics:* hash (SCAN) into agg and renders the text. */
+lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
+                               char *errstr, size_t errstr_size);
+
+/* ---- Server -------------------------------------------------------------- */
+
+typedef struct lw_query_conf {
+    char host[64]; /* numeric address to bind */
+    int port;      /* 0: any free port (see lw_query_port) */
+    const char *redis_url;
+    const char *tokens_path; /* NULL only with no_auth */
+    bool no_auth;            /* data endpoints open: development only */
+    int threads;
+} lw_query_conf_t;
+
+void lw_query_conf_init(lw_query_conf_t *conf);
+
+typedef struct lw_query_s lw_query_t;
+
+/* Loads tokens, checks the Redis URL and starts serving. */
+lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t errstr_size);
+int lw_query_port(const lw_query_t *q); /* the port actually bound */
+void lw_query_counts_get(lw_query_t *q, lw_query_counts_t *out);
+void lw_query_stop(lw_query_t *q); /* NULL is fine; stops and frees */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOANWIRE_QUERY_H */

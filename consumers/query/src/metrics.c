@@ -1,0 +1,322 @@
+/*
+ * metrics.c - /metrics: the consumers' counters from Redis, summed, plus the
+ * query service's own request counts, in Prometheus text format 0.0.4.
+ *
+ * Each loanwire-exposure instance keeps a hash lw:metrics:<consumer-id>
+ * (consumers/README.md names the fields). Counters are summed over every
+ * consumer; a partition's lag is taken as the largest any consumer reports
+ * (a stale hash left by a former owner can only overstate it); the Redis
+ * round trip is per consumer. Counts print as integers.
+ */
+#include "loanwire/query.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LW_METRICS_PREFIX "lw:metrics:"
+
+typedef struct lw_kv {
+    char *a, *b; /* rule, or topic+partition, or consumer */
+    long long v;
+} lw_kv_t;
+
+typedef struct lw_kvs {
+    lw_kv_t *v;
+    size_t n, cap;
+} lw_kvs_t;
+
+struct lw_metrics_agg_s {
+    long long events_applied, dead_letters, out_of_order, fenced;
+    bool has_events_applied, has_dead_letters, has_out_of_order, has_fenced;
+    size_t consumers;
+    char *last_consumer;
+    lw_kvs_t alerts; /* a = rule */
+    lw_kvs_t lag;    /* a = topic, b = partition */
+    lw_kvs_t rtt;    /* a = consumer */
+};
+
+lw_metrics_agg_t *lw_metrics_agg_new(void)
+{
+    return calloc(1, sizeof(lw_metrics_agg_t));
+}
+
+static void lw_kvs_free(lw_kvs_t *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        free(k->v[i].a);
+        free(k->v[i].b);
+    }
+    free(k->v);
+}
+
+void lw_metrics_agg_destroy(lw_metrics_agg_t *agg)
+{
+    if (!agg)
+        return;
+    lw_kvs_free(&agg->alerts);
+    lw_kvs_free(&agg->lag);
+    lw_kvs_free(&agg->rtt);
+    free(agg->last_consumer);
+    free(agg);
+}
+
+/* The entry for (a, b), created at 0 when new; NULL when out of memory. */
+static lw_kv_t *lw_kvs_get(lw_kvs_t *k, const char *a, const char *b)
+{
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->v[i].a, a) == 0 && strcmp(k->v[i].b ? k->v[i].b : "", b ? b : "") == 0)
+            return &k->v[i];
+    if (k->n == k->cap) {
+        size_t nc = k->cap ? k->cap * 2 : 8;
+        lw_kv_t *nv = realloc(k->v, nc * sizeof *nv);
+        if (!nv)
+            return NULL;
+        k->v = nv;
+        k->cap = nc;
+    }
+    k->v[k->n].a = strdup(a);
+    k->v[k->n].b = b ? strdup(b) : NULL;
+    k->v[k->n].v = 0;
+    if (!k->v[k->n].a || (b && !k->v[k->n].b)) {
+        free(k->v[k->n].a);
+        free(k->v[k->n].b);
+        return NULL;
+    }
+    return &k->v[k->n++];
+}
+
+static bool lw_parse_ll(const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return s[0] && !*end && errno == 0;
+}
+
+void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char *field,
+                        const char *value)
+{
+    long long v;
+    lw_kv_t *kv;
+
+    if (!agg || !consumer || !field || !value || !lw_parse_ll(value, &v))
+        return;
+    if (!agg->last_consumer || strcmp(agg->last_consumer, consumer) != 0) {
+        free(agg->last_consumer);
+        agg->last_consumer = strdup(consumer);
+        agg->consumers++;
+    }
+    if (strcmp(field, "events_applied") == 0) {
+        agg->events_applied += v;
+        agg->has_events_applied = true;
+    } else if (strcmp(field, "dead_letters") == 0) {
+        agg->dead_letters += v;
+        agg->has_dead_letters = true;
+    } else if (strcmp(field, "out_of_order") == 0) {
+        agg->out_of_order += v;
+        agg->has_out_of_order = true;
+    } else if (strcmp(field, "fenced") == 0) {
+        agg->fenced += v;
+        agg->has_fenced = true;
+    } else if (strncmp(field, "alerts:", 7) == 0 && field[7]) {
+        if ((kv = lw_kvs_get(&agg->alerts, field + 7, NULL)))
+            kv->v += v;
+    } else if (strncmp(field, "lag:", 4) == 0) {
+        /* lag:<topic>:<partition>; Kafka topic names cannot hold ':'. */
+        const char *colon = strrchr(field + 4, ':');
+        char topic[256];
+        size_t tl;
+        if (!colon || colon == field + 4 || !colon[1])
+            return;
+        tl = (size_t)(colon - (field + 4));
+        if (tl >= sizeof topic)
+            return;
+        memcpy(topic, field + 4, tl);
+        topic[tl] = '\0';
+        if ((kv = lw_kvs_get(&agg->lag, topic, colon + 1)) && v > kv->v)
+            kv->v = v;
+    } else if (strcmp(field, "redis_rtt_us") == 0) {
+        if ((kv = lw_kvs_get(&agg->rtt, consumer, NULL)))
+            kv->v = v;
+    }
+}
+
+/* A growing text buffer; on allocation failure it stays failed. */
+typedef struct lw_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} lw_buf_t;
+
+static void lw_bprintf(lw_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lw_bprintf(lw_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t nc = b->cap ? b->cap * 2 : 4096;
+        while (nc < b->len + (size_t)n + 1)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->failed = true;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+}
+
+/* Label value escaped as the exposition format asks (\\, \", \n). */
+static void lw_blabel(lw_buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\')
+            lw_bprintf(b, "\\\\");
+        else if (*s == '"')
+            lw_bprintf(b, "\\\"");
+        else if (*s == '\n')
+            lw_bprintf(b, "\\n");
+        else
+            lw_bprintf(b, "%c", *s);
+    }
+}
+
+static void lw_bhead(lw_buf_t *b, const char *name, const char *type, const char *help)
+{
+    lw_bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t *counts)
+{
+    lw_buf_t b = {0};
+
+    lw_bhead(&b, "loanwire_consumers", "gauge",
+             "Consumers with a metrics hash in Redis (lw:metrics:*).");
+    lw_bprintf(&b, "loanwire_consumers %zu\n", agg->consumers);
+    lw_bhead(&b, "loanwire_events_applied_total", "counter",
+             "Loan events applied to Redis, summed over consumers.");
+    lw_bprintf(&b, "loanwire_events_applied_total %lld\n", agg->events_applied);
+    lw_bhead(&b, "loanwire_dead_letters_total", "counter",
+             "Events sent to the dead-letter topic, summed over consumers.");
+    lw_bprintf(&b, "loanwire_dead_letters_total %lld\n", agg->dead_letters);
+    lw_bhead(&b, "loanwire_out_of_order_total", "counter",
+             "Events ignored because a newer sequence was already applied.");
+    lw_bprintf(&b, "loanwire_out_of_order_total %lld\n", agg->out_of_order);
+    lw_bhead(&b, "loanwire_fenced_total", "counter",
+             "Writes refused because the writer lost ownership (zombie fencing).");
+    lw_bprintf(&b, "loanwire_fenced_total %lld\n", agg->fenced);
+    lw_bhead(&b, "loanwire_alerts_total", "counter", "Alerts raised, by rule.");
+    for (size_t i = 0; i < agg->alerts.n; i++) {
+        lw_bprintf(&b, "loanwire_alerts_total{rule=\"");
+        lw_blabel(&b, agg->alerts.v[i].a);
+        lw_bprintf(&b, "\"} %lld\n", agg->alerts.v[i].v);
+    }
+    lw_bhead(&b, "loanwire_consumer_lag", "gauge",
+             "Messages behind the partition's high watermark (largest reported).");
+    for (size_t i = 0; i < agg->lag.n; i++) {
+        lw_bprintf(&b, "loanwire_consumer_lag{topic=\"");
+        lw_blabel(&b, agg->lag.v[i].a);
+        lw_bprintf(&b, "\",partition=\"");
+        lw_blabel(&b, agg->lag.v[i].b);
+        lw_bprintf(&b, "\"} %lld\n", agg->lag.v[i].v);
+    }
+    lw_bhead(&b, "loanwire_redis_rtt_seconds", "gauge",
+             "Redis round trip last measured by each consumer.");
+    for (size_t i = 0; i < agg->rtt.n; i++) {
+        long long us = agg->rtt.v[i].v < 0 ? 0 : agg->rtt.v[i].v;
+        lw_bprintf(&b, "loanwire_redis_rtt_seconds{consumer=\"");
+        lw_blabel(&b, agg->rtt.v[i].a);
+        lw_bprintf(&b, "\"} %lld.%06lld\n", us / 1000000, us % 1000000);
+    }
+    lw_bhead(&b, "loanwire_query_requests_total", "counter",
+             "HTTP requests answered by this loanwire-query, by status code.");
+    for (int i = 0; counts && i < LW_QUERY_STATUS_SLOTS; i++) {
+        if (lw_query_status_codes[i])
+            lw_bprintf(&b, "loanwire_query_requests_total{code=\"%d\"} %llu\n",
+                       lw_query_status_codes[i], (unsigned long long)counts->by_status[i]);
+        else
+            lw_bprintf(&b, "loanwire_query_requests_total{code=\"other\"} %llu\n",
+                       (unsigned long long)counts->by_status[i]);
+    }
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
+                               char *errstr, size_t errstr_size)
+{
+    lw_metrics_agg_t *agg = lw_metrics_agg_new();
+    char cursor[32] = "0";
+    lw_err_t err = LW_OK;
+
+    *text = NULL;
+    if (!agg) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    /* SCAN, not KEYS: never block Redis for the whole keyspace. */
+    do {
+        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s* COUNT 100", cursor, LW_METRICS_PREFIX);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis SCAN: %s",
+                     !r                             ? rc->errstr
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                    : "unexpected reply");
+            if (r)
+                freeReplyObject(r);
+            err = LW_ERR_REDIS;
+            break;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements && err == LW_OK; i++) {
+            const char *key = r->element[1]->element[i]->str;
+            redisReply *h = redisCommand(rc, "HGETALL %s", key);
+            if (!h) {
+                snprintf(errstr, errstr_size, "redis HGETALL %s: %s", key, rc->errstr);
+                err = LW_ERR_REDIS;
+                break;
+            }
+            /* A key of another type under the prefix is skipped, not fatal. */
+            if (h->type == REDIS_REPLY_ARRAY)
+                for (size_t j = 0; j + 1 < h->elements; j += 2)
+                    if (h->element[j]->type == REDIS_REPLY_STRING &&
+                        h->element[j + 1]->type == REDIS_REPLY_STRING)
+                        lw_metrics_agg_add(agg, key + strlen(LW_METRICS_PREFIX), h->element[j]->str,
+                                           h->element[j + 1]->str);
+            freeReplyObject(h);
+        }
+        freeReplyObject(r);
+    } while (err == LW_OK && strcmp(cursor, "0") != 0);
+
+    if (err == LW_OK) {
+        *text = lw_metrics_agg_render(agg, counts);
+        if (!*text) {
+            snprintf(errstr, errstr_size, "out of memory");
+            err = LW_ERR_NOMEM;
+        }
+    }
+    lw_metrics_agg_destroy(agg);
+    return err;
+}

@@ -1,0 +1,300 @@
+/*
+ * render.c - what loanwire-query answers with: the exposure document, the
+ * alert list, the Prometheus text, plus the Redis connection it reads with.
+ *
+ * Everything here takes a redisContext the caller owns, so the server (one
+ * context per worker thread) and the --borrower mode share it. Amounts stay
+ * int64 fen end to end; jansson prints them as JSON integers.
+ */
+#include "loanwire/id.h"
+#include "loanwire/query.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* How far back the exposure document looks in the alert stream for the
+ * latest alert of each open rule (bounded so one request stays cheap). */
+#define LW_OPEN_ALERT_SCAN 1000
+/* How many entries /v1/alerts?rule= examines at most before answering. */
+#define LW_ALERTS_SCAN_MAX 100000
+
+redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size)
+{
+    struct timeval tv = {2, 0};
+    redisContext *rc;
+    redisReply *r;
+
+    if (url->path[0])
+        rc = redisConnectUnixWithTimeout(url->path, tv);
+    else
+        rc = redisConnectWithTimeout(url->host, url->port, tv);
+    if (!rc || rc->err) {
+        snprintf(errstr, errstr_size, "redis %s:%d: %s", url->path[0] ? url->path : url->host,
+                 url->port, rc ? rc->errstr : "cannot allocate context");
+        if (rc)
+            redisFree(rc);
+        return NULL;
+    }
+    redisSetTimeout(rc, tv);
+    if (url->password[0]) {
+        r = redisCommand(rc, "AUTH %s", url->password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis AUTH: %s", r ? r->str : rc->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (url->db) {
+        r = redisCommand(rc, "SELECT %d", url->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis SELECT %d: %s", url->db, r ? r->str : rc->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(rc);
+    return NULL;
+}
+
+/* ---- Exposure ------------------------------------------------------------ */
+
+static json_t *lw_loan_to_json(const lw_loan_state_t *l)
+{
+    const char *product = lw_product_name(l->product);
+    const char *status = lw_loan_status_name(l->status);
+
+    return json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:i, s:I, s:I, s:I}", "platform_id",
+                     l->platform_id, "loan_id", l->loan_id, "lender_id", l->lender_id, "product",
+                     product, "status", status, "outstanding_fen", (json_int_t)l->outstanding_fen,
+                     "credit_limit_fen", (json_int_t)l->credit_limit_fen, "days_past_due",
+                     (int)l->days_past_due, "past_due_fen", (json_int_t)l->past_due_fen, "sequence",
+                     (json_int_t)l->sequence, "updated_at", (json_int_t)l->updated_at);
+}
+
+/* Field value of a stream entry's flat [f1, v1, f2, v2...] array, or NULL. */
+static const char *lw_entry_field(const redisReply *fields, const char *name)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *f = fields->element[i], *v = fields->element[i + 1];
+        if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            strcmp(f->str, name) == 0)
+            return v->str;
+    }
+    return NULL;
+}
+
+/* Attaches the newest stream alert of each open rule (within the scan bound). */
+static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, json_t *arr,
+                                    char *errstr, size_t errstr_size)
+{
+    redisReply *r;
+    size_t missing = json_array_size(arr);
+
+    if (missing == 0)
+        return LW_OK;
+    r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", LW_REDIS_ALERT_STREAM, LW_OPEN_ALERT_SCAN);
+    if (!r) {
+        snprintf(errstr, errstr_size, "redis XREVRANGE: %s", rc->errstr);
+        return LW_ERR_REDIS;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errstr_size, "redis XREVRANGE: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        return LW_ERR_REDIS;
+    }
+    for (size_t i = 0; i < r->elements && missing > 0; i++) {
+        const redisReply *e = r->element[i];
+        const char *b, *rule, *js;
+        size_t k;
+        json_t *oa;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+            continue;
+        b = lw_entry_field(e->element[1], "borrower_id");
+        rule = lw_entry_field(e->element[1], "rule_id");
+        js = lw_entry_field(e->element[1], "json");
+        if (!b || !rule || !js || strcmp(b, borrower_id) != 0)
+            continue;
+        json_array_foreach(arr, k, oa)
+        {
+            if (strcmp(json_string_value(json_object_get(oa, "rule_id")), rule) == 0 &&
+                json_is_null(json_object_get(oa, "alert"))) {
+                json_t *al = json_loads(js, 0, NULL);
+                if (al) {
+                    json_object_set_new(al, "stream_id", json_string(e->element[0]->str));
+                    json_object_set_new(oa, "alert", al);
+                    missing--;
+                }
+                break;
+            }
+        }
+    }
+    freeReplyObject(r);
+    return LW_OK;
+}
+
+static json_t *lw_window_json(const lw_borrower_state_t *st, int w)
+{
+    return json_pack("{s:i, s:i, s:i}", "new_loans", (int)st->new_loans[w], "applications",
+                     (int)st->applications[w], "distinct_lenders", (int)st->distinct_lenders[w]);
+}
+
+lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char **json, bool *found,
+                                char *errstr, size_t errstr_size)
+{
+    lw_borrower_state_t st;
+    lw_err_t err;
+    json_t *doc, *loans, *open;
+
+    *json = NULL;
+    *found = false;
+    if (!borrower_id || !lw_borrower_id_is_valid(borrower_id)) {
+        snprintf(errstr, errstr_size, "borrower_id must be 22 base64url characters");
+        return LW_ERR_INVALID_ARG;
+    }
+    memset(&st, 0, sizeof st);
+    err = lw_state_read(rc, borrower_id, &st, found, errstr, errstr_size);
+    if (err != LW_OK || !*found) {
+        lw_borrower_state_clear(&st);
+        return err;
+    }
+
+    loans = json_array();
+    for (size_t i = 0; i < st.n_loans; i++)
+        json_array_append_new(loans, lw_loan_to_json(&st.loans[i]));
+    open = json_array();
+    for (size_t i = 0; i < st.n_open_alerts; i++)
+        json_array_append_new(open, json_pack("{s:s, s:n}", "rule_id", st.open_alerts[i], "alert"));
+    err = lw_open_alerts_fill(rc, borrower_id, open, errstr, errstr_size);
+    if (err != LW_OK) {
+        json_decref(loans);
+        json_decref(open);
+        lw_borrower_state_clear(&st);
+        return err;
+    }
+
+    doc = json_pack(
+        "{s:s, s:I, s:I, s:i, s:i, s:i, s:I, s:o, s:{s:o, s:o, s:o}, s:o, s:o}", "borrower_id",
+        borrower_id, "as_of", (json_int_t)st.last_event_at, "total_outstanding_fen",
+        (json_int_t)st.total_outstanding_fen, "active_loans", (int)st.active_loans,
+        "active_lenders", (int)st.active_lenders, "active_platforms", (int)st.active_platforms,
+        "past_due_fen", (json_int_t)st.past_due_fen, "annual_income_fen",
+        st.has_annual_income ? json_integer(st.annual_income_fen) : json_null(), "windows", "24h",
+        lw_window_json(&st, LW_WIN_24H), "7d", lw_window_json(&st, LW_WIN_7D), "30d",
+        lw_window_json(&st, LW_WIN_30D), "loans", loans, "open_alerts", open);
+    lw_borrower_state_clear(&st);
+    if (!doc) {
+        snprintf(errstr, errstr_size, "out of memory building JSON");
+        return LW_ERR_NOMEM;
+    }
+    *json = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (!*json) {
+        snprintf(errstr, errstr_size, "out of memory building JSON");
+        return LW_ERR_NOMEM;
+    }
+    return LW_OK;
+}
+
+/* ---- Alerts -------------------------------------------------------------- */
+
+/* Appends the stream entries of reply r that match p to out, up to p->limit;
+ * *last receives the id of the last entry looked at. */
+static void lw_alerts_take(const redisReply *r, const lw_alerts_params_t *p, json_t *out,
+                           char *last, size_t last_size)
+{
+    for (size_t i = 0; i < r->elements && json_array_size(out) < (size_t)p->limit; i++) {
+        const redisReply *e = r->element[i];
+        const char *rule, *js;
+        json_t *al;
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        snprintf(last, last_size, "%s", e->element[0]->str);
+        rule = lw_entry_field(e->element[1], "rule_id");
+        js = lw_entry_field(e->element[1], "json");
+        if (p->has_rule && (!rule || strcmp(rule, p->rule) != 0))
+            continue;
+        if (!js || !(al = json_loads(js, 0, NULL)) || !json_is_object(al)) {
+            /* Not ours to repair; visible in the stream under this id. */
+            fprintf(stderr, "WARN loanwire-query: %s entry %s has no valid json field\n",
+                    LW_REDIS_ALERT_STREAM, e->element[0]->str);
+            continue;
+        }
+        json_object_set_new(al, "stream_id", json_string(e->element[0]->str));
+        json_array_append_new(out, al);
+    }
+}
+
+lw_err_t lw_query_alerts_json(redisContext *rc, const lw_alerts_params_t *p, char **json,
+                              char *errstr, size_t errstr_size)
+{
+    json_t *out = json_array();
+    char cursor[64];
+    bool reverse = !p->has_since;
+    int batch = p->has_rule ? 1000 : p->limit;
+    size_t scanned = 0;
+
+    *json = NULL;
+    /* Without since: the newest `limit` alerts (read backwards, then turned
+     * round); with since: forwards from it. Either way the answer is oldest
+     * first, so a client pages by passing the last stream_id as since. */
+    if (reverse)
+        snprintf(cursor, sizeof cursor, "+");
+    else
+        snprintf(cursor, sizeof cursor, "%s%s", p->since_exclusive ? "(" : "", p->since_id);
+    while (json_array_size(out) < (size_t)p->limit && scanned < LW_ALERTS_SCAN_MAX) {
+        char last[64] = "";
+        redisReply *r;
+
+        if (reverse)
+            r = redisCommand(rc, "XREVRANGE %s %s - COUNT %d", LW_REDIS_ALERT_STREAM, cursor,
+                             batch);
+        else
+            r = redisCommand(rc, "XRANGE %s %s + COUNT %d", LW_REDIS_ALERT_STREAM, cursor, batch);
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis %s: %s", reverse ? "XREVRANGE" : "XRANGE",
+                     !r                             ? rc->errstr
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                    : "unexpected reply");
+            if (r)
+                freeReplyObject(r);
+            json_decref(out);
+            return LW_ERR_REDIS;
+        }
+        lw_alerts_take(r, p, out, last, sizeof last);
+        scanned += r->elements;
+        if (r->elements < (size_t)batch || !last[0]) {
+            freeReplyObject(r);
+            break;
+        }
+        freeReplyObject(r);
+        snprintf(cursor, sizeof cursor, "(%s", last);
+    }
+    if (reverse) {
+        size_t n = json_array_size(out);
+        json_t *rev = json_array();
+        for (size_t i = n; i > 0; i--)
+            json_array_append(rev, json_array_get(out, i - 1));
+        json_decref(out);
+        out = rev;
+    }
+    *json = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(out);
+    if (!*json) {
+        snprintf(errstr, errstr_size, "out of memory building JSON");
+        return LW_ERR_NOMEM;
+    }
+    return LW_OK;
+}

@@ -1,0 +1,161 @@
+/*
+ * tokens.c - the bearer tokens loanwire-query accepts (--tokens FILE).
+ *
+ * Only SHA-256 digests are kept, and a check hashes the presented token and
+ * compares it with every known digest using CRYPTO_memcmp without stopping
+ * at a match, so the time taken does not tell an attacker how close a guess
+ * came or which token matched.
+ */
+#include "query_int.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define LW_TOKEN_MAX 512
+
+/* RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" , then "="*. */
+static bool lw_token_char_ok(char c)
+{
+    return isalnum((unsigned char)c) || strchr("-._~+/=", c) != NULL;
+}
+
+static lw_err_t lw_tokens_add(lw_tokens_t *tk, const char *tok, size_t len)
+{
+    void *nd = realloc(tk->digest, (tk->n + 1) * sizeof *tk->digest);
+    if (!nd)
+        return LW_ERR_NOMEM;
+    tk->digest = nd;
+    SHA256((const unsigned char *)tok, len, tk->digest[tk->n]);
+    tk->n++;
+    return LW_OK;
+}
+
+lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
+{
+    FILE *fp;
+    struct stat st;
+    char line[LW_TOKEN_MAX + 2];
+    lw_tokens_t *tk;
+    int lineno = 0;
+
+    fp = fopen(path, "r");
+    if (!fp) {
+        snprintf(errstr, errstr_size, "%s: cannot open token file: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fileno(fp), &st) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        fclose(fp);
+        return NULL;
+    }
+    /* Tokens are secrets: a file others may read or rewrite is refused. */
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(errstr, errstr_size,
+                 "%s: token file is accessible by group or others (mode %03o); "
+                 "run chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        fclose(fp);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(errstr, errstr_size, "%s: token file is not a regular file", path);
+        fclose(fp);
+        return NULL;
+    }
+    tk = calloc(1, sizeof *tk);
+    if (!tk) {
+        snprintf(errstr, errstr_size, "out of memory");
+        fclose(fp);
+        return NULL;
+    }
+    while (fgets(line, sizeof line, fp)) {
+        size_t len = strlen(line);
+        char *s = line, *e;
+
+        lineno++;
+        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(fp)) {
+            snprintf(errstr, errstr_size, "%s:%d: token longer than %d characters", path, lineno,
+                     LW_TOKEN_MAX);
+            goto fail;
+        }
+        while (isspace((unsigned char)*s))
+            s++;
+        e = s + strlen(s);
+        while (e > s && isspace((unsigned char)e[-1]))
+            *--e = '\0';
+        if (!*s || *s == '#')
+            continue;
+        for (const char *c = s; c < e; c++) {
+            if (!lw_token_char_ok(*c)) {
+                snprintf(errstr, errstr_size,
+                         "%s:%d: token has a character outside A-Z a-z 0-9 - . _ ~ + / =", path,
+                         lineno);
+                goto fail;
+            }
+        }
+        if (lw_tokens_add(tk, s, (size_t)(e - s)) != LW_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto fail;
+        }
+    }
+    if (ferror(fp)) {
+        snprintf(errstr, errstr_size, "%s: read error", path);
+        goto fail;
+    }
+    if (tk->n == 0) {
+        snprintf(errstr, errstr_size, "%s: no token in file (one per line; # comments)", path);
+        goto fail;
+    }
+    OPENSSL_cleanse(line, sizeof line);
+    fclose(fp);
+    return tk;
+fail:
+    OPENSSL_cleanse(line, sizeof line);
+    fclose(fp);
+    lw_tokens_destroy(tk);
+    return NULL;
+}
+
+size_t lw_tokens_count(const lw_tokens_t *tk)
+{
+    return tk ? tk->n : 0;
+}
+
+bool lw_tokens_check(const lw_tokens_t *tk, const char *authorization)
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    const char *tok;
+    size_t len;
+    int match = 0;
+
+    if (!tk || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return false;
+    tok = authorization + 7;
+    while (*tok == ' ')
+        tok++;
+    len = strlen(tok);
+    while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len > LW_TOKEN_MAX)
+        return false;
+    SHA256((const unsigned char *)tok, len, d);
+    for (size_t i = 0; i < tk->n; i++)
+        match |= CRYPTO_memcmp(d, tk->digest[i], sizeof d) == 0;
+    return match != 0;
+}
+
+void lw_tokens_destroy(lw_tokens_t *tk)
+{
+    if (!tk)
+        return;
+    if (tk->digest)
+        OPENSSL_cleanse(tk->digest, tk->n * sizeof *tk->digest);
+    free(tk->digest);
+    free(tk);
+}

@@ -1,0 +1,153 @@
+/*
+ * query_main.c - loanwire-query: options, then the server or a one-off
+ * lookup (--borrower). The work is in lw_query (consumers/query/src).
+ */
+#include "loanwire/conf.h"
+#include "loanwire/id.h"
+#include "loanwire/log.h"
+#include "loanwire/query.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: loanwire-query [options]\n"
+            "Serves borrowers' exposure and recent alerts from the bureau's Redis over HTTP.\n"
+            "\n"
+            "  --redis URL        redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
+            "  --listen HOST:PORT numeric address to bind (default %s:%d; PORT 0 = any)\n"
+            "  --tokens FILE      bearer tokens, one per line (# comments); must not be\n"
+            "                     accessible by group or others (chmod 600)\n"
+            "  --no-auth          serve data endpoints without tokens (development only)\n"
+            "  --threads N        worker threads, each with its own Redis connection (%d)\n"
+            "  --borrower ID      print that borrower's exposure JSON and exit:\n"
+            "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
+            "  -v, --verbose      debug logging\n"
+            "  -h, --help         this text\n"
+            "\n"
+            "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
+            "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
+            "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
+            "  /healthz   PING Redis: 200 or 503 (no token)\n"
+            "  /metrics   Prometheus text (no token)\n"
+            "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n",
+            LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
+            LW_QUERY_DEFAULT_THREADS, LW_QUERY_ALERTS_MAX, LW_QUERY_ALERTS_DEFAULT);
+}
+
+static int lookup_one(const char *redis_url, const char *bid)
+{
+    lw_redis_url_t u;
+    redisContext *rc;
+    char errstr[512], *json = NULL;
+    bool found;
+    lw_err_t err;
+
+    if (!lw_borrower_id_is_valid(bid)) {
+        lw_error("--borrower %s: borrower_id must be 22 base64url characters", bid);
+        return 2;
+    }
+    if (lw_redis_url_parse(redis_url, &u, errstr, sizeof errstr) != LW_OK) {
+        lw_error("--redis: %s", errstr);
+        return 1;
+    }
+    if (!(rc = lw_query_redis_connect(&u, errstr, sizeof errstr))) {
+        lw_error("%s (start it with ./deploy/stack.sh up)", errstr);
+        return 1;
+    }
+    err = lw_query_exposure_json(rc, bid, &json, &found, errstr, sizeof errstr);
+    redisFree(rc);
+    if (err != LW_OK) {
+        lw_error("%s", errstr);
+        return err == LW_ERR_INVALID_ARG ? 2 : 1;
+    }
+    if (!found) {
+        lw_error("borrower %s: not found", bid);
+        return 3;
+    }
+    printf("%s\n", json);
+    free(json);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"redis", required_argument, NULL, 'r'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"tokens", required_argument, NULL, 't'},
+                                         {"no-auth", no_argument, NULL, 'N'},
+                                         {"threads", required_argument, NULL, 'T'},
+                                         {"borrower", required_argument, NULL, 'b'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    lw_query_conf_t conf;
+    const char *borrower = NULL;
+    char errstr[512];
+    lw_query_t *q;
+    int c;
+    lw_log_level_t level = LW_LOG_INFO;
+
+    lw_query_conf_init(&conf);
+    conf.redis_url = lw_conf_default_redis();
+    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            conf.redis_url = optarg;
+            break;
+        case 'l':
+            if (lw_query_listen_parse(optarg, conf.host, sizeof conf.host, &conf.port, errstr,
+                                      sizeof errstr) != LW_OK) {
+                fprintf(stderr, "loanwire-query: %s\n", errstr);
+                return 1;
+            }
+            break;
+        case 't':
+            conf.tokens_path = optarg;
+            break;
+        case 'N':
+            conf.no_auth = true;
+            break;
+        case 'T':
+            conf.threads = atoi(optarg);
+            break;
+        case 'b':
+            borrower = optarg;
+            break;
+        case 'v':
+            level = LW_LOG_DEBUG;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "loanwire-query: unexpected argument %s\n", argv[optind]);
+        return 1;
+    }
+    lw_log_init("loanwire-query", level);
+    if (borrower)
+        return lookup_one(conf.redis_url, borrower);
+
+    lw_signals_install();
+    if (!(q = lw_query_start(&conf, errstr, sizeof errstr))) {
+        lw_error("%s", errstr);
+        return 1;
+    }
+    lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q), conf.redis_url,
+            conf.no_auth ? "NO AUTHENTICATION" : "bearer tokens");
+    while (!lw_stop_requested())
+        usleep(100 * 1000);
+    lw_info("stopping");
+    lw_query_stop(q);
+    return 0;
+}
