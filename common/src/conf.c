@@ -8,6 +8,7 @@
  * the file without guessing.
  */
 #include "loanwire/conf.h"
+#include "loanwire/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -130,6 +131,23 @@ lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr
     free(line);
     fclose(fp);
     return err;
+}
+
+/* librdkafka levels are syslog(3) levels. */
+static void lw_rdkafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    lw_log_level_t l = level <= 3   ? LW_LOG_ERROR
+                       : level == 4 ? LW_LOG_WARN
+                       : level <= 6 ? LW_LOG_INFO
+                                    : LW_LOG_DEBUG;
+    (void)rk;
+    lw_log(l, "rdkafka %s: %s", fac, buf);
+}
+
+void lw_conf_route_logs(rd_kafka_conf_t *conf)
+{
+    if (conf)
+        rd_kafka_conf_set_log_cb(conf, lw_rdkafka_log);
 }
 
 /* ---- Redis URL ------------------------------------------------------------- */

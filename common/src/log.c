@@ -109,6 +109,11 @@ int64_t lw_now_ms(void)
     return lw_clock_us(CLOCK_REALTIME) / 1000;
 }
 
+int64_t lw_now_us(void)
+{
+    return lw_clock_us(CLOCK_REALTIME);
+}
+
 int64_t lw_mono_ms(void)
 {
     return lw_clock_us(CLOCK_MONOTONIC) / 1000;

@@ -95,6 +95,7 @@ static rd_kafka_t *admin_new(const topics_opts_t *o)
             return NULL;
         }
     }
+    lw_conf_route_logs(conf);
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk) {
         lw_error("cannot create Kafka client: %s", err);

@@ -37,6 +37,10 @@ lw_err_t lw_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, char *errstr, siz
 lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr,
                            size_t errstr_size);
 
+/* Sends librdkafka's log lines through lw_log() ("WARN prog: rdkafka: ...")
+ * instead of its own "%3|..." format on stderr. */
+void lw_conf_route_logs(rd_kafka_conf_t *conf);
+
 typedef struct lw_redis_url {
     char host[256]; /* empty when unix socket */
     int port;

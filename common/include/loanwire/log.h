@@ -37,6 +37,7 @@ void lw_stop_request(void); /* same as receiving a signal */
 
 /* Wall-clock and monotonic milliseconds. */
 int64_t lw_now_ms(void);
+int64_t lw_now_us(void); /* wall clock, microseconds since the epoch */
 int64_t lw_mono_ms(void);
 int64_t lw_mono_us(void);
 

@@ -15,6 +15,11 @@
  *   lw_producer_send(p, &ev, NULL, errstr, sizeof errstr);
  *   lw_producer_flush(p, 30000);
  *   lw_producer_destroy(p);
+ *
+ * Callbacks run inside send/poll/flush/purge/destroy, on the calling thread.
+ * A producer is used by one thread at a time (as a codec is); make one per
+ * thread or lock around it. The failure callback's event is decoded back from
+ * the message that failed, so nothing else is kept per message.
  */
 #ifndef LOANWIRE_PRODUCER_H
 #define LOANWIRE_PRODUCER_H
@@ -69,6 +74,11 @@ void lw_producer_poll(lw_producer_t *p, int timeout_ms);
 /* Waits until every enqueued event has its delivery report, or the timeout.
  * LW_OK when nothing is outstanding. */
 lw_err_t lw_producer_flush(lw_producer_t *p, int timeout_ms);
+
+/* Gives up on every event not yet acknowledged: each is handed to the failure
+ * callback (reason "purged") before this returns. For a quick stop (SIGINT)
+ * after a bounded flush; lw_producer_destroy() does the same after its flush. */
+void lw_producer_purge(lw_producer_t *p);
 
 typedef struct lw_producer_stats {
     uint64_t sent;      /* accepted by send() */
