@@ -1,0 +1,146 @@
+/*
+ * test_validate.c - domain rules of lw_event_validate() (common/src/validate.c),
+ * one broken rule at a time, each naming its field, plus the per-type rules.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "loanwire/validate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static lw_event_t good(lw_event_type_t t)
+{
+    lw_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    strcpy(ev.event_id, "ev-1");
+    ev.event_type = t;
+    strcpy(ev.platform_id, "jd");
+    strcpy(ev.lender_id, "bank.7");
+    strcpy(ev.borrower_id, "Zz09-_Zz09-_Zz09-_Zz09");
+    strcpy(ev.loan_id, "L-1");
+    ev.product = LW_PRODUCT_REVOLVING;
+    ev.sequence = 1;
+    ev.occurred_at = 1700000000000LL;
+    ev.amount_fen = 100;
+    ev.outstanding_fen = t == LW_EVENT_APPLICATION || t == LW_EVENT_CLOSURE ? 0 : 100;
+    ev.credit_limit_fen = 1000;
+    ev.days_past_due = t == LW_EVENT_DELINQUENCY ? 31 : 0;
+    strcpy(ev.currency, "CNY");
+    return ev;
+}
+
+static void expect(const lw_event_t *ev, const char *field, const char *reason_part)
+{
+    lw_field_error_t fe;
+    lw_err_t err = lw_event_validate(ev, &fe);
+    if (err != LW_ERR_VALIDATION || strcmp(fe.field, field) || !strstr(fe.reason, reason_part))
+        print_error("want %s/%s, got %d %s: %s\n", field, reason_part, err, fe.field, fe.reason);
+    assert_int_equal(err, LW_ERR_VALIDATION);
+    assert_string_equal(fe.field, field);
+    assert_non_null(strstr(fe.reason, reason_part));
+}
+
+static void valid_events_pass(void **state)
+{
+    (void)state;
+    lw_field_error_t fe;
+    for (int t = 0; t < LW_EVENT__CNT; t++) {
+        lw_event_t ev = good((lw_event_type_t)t);
+        assert_int_equal(lw_event_validate(&ev, &fe), LW_OK);
+    }
+    lw_event_t ev = good(LW_EVENT_DRAWDOWN);
+    ev.amount_fen = LW_MAX_FEN;
+    ev.has_term_months = true;
+    ev.term_months = 600;
+    ev.has_annual_income = true;
+    ev.annual_income_fen = 0;
+    ev.days_past_due = 36500;
+    ev.occurred_at = 946684800000LL;
+    strcpy(ev.currency, "MOP");
+    assert_int_equal(lw_event_validate(&ev, &fe), LW_OK);
+}
+
+static void each_rule(void **state)
+{
+    (void)state;
+    lw_event_t ev;
+#define CASE(stmt, field, why)                                                                     \
+    do {                                                                                           \
+        ev = good(LW_EVENT_DRAWDOWN);                                                              \
+        stmt;                                                                                      \
+        expect(&ev, field, why);                                                                   \
+    } while (0)
+    CASE(ev.event_id[0] = '\0', "event_id", "empty");
+    CASE(strcpy(ev.event_id, "a b"), "event_id", "printable");
+    CASE(strcpy(ev.platform_id, "a:b"), "platform_id", "':'");
+    CASE(strcpy(ev.lender_id, "{x}"), "lender_id", "'{'");
+    CASE(strcpy(ev.loan_id, "x}"), "loan_id", "'}'");
+    CASE(strcpy(ev.loan_id, "\xe4\xb8\xad"), "loan_id", "printable");
+    CASE(strcpy(ev.borrower_id, "short"), "borrower_id", "22");
+    CASE(ev.borrower_id[3] = '+', "borrower_id", "base64url");
+    CASE(ev.event_type = (lw_event_type_t)99, "event_type", "unknown");
+    CASE(ev.product = (lw_product_t)-1, "product", "unknown");
+    CASE(ev.sequence = 0, "sequence", "> 0");
+    CASE(ev.occurred_at = 946684799999LL, "occurred_at", "2000-01-01");
+    CASE(ev.occurred_at = 4102444800000LL, "occurred_at", "2100-01-01");
+    CASE(ev.amount_fen = -1, "amount_fen", "negative");
+    CASE(ev.amount_fen = LW_MAX_FEN + 1, "amount_fen", "maximum");
+    CASE(ev.outstanding_fen = -5, "outstanding_fen", "negative");
+    CASE(ev.credit_limit_fen = -5, "credit_limit_fen", "negative");
+    CASE(ev.past_due_fen = -5, "past_due_fen", "negative");
+    CASE(ev.days_past_due = -1, "days_past_due", "0..36500");
+    CASE(ev.days_past_due = 36501, "days_past_due", "0..36500");
+    CASE(strcpy(ev.currency, "cny"), "currency", "ISO 4217");
+    CASE(strcpy(ev.currency, "XXX"), "currency", "ISO 4217");
+    CASE(strcpy(ev.currency, "CN"), "currency", "ISO 4217");
+    CASE((ev.has_annual_income = true, ev.annual_income_fen = -1), "annual_income_fen", "negative");
+    CASE((ev.has_term_months = true, ev.term_months = 0), "term_months", "1..600");
+    CASE((ev.has_term_months = true, ev.term_months = 601), "term_months", "1..600");
+    CASE(ev.amount_fen = 0, "amount_fen", "DRAWDOWN");
+#undef CASE
+    /* an absent optional field is not checked */
+    ev = good(LW_EVENT_DRAWDOWN);
+    ev.annual_income_fen = -1;
+    ev.term_months = -1;
+    assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
+}
+
+static void per_type_rules(void **state)
+{
+    (void)state;
+    lw_event_t ev = good(LW_EVENT_REPAYMENT);
+    ev.amount_fen = 0;
+    expect(&ev, "amount_fen", "REPAYMENT");
+    ev = good(LW_EVENT_APPLICATION);
+    ev.outstanding_fen = 1;
+    expect(&ev, "outstanding_fen", "APPLICATION");
+    ev = good(LW_EVENT_CLOSURE);
+    ev.outstanding_fen = 1;
+    expect(&ev, "outstanding_fen", "CLOSURE");
+    ev = good(LW_EVENT_DELINQUENCY);
+    ev.days_past_due = 0;
+    expect(&ev, "days_past_due", "DELINQUENCY");
+    ev = good(LW_EVENT_CREDIT_LINE);
+    ev.credit_limit_fen = 0;
+    expect(&ev, "credit_limit_fen", "REVOLVING");
+    ev.product = LW_PRODUCT_INSTALLMENT; /* only revolving lines need a limit */
+    assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
+    ev = good(LW_EVENT_WRITE_OFF); /* a write-off may leave a balance on record */
+    assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(valid_events_pass),
+        cmocka_unit_test(each_rule),
+        cmocka_unit_test(per_type_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
