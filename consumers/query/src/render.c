@@ -15,9 +15,6 @@
 #include <string.h>
 #include <sys/time.h>
 
-/* How far back the exposure document looks in the alert stream for the
- * latest alert of each open rule (bounded so one request stays cheap). */
-#define LW_OPEN_ALERT_SCAN 1000
 /* How many entries /v1/alerts?rule= examines at most before answering. */
 #define LW_ALERTS_SCAN_MAX 100000
 
@@ -92,55 +89,60 @@ static const char *lw_entry_field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Attaches the newest stream alert of each open rule (within the scan bound). */
+/* Attaches each open rule's alert object. loanwire-exposure keeps it in the
+ * borrower hash under "!<rule_id>" (consumers/README.md), beside the flag
+ * lw_state_read() reports, so one HMGET fetches them all. */
 static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, json_t *arr,
                                     char *errstr, size_t errstr_size)
 {
+    size_t n = json_array_size(arr), i;
+    const char **argv;
+    char key[64];
+    char(*fields)[LW_ID_MAX + 2];
     redisReply *r;
-    size_t missing = json_array_size(arr);
+    json_t *oa;
+    lw_err_t err = LW_OK;
 
-    if (missing == 0)
+    if (n == 0)
         return LW_OK;
-    r = redisCommand(rc, "XREVRANGE %s + - COUNT %d", LW_REDIS_ALERT_STREAM, LW_OPEN_ALERT_SCAN);
-    if (!r) {
-        snprintf(errstr, errstr_size, "redis XREVRANGE: %s", rc->errstr);
-        return LW_ERR_REDIS;
+    argv = calloc(n + 2, sizeof *argv);
+    fields = calloc(n, sizeof *fields);
+    if (!argv || !fields) {
+        free(argv);
+        free(fields);
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
     }
-    if (r->type != REDIS_REPLY_ARRAY) {
-        snprintf(errstr, errstr_size, "redis XREVRANGE: %s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        freeReplyObject(r);
-        return LW_ERR_REDIS;
+    snprintf(key, sizeof key, "lw:b:{%s}", borrower_id);
+    argv[0] = "HMGET";
+    argv[1] = key;
+    json_array_foreach(arr, i, oa)
+    {
+        snprintf(fields[i], sizeof fields[i], "!%s",
+                 json_string_value(json_object_get(oa, "rule_id")));
+        argv[i + 2] = fields[i];
     }
-    for (size_t i = 0; i < r->elements && missing > 0; i++) {
-        const redisReply *e = r->element[i];
-        const char *b, *rule, *js;
-        size_t k;
-        json_t *oa;
-
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
-            continue;
-        b = lw_entry_field(e->element[1], "borrower_id");
-        rule = lw_entry_field(e->element[1], "rule_id");
-        js = lw_entry_field(e->element[1], "json");
-        if (!b || !rule || !js || strcmp(b, borrower_id) != 0)
-            continue;
-        json_array_foreach(arr, k, oa)
+    r = redisCommandArgv(rc, (int)(n + 2), argv, NULL);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        snprintf(errstr, errstr_size, "redis HMGET %s: %s", key,
+                 !r                             ? rc->errstr
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                                                : "unexpected reply");
+        err = LW_ERR_REDIS;
+    } else {
+        json_array_foreach(arr, i, oa)
         {
-            if (strcmp(json_string_value(json_object_get(oa, "rule_id")), rule) == 0 &&
-                json_is_null(json_object_get(oa, "alert"))) {
-                json_t *al = json_loads(js, 0, NULL);
-                if (al) {
-                    json_object_set_new(al, "stream_id", json_string(e->element[0]->str));
-                    json_object_set_new(oa, "alert", al);
-                    missing--;
-                }
-                break;
-            }
+            json_t *al;
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                (al = json_loads(r->element[i]->str, 0, NULL)) != NULL)
+                json_object_set_new(oa, "alert", al);
         }
     }
-    freeReplyObject(r);
-    return LW_OK;
+    if (r)
+        freeReplyObject(r);
+    free(argv);
+    free(fields);
+    return err;
 }
 
 static json_t *lw_window_json(const lw_borrower_state_t *st, int w)

@@ -1,0 +1,272 @@
+/*
+ * test_query.c - loanwire-query without servers: routing, /v1/alerts
+ * parameters, --listen parsing, the token file (permissions, comments,
+ * constant-time check) and the Prometheus rendering of consumer metrics.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "loanwire/query.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define BID "Abcdefghij_-0123456789"
+
+static char tmpdir[256];
+
+static const char *write_file(const char *name, const char *text, mode_t mode)
+{
+    static char path[512];
+    FILE *fp;
+
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
+static void test_route(void **state)
+{
+    char bid[LW_BORROWER_ID_LEN + 1];
+    bool bad;
+
+    assert_int_equal(lw_query_route("/healthz", bid, &bad), LW_ROUTE_HEALTHZ);
+    assert_int_equal(lw_query_route("/metrics", bid, &bad), LW_ROUTE_METRICS);
+    assert_int_equal(lw_query_route("/v1/alerts", bid, &bad), LW_ROUTE_ALERTS);
+    assert_int_equal(lw_query_route("/v1/borrowers/" BID "/exposure", bid, &bad),
+                     LW_ROUTE_EXPOSURE);
+    assert_false(bad);
+    assert_string_equal(bid, BID);
+
+    /* Malformed ids: too short, too long, bad character, empty. */
+    assert_int_equal(lw_query_route("/v1/borrowers/abc/exposure", bid, &bad), LW_ROUTE_EXPOSURE);
+    assert_true(bad);
+    assert_int_equal(lw_query_route("/v1/borrowers/" BID "x/exposure", bid, &bad),
+                     LW_ROUTE_EXPOSURE);
+    assert_true(bad);
+    assert_int_equal(lw_query_route("/v1/borrowers/Abcdefghij_-012345678=/exposure", bid, &bad),
+                     LW_ROUTE_EXPOSURE);
+    assert_true(bad);
+    assert_int_equal(lw_query_route("/v1/borrowers//exposure", bid, &bad), LW_ROUTE_EXPOSURE);
+    assert_true(bad);
+
+    /* Anything else is an unknown path. */
+    const char *nf[] = {"/",
+                        "",
+                        "/healthz/",
+                        "/metricsx",
+                        "/v1/alerts/",
+                        "/v1/borrowers/" BID,
+                        "/v1/borrowers/" BID "/exposure/",
+                        "/v1/borrowers/a/b/exposure",
+                        "/v2/borrowers/" BID "/exposure",
+                        "/v1/borrowers/exposure"};
+    for (size_t i = 0; i < sizeof nf / sizeof nf[0]; i++) {
+        assert_int_equal(lw_query_route(nf[i], bid, &bad), LW_ROUTE_NOT_FOUND);
+    }
+    assert_int_equal(lw_query_route(NULL, bid, &bad), LW_ROUTE_NOT_FOUND);
+}
+
+static void test_alerts_params(void **state)
+{
+    lw_alerts_params_t p;
+    char err[256];
+
+    assert_int_equal(lw_alerts_params_parse(NULL, NULL, NULL, &p, err, sizeof err), LW_OK);
+    assert_false(p.has_since);
+    assert_false(p.has_rule);
+    assert_int_equal(p.limit, LW_QUERY_ALERTS_DEFAULT);
+
+    assert_int_equal(
+        lw_alerts_params_parse("1700000000000", "balance_cap", "1000", &p, err, sizeof err), LW_OK);
+    assert_true(p.has_since);
+    assert_false(p.since_exclusive);
+    assert_string_equal(p.since_id, "1700000000000-0");
+    assert_string_equal(p.rule, "balance_cap");
+    assert_int_equal(p.limit, 1000);
+
+    assert_int_equal(lw_alerts_params_parse("1700000000000-7", NULL, "1", &p, err, sizeof err),
+                     LW_OK);
+    assert_true(p.since_exclusive);
+    assert_string_equal(p.since_id, "1700000000000-7");
+    assert_int_equal(p.limit, 1);
+
+    const char *bad_since[] = {"",    "-1",  "12-",    "-",
+                               "abc", "1.5", "12-3-4", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_since / sizeof bad_since[0]; i++) {
+        assert_int_equal(lw_alerts_params_parse(bad_since[i], NULL, NULL, &p, err, sizeof err),
+                         LW_ERR_INVALID_ARG);
+        assert_non_null(strstr(err, "since"));
+    }
+    const char *bad_limit[] = {"0", "1001", "", "-5", "10x", "1e3"};
+    for (size_t i = 0; i < sizeof bad_limit / sizeof bad_limit[0]; i++) {
+        assert_int_equal(lw_alerts_params_parse(NULL, NULL, bad_limit[i], &p, err, sizeof err),
+                         LW_ERR_INVALID_ARG);
+        assert_non_null(strstr(err, "limit"));
+    }
+    assert_int_equal(lw_alerts_params_parse(NULL, "a b", NULL, &p, err, sizeof err),
+                     LW_ERR_INVALID_ARG);
+    assert_int_equal(lw_alerts_params_parse(NULL, "", NULL, &p, err, sizeof err),
+                     LW_ERR_INVALID_ARG);
+}
+
+static void test_listen(void **state)
+{
+    char host[64], err[256];
+    int port;
+
+    assert_int_equal(
+        lw_query_listen_parse("127.0.0.1:9000", host, sizeof host, &port, err, sizeof err), LW_OK);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 9000);
+    assert_int_equal(lw_query_listen_parse("8081", host, sizeof host, &port, err, sizeof err),
+                     LW_OK);
+    assert_string_equal(host, LW_QUERY_DEFAULT_HOST);
+    assert_int_equal(port, 8081);
+    assert_int_equal(lw_query_listen_parse("[::1]:0", host, sizeof host, &port, err, sizeof err),
+                     LW_OK);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 0);
+    assert_int_equal(
+        lw_query_listen_parse("localhost:80", host, sizeof host, &port, err, sizeof err), LW_OK);
+    assert_string_equal(host, "127.0.0.1");
+
+    const char *bad[] = {"",    "127.0.0.1:", "127.0.0.1:65536", "example.com:80",
+                         ":80", "[::1]80",    "1.2.3.4:x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(lw_query_listen_parse(bad[i], host, sizeof host, &port, err, sizeof err),
+                         LW_ERR_CONFIG);
+}
+
+static void test_tokens(void **state)
+{
+    char err[512];
+    lw_tokens_t *tk;
+    const char *path;
+
+    path = write_file("tokens", "# lenders\n\n  tok-alpha_1  \nBeta.Token~2+/==\n# end\n", 0600);
+    tk = lw_tokens_load(path, err, sizeof err);
+    assert_non_null(tk);
+    assert_int_equal(lw_tokens_count(tk), 2);
+    assert_true(lw_tokens_check(tk, "Bearer tok-alpha_1"));
+    assert_true(lw_tokens_check(tk, "bearer Beta.Token~2+/=="));
+    assert_true(lw_tokens_check(tk, "Bearer  tok-alpha_1 "));
+    assert_false(lw_tokens_check(tk, "Bearer tok-alpha_"));
+    assert_false(lw_tokens_check(tk, "Bearer tok-alpha_12"));
+    assert_false(lw_tokens_check(tk, "Bearer # lenders"));
+    assert_false(lw_tokens_check(tk, "Basic tok-alpha_1"));
+    assert_false(lw_tokens_check(tk, "tok-alpha_1"));
+    assert_false(lw_tokens_check(tk, "Bearer "));
+    assert_false(lw_tokens_check(tk, ""));
+    assert_false(lw_tokens_check(tk, NULL));
+    assert_false(lw_tokens_check(NULL, "Bearer tok-alpha_1"));
+    lw_tokens_destroy(tk);
+    lw_tokens_destroy(NULL);
+
+    /* Readable (or writable) by group or others: refused, with the fix. */
+    path = write_file("tokens-open", "secret\n", 0644);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "chmod 600"));
+    path = write_file("tokens-grp", "secret\n", 0620);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    /* No token at all, a bad character, a missing file. */
+    path = write_file("tokens-empty", "# nothing\n\n", 0600);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "no token"));
+    path = write_file("tokens-bad", "ok\nnot ok\n", 0600);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    assert_non_null(strstr(err, ":2:"));
+    assert_null(lw_tokens_load("/nonexistent/tokens", err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/tokens"));
+}
+
+static void test_metrics_render(void **state)
+{
+    lw_metrics_agg_t *agg = lw_metrics_agg_new();
+    lw_query_counts_t counts;
+    char *text;
+
+    memset(&counts, 0, sizeof counts);
+    counts.by_status[lw_query_status_slot(200)] = 5;
+    counts.by_status[lw_query_status_slot(404)] = 2;
+    counts.by_status[lw_query_status_slot(418)] = 1;
+
+    lw_metrics_agg_add(agg, "c1", "events_applied", "100");
+    lw_metrics_agg_add(agg, "c1", "dead_letters", "3");
+    lw_metrics_agg_add(agg, "c1", "alerts:balance_cap", "4");
+    lw_metrics_agg_add(agg, "c1", "lag:loanwire.loan-events:0", "10");
+    lw_metrics_agg_add(agg, "c1", "redis_rtt_us", "1500");
+    lw_metrics_agg_add(agg, "c1", "not_a_number", "x");
+    lw_metrics_agg_add(agg, "c2", "events_applied", "23");
+    lw_metrics_agg_add(agg, "c2", "alerts:balance_cap", "1");
+    lw_metrics_agg_add(agg, "c2", "alerts:stack\"ing", "2");
+    lw_metrics_agg_add(agg, "c2", "lag:loanwire.loan-events:0", "7");
+    lw_metrics_agg_add(agg, "c2", "lag:loanwire.loan-events:1", "0");
+    lw_metrics_agg_add(agg, "c2", "redis_rtt_us", "2000000");
+    lw_metrics_agg_add(agg, "c2", "events_applied", "junk");
+    text = lw_metrics_agg_render(agg, &counts);
+    assert_non_null(text);
+
+    assert_non_null(strstr(text, "# TYPE loanwire_events_applied_total counter\n"));
+    assert_non_null(strstr(text, "\nloanwire_events_applied_total 123\n"));
+    assert_non_null(strstr(text, "\nloanwire_dead_letters_total 3\n"));
+    assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"balance_cap\"} 5\n"));
+    assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"stack\\\"ing\"} 2\n"));
+    assert_non_null(strstr(
+        text, "\nloanwire_consumer_lag{topic=\"loanwire.loan-events\",partition=\"0\"} 10\n"));
+    assert_non_null(strstr(
+        text, "\nloanwire_consumer_lag{topic=\"loanwire.loan-events\",partition=\"1\"} 0\n"));
+    assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c1\"} 0.001500\n"));
+    assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c2\"} 2.000000\n"));
+    assert_non_null(strstr(text, "\nloanwire_consumers 2\n"));
+    assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"200\"} 5\n"));
+    assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"404\"} 2\n"));
+    assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"other\"} 1\n"));
+    /* Every metric line is preceded by its HELP and TYPE. */
+    assert_non_null(strstr(text, "# HELP loanwire_consumer_lag "));
+    assert_int_equal(text[strlen(text) - 1], '\n');
+    free(text);
+    lw_metrics_agg_destroy(agg);
+    lw_metrics_agg_destroy(NULL);
+}
+
+static void test_status_slots(void **state)
+{
+    for (int i = 0; i < LW_QUERY_STATUS_SLOTS - 1; i++)
+        assert_int_equal(lw_query_status_slot(lw_query_status_codes[i]), i);
+    assert_int_equal(lw_query_status_slot(302), LW_QUERY_STATUS_SLOTS - 1);
+}
+
+static int setup(void **state)
+{
+    const char *base = getenv("LW_TMP_DIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_query.XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route),          cmocka_unit_test(test_alerts_params),
+        cmocka_unit_test(test_listen),         cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_metrics_render), cmocka_unit_test(test_status_slots),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
