@@ -1,0 +1,161 @@
+/*
+ * loanwire/exposure.h - the bureau's exposure consumer as a library.
+ *
+ * Three layers, each usable on its own (tests reach every one):
+ *   rules  - the rule pack (rules file format in consumers/README.md);
+ *   store  - the Redis side: one atomic script call per event, pipelined,
+ *            idempotent by the per-loan sequence rule, fenced by partition
+ *            epochs; needs no Kafka;
+ *   run    - the Kafka consumer-group member (loanwire-exposure) that feeds
+ *            the store, publishes alerts and dead letters and commits offsets
+ *            only behind Redis.
+ */
+#ifndef LOANWIRE_EXPOSURE_H
+#define LOANWIRE_EXPOSURE_H
+
+#include "loanwire/error.h"
+#include "loanwire/event.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Rules -------------------------------------------------------------- */
+
+typedef enum lw_rule_kind {
+    LW_RULE_INCOME_CAP = 1,    /* total outstanding > min(cap_fen, income / income_divisor) */
+    LW_RULE_MULTI_LENDER,      /* distinct active lenders >= min_lenders */
+    LW_RULE_STACKING,          /* distinct lenders of new loans + applications in window */
+    LW_RULE_BORROW_DELINQUENT, /* DRAWDOWN while another loan is past due */
+    LW_RULE__CNT
+} lw_rule_kind_t;
+
+typedef struct lw_rule {
+    char id[LW_ID_MAX + 1]; /* [a-z0-9_], unique in a pack */
+    int32_t version;
+    lw_severity_t severity;
+    lw_rule_kind_t kind;
+    int64_t cap_fen;        /* income_cap */
+    int64_t income_divisor; /* income_cap */
+    int64_t min_count;      /* multi_lender, stacking */
+    int64_t window_ms;      /* stacking; at most 30 days */
+} lw_rule_t;
+
+#define LW_RULES_MAX 32
+
+typedef struct lw_rules_s lw_rules_t;
+
+/* The default pack (income_cap, multi_lender, stacking, borrow_while_delinquent). */
+lw_rules_t *lw_rules_default(void);
+/* Parses rules text; name is used in "name:line: reason" errors. */
+lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, size_t errstr_size);
+lw_rules_t *lw_rules_load_file(const char *path, char *errstr, size_t errstr_size);
+void lw_rules_destroy(lw_rules_t *rules); /* NULL is fine */
+size_t lw_rules_count(const lw_rules_t *rules);
+const lw_rule_t *lw_rules_get(const lw_rules_t *rules, size_t i); /* NULL past the end */
+const lw_rule_t *lw_rules_find(const lw_rules_t *rules, const char *id);
+const char *lw_rule_kind_name(lw_rule_kind_t k);
+
+/* ---- Script ------------------------------------------------------------- */
+
+typedef struct lw_script_opts {
+    bool strict_fencing; /* also check the partition epoch key (single Redis only) */
+    bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM in the script */
+    int64_t stream_maxlen;
+} lw_script_opts_t;
+
+void lw_script_opts_init(lw_script_opts_t *o); /* strict, stream on, maxlen 100000 */
+/* The apply script with the rule pack compiled in (malloc'd, caller frees). */
+char *lw_script_build(const lw_rules_t *rules, const lw_script_opts_t *opts);
+
+/* ---- Store: Redis ------------------------------------------------------- */
+
+/* What the script did with one event. */
+typedef enum lw_apply_code {
+    LW_APPLY_APPLIED = 0,
+    LW_APPLY_DUPLICATE = 1,    /* sequence equal to the stored one / application seen */
+    LW_APPLY_OUT_OF_ORDER = 2, /* older sequence than the stored one: ignored */
+    LW_APPLY_FENCED = 3,       /* writer's partition epoch is stale: nothing written */
+} lw_apply_code_t;
+
+typedef struct lw_apply_result {
+    lw_apply_code_t code;
+    size_t n_alerts;
+    const char *alert_json[LW_RULES_MAX]; /* valid until the next lw_store_flush() */
+    size_t alert_len[LW_RULES_MAX];
+} lw_apply_result_t;
+
+typedef struct lw_store_s lw_store_t;
+
+/* Key of a borrower's hash: "lw:b:{<id>}" (buf >= LW_STATE_KEY_MAX). */
+#define LW_STATE_KEY_MAX 40
+void lw_state_key(const char *borrower_id, char *buf, size_t cap);
+/* Partition epoch key: "lw:epoch:<topic>:<partition>". */
+void lw_epoch_key(const char *topic, int32_t partition, char *buf, size_t cap);
+
+/* Connects (and loads the script). Does not take rules. */
+lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
+                         const lw_script_opts_t *opts, char *errstr, size_t errstr_size);
+void lw_store_destroy(lw_store_t *st); /* NULL is fine */
+/* Drops the connection and connects again, loading the script. */
+lw_err_t lw_store_reconnect(lw_store_t *st, char *errstr, size_t errstr_size);
+/* SHA1 of the loaded script (40 hex + NUL). */
+const char *lw_store_script_sha(const lw_store_t *st);
+
+/* Queues one event for the next flush (nothing is sent yet). topic names the
+ * epoch key used with strict fencing. */
+lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic,
+                         int32_t partition, int64_t epoch);
+size_t lw_store_pending(const lw_store_t *st);
+/* Sends every queued event in one pipeline and reads the replies into
+ * results[0..pending). On LW_ERR_TRANSIENT (connection lost, Redis loading)
+ * nothing is known about which events were applied: reconnect and append the
+ * same events again (idempotent). NOSCRIPT is handled inside (reload, resend). */
+lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                        size_t errstr_size);
+/* Drops queued events without sending them. */
+void lw_store_discard(lw_store_t *st);
+/* INCR of the partition epoch key: the new epoch. */
+lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition,
+                             int64_t *epoch, char *errstr, size_t errstr_size);
+/* Round-trip time of the last flush, microseconds. */
+int64_t lw_store_last_rtt_us(const lw_store_t *st);
+/* The underlying connection (for metrics and reads; may change on reconnect). */
+struct redisContext *lw_store_redis(lw_store_t *st);
+
+/* ---- The consumer --------------------------------------------------------- */
+
+typedef struct lw_exposure_conf {
+    const char *brokers;
+    const char *group;
+    const char *topic;
+    const char *alerts_topic;
+    const char *dlq_topic;
+    const char *redis_url;
+    const char *rules_file;  /* NULL: default pack */
+    const char *config_file; /* librdkafka properties, or NULL */
+    const char **kafka_kv;   /* -X key=value, n_kafka_kv of them */
+    size_t n_kafka_kv;
+    bool from_beginning;
+    bool until_caught_up;
+    int exit_on_idle_s;  /* 0: never */
+    int status_every_s;  /* status line period */
+    size_t batch_max;    /* events per Redis pipeline */
+    lw_script_opts_t script;
+    const char *consumer_id; /* metrics key suffix; NULL: host:pid */
+} lw_exposure_conf_t;
+
+void lw_exposure_conf_init(lw_exposure_conf_t *c);
+
+/* Runs until stopped (signal, --until-caught-up, --exit-on-idle). LW_OK on a
+ * clean stop; an error with errstr when it could not start or failed hard. */
+lw_err_t lw_exposure_run(const lw_exposure_conf_t *c, char *errstr, size_t errstr_size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOANWIRE_EXPOSURE_H */

@@ -1,0 +1,572 @@
+/*
+ * test_exposure_script.c - the apply script against a real Redis, no Kafka:
+ * totals, the sequence rule (duplicates, out of order), window counts, the
+ * fencing epochs, and every default rule firing exactly once per episode
+ * with a deterministic alert id on the stream. Hand-written event sequences;
+ * expected figures are worked out in the test, not read from the code.
+ *
+ * Uses Redis DB 11 of $LOANWIRE_REDIS and flushes only that DB.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "lw_test.h"
+#include "loanwire/conf.h"
+#include "loanwire/exposure.h"
+#include "loanwire/state.h"
+
+#include <inttypes.h>
+
+#define DB      11
+#define BID_A   "AAAAAAAAAAAAAAAAAAAAAA"
+#define BID_B   "BBBBBBBBBBBBBBBBBBBBBB"
+#define BID_C   "CCCCCCCCCCCCCCCCCCCCCC"
+#define T0      1700000000000LL
+#define HOUR    3600000LL
+#define DAY     (24 * HOUR)
+
+static char g_url[300];
+static redisContext *g_rc;
+static lw_rules_t *g_rules;
+
+static lw_store_t *store_open(bool strict)
+{
+    char errstr[512];
+    lw_script_opts_t o;
+    lw_script_opts_init(&o);
+    o.strict_fencing = strict;
+    lw_store_t *st = lw_store_new(g_url, g_rules, &o, errstr, sizeof errstr);
+    if (!st)
+        lw_test_fail_server("Redis", g_url, errstr);
+    return st;
+}
+
+static void flushdb(void)
+{
+    redisReply *r = redisCommand(g_rc, "FLUSHDB");
+    assert_non_null(r);
+    freeReplyObject(r);
+}
+
+static int setup(void **state)
+{
+    lw_redis_url_t u;
+    char errstr[256];
+    g_rc = lw_test_redis_connect();
+    assert_int_equal(lw_redis_url_parse(lw_test_redis_url(), &u, errstr, sizeof errstr), LW_OK);
+    snprintf(g_url, sizeof g_url, "redis://%s:%d/%d", u.host, u.port, DB);
+    redisReply *r = redisCommand(g_rc, "SELECT %d", DB);
+    assert_non_null(r);
+    freeReplyObject(r);
+    g_rules = lw_rules_default();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    flushdb();
+    redisFree(g_rc);
+    lw_rules_destroy(g_rules);
+    return 0;
+}
+
+static lw_event_t mk(const char *bid, lw_event_type_t t, const char *platform, const char *loan,
+                     const char *lender, int64_t seq, int64_t at, int64_t outstanding)
+{
+    static int n;
+    lw_event_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.event_id, sizeof e.event_id, "ev-%d", ++n);
+    e.event_type = t;
+    snprintf(e.platform_id, sizeof e.platform_id, "%s", platform);
+    snprintf(e.lender_id, sizeof e.lender_id, "%s", lender);
+    snprintf(e.borrower_id, sizeof e.borrower_id, "%s", bid);
+    snprintf(e.loan_id, sizeof e.loan_id, "%s", loan);
+    e.product = LW_PRODUCT_INSTALLMENT;
+    e.sequence = seq;
+    e.occurred_at = at;
+    e.amount_fen = outstanding > 0 ? outstanding : 1;
+    e.outstanding_fen = outstanding;
+    snprintf(e.currency, sizeof e.currency, "CNY");
+    return e;
+}
+
+/* Applies one event with (partition 0, epoch) and returns the result. */
+static lw_apply_result_t apply_ep(lw_store_t *st, const lw_event_t *e, int64_t epoch)
+{
+    char errstr[512];
+    lw_apply_result_t res[1];
+    assert_int_equal(lw_store_append(st, e, "t", 0, epoch), LW_OK);
+    lw_err_t err = lw_store_flush(st, res, errstr, sizeof errstr);
+    if (err)
+        fail_msg("flush: %s", errstr);
+    return res[0];
+}
+
+static lw_apply_result_t apply(lw_store_t *st, const lw_event_t *e)
+{
+    return apply_ep(st, e, 1);
+}
+
+static lw_borrower_state_t readb(const char *bid)
+{
+    lw_borrower_state_t s;
+    bool found;
+    char errstr[256];
+    assert_int_equal(lw_state_read(g_rc, bid, &s, &found, errstr, sizeof errstr), LW_OK);
+    assert_true(found);
+    return s;
+}
+
+/* A flat dump of a borrower's hash, fields sorted by HGETALL order (stable
+ * for a listpack) for byte comparison. */
+static char *dump(const char *bid)
+{
+    char key[64];
+    lw_state_key(bid, key, sizeof key);
+    redisReply *r = redisCommand(g_rc, "DUMP %s", key);
+    assert_non_null(r);
+    char *out = NULL;
+    if (r->type == REDIS_REPLY_STRING) {
+        out = malloc(r->len * 2 + 1);
+        for (size_t i = 0; i < r->len; i++)
+            sprintf(out + 2 * i, "%02x", (unsigned char)r->str[i]);
+    } else {
+        out = strdup("(nil)");
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+static long long stream_len(void)
+{
+    redisReply *r = redisCommand(g_rc, "XLEN lw:alerts");
+    assert_non_null(r);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_totals_sequence_rule(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    lw_event_t e1 = mk(BID_A, LW_EVENT_CREDIT_LINE, "alipay", "L1", "bank1", 1, T0, 0);
+    e1.product = LW_PRODUCT_REVOLVING;
+    e1.credit_limit_fen = 5000000;
+    lw_event_t e2 = mk(BID_A, LW_EVENT_DRAWDOWN, "alipay", "L1", "bank1", 2, T0 + HOUR, 120000);
+    e2.product = LW_PRODUCT_REVOLVING;
+    e2.credit_limit_fen = 5000000;
+    lw_event_t e3 = mk(BID_A, LW_EVENT_DRAWDOWN, "jd", "J7", "bank2", 1, T0 + 2 * HOUR, 9007199);
+    e3.has_annual_income = true;
+    e3.annual_income_fen = 12000000;
+    assert_int_equal(apply(st, &e1).code, LW_APPLY_APPLIED);
+    assert_int_equal(apply(st, &e2).code, LW_APPLY_APPLIED);
+    assert_int_equal(apply(st, &e3).code, LW_APPLY_APPLIED);
+
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.total_outstanding_fen, 120000 + 9007199);
+    assert_int_equal(s.active_loans, 2);
+    assert_int_equal(s.active_lenders, 2);
+    assert_int_equal(s.active_platforms, 2);
+    assert_int_equal(s.n_loans, 2);
+    assert_true(s.has_annual_income);
+    assert_int_equal(s.annual_income_fen, 12000000);
+    assert_int_equal(s.last_event_at, T0 + 2 * HOUR);
+    /* two new loans (the credit line, the jd drawdown), both lenders, 24h */
+    assert_int_equal(s.new_loans[LW_WIN_24H], 2);
+    assert_int_equal(s.applications[LW_WIN_24H], 0);
+    assert_int_equal(s.distinct_lenders[LW_WIN_24H], 2);
+    for (size_t i = 0; i < s.n_loans; i++) {
+        if (!strcmp(s.loans[i].loan_id, "L1")) {
+            assert_string_equal(s.loans[i].platform_id, "alipay");
+            assert_int_equal(s.loans[i].sequence, 2);
+            assert_int_equal(s.loans[i].credit_limit_fen, 5000000);
+            assert_int_equal(s.loans[i].status, LW_LOAN_ACTIVE);
+            assert_int_equal(s.loans[i].product, LW_PRODUCT_REVOLVING);
+            assert_int_equal(s.loans[i].updated_at, T0 + HOUR);
+        }
+    }
+    lw_borrower_state_clear(&s);
+
+    /* duplicates and an older sequence change nothing, byte for byte */
+    char *before = dump(BID_A);
+    assert_int_equal(apply(st, &e2).code, LW_APPLY_DUPLICATE);
+    assert_int_equal(apply(st, &e1).code, LW_APPLY_OUT_OF_ORDER);
+    lw_event_t old = e1;
+    old.outstanding_fen = 999999999;
+    assert_int_equal(apply(st, &old).code, LW_APPLY_OUT_OF_ORDER);
+    char *after = dump(BID_A);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    /* repayment to zero: PAID, no longer active; closure */
+    lw_event_t e4 = mk(BID_A, LW_EVENT_REPAYMENT, "jd", "J7", "bank2", 2, T0 + 3 * HOUR, 0);
+    assert_int_equal(apply(st, &e4).code, LW_APPLY_APPLIED);
+    s = readb(BID_A);
+    assert_int_equal(s.total_outstanding_fen, 120000);
+    assert_int_equal(s.active_loans, 1);
+    assert_int_equal(s.active_lenders, 1);
+    lw_borrower_state_clear(&s);
+
+    /* an unknown borrower is not found */
+    bool found = true;
+    char errstr[128];
+    assert_int_equal(lw_state_read(g_rc, BID_C, &s, &found, errstr, sizeof errstr), LW_OK);
+    assert_false(found);
+    assert_int_equal(lw_state_read(g_rc, "nope", &s, &found, errstr, sizeof errstr),
+                     LW_ERR_INVALID_ARG);
+    lw_store_destroy(st);
+}
+
+static void test_big_amounts_exact(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    /* 10^13 fen three times: beyond 2^32, still exact below 2^53 */
+    int64_t big = 10000000000000LL;
+    char loan[8];
+    for (int i = 0; i < 3; i++) {
+        snprintf(loan, sizeof loan, "B%d", i);
+        lw_event_t e = mk(BID_B, LW_EVENT_DRAWDOWN, "p", loan, "l", 1, T0 + i, big - i);
+        assert_int_equal(apply(st, &e).code, LW_APPLY_APPLIED);
+    }
+    lw_borrower_state_t s = readb(BID_B);
+    assert_int_equal(s.total_outstanding_fen, 3 * big - 3);
+    lw_borrower_state_clear(&s);
+    /* the alert json prints the total as an integer */
+    redisReply *r = redisCommand(g_rc, "XRANGE lw:alerts - +");
+    assert_non_null(r);
+    bool seen = false;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *f = r->element[i]->element[1];
+        for (size_t j = 0; j + 1 < f->elements; j += 2)
+            if (!strcmp(f->element[j]->str, "json") &&
+                strstr(f->element[j + 1]->str, "\"total_outstanding_fen\":10000000000000,"))
+                seen = true;
+    }
+    freeReplyObject(r);
+    assert_true(seen); /* income_cap fired on the first loan */
+    lw_store_destroy(st);
+}
+
+static void test_fencing(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(false);
+    lw_event_t e1 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "F1", "l", 1, T0, 100);
+    lw_event_t e2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "F2", "l", 1, T0 + 1, 100);
+    assert_int_equal(apply_ep(st, &e1, 5).code, LW_APPLY_APPLIED);
+    char *before = dump(BID_A);
+    /* an older epoch of the same partition is refused, nothing written */
+    assert_int_equal(apply_ep(st, &e2, 4).code, LW_APPLY_FENCED);
+    char *after = dump(BID_A);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* the current and a newer epoch are fine */
+    assert_int_equal(apply_ep(st, &e2, 6).code, LW_APPLY_APPLIED);
+    lw_event_t e3 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "F3", "l", 1, T0 + 2, 100);
+    assert_int_equal(apply_ep(st, &e3, 5).code, LW_APPLY_FENCED);
+    lw_store_destroy(st);
+
+    /* strict: the partition epoch key fences even a borrower never seen */
+    st = store_open(true);
+    redisReply *r = redisCommand(g_rc, "SET lw:epoch:t:0 9");
+    freeReplyObject(r);
+    lw_event_t e4 = mk(BID_C, LW_EVENT_DRAWDOWN, "p", "F4", "l", 1, T0, 100);
+    assert_int_equal(apply_ep(st, &e4, 8).code, LW_APPLY_FENCED);
+    r = redisCommand(g_rc, "EXISTS lw:b:{" BID_C "}");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    assert_int_equal(apply_ep(st, &e4, 9).code, LW_APPLY_APPLIED);
+    /* lw_store_epoch_next increments */
+    int64_t ep;
+    char errstr[128];
+    assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(ep, 10);
+    lw_store_destroy(st);
+}
+
+/* The alert id is hex(sha1(borrower|rule|event_id))[0..32): computed here
+ * with Redis's own SHA1 through a tiny independent script. */
+static void expect_alert_id(const char *json, const char *bid, const char *rule, const char *evid)
+{
+    char src[256];
+    snprintf(src, sizeof src, "%s|%s|%s", bid, rule, evid);
+    redisReply *r = redisCommand(g_rc, "EVAL %s 0 %s", "return redis.sha1hex(ARGV[1])", src);
+    assert_non_null(r);
+    char want[64];
+    snprintf(want, sizeof want, "{\"alert_id\":\"%.32s\"", r->str);
+    freeReplyObject(r);
+    assert_memory_equal(json, want, strlen(want));
+}
+
+static void test_rule_income_cap(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    /* no income: cap RMB 300,000 = 30,000,000 fen; exactly at cap is fine */
+    lw_event_t a = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I1", "l1", 1, T0, 20000000);
+    lw_event_t b = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 1, T0 + 1, 10000000);
+    assert_int_equal(apply(st, &a).n_alerts, 0);
+    assert_int_equal(apply(st, &b).n_alerts, 0);
+    lw_event_t c = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 2, T0 + 2, 10000001);
+    lw_apply_result_t r = apply(st, &c);
+    assert_int_equal(r.n_alerts, 1);
+    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"income_cap\""));
+    assert_non_null(strstr(r.alert_json[0], "\"limit\":30000000,"));
+    assert_non_null(strstr(r.alert_json[0], "\"total_outstanding_fen\":30000001,"));
+    assert_non_null(strstr(r.alert_json[0], "\"annual_income_fen\":null"));
+    expect_alert_id(r.alert_json[0], BID_A, "income_cap", c.event_id);
+    assert_int_equal(stream_len(), 1);
+    /* still above: no second alert */
+    lw_event_t d = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 3, T0 + 3, 12000000);
+    assert_int_equal(apply(st, &d).n_alerts, 0);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.n_open_alerts, 1);
+    assert_string_equal(s.open_alerts[0], "income_cap");
+    lw_borrower_state_clear(&s);
+    /* a redelivered trigger returns the same alert again, stream unchanged */
+    r = apply(st, &c);
+    assert_int_equal(r.code, LW_APPLY_OUT_OF_ORDER);
+    assert_int_equal(r.n_alerts, 1);
+    expect_alert_id(r.alert_json[0], BID_A, "income_cap", c.event_id);
+    assert_int_equal(stream_len(), 1);
+    /* declared income 60,000,000: cap min(30,000,000, 20,000,000) */
+    lw_event_t e = mk(BID_A, LW_EVENT_REPAYMENT, "p", "I2", "l2", 4, T0 + 4, 0);
+    e.has_annual_income = true;
+    e.annual_income_fen = 60000001; /* /3 = 20,000,000 (integer division) */
+    assert_int_equal(apply(st, &e).n_alerts, 0); /* 20,000,000 not > 20,000,000: cleared */
+    s = readb(BID_A);
+    assert_int_equal(s.n_open_alerts, 0);
+    lw_borrower_state_clear(&s);
+    lw_event_t f = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I3", "l3", 1, T0 + 5, 1);
+    r = apply(st, &f);
+    assert_int_equal(r.n_alerts, 1);
+    assert_non_null(strstr(r.alert_json[0], "\"limit\":20000000,"));
+    assert_non_null(strstr(r.alert_json[0], "\"annual_income_fen\":60000001,"));
+    expect_alert_id(r.alert_json[0], BID_A, "income_cap", f.event_id);
+    /* a redelivery of the trigger while the alert is open hands it back */
+    lw_apply_result_t again = apply(st, &f);
+    assert_int_equal(again.code, LW_APPLY_DUPLICATE);
+    assert_int_equal(again.n_alerts, 1);
+    assert_int_equal(stream_len(), 2);
+    /* older income (by event time) does not replace the newer one */
+    lw_event_t g = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I4", "l3", 1, T0 - DAY, 1);
+    g.has_annual_income = true;
+    g.annual_income_fen = 1;
+    apply(st, &g);
+    s = readb(BID_A);
+    assert_int_equal(s.annual_income_fen, 60000001);
+    lw_borrower_state_clear(&s);
+    lw_store_destroy(st);
+}
+
+static void test_rule_multi_lender(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    const char *lenders[] = {"l1", "l2", "l2", "l3", "l4", "l5"};
+    int fired_at = -1, fired = 0;
+    for (int i = 0; i < 6; i++) {
+        char loan[16];
+        snprintf(loan, sizeof loan, "M%d", i);
+        /* 40 days apart so stacking stays quiet */
+        lw_event_t e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", loan, lenders[i], 1, T0 + i * 40 * DAY, 100);
+        lw_apply_result_t r = apply(st, &e);
+        for (size_t k = 0; k < r.n_alerts; k++)
+            if (strstr(r.alert_json[k], "\"rule_id\":\"multi_lender\"")) {
+                fired++;
+                fired_at = i;
+                assert_non_null(strstr(r.alert_json[k], "\"active_lenders\":4,"));
+            }
+    }
+    assert_int_equal(fired, 1);
+    assert_int_equal(fired_at, 4); /* l1 l2 l3 l4: the fourth distinct lender */
+    /* close two lenders' loans: clears (3 lenders), reopen: fires again */
+    lw_event_t c1 = mk(BID_A, LW_EVENT_CLOSURE, "p", "M0", "l1", 2, T0 + 300 * DAY, 0);
+    lw_event_t c2 = mk(BID_A, LW_EVENT_CLOSURE, "p", "M5", "l5", 2, T0 + 301 * DAY, 0);
+    assert_int_equal(apply(st, &c1).n_alerts, 0);
+    assert_int_equal(apply(st, &c2).n_alerts, 0);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.active_lenders, 3);
+    assert_int_equal(s.n_open_alerts, 0);
+    lw_borrower_state_clear(&s);
+    lw_event_t n = mk(BID_A, LW_EVENT_DRAWDOWN, "q", "M9", "l9", 1, T0 + 302 * DAY, 100);
+    lw_apply_result_t r = apply(st, &n);
+    assert_int_equal(r.n_alerts, 1);
+    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"multi_lender\""));
+    lw_store_destroy(st);
+}
+
+static void test_rule_stacking(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    /* 4 applications to 4 lenders in two days, one repeated (same id) */
+    const char *lenders[] = {"s1", "s2", "s2", "s3", "s4"};
+    for (int i = 0; i < 5; i++) {
+        char app[16];
+        snprintf(app, sizeof app, "A%d", i);
+        lw_event_t e = mk(BID_A, LW_EVENT_APPLICATION, "p", app, lenders[i], 1, T0 + i * HOUR, 0);
+        assert_int_equal(apply(st, &e).n_alerts, 0);
+        /* a redelivered application is not counted twice */
+        assert_int_equal(apply(st, &e).code, LW_APPLY_DUPLICATE);
+    }
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.applications[LW_WIN_24H], 5);
+    assert_int_equal(s.distinct_lenders[LW_WIN_7D], 4);
+    assert_int_equal(s.n_loans, 0);
+    lw_borrower_state_clear(&s);
+    /* a repayment on a loan we never saw opens nothing */
+    lw_event_t rp = mk(BID_A, LW_EVENT_REPAYMENT, "p", "X0", "s9", 3, T0 + 6 * HOUR, 5);
+    assert_int_equal(apply(st, &rp).n_alerts, 0);
+    /* a new loan from a 5th lender 6 days later: 5 distinct lenders in 7d */
+    lw_event_t nl = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "N1", "s5", 1, T0 + 6 * DAY, 100);
+    lw_apply_result_t r = apply(st, &nl);
+    assert_int_equal(r.n_alerts, 1);
+    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"stacking\""));
+    assert_non_null(strstr(r.alert_json[0], "\"window_count\":5,"));
+    assert_non_null(strstr(r.alert_json[0], "\"window_ms\":604800000,"));
+    /* another in the window: still open, no new alert */
+    lw_event_t nl2 = mk(BID_A, LW_EVENT_CREDIT_LINE, "p", "N2", "s6", 1, T0 + 6 * DAY + 1, 0);
+    assert_int_equal(apply(st, &nl2).n_alerts, 0);
+    /* 8 days on: the applications left the 7d window -> cleared */
+    lw_event_t later = mk(BID_A, LW_EVENT_REPAYMENT, "p", "N1", "s5", 2, T0 + 8 * DAY, 50);
+    assert_int_equal(apply(st, &later).n_alerts, 0);
+    s = readb(BID_A);
+    assert_int_equal(s.n_open_alerts, 0);
+    assert_int_equal(s.new_loans[LW_WIN_7D], 2);
+    assert_int_equal(s.applications[LW_WIN_7D], 0);
+    assert_int_equal(s.applications[LW_WIN_30D], 5);
+    lw_borrower_state_clear(&s);
+    /* 40 days on, the window field is pruned away entirely */
+    lw_event_t much = mk(BID_A, LW_EVENT_REPAYMENT, "p", "N1", "s5", 3, T0 + 40 * DAY, 40);
+    apply(st, &much);
+    redisReply *x = redisCommand(g_rc, "HEXISTS lw:b:{" BID_A "} w");
+    assert_int_equal(x->integer, 0);
+    freeReplyObject(x);
+    /* an application older than 30 days behind the borrower's time: not counted */
+    lw_event_t stale = mk(BID_A, LW_EVENT_APPLICATION, "p", "A-old", "s1", 1, T0, 0);
+    apply(st, &stale);
+    s = readb(BID_A);
+    assert_int_equal(s.applications[LW_WIN_30D], 0);
+    lw_borrower_state_clear(&s);
+    lw_store_destroy(st);
+}
+
+static void test_rule_borrow_while_delinquent(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    lw_event_t a = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D1", "l1", 1, T0, 1000);
+    lw_event_t b = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D2", "l2", 1, T0 + 1, 1000);
+    apply(st, &a);
+    apply(st, &b);
+    lw_event_t dq = mk(BID_A, LW_EVENT_DELINQUENCY, "p", "D1", "l1", 2, T0 + 2, 1000);
+    dq.days_past_due = 31;
+    dq.past_due_fen = 300;
+    assert_int_equal(apply(st, &dq).n_alerts, 0);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.past_due_fen, 300);
+    lw_borrower_state_clear(&s);
+    /* drawing on the delinquent loan itself is not "another" loan */
+    lw_event_t self = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D1", "l1", 3, T0 + 3, 1500);
+    self.days_past_due = 31;
+    assert_int_equal(apply(st, &self).n_alerts, 0);
+    /* a repayment elsewhere is not a drawdown */
+    lw_event_t rp = mk(BID_A, LW_EVENT_REPAYMENT, "p", "D2", "l2", 2, T0 + 4, 900);
+    assert_int_equal(apply(st, &rp).n_alerts, 0);
+    lw_event_t dd = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D2", "l2", 3, T0 + 5, 1900);
+    lw_apply_result_t r = apply(st, &dd);
+    assert_int_equal(r.n_alerts, 1);
+    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"borrow_while_delinquent\""));
+    assert_non_null(strstr(r.alert_json[0], "\"severity\":\"CRITICAL\""));
+    /* again while still delinquent: no second alert */
+    lw_event_t dd2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D3", "l3", 1, T0 + 6, 100);
+    assert_int_equal(apply(st, &dd2).n_alerts, 0);
+    /* cured: cleared; the next drawdown while delinquent fires again */
+    lw_event_t cure = mk(BID_A, LW_EVENT_REPAYMENT, "p", "D1", "l1", 4, T0 + 7, 500);
+    assert_int_equal(apply(st, &cure).n_alerts, 0);
+    s = readb(BID_A);
+    assert_int_equal(s.n_open_alerts, 0);
+    lw_borrower_state_clear(&s);
+    lw_event_t dq2 = mk(BID_A, LW_EVENT_DELINQUENCY, "p", "D3", "l3", 2, T0 + 8, 100);
+    dq2.days_past_due = 5;
+    apply(st, &dq2);
+    lw_event_t dd3 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D2", "l2", 4, T0 + 9, 2000);
+    assert_int_equal(apply(st, &dd3).n_alerts, 1);
+    /* stream entries carry the contract fields */
+    redisReply *x = redisCommand(g_rc, "XRANGE lw:alerts - +");
+    assert_int_equal(x->elements, 2);
+    redisReply *f = x->element[1]->element[1];
+    const char *want[] = {"alert_id", "borrower_id", "rule_id", "severity", "platform_id",
+                          "lender_id", "json"};
+    assert_int_equal(f->elements, 14);
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(f->element[2 * i]->str, want[i]);
+    assert_string_equal(f->element[3]->str, BID_A);
+    assert_string_equal(f->element[11]->str, "l2");
+    freeReplyObject(x);
+    lw_store_destroy(st);
+}
+
+static void test_pipeline_many(void **state)
+{
+    /* one flush of many events for many borrowers equals them one by one */
+    flushdb();
+    lw_store_t *st = store_open(true);
+    enum { N = 3000 };
+    lw_apply_result_t *res = calloc(N, sizeof *res);
+    char errstr[256];
+    int64_t want = 0;
+    for (int i = 0; i < N; i++) {
+        char bid[32], loan[16];
+        snprintf(bid, sizeof bid, "P%021d", i % 100);
+        snprintf(loan, sizeof loan, "L%d", i % 7);
+        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", 1 + i / 700, T0 + i, 10);
+        assert_int_equal(lw_store_append(st, &e, "t", 0, 1), LW_OK);
+    }
+    assert_int_equal(lw_store_pending(st), N);
+    /* the script cache is flushed under us: NOSCRIPT is mended inside */
+    redisReply *x = redisCommand(g_rc, "SCRIPT FLUSH");
+    freeReplyObject(x);
+    assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
+    int applied = 0;
+    for (int i = 0; i < N; i++)
+        applied += res[i].code == LW_APPLY_APPLIED;
+    /* each (borrower, loan) pair: i%100 and i%7 -> 700 pairs, sequences 1..5 */
+    assert_true(applied > 0);
+    for (int b = 0; b < 100; b++) {
+        char bid[32];
+        snprintf(bid, sizeof bid, "P%021d", b);
+        lw_borrower_state_t s = readb(bid);
+        want += s.total_outstanding_fen;
+        assert_int_equal(s.active_loans, 7);
+        lw_borrower_state_clear(&s);
+    }
+    assert_int_equal(want, 100 * 7 * 10);
+    free(res);
+    lw_store_destroy(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_totals_sequence_rule),
+        cmocka_unit_test(test_big_amounts_exact),
+        cmocka_unit_test(test_fencing),
+        cmocka_unit_test(test_rule_income_cap),
+        cmocka_unit_test(test_rule_multi_lender),
+        cmocka_unit_test(test_rule_stacking),
+        cmocka_unit_test(test_rule_borrow_while_delinquent),
+        cmocka_unit_test(test_pipeline_many),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
