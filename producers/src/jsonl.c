@@ -198,7 +198,7 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
 {
     lw_event_t ev;
     lw_field_error_t ferr;
-    char raw_id[LW_ID_MAX + 1], err[400];
+    char raw_id[LW_ID_MAX + 1], norm[LW_ID_MAX + 1], err[400];
     lw_err_t e;
 
     memset(&ferr, 0, sizeof ferr);
@@ -215,6 +215,12 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
             j->sum.rejected++;
             lw_reject(j, idx, lineno, LW_RAW_ID_FIELD,
                       "give either national_id or borrower_id, not both", line, len);
+            return;
+        }
+        /* A bad id is worth reporting as such even when no key was given. */
+        if (lw_id_normalise(raw_id, norm, sizeof norm, err, sizeof err) != LW_OK) {
+            j->sum.rejected++;
+            lw_reject(j, idx, lineno, LW_RAW_ID_FIELD, err, line, len);
             return;
         }
         if (!j->opts.id_key) {
