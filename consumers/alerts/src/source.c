@@ -114,6 +114,53 @@ static bool lw_caught_up(rd_kafka_t *rk, const lw_eof_t *e)
     return all;
 }
 
+/*
+ * Assignment: a partition the group never committed starts at the oldest
+ * (--from-beginning) or the newest offset, resolved here and stored at once,
+ * so the group commits a position for it even if this run prints nothing
+ * from it; the next run then resumes there instead of re-resolving "latest"
+ * and skipping what arrived in between.
+ */
+static void lw_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    const lw_alerts_conf_t *conf = opaque;
+    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_topic_partition_list_t *fresh;
+    rd_kafka_resp_err_t cerr;
+
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (coop)
+            rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+        else
+            rd_kafka_assign(rk, NULL);
+        return;
+    }
+    fresh = rd_kafka_topic_partition_list_new(parts->cnt);
+    cerr = rd_kafka_committed(rk, parts, 10000);
+    if (cerr)
+        lw_warn("kafka: reading committed offsets: %s", rd_kafka_err2str(cerr));
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo, hi;
+        if (p->offset >= 0)
+            continue;
+        if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 10000)) {
+            p->offset = conf->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+            continue;
+        }
+        p->offset = conf->from_beginning ? lo : hi;
+        rd_kafka_topic_partition_list_add(fresh, p->topic, p->partition)->offset = p->offset;
+    }
+    if (coop)
+        rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
+    else
+        rd_kafka_assign(rk, parts);
+    if (fresh->cnt > 0 && (cerr = rd_kafka_offsets_store(rk, fresh)) != 0)
+        lw_warn("kafka: storing start offsets: %s", rd_kafka_err2str(cerr));
+    rd_kafka_topic_partition_list_destroy(fresh);
+}
+
 static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, char *errstr,
                              size_t errstr_size)
 {
@@ -162,6 +209,8 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
             return LW_ERR_CONFIG;
         }
     }
+    rd_kafka_conf_set_rebalance_cb(kc, lw_rebalance);
+    rd_kafka_conf_set_opaque(kc, (void *)conf);
     codec = lw_codec_new(errstr, errstr_size);
     if (!codec) {
         rd_kafka_conf_destroy(kc);
