@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# tests/fuzz/run.sh SECONDS - build the libFuzzer targets with clang in their
+# own folder (build-fuzz/ under the repo, or $LW_FUZZ_BUILD_DIR) and run each
+# for SECONDS (default 30) from a seed corpus made by loanwire-avro.
+# Exits non-zero if a target crashes or finds a disagreement.
+set -euo pipefail
+secs=${1:-30}
+case "$secs" in ''|*[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 2;; esac
+src=$(cd "$(dirname "$0")/../.." && pwd)
+build=${LW_FUZZ_BUILD_DIR:-$src/build-fuzz}
+# Everything with ASan+UBSan; the library also with coverage so libFuzzer can steer.
+CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
+cmake --build "$build" -j2 --target fuzz_decode fuzz_json loanwire-avro >/dev/null
+
+corpus=$build/fuzz-corpus
+mkdir -p "$corpus/decode" "$corpus/json"
+fix=$src/tests/support/fixtures
+cp "$fix"/*.avro "$corpus/decode/"
+cp "$fix"/*.json "$corpus/json/"
+i=0
+for t in APPLICATION CREDIT_LINE DRAWDOWN REPAYMENT DELINQUENCY WRITE_OFF CLOSURE CORRECTION; do
+    j="{\"event_id\":\"e$i\",\"event_type\":\"$t\",\"platform_id\":\"p\",\"lender_id\":\"l\",\"borrower_id\":\"ABCDEFGHIJKLMNOPQRSTUV\",\"loan_id\":\"L$i\",\"product\":\"OTHER\",\"sequence\":$((i+1)),\"occurred_at\":1700000000000,\"amount_fen\":1$i,\"outstanding_fen\":0,\"credit_limit_fen\":5,\"days_past_due\":$i,\"past_due_fen\":0,\"term_months\":$((i+1))}"
+    echo "$j" > "$corpus/json/seed$i.json"
+    echo "$j" | "$build/bin/loanwire-avro" encode --no-validate > "$corpus/decode/seed$i.avro"
+    echo "$j" | "$build/bin/loanwire-avro" encode --no-validate --schema v1 > "$corpus/decode/seed$i.v1.avro"
+    i=$((i+1))
+done
+rc=0
+for t in fuzz_decode fuzz_json; do
+    echo "fuzz: $t for ${secs}s"
+    (cd "$build" && "./bin/$t" -max_total_time="$secs" -print_final_stats=1 "$corpus/${t#fuzz_}" \
+        2>"$build/$t.log") || { echo "fuzz: $t FAILED, see $build/$t.log"; tail -30 "$build/$t.log"; rc=1; }
+    grep -E "stat::number_of_executed_units|Done" "$build/$t.log" | tail -2 || true
+done
+exit $rc
