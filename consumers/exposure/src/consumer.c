@@ -1,0 +1,765 @@
+/*
+ * consumer.c - loanwire-exposure's loop: a Kafka consumer-group member that
+ * applies each poll batch to Redis in one pipeline, publishes alerts and
+ * dead letters, and stores a partition's offset only after Redis (and, for
+ * alerts and dead letters, the broker) acknowledged everything below it.
+ *
+ * Ownership: on assignment each partition gets a fresh epoch (INCR of
+ * lw:epoch:<topic>:<p>) that every script call carries; a FENCED answer
+ * means someone newer owns the partition, so its in-flight events are
+ * dropped uncommitted. On revocation the collected batch is applied and the
+ * offsets committed before the partitions are let go (unless they were
+ * lost, e.g. after max.poll.interval.ms, in which case the batch is
+ * dropped). Redis or Kafka away: back off (capped, logged) and retry the same
+ * batch; nothing is committed meanwhile. consumers/README.md explains why
+ * this gives exactly-once effect.
+ */
+#include "exposure_int.h"
+
+#include "loanwire/codec.h"
+#include "loanwire/conf.h"
+#include "loanwire/json.h"
+#include "loanwire/log.h"
+#include "loanwire/validate.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PARTS      4096
+#define LUA_MAX_EXACT  9007199254740992LL /* 2^53 */
+#define BACKOFF_MAX_MS 5000
+
+typedef struct part_state {
+    bool owned, fenced, reset_done;
+    int64_t epoch;
+    int64_t next_offset; /* next offset to apply, -1 unknown */
+    int64_t lag;         /* -1 unknown */
+} part_state_t;
+
+typedef struct counters {
+    uint64_t consumed, applied, duplicates, out_of_order, fenced, dead_letters, alerts;
+    uint64_t alerts_by_rule[LW_RULES_MAX];
+    uint64_t batches, produce_failed;
+} counters_t;
+
+typedef struct exp_ctx {
+    const lw_exposure_conf_t *conf;
+    rd_kafka_t *rk, *prod;
+    lw_store_t *store;
+    lw_codec_t *codec;
+    lw_rules_t *rules;
+    char consumer_id[128];
+    rd_kafka_message_t **batch;
+    size_t nbatch;
+    size_t *idx; /* store entry -> batch index */
+    lw_event_t *events;
+    lw_apply_result_t *results;
+    part_state_t parts[MAX_PARTS];
+    counters_t c;
+    bool fatal;
+    char fatal_msg[512];
+    int64_t last_msg_ms;
+    bool ever_assigned;
+} exp_ctx_t;
+
+void lw_exposure_conf_init(lw_exposure_conf_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->brokers = lw_conf_default_bootstrap();
+    c->group = "loanwire-exposure";
+    c->topic = LW_TOPIC_EVENTS;
+    c->alerts_topic = LW_TOPIC_ALERTS;
+    c->dlq_topic = LW_TOPIC_DEAD_LETTERS;
+    c->redis_url = lw_conf_default_redis();
+    c->status_every_s = 5;
+    c->batch_max = 2000;
+    lw_script_opts_init(&c->script);
+}
+
+static void backoff_sleep(int *ms)
+{
+    struct timespec ts = {*ms / 1000, (long)(*ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    *ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
+}
+
+/* ---- Producing alerts and dead letters ------------------------------------ */
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    exp_ctx_t *x = opaque;
+    if (m->err) {
+        x->c.produce_failed++;
+        lw_error("delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                 rd_kafka_err2str(m->err));
+    }
+}
+
+static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *reason)
+{
+    rd_kafka_headers_t *src = NULL, *h;
+    if (rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR && src)
+        h = rd_kafka_headers_copy(src);
+    else
+        h = rd_kafka_headers_new(4);
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    rd_kafka_header_add(h, "lw-error", -1, reason, -1);
+    rd_kafka_header_add(h, "lw-source-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(h, "lw-source-partition", -1, part, -1);
+    rd_kafka_header_add(h, "lw-source-offset", -1, off, -1);
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            x->prod, RD_KAFKA_V_TOPIC(x->conf->dlq_topic), RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (!err)
+            break;
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(x->prod, 100);
+            continue;
+        }
+        rd_kafka_headers_destroy(h);
+        x->fatal = true;
+        snprintf(x->fatal_msg, sizeof x->fatal_msg, "dead-letter produce: %s",
+                 rd_kafka_err2str(err));
+        return;
+    }
+    x->c.dead_letters++;
+    lw_warn("dead letter %s [%" PRId32 "] @%" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
+            m->partition, m->offset, reason);
+}
+
+static void produce_alert(exp_ctx_t *x, const char *json, size_t len)
+{
+    lw_alert_t al;
+    lw_field_error_t ferr;
+    unsigned char buf[LW_CODEC_MAX_ALERT];
+    size_t n;
+    if (lw_alert_from_json(json, len, &al, &ferr) != LW_OK) {
+        x->c.produce_failed++;
+        lw_error("alert from the script does not parse (%s: %s): %.*s", ferr.field, ferr.reason,
+                 (int)len, json);
+        return;
+    }
+    if (lw_codec_encode_alert(x->codec, &al, buf, sizeof buf, &n) != LW_OK) {
+        x->c.produce_failed++;
+        lw_error("alert %s does not encode", al.alert_id);
+        return;
+    }
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            x->prod, RD_KAFKA_V_TOPIC(x->conf->alerts_topic),
+            RD_KAFKA_V_KEY(al.borrower_id, strlen(al.borrower_id)), RD_KAFKA_V_VALUE(buf, n),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (!err)
+            break;
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(x->prod, 100);
+            continue;
+        }
+        x->fatal = true;
+        snprintf(x->fatal_msg, sizeof x->fatal_msg, "alert produce: %s", rd_kafka_err2str(err));
+        return;
+    }
+    for (size_t i = 0; i < lw_rules_count(x->rules); i++)
+        if (!strcmp(lw_rules_get(x->rules, i)->id, al.rule_id))
+            x->c.alerts_by_rule[i]++;
+    x->c.alerts++;
+}
+
+/* Waits until the broker acknowledged every alert and dead letter. */
+static bool produce_wait(exp_ctx_t *x)
+{
+    int64_t t0 = lw_mono_ms(), warned = 0;
+    uint64_t failed0 = x->c.produce_failed;
+    while (rd_kafka_outq_len(x->prod) > 0) {
+        rd_kafka_flush(x->prod, 1000);
+        int64_t waited = lw_mono_ms() - t0;
+        if (waited - warned > 10000) {
+            warned = waited;
+            lw_warn("waiting %" PRId64 " s for the broker to acknowledge %d alerts/dead letters",
+                    waited / 1000, rd_kafka_outq_len(x->prod));
+        }
+        if (lw_stop_requested() && waited > 30000)
+            return false;
+    }
+    return x->c.produce_failed == failed0;
+}
+
+/* ---- Applying a batch ----------------------------------------------------- */
+
+static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t *ev, char *why,
+                          size_t cap)
+{
+    char es[256];
+    lw_field_error_t ferr;
+    lw_err_t err = lw_codec_decode_event(x->codec, m->payload, m->len, ev, es, sizeof es);
+    if (err) {
+        snprintf(why, cap, "decode: %s: %s", lw_err2str(err), es);
+        return why;
+    }
+    if (lw_event_validate(ev, &ferr) != LW_OK) {
+        snprintf(why, cap, "validation: %s: %s", ferr.field, ferr.reason);
+        return why;
+    }
+    /* what the exposure model cannot sum exactly or meaningfully */
+    if (strcmp(ev->currency, "CNY")) {
+        snprintf(why, cap, "validation: currency: '%s' is not CNY (exposure sums CNY fen only)",
+                 ev->currency);
+        return why;
+    }
+    if (ev->sequence >= LUA_MAX_EXACT) {
+        snprintf(why, cap, "validation: sequence: %" PRId64 " is not below 2^53", ev->sequence);
+        return why;
+    }
+    return NULL;
+}
+
+static void process_batch(exp_ctx_t *x)
+{
+    const lw_exposure_conf_t *cf = x->conf;
+    char why[512], es[512];
+    size_t n = 0;
+    int64_t store_off[MAX_PARTS];
+    bool touched[MAX_PARTS];
+    memset(touched, 0, sizeof touched);
+
+    if (x->nbatch == 0)
+        return;
+    x->c.batches++;
+    lw_store_discard(x->store);
+    for (size_t i = 0; i < x->nbatch; i++) {
+        rd_kafka_message_t *m = x->batch[i];
+        int32_t p = m->partition;
+        if (p < 0 || p >= MAX_PARTS || !x->parts[p].owned || x->parts[p].fenced)
+            continue;
+        x->c.consumed++;
+        if (!touched[p] || m->offset + 1 > store_off[p]) {
+            touched[p] = true;
+            store_off[p] = m->offset + 1;
+        }
+        lw_event_t *ev = &x->events[n];
+        if (decode(x, m, ev, why, sizeof why)) {
+            produce_dlq(x, m, why);
+            continue;
+        }
+        if (lw_store_append(x->store, ev, cf->topic, p, x->parts[p].epoch) != LW_OK) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
+            return;
+        }
+        x->idx[n++] = i;
+    }
+
+    int backoff = 100;
+    for (;;) {
+        lw_err_t err = lw_store_flush(x->store, x->results, es, sizeof es);
+        if (err == LW_OK)
+            break;
+        if (err != LW_ERR_TRANSIENT) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg, "%s", es);
+            return;
+        }
+        lw_warn("Redis unavailable (%s); retrying the batch of %zu in %d ms", es, n, backoff);
+        if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg,
+                     "stopped while Redis was unavailable; nothing past the last "
+                     "acknowledged batch was committed");
+            return;
+        }
+        backoff_sleep(&backoff);
+        while (lw_store_reconnect(x->store, es, sizeof es) != LW_OK) {
+            lw_warn("Redis reconnect: %s (next try in %d ms)", es, backoff);
+            if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS) {
+                x->fatal = true;
+                snprintf(x->fatal_msg, sizeof x->fatal_msg,
+                         "stopped while Redis was unavailable; nothing past the last "
+                         "acknowledged batch was committed");
+                return;
+            }
+            backoff_sleep(&backoff);
+        }
+        lw_info("Redis reconnected; sending the batch again (repeats are absorbed)");
+    }
+
+    for (size_t k = 0; k < n; k++) {
+        const lw_apply_result_t *r = &x->results[k];
+        int32_t p = x->batch[x->idx[k]]->partition;
+        switch (r->code) {
+        case LW_APPLY_APPLIED: x->c.applied++; break;
+        case LW_APPLY_DUPLICATE: x->c.duplicates++; break;
+        case LW_APPLY_OUT_OF_ORDER: x->c.out_of_order++; break;
+        case LW_APPLY_FENCED:
+            x->c.fenced++;
+            if (!x->parts[p].fenced)
+                lw_warn("partition %" PRId32 " fenced (epoch %" PRId64
+                        " is stale): dropping its in-flight events uncommitted",
+                        p, x->parts[p].epoch);
+            x->parts[p].fenced = true;
+            break;
+        }
+        if (r->code != LW_APPLY_FENCED)
+            for (size_t a = 0; a < r->n_alerts; a++)
+                produce_alert(x, r->alert_json[a], r->alert_len[a]);
+    }
+    if (x->fatal)
+        return;
+    if (!produce_wait(x)) {
+        x->fatal = true;
+        snprintf(x->fatal_msg, sizeof x->fatal_msg,
+                 "alerts or dead letters not acknowledged by the broker; offsets not committed");
+        return;
+    }
+
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < MAX_PARTS; p++) {
+        if (!touched[p] || x->parts[p].fenced || !x->parts[p].owned)
+            continue;
+        rd_kafka_topic_partition_list_add(offs, cf->topic, p)->offset = store_off[p];
+        x->parts[p].next_offset = store_off[p];
+    }
+    if (offs->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(x->rk, offs);
+        if (err)
+            lw_warn("offsets_store: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+static void batch_release(exp_ctx_t *x)
+{
+    for (size_t i = 0; i < x->nbatch; i++)
+        rd_kafka_message_destroy(x->batch[i]);
+    x->nbatch = 0;
+}
+
+/* ---- Rebalances ----------------------------------------------------------- */
+
+static void on_assign(exp_ctx_t *x, rd_kafka_topic_partition_list_t *parts)
+{
+    char es[512];
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (tp->partition < 0 || tp->partition >= MAX_PARTS) {
+            lw_error("partition %" PRId32 " is beyond %d: not handled", tp->partition, MAX_PARTS);
+            continue;
+        }
+        part_state_t *ps = &x->parts[tp->partition];
+        int backoff = 100;
+        int64_t epoch = 0;
+        while (lw_store_epoch_next(x->store, tp->topic, tp->partition, &epoch, es, sizeof es) !=
+               LW_OK) {
+            lw_warn("partition epoch: %s (retry in %d ms)", es, backoff);
+            backoff_sleep(&backoff);
+            if (lw_store_reconnect(x->store, es, sizeof es) != LW_OK)
+                continue;
+        }
+        ps->owned = true;
+        ps->fenced = false;
+        ps->epoch = epoch;
+        ps->next_offset = -1;
+        ps->lag = -1;
+        if (x->conf->from_beginning && !ps->reset_done) {
+            tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+            ps->reset_done = true;
+        }
+    }
+    /* where we start: the committed offset, unless reset to the beginning */
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(x->rk, c, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < c->cnt; i++) {
+            int32_t p = c->elems[i].partition;
+            if (p >= 0 && p < MAX_PARTS && parts->elems[i].offset != RD_KAFKA_OFFSET_BEGINNING &&
+                c->elems[i].offset >= 0)
+                x->parts[p].next_offset = c->elems[i].offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(c);
+    x->ever_assigned = true;
+    lw_info("assigned %d partition(s) of %s", parts->cnt, x->conf->topic);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    exp_ctx_t *x = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(x, parts);
+        rd_kafka_assign(rk, parts);
+        return;
+    }
+    /* revoke: finish what we hold, commit, let go */
+    if (rd_kafka_assignment_lost(rk)) {
+        lw_warn("partitions lost (session or poll interval expired): dropping %zu in-flight "
+                "events uncommitted",
+                x->nbatch);
+    } else {
+        if (!x->fatal)
+            process_batch(x);
+        if (!x->fatal) {
+            rd_kafka_resp_err_t ce = rd_kafka_commit(rk, NULL, 0);
+            if (ce && ce != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                lw_warn("commit on revoke: %s", rd_kafka_err2str(ce));
+        }
+    }
+    batch_release(x);
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].partition >= 0 && parts->elems[i].partition < MAX_PARTS)
+            x->parts[parts->elems[i].partition].owned = false;
+    rd_kafka_assign(rk, NULL);
+    lw_info("revoked %d partition(s)", parts->cnt);
+}
+
+/* ---- Status and metrics --------------------------------------------------- */
+
+static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
+{
+    *total = 0;
+    *caught_up = x->ever_assigned;
+    bool any = false;
+    for (int32_t p = 0; p < MAX_PARTS; p++) {
+        part_state_t *ps = &x->parts[p];
+        if (!ps->owned)
+            continue;
+        any = true;
+        int64_t lo = -1, hi = -1;
+        rd_kafka_get_watermark_offsets(x->rk, x->conf->topic, p, &lo, &hi);
+        if (hi < 0) {
+            ps->lag = -1;
+            *caught_up = false;
+            continue;
+        }
+        if (ps->next_offset >= 0)
+            ps->lag = hi > ps->next_offset ? hi - ps->next_offset : 0;
+        else
+            ps->lag = lo >= 0 && hi > lo ? hi - lo : 0;
+        if (ps->fenced || ps->lag > 0 || (ps->next_offset < 0 && hi != lo))
+            *caught_up = false;
+        *total += ps->lag;
+    }
+    if (!any)
+        *caught_up = false;
+}
+
+static void publish_metrics(exp_ctx_t *x, double rate)
+{
+    redisContext *rc = lw_store_redis(x->store);
+    if (!rc)
+        return;
+    enum { MAXA = 16 + 2 * LW_RULES_MAX + 2 * MAX_PARTS };
+    static const char *argv[4 + MAXA * 2];
+    static size_t lens[4 + MAXA * 2];
+    static char vals[MAXA][32];
+    static char names[MAXA][300];
+    char key[200];
+    int a = 0, v = 0;
+    snprintf(key, sizeof key, "lw:metrics:%s", x->consumer_id);
+    argv[a++] = "HSET";
+    argv[a++] = key;
+#define PUT(name, fmt, val)                                                                        \
+    do {                                                                                           \
+        snprintf(names[v], sizeof names[v], "%s", name);                                           \
+        snprintf(vals[v], sizeof vals[v], fmt, val);                                               \
+        argv[a++] = names[v];                                                                      \
+        argv[a++] = vals[v];                                                                       \
+        v++;                                                                                       \
+    } while (0)
+    PUT("events_consumed", "%" PRIu64, x->c.consumed);
+    PUT("events_applied", "%" PRIu64, x->c.applied);
+    PUT("duplicates", "%" PRIu64, x->c.duplicates);
+    PUT("out_of_order", "%" PRIu64, x->c.out_of_order);
+    PUT("fenced", "%" PRIu64, x->c.fenced);
+    PUT("dead_letters", "%" PRIu64, x->c.dead_letters);
+    PUT("alerts", "%" PRIu64, x->c.alerts);
+    PUT("batches", "%" PRIu64, x->c.batches);
+    PUT("produce_failed", "%" PRIu64, x->c.produce_failed);
+    PUT("redis_rtt_us", "%" PRId64, lw_store_last_rtt_us(x->store));
+    PUT("events_per_s", "%.0f", rate);
+    PUT("updated_at_ms", "%" PRId64, lw_now_ms());
+    for (size_t i = 0; i < lw_rules_count(x->rules); i++) {
+        char n[128];
+        snprintf(n, sizeof n, "alerts:%s", lw_rules_get(x->rules, i)->id);
+        PUT(n, "%" PRIu64, x->c.alerts_by_rule[i]);
+    }
+    int64_t total = 0;
+    for (int32_t p = 0; p < MAX_PARTS && v < MAXA - 1; p++) {
+        if (!x->parts[p].owned || x->parts[p].lag < 0)
+            continue;
+        char n[300];
+        snprintf(n, sizeof n, "lag:%s:%" PRId32, x->conf->topic, p);
+        PUT(n, "%" PRId64, x->parts[p].lag);
+        total += x->parts[p].lag;
+    }
+    PUT("lag_total", "%" PRId64, total);
+#undef PUT
+    for (int i = 0; i < a; i++)
+        lens[i] = strlen(argv[i]);
+    /* per-partition lag fields of partitions we no longer own must go: rewrite the hash */
+    redisAppendCommand(rc, "MULTI");
+    redisAppendCommand(rc, "DEL %s", key);
+    redisAppendCommandArgv(rc, a, argv, lens);
+    redisAppendCommand(rc, "EXPIRE %s 15", key);
+    redisAppendCommand(rc, "SADD lw:metrics:consumers %s", x->consumer_id);
+    redisAppendCommand(rc, "EXEC");
+    for (int i = 0; i < 6; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
+            lw_warn("metrics to Redis: %s", rc->errstr);
+            lw_store_reconnect(x->store, key, sizeof key); /* next batch retries anyway */
+            return;
+        }
+        freeReplyObject(r);
+    }
+}
+
+/* ---- Setup ---------------------------------------------------------------- */
+
+static bool conf_apply(const lw_exposure_conf_t *cf, rd_kafka_conf_t *kc, char *errstr,
+                       size_t errstr_size)
+{
+    if (rd_kafka_conf_set(kc, "bootstrap.servers", cf->brokers, errstr, errstr_size))
+        return false;
+    if (cf->config_file && lw_conf_load_file(kc, cf->config_file, errstr, errstr_size) != LW_OK)
+        return false;
+    for (size_t i = 0; i < cf->n_kafka_kv; i++)
+        if (lw_conf_set_kv(kc, cf->kafka_kv[i], errstr, errstr_size) != LW_OK)
+            return false;
+    return true;
+}
+
+static bool set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr, size_t n)
+{
+    return rd_kafka_conf_set(kc, k, v, errstr, n) == RD_KAFKA_CONF_OK;
+}
+
+static void ctx_destroy(exp_ctx_t *x)
+{
+    batch_release(x);
+    if (x->rk)
+        rd_kafka_destroy(x->rk);
+    if (x->prod) {
+        rd_kafka_flush(x->prod, 10000);
+        rd_kafka_destroy(x->prod);
+    }
+    lw_store_destroy(x->store);
+    lw_codec_destroy(x->codec);
+    lw_rules_destroy(x->rules);
+    free(x->batch);
+    free(x->idx);
+    free(x->events);
+    free(x->results);
+    free(x);
+}
+
+lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errstr_size)
+{
+    exp_ctx_t *x = calloc(1, sizeof *x);
+    lw_err_t ret = LW_OK;
+    if (!x) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    x->conf = cf;
+    size_t bm = cf->batch_max ? cf->batch_max : 2000;
+    x->batch = calloc(bm, sizeof *x->batch);
+    x->idx = calloc(bm, sizeof *x->idx);
+    x->events = calloc(bm, sizeof *x->events);
+    x->results = calloc(bm, sizeof *x->results);
+    if (!x->batch || !x->idx || !x->events || !x->results) {
+        snprintf(errstr, errstr_size, "out of memory");
+        ctx_destroy(x);
+        return LW_ERR_NOMEM;
+    }
+    if (cf->consumer_id) {
+        snprintf(x->consumer_id, sizeof x->consumer_id, "%s", cf->consumer_id);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        snprintf(x->consumer_id, sizeof x->consumer_id, "%s:%d", host, (int)getpid());
+    }
+
+    if (cf->rules_file)
+        x->rules = lw_rules_load_file(cf->rules_file, errstr, errstr_size);
+    else
+        x->rules = lw_rules_default();
+    if (!x->rules) {
+        ctx_destroy(x);
+        return LW_ERR_CONFIG;
+    }
+    x->codec = lw_codec_new(errstr, errstr_size);
+    if (!x->codec) {
+        ctx_destroy(x);
+        return LW_ERR_SCHEMA;
+    }
+    /* Redis first: without it nothing can be applied; wait for it (capped backoff) */
+    int backoff = 100;
+    while (!(x->store = lw_store_new(cf->redis_url, x->rules, &cf->script, errstr, errstr_size))) {
+        if (strncmp(errstr, "Redis", 5) || lw_stop_requested()) {
+            ctx_destroy(x);
+            return LW_ERR_REDIS;
+        }
+        lw_warn("%s (retry in %d ms)", errstr, backoff);
+        backoff_sleep(&backoff);
+    }
+    lw_info("Redis %s: apply script %s loaded (%zu rules, strict fencing %s)", cf->redis_url,
+            lw_store_script_sha(x->store), lw_rules_count(x->rules),
+            cf->script.strict_fencing ? "on" : "off");
+
+    /* alerts and dead-letter producer: idempotent, never gives up on a message */
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    if (!conf_apply(cf, pc, errstr, errstr_size) ||
+        !set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
+        !set(pc, "message.timeout.ms", "0", errstr, errstr_size) ||
+        !set(pc, "linger.ms", "5", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(pc);
+        ctx_destroy(x);
+        return LW_ERR_CONFIG;
+    }
+    rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
+    rd_kafka_conf_set_opaque(pc, x);
+    x->prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size);
+    if (!x->prod) {
+        ctx_destroy(x);
+        return LW_ERR_KAFKA;
+    }
+
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (!set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        !set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
+        !set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
+        !set(kc, "enable.partition.eof", "false", errstr, errstr_size) ||
+        !conf_apply(cf, kc, errstr, errstr_size) ||
+        !set(kc, "group.id", cf->group, errstr, errstr_size) ||
+        /* offsets are stored by us, after Redis acknowledged: not negotiable */
+        !set(kc, "enable.auto.offset.store", "false", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(kc);
+        ctx_destroy(x);
+        return LW_ERR_CONFIG;
+    }
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, x);
+    x->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
+    if (!x->rk) {
+        ctx_destroy(x);
+        return LW_ERR_KAFKA;
+    }
+    rd_kafka_poll_set_consumer(x->rk);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, cf->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(x->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (kerr) {
+        snprintf(errstr, errstr_size, "subscribe %s: %s", cf->topic, rd_kafka_err2str(kerr));
+        ctx_destroy(x);
+        return LW_ERR_KAFKA;
+    }
+    lw_info("consumer %s in group %s on %s (brokers %s)", x->consumer_id, cf->group, cf->topic,
+            cf->brokers);
+
+    int64_t last_status = lw_mono_ms(), last_metrics = last_status, start = last_status;
+    uint64_t applied_at_status = 0;
+    double rate = 0;
+    x->last_msg_ms = lw_mono_ms();
+    while (!lw_stop_requested() && !x->fatal) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(x->rk, 100);
+        while (m) {
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    lw_warn("consumer: %s", rd_kafka_message_errstr(m));
+                if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                    x->fatal = true;
+                    snprintf(x->fatal_msg, sizeof x->fatal_msg, "fatal consumer error");
+                }
+                rd_kafka_message_destroy(m);
+            } else {
+                x->batch[x->nbatch++] = m;
+            }
+            if (x->nbatch == bm)
+                break;
+            m = rd_kafka_consumer_poll(x->rk, 0);
+        }
+        if (x->nbatch > 0) {
+            x->last_msg_ms = lw_mono_ms();
+            process_batch(x);
+            batch_release(x);
+        }
+        rd_kafka_poll(x->prod, 0);
+
+        int64_t now = lw_mono_ms();
+        if (now - last_metrics >= 1000 || x->nbatch == 0) {
+            int64_t lag;
+            bool caught;
+            if (now - last_metrics >= 1000) {
+                update_lag(x, &lag, &caught);
+                publish_metrics(x, rate);
+                last_metrics = now;
+            }
+            if (cf->status_every_s > 0 && now - last_status >= cf->status_every_s * 1000LL) {
+                update_lag(x, &lag, &caught);
+                rate = (double)(x->c.applied + x->c.duplicates + x->c.out_of_order -
+                                applied_at_status) *
+                       1000.0 / (double)(now - last_status);
+                applied_at_status = x->c.applied + x->c.duplicates + x->c.out_of_order;
+                lw_info("%.0f ev/s  applied %" PRIu64 "  lag %" PRId64 "  alerts %" PRIu64
+                        "  dead letters %" PRIu64 "  out-of-order %" PRIu64 "  dup %" PRIu64
+                        "  fenced %" PRIu64 "  rtt %" PRId64 " us",
+                        rate, x->c.applied, lag, x->c.alerts, x->c.dead_letters,
+                        x->c.out_of_order, x->c.duplicates, x->c.fenced,
+                        lw_store_last_rtt_us(x->store));
+                last_status = now;
+            }
+            if (cf->until_caught_up && now - x->last_msg_ms >= 500) {
+                update_lag(x, &lag, &caught);
+                if (caught) {
+                    lw_info("caught up (lag 0 on every assigned partition); stopping");
+                    break;
+                }
+            }
+            if (cf->exit_on_idle_s > 0 && now - x->last_msg_ms >= cf->exit_on_idle_s * 1000LL) {
+                lw_info("idle for %d s; stopping", cf->exit_on_idle_s);
+                break;
+            }
+        }
+    }
+
+    if (x->fatal) {
+        snprintf(errstr, errstr_size, "%s", x->fatal_msg);
+        ret = LW_ERR_REDIS;
+        /* no commit: what was not acknowledged is redelivered to the next owner */
+        lw_store_discard(x->store);
+        batch_release(x);
+        rd_kafka_consumer_close(x->rk);
+    } else {
+        /* finish in flight, commit, leave the group (revoke commits again) */
+        process_batch(x);
+        batch_release(x);
+        if (!x->fatal) {
+            rd_kafka_resp_err_t ce = rd_kafka_commit(x->rk, NULL, 0);
+            if (ce && ce != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                lw_warn("final commit: %s", rd_kafka_err2str(ce));
+        }
+        rd_kafka_consumer_close(x->rk);
+        int64_t lag;
+        bool caught;
+        update_lag(x, &lag, &caught);
+        publish_metrics(x, rate);
+        if (x->fatal) {
+            snprintf(errstr, errstr_size, "%s", x->fatal_msg);
+            ret = LW_ERR_REDIS;
+        }
+    }
+    lw_info("stopped after %.1f s: consumed %" PRIu64 " applied %" PRIu64 " duplicates %" PRIu64
+            " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64,
+            (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
+            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters);
+    ctx_destroy(x);
+    return ret;
+}
