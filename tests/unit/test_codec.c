@@ -127,7 +127,7 @@ static void extremes_round_trip(void **state)
     ev.event_id[LW_ID_MAX] = '\0';
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
         ev.sequence = vals[i];
-        ev.amount_fen = -vals[i];
+        ev.amount_fen = (int64_t)(0 - (uint64_t)vals[i]);
         ev.days_past_due = (int32_t)(vals[i] >> 32);
         ev.has_term_months = true;
         ev.term_months = i % 2 ? INT32_MIN : INT32_MAX;
