@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void hex2bin(const char *hex, unsigned char *out, size_t n)
@@ -276,6 +277,56 @@ static void test_key_file(void **state)
     assert_null(lw_id_key_new((const unsigned char *)hex64, 129, err, sizeof err));
 }
 
+/* Runs a shell command, returns its exit status and its stdout in out. */
+static int sh(const char *cmd, char *out, size_t cap)
+{
+    FILE *fp = popen(cmd, "r");
+    size_t n;
+    int st;
+
+    assert_non_null(fp);
+    n = fread(out, 1, cap - 1, fp);
+    out[n] = '\0';
+    st = pclose(fp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The loanwire-id program: stdin and arguments, line-aligned output, errors. */
+static void test_cli(void **state)
+{
+    const char *bin = getenv("LW_BIN_DIR");
+    char cmd[2048], out[1024];
+    const char *key;
+
+    (void)state;
+    if (!bin || !*bin)
+        fail_msg("LW_BIN_DIR is not set (ctest sets it to build/bin)");
+    key = write_key("cli.key", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+                    0600);
+    snprintf(cmd, sizeof cmd,
+             "printf '11010519491231002X\\n110105194912310021\\ne1234-5678\\n' | "
+             "'%s/loanwire-id' --key-file '%s' 2>'%s/cli.err'",
+             bin, key, tmpdir);
+    assert_int_equal(sh(cmd, out, sizeof out), 1); /* one bad id */
+    assert_string_equal(out, "pmdVRTsQbc6gz6JkIUrlnw\n\nW_39KgXDBtO5nfOAuHrDLg\n");
+    snprintf(cmd, sizeof cmd, "cat '%s/cli.err'", tmpdir);
+    sh(cmd, out, sizeof out);
+    assert_non_null(strstr(out, "line 2: "));
+    assert_non_null(strstr(out, "check digit"));
+
+    snprintf(cmd, sizeof cmd, "'%s/loanwire-id' -k '%s' 110105194912310 2>/dev/null", bin, key);
+    assert_int_equal(sh(cmd, out, sizeof out), 0);
+    assert_string_equal(out, "6p0re3RAgF4ZQ7T35yen8A\n");
+
+    key = write_key("cli-loose.key",
+                    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", 0644);
+    snprintf(cmd, sizeof cmd, "'%s/loanwire-id' -k '%s' 110105194912310 2>&1", bin, key);
+    assert_int_equal(sh(cmd, out, sizeof out), 2);
+    assert_non_null(strstr(out, "group or others"));
+    snprintf(cmd, sizeof cmd, "'%s/loanwire-id' --help", bin);
+    assert_int_equal(sh(cmd, out, sizeof out), 0);
+}
+
 static int setup(void **state)
 {
     const char *base = getenv("LW_TMP_DIR");
@@ -298,7 +349,7 @@ int main(void)
         cmocka_unit_test(test_rfc4231_vectors), cmocka_unit_test(test_b64url),
         cmocka_unit_test(test_pseudonymise),    cmocka_unit_test(test_check_digit),
         cmocka_unit_test(test_normalise),       cmocka_unit_test(test_borrower_id_form),
-        cmocka_unit_test(test_key_file),
+        cmocka_unit_test(test_key_file),        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
