@@ -20,11 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RMB(x)    ((int64_t)(x) * 100)
-#define SEC_MS    1000LL
-#define MIN_MS    (60 * SEC_MS)
-#define HOUR_MS   (60 * MIN_MS)
-#define DAY_MS    (24 * HOUR_MS)
+#define RMB(x)         ((int64_t)(x)*100)
+#define SEC_MS         1000LL
+#define MIN_MS         (60 * SEC_MS)
+#define HOUR_MS        (60 * MIN_MS)
+#define DAY_MS         (24 * HOUR_MS)
 #define NORMAL_MISS_BP 250 /* chance that an instalment / statement is missed */
 #define OVER_MISS_BP   600
 #define MISREPORT_BP   40 /* chance that a repayment report is wrong (then corrected) */
@@ -52,6 +52,7 @@ typedef struct gen_platform_def {
     gen_product_t products[2];
 } gen_platform_def_t;
 
+/* clang-format off */
 #define REV(code, lo, hi)        {code, LW_PRODUCT_REVOLVING, RMB(lo), RMB(hi), NULL}
 #define INST(code, lo, hi, term) {code, LW_PRODUCT_INSTALLMENT, RMB(lo), RMB(hi), term}
 
@@ -85,6 +86,7 @@ static const gen_platform_def_t gen_market[] = {
      {"BANK-HUISHANG", "BANK-NANJING", "BANK-CQRCB"},
      1, {INST("PPD", 1000, 50000, gen_t_short)}},
 };
+/* clang-format on */
 #define GEN_MARKET_CNT (sizeof gen_market / sizeof gen_market[0])
 
 /* County codes for synthetic national ids (Beijing, Shanghai, Shenzhen, ...). */
@@ -157,7 +159,7 @@ static int64_t gen_exp(lw_gen_t *g, int64_t mean)
     int ip = 31 - __builtin_clz(u);
     uint32_t frac = ip >= 16 ? (u >> (ip - 16)) & 0xFFFF : (u << (16 - ip)) & 0xFFFF;
     uint64_t neglog2 = (32ULL << 16) - (((uint64_t)ip << 16) | frac); /* 16.16 */
-    uint64_t negln = (neglog2 * 45426) >> 16;                          /* * ln 2 */
+    uint64_t negln = (neglog2 * 45426) >> 16;                         /* * ln 2 */
     if (negln > (8ULL << 16))
         negln = 8ULL << 16;
     return (int64_t)(((uint64_t)mean * negln) >> 16);
@@ -251,8 +253,8 @@ lw_err_t lw_gen_parse_time(const char *s, int64_t *ms_out)
         if (*p == 'Z')
             p++;
     }
-    if (*p || y < 1970 || y > 2099 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
-        mi > 59 || se > 59)
+    if (*p || y < 1970 || y > 2099 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        se > 59)
         return LW_ERR_INVALID_ARG;
     {
         /* Reject 2026-02-30 rather than roll it into March. */
@@ -262,8 +264,8 @@ lw_err_t lw_gen_parse_time(const char *s, int64_t *ms_out)
         gen_civil_from_days(days, &y2, &m2, &d2);
         if (m2 != mo || d2 != d)
             return LW_ERR_INVALID_ARG;
-        *ms_out = days * DAY_MS + (int64_t)h * HOUR_MS + (int64_t)mi * MIN_MS +
-                  (int64_t)se * SEC_MS + ms;
+        *ms_out =
+            days * DAY_MS + (int64_t)h * HOUR_MS + (int64_t)mi * MIN_MS + (int64_t)se * SEC_MS + ms;
     }
     return LW_OK;
 }
@@ -281,8 +283,8 @@ void lw_gen_conf_init(lw_gen_conf_t *conf)
     conf->ramp_ms = 30 * DAY_MS;
 }
 
-static const char *const gen_kind_names[LW_GEN_KIND__CNT] = {
-    "ordinary", "stacker", "income", "big", "delinquent"};
+static const char *const gen_kind_names[LW_GEN_KIND__CNT] = {"ordinary", "stacker", "income", "big",
+                                                             "delinquent"};
 
 const char *lw_gen_kind_name(lw_gen_kind_t k)
 {
@@ -397,6 +399,7 @@ static void gen_init_borrowers(lw_gen_t *g)
         gen_borrower_t *br = &g->borrowers[i];
         uint64_t q = ((uint64_t)i * a + b) % n;
         br->kind = LW_GEN_NORMAL;
+        br->next_slot = -1;
         if (q < n_over) {
             br->kind = (uint8_t)(1 + q % 4);
             br->showcase = q < 8;
@@ -649,8 +652,7 @@ static int64_t gen_part(const gen_loan_t *l, int k)
 static int gen_missed(const gen_loan_t *l, int64_t now)
 {
     int n = 1;
-    while (n < 12 && gen_due(l, l->miss_k + n) <= now &&
-           (l->revolving || l->miss_k + n < l->term))
+    while (n < 12 && gen_due(l, l->miss_k + n) <= now && (l->revolving || l->miss_k + n < l->term))
         n++;
     return n;
 }
@@ -772,8 +774,12 @@ static bool gen_lender_used(const gen_borrower_t *b, uint16_t li)
     return (b->lenders_used[li / 64] >> (li % 64)) & 1;
 }
 
-static uint8_t gen_pick_platform(lw_gen_t *g, const gen_borrower_t *b, bool distinct,
-                                 bool need_big)
+static int gen_lenders_used(const gen_borrower_t *b)
+{
+    return __builtin_popcountll(b->lenders_used[0]) + __builtin_popcountll(b->lenders_used[1]);
+}
+
+static uint8_t gen_pick_platform(lw_gen_t *g, const gen_borrower_t *b, bool distinct, bool need_big)
 {
     uint8_t best = 0;
     int tries;
@@ -838,8 +844,7 @@ static int64_t gen_round100(int64_t fen)
 }
 
 /* Amount asked for: principal (instalment) or credit limit (revolving). */
-static int64_t gen_ask(lw_gen_t *g, const gen_borrower_t *b, const gen_product_t *pr,
-                       bool burst)
+static int64_t gen_ask(lw_gen_t *g, const gen_borrower_t *b, const gen_product_t *pr, bool burst)
 {
     int64_t lo = pr->min_fen, hi = pr->max_fen, v;
     int64_t u = (int64_t)gen_below(g, 1001);
@@ -947,8 +952,7 @@ static bool gen_apply(lw_gen_t *g, gen_borrower_t *b, uint32_t bi, lw_event_t *e
      * of a stacking burst always, so four lenders are certainly active. */
     if (!burst)
         approved = !gen_chance(g, 2000);
-    else if (b->kind == LW_GEN_STACKER &&
-             __builtin_popcountll(b->lenders_used[0]) + __builtin_popcountll(b->lenders_used[1]) >= 4)
+    else if (b->kind == LW_GEN_STACKER && gen_lenders_used(b) >= 4)
         approved = !gen_chance(g, 1500);
     else
         approved = true;
@@ -1071,8 +1075,8 @@ static bool gen_pay(lw_gen_t *g, gen_borrower_t *b, gen_loan_t *l, lw_event_t *e
         l->idle = 0;
         if ((l->force_miss && l->k == 0) || gen_chance(g, gen_miss_bp(b))) {
             int64_t tenth = l->outstanding / 10;
-            l->minpay = tenth > RMB(100) ? tenth : (l->outstanding < RMB(100) ? l->outstanding
-                                                                               : RMB(100));
+            l->minpay =
+                tenth > RMB(100) ? tenth : (l->outstanding < RMB(100) ? l->outstanding : RMB(100));
             l->miss_k = l->k;
             l->dq_step = 0;
             l->due_kind = GEN_DUE_DQ;
@@ -1244,30 +1248,10 @@ enum { GEN_T_CORR = 0, GEN_T_DUE, GEN_T_AUX };
 static bool gen_step(lw_gen_t *g, uint32_t bi, lw_event_t *ev)
 {
     gen_borrower_t *b = &g->borrowers[bi];
-    int64_t best = b->app_at;
-    int slot = -1, timer = 0;
+    int slot = b->next_slot, timer = b->next_timer;
     uint32_t li;
     gen_loan_t *l;
-    uint8_t s;
 
-    for (s = 0; s < b->nloans; s++) {
-        const gen_loan_t *c = &g->loans[b->loans[s]];
-        if (c->t_corr < best) {
-            best = c->t_corr;
-            slot = s;
-            timer = GEN_T_CORR;
-        }
-        if (c->t_due < best) {
-            best = c->t_due;
-            slot = s;
-            timer = GEN_T_DUE;
-        }
-        if (c->t_aux < best) {
-            best = c->t_aux;
-            slot = s;
-            timer = GEN_T_AUX;
-        }
-    }
     if (slot < 0)
         return gen_apply(g, b, bi, ev);
     li = b->loans[slot];
@@ -1305,18 +1289,31 @@ static bool gen_step(lw_gen_t *g, uint32_t bi, lw_event_t *ev)
     }
 }
 
-static int64_t gen_borrower_next(const lw_gen_t *g, const gen_borrower_t *b)
+/* The borrower's earliest pending action (ties: correction, due, auxiliary,
+ * by slot; the application last), remembered for the next gen_step(). */
+static int64_t gen_borrower_next(const lw_gen_t *g, gen_borrower_t *b)
 {
     int64_t t = b->app_at;
     uint8_t s;
+    b->next_slot = -1;
+    b->next_timer = 0;
     for (s = 0; s < b->nloans; s++) {
         const gen_loan_t *l = &g->loans[b->loans[s]];
-        if (l->t_corr < t)
+        if (l->t_corr < t) {
             t = l->t_corr;
-        if (l->t_due < t)
+            b->next_slot = (int8_t)s;
+            b->next_timer = GEN_T_CORR;
+        }
+        if (l->t_due < t) {
             t = l->t_due;
-        if (l->t_aux < t)
+            b->next_slot = (int8_t)s;
+            b->next_timer = GEN_T_DUE;
+        }
+        if (l->t_aux < t) {
             t = l->t_aux;
+            b->next_slot = (int8_t)s;
+            b->next_timer = GEN_T_AUX;
+        }
     }
     return t;
 }
@@ -1342,6 +1339,7 @@ bool lw_gen_next(lw_gen_t *g, lw_event_t *out)
         if (t == GEN_NEVER) { /* nothing pending: a new application, later */
             b->app_at = g->now + DAY_MS + gen_exp(g, 60 * DAY_MS);
             t = b->app_at;
+            b->next_slot = -1;
         }
         g->heap[0].at = t < g->now ? g->now : t;
         gen_sift_down(g->heap, g->nborrowers, 0);

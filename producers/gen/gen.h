@@ -64,9 +64,9 @@ typedef enum lw_gen_kind {
 typedef struct lw_gen_stats {
     uint64_t events;
     uint64_t by_type[LW_EVENT__CNT];
-    uint64_t borrowers; /* borrowers that have appeared in the feed so far */
+    uint64_t borrowers;                        /* borrowers that have appeared in the feed so far */
     uint64_t over_borrowers[LW_GEN_KIND__CNT]; /* of them, by kind ([0]: ordinary) */
-    int64_t sim_now_ms;                         /* event time of the last event */
+    int64_t sim_now_ms;                        /* event time of the last event */
 } lw_gen_stats_t;
 
 /* Defaults: seed 1, 10,000 borrowers, 10 platforms, 3% over-borrowers, no

@@ -15,9 +15,9 @@
 
 #include "gen.h"
 
-#define GEN_NEVER     INT64_MAX
-#define GEN_MAX_LOANS 10 /* concurrent loans and lines per borrower */
-#define GEN_NO_LOAN   UINT32_MAX
+#define GEN_NEVER       INT64_MAX
+#define GEN_MAX_LOANS   10 /* concurrent loans and lines per borrower */
+#define GEN_NO_LOAN     UINT32_MAX
 #define GEN_MAX_LENDERS 128
 
 typedef struct gen_product {
@@ -30,9 +30,9 @@ typedef struct gen_product {
 typedef struct gen_platform {
     char id[24];
     bool knows_income;
-    uint32_t weight;      /* relative market share */
-    uint16_t own_lender;  /* index into gen->lenders */
-    uint16_t own_pct;     /* share of loans the platform's own lender funds */
+    uint32_t weight;     /* relative market share */
+    uint16_t own_lender; /* index into gen->lenders */
+    uint16_t own_pct;    /* share of loans the platform's own lender funds */
     uint16_t partners[16];
     uint8_t npartners;
     uint8_t nproducts;
@@ -94,6 +94,8 @@ typedef struct gen_borrower {
     int64_t app_at; /* next application, GEN_NEVER when none planned */
     uint64_t lenders_used[GEN_MAX_LENDERS / 64];
     uint64_t platforms_used;
+    int8_t next_slot;   /* which loan acts next (-1: the application), as */
+    uint8_t next_timer; /* gen_borrower_next() found it, so a step reads one loan */
     uint32_t loans[GEN_MAX_LOANS];
 } gen_borrower_t;
 

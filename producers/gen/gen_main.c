@@ -45,55 +45,55 @@ typedef struct gen_opts {
 static void gen_usage(FILE *f)
 {
     fprintf(f,
-        "Usage: loanwire-gen [OPTIONS]\n"
-        "Deterministic synthetic feed of Chinese online consumer-credit loan events\n"
-        "(Alipay Huabei/Jiebei, WeBank Weilidai, JD Baitiao/Jintiao and smaller lenders,\n"
-        "funded by partner banks), with a share of over-borrowers who stack loans,\n"
-        "borrow beyond their income or borrow while past due. Same options and seed:\n"
-        "the same events, byte for byte.\n"
-        "\n"
-        "Feed:\n"
-        "  --seed N             random seed (default 1); ids carry a tag of it, so\n"
-        "                       feeds of different seeds never share a loan or event id\n"
-        "  --borrowers N        population size (default 10000, max %u)\n"
-        "  --platforms N        platforms 1..%d (default 10: ALIPAY WEBANK JD MEITUAN\n"
-        "                       DUXIAOMAN QFIN LEXIN MAXCF ZLCF FINVOLUTION; more are\n"
-        "                       synthetic micro-lenders MLENDER-11...)\n"
-        "  --over-borrowers PCT share of over-borrowers, 0..100, up to 2 decimals\n"
-        "                       (default 3); when > 0 at least one of each kind, and\n"
-        "                       the first two of each kind start in the first 10 minutes\n"
-        "                       of event time\n"
-        "  --start TIME         event time of the start: 2026-01-01, 2026-01-01T08:00:00Z\n"
-        "                       or epoch ms (default 2026-01-01T00:00:00Z)\n"
-        "  --ramp-days N        ordinary borrowers first apply within N days of the\n"
-        "                       start (default 30)\n"
-        "  --id-key FILE        HMAC key file for borrower ids (loanwire/id.h format);\n"
-        "                       default: a built-in demo key, NOT for production\n"
-        "\n"
-        "Bounds and pace:\n"
-        "  -n, --events N       stop after N events (0 = no bound); default %d when\n"
-        "                       --duration is not given either\n"
-        "  --duration SEC       stop after SEC seconds of wall-clock time\n"
-        "  -r, --rate N         at most N events per second, evenly spaced (default: as\n"
-        "                       fast as possible)\n"
-        "\n"
-        "Output (JSON Lines to stdout by default):\n"
-        "  -o, --out FILE       write JSON Lines to FILE\n"
-        "  --kafka              produce to Kafka through the Loanwire producer instead\n"
-        "                       (validated, single-object Avro, keyed by borrower_id)\n"
-        "  -b, --brokers LIST   bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
-        "  -t, --topic NAME     topic (default %s)\n"
-        "  --config FILE        librdkafka properties file (key=value lines)\n"
-        "  -X KEY=VALUE         librdkafka property, repeatable; applied after --config\n"
-        "\n"
-        "  -h, --help           this text\n"
-        "\n"
-        "A progress line is drawn on stderr when it is a terminal; a summary (events\n"
-        "by type, borrowers, over-borrowers by kind) is always logged at the end.\n"
-        "SIGINT/SIGTERM stop cleanly (flush, summary). Exit status: 0 done, 1 failure,\n"
-        "2 usage error.\n",
-        LW_GEN_MAX_BORROWERS, LW_GEN_MAX_PLATFORMS, GEN_DEFAULT_EVENTS, LW_DEFAULT_BOOTSTRAP,
-        LW_TOPIC_EVENTS);
+            "Usage: loanwire-gen [OPTIONS]\n"
+            "Deterministic synthetic feed of Chinese online consumer-credit loan events\n"
+            "(Alipay Huabei/Jiebei, WeBank Weilidai, JD Baitiao/Jintiao and smaller lenders,\n"
+            "funded by partner banks), with a share of over-borrowers who stack loans,\n"
+            "borrow beyond their income or borrow while past due. Same options and seed:\n"
+            "the same events, byte for byte.\n"
+            "\n"
+            "Feed:\n"
+            "  --seed N             random seed (default 1); ids carry a tag of it, so\n"
+            "                       feeds of different seeds never share a loan or event id\n"
+            "  --borrowers N        population size (default 10000, max %u)\n"
+            "  --platforms N        platforms 1..%d (default 10: ALIPAY WEBANK JD MEITUAN\n"
+            "                       DUXIAOMAN QFIN LEXIN MAXCF ZLCF FINVOLUTION; more are\n"
+            "                       synthetic micro-lenders MLENDER-11...)\n"
+            "  --over-borrowers PCT share of over-borrowers, 0..100, up to 2 decimals\n"
+            "                       (default 3); when > 0 at least one of each kind, and\n"
+            "                       the first two of each kind start in the first 10 minutes\n"
+            "                       of event time\n"
+            "  --start TIME         event time of the start: 2026-01-01, 2026-01-01T08:00:00Z\n"
+            "                       or epoch ms (default 2026-01-01T00:00:00Z)\n"
+            "  --ramp-days N        ordinary borrowers first apply within N days of the\n"
+            "                       start (default 30)\n"
+            "  --id-key FILE        HMAC key file for borrower ids (loanwire/id.h format);\n"
+            "                       default: a built-in demo key, NOT for production\n"
+            "\n"
+            "Bounds and pace:\n"
+            "  -n, --events N       stop after N events (0 = no bound); default %d when\n"
+            "                       --duration is not given either\n"
+            "  --duration SEC       stop after SEC seconds of wall-clock time\n"
+            "  -r, --rate N         at most N events per second, evenly spaced (default: as\n"
+            "                       fast as possible)\n"
+            "\n"
+            "Output (JSON Lines to stdout by default):\n"
+            "  -o, --out FILE       write JSON Lines to FILE\n"
+            "  --kafka              produce to Kafka through the Loanwire producer instead\n"
+            "                       (validated, single-object Avro, keyed by borrower_id)\n"
+            "  -b, --brokers LIST   bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
+            "  -t, --topic NAME     topic (default %s)\n"
+            "  --config FILE        librdkafka properties file (key=value lines)\n"
+            "  -X KEY=VALUE         librdkafka property, repeatable; applied after --config\n"
+            "\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "A progress line is drawn on stderr when it is a terminal; a summary (events\n"
+            "by type, borrowers, over-borrowers by kind) is always logged at the end.\n"
+            "SIGINT/SIGTERM stop cleanly (flush, summary). Exit status: 0 done, 1 failure,\n"
+            "2 usage error.\n",
+            LW_GEN_MAX_BORROWERS, LW_GEN_MAX_PLATFORMS, GEN_DEFAULT_EVENTS, LW_DEFAULT_BOOTSTRAP,
+            LW_TOPIC_EVENTS);
 }
 
 static bool gen_parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -144,8 +144,16 @@ static int gen_bad(const char *opt, const char *val, const char *why)
 static int gen_parse(int argc, char **argv, gen_opts_t *o)
 {
     enum {
-        O_SEED = 256, O_BORROWERS, O_PLATFORMS, O_OVER, O_START, O_RAMP, O_IDKEY, O_DURATION,
-        O_KAFKA, O_CONFIG
+        O_SEED = 256,
+        O_BORROWERS,
+        O_PLATFORMS,
+        O_OVER,
+        O_START,
+        O_RAMP,
+        O_IDKEY,
+        O_DURATION,
+        O_KAFKA,
+        O_CONFIG
     };
     static const struct option longopts[] = {
         {"seed", required_argument, NULL, O_SEED},
@@ -210,8 +218,7 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
             o->events_set = true;
             break;
         case O_DURATION:
-            if (!gen_parse_u64(optarg, 10ULL * 365 * 86400, &o->duration_s) ||
-                o->duration_s == 0)
+            if (!gen_parse_u64(optarg, 10ULL * 365 * 86400, &o->duration_s) || o->duration_s == 0)
                 return gen_bad("--duration", optarg, "must be a positive number of seconds");
             break;
         case 'r':
@@ -324,8 +331,7 @@ static int gen_kafka_open(const gen_opts_t *o, gen_sink_t *s)
                              sizeof errstr) != LW_OK ||
         lw_producer_conf_set(pc, "topic", o->topic ? o->topic : LW_TOPIC_EVENTS, errstr,
                              sizeof errstr) != LW_OK ||
-        (o->config &&
-         lw_producer_conf_load_file(pc, o->config, errstr, sizeof errstr) != LW_OK)) {
+        (o->config && lw_producer_conf_load_file(pc, o->config, errstr, sizeof errstr) != LW_OK)) {
         lw_error("kafka configuration: %s", errstr);
         lw_producer_conf_destroy(pc);
         return 2;

@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RMB(x)   ((int64_t)(x) * 100)
-#define DAY_MS   86400000LL
-#define WEEK_MS  (7 * DAY_MS)
+#define RMB(x)  ((int64_t)(x)*100)
+#define DAY_MS  86400000LL
+#define WEEK_MS (7 * DAY_MS)
 
 /* ---- A string -> index map (open addressing) ------------------------------ */
 
@@ -74,8 +74,7 @@ static void smap_grow(smap_t *m)
     assert_non_null(nm.vals);
     for (i = 0; i < m->cap; i++)
         if (m->keys[i]) {
-            size_t j = fnv1a(m->keys[i], strlen(m->keys[i]), 0xcbf29ce484222325ULL) &
-                       (nm.cap - 1);
+            size_t j = fnv1a(m->keys[i], strlen(m->keys[i]), 0xcbf29ce484222325ULL) & (nm.cap - 1);
             while (nm.keys[j])
                 j = (j + 1) & (nm.cap - 1);
             nm.keys[j] = m->keys[i];
