@@ -302,6 +302,27 @@ def independent_loans(jsonl):
     return loans
 
 
+def subscriber_matches_stream(alerts_topic):
+    """loanwire-alerts prints exactly the alerts loanwire-exposure published:
+    the stream's alert_ids, from the stream and from the Kafka topic."""
+    out = rcli("--csv", "XRANGE", "lw:alerts", "-", "+")
+    ids = re.findall(r'"alert_id","([^"]+)"', out)
+    check(len(ids) > 0, "the pipeline raised alerts (%d in the stream)" % len(ids))
+    alerts = os.path.join(BIN, "loanwire-alerts")
+    p = subprocess.run([alerts, "--source", "redis", "--redis", RURL, "--group", "q-sub",
+                        "--from-beginning", "--json"], capture_output=True, text=True, timeout=120)
+    got = [json.loads(l)["alert_id"] for l in p.stdout.splitlines()]
+    check(p.returncode == 0 and got == ids, "loanwire-alerts --source redis prints the stream's "
+          "%d alerts exactly (got %d)" % (len(ids), len(got)))
+    p = subprocess.run([alerts, "--brokers", BOOT, "--topic", alerts_topic, "--group",
+                        "q-sub-" + UNIQ, "--from-beginning", "--json"], capture_output=True,
+                       text=True, timeout=120)
+    got = [json.loads(l)["alert_id"] for l in p.stdout.splitlines()]
+    check(p.returncode == 0 and sorted(got) == sorted(ids) and len(set(got)) == len(got),
+          "loanwire-alerts (Kafka) prints the stream's %d alerts, each once (got %d)"
+          % (len(ids), len(got)))
+
+
 def part_b(port, tmpdir):
     exp = os.path.join(BIN, "loanwire-exposure")
     h = subprocess.run([exp, "--help"], capture_output=True, text=True, timeout=20)
@@ -316,11 +337,16 @@ def part_b(port, tmpdir):
     p = subprocess.run([os.path.join(BIN, "loanwire-produce"), "-b", BOOT, "-t", topic, "-q",
                         "-r", os.path.join(tmpdir, "rejects"), jsonl], capture_output=True,
                        text=True, timeout=300)
-    check(p.returncode == 0, "loanwire-produce delivered the feed (%s)" % p.stderr[-200:])
+    check(p.returncode == 0, "loanwire-produce delivered the feed%s"
+          % ("" if p.returncode == 0 else " (%s)" % p.stderr[-200:]))
+    alerts_topic = "lw-test-query-al-" + UNIQ
     p = subprocess.run([exp, "--brokers", BOOT, "--topic", topic, "--redis", RURL, "--group",
-                        "lw-test-query-" + UNIQ, "--until-caught-up"], capture_output=True,
-                       text=True, timeout=600)
-    check(p.returncode == 0, "loanwire-exposure --until-caught-up exit 0 (%s)" % p.stderr[-300:])
+                        "lw-test-query-" + UNIQ, "--alerts-topic", alerts_topic, "--dlq-topic",
+                        "lw-test-query-dlq-" + UNIQ, "--from-beginning", "--until-caught-up",
+                        "--status", "0"], capture_output=True, text=True, timeout=600)
+    check(p.returncode == 0, "loanwire-exposure --until-caught-up exit 0%s"
+          % ("" if p.returncode == 0 else " (%s)" % p.stderr[-300:]))
+    subscriber_matches_stream(alerts_topic)
     want = independent_loans(jsonl)
     sample = sorted(want)[::max(1, len(want) // 40)]
     bad = []
