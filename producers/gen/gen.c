@@ -410,7 +410,9 @@ static void gen_init_borrowers(lw_gen_t *g)
             br->app_at = g->conf.start_ms + gen_range(g, 0, g->conf.ramp_ms);
         switch (br->kind) {
         case LW_GEN_STACKER:
-            br->burst_left = (uint8_t)gen_range(g, 5, 8);
+            /* 6-9 applications, at most 20 h apart, to distinct lenders: at
+             * least five lenders within 7 days, the stacking rule's default. */
+            br->burst_left = (uint8_t)gen_range(g, 6, 9);
             if ((br->has_income = gen_chance(g, 5000)))
                 br->income_fen = gen_income(g, 60000, 300000);
             break;

@@ -432,6 +432,9 @@ int main(int argc, char **argv)
             lw_error("%s: %s", o.out_path, strerror(errno));
             rc = 1;
         }
+        /* Our own 1 MiB buffer; stdio's would only add a copy and hide EPIPE. */
+        if (s.f)
+            setvbuf(s.f, NULL, _IONBF, 0);
         s.cap = 1 << 20;
         if (!rc && !(s.buf = malloc(s.cap))) {
             lw_error("out of memory");
@@ -471,6 +474,9 @@ int main(int argc, char **argv)
                         continue;
                     }
 #endif
+                    /* A live feed hands each event on before waiting. */
+                    if (s.len && (!gen_flush_buf(&s) || fflush(s.f) != 0))
+                        break;
                     struct timespec ts = {wait_us / 1000000, (long)(wait_us % 1000000) * 1000};
                     nanosleep(&ts, NULL);
                     continue;

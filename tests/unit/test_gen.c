@@ -357,8 +357,11 @@ static void m_window(const m_borrower_t *b, int64_t now, int *count, int *lender
     *lenders = ns;
 }
 
-/* Runs the model over the feed conf describes; records the first
- * event index at which each pattern shows (-1: never). */
+/* Runs the model over the feed conf describes; records the first event
+ * index at which each pattern shows (-1: never). The thresholds are
+ * the exposure rules' defaults: income cap min(RMB 300,000, income / 3),
+ * >= 4 distinct active lenders, >= 5 distinct lenders among applications in
+ * 7 days, a drawdown while another loan has days_past_due > 0. */
 static void m_run(const lw_gen_conf_t *conf, m_found_t *f)
 {
     char errstr[256] = "";
@@ -426,7 +429,7 @@ static void m_run(const lw_gen_conf_t *conf, m_found_t *f)
             if (f->stacking < 0) {
                 int c, dl;
                 m_window(b, ev.occurred_at, &c, &dl);
-                if (c >= 5 && dl >= 4)
+                if (c >= 5 && dl >= 5)
                     f->stacking = n;
             }
         }
