@@ -187,7 +187,7 @@ static void lw_producer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void 
             snprintf(reason, sizeof reason,
                      "purged while in flight: the broker may or may not have it");
         else if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE)
-            snprintf(reason, sizeof reason, "purged before it was sent: not delivered");
+            snprintf(reason, sizeof reason, "purged before it was sent");
         else
             snprintf(reason, sizeof reason, "%s", rd_kafka_err2str(m->err));
         if (dec != LW_OK) {
