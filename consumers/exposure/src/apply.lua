@@ -12,7 +12,8 @@
 -- ARGV    partition epoch type platform loan lender product sequence
 --         occurred_at outstanding limit dpd past_due income event_id borrower
 --
--- Returns an integer code (0 applied, 1 duplicate, 2 out of order, 3 fenced)
+-- Returns an integer code (0 applied, 1 duplicate / no change, 2 out of order,
+-- 3 fenced)
 -- or, when alerts are to be published, {code, alert_json, ...}. A duplicate
 -- of an event that raised a still-open alert returns that alert again, so a
 -- consumer that crashed before publishing it publishes it on redelivery.
@@ -248,4 +249,7 @@ end
 if #hs > 0 then redis.call('HSET', k, unpack(hs)) end
 if #hdel > 0 then redis.call('HDEL', k, unpack(hdel)) end
 if res then return res end
+-- Nothing changed (e.g. an application already pruned from the window, a
+-- repeated income): report it as a duplicate, so "applied" means "changed".
+if #hs == 0 and #hdel == 0 then return 1 end
 return 0

@@ -1,0 +1,139 @@
+/*
+ * test_rules.c - the rule pack: defaults, the rules file format and its
+ * errors (file:line: reason), the shipped rules.default, and the script the
+ * pack compiles into.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "loanwire/exposure.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_defaults(void **state)
+{
+    lw_rules_t *rs = lw_rules_default();
+    assert_int_equal(lw_rules_count(rs), 4);
+    const lw_rule_t *r = lw_rules_find(rs, "income_cap");
+    assert_non_null(r);
+    assert_int_equal(r->kind, LW_RULE_INCOME_CAP);
+    assert_int_equal(r->cap_fen, 30000000);
+    assert_int_equal(r->income_divisor, 3);
+    r = lw_rules_find(rs, "multi_lender");
+    assert_int_equal(r->min_count, 4);
+    r = lw_rules_find(rs, "stacking");
+    assert_int_equal(r->min_count, 5);
+    assert_int_equal(r->window_ms, 7LL * 86400000);
+    r = lw_rules_find(rs, "borrow_while_delinquent");
+    assert_int_equal(r->kind, LW_RULE_BORROW_DELINQUENT);
+    assert_int_equal(r->severity, LW_SEVERITY_CRITICAL);
+    assert_null(lw_rules_get(rs, 4));
+    lw_rules_destroy(rs);
+    lw_rules_destroy(NULL);
+}
+
+static void test_parse(void **state)
+{
+    char es[256];
+    lw_rules_t *rs = lw_rules_parse("# comment\n\n"
+                                    "income_cap 2 WARNING cap_fen=100 income_divisor=4 # tail\n"
+                                    "stack_1h 3 INFO kind=stacking window=90m min_lenders=2\n"
+                                    "stack_ms 1 INFO kind=stacking window=1500\n",
+                                    "t", es, sizeof es);
+    assert_non_null(rs);
+    assert_int_equal(lw_rules_count(rs), 3);
+    const lw_rule_t *r = lw_rules_get(rs, 0);
+    assert_string_equal(r->id, "income_cap");
+    assert_int_equal(r->version, 2);
+    assert_int_equal(r->severity, LW_SEVERITY_WARNING);
+    assert_int_equal(r->cap_fen, 100);
+    assert_int_equal(r->income_divisor, 4);
+    r = lw_rules_find(rs, "stack_1h");
+    assert_int_equal(r->kind, LW_RULE_STACKING);
+    assert_int_equal(r->window_ms, 90LL * 60000);
+    assert_int_equal(r->min_count, 2);
+    assert_int_equal(lw_rules_find(rs, "stack_ms")->window_ms, 1500);
+    lw_rules_destroy(rs);
+}
+
+static void expect_error(const char *text, const char *want)
+{
+    char es[256] = "";
+    lw_rules_t *rs = lw_rules_parse(text, "f.rules", es, sizeof es);
+    if (rs)
+        fail_msg("accepted: %s", text);
+    if (!strstr(es, want))
+        fail_msg("error '%s' lacks '%s'", es, want);
+}
+
+static void test_errors(void **state)
+{
+    expect_error("income_cap 1\n", "f.rules:1: expected");
+    expect_error("\nincome_cap x CRITICAL\n", "f.rules:2: version 'x'");
+    expect_error("income_cap 1 LOUD\n", "severity 'LOUD'");
+    expect_error("Bad-Id 1 INFO kind=stacking\n", "rule id 'Bad-Id'");
+    expect_error("foo 1 INFO\n", "names no kind");
+    expect_error("foo 1 INFO kind=nope\n", "kind 'nope'");
+    expect_error("stacking 1 INFO window=31d\n", "window '31d'");
+    expect_error("stacking 1 INFO window=7w\n", "window '7w'");
+    expect_error("multi_lender 1 INFO min_lenders=0\n", "min_lenders '0'");
+    expect_error("multi_lender 1 INFO cap_fen=5\n", "unknown parameter 'cap_fen'");
+    expect_error("income_cap 1 INFO cap_fen=-5\n", "cap_fen '-5'");
+    expect_error("income_cap 1 INFO cap_fen=99999999999999999999\n", "cap_fen");
+    expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n", "f.rules:2: rule id 'income_cap' defined twice");
+    expect_error("income_cap 1 INFO novalue\n", "expected key=value");
+}
+
+static void test_default_file(void **state)
+{
+    char path[1024], es[256];
+    const char *src = getenv("LW_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/consumers/exposure/rules.default", src ? src : ".");
+    lw_rules_t *f = lw_rules_load_file(path, es, sizeof es);
+    if (!f)
+        fail_msg("%s", es);
+    lw_rules_t *d = lw_rules_default();
+    assert_int_equal(lw_rules_count(f), lw_rules_count(d));
+    for (size_t i = 0; i < lw_rules_count(d); i++)
+        assert_memory_equal(lw_rules_get(f, i), lw_rules_get(d, i), sizeof(lw_rule_t));
+    lw_rules_destroy(f);
+    lw_rules_destroy(d);
+    assert_null(lw_rules_load_file("/nonexistent/rules", es, sizeof es));
+    assert_non_null(strstr(es, "/nonexistent/rules"));
+}
+
+static void test_script_has_rules(void **state)
+{
+    lw_rules_t *rs = lw_rules_default();
+    lw_script_opts_t o;
+    lw_script_opts_init(&o);
+    o.stream_maxlen = 1234;
+    char *s = lw_script_build(rs, &o);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "local MAXLEN = 1234"));
+    assert_non_null(strstr(s, "local STRICT = true"));
+    assert_non_null(strstr(s, "id='stacking', kind=3, version=1, severity='WARNING'"));
+    assert_non_null(strstr(s, "cap=30000000"));
+    assert_non_null(strstr(s, "redis.call('HGETALL'"));
+    free(s);
+    char key[LW_STATE_KEY_MAX];
+    lw_state_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);
+    assert_string_equal(key, "lw:b:{AAAAAAAAAAAAAAAAAAAAAA}");
+    lw_rules_destroy(rs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_default_file),
+        cmocka_unit_test(test_script_has_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
