@@ -127,7 +127,6 @@ end
 local hs = {}
 if cur then hs[#hs + 1] = me; hs[#hs + 1] = cur end
 if newt ~= t then hs[#hs + 1] = 't'; hs[#hs + 1] = string.format('%d', newt) end
-if newfence then hs[#hs + 1] = 'e'; hs[#hs + 1] = cmsgpack.pack(part, epoch) end
 if inc ~= '' then
     local n = tonumber(inc)
     if iat == nil or at > iat or (at == iat and n > iv) then
@@ -246,10 +245,12 @@ for _, r in ipairs(RULES) do
     end
 end
 
-if #hs > 0 then redis.call('HSET', k, unpack(hs)) end
+-- Nothing changed (e.g. an application already pruned from the window, a
+-- repeated income): write nothing, not even the fence stamp, and report a
+-- duplicate, so "applied" means "changed".
+if #hs == 0 and #hdel == 0 then return 1 end
+if newfence then hs[#hs + 1] = 'e'; hs[#hs + 1] = cmsgpack.pack(part, epoch) end
+redis.call('HSET', k, unpack(hs))
 if #hdel > 0 then redis.call('HDEL', k, unpack(hdel)) end
 if res then return res end
--- Nothing changed (e.g. an application already pruned from the window, a
--- repeated income): report it as a duplicate, so "applied" means "changed".
-if #hs == 0 and #hdel == 0 then return 1 end
 return 0
