@@ -21,13 +21,13 @@
 
 #include <inttypes.h>
 
-#define DB      11
-#define BID_A   "AAAAAAAAAAAAAAAAAAAAAA"
-#define BID_B   "BBBBBBBBBBBBBBBBBBBBBB"
-#define BID_C   "CCCCCCCCCCCCCCCCCCCCCC"
-#define T0      1700000000000LL
-#define HOUR    3600000LL
-#define DAY     (24 * HOUR)
+#define DB    11
+#define BID_A "AAAAAAAAAAAAAAAAAAAAAA"
+#define BID_B "BBBBBBBBBBBBBBBBBBBBBB"
+#define BID_C "CCCCCCCCCCCCCCCCCCCCCC"
+#define T0    1700000000000LL
+#define HOUR  3600000LL
+#define DAY   (24 * HOUR)
 
 static char g_url[300];
 static redisContext *g_rc;
@@ -341,7 +341,7 @@ static void test_rule_income_cap(void **state)
     /* declared income 60,000,000: cap min(30,000,000, 20,000,000) */
     lw_event_t e = mk(BID_A, LW_EVENT_REPAYMENT, "p", "I2", "l2", 4, T0 + 4, 0);
     e.has_annual_income = true;
-    e.annual_income_fen = 60000001; /* /3 = 20,000,000 (integer division) */
+    e.annual_income_fen = 60000001;              /* /3 = 20,000,000 (integer division) */
     assert_int_equal(apply(st, &e).n_alerts, 0); /* 20,000,000 not > 20,000,000: cleared */
     s = readb(BID_A);
     assert_int_equal(s.n_open_alerts, 0);
@@ -378,7 +378,8 @@ static void test_rule_multi_lender(void **state)
         char loan[16];
         snprintf(loan, sizeof loan, "M%d", i);
         /* 40 days apart so stacking stays quiet */
-        lw_event_t e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", loan, lenders[i], 1, T0 + i * 40 * DAY, 100);
+        lw_event_t e =
+            mk(BID_A, LW_EVENT_DRAWDOWN, "p", loan, lenders[i], 1, T0 + i * 40 * DAY, 100);
         lw_apply_result_t r = apply(st, &e);
         for (size_t k = 0; k < r.n_alerts; k++)
             if (strstr(r.alert_json[k], "\"rule_id\":\"multi_lender\"")) {
@@ -506,8 +507,8 @@ static void test_rule_borrow_while_delinquent(void **state)
     redisReply *x = redisCommand(g_rc, "XRANGE lw:alerts - +");
     assert_int_equal(x->elements, 2);
     redisReply *f = x->element[1]->element[1];
-    const char *want[] = {"alert_id", "borrower_id", "rule_id", "severity", "platform_id",
-                          "lender_id", "json"};
+    const char *want[] = {"alert_id",    "borrower_id", "rule_id", "severity",
+                          "platform_id", "lender_id",   "json"};
     assert_int_equal(f->elements, 14);
     for (size_t i = 0; i < 7; i++)
         assert_string_equal(f->element[2 * i]->str, want[i]);

@@ -86,7 +86,8 @@ static void test_errors(void **state)
     expect_error("multi_lender 1 INFO cap_fen=5\n", "unknown parameter 'cap_fen'");
     expect_error("income_cap 1 INFO cap_fen=-5\n", "cap_fen '-5'");
     expect_error("income_cap 1 INFO cap_fen=99999999999999999999\n", "cap_fen");
-    expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n", "f.rules:2: rule id 'income_cap' defined twice");
+    expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n",
+                 "f.rules:2: rule id 'income_cap' defined twice");
     expect_error("income_cap 1 INFO novalue\n", "expected key=value");
 }
 
@@ -131,8 +132,8 @@ static void test_script_has_rules(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_errors),       cmocka_unit_test(test_default_file),
+        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_default_file),
         cmocka_unit_test(test_script_has_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -294,9 +294,15 @@ static void process_batch(exp_ctx_t *x)
         const lw_apply_result_t *r = &x->results[k];
         int32_t p = x->batch[x->idx[k]]->partition;
         switch (r->code) {
-        case LW_APPLY_APPLIED: x->c.applied++; break;
-        case LW_APPLY_DUPLICATE: x->c.duplicates++; break;
-        case LW_APPLY_OUT_OF_ORDER: x->c.out_of_order++; break;
+        case LW_APPLY_APPLIED:
+            x->c.applied++;
+            break;
+        case LW_APPLY_DUPLICATE:
+            x->c.duplicates++;
+            break;
+        case LW_APPLY_OUT_OF_ORDER:
+            x->c.out_of_order++;
+            break;
         case LW_APPLY_FENCED:
             x->c.fenced++;
             if (!x->parts[p].fenced)
@@ -711,9 +717,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                 lw_info("%.0f ev/s  applied %" PRIu64 "  lag %" PRId64 "  alerts %" PRIu64
                         "  dead letters %" PRIu64 "  out-of-order %" PRIu64 "  dup %" PRIu64
                         "  fenced %" PRIu64 "  rtt %" PRId64 " us",
-                        rate, x->c.applied, lag, x->c.alerts, x->c.dead_letters,
-                        x->c.out_of_order, x->c.duplicates, x->c.fenced,
-                        lw_store_last_rtt_us(x->store));
+                        rate, x->c.applied, lag, x->c.alerts, x->c.dead_letters, x->c.out_of_order,
+                        x->c.duplicates, x->c.fenced, lw_store_last_rtt_us(x->store));
                 last_status = now;
             }
             if (cf->until_caught_up && now - x->last_msg_ms >= 500) {

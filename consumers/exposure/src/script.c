@@ -39,7 +39,8 @@ char *lw_script_build(const lw_rules_t *rules, const lw_script_opts_t *opts)
     if (!s)
         return NULL;
     size_t o = 0;
-    o += snprintf(s + o, cap - o, "local STRICT = %s\nlocal STREAM = %s\nlocal MAXLEN = %" PRId64
+    o += snprintf(s + o, cap - o,
+                  "local STRICT = %s\nlocal STREAM = %s\nlocal MAXLEN = %" PRId64
                   "\nlocal RULES = {\n",
                   opts->strict_fencing ? "true" : "false", opts->alert_stream ? "true" : "false",
                   opts->stream_maxlen);
@@ -88,16 +89,40 @@ bool lw_mp_int(lw_mp_t *m, int64_t *out)
     int n;
     bool sign = false, dbl = false;
     switch (c) {
-    case 0xcc: n = 1; break;
-    case 0xcd: n = 2; break;
-    case 0xce: n = 4; break;
-    case 0xcf: n = 8; break;
-    case 0xd0: n = 1; sign = true; break;
-    case 0xd1: n = 2; sign = true; break;
-    case 0xd2: n = 4; sign = true; break;
-    case 0xd3: n = 8; sign = true; break;
-    case 0xcb: n = 8; dbl = true; break;
-    default: return false;
+    case 0xcc:
+        n = 1;
+        break;
+    case 0xcd:
+        n = 2;
+        break;
+    case 0xce:
+        n = 4;
+        break;
+    case 0xcf:
+        n = 8;
+        break;
+    case 0xd0:
+        n = 1;
+        sign = true;
+        break;
+    case 0xd1:
+        n = 2;
+        sign = true;
+        break;
+    case 0xd2:
+        n = 4;
+        sign = true;
+        break;
+    case 0xd3:
+        n = 8;
+        sign = true;
+        break;
+    case 0xcb:
+        n = 8;
+        dbl = true;
+        break;
+    default:
+        return false;
     }
     if (!need(m, (size_t)n))
         return false;

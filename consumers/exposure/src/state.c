@@ -44,9 +44,8 @@ static bool decode_loan(const char *field, size_t flen, const char *v, size_t vl
     lw_mp_t m = {(const unsigned char *)v, (const unsigned char *)v + vlen};
     int64_t seq, out, lim, dpd, pd, at, st, prod;
     if (!lw_mp_int(&m, &seq) || !lw_mp_int(&m, &out) || !lw_mp_int(&m, &lim) ||
-        !lw_mp_int(&m, &dpd) || !lw_mp_int(&m, &pd) || !lw_mp_int(&m, &at) ||
-        !lw_mp_int(&m, &st) || !lw_mp_int(&m, &prod) ||
-        !lw_mp_str(&m, l->lender_id, sizeof l->lender_id))
+        !lw_mp_int(&m, &dpd) || !lw_mp_int(&m, &pd) || !lw_mp_int(&m, &at) || !lw_mp_int(&m, &st) ||
+        !lw_mp_int(&m, &prod) || !lw_mp_str(&m, l->lender_id, sizeof l->lender_id))
         return false;
     if (st < 0 || st >= LW_LOAN_STATUS__CNT || prod < 0 || prod >= LW_PRODUCT__CNT)
         return false;

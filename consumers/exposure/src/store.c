@@ -44,8 +44,9 @@ static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
     else
         rc = redisConnectWithTimeout(st->url.host, st->url.port, tv);
     if (!rc || rc->err) {
-        snprintf(errstr, errstr_size, "Redis %s:%d: %s", st->url.path[0] ? st->url.path : st->url.host,
-                 st->url.port, rc ? rc->errstr : "out of memory");
+        snprintf(errstr, errstr_size, "Redis %s:%d: %s",
+                 st->url.path[0] ? st->url.path : st->url.host, st->url.port,
+                 rc ? rc->errstr : "out of memory");
         redisFree(rc);
         return LW_ERR_TRANSIENT;
     }
@@ -231,8 +232,8 @@ static void put_int(lw_store_t *st, int64_t v)
     put_bulk(st, tmp, fmt_i64(tmp, v));
 }
 
-lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic,
-                         int32_t partition, int64_t epoch)
+lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
+                         int64_t epoch)
 {
     /* every string argument is bounded (ids <= 64, topic we cap), so 2 KiB is plenty */
     if (strlen(topic) > 200 || !reserve(st, 2048))
@@ -299,8 +300,7 @@ static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
     return LW_ERR_TRANSIENT;
 }
 
-static lw_err_t parse_reply(redisReply *r, lw_apply_result_t *res, char *errstr,
-                            size_t errstr_size)
+static lw_err_t parse_reply(redisReply *r, lw_apply_result_t *res, char *errstr, size_t errstr_size)
 {
     memset(res, 0, offsetof(lw_apply_result_t, alert_json));
     if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 3) {
@@ -411,8 +411,8 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
     return err;
 }
 
-lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition,
-                             int64_t *epoch, char *errstr, size_t errstr_size)
+lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
+                             char *errstr, size_t errstr_size)
 {
     if (!st->rc)
         return conn_error(st, errstr, errstr_size);

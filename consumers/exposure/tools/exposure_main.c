@@ -57,8 +57,24 @@ static bool parse_pos(const char *s, long long max, long long *out)
 int main(int argc, char **argv)
 {
     enum {
-        O_BROKERS = 256, O_GROUP, O_TOPIC, O_ALERTS, O_DLQ, O_REDIS, O_RULES, O_CONFIG, O_BEGIN,
-        O_CAUGHT, O_IDLE, O_BATCH, O_NOSTRICT, O_NOSTREAM, O_MAXLEN, O_STATUS, O_ID, O_PRINT
+        O_BROKERS = 256,
+        O_GROUP,
+        O_TOPIC,
+        O_ALERTS,
+        O_DLQ,
+        O_REDIS,
+        O_RULES,
+        O_CONFIG,
+        O_BEGIN,
+        O_CAUGHT,
+        O_IDLE,
+        O_BATCH,
+        O_NOSTRICT,
+        O_NOSTREAM,
+        O_MAXLEN,
+        O_STATUS,
+        O_ID,
+        O_PRINT
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, O_BROKERS},
@@ -95,23 +111,58 @@ int main(int argc, char **argv)
     c.kafka_kv = kv;
     while ((o = getopt_long(argc, argv, "X:vh", opts, NULL)) != -1) {
         switch (o) {
-        case O_BROKERS: c.brokers = optarg; break;
-        case O_GROUP: c.group = optarg; break;
-        case O_TOPIC: c.topic = optarg; break;
-        case O_ALERTS: c.alerts_topic = optarg; break;
-        case O_DLQ: c.dlq_topic = optarg; break;
-        case O_REDIS: c.redis_url = optarg; break;
-        case O_RULES: c.rules_file = optarg; break;
-        case O_CONFIG: c.config_file = optarg; break;
-        case O_BEGIN: c.from_beginning = true; break;
-        case O_CAUGHT: c.until_caught_up = true; break;
-        case O_NOSTRICT: c.script.strict_fencing = false; break;
-        case O_NOSTREAM: c.script.alert_stream = false; break;
-        case O_ID: c.consumer_id = optarg; break;
-        case O_PRINT: print = true; break;
-        case 'X': kv[c.n_kafka_kv++] = optarg; break;
-        case 'v': level = LW_LOG_DEBUG; break;
-        case 'h': usage(stdout); free(kv); return 0;
+        case O_BROKERS:
+            c.brokers = optarg;
+            break;
+        case O_GROUP:
+            c.group = optarg;
+            break;
+        case O_TOPIC:
+            c.topic = optarg;
+            break;
+        case O_ALERTS:
+            c.alerts_topic = optarg;
+            break;
+        case O_DLQ:
+            c.dlq_topic = optarg;
+            break;
+        case O_REDIS:
+            c.redis_url = optarg;
+            break;
+        case O_RULES:
+            c.rules_file = optarg;
+            break;
+        case O_CONFIG:
+            c.config_file = optarg;
+            break;
+        case O_BEGIN:
+            c.from_beginning = true;
+            break;
+        case O_CAUGHT:
+            c.until_caught_up = true;
+            break;
+        case O_NOSTRICT:
+            c.script.strict_fencing = false;
+            break;
+        case O_NOSTREAM:
+            c.script.alert_stream = false;
+            break;
+        case O_ID:
+            c.consumer_id = optarg;
+            break;
+        case O_PRINT:
+            print = true;
+            break;
+        case 'X':
+            kv[c.n_kafka_kv++] = optarg;
+            break;
+        case 'v':
+            level = LW_LOG_DEBUG;
+            break;
+        case 'h':
+            usage(stdout);
+            free(kv);
+            return 0;
         case O_IDLE:
         case O_BATCH:
         case O_MAXLEN:
@@ -119,8 +170,10 @@ int main(int argc, char **argv)
             if (!parse_pos(optarg, o == O_BATCH ? 100000 : 1000000000, &v) ||
                 (o == O_BATCH && v == 0) || (o == O_MAXLEN && v == 0)) {
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
-                        o == O_IDLE ? "exit-on-idle" : o == O_BATCH ? "batch"
-                                      : o == O_MAXLEN ? "stream-maxlen" : "status");
+                        o == O_IDLE     ? "exit-on-idle"
+                        : o == O_BATCH  ? "batch"
+                        : o == O_MAXLEN ? "stream-maxlen"
+                                        : "status");
                 free(kv);
                 return 2;
             }
@@ -133,7 +186,10 @@ int main(int argc, char **argv)
             else
                 c.status_every_s = (int)v;
             break;
-        default: usage(stderr); free(kv); return 2;
+        default:
+            usage(stderr);
+            free(kv);
+            return 2;
         }
     }
     if (optind < argc) {

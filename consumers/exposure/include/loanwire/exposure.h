@@ -108,8 +108,8 @@ const char *lw_store_script_sha(const lw_store_t *st);
 
 /* Queues one event for the next flush (nothing is sent yet). topic names the
  * epoch key used with strict fencing. */
-lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic,
-                         int32_t partition, int64_t epoch);
+lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
+                         int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
 /* Sends every queued event in one pipeline and reads the replies into
  * results[0..pending). On LW_ERR_TRANSIENT (connection lost, Redis loading)
@@ -120,8 +120,8 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
 /* Drops queued events without sending them. */
 void lw_store_discard(lw_store_t *st);
 /* INCR of the partition epoch key: the new epoch. */
-lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition,
-                             int64_t *epoch, char *errstr, size_t errstr_size);
+lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
+                             char *errstr, size_t errstr_size);
 /* Round-trip time of the last flush, microseconds. */
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
 /* The underlying connection (for metrics and reads; may change on reconnect). */
@@ -142,9 +142,9 @@ typedef struct lw_exposure_conf {
     size_t n_kafka_kv;
     bool from_beginning;
     bool until_caught_up;
-    int exit_on_idle_s;  /* 0: never */
-    int status_every_s;  /* status line period */
-    size_t batch_max;    /* events per Redis pipeline */
+    int exit_on_idle_s; /* 0: never */
+    int status_every_s; /* status line period */
+    size_t batch_max;   /* events per Redis pipeline */
     lw_script_opts_t script;
     const char *consumer_id; /* metrics key suffix; NULL: host:pid */
 } lw_exposure_conf_t;
