@@ -4,9 +4,14 @@
  * A small hand-written reader instead of a DOM parser: the object is flat,
  * every field's type is known from the tables in codec_desc.c, and going
  * token by token lets each error name its field (a float, an integer out of
- * int64 range, an unknown symbol) and costs no allocation, which keeps
- * loanwire-produce well above 300k lines/s. Output is compact JSON with keys
- * in schema order; optional fields that are absent are written as null.
+ * int64 range, an unknown symbol) and costs no allocation. The hot path is
+ * plain ASCII keys in schema order: a key is compared in place against the
+ * field after the previous one first (length and bytes, no copy), strings
+ * without escapes are copied with one memcpy and skip the UTF-8 check; any
+ * escape or non-ASCII byte falls back to the general decoder, so the result
+ * and every error message are the same either way. Output is compact JSON
+ * with keys in schema order; optional fields that are absent are written as
+ * null.
  */
 #include "codec_int.h"
 
@@ -57,11 +62,45 @@ static int hex4(const char *p, uint32_t *out)
     return 0;
 }
 
+/* Bytes that stand for themselves inside a JSON string and need no UTF-8
+ * check: printable ASCII except '"' and '\\'. */
+static inline bool lw_json_plain(unsigned char c)
+{
+    return (unsigned)(c - 0x20) < 0x5f && c != '"' && c != '\\';
+}
+
+/* The common case of a string (j->p at the opening quote): plain bytes up to
+ * the closing quote. Returns the length and sets *s to the first byte, leaving
+ * j->p after the closing quote; returns -1 (j->p unchanged) when the string
+ * has anything else, for the general decoder. */
+static ptrdiff_t scan_plain(lw_jp_t *j, const char **s)
+{
+    const char *q = j->p + 1;
+    while (q < j->end && lw_json_plain((unsigned char)*q))
+        q++;
+    if (q >= j->end || *q != '"')
+        return -1;
+    *s = j->p + 1;
+    j->p = q + 1;
+    return q - *s;
+}
+
 /* Reads a JSON string (j->p at the opening quote) into dst[cap]. Returns 0,
  * -1 on malformed text (reason in *why), -2 when it does not fit. */
 static int read_string(lw_jp_t *j, char *dst, size_t cap, size_t *out_len, const char **why)
 {
     size_t n = 0;
+    const char *s;
+    ptrdiff_t pn = scan_plain(j, &s);
+
+    if (pn >= 0) {
+        if ((size_t)pn >= cap)
+            return -2;
+        memcpy(dst, s, (size_t)pn);
+        dst[pn] = '\0';
+        *out_len = (size_t)pn;
+        return 0;
+    }
     j->p++; /* opening quote */
     for (;;) {
         if (j->p >= j->end) {
@@ -215,6 +254,24 @@ static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t
     return LW_OK;
 }
 
+/* True when name (NUL-terminated) is exactly k[0..kn); k holds no NUL. */
+static inline bool name_eq(const char *name, const char *k, size_t kn)
+{
+    return kn && name[0] == k[0] && strncmp(name, k, kn) == 0 && name[kn] == '\0';
+}
+
+/* Index of the field named k[0..kn), trying hint (the field after the previous
+ * one: lines usually follow schema order) before the others; -1 if none. */
+static int find_field(const lw_record_desc_t *d, const char *k, size_t kn, int hint)
+{
+    if (hint >= 0 && hint < d->nfields && name_eq(d->fields[hint].name, k, kn))
+        return hint;
+    for (int i = 0; i < d->nfields; i++)
+        if (i != hint && name_eq(d->fields[i].name, k, kn))
+            return i;
+    return -1;
+}
+
 static int literal(lw_jp_t *j, const char *lit)
 {
     size_t n = strlen(lit);
@@ -248,15 +305,22 @@ static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
         return LW_OK;
     case LW_FT_ENUM: {
         char sym[32];
+        const char *s = sym;
         int idx = -1;
         if (*j->p != '"')
             return jfail(j, LW_ERR_VALIDATION, f->name, "must be a symbol string");
-        int rc = read_string(j, sym, sizeof(sym), &n, &why);
-        if (rc == -1)
+        ptrdiff_t pn = scan_plain(j, &s); /* compared in place when plain */
+        int rc = 0;
+        if (pn >= 0)
+            n = (size_t)pn;
+        else if ((rc = read_string(j, sym, sizeof(sym), &n, &why)) == -1)
             return jfail(j, LW_ERR_PARSE, f->name, "%s", why);
-        for (int i = 0; rc == 0 && i < f->nsyms; i++)
-            if (!strcmp(sym, f->syms[i]))
+        for (int i = 0; rc == 0 && i < f->nsyms; i++) {
+            if (name_eq(f->syms[i], s, n)) {
                 idx = i;
+                break;
+            }
+        }
         if (idx < 0) {
             char list[160] = "";
             for (int i = 0; i < f->nsyms; i++) {
@@ -310,7 +374,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
     uint32_t seen = 0;
     bool seen_raw = false;
     lw_err_t err;
-    int borrower = -1;
+    int borrower = -1, next = 0;
 
     memset(rec, 0, d->size);
     if (raw_id)
@@ -320,11 +384,13 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
     if (!text)
         return jfail(&j, LW_ERR_INVALID_ARG, "", "no input");
     for (int i = 0; i < d->nfields; i++) {
-        if (d->fields[i].def)
-            snprintf(base + d->fields[i].off, d->fields[i].cap, "%s", d->fields[i].def);
-        if (!strcmp(d->fields[i].name, "borrower_id"))
-            borrower = i;
+        const lw_field_desc_t *f = &d->fields[i];
+        if (f->def) { /* rec is zeroed: the NUL is there already */
+            size_t n = strlen(f->def);
+            memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
+        }
     }
+    borrower = find_field(d, "borrower_id", sizeof("borrower_id") - 1, -1);
 
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{')
@@ -336,29 +402,44 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
     } else {
         for (;;) {
             char key[48];
+            const char *k;
             size_t kn;
             const char *why = NULL;
-            int idx = -1;
+            int idx = -1, rc;
             skip_ws(&j);
             if (j.p >= j.end || *j.p != '"')
                 return jfail(&j, LW_ERR_PARSE, "", "expected a field name at offset %td",
                              j.p - text);
-            int rc = read_string(&j, key, sizeof(key), &kn, &why);
-            if (rc == -1)
-                return jfail(&j, LW_ERR_PARSE, "", "field name: %s", why);
-            if (rc == -2)
-                return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");
-            for (int i = 0; i < d->nfields; i++)
-                if (!strcmp(key, d->fields[i].name))
-                    idx = i;
+            /* Plain keys are matched in place; copied only for error messages. */
+            ptrdiff_t pn = scan_plain(&j, &k);
+            if (pn >= 0) {
+                kn = (size_t)pn;
+                if (kn >= sizeof(key))
+                    return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");
+                idx = find_field(d, k, kn, next);
+                if (idx < 0) {
+                    memcpy(key, k, kn);
+                    key[kn] = '\0';
+                }
+            } else {
+                rc = read_string(&j, key, sizeof(key), &kn, &why);
+                if (rc == -1)
+                    return jfail(&j, LW_ERR_PARSE, "", "field name: %s", why);
+                if (rc == -2)
+                    return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");
+                idx = find_field(d, key, kn, next);
+            }
+            const char *kname = idx >= 0 ? d->fields[idx].name : key;
+            if (idx >= 0)
+                next = idx + 1;
             skip_ws(&j);
             if (j.p >= j.end || *j.p != ':')
-                return jfail(&j, LW_ERR_PARSE, key, "expected ':' after the field name");
+                return jfail(&j, LW_ERR_PARSE, kname, "expected ':' after the field name");
             j.p++;
             skip_ws(&j);
             if (idx >= 0) {
                 if (seen & (1u << idx))
-                    return jfail(&j, LW_ERR_VALIDATION, key, "field given twice");
+                    return jfail(&j, LW_ERR_VALIDATION, kname, "field given twice");
                 seen |= 1u << idx;
                 if ((err = read_value(&j, &d->fields[idx], base)))
                     return err;
