@@ -455,6 +455,47 @@ static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
         *caught_up = false;
 }
 
+/*
+ * Whether the whole group is caught up, not only this member: partitions the
+ * group gave to someone else (or to a member that died and whose session has
+ * not expired yet) must have a committed offset at their high watermark.
+ * Without this, --until-caught-up could stop with part of the topic unread.
+ */
+static bool group_caught_up(exp_ctx_t *x)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(x->rk, x->conf->topic, NULL);
+    if (!rkt)
+        return false;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(x->rk, 0, rkt, &md, 5000);
+    rd_kafka_topic_destroy(rkt);
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        return false;
+    }
+    rd_kafka_topic_partition_list_t *others = rd_kafka_topic_partition_list_new(8);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+        int32_t p = md->topics[0].partitions[i].id;
+        if (p < 0 || p >= MAX_PARTS || !x->parts[p].owned)
+            rd_kafka_topic_partition_list_add(others, x->conf->topic, p);
+    }
+    rd_kafka_metadata_destroy(md);
+    bool caught = true;
+    if (others->cnt > 0 && rd_kafka_committed(x->rk, others, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        caught = false;
+    for (int i = 0; caught && i < others->cnt; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_topic_partition_t *tp = &others->elems[i];
+        if (rd_kafka_query_watermark_offsets(x->rk, tp->topic, tp->partition, &lo, &hi, 5000))
+            caught = false;
+        else if (hi > lo && tp->offset < hi) /* unread, or never committed */
+            caught = false;
+    }
+    rd_kafka_topic_partition_list_destroy(others);
+    return caught;
+}
+
 static void publish_metrics(exp_ctx_t *x, double rate)
 {
     redisContext *rc = lw_store_redis(x->store);
@@ -671,6 +712,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             cf->brokers);
 
     int64_t last_status = lw_mono_ms(), last_metrics = last_status, start = last_status;
+    int64_t last_group_check = 0;
     uint64_t applied_at_status = 0;
     double rate = 0;
     x->last_msg_ms = lw_mono_ms();
@@ -723,9 +765,12 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             }
             if (cf->until_caught_up && now - x->last_msg_ms >= 500) {
                 update_lag(x, &lag, &caught);
-                if (caught) {
-                    lw_info("caught up (lag 0 on every assigned partition); stopping");
-                    break;
+                if (caught && now - last_group_check >= 1000) {
+                    last_group_check = now;
+                    if (group_caught_up(x)) {
+                        lw_info("caught up (lag 0 on every partition of the group); stopping");
+                        break;
+                    }
                 }
             }
             if (cf->exit_on_idle_s > 0 && now - x->last_msg_ms >= cf->exit_on_idle_s * 1000LL) {
