@@ -1,0 +1,872 @@
+#!/usr/bin/env python3
+"""bench.py - Loanwire's benchmarks, each measured beside the raw limit of the part it is
+built on, in the same run, on the same stack.
+
+bench/run.sh starts the stack and calls this; run it directly only against a stack that is
+already up (it FLUSHALLs the Redis it is given and creates topics on the Kafka it is given).
+
+  1 producer   loanwire-produce (validate + encode + deliver) vs kcat with pre-encoded
+               messages of the same size, same acks/idempotence/linger
+  2 catch-up   loanwire-exposure --until-caught-up on step 1's topic, totals checked
+               against an independent model; vs redis-benchmark pipelining the same script
+  3 latency    paced loanwire-gen --kafka with loanwire-exposure following live
+               (--latency-out: producer hand-over -> Redis acknowledged)
+  4 memory     Redis bytes per borrower with about three active loans each
+  5 scale-out  the same topic with two loanwire-exposure processes in one group
+
+Every step checks its counts; a mismatch is a failure (exit 1). Times are printed, never
+asserted. Progress goes to stderr, the markdown report to --out and stdout.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import string
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+T0 = time.monotonic()
+
+
+class BenchError(Exception):
+    pass
+
+
+def say(msg):
+    print("[%6.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
+
+
+def fmt_int(n):
+    return "{:,}".format(int(n))
+
+
+def fmt_rate(r):
+    return "{:,.0f}".format(r) if r is not None else "n/a"
+
+
+# ---- Small Redis client (RESP over a socket; only what the checks need) ---------------
+
+class Redis:
+    def __init__(self, host, port):
+        import socket
+        self.s = socket.create_connection((host, port))
+        self.f = self.s.makefile("rb")
+
+    @staticmethod
+    def enc(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def read(self):
+        line = self.f.readline()
+        if not line:
+            raise BenchError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest
+        if t == b":":
+            return int(rest)
+        if t == b"-":
+            raise BenchError("redis error: " + rest.decode(errors="replace"))
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self.f.read(n + 2)[:-2]
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise BenchError("redis: bad reply %r" % line)
+
+    def cmd(self, *args):
+        self.s.sendall(self.enc(args))
+        return self.read()
+
+    def info(self, section):
+        txt = self.cmd("INFO", section).decode()
+        d = {}
+        for ln in txt.split("\r\n"):
+            if ":" in ln and not ln.startswith("#"):
+                k, v = ln.split(":", 1)
+                d[k] = v
+        return d
+
+
+# ---- CPU sampling of the processes that matter -----------------------------------------
+
+def proc_ticks(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # total, idle + iowait
+
+
+class CpuSampler:
+    """Average and peak (per 1 s) CPU% of named processes while a step runs."""
+
+    def __init__(self, fixed):
+        self.fixed = dict(fixed)  # name -> pid
+        self.extra = {}
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.first, self.last, self.peak, self.final = {}, {}, {}, {}
+        self.th = None
+
+    def add(self, name, pid):
+        with self.lock:
+            self.extra[name] = pid
+
+    def _pids(self):
+        with self.lock:
+            d = dict(self.fixed)
+            d.update(self.extra)
+        return d
+
+    def _sample(self):
+        now = time.monotonic()
+        for name, pid in self._pids().items():
+            t = proc_ticks(pid)
+            if t is None:
+                continue
+            if name not in self.first:
+                self.first[name] = (now, t)
+            prev = self.last.get(name)
+            if prev and now - prev[0] >= 0.9:
+                pct = 100.0 * (t - prev[1]) / CLK_TCK / (now - prev[0])
+                self.peak[name] = max(self.peak.get(name, 0.0), pct)
+                self.last[name] = (now, t)
+            elif not prev:
+                self.last[name] = (now, t)
+            self.final[name] = (now, t)
+
+    def _run(self):
+        while not self.stop_ev.wait(0.25):
+            self._sample()
+
+    def __enter__(self):
+        self.t_start = time.monotonic()
+        self.m_start = machine_ticks()
+        self._sample()
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.th.join()
+        self._sample()
+        self.wall = time.monotonic() - self.t_start
+        m_end = machine_ticks()
+        dt, di = m_end[0] - self.m_start[0], m_end[1] - self.m_start[1]
+        self.machine_busy = 100.0 * (dt - di) / dt * os.cpu_count() if dt > 0 else 0.0
+        return False
+
+    def summary(self):
+        """{name: (avg% over the step, peak% over 1 s)}; 100% = one core."""
+        res = {}
+        for name, (t1, k1) in self.first.items():
+            t2, k2 = self.final[name]
+            res[name] = (100.0 * (k2 - k1) / CLK_TCK / max(self.wall, 1e-3),
+                         self.peak.get(name, 0.0))
+        return res
+
+    def text(self):
+        parts = ["%s %.0f%% (peak %.0f%%)" % (n, a, p) for n, (a, p) in
+                 sorted(self.summary().items())]
+        parts.append("machine %.0f%% of %d00%%" % (self.machine_busy, os.cpu_count()))
+        return ", ".join(parts)
+
+
+# ---- The bench ------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.bin = a.bin
+        self.bs = a.bootstrap
+        self.rhost, self.rport = a.redis.split("//")[-1].split("/")[0].split(":")
+        self.rport = int(self.rport)
+        self.url = "redis://%s:%d" % (self.rhost, self.rport)
+        self.r = Redis(self.rhost, self.rport)
+        self.work = a.work
+        os.makedirs(self.work, exist_ok=True)
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
+        self.rows = []     # (step, what, ours, raw, ratio, target, met)
+        self.notes = []    # free text lines for the report
+        self.failed = []
+        self.fixed_pids = {}
+        for name, sub in (("kafka(java)", "kafka/pid"), ("redis-server", "redis/pid")):
+            p = os.path.join(a.stack_dir, sub) if a.stack_dir else None
+            if p and os.path.exists(p):
+                self.fixed_pids[name] = int(open(p).read().strip())
+        self.feed = os.path.join(self.work, "feed.jsonl")
+        self.model = None
+
+    # -- helpers --
+
+    def prog(self, name):
+        return os.path.join(self.bin, name)
+
+    def run(self, args, log=None, check=True, **kw):
+        say("$ " + " ".join(args) if len(" ".join(args)) < 200 else "$ " + args[0] + " ...")
+        out = open(log, "wb") if log else subprocess.DEVNULL
+        try:
+            rc = subprocess.call(args, stdout=kw.pop("stdout", out), stderr=out, **kw)
+        finally:
+            if log:
+                out.close()
+        if check and rc != 0:
+            tail = open(log, errors="replace").read()[-1500:] if log else ""
+            raise BenchError("%s exited %d\n%s" % (os.path.basename(args[0]), rc, tail))
+        return rc
+
+    def wait_progress(self, procs, what, progress=None, period=5.0, timeout=3600):
+        """Waits for every process, printing elapsed time and progress() every period."""
+        start = time.monotonic()
+        nxt = start + period
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.05)
+            now = time.monotonic()
+            if now - start > timeout:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                raise BenchError("%s: still running after %d s, killed" % (what, timeout))
+            if now >= nxt:
+                nxt += period
+                extra = ""
+                if progress:
+                    try:
+                        extra = " " + progress()
+                    except Exception as e:  # progress is cosmetic
+                        extra = " (%s)" % e
+                say("  %s: %.0f s%s" % (what, now - start, extra))
+        return time.monotonic() - start
+
+    def topic_create(self, name, parts=6):
+        self.run([self.prog("loanwire-topics"), "create", "-b", self.bs, "--partitions",
+                  str(parts), "--events-topic", name, "--alerts-topic", name + ".alerts",
+                  "--dlq-topic", name + ".dlq"], log=os.path.join(self.work, "topics.log"))
+
+    def end_offsets(self, topic, parts=6):
+        total = 0
+        for p in range(parts):
+            out = subprocess.run(["kcat", "-b", self.bs, "-Q", "-t", "%s:%d:-1" % (topic, p)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            m = re.search(rb"offset (-?\d+)", out.stdout)
+            if not m:
+                raise BenchError("kcat -Q %s:%d: %s" % (topic, p, out.stderr.decode()[-300:]))
+            total += int(m.group(1))
+        return total
+
+    def row(self, step, what, ours, raw="", ratio="", target="", met=""):
+        self.rows.append((step, what, ours, raw, ratio, target, met))
+
+    def exposure_args(self, topic, group, cid, extra=()):
+        return [self.prog("loanwire-exposure"), "--brokers", self.bs, "--topic", topic,
+                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                "--redis", self.url, "--group", group, "--consumer-id", cid,
+                "--status", "5"] + list(extra)
+
+    def redis_applied(self, cids):
+        n = 0
+        for cid in cids:
+            h = self.r.cmd("HGETALL", "lw:metrics:" + cid) or []
+            d = dict(zip(h[0::2], h[1::2]))
+            for k in (b"consumed", b"events", b"applied"):
+                if k in d:
+                    n += int(d[k])
+                    break
+        return n
+
+    @staticmethod
+    def parse_stopped(log):
+        """'stopped after X s: consumed N applied N duplicates ...' -> dict."""
+        txt = open(log, errors="replace").read()
+        m = re.findall(r"stopped after [\d.]+ s: (.*)", txt)
+        if not m:
+            raise BenchError("no summary line in %s:\n%s" % (log, txt[-1500:]))
+        d = {}
+        for k, v in re.findall(r"([a-z][a-z -]*?) (\d+)", m[-1]):
+            d[k.strip()] = int(v)
+        return d
+
+    # -- model ---------------------------------------------------------------------------
+
+    def build_model(self):
+        """Every borrower's total outstanding and active loans, from the JSON feed, by the
+        same rules the bureau applies (latest sequence per loan wins; applications hold no
+        balance; WRITE_OFF / CLOSURE end a loan; active = outstanding > 0)."""
+        say("model: reading %s" % self.feed)
+        loans = {}
+        n = 0
+        with open(self.feed) as f:
+            for line in f:
+                e = json.loads(line)
+                n += 1
+                b = e["borrower_id"]
+                bl = loans.get(b)
+                if bl is None:
+                    bl = loans[b] = {}
+                if e["event_type"] == "APPLICATION":
+                    continue
+                lk = e["platform_id"] + ":" + e["loan_id"]
+                old = bl.get(lk)
+                if old is not None and e["sequence"] <= old[0]:
+                    continue
+                et = e["event_type"]
+                live = et not in ("WRITE_OFF", "CLOSURE") and e["outstanding_fen"] > 0
+                bl[lk] = (e["sequence"], e["outstanding_fen"] if live else 0, live)
+                if n % 500000 == 0:
+                    say("  model: %s events" % fmt_int(n))
+        self.model = {b: (sum(x[1] for x in bl.values()), sum(1 for x in bl.values() if x[2]))
+                      for b, bl in loans.items()}
+        self.model_events = n
+        say("model: %s events, %s borrowers, total outstanding %s fen" % (
+            fmt_int(n), fmt_int(len(self.model)), fmt_int(sum(v[0] for v in self.model.values()))))
+
+    SUM_LUA = """
+local r = redis.call('SCAN', ARGV[1], 'MATCH', 'lw:b:{*', 'COUNT', 2000)
+local total, nb = 0, 0
+for _, k in ipairs(r[2]) do
+  nb = nb + 1
+  local h = redis.call('HGETALL', k)
+  for i = 1, #h, 2 do
+    local f = h[i]
+    if #f > 1 and string.byte(f, 1) ~= 33 then
+      local seq, out, lim, dpd, pd, at, st = cmsgpack.unpack(h[i + 1])
+      if st == 0 or st == 2 then total = total + out end
+    end
+  end
+end
+return {r[1], string.format('%d', total), nb}
+"""
+
+    def verify_state(self, what, sample=None):
+        """Compares Redis with the model: a sample of borrowers through lw_state_read
+        (loanwire-query --borrower), and the sum over every borrower hash."""
+        if sample is None:
+            sample = self.a.sample
+        bids = sorted(self.model)
+        rnd = random.Random(7)
+        pick = rnd.sample(bids, min(sample, len(bids)))
+        bad = []
+        for bid in pick:
+            p = subprocess.run([self.prog("loanwire-query"), "--redis", self.url, "--borrower",
+                                bid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if p.returncode != 0:
+                bad.append("%s: loanwire-query exit %d %s" % (bid, p.returncode,
+                                                               p.stderr.decode()[-200:]))
+                continue
+            j = json.loads(p.stdout)
+            want = self.model[bid]
+            got = (j["total_outstanding_fen"], j["active_loans"])
+            if got != want:
+                bad.append("%s: redis total/active %s, model %s" % (bid, got, want))
+        cursor, total, nb = "0", 0, 0
+        while True:
+            c, t, n = self.r.cmd("EVAL", self.SUM_LUA, 0, cursor)
+            total += int(t)
+            nb += n
+            cursor = c.decode()
+            if cursor == "0":
+                break
+        want_total = sum(v[0] for v in self.model.values())
+        if total != want_total:
+            bad.append("sum over all %d borrower hashes %d fen, model %d fen" % (nb, total,
+                                                                                want_total))
+        if nb != len(self.model):
+            bad.append("%d borrower hashes in Redis, model has %d borrowers" % (nb,
+                                                                                len(self.model)))
+        if bad:
+            raise BenchError("%s: state differs from the model:\n  %s" % (what,
+                                                                           "\n  ".join(bad[:10])))
+        msg = ("%s: state exact (%d sampled borrowers via loanwire-query; sum over all %s "
+               "borrowers = %s fen)" % (what, len(pick), fmt_int(nb), fmt_int(total)))
+        say(msg)
+        return msg
+
+    # -- step 1: producer ----------------------------------------------------------------
+
+    def step_producer(self):
+        a = self.a
+        n = a.events
+        say("==> [1/5] producer: generating %s events (%s borrowers) to a file (not timed)" % (
+            fmt_int(n), fmt_int(a.borrowers)))
+        self.run([self.prog("loanwire-gen"), "--events", str(n), "--borrowers",
+                  str(a.borrowers), "-o", self.feed], log=os.path.join(self.work, "gen.log"))
+        self.build_model()
+        if self.model_events != n:
+            raise BenchError("feed has %d events, asked for %d" % (self.model_events, n))
+
+        # Average single-object Avro record size, from real records.
+        sample = os.path.join(self.work, "sample.jsonl")
+        with open(self.feed) as f, open(sample, "w") as o:
+            for i, line in enumerate(f):
+                if i >= 20000:
+                    break
+                o.write(line)
+        p = subprocess.run([self.prog("loanwire-avro"), "encode", "--lines"],
+                           stdin=open(sample, "rb"), stdout=subprocess.PIPE, check=True)
+        b, i, sizes = p.stdout, 0, []
+        while i < len(b):
+            ln = struct.unpack(">I", b[i:i + 4])[0]
+            sizes.append(ln)
+            i += 4 + ln
+        size = round(statistics.mean(sizes))
+        self.avg_size = size
+        say("producer: average single-object Avro record %d bytes (%d records)" % (
+            size, len(sizes)))
+
+        # kcat input: the feed's own keys (22-char borrower ids, so the same partitions),
+        # printable payloads of the average size.
+        kin = os.path.join(self.work, "kcat.in")
+        rnd = random.Random(1)
+        alphabet = string.ascii_letters + string.digits
+        pool = ["".join(rnd.choice(alphabet) for _ in range(size)) for _ in range(4096)]
+        key_re = re.compile(r'"borrower_id":"([^"]*)"')
+        with open(self.feed) as f, open(kin, "w") as o:
+            for i, line in enumerate(f):
+                o.write(key_re.search(line).group(1) + "\t" + pool[i & 4095] + "\n")
+
+        # Same settings as the Loanwire producer's defaults (producers/README.md).
+        kconf = ["-X", "acks=all", "-X", "enable.idempotence=true", "-X", "linger.ms=5",
+                 "-X", "batch.num.messages=10000", "-X", "compression.codec=none",
+                 "-X", "queue.buffering.max.messages=200000", "-X",
+                 "partitioner=murmur2_random"]
+
+        # Warm the broker (idempotence PID coordinator, metadata) so neither run pays it.
+        warm = "bench.warm." + self.run_id
+        self.topic_create(warm)
+        subprocess.run(["kcat", "-P", "-b", self.bs, "-t", warm, "-K", "\t"] + kconf,
+                       input=b"k\tv\n", check=True, stderr=subprocess.DEVNULL)
+
+        ours_t = "bench.events." + self.run_id
+        raw_t = "bench.kcat." + self.run_id
+        self.topic_create(ours_t)
+        self.topic_create(raw_t)
+        self.events_topic = ours_t
+
+        results = {}
+        for name, topic, args, stdin in (
+                ("loanwire-produce", ours_t,
+                 [self.prog("loanwire-produce"), "-b", self.bs, "-t", ours_t,
+                  "-r", os.path.join(self.work, "rejects.jsonl"), self.feed], None),
+                ("kcat", raw_t,
+                 ["kcat", "-P", "-b", self.bs, "-t", raw_t, "-K", "\t"] + kconf, kin)):
+            say("producer: %s -> %s (%s events)" % (name, topic, fmt_int(n)))
+            log = os.path.join(self.work, name + ".log")
+            with CpuSampler(self.fixed_pids) as cpu:
+                t0 = time.monotonic()
+                proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=open(log, "wb"),
+                                        stdin=open(stdin, "rb") if stdin else subprocess.DEVNULL)
+                cpu.add(name, proc.pid)
+                self.wait_progress([proc], name, lambda t=topic: "%s in topic" % fmt_int(
+                    self.end_offsets(t)))
+                dt = time.monotonic() - t0
+            if proc.returncode != 0:
+                raise BenchError("%s exited %d: %s" % (name, proc.returncode,
+                                                       open(log, errors="replace").read()[-800:]))
+            got = self.end_offsets(topic)
+            if got != n:
+                raise BenchError("%s: %d messages in %s, expected %d" % (name, got, topic, n))
+            results[name] = n / dt
+            say("producer: %s %s events in %.2f s = %s events/s; CPU: %s" % (
+                name, fmt_int(n), dt, fmt_rate(n / dt), cpu.text()))
+            self.notes.append("Producer, %s: %.2f s; CPU %s." % (name, dt, cpu.text()))
+        ours, raw = results["loanwire-produce"], results["kcat"]
+        ratio = ours / raw
+        self.row("1 producer", "events/s, %s events (%d-byte records)" % (fmt_int(n), size),
+                 fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % ratio, "ratio >= 0.7",
+                 "yes" if ratio >= 0.7 else "no")
+
+    # -- step 2: consumer catch-up -------------------------------------------------------
+
+    def catchup(self, nproc, label):
+        """Fresh group, empty Redis, nproc consumers --until-caught-up on step 1's topic."""
+        n = self.a.events
+        self.r.cmd("FLUSHALL")
+        base_mem = int(self.r.info("memory")["used_memory"])
+        group = "bench-%s-%s" % (label, self.run_id)
+        cids = ["bench-%s-%d" % (label, i) for i in range(nproc)]
+        procs, logs = [], []
+        with CpuSampler(self.fixed_pids) as cpu:
+            t0 = time.monotonic()
+            for cid in cids:
+                log = os.path.join(self.work, "exposure-%s.log" % cid)
+                logs.append(log)
+                p = subprocess.Popen(self.exposure_args(self.events_topic, group, cid,
+                                                        ["--from-beginning",
+                                                         "--until-caught-up"]),
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+                procs.append(p)
+                cpu.add("loanwire-exposure" + ("" if nproc == 1 else "#%d" % (len(procs))),
+                        p.pid)
+            self.wait_progress(procs, "%d consumer(s)" % nproc,
+                               lambda: "%s applied" % fmt_int(self.redis_applied(cids)))
+            dt = time.monotonic() - t0
+        for p, log in zip(procs, logs):
+            if p.returncode != 0:
+                raise BenchError("loanwire-exposure exited %d: %s" % (
+                    p.returncode, open(log, errors="replace").read()[-1200:]))
+        stats = [self.parse_stopped(log) for log in logs]
+        consumed = sum(s.get("consumed", 0) for s in stats)
+        if consumed < n:
+            raise BenchError("consumers consumed %d events, the topic has %d" % (consumed, n))
+        mem = int(self.r.info("memory")["used_memory"]) - base_mem
+        say("%d consumer(s): %s events in %.2f s = %s events/s; CPU: %s" % (
+            nproc, fmt_int(n), dt, fmt_rate(n / dt), cpu.text()))
+        return n / dt, dt, cpu, stats, mem
+
+    def step_catchup(self):
+        n = self.a.events
+        say("==> [2/5] consumer catch-up: %s events, 1 loanwire-exposure, empty Redis" %
+            fmt_int(n))
+        rate, dt, cpu, stats, mem = self.catchup(1, "c1")
+        self.c1 = (rate, dt, cpu)
+        msg = self.verify_state("catch-up")
+        self.notes.append("Catch-up, 1 consumer: %.2f s (%s); %s. CPU %s." % (
+            dt, ", ".join("%s %d" % kv for kv in stats[0].items()), msg, cpu.text()))
+        # Memory of the real pipeline's state for this feed (alert stream excluded).
+        stream = self.r.cmd("MEMORY", "USAGE", "lw:alerts") or 0
+        nb = len(self.model)
+        act = sum(v[1] for v in self.model.values()) / nb
+        self.pipeline_mem = ((mem - stream) / nb, act, nb)
+
+        # The raw Redis limit for the same script: redis-benchmark, pipelined.
+        script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
+                                stdout=subprocess.PIPE, check=True).stdout
+        self.r.cmd("FLUSHALL")
+        sha = self.r.cmd("SCRIPT", "LOAD", script).decode()
+        # Every call is a DRAWDOWN of a new instalment loan (random loan id), 10,000 RMB, for a
+        # random borrower (22-char id) of a keyspace of half the calls: applied, one window
+        # entry, no alert -- the common path (read the hash, update it, write it back). A
+        # warm-up of keyspace calls first, so the measured calls meet hashes of 1 to 3
+        # loans (about what the feed's borrowers hold), never a fresh empty key space.
+        keyspace = self.a.rb_n // 2
+        cmd = ["EVALSHA", sha, "3", "lw:b:{BENCH00000__rand_int__}", "lw:alerts",
+               "lw:epoch:bench:0", "0", "1", "2", "ALIPAY", "JB-bench-__rand_int__",
+               "BANK-ICBC", "1", "1", "1767225600000", "1000000", "0", "0", "0", "",
+               "ALIPAY-bench-__rand_int__", "BENCH00000__rand_int__"]
+        base = ["redis-benchmark", "-h", self.rhost, "-p", str(self.rport), "-P",
+                str(self.a.pipeline), "-c", "4", "-r", str(keyspace), "-q"]
+        say("redis-benchmark: warm-up, %s calls over %s borrowers" % (
+            fmt_int(keyspace), fmt_int(keyspace)))
+        subprocess.run(base + ["-n", str(keyspace)] + cmd, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.r.cmd("CONFIG", "RESETSTAT")
+        nb = self.a.rb_n
+        say("redis-benchmark: -P %d -n %s EVALSHA <the consumer's script>" % (
+            self.a.pipeline, fmt_int(nb)))
+        with CpuSampler(self.fixed_pids) as rcpu:
+            p = subprocess.run(base + ["-n", str(nb)] + cmd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, check=True)
+        out = p.stdout.decode(errors="replace")
+        m = re.findall(r"([\d.]+) requests per second", out)
+        if not m:
+            raise BenchError("redis-benchmark output not understood: " + out[-500:])
+        raw = float(m[-1])
+        cs = self.r.info("commandstats").get("cmdstat_evalsha", "")
+        calls = int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
+        failed = re.search(r"failed_calls=(\d+)", cs)
+        failed = int(failed.group(1)) if failed else 0
+        nkeys = self.r.cmd("DBSIZE")
+        if calls < nb or failed:
+            raise BenchError("redis-benchmark: %d EVALSHA calls, %d failed (wanted %d)" % (
+                calls, failed, nb))
+        if nkeys < min(keyspace, 1000):
+            raise BenchError("redis-benchmark left %d keys; the script did not write" % nkeys)
+        say("redis-benchmark: %s calls/s (%s calls, 0 failed); CPU: %s" % (
+            fmt_rate(raw), fmt_int(calls), rcpu.text()))
+        self.notes.append(
+            "redis-benchmark: `%s -n %d EVALSHA <sha of loanwire-exposure --print-script> "
+            "3 lw:b:{BENCH00000__rand_int__} lw:alerts lw:epoch:bench:0 0 1 2 ALIPAY "
+            "JB-bench-__rand_int__ BANK-ICBC 1 1 1767225600000 1000000 0 0 0 '' "
+            "ALIPAY-bench-__rand_int__ BENCH00000__rand_int__` after a warm-up of %d calls "
+            "(so hashes hold 1-3 loans): %s calls/s, %d calls, 0 failed; CPU %s." % (
+                " ".join(base[:1] + base[5:]), nb, keyspace, fmt_rate(raw), calls,
+                rcpu.text()))
+        self.r.cmd("FLUSHALL")
+        ratio = rate / raw
+        self.row("2 catch-up", "events/s, %s events from Kafka to Redis, 1 consumer, totals "
+                 "exact" % fmt_int(n), fmt_rate(rate),
+                 fmt_rate(raw) + " (redis-benchmark -P %d, same script)" % self.a.pipeline,
+                 "%.2f" % ratio, "ratio >= 0.8; >= 150,000/s",
+                 "ratio %s; absolute %s" % ("yes" if ratio >= 0.8 else "no",
+                                            "yes" if rate >= 150000 else "no"))
+
+    # -- step 3: latency -----------------------------------------------------------------
+
+    def step_latency(self):
+        say("==> [3/5] end-to-end latency: paced feeds %s" % ", ".join(
+            "%s/s for %d s" % (fmt_int(r), d) for r, d in self.a.rates))
+        helptxt = subprocess.run([self.prog("loanwire-exposure"), "--help"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+        has_lat = b"--latency-out" in helptxt
+        if not has_lat:
+            self.notes.append("Latency: this loanwire-exposure has no --latency-out; the paced "
+                              "runs were made and counted, without latency figures.")
+        for rate, dur in self.a.rates:
+            topic = "bench.lat%d.%s" % (rate, self.run_id)
+            self.topic_create(topic)
+            self.r.cmd("FLUSHALL")
+            lat = os.path.join(self.work, "latency-%d.json" % rate)
+            if os.path.exists(lat):
+                os.unlink(lat)
+            log = os.path.join(self.work, "exposure-lat%d.log" % rate)
+            extra = ["--exit-on-idle", "3"] + (["--latency-out", lat] if has_lat else [])
+            cid = "bench-lat%d" % rate
+            cons = subprocess.Popen(self.exposure_args(topic, "bench-lat-%s" % self.run_id,
+                                                       cid, extra),
+                                    stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+            # Only feed once the consumer holds its partitions, so no event waits on the
+            # group join.
+            t_end = time.monotonic() + 60
+            while b"assigned" not in open(log, "rb").read():
+                if cons.poll() is not None or time.monotonic() > t_end:
+                    cons.kill()
+                    raise BenchError("latency consumer not assigned: " +
+                                     open(log, errors="replace").read()[-800:])
+                time.sleep(0.1)
+            glog = os.path.join(self.work, "gen-lat%d.log" % rate)
+            with CpuSampler(self.fixed_pids) as cpu:
+                cpu.add("loanwire-exposure", cons.pid)
+                t0 = time.monotonic()
+                gen = subprocess.Popen([self.prog("loanwire-gen"), "--kafka", "-b", self.bs,
+                                        "-t", topic, "--borrowers", str(self.a.borrowers),
+                                        "--rate", str(rate), "--duration", str(dur),
+                                        "--events", "0"],
+                                       stdout=subprocess.DEVNULL, stderr=open(glog, "wb"))
+                cpu.add("loanwire-gen", gen.pid)
+                self.wait_progress([gen], "feed %s/s" % fmt_int(rate),
+                                   lambda: "%s applied" % fmt_int(self.redis_applied([cid])))
+                gen_dt = time.monotonic() - t0
+                self.wait_progress([cons], "consumer draining", timeout=600)
+            if gen.returncode != 0:
+                raise BenchError("loanwire-gen exited %d: %s" % (
+                    gen.returncode, open(glog, errors="replace").read()[-800:]))
+            if cons.returncode != 0:
+                raise BenchError("loanwire-exposure exited %d: %s" % (
+                    cons.returncode, open(log, errors="replace").read()[-800:]))
+            produced = self.end_offsets(topic)
+            st = self.parse_stopped(log)
+            if st.get("consumed", -1) != produced:
+                raise BenchError("latency %d/s: %d produced, consumer consumed %s" % (
+                    rate, produced, st.get("consumed")))
+            achieved = produced / gen_dt
+            say("latency %s/s: %s events in %.1f s (%s/s achieved), all consumed; CPU: %s" % (
+                fmt_int(rate), fmt_int(produced), gen_dt, fmt_rate(achieved), cpu.text()))
+            self.notes.append("Latency feed %s/s: %s events over %.1f s (%s/s achieved), "
+                              "%d alerts; CPU %s." % (fmt_int(rate), fmt_int(produced), gen_dt,
+                                                      fmt_rate(achieved), st.get("alerts", 0),
+                                                      cpu.text()))
+            if not has_lat:
+                self.row("3 latency", "%s/s paced, %s events" % (fmt_int(rate),
+                                                                   fmt_int(produced)),
+                         "n/a (no --latency-out)", "", "", "", "")
+                continue
+            if not os.path.exists(lat):
+                raise BenchError("latency %d/s: %s was not written" % (rate, lat))
+            j = json.load(open(lat))
+            for kind, label in (("state", "state visible"), ("alert", "alert in stream")):
+                s = j.get(kind) or {}
+                if kind == "state" and s.get("count") != produced:
+                    raise BenchError("latency %d/s: %s samples, %d events" % (
+                        rate, s.get("count"), produced))
+                if not s.get("count"):
+                    self.row("3 latency", "%s/s (%s/s achieved): %s" % (
+                        fmt_int(rate), fmt_rate(achieved), label), "no samples", "", "", "", "")
+                    continue
+                self.row("3 latency", "%s/s (%s/s achieved): %s, %s samples" % (
+                    fmt_int(rate), fmt_rate(achieved), label, fmt_int(s["count"])),
+                    "p50 %s / p99 %s / p99.9 %s / max %s" % tuple(
+                        self.ms(s.get(k)) for k in ("p50_us", "p99_us", "p999_us", "max_us")),
+                    "", "", "", "")
+
+    @staticmethod
+    def ms(us):
+        return "n/a" if us is None else "%.1f ms" % (us / 1000.0) if us >= 10000 else \
+            "%.2f ms" % (us / 1000.0)
+
+    # -- step 4: memory ------------------------------------------------------------------
+
+    def step_memory(self):
+        n = self.a.mem_borrowers
+        say("==> [4/5] memory: %s borrowers x 3 active loans through the real apply script "
+            "(consumers/exposure/tools/memory_bench.py)" % fmt_int(n))
+        self.r.cmd("FLUSHALL")
+        tool = os.path.join(self.a.root, "consumers/exposure/tools/memory_bench.py")
+        log = os.path.join(self.work, "memory.log")
+        with CpuSampler(self.fixed_pids) as cpu:
+            p = subprocess.Popen([sys.executable, tool, "--redis", "%s:%d" % (
+                self.rhost, self.rport), "--db", "0", "--bin", self.bin, "-n", str(n)],
+                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+            dt = self.wait_progress([p], "memory load", lambda: "%s borrower hashes" % fmt_int(
+                self.r.cmd("DBSIZE")))
+        txt = open(log, errors="replace").read()
+        if p.returncode != 0:
+            raise BenchError("memory_bench.py exited %d: %s" % (p.returncode, txt[-800:]))
+        m = re.search(r"used_memory delta per borrower: (\d+) bytes", txt)
+        u = re.search(r"MEMORY USAGE per borrower hash: avg (\d+)", txt)
+        b = re.search(r"borrowers (\d+)", txt)
+        if not m or not b or int(b.group(1)) != n:
+            raise BenchError("memory_bench.py output not understood: " + txt[-800:])
+        per = int(m.group(1))
+        say("memory: %d bytes per borrower (INFO used_memory delta), %.0f s" % (per, dt))
+        self.notes.append("Memory (%s borrowers, memory_bench.py, %.0f s):\n\n```\n%s```" % (
+            fmt_int(n), dt, txt))
+        self.row("4 memory", "Redis bytes per borrower, %s borrowers x 3 active loans (apply "
+                 "script direct)" % fmt_int(n), "%d" % per,
+                 "MEMORY USAGE of a hash: %s" % (u.group(1) if u else "?"), "", "<= 200",
+                 "yes" if per <= 200 else "no")
+        if getattr(self, "pipeline_mem", None):
+            pm, act, nb = self.pipeline_mem
+            self.row("4 memory", "same, real pipeline state of step 2 (%s borrowers, %.1f "
+                     "active loans avg, closed loans kept; alert stream excluded)" % (
+                         fmt_int(nb), act), "%.0f" % pm, "", "", "", "")
+        self.r.cmd("FLUSHALL")
+
+    # -- step 5: scale-out ---------------------------------------------------------------
+
+    def step_scaleout(self):
+        n = self.a.events
+        say("==> [5/5] scale-out: 2 loanwire-exposure processes in one group, %s events" %
+            fmt_int(n))
+        rate, dt, cpu, stats, _ = self.catchup(2, "c2")
+        msg = self.verify_state("scale-out (2 consumers)", sample=min(self.a.sample, 200))
+        self.notes.append("Scale-out, 2 consumers: %.2f s (%s); %s. CPU %s." % (
+            dt, "; ".join(", ".join("%s %d" % kv for kv in s.items()) for s in stats), msg,
+            cpu.text()))
+        r1 = self.c1[0] if getattr(self, "c1", None) else None
+        c1txt = self.c1[2].text() if r1 else ""
+        sat = self.saturation(cpu)
+        self.scale = (r1, rate, c1txt, cpu.text(), sat)
+        self.row("5 scale-out", "events/s, 2 consumers in one group (vs 1 in step 2), totals "
+                 "exact", fmt_rate(rate), fmt_rate(r1) + " (1 consumer)",
+                 "%.2f" % (rate / r1) if r1 else "", "", sat)
+        self.r.cmd("FLUSHALL")
+
+    @staticmethod
+    def saturation(cpu):
+        s = cpu.summary()
+        top = max(s.items(), key=lambda kv: kv[1][0]) if s else ("?", (0, 0))
+        busy = cpu.machine_busy
+        ncpu = os.cpu_count()
+        if busy >= 90 * ncpu:
+            return "machine CPU saturated (%.0f%% of %d00%%); top: %s %.0f%%" % (
+                busy, ncpu, top[0], top[1][0])
+        return "top: %s %.0f%% of a core; machine %.0f%% of %d00%%" % (
+            top[0], top[1][0], busy, ncpu)
+
+    # -- report --------------------------------------------------------------------------
+
+    def report(self, wall):
+        a = self.a
+        lines = ["# Loanwire benchmark results (%s run, %s)" % (
+            "quick" if a.quick else "full", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+            "", "| step | what | Loanwire | raw limit (same run) | ratio | target | met |",
+            "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append("| " + " | ".join(str(x) for x in r) + " |")
+        lines += ["", "Whole run: %.0f s. Machine: %s." % (wall, machine_line()), ""]
+        if self.failed:
+            lines += ["**FAILED:** " + "; ".join(self.failed), ""]
+        lines += ["## Details", ""] + ["- " + n if not n.startswith("Memory") else n
+                                        for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def machine_line():
+    model = "?"
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+        mem = int(open("/proc/meminfo").readline().split()[1]) // 1024 // 1024
+        load = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        mem, load = 0, ["?"] * 3
+    return "%d cores (%s), %d GiB, load average %s at the end" % (
+        os.cpu_count(), model, mem, " ".join(load))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run, a few seconds a step")
+    ap.add_argument("--bin", required=True, help="folder with the loanwire-* programs")
+    ap.add_argument("--root", required=True, help="repository root")
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--redis", required=True, help="redis://HOST:PORT (FLUSHALLed!)")
+    ap.add_argument("--stack-dir", help="stack folder (for the kafka / redis pids)")
+    ap.add_argument("--work", required=True, help="scratch folder for generated files")
+    ap.add_argument("--out", help="write the markdown report here too")
+    ap.add_argument("--events", type=int, help="N (default 2,000,000; quick 20,000)")
+    ap.add_argument("--borrowers", type=int, help="feed population (100,000; quick 2,000)")
+    ap.add_argument("--mem-borrowers", type=int, help="step 4 (1,000,000; quick 10,000)")
+    ap.add_argument("--steps", default="1,2,3,4,5", help="steps to run (2 and 5 need 1)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    a = ap.parse_args()
+    q = a.quick
+    a.events = a.events or (20000 if q else 2000000)
+    a.borrowers = a.borrowers or (2000 if q else 100000)
+    a.mem_borrowers = a.mem_borrowers or (10000 if q else 1000000)
+    a.rates = [(1000, 3)] if q else [(1000, 20), (10000, 20), (50000, 20)]
+    a.sample = 200 if q else 300
+    a.pipeline = 64
+    a.rb_n = 200000 if q else 1000000
+    steps = {int(s) for s in a.steps.split(",") if s}
+
+    b = Bench(a)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.monotonic()
+    rc = 0
+    try:
+        for k, fn in ((1, b.step_producer), (2, b.step_catchup), (3, b.step_latency),
+                      (4, b.step_memory), (5, b.step_scaleout)):
+            if k in steps:
+                fn()
+    except BenchError as e:
+        say("FAILED: %s" % e)
+        b.failed.append(str(e).splitlines()[0])
+        rc = 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        b.failed.append("interrupted")
+        rc = 130
+    finally:
+        if not a.keep:
+            for f in ("feed.jsonl", "kcat.in", "sample.jsonl"):
+                try:
+                    os.unlink(os.path.join(a.work, f))
+                except OSError:
+                    pass
+    rep = b.report(time.monotonic() - t0)
+    print(rep)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(rep)
+        say("report written to %s" % a.out)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

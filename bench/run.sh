@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# run.sh - Loanwire's benchmarks beside the raw limits of Kafka and Redis, in one run.
+#
+#   ./bench/run.sh              full run (~2,000,000 events; about 10-20 minutes)
+#   ./bench/run.sh --quick      smoke run (seconds a step; proves the scripts work)
+#   ./bench/run.sh [--quick] --build DIR    use (and incrementally build) DIR/bin
+#   extra arguments go to bench/bench.py (e.g. --steps 1,2 --events 500000 --keep)
+#
+# Starts a private stack (Kafka 49092/49093, Redis 46379, folder bench/.stack; override
+# with LOANWIRE_KAFKA_PORT / LOANWIRE_CONTROLLER_PORT / LOANWIRE_REDIS_PORT /
+# LOANWIRE_STACK_DIR), fresh each run, so a test or demo stack is left alone; stops it at
+# the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
+# missing. Writes the markdown table to bench/results/latest.md. No time is asserted;
+# exits non-zero when a step fails or a count does not match.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+quick=()
+build=build
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=(--quick) ;;
+    --build) build=$2; shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'; exit 0 ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+export LOANWIRE_STACK_DIR=${LOANWIRE_STACK_DIR:-$root/bench/.stack}
+export LOANWIRE_KAFKA_PORT=${LOANWIRE_KAFKA_PORT:-49092}
+export LOANWIRE_CONTROLLER_PORT=${LOANWIRE_CONTROLLER_PORT:-49093}
+export LOANWIRE_REDIS_PORT=${LOANWIRE_REDIS_PORT:-46379}
+unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
+
+progs="loanwire-gen loanwire-produce loanwire-topics loanwire-exposure loanwire-avro loanwire-query"
+have_all() { for p in $progs; do [ -x "$build/bin/$p" ] || return 1; done; }
+if [ "$build" != build ] || ! have_all; then
+  step "building in $build/ (RelWithDebInfo)"
+  [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+fi
+have_all || { echo "error: programs missing in $build/bin after the build" >&2; exit 1; }
+for t in kcat redis-benchmark redis-cli python3; do
+  command -v "$t" >/dev/null || { echo "error: $t not found (./deploy/install-deps.sh)" >&2; exit 1; }
+done
+
+started=0
+stop_stack() {
+  local rc=$?
+  if [ "$started" = 1 ]; then
+    step "stopping the bench stack"
+    ./deploy/stack.sh down || true
+  fi
+  exit $rc
+}
+trap stop_stack EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "starting a fresh bench stack (Kafka 127.0.0.1:$LOANWIRE_KAFKA_PORT, Redis 127.0.0.1:$LOANWIRE_REDIS_PORT, $LOANWIRE_STACK_DIR)"
+./deploy/stack.sh down >/dev/null 2>&1 || true
+rm -rf "$LOANWIRE_STACK_DIR"
+started=1
+./deploy/stack.sh up
+eval "$(./deploy/stack.sh env)"
+
+mkdir -p bench/results
+step "running the benchmarks${quick:+ (quick)}"
+python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$root" \
+  --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
+  --work "$root/bench/.work" --out "$root/bench/results/latest.md" "${args[@]}"
