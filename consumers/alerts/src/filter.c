@@ -195,6 +195,11 @@ static void lw_seen_remove(lw_alerts_seen_t *s, const char *id)
     }
 }
 
+bool lw_alerts_seen_has(const lw_alerts_seen_t *s, const char *id)
+{
+    return s && id && s->slots[lw_seen_find(s, id)] != NULL;
+}
+
 bool lw_alerts_seen_add(lw_alerts_seen_t *s, const char *id)
 {
     size_t i;

@@ -3,9 +3,13 @@
  * Redis alert stream, with acknowledgement only after printing.
  *
  * Kafka: a consumer group with enable.auto.offset.store=false; an offset is
- * stored once its alert is printed (or filtered out) and stdout flushed, and
- * committed by auto-commit and by a synchronous commit at the end. Without
- * --follow the run ends when every assigned partition reached its end.
+ * stored once its alert is printed (or skipped: filtered out, a repeat, not
+ * an alert) and stdout flushed, and committed by auto-commit and, with
+ * explicit offsets checked per partition, synchronously on revoke and at the
+ * end before close. After --count the run still consumes what it would skip,
+ * holding each partition at the first alert it would print, so the next run
+ * starts exactly there. Without --follow the run ends when every assigned
+ * partition reached its end.
  * Redis: XREADGROUP on a stream consumer group; on start the consumer's own
  * pending entries (read but never acknowledged) are delivered again before
  * new ones, then XACK after printing. Entries read but not printed because
@@ -75,29 +79,51 @@ static bool lw_count_reached(const lw_printer_t *p)
 
 /* ---- Kafka --------------------------------------------------------------- */
 
-typedef struct lw_eof {
-    bool *at_end; /* by partition */
-    int n;
-} lw_eof_t;
-
-static void lw_eof_set(lw_eof_t *e, int partition, bool v)
+/* True when al would be printed now: it passes the filter and is no repeat. */
+static bool lw_would_print(const lw_printer_t *p, const lw_alert_t *al)
 {
-    if (partition < 0)
-        return;
-    if (partition >= e->n) {
-        int nn = partition + 16;
-        bool *na = realloc(e->at_end, (size_t)nn * sizeof *na);
-        if (!na)
-            return;
-        memset(na + e->n, 0, (size_t)(nn - e->n) * sizeof *na);
-        e->at_end = na;
-        e->n = nn;
-    }
-    e->at_end[partition] = v;
+    return lw_alerts_filter_match(p->conf->filter, al) &&
+           !lw_alerts_seen_has(p->seen, al->alert_id);
 }
 
-/* True when partitions are assigned and every one reached its end. */
-static bool lw_caught_up(rd_kafka_t *rk, const lw_eof_t *e)
+/* What this run knows of one partition of the topic. */
+typedef struct lw_kpart {
+    bool owned;        /* in the current assignment */
+    bool at_end;       /* partition EOF seen since its last message */
+    bool held;         /* --count reached and its next message would be printed */
+    int64_t next;      /* offset after the last printed-or-skipped message; -1: none */
+    int64_t committed; /* what this run last committed for it; -1: nothing */
+} lw_kpart_t;
+
+typedef struct lw_kafka {
+    const lw_alerts_conf_t *conf;
+    lw_kpart_t *parts; /* indexed by partition number */
+    int n;
+    lw_err_t err; /* first failure seen in the rebalance callback */
+    char errstr[512];
+} lw_kafka_t;
+
+/* The state of partition, grown on demand; NULL when out of memory. */
+static lw_kpart_t *lw_kpart(lw_kafka_t *k, int partition)
+{
+    if (partition < 0)
+        return NULL;
+    if (partition >= k->n) {
+        int nn = partition + 16;
+        lw_kpart_t *na = realloc(k->parts, (size_t)nn * sizeof *na);
+        if (!na)
+            return NULL;
+        for (int i = k->n; i < nn; i++)
+            na[i] = (lw_kpart_t){false, false, false, -1, -1};
+        k->parts = na;
+        k->n = nn;
+    }
+    return &k->parts[partition];
+}
+
+/* True when partitions are assigned and every one reached its end (or, when
+ * held counts, is held at the first message a later run must print). */
+static bool lw_kafka_done(rd_kafka_t *rk, const lw_kafka_t *k, bool held_counts)
 {
     rd_kafka_topic_partition_list_t *a = NULL;
     bool all = true;
@@ -108,28 +134,102 @@ static bool lw_caught_up(rd_kafka_t *rk, const lw_eof_t *e)
         all = false;
     for (int i = 0; i < a->cnt && all; i++) {
         int p = a->elems[i].partition;
-        all = p < e->n && e->at_end[p];
+        all = p >= 0 && p < k->n && (k->parts[p].at_end || (held_counts && k->parts[p].held));
     }
     rd_kafka_topic_partition_list_destroy(a);
     return all;
 }
 
+static bool lw_in_list(const rd_kafka_topic_partition_list_t *l, int partition)
+{
+    for (int i = 0; l && i < l->cnt; i++)
+        if (l->elems[i].partition == partition)
+            return true;
+    return false;
+}
+
 /*
+ * Commits synchronously, for each owned partition (of only, or all when only
+ * is NULL), the offset after its last printed-or-skipped message, and checks
+ * the result of every partition. Auto-commit also runs, but it is
+ * asynchronous and its failures go unseen; this one completes before close.
+ */
+static lw_err_t lw_kafka_commit(rd_kafka_t *rk, lw_kafka_t *k,
+                                const rd_kafka_topic_partition_list_t *only, char *errstr,
+                                size_t errstr_size)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_resp_err_t cerr;
+    char where[32] = "";
+
+    for (int i = 0; i < k->n; i++) {
+        const lw_kpart_t *kp = &k->parts[i];
+        if (kp->owned && kp->next >= 0 && kp->next != kp->committed &&
+            (!only || lw_in_list(only, i)))
+            rd_kafka_topic_partition_list_add(l, k->conf->topic, i)->offset = kp->next;
+    }
+    if (l->cnt == 0) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return LW_OK;
+    }
+    cerr = rd_kafka_commit(rk, l, 0);
+    for (int i = 0; i < l->cnt && !cerr; i++) {
+        if (l->elems[i].err) {
+            cerr = l->elems[i].err;
+            snprintf(where, sizeof where, " [%d]", (int)l->elems[i].partition);
+        }
+    }
+    if (cerr) {
+        snprintf(errstr, errstr_size,
+                 "kafka: committing offsets of %s%s: %s (a later run of the group prints "
+                 "again what was printed since the last commit)",
+                 k->conf->topic, where, rd_kafka_err2str(cerr));
+        rd_kafka_topic_partition_list_destroy(l);
+        return LW_ERR_KAFKA;
+    }
+    for (int i = 0; i < l->cnt; i++)
+        k->parts[l->elems[i].partition].committed = l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return LW_OK;
+}
+
+static void lw_kafka_fail(lw_kafka_t *k, lw_err_t err, const char *msg)
+{
+    if (k->err == LW_OK) {
+        k->err = err;
+        snprintf(k->errstr, sizeof k->errstr, "%s", msg);
+    }
+}
+
+/*
+ * Revoke: what was printed from the partitions is committed while they are
+ * still ours (not when lost: another member may own them by now).
  * Assignment: a partition the group never committed starts at the oldest
  * (--from-beginning) or the newest offset, resolved here and stored at once,
  * so the group commits a position for it even if this run prints nothing
  * from it; the next run then resumes there instead of re-resolving "latest"
- * and skipping what arrived in between.
+ * and skipping what arrived in between. "Never committed" must be known, not
+ * guessed: when the committed offsets cannot be read, the partition is
+ * assigned without an offset so that the consumer reads it itself.
  */
 static void lw_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
-    const lw_alerts_conf_t *conf = opaque;
+    lw_kafka_t *k = opaque;
     bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_topic_partition_list_t *fresh;
     rd_kafka_resp_err_t cerr;
+    char errstr[512];
 
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (!rd_kafka_assignment_lost(rk) &&
+            lw_kafka_commit(rk, k, parts, errstr, sizeof errstr) != LW_OK)
+            lw_kafka_fail(k, LW_ERR_KAFKA, errstr);
+        for (int i = 0; i < parts->cnt; i++) {
+            int p = parts->elems[i].partition;
+            if (p >= 0 && p < k->n)
+                k->parts[p].owned = false;
+        }
         if (coop)
             rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
         else
@@ -139,17 +239,34 @@ static void lw_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     fresh = rd_kafka_topic_partition_list_new(parts->cnt);
     cerr = rd_kafka_committed(rk, parts, 10000);
     if (cerr)
-        lw_warn("kafka: reading committed offsets: %s", rd_kafka_err2str(cerr));
+        lw_warn("kafka: reading committed offsets: %s (the consumer reads them itself)",
+                rd_kafka_err2str(cerr));
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
+        lw_kpart_t *kp = lw_kpart(k, p->partition);
         int64_t lo, hi;
+
+        if (!kp) {
+            lw_kafka_fail(k, LW_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        *kp = (lw_kpart_t){true, false, false, -1, -1};
+        if (cerr || p->err) {
+            if (p->err)
+                lw_warn("kafka: committed offset of %s [%d]: %s (the consumer reads it itself)",
+                        p->topic, (int)p->partition, rd_kafka_err2str(p->err));
+            p->offset = RD_KAFKA_OFFSET_INVALID;
+            p->err = RD_KAFKA_RESP_ERR_NO_ERROR;
+            continue;
+        }
         if (p->offset >= 0)
             continue;
         if (rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &lo, &hi, 10000)) {
-            p->offset = conf->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
+            p->offset = k->conf->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
             continue;
         }
-        p->offset = conf->from_beginning ? lo : hi;
+        p->offset = k->conf->from_beginning ? lo : hi;
+        kp->next = p->offset;
         rd_kafka_topic_partition_list_add(fresh, p->topic, p->partition)->offset = p->offset;
     }
     if (coop)
@@ -161,6 +278,10 @@ static void lw_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_topic_partition_list_destroy(fresh);
 }
 
+/* After --count, skipped messages are still consumed for this long at most
+ * so their offsets are committed too; past it they are simply left. */
+#define LW_DRAIN_MS 10000
+
 static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, char *errstr,
                              size_t errstr_size)
 {
@@ -168,10 +289,10 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
     lw_codec_t *codec = NULL;
-    lw_eof_t eof = {NULL, 0};
+    lw_kafka_t k = {conf, NULL, 0, LW_OK, ""};
     lw_err_t err = LW_OK;
     char rderr[512];
-    int64_t started = lw_mono_ms();
+    int64_t started = lw_mono_ms(), drain_until = -1;
     const char *group = conf->group;
     char defgroup[128];
 
@@ -210,7 +331,7 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
         }
     }
     rd_kafka_conf_set_rebalance_cb(kc, lw_rebalance);
-    rd_kafka_conf_set_opaque(kc, (void *)conf);
+    rd_kafka_conf_set_opaque(kc, &k);
     codec = lw_codec_new(errstr, errstr_size);
     if (!codec) {
         rd_kafka_conf_destroy(kc);
@@ -232,12 +353,35 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
         goto done;
     }
 
-    while (!lw_stop_requested() && !lw_count_reached(pr)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m) {
-            if (!conf->follow && lw_caught_up(rk, &eof))
+    /*
+     * Once --count is reached the run drains: it keeps consuming what it would
+     * skip anyway (filtered out, repeats, non-alerts) so that their offsets are
+     * committed too, and holds each partition at its first message that would
+     * be printed, storing nothing past it. Otherwise a repeat right after the
+     * last printed alert would be printed by the next run, whose set of seen
+     * ids starts empty.
+     */
+    while (!lw_stop_requested()) {
+        bool draining = lw_count_reached(pr);
+        rd_kafka_message_t *m;
+        lw_kpart_t *kp;
+
+        if (k.err != LW_OK) {
+            snprintf(errstr, errstr_size, "%s", k.errstr);
+            err = k.err;
+            break;
+        }
+        if (draining) {
+            if (drain_until < 0)
+                drain_until = lw_mono_ms() + LW_DRAIN_MS;
+            if (lw_mono_ms() > drain_until || lw_kafka_done(rk, &k, true))
                 break;
-            if (!conf->follow && eof.n == 0 && lw_mono_ms() - started > 60000) {
+        }
+        m = rd_kafka_consumer_poll(rk, 200);
+        if (!m) {
+            if (!conf->follow && !draining && lw_kafka_done(rk, &k, false))
+                break;
+            if (!conf->follow && k.n == 0 && lw_mono_ms() - started > 60000) {
                 snprintf(errstr, errstr_size,
                          "kafka %s: no partition of %s assigned after 60 s (broker up? "
                          "./deploy/stack.sh up)",
@@ -248,9 +392,10 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
             continue;
         }
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            lw_eof_set(&eof, m->partition, true);
+            if ((kp = lw_kpart(&k, m->partition)) != NULL)
+                kp->at_end = true;
             rd_kafka_message_destroy(m);
-            if (!conf->follow && lw_caught_up(rk, &eof))
+            if (!conf->follow && !draining && lw_kafka_done(rk, &k, false))
                 break;
             continue;
         }
@@ -269,37 +414,62 @@ static lw_err_t lw_run_kafka(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
             rd_kafka_message_destroy(m);
             continue;
         }
-        lw_eof_set(&eof, m->partition, false);
+        if ((kp = lw_kpart(&k, m->partition)) == NULL) {
+            snprintf(errstr, errstr_size, "out of memory");
+            err = LW_ERR_NOMEM;
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        kp->at_end = false;
+        if (kp->held) {
+            /* Behind a message a later run must print: not ours to pass. */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
         {
             lw_alert_t al;
             char derr[256];
-            int rc = 0;
+            rd_kafka_resp_err_t serr;
+
             if (lw_codec_decode_alert(codec, m->payload, m->len, &al, derr, sizeof derr) != LW_OK) {
                 /* Left in the topic for inspection; this subscriber moves on. */
                 lw_warn("%s [%d] offset %lld: not an alert: %s", conf->topic, (int)m->partition,
                         (long long)m->offset, derr);
-            } else if ((rc = lw_print_alert(pr, &al)) < 0 || fflush(pr->out) != 0) {
+            } else if (draining && lw_would_print(pr, &al)) {
+                kp->held = true;
+                rd_kafka_message_destroy(m);
+                continue;
+            } else if (lw_print_alert(pr, &al) < 0 || fflush(pr->out) != 0) {
                 snprintf(errstr, errstr_size, "writing output: %s", strerror(errno));
                 err = LW_ERR_IO;
                 rd_kafka_message_destroy(m);
                 break;
             }
             /* Printed (and flushed) or deliberately skipped: done with it. */
-            rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+            serr = rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+            if (serr)
+                lw_warn("kafka: storing offset %lld of %s [%d]: %s", (long long)m->offset + 1,
+                        conf->topic, (int)m->partition, rd_kafka_err2str(serr));
+            else
+                kp->next = m->offset + 1;
         }
         rd_kafka_message_destroy(m);
     }
 
-done : {
-    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
-    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        lw_warn("kafka: final commit: %s", rd_kafka_err2str(cerr));
-}
+done:
+    if (lw_kafka_commit(rk, &k, NULL, rderr, sizeof rderr) != LW_OK) {
+        if (err == LW_OK) {
+            snprintf(errstr, errstr_size, "%s", rderr);
+            err = LW_ERR_KAFKA;
+        } else {
+            lw_warn("%s", rderr);
+        }
+    }
     rd_kafka_consumer_close(rk);
     rd_kafka_topic_partition_list_destroy(topics);
     rd_kafka_destroy(rk);
     lw_codec_destroy(codec);
-    free(eof.at_end);
+    free(k.parts);
     return err;
 }
 

@@ -59,6 +59,8 @@ typedef struct lw_alerts_seen_s lw_alerts_seen_t;
 lw_alerts_seen_t *lw_alerts_seen_new(size_t capacity);
 /* True when id is new (and remembers it); false for a repeat. */
 bool lw_alerts_seen_add(lw_alerts_seen_t *s, const char *id);
+/* True when id was printed in this run (remembers nothing). */
+bool lw_alerts_seen_has(const lw_alerts_seen_t *s, const char *id);
 void lw_alerts_seen_destroy(lw_alerts_seen_t *s); /* NULL is fine */
 
 /* ---- Output -------------------------------------------------------------- */
