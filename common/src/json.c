@@ -37,9 +37,11 @@ static lw_err_t jfail(lw_jp_t *j, lw_err_t err, const char *field, const char *f
     return err;
 }
 
-static void skip_ws(lw_jp_t *j)
+static inline void skip_ws(lw_jp_t *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+    /* Compact input has no whitespace: one comparison for the usual case. */
+    while (j->p < j->end && (unsigned char)*j->p <= ' ' &&
+           (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
         j->p++;
 }
 
@@ -66,7 +68,16 @@ static int hex4(const char *p, uint32_t *out)
  * check: printable ASCII except '"' and '\\'. */
 static inline bool lw_json_plain(unsigned char c)
 {
-    return (unsigned)(c - 0x20) < 0x5f && c != '"' && c != '\\';
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* Nonzero when one of the 8 bytes of w is not plain (SWAR: a byte below 0x20,
+ * '"', '\\' or with the high bit set). */
+static inline uint64_t lw_json_plain8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    return ((w - ones * 0x20) | (q - ones) | (b - ones) | w) & high;
 }
 
 /* The common case of a string (j->p at the opening quote): plain bytes up to
@@ -76,6 +87,19 @@ static inline bool lw_json_plain(unsigned char c)
 static ptrdiff_t scan_plain(lw_jp_t *j, const char **s)
 {
     const char *q = j->p + 1;
+    uint64_t w, m;
+    while (j->end - q >= 8) {
+        memcpy(&w, q, 8);
+        if ((m = lw_json_plain8(w)) != 0) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* Straight to the first flagged byte: the lowest flag is exact
+             * (borrows only run upwards), and the loop below stops on it. */
+            q += __builtin_ctzll(m) >> 3;
+#endif
+            break;
+        }
+        q += 8;
+    }
     while (q < j->end && lw_json_plain((unsigned char)*q))
         q++;
     if (q >= j->end || *q != '"')
@@ -233,6 +257,10 @@ static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t
         return jfail(j, LW_ERR_PARSE, field, "leading zeros are not allowed in JSON numbers");
     limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     bool overflow = false;
+    /* 18 digits always fit (10^18 < 2^63): check for overflow only after. */
+    const char *safe = j->end - p > 18 ? p + 18 : j->end;
+    while (p < safe && *p >= '0' && *p <= '9')
+        v = v * 10 + (unsigned)(*p++ - '0');
     while (p < j->end && *p >= '0' && *p <= '9') {
         unsigned d = (unsigned)(*p++ - '0');
         if (v > (limit - d) / 10)
@@ -257,7 +285,25 @@ static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t
 /* True when name (NUL-terminated) is exactly k[0..kn); k holds no NUL. */
 static inline bool name_eq(const char *name, const char *k, size_t kn)
 {
-    return kn && name[0] == k[0] && strncmp(name, k, kn) == 0 && name[kn] == '\0';
+    size_t i = 0;
+    while (i < kn && name[i] == k[i]) /* stops at name's NUL: k has none */
+        i++;
+    return i == kn && kn && name[kn] == '\0';
+}
+
+/* The common case of a key: exactly name, then the closing quote (j->p at the
+ * opening quote). Moves j->p past the key when so. */
+static inline bool match_key(lw_jp_t *j, const char *name)
+{
+    const char *q = j->p + 1;
+    size_t room = (size_t)(j->end - q), i = 0;
+
+    while (name[i] && i < room && q[i] == name[i])
+        i++;
+    if (name[i] || i >= room || q[i] != '"')
+        return false;
+    j->p = q + i + 1;
+    return true;
 }
 
 /* Index of the field named k[0..kn), trying hint (the field after the previous
@@ -411,8 +457,10 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
                 return jfail(&j, LW_ERR_PARSE, "", "expected a field name at offset %td",
                              j.p - text);
             /* Plain keys are matched in place; copied only for error messages. */
-            ptrdiff_t pn = scan_plain(&j, &k);
-            if (pn >= 0) {
+            ptrdiff_t pn;
+            if (next < d->nfields && match_key(&j, d->fields[next].name)) {
+                idx = next;
+            } else if ((pn = scan_plain(&j, &k)) >= 0) {
                 kn = (size_t)pn;
                 if (kn >= sizeof(key))
                     return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");

@@ -258,11 +258,25 @@ fail:
     return NULL;
 }
 
+/* Writes the decimal digits of v to end at buf + 23 and returns the first
+ * (at most 20 digits, so a '-' fits in front). snprintf here cost about as
+ * much as encoding the event. */
+static char *lw_u64_digits(uint64_t v, char *buf)
+{
+    char *q = buf + 23;
+    do {
+        *--q = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return q;
+}
+
 lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
                           size_t errstr_size)
 {
     unsigned char buf[LW_CODEC_MAX_EVENT];
-    char sent_us[24];
+    char sent_buf[24], *sent_us;
+    int64_t now_us;
     lw_field_error_t ferr;
     rd_kafka_resp_err_t e;
     size_t len = 0;
@@ -287,7 +301,11 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         snprintf(errstr, errstr_size, "encode: %s", lw_err2str(err));
         return err;
     }
-    n = snprintf(sent_us, sizeof sent_us, "%" PRId64, lw_now_us());
+    now_us = lw_now_us();
+    sent_us = lw_u64_digits(now_us < 0 ? 0 - (uint64_t)now_us : (uint64_t)now_us, sent_buf);
+    if (now_us < 0)
+        *--sent_us = '-';
+    n = (int)(sent_buf + sizeof sent_buf - 1 - sent_us);
 
     for (;;) {
         e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
