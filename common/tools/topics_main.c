@@ -7,7 +7,9 @@
  *   loanwire.alerts        3 partitions, broker's default retention
  *   loanwire.dead-letters  1 partition,  broker's default retention
  * All with cleanup.policy=delete. "create" is idempotent: a topic that is
- * already there is reported as "exists" and is not an error.
+ * already there is reported as "exists" and is not an error. "create" and
+ * "delete" return once the cluster metadata shows the topics ready (every
+ * partition led) or gone, so what runs next sees them that way.
  */
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
@@ -15,9 +17,11 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LW_MAX_X 64
 
@@ -55,7 +59,9 @@ static void usage(FILE *fp)
             "      --dlq-topic NAME        default %s\n"
             "  -F, --config FILE           librdkafka properties file (TLS/SASL settings)\n"
             "  -X key=value                librdkafka property (repeatable)\n"
-            "      --timeout-ms MS         admin request timeout (default 30000)\n"
+            "      --timeout-ms MS         admin request timeout, and how long create/delete\n"
+            "                              wait for the metadata to show the topics ready/gone\n"
+            "                              (default 30000)\n"
             "  -h, --help                  this text\n"
             "\n"
             "Exit status: 0 done, 1 a request failed, 2 usage or configuration error.\n",
@@ -142,6 +148,95 @@ static void report_request_error(const topics_opts_t *o, const char *what, rd_ka
         lw_error("is Kafka running at %s? (start it with ./deploy/stack.sh up)", o->brokers);
 }
 
+/* The topic name in md, NULL when not listed. */
+static const struct rd_kafka_metadata_topic *md_find(const struct rd_kafka_metadata *md,
+                                                     const char *name)
+{
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, name) == 0 &&
+            md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            return &md->topics[i];
+    return NULL;
+}
+
+/* Why topic name is not yet as wanted, in why; "" when it is. */
+static void topic_state(const struct rd_kafka_metadata *md, const char *name, int parts,
+                        bool present, char *why, size_t why_size)
+{
+    const struct rd_kafka_metadata_topic *t = md_find(md, name);
+
+    why[0] = '\0';
+    if (!present) {
+        if (t)
+            snprintf(why, why_size, "%s still listed", name);
+        return;
+    }
+    if (!t) {
+        snprintf(why, why_size, "%s not listed", name);
+        return;
+    }
+    if (t->err) {
+        snprintf(why, why_size, "%s: %s", name, rd_kafka_err2str(t->err));
+        return;
+    }
+    if (t->partition_cnt == 0 || (parts > 0 && t->partition_cnt != parts)) {
+        snprintf(why, why_size, "%s lists %d partitions", name, t->partition_cnt);
+        return;
+    }
+    for (int p = 0; p < t->partition_cnt; p++) {
+        const struct rd_kafka_metadata_partition *mp = &t->partitions[p];
+        if (mp->err || mp->leader < 0) {
+            snprintf(why, why_size, "%s partition %" PRId32 " has no leader (%s)", name, mp->id,
+                     rd_kafka_err2str(mp->err));
+            return;
+        }
+    }
+}
+
+/*
+ * CreateTopics/DeleteTopics answer once the controller accepted the change;
+ * brokers learn it from the metadata log a little later, so a describe or a
+ * produce right after may still miss a new topic (or see a deleted one).
+ * These wait, bounded by --timeout-ms, until the metadata shows the change:
+ * present = every named topic there with the wanted partition count (0: any)
+ * and a leader for every partition; !present = none of them there.
+ * Returns 0 when it does, 1 (after saying what is missing) when time is up.
+ */
+static int wait_metadata(rd_kafka_t *rk, const topics_opts_t *o, const bool wanted[3],
+                         const int parts[3], bool present)
+{
+    int64_t deadline = lw_mono_ms() + o->timeout_ms;
+    char why[512] = "";
+    int left;
+
+    if (!wanted[0] && !wanted[1] && !wanted[2])
+        return 0;
+    while ((left = (int)(deadline - lw_mono_ms())) > 0 && !lw_stop_requested()) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, left);
+
+        if (e) {
+            snprintf(why, sizeof why, "metadata request: %s", rd_kafka_err2str(e));
+        } else {
+            why[0] = '\0';
+            for (int n = 0; n < 3 && !why[0]; n++)
+                if (wanted[n])
+                    topic_state(md, o->names[n], parts[n], present, why, sizeof why);
+            rd_kafka_metadata_destroy(md);
+            if (!why[0])
+                return 0;
+        }
+        left = (int)(deadline - lw_mono_ms());
+        if (left > 0)
+            usleep((useconds_t)(left < 200 ? left : 200) * 1000);
+    }
+    lw_error("%s: %s", present ? "topics not ready" : "topics not gone",
+             why[0] ? why : "interrupted");
+    if (!lw_stop_requested())
+        lw_error("the metadata did not show it within --timeout-ms %d", o->timeout_ms);
+    return 1;
+}
+
 static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
 {
     rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
@@ -151,6 +246,8 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
     const rd_kafka_topic_result_t **res;
     size_t cnt = 0;
     char err[512];
+    bool wanted[3] = {false, false, false};
+    int parts[3] = {0, 0, 0};
     int rc = 1;
 
     for (int i = 0; i < 3; i++) {
@@ -181,20 +278,25 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
     for (size_t i = 0; i < cnt; i++) {
         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
         const char *name = rd_kafka_topic_result_name(res[i]);
-        int parts = 0;
-        for (int j = 0; j < 3; j++)
-            if (strcmp(name, o->names[j]) == 0)
-                parts = o->partitions[j];
+        int j = 0;
+        while (j < 2 && strcmp(name, o->names[j]) != 0)
+            j++;
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            printf("created %s (%d partitions)\n", name, parts);
+            printf("created %s (%d partitions)\n", name, o->partitions[j]);
+            wanted[j] = true;
+            parts[j] = o->partitions[j];
         } else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
             printf("exists %s\n", name);
+            wanted[j] = true; /* perhaps created a moment ago: ready too, any count */
         } else {
             const char *m = rd_kafka_topic_result_error_string(res[i]);
             lw_error("create %s: %s", name, m && *m ? m : rd_kafka_err2str(e));
             rc = 1;
         }
     }
+    fflush(stdout);
+    if (wait_metadata(rk, o, wanted, parts, true) != 0)
+        rc = 1;
 out:
     for (int i = 0; i < 3; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
@@ -213,6 +315,8 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
     rd_kafka_event_t *ev;
     const rd_kafka_topic_result_t **res;
     size_t cnt = 0;
+    bool wanted[3] = {false, false, false};
+    const int parts[3] = {0, 0, 0};
     int rc = 1;
 
     for (int i = 0; i < 3; i++)
@@ -230,8 +334,12 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
         for (size_t i = 0; i < cnt; i++) {
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
             const char *name = rd_kafka_topic_result_name(res[i]);
+            int j = 0;
+            while (j < 2 && strcmp(name, o->names[j]) != 0)
+                j++;
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 printf("deleted %s\n", name);
+                wanted[j] = true;
             } else if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
                 printf("absent %s\n", name);
             } else {
@@ -239,6 +347,9 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
                 rc = 1;
             }
         }
+        fflush(stdout);
+        if (wait_metadata(rk, o, wanted, parts, false) != 0)
+            rc = 1;
     }
     if (ev)
         rd_kafka_event_destroy(ev);
