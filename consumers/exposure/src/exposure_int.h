@@ -31,4 +31,7 @@ bool lw_mp_int(lw_mp_t *m, int64_t *out);
 /* Reads a string into buf (NUL-terminated). false on error or if too long. */
 bool lw_mp_str(lw_mp_t *m, char *buf, size_t cap);
 
+/* The queued commands as RESP (for loanwire-exposure-bench --dump). */
+const char *lw_store_pending_buf(lw_store_t *st, size_t *len);
+
 #endif

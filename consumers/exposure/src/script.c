@@ -20,6 +20,7 @@ void lw_script_opts_init(lw_script_opts_t *o)
     o->strict_fencing = true;
     o->alert_stream = true;
     o->stream_maxlen = 100000;
+    o->chunk_max = 0;
 }
 
 void lw_state_key(const char *borrower_id, char *buf, size_t cap)

@@ -19,20 +19,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One queued event: its borrower key and its 4 script arguments, already in
+ * RESP (bulk strings) in ev_buf, so a chunk is assembled by copying. */
+typedef struct pending_ev {
+    size_t off, key_len, len; /* ev_buf[off, off+key_len) key bulk, then the ARGV bulks */
+    int32_t partition;
+    int64_t epoch;
+    const char *topic;
+} pending_ev_t;
+
+/* One EVALSHA of the pipeline: events order[first .. first+n). */
+typedef struct chunk {
+    size_t off, len; /* in buf */
+    size_t first, n;
+} chunk_t;
+
 struct lw_store_s {
     redisContext *rc;
     lw_redis_url_t url;
     char *script;
     char sha[41];
     lw_script_opts_t opts;
-    /* pending commands */
+    size_t chunk_max;
+    /* queued events */
+    char *ev_buf;
+    size_t ev_len, ev_cap;
+    pending_ev_t *ev;
+    size_t n, ncap;
+    /* the pipeline of the current flush (kept for a resend after NOSCRIPT) */
     char *buf;
     size_t len, cap;
-    size_t *off; /* start of command i in buf; off[n] == len */
-    size_t n, ncap;
+    size_t *order; /* chunk position -> event index */
+    chunk_t *chunks;
+    size_t nchunks;
+    bool built;
     redisReply **replies; /* of the last flush, freed at the next one */
     size_t nreplies;
     int64_t last_rtt_us;
+    int64_t last_ack_us; /* wall clock when the last flush's replies were all read */
 };
 
 static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
@@ -101,16 +125,27 @@ lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
     if (lw_redis_url_parse(redis_url, &st->url, errstr, errstr_size) != LW_OK)
         goto fail;
     st->opts = *opts;
+    /* one borrower key per call when neither shared key is declared (Redis
+     * Cluster: a call must stay in one slot) */
+    if (opts->chunk_max)
+        st->chunk_max = opts->chunk_max;
+    else
+        st->chunk_max = opts->strict_fencing || opts->alert_stream ? LW_CHUNK_DEFAULT : 1;
     st->script = lw_script_build(rules, opts);
     st->ncap = 1024;
-    st->off = malloc((st->ncap + 1) * sizeof *st->off);
+    st->ev = malloc(st->ncap * sizeof *st->ev);
+    st->order = malloc(st->ncap * sizeof *st->order);
+    st->chunks = malloc(st->ncap * sizeof *st->chunks);
+    st->replies = malloc(st->ncap * sizeof *st->replies);
+    st->ev_cap = 256 * 1024;
+    st->ev_buf = malloc(st->ev_cap);
     st->cap = 256 * 1024;
     st->buf = malloc(st->cap);
-    if (!st->script || !st->off || !st->buf) {
+    if (!st->script || !st->ev || !st->order || !st->chunks || !st->replies || !st->ev_buf ||
+        !st->buf) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    st->off[0] = 0;
     if (store_connect(st, errstr, errstr_size) != LW_OK)
         goto fail;
     return st;
@@ -134,8 +169,11 @@ void lw_store_destroy(lw_store_t *st)
     free(st->replies);
     redisFree(st->rc);
     free(st->script);
+    free(st->ev_buf);
+    free(st->ev);
     free(st->buf);
-    free(st->off);
+    free(st->order);
+    free(st->chunks);
     free(st);
 }
 
@@ -161,6 +199,11 @@ int64_t lw_store_last_rtt_us(const lw_store_t *st)
     return st->last_rtt_us;
 }
 
+int64_t lw_store_last_ack_us(const lw_store_t *st)
+{
+    return st->last_ack_us;
+}
+
 size_t lw_store_pending(const lw_store_t *st)
 {
     return st->n;
@@ -169,23 +212,26 @@ size_t lw_store_pending(const lw_store_t *st)
 void lw_store_discard(lw_store_t *st)
 {
     st->n = 0;
+    st->ev_len = 0;
     st->len = 0;
+    st->nchunks = 0;
+    st->built = false;
 }
 
 /* ---- RESP formatting ------------------------------------------------------ */
 
-static bool reserve(lw_store_t *st, size_t more)
+static bool grow(char **buf, size_t *cap, size_t len, size_t more)
 {
-    if (st->len + more <= st->cap)
+    if (len + more <= *cap)
         return true;
-    size_t nc = st->cap * 2;
-    while (nc < st->len + more)
+    size_t nc = *cap * 2;
+    while (nc < len + more)
         nc *= 2;
-    char *nb = realloc(st->buf, nc);
+    char *nb = realloc(*buf, nc);
     if (!nb)
         return false;
-    st->buf = nb;
-    st->cap = nc;
+    *buf = nb;
+    *cap = nc;
     return true;
 }
 
@@ -207,9 +253,9 @@ static size_t fmt_i64(char *p, int64_t v)
     return o;
 }
 
-static void put_bulk(lw_store_t *st, const char *s, size_t n)
+/* Writes a RESP bulk string at p; returns the new end. The caller reserved room. */
+static char *put_bulk(char *p, const void *s, size_t n)
 {
-    char *p = st->buf + st->len;
     *p++ = '$';
     p += fmt_i64(p, (int64_t)n);
     *p++ = '\r';
@@ -218,75 +264,181 @@ static void put_bulk(lw_store_t *st, const char *s, size_t n)
     p += n;
     *p++ = '\r';
     *p++ = '\n';
-    st->len = (size_t)(p - st->buf);
+    return p;
 }
 
-static void put_str(lw_store_t *st, const char *s)
-{
-    put_bulk(st, s, strlen(s));
-}
-
-static void put_int(lw_store_t *st, int64_t v)
+static char *put_int(char *p, int64_t v)
 {
     char tmp[24];
-    put_bulk(st, tmp, fmt_i64(tmp, v));
+    return put_bulk(p, tmp, fmt_i64(tmp, v));
+}
+
+static char *put_hdr(char *p, char c, int64_t n)
+{
+    *p++ = c;
+    p += fmt_i64(p, n);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* Little-endian fixed-width integers, as struct.unpack('<...') reads them. */
+static unsigned char *le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++, v >>= 8)
+        *p++ = (unsigned char)(v & 0xff);
+    return p;
 }
 
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch)
 {
-    /* every string argument is bounded (ids <= 64, topic we cap), so 2 KiB is plenty */
-    if (strlen(topic) > 200 || !reserve(st, 2048))
+    /* every string argument is bounded (ids <= 64), so 1 KiB is plenty */
+    if (strlen(topic) > 200 || !grow(&st->ev_buf, &st->ev_cap, st->ev_len, 1024))
         return LW_ERR_NOMEM;
+    if (st->built)
+        lw_store_discard(st); /* appending after a failed flush starts over */
     if (st->n == st->ncap) {
-        size_t *no = realloc(st->off, (st->ncap * 2 + 1) * sizeof *no);
-        if (!no)
+        size_t nc = st->ncap * 2;
+        pending_ev_t *ne = realloc(st->ev, nc * sizeof *ne);
+        if (ne)
+            st->ev = ne;
+        size_t *no = realloc(st->order, nc * sizeof *no);
+        if (no)
+            st->order = no;
+        chunk_t *nch = realloc(st->chunks, nc * sizeof *nch);
+        if (nch)
+            st->chunks = nch;
+        redisReply **nr = realloc(st->replies, nc * sizeof *nr);
+        if (nr)
+            st->replies = nr;
+        if (!ne || !no || !nch || !nr)
             return LW_ERR_NOMEM;
-        st->off = no;
-        st->ncap *= 2;
+        st->ncap = nc;
     }
-    int nkeys = st->opts.strict_fencing ? 3 : st->opts.alert_stream ? 2 : 1;
+    pending_ev_t *pe = &st->ev[st->n];
     char key[LW_STATE_KEY_MAX];
-    char *p = st->buf + st->len;
-    *p++ = '*';
-    p += fmt_i64(p, 3 + nkeys + 16);
-    *p++ = '\r';
-    *p++ = '\n';
-    st->len = (size_t)(p - st->buf);
-    put_bulk(st, "EVALSHA", 7);
-    put_bulk(st, st->sha, 40);
-    put_int(st, nkeys);
+    char *p0 = st->ev_buf + st->ev_len, *p = p0;
     lw_state_key(ev->borrower_id, key, sizeof key);
-    put_str(st, key);
-    if (nkeys >= 2)
-        put_str(st, "lw:alerts");
-    if (nkeys >= 3) {
-        char ek[256];
-        lw_epoch_key(topic, partition, ek, sizeof ek);
-        put_str(st, ek);
-    }
-    put_int(st, partition);
-    put_int(st, epoch);
-    put_int(st, ev->event_type);
-    put_str(st, ev->platform_id);
-    put_str(st, ev->loan_id);
-    put_str(st, ev->lender_id);
-    put_int(st, ev->product);
-    put_int(st, ev->sequence);
-    put_int(st, ev->occurred_at);
-    put_int(st, ev->outstanding_fen);
-    put_int(st, ev->credit_limit_fen);
-    put_int(st, ev->days_past_due);
-    put_int(st, ev->past_due_fen);
-    if (ev->has_annual_income)
-        put_int(st, ev->annual_income_fen);
-    else
-        put_bulk(st, "", 0);
-    put_str(st, ev->event_id);
-    put_str(st, ev->borrower_id);
+    p = put_bulk(p, key, strlen(key));
+    pe->key_len = (size_t)(p - p0);
+
+    unsigned char nums[64], *q = nums;
+    *q++ = (unsigned char)ev->event_type;
+    *q++ = (unsigned char)ev->product;
+    *q++ = ev->has_annual_income ? 1 : 0;
+    q = le(q, (uint64_t)ev->sequence, 8);
+    q = le(q, (uint64_t)ev->occurred_at, 8);
+    q = le(q, (uint64_t)ev->outstanding_fen, 8);
+    q = le(q, (uint64_t)ev->credit_limit_fen, 8);
+    q = le(q, (uint64_t)(int64_t)ev->days_past_due, 4);
+    q = le(q, (uint64_t)ev->past_due_fen, 8);
+    q = le(q, (uint64_t)(ev->has_annual_income ? ev->annual_income_fen : 0), 8);
+    p = put_bulk(p, nums, (size_t)(q - nums));
+
+    size_t pl = strlen(ev->platform_id), ll = strlen(ev->loan_id);
+    char me[2 * LW_ID_MAX + 2];
+    memcpy(me, ev->platform_id, pl);
+    me[pl] = ':';
+    memcpy(me + pl + 1, ev->loan_id, ll);
+    p = put_bulk(p, me, pl + 1 + ll);
+    p = put_bulk(p, ev->lender_id, strlen(ev->lender_id));
+    p = put_bulk(p, ev->event_id, strlen(ev->event_id));
+    pe->off = st->ev_len;
+    pe->len = (size_t)(p - p0);
+    pe->partition = partition;
+    pe->epoch = epoch;
+    pe->topic = topic;
+    st->ev_len += pe->len;
     st->n++;
-    st->off[st->n] = st->len;
     return LW_OK;
+}
+
+static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
+{
+    return a->partition == b->partition && a->epoch == b->epoch &&
+           (a->topic == b->topic || !strcmp(a->topic, b->topic));
+}
+
+/* Lays the queued events out as chunks: events of one (topic, partition,
+ * epoch) in their order, at most chunk_max per EVALSHA. Events of different
+ * partitions never share a borrower, so grouping by partition keeps each
+ * borrower's order. */
+static lw_err_t build(lw_store_t *st)
+{
+    int nshared = st->opts.strict_fencing ? 2 : st->opts.alert_stream ? 1 : 0;
+    st->len = 0;
+    st->nchunks = 0;
+    /* stable grouping by owner: partitions come in runs, so this is ~O(n) */
+    size_t no = 0;
+    bool *taken = calloc(st->n ? st->n : 1, sizeof *taken);
+    if (!taken)
+        return LW_ERR_NOMEM;
+    for (size_t i = 0; i < st->n; i++) {
+        if (taken[i])
+            continue;
+        for (size_t j = i; j < st->n; j++)
+            if (!taken[j] && same_owner(&st->ev[i], &st->ev[j])) {
+                taken[j] = true;
+                st->order[no++] = j;
+            }
+    }
+    free(taken);
+    for (size_t i = 0; i < st->n;) {
+        const pending_ev_t *g = &st->ev[st->order[i]];
+        size_t j = i + 1;
+        while (j < st->n && j - i < st->chunk_max && same_owner(g, &st->ev[st->order[j]]))
+            j++;
+        size_t m = j - i, need = 512;
+        for (size_t k = i; k < j; k++)
+            need += st->ev[st->order[k]].len;
+        if (!grow(&st->buf, &st->cap, st->len, need))
+            return LW_ERR_NOMEM;
+        chunk_t *c = &st->chunks[st->nchunks++];
+        c->off = st->len;
+        c->first = i;
+        c->n = m;
+        char *p = st->buf + st->len;
+        p = put_hdr(p, '*', 3 + (int64_t)m + nshared + 3 + 4 * (int64_t)m);
+        p = put_bulk(p, "EVALSHA", 7);
+        p = put_bulk(p, st->sha, 40);
+        p = put_int(p, (int64_t)m + nshared);
+        for (size_t k = i; k < j; k++) {
+            const pending_ev_t *e = &st->ev[st->order[k]];
+            memcpy(p, st->ev_buf + e->off, e->key_len);
+            p += e->key_len;
+        }
+        if (nshared >= 1)
+            p = put_bulk(p, LW_REDIS_ALERT_STREAM, strlen(LW_REDIS_ALERT_STREAM));
+        if (nshared >= 2) {
+            char ek[256];
+            lw_epoch_key(g->topic, g->partition, ek, sizeof ek);
+            p = put_bulk(p, ek, strlen(ek));
+        }
+        p = put_int(p, g->partition);
+        p = put_int(p, g->epoch);
+        p = put_int(p, (int64_t)m);
+        for (size_t k = i; k < j; k++) {
+            const pending_ev_t *e = &st->ev[st->order[k]];
+            memcpy(p, st->ev_buf + e->off + e->key_len, e->len - e->key_len);
+            p += e->len - e->key_len;
+        }
+        st->len = (size_t)(p - st->buf);
+        c->len = st->len - c->off;
+        i = j;
+    }
+    st->built = true;
+    return LW_OK;
+}
+
+const char *lw_store_pending_buf(lw_store_t *st, size_t *len)
+{
+    if (!st->built && build(st) != LW_OK) {
+        *len = 0;
+        return NULL;
+    }
+    *len = st->len;
+    return st->buf;
 }
 
 /* ---- Flush ---------------------------------------------------------------- */
@@ -300,25 +452,41 @@ static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
     return LW_ERR_TRANSIENT;
 }
 
-static lw_err_t parse_reply(redisReply *r, lw_apply_result_t *res, char *errstr, size_t errstr_size)
+static lw_err_t parse_one(redisReply *r, lw_apply_result_t *res)
 {
-    memset(res, 0, offsetof(lw_apply_result_t, alert_json));
+    res->code = 0;
+    res->n_alerts = 0;
     if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 3) {
         res->code = (lw_apply_code_t)r->integer;
         return LW_OK;
     }
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER && r->elements - 1 <= LW_RULES_MAX) {
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
+        r->element[0]->integer <= 3 && r->elements - 1 <= LW_RULES_MAX) {
         res->code = (lw_apply_code_t)r->element[0]->integer;
         for (size_t i = 1; i < r->elements; i++) {
             if (r->element[i]->type != REDIS_REPLY_STRING)
-                goto bad;
+                return LW_ERR_REDIS;
             res->alert_json[res->n_alerts] = r->element[i]->str;
             res->alert_len[res->n_alerts++] = r->element[i]->len;
         }
         return LW_OK;
     }
-bad:
+    return LW_ERR_REDIS;
+}
+
+/* One chunk's reply: an array with one entry per event. */
+static lw_err_t parse_reply(lw_store_t *st, const chunk_t *c, redisReply *r,
+                            lw_apply_result_t *results, char *errstr, size_t errstr_size)
+{
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == c->n) {
+        for (size_t k = 0; k < c->n; k++)
+            if (parse_one(r->element[k], &results[st->order[c->first + k]]) != LW_OK) {
+                snprintf(errstr, errstr_size, "apply script: unexpected reply for event %zu", k);
+                return LW_ERR_REDIS;
+            }
+        return LW_OK;
+    }
     snprintf(errstr, errstr_size, "apply script: unexpected reply (type %d): %s", r->type,
              r->type == REDIS_REPLY_ERROR ? r->str : "");
     if (r->type == REDIS_REPLY_ERROR &&
@@ -336,18 +504,14 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
         return LW_OK;
     if (!st->rc)
         return conn_error(st, errstr, errstr_size);
-    if (!st->replies || st->ncap > 0) {
-        redisReply **nr = realloc(st->replies, st->ncap * sizeof *nr);
-        if (!nr)
-            return LW_ERR_NOMEM;
-        st->replies = nr;
-    }
-    /* Commands still to answer: those NOSCRIPT refused are sent again. */
-    size_t *todo = malloc(st->n * sizeof *todo);
+    if (!st->built && build(st) != LW_OK)
+        return LW_ERR_NOMEM;
+    /* Chunks still to answer: those NOSCRIPT refused are sent again. */
+    size_t *todo = malloc(st->nchunks * sizeof *todo);
     if (!todo)
         return LW_ERR_NOMEM;
-    size_t ntodo = st->n;
-    for (size_t i = 0; i < st->n; i++)
+    size_t ntodo = st->nchunks;
+    for (size_t i = 0; i < st->nchunks; i++)
         todo[i] = i;
     lw_err_t err = LW_OK;
     int64_t t0 = lw_mono_us();
@@ -366,12 +530,13 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
             }
             lw_warn("Redis had lost the apply script (NOSCRIPT); loaded it again");
         }
-        /* consecutive commands go out in one append */
+        /* consecutive chunks go out in one append */
         for (size_t i = 0; i < ntodo;) {
             size_t j = i + 1;
             while (j < ntodo && todo[j] == todo[j - 1] + 1)
                 j++;
-            size_t a = st->off[todo[i]], b = st->off[todo[j - 1] + 1];
+            size_t a = st->chunks[todo[i]].off;
+            size_t b = st->chunks[todo[j - 1]].off + st->chunks[todo[j - 1]].len;
             if (redisAppendFormattedCommand(st->rc, st->buf + a, b - a) != REDIS_OK) {
                 free(todo);
                 return conn_error(st, errstr, errstr_size);
@@ -385,15 +550,15 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
                 free(todo);
                 return conn_error(st, errstr, errstr_size);
             }
-            size_t idx = todo[i];
             if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
                 freeReplyObject(r);
-                todo[nnext++] = idx;
+                todo[nnext++] = todo[i];
                 continue;
             }
             st->replies[st->nreplies++] = r;
             if (err == LW_OK) {
-                lw_err_t e = parse_reply(r, &results[idx], errstr, errstr_size);
+                lw_err_t e = parse_reply(st, &st->chunks[todo[i]], r, results, errstr,
+                                         errstr_size);
                 if (e != LW_OK)
                     err = e;
             }
@@ -404,10 +569,9 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
     }
     free(todo);
     st->last_rtt_us = lw_mono_us() - t0;
-    if (err == LW_OK) {
-        st->n = 0;
-        st->len = 0;
-    }
+    st->last_ack_us = lw_now_us();
+    if (err == LW_OK)
+        lw_store_discard(st);
     return err;
 }
 

@@ -66,7 +66,12 @@ typedef struct lw_script_opts {
     bool strict_fencing; /* also check the partition epoch key (single Redis only) */
     bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM in the script */
     int64_t stream_maxlen;
+    size_t chunk_max; /* events per script call; 0: LW_CHUNK_DEFAULT, or 1 when neither
+                       * strict_fencing nor alert_stream (Redis Cluster: one slot a call) */
 } lw_script_opts_t;
+
+/* Events per EVALSHA by default: amortises the per-call cost, keeps one call short. */
+#define LW_CHUNK_DEFAULT 64
 
 void lw_script_opts_init(lw_script_opts_t *o); /* strict, stream on, maxlen 100000 */
 /* The apply script with the rule pack compiled in (malloc'd, caller frees). */
@@ -106,8 +111,10 @@ lw_err_t lw_store_reconnect(lw_store_t *st, char *errstr, size_t errstr_size);
 /* SHA1 of the loaded script (40 hex + NUL). */
 const char *lw_store_script_sha(const lw_store_t *st);
 
-/* Queues one event for the next flush (nothing is sent yet). topic names the
- * epoch key used with strict fencing. */
+/* Queues one event for the next flush (nothing is sent yet; ev is copied).
+ * topic names the epoch key used with strict fencing and must stay valid until
+ * the flush. Events are sent in chunks of opts.chunk_max per script call,
+ * grouped by (topic, partition, epoch), each partition's events in order. */
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
@@ -124,6 +131,8 @@ lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partitio
                              char *errstr, size_t errstr_size);
 /* Round-trip time of the last flush, microseconds. */
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
+/* Wall clock (lw_now_us) when the last flush had read every reply. */
+int64_t lw_store_last_ack_us(const lw_store_t *st);
 /* The underlying connection (for metrics and reads; may change on reconnect). */
 struct redisContext *lw_store_redis(lw_store_t *st);
 
