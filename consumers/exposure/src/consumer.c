@@ -19,6 +19,7 @@
 #include "loanwire/codec.h"
 #include "loanwire/conf.h"
 #include "loanwire/json.h"
+#include "loanwire/latency.h"
 #include "loanwire/log.h"
 #include "loanwire/validate.h"
 
@@ -64,6 +65,7 @@ typedef struct exp_ctx {
     char fatal_msg[512];
     int64_t last_msg_ms;
     bool ever_assigned;
+    lw_hist_t *lat_state, *lat_alert; /* --latency-out only */
 } exp_ctx_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c)
@@ -221,6 +223,46 @@ static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t 
     return NULL;
 }
 
+/* Event-to-state time of one applied event: Redis's acknowledgement of its
+ * script call minus the producer's send time (header lw-sent-us). */
+static void record_latency(exp_ctx_t *x, const rd_kafka_message_t *m, const lw_apply_result_t *r)
+{
+    rd_kafka_headers_t *hs = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    if (rd_kafka_message_headers(m, &hs) != RD_KAFKA_RESP_ERR_NO_ERROR || !hs ||
+        rd_kafka_header_get_last(hs, "lw-sent-us", &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR || !v ||
+        n == 0 || n > 20)
+        return;
+    int64_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = ((const char *)v)[i];
+        if (c < '0' || c > '9')
+            return;
+        sent = sent * 10 + (c - '0');
+    }
+    lw_hist_record(x->lat_state, r->ack_us - sent);
+    if (r->n_alerts > 0)
+        lw_hist_record(x->lat_alert, r->ack_us - sent);
+}
+
+/* Writes the --latency-out file: {"state":{...},"alert":{...}}. */
+static void write_latency(exp_ctx_t *x)
+{
+    char a[256], b[256];
+    if (lw_hist_json(x->lat_state, a, sizeof a) < 0 || lw_hist_json(x->lat_alert, b, sizeof b) < 0)
+        return;
+    FILE *f = fopen(x->conf->latency_out, "w");
+    if (!f || fprintf(f, "{\"state\":%s,\"alert\":%s}\n", a, b) < 0 || fclose(f) != 0) {
+        lw_error("--latency-out %s: cannot write", x->conf->latency_out);
+        return;
+    }
+    lw_info("latency: %" PRIu64 " events (p99 %" PRId64 " us), %" PRIu64
+            " with alerts, written to %s",
+            lw_hist_count(x->lat_state), lw_hist_percentile(x->lat_state, 99),
+            lw_hist_count(x->lat_alert), x->conf->latency_out);
+}
+
 static void process_batch(exp_ctx_t *x)
 {
     const lw_exposure_conf_t *cf = x->conf;
@@ -315,6 +357,8 @@ static void process_batch(exp_ctx_t *x)
         if (r->code != LW_APPLY_FENCED)
             for (size_t a = 0; a < r->n_alerts; a++)
                 produce_alert(x, r->alert_json[a], r->alert_len[a]);
+        if (x->lat_state && r->code == LW_APPLY_APPLIED)
+            record_latency(x, x->batch[x->idx[k]], r);
     }
     if (x->fatal)
         return;
@@ -599,6 +643,8 @@ static void ctx_destroy(exp_ctx_t *x)
     lw_store_destroy(x->store);
     lw_codec_destroy(x->codec);
     lw_rules_destroy(x->rules);
+    lw_hist_destroy(x->lat_state);
+    lw_hist_destroy(x->lat_alert);
     free(x->batch);
     free(x->idx);
     free(x->events);
@@ -620,7 +666,12 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     x->idx = calloc(bm, sizeof *x->idx);
     x->events = calloc(bm, sizeof *x->events);
     x->results = calloc(bm, sizeof *x->results);
-    if (!x->batch || !x->idx || !x->events || !x->results) {
+    if (cf->latency_out) {
+        x->lat_state = lw_hist_new();
+        x->lat_alert = lw_hist_new();
+    }
+    if (!x->batch || !x->idx || !x->events || !x->results ||
+        (cf->latency_out && (!x->lat_state || !x->lat_alert))) {
         snprintf(errstr, errstr_size, "out of memory");
         ctx_destroy(x);
         return LW_ERR_NOMEM;
@@ -810,6 +861,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64,
             (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
             x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters);
+    if (x->lat_state)
+        write_latency(x);
     ctx_destroy(x);
     return ret;
 }

@@ -480,11 +480,15 @@ static lw_err_t parse_reply(lw_store_t *st, const chunk_t *c, redisReply *r,
                             lw_apply_result_t *results, char *errstr, size_t errstr_size)
 {
     if (r->type == REDIS_REPLY_ARRAY && r->elements == c->n) {
-        for (size_t k = 0; k < c->n; k++)
-            if (parse_one(r->element[k], &results[st->order[c->first + k]]) != LW_OK) {
+        int64_t now = lw_now_us();
+        for (size_t k = 0; k < c->n; k++) {
+            lw_apply_result_t *res = &results[st->order[c->first + k]];
+            if (parse_one(r->element[k], res) != LW_OK) {
                 snprintf(errstr, errstr_size, "apply script: unexpected reply for event %zu", k);
                 return LW_ERR_REDIS;
             }
+            res->ack_us = now;
+        }
         return LW_OK;
     }
     snprintf(errstr, errstr_size, "apply script: unexpected reply (type %d): %s", r->type,
@@ -557,8 +561,7 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
             }
             st->replies[st->nreplies++] = r;
             if (err == LW_OK) {
-                lw_err_t e = parse_reply(st, &st->chunks[todo[i]], r, results, errstr,
-                                         errstr_size);
+                lw_err_t e = parse_reply(st, &st->chunks[todo[i]], r, results, errstr, errstr_size);
                 if (e != LW_OK)
                     err = e;
             }

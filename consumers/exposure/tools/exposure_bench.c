@@ -21,18 +21,19 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: loanwire-exposure-bench --redis URL [--batch N] [--no-strict-fencing]\n"
-               "                               [--dump FILE] EVENTS.jsonl\n"
-               "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
-               "prints events/s; --dump writes the RESP commands instead (for redis-cli --pipe).\n");
+    fprintf(f,
+            "Usage: loanwire-exposure-bench --redis URL [--batch N] [--no-strict-fencing]\n"
+            "                               [--dump FILE] EVENTS.jsonl\n"
+            "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
+            "prints events/s; --dump writes the RESP commands instead (for redis-cli --pipe).\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"redis", required_argument, NULL, 'r'},  {"batch", required_argument, NULL, 'b'},
-        {"dump", required_argument, NULL, 'd'},   {"no-strict-fencing", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"redis", required_argument, NULL, 'r'}, {"batch", required_argument, NULL, 'b'},
+        {"dump", required_argument, NULL, 'd'},  {"no-strict-fencing", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     const char *url = lw_conf_default_redis(), *dump = NULL;
     size_t batch = 2000;

@@ -12,36 +12,42 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: loanwire-exposure [options]\n"
-            "Keeps every borrower's exposure in Redis from the loan-event topic, evaluates\n"
-            "the over-indebtedness rules and publishes alerts. Run several in one group to\n"
-            "scale out.\n\n"
-            "  --brokers LIST       bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
-            "  --group ID           consumer group (default loanwire-exposure)\n"
-            "  --topic NAME         loan events (default %s)\n"
-            "  --alerts-topic NAME  alerts out (default %s)\n"
-            "  --dlq-topic NAME     dead letters out (default %s)\n"
-            "  --redis URL          redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
-            "  --rules FILE         rules file (default: the built-in pack, see\n"
-            "                       consumers/exposure/rules.default)\n"
-            "  --config FILE        librdkafka properties file\n"
-            "  -X key=value         librdkafka property (repeatable; after --config)\n"
-            "  --from-beginning     start every partition at its first offset (rebuild)\n"
-            "  --until-caught-up    stop once lag is 0 on every assigned partition\n"
-            "  --exit-on-idle SECS  stop after SECS without a message\n"
-            "  --batch N            events per Redis pipeline (default 2000)\n"
-            "  --no-strict-fencing  do not check the partition epoch key inside the script\n"
-            "                       (needed on Redis Cluster; default: strict)\n"
-            "  --no-alert-stream    do not XADD alerts to the Redis stream %s\n"
-            "  --stream-maxlen N    cap of that stream (MAXLEN ~ N, default 100000)\n"
-            "  --status SECS        status line period on stderr (default 5, 0 = off)\n"
-            "  --consumer-id ID     metrics key lw:metrics:<ID> (default host:pid)\n"
-            "  --print-script       print the apply script (with the rules) and exit\n"
-            "  -v, --verbose        debug logging\n"
-            "  -h, --help           this text\n",
-            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
-            LW_DEFAULT_REDIS, LW_REDIS_ALERT_STREAM);
+    fprintf(
+        f,
+        "Usage: loanwire-exposure [options]\n"
+        "Keeps every borrower's exposure in Redis from the loan-event topic, evaluates\n"
+        "the over-indebtedness rules and publishes alerts. Run several in one group to\n"
+        "scale out.\n\n"
+        "  --brokers LIST       bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
+        "  --group ID           consumer group (default loanwire-exposure)\n"
+        "  --topic NAME         loan events (default %s)\n"
+        "  --alerts-topic NAME  alerts out (default %s)\n"
+        "  --dlq-topic NAME     dead letters out (default %s)\n"
+        "  --redis URL          redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
+        "  --rules FILE         rules file (default: the built-in pack, see\n"
+        "                       consumers/exposure/rules.default)\n"
+        "  --config FILE        librdkafka properties file\n"
+        "  -X key=value         librdkafka property (repeatable; after --config)\n"
+        "  --from-beginning     start every partition at its first offset (rebuild)\n"
+        "  --until-caught-up    stop once lag is 0 on every assigned partition\n"
+        "  --exit-on-idle SECS  stop after SECS without a message\n"
+        "  --batch N            events per Redis pipeline (default 2000)\n"
+        "  --no-strict-fencing  do not check the partition epoch key inside the script\n"
+        "                       (needed on Redis Cluster; default: strict)\n"
+        "  --no-alert-stream    do not XADD alerts to the Redis stream %s\n"
+        "  --stream-maxlen N    cap of that stream (MAXLEN ~ N, default 100000)\n"
+        "  --status SECS        status line period on stderr (default 5, 0 = off)\n"
+        "  --consumer-id ID     metrics key lw:metrics:<ID> (default host:pid)\n"
+        "  --chunk N            events per script call (default %d; 1 without strict\n"
+        "                       fencing and alert stream, as Redis Cluster needs)\n"
+        "  --latency-out FILE   at exit write event-to-state latency (Redis ack minus\n"
+        "                       the lw-sent-us header) of applied events as JSON:\n"
+        "                       {\"state\":{count,p50_us,p99_us,p999_us,max_us},\"alert\":{..}}\n"
+        "  --print-script       print the apply script (with the rules) and exit\n"
+        "  -v, --verbose        debug logging\n"
+        "  -h, --help           this text\n",
+        LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
+        LW_DEFAULT_REDIS, LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
 }
 
 static bool parse_pos(const char *s, long long max, long long *out)
@@ -74,7 +80,9 @@ int main(int argc, char **argv)
         O_MAXLEN,
         O_STATUS,
         O_ID,
-        O_PRINT
+        O_PRINT,
+        O_CHUNK,
+        O_LATENCY
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, O_BROKERS},
@@ -95,6 +103,8 @@ int main(int argc, char **argv)
         {"status", required_argument, NULL, O_STATUS},
         {"consumer-id", required_argument, NULL, O_ID},
         {"print-script", no_argument, NULL, O_PRINT},
+        {"chunk", required_argument, NULL, O_CHUNK},
+        {"latency-out", required_argument, NULL, O_LATENCY},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -152,6 +162,18 @@ int main(int argc, char **argv)
             break;
         case O_PRINT:
             print = true;
+            break;
+        case O_LATENCY:
+            c.latency_out = optarg;
+            break;
+        case O_CHUNK:
+            if (!parse_pos(optarg, 4096, &v) || v == 0) {
+                fprintf(stderr, "loanwire-exposure: bad number '%s' for --chunk (1..4096)\n",
+                        optarg);
+                free(kv);
+                return 2;
+            }
+            c.script.chunk_max = (size_t)v;
             break;
         case 'X':
             kv[c.n_kafka_kv++] = optarg;

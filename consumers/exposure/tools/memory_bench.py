@@ -12,6 +12,7 @@ INFO used_memory delta per borrower.
 import argparse
 import os
 import socket
+import struct
 import subprocess
 
 
@@ -79,10 +80,14 @@ def main():
                                    at + 86400000)):
                 if a.old and seq == 1:
                     when = at - 60 * 86400000
+                # one event per call: KEYS borrower, stream, epoch; ARGV partition epoch n,
+                # then the numbers (apply.lua's '<BBBi8i8i8i8i4i8i8'), loan, lender, event id
+                nums = struct.pack("<BBBqqqqiqq", 2 if seq == 1 else 3, 1, 0, seq, when, out, 0,
+                                   0, 0, 0)
                 batch.append(resp("EVALSHA", sha, 3, "lw:b:{%s}" % bid, "lw:alerts",
-                                  "lw:epoch:t:0", 0, 1, 2 if seq == 1 else 3, p,
-                                  "%s-%08x-%d" % (pre, i, j), lender, 1, seq, when, out, 0, 0, 0,
-                                  "", "%s-ev-%d-%d-%d" % (p, i, j, seq), bid))
+                                  "lw:epoch:t:0", 0, 1, 1, nums,
+                                  "%s:%s-%08x-%d" % (p, pre, i, j), lender,
+                                  "%s-ev-%d-%d-%d" % (p, i, j, seq)))
         if len(batch) >= 6000 or i == a.n - 1:
             r.s.sendall(b"".join(batch))
             for _ in batch:

@@ -92,6 +92,7 @@ typedef struct lw_apply_result {
     size_t n_alerts;
     const char *alert_json[LW_RULES_MAX]; /* valid until the next lw_store_flush() */
     size_t alert_len[LW_RULES_MAX];
+    int64_t ack_us; /* wall clock (lw_now_us) when Redis's reply to its call was read */
 } lw_apply_result_t;
 
 typedef struct lw_store_s lw_store_t;
@@ -156,6 +157,7 @@ typedef struct lw_exposure_conf {
     size_t batch_max;   /* events per Redis pipeline */
     lw_script_opts_t script;
     const char *consumer_id; /* metrics key suffix; NULL: host:pid */
+    const char *latency_out; /* JSON event-to-state latency histograms at exit, or NULL */
 } lw_exposure_conf_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c);
