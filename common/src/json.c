@@ -16,6 +16,7 @@
 #include "codec_int.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -291,18 +292,47 @@ static inline bool name_eq(const char *name, const char *k, size_t kn)
     return i == kn && kn && name[kn] == '\0';
 }
 
-/* The common case of a key: exactly name, then the closing quote (j->p at the
- * opening quote). Moves j->p past the key when so. */
-static inline bool match_key(lw_jp_t *j, const char *name)
+/* What the reader works out once per record kind rather than per line. */
+typedef struct lw_jtab {
+    unsigned char len[LW_MAX_FIELDS]; /* strlen of each field name */
+    int borrower;                     /* index of "borrower_id", or -1 */
+    uint32_t required;                /* fields that must be given (bit per index) */
+    int ndefs, defs[LW_MAX_FIELDS];   /* fields with a default */
+} lw_jtab_t;
+
+static lw_jtab_t lw_jtab_event, lw_jtab_alert;
+static pthread_once_t lw_jtab_once = PTHREAD_ONCE_INIT;
+
+static void lw_jtab_fill(const lw_record_desc_t *d, lw_jtab_t *t)
+{
+    t->borrower = -1;
+    for (int i = 0; i < d->nfields && i < LW_MAX_FIELDS; i++) {
+        const lw_field_desc_t *f = &d->fields[i];
+        t->len[i] = (unsigned char)strlen(f->name);
+        if (!strcmp(f->name, "borrower_id"))
+            t->borrower = i;
+        if (f->def)
+            t->defs[t->ndefs++] = i;
+        else if (f->type != LW_FT_OPT_LONG && f->type != LW_FT_OPT_INT)
+            t->required |= 1u << i;
+    }
+}
+
+static void lw_jtab_init(void)
+{
+    lw_jtab_fill(&lw_event_desc, &lw_jtab_event);
+    lw_jtab_fill(&lw_alert_desc, &lw_jtab_alert);
+}
+
+/* The common case of a key: exactly name (n bytes), then the closing quote
+ * (j->p at the opening quote). Moves j->p past the key when so. */
+static inline bool match_key(lw_jp_t *j, const char *name, size_t n)
 {
     const char *q = j->p + 1;
-    size_t room = (size_t)(j->end - q), i = 0;
 
-    while (name[i] && i < room && q[i] == name[i])
-        i++;
-    if (name[i] || i >= room || q[i] != '"')
+    if ((size_t)(j->end - q) <= n || q[n] != '"' || memcmp(q, name, n) != 0)
         return false;
-    j->p = q + i + 1;
+    j->p = q + n + 1;
     return true;
 }
 
@@ -412,8 +442,9 @@ static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
 
 /* Parses one flat object into rec following d. raw_id (events only) takes
  * "national_id"; NULL refuses that field. */
-static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t len, void *rec,
-                             char *raw_id, bool allow_raw_id, lw_field_error_t *ferr)
+static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, const char *text,
+                             size_t len, void *rec, char *raw_id, bool allow_raw_id,
+                             lw_field_error_t *ferr)
 {
     lw_jp_t j = {text, text + len, ferr};
     char *base = rec;
@@ -429,14 +460,12 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
         ferr->field[0] = ferr->reason[0] = '\0';
     if (!text)
         return jfail(&j, LW_ERR_INVALID_ARG, "", "no input");
-    for (int i = 0; i < d->nfields; i++) {
-        const lw_field_desc_t *f = &d->fields[i];
-        if (f->def) { /* rec is zeroed: the NUL is there already */
-            size_t n = strlen(f->def);
-            memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
-        }
+    for (int i = 0; i < t->ndefs; i++) {
+        const lw_field_desc_t *f = &d->fields[t->defs[i]];
+        size_t n = strlen(f->def); /* rec is zeroed: the NUL is there already */
+        memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
     }
-    borrower = find_field(d, "borrower_id", sizeof("borrower_id") - 1, -1);
+    borrower = t->borrower;
 
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{')
@@ -452,13 +481,14 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
             size_t kn;
             const char *why = NULL;
             int idx = -1, rc;
-            skip_ws(&j);
+            if (j.p >= j.end || *j.p != '"') /* usually right after '{' or ',' */
+                skip_ws(&j);
             if (j.p >= j.end || *j.p != '"')
                 return jfail(&j, LW_ERR_PARSE, "", "expected a field name at offset %td",
                              j.p - text);
             /* Plain keys are matched in place; copied only for error messages. */
             ptrdiff_t pn;
-            if (next < d->nfields && match_key(&j, d->fields[next].name)) {
+            if (next < d->nfields && match_key(&j, d->fields[next].name, t->len[next])) {
                 idx = next;
             } else if ((pn = scan_plain(&j, &k)) >= 0) {
                 kn = (size_t)pn;
@@ -480,7 +510,8 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
             const char *kname = idx >= 0 ? d->fields[idx].name : key;
             if (idx >= 0)
                 next = idx + 1;
-            skip_ws(&j);
+            if (j.p >= j.end || *j.p != ':')
+                skip_ws(&j);
             if (j.p >= j.end || *j.p != ':')
                 return jfail(&j, LW_ERR_PARSE, kname, "expected ':' after the field name");
             j.p++;
@@ -511,7 +542,8 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
             } else {
                 return jfail(&j, LW_ERR_VALIDATION, key, "unknown field");
             }
-            skip_ws(&j);
+            if (j.p >= j.end || *j.p != ',')
+                skip_ws(&j);
             if (j.p < j.end && *j.p == ',') {
                 j.p++;
                 continue;
@@ -531,7 +563,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const char *text, size_t
     if (seen_raw && borrower >= 0 && (seen & (1u << borrower)))
         return jfail(&j, LW_ERR_VALIDATION, LW_RAW_ID_FIELD,
                      "give borrower_id or national_id, not both");
-    for (int i = 0; i < d->nfields; i++) {
+    for (int i = 0; (seen & t->required) != t->required && i < d->nfields; i++) {
         const lw_field_desc_t *f = &d->fields[i];
         if (seen & (1u << i) || f->def || f->type == LW_FT_OPT_LONG || f->type == LW_FT_OPT_INT)
             continue;
@@ -549,14 +581,16 @@ lw_err_t lw_event_from_json(const char *text, size_t len, lw_event_t *ev, char *
 {
     if (!ev)
         return LW_ERR_INVALID_ARG;
-    return parse_record(&lw_event_desc, text, len, ev, raw_id, true, ferr);
+    pthread_once(&lw_jtab_once, lw_jtab_init);
+    return parse_record(&lw_event_desc, &lw_jtab_event, text, len, ev, raw_id, true, ferr);
 }
 
 lw_err_t lw_alert_from_json(const char *text, size_t len, lw_alert_t *al, lw_field_error_t *ferr)
 {
     if (!al)
         return LW_ERR_INVALID_ARG;
-    return parse_record(&lw_alert_desc, text, len, al, NULL, false, ferr);
+    pthread_once(&lw_jtab_once, lw_jtab_init);
+    return parse_record(&lw_alert_desc, &lw_jtab_alert, text, len, al, NULL, false, ferr);
 }
 
 /* ---- Output ------------------------------------------------------------------ */
