@@ -186,10 +186,17 @@ class CpuSampler:
                          self.peak.get(name, 0.0))
         return res
 
+    def us_per(self, name_prefix, n):
+        """CPU microseconds per event spent by the processes whose name starts so."""
+        tot = sum(a for k, (a, _) in self.summary().items() if k.startswith(name_prefix))
+        return tot / 100.0 * self.wall * 1e6 / max(n, 1)
+
     def text(self):
-        parts = ["%s %.0f%% (peak %.0f%%)" % (n, a, p) for n, (a, p) in
-                 sorted(self.summary().items())]
-        parts.append("machine %.0f%% of %d00%%" % (self.machine_busy, os.cpu_count()))
+        s = self.summary()
+        parts = ["%s %.0f%% (peak %.0f%%)" % (n, a, p) for n, (a, p) in sorted(s.items())]
+        others = max(0.0, self.machine_busy - sum(a for a, _ in s.values()))
+        parts.append("everything else on the machine %.0f%%; machine %.0f%% of %d00%%" % (
+            others, self.machine_busy, os.cpu_count()))
         return ", ".join(parts)
 
 
@@ -289,7 +296,7 @@ class Bench:
         for cid in cids:
             h = self.r.cmd("HGETALL", "lw:metrics:" + cid) or []
             d = dict(zip(h[0::2], h[1::2]))
-            for k in (b"consumed", b"events", b"applied"):
+            for k in (b"events_consumed", b"consumed", b"events_applied"):
                 if k in d:
                     n += int(d[k])
                     break
@@ -463,7 +470,7 @@ return {r[1], string.format('%d', total), nb}
         self.topic_create(raw_t)
         self.events_topic = ours_t
 
-        results = {}
+        results, cpu_us = {}, {}
         for name, topic, args, stdin in (
                 ("loanwire-produce", ours_t,
                  [self.prog("loanwire-produce"), "-b", self.bs, "-t", ours_t,
@@ -488,6 +495,7 @@ return {r[1], string.format('%d', total), nb}
             if got != n:
                 raise BenchError("%s: %d messages in %s, expected %d" % (name, got, topic, n))
             results[name] = n / dt
+            cpu_us[name] = (cpu.us_per(name, n), cpu.us_per("kafka", n))
             say("producer: %s %s events in %.2f s = %s events/s; CPU: %s" % (
                 name, fmt_int(n), dt, fmt_rate(n / dt), cpu.text()))
             self.notes.append("Producer, %s: %.2f s; CPU %s." % (name, dt, cpu.text()))
@@ -496,6 +504,9 @@ return {r[1], string.format('%d', total), nb}
         self.row("1 producer", "events/s, %s events (%d-byte records)" % (fmt_int(n), size),
                  fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % ratio, "ratio >= 0.7",
                  "yes" if ratio >= 0.7 else "no")
+        self.row("1 producer", "CPU per event: client / broker (contention-free cost)",
+                 "%.1f / %.1f µs" % cpu_us["loanwire-produce"],
+                 "%.1f / %.1f µs (kcat)" % cpu_us["kcat"], "", "", "")
 
     # -- step 2: consumer catch-up -------------------------------------------------------
 
@@ -604,6 +615,9 @@ return {r[1], string.format('%d', total), nb}
                 " ".join(base[:1] + base[5:]), nb, keyspace, fmt_rate(raw), calls,
                 rcpu.text()))
         self.r.cmd("FLUSHALL")
+        ours_us = cpu.us_per("redis-server", n)
+        raw_us = rcpu.us_per("redis-server", nb)
+        self.redis_us = (ours_us, raw_us)
         ratio = rate / raw
         self.row("2 catch-up", "events/s, %s events from Kafka to Redis, 1 consumer, totals "
                  "exact" % fmt_int(n), fmt_rate(rate),
@@ -611,10 +625,25 @@ return {r[1], string.format('%d', total), nb}
                  "%.2f" % ratio, "ratio >= 0.8; >= 150,000/s",
                  "ratio %s; absolute %s" % ("yes" if ratio >= 0.8 else "no",
                                             "yes" if rate >= 150000 else "no"))
+        self.row("2 catch-up", "redis-server CPU per event (=> ceiling of one Redis core)",
+                 "%.1f µs (%s/s)" % (ours_us, fmt_rate(1e6 / ours_us) if ours_us else "?"),
+                 "%.1f µs (%s/s)" % (raw_us, fmt_rate(1e6 / raw_us) if raw_us else "?"),
+                 "", "", "")
+        self.row("2 catch-up", "loanwire-exposure CPU per event", "%.1f µs" % cpu.us_per(
+            "loanwire-exposure", n), "", "", "", "")
 
     # -- step 3: latency -----------------------------------------------------------------
 
     def step_latency(self):
+        if not self.a.quick and getattr(self, "c1", None) and self.a.rates[-1][0] > 0.8 * self.c1[0]:
+            # The consumer cannot follow a feed faster than its catch-up rate: the last rate
+            # becomes the highest this machine sustains (80% of step 2's rate).
+            top = max(1000, int(0.8 * self.c1[0]) // 1000 * 1000)
+            self.notes.append("Latency: %s/s is beyond this machine's catch-up rate (%s/s in "
+                              "step 2); the third feed runs at %s/s (80%% of it) instead." % (
+                                  fmt_int(self.a.rates[-1][0]), fmt_rate(self.c1[0]),
+                                  fmt_int(top)))
+            self.a.rates[-1] = (top, self.a.rates[-1][1])
         say("==> [3/5] end-to-end latency: paced feeds %s" % ", ".join(
             "%s/s for %d s" % (fmt_int(r), d) for r, d in self.a.rates))
         helptxt = subprocess.run([self.prog("loanwire-exposure"), "--help"],
@@ -708,40 +737,116 @@ return {r[1], string.format('%d', total), nb}
     # -- step 4: memory ------------------------------------------------------------------
 
     def step_memory(self):
-        n = self.a.mem_borrowers
-        say("==> [4/5] memory: %s borrowers x 3 active loans through the real apply script "
-            "(consumers/exposure/tools/memory_bench.py)" % fmt_int(n))
-        self.r.cmd("FLUSHALL")
-        tool = os.path.join(self.a.root, "consumers/exposure/tools/memory_bench.py")
-        log = os.path.join(self.work, "memory.log")
-        with CpuSampler(self.fixed_pids) as cpu:
-            p = subprocess.Popen([sys.executable, tool, "--redis", "%s:%d" % (
-                self.rhost, self.rport), "--db", "0", "--bin", self.bin, "-n", str(n)],
-                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-            dt = self.wait_progress([p], "memory load", lambda: "%s borrower hashes" % fmt_int(
-                self.r.cmd("DBSIZE")))
-        txt = open(log, errors="replace").read()
-        if p.returncode != 0:
-            raise BenchError("memory_bench.py exited %d: %s" % (p.returncode, txt[-800:]))
-        m = re.search(r"used_memory delta per borrower: (\d+) bytes", txt)
-        u = re.search(r"MEMORY USAGE per borrower hash: avg (\d+)", txt)
-        b = re.search(r"borrowers (\d+)", txt)
-        if not m or not b or int(b.group(1)) != n:
-            raise BenchError("memory_bench.py output not understood: " + txt[-800:])
-        per = int(m.group(1))
-        say("memory: %d bytes per borrower (INFO used_memory delta), %.0f s" % (per, dt))
-        self.notes.append("Memory (%s borrowers, memory_bench.py, %.0f s):\n\n```\n%s```" % (
-            fmt_int(n), dt, txt))
-        self.row("4 memory", "Redis bytes per borrower, %s borrowers x 3 active loans (apply "
-                 "script direct)" % fmt_int(n), "%d" % per,
-                 "MEMORY USAGE of a hash: %s" % (u.group(1) if u else "?"), "", "<= 200",
-                 "yes" if per <= 200 else "no")
+        say("==> [4/5] memory: %s borrowers x 3 active loans through the real apply script"
+            % fmt_int(self.a.mem_borrowers))
+        script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
+                                stdout=subprocess.PIPE, check=True).stdout
+        lpv = self.r.cmd("CONFIG", "GET", "hash-max-listpack-value")[1].decode()
+        for n, recent, label in (
+                (self.a.mem_borrowers, False, "loans opened > 30 d ago (steady state)"),
+                (self.a.mem_borrowers_recent, True, "all 3 opened in the last 30 d")):
+            per, usage, enc, dt = self.memory_load(script, n, recent)
+            say("memory: %s: %.0f bytes per borrower (used_memory delta), MEMORY USAGE %s, "
+                "%s, %.0f s" % (label, per, usage, enc, dt))
+            self.row("4 memory", "Redis bytes per borrower, %s borrowers x 3 active loans, %s"
+                     % (fmt_int(n), label), "%.0f" % per,
+                     "MEMORY USAGE of one hash: %s (%s)" % (usage, enc), "",
+                     "<= 200" if not recent else "",
+                     ("yes" if per <= 200 else "no") if not recent else "")
+            self.notes.append(
+                "Memory, %s: %s borrowers loaded with %d apply-script calls each through "
+                "`redis-cli --pipe` (EVALSHA of `loanwire-exposure --print-script`, the "
+                "consumer's argument layout), %.0f s; checked through loanwire-query on a "
+                "sample; hash-max-listpack-value %s." % (label, fmt_int(n), 3 if recent else 4,
+                                                          dt, lpv))
         if getattr(self, "pipeline_mem", None):
             pm, act, nb = self.pipeline_mem
-            self.row("4 memory", "same, real pipeline state of step 2 (%s borrowers, %.1f "
-                     "active loans avg, closed loans kept; alert stream excluded)" % (
+            self.row("4 memory", "real pipeline state after step 2 (%s borrowers, %.1f "
+                     "active loans avg; closed loans kept; alert stream excluded)" % (
                          fmt_int(nb), act), "%.0f" % pm, "", "", "", "")
         self.r.cmd("FLUSHALL")
+
+    def memory_load(self, script, n, recent):
+        """Loads n borrowers with 3 active instalment loans each (ALIPAY, WEBANK, JD; ids of
+        the feed's lengths) through the real script; returns (bytes per borrower by INFO
+        used_memory delta, MEMORY USAGE of a sample hash, its encoding, seconds)."""
+        import base64
+        import hashlib
+        self.r.cmd("FLUSHALL")
+        sha = self.r.cmd("SCRIPT", "LOAD", script).decode()
+        time.sleep(0.2)
+        base = int(self.r.info("memory")["used_memory"])
+        day = 86400000
+        now = 1775000000000
+        plats = (("ALIPAY", "JB", "BANK-CMB"), ("WEBANK", "WLDI", "WEBANK"),
+                 ("JD", "JT", "JD-MICRO"))
+        opened = (-10 * day, -5 * day, -1 * day) if recent else (-200 * day, -120 * day,
+                                                                  -45 * day)
+        enc = Redis.enc
+
+        def bid_of(i):
+            return base64.urlsafe_b64encode(hashlib.md5(b"%d" % i).digest())[:22].decode()
+
+        def expect(i):
+            return sum(1500000 + j * 100000 - (0 if recent or j else 50000) for j in range(3))
+
+        t0 = time.monotonic()
+        p = subprocess.Popen(["redis-cli", "-h", self.rhost, "-p", str(self.rport), "--pipe"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        calls = 0
+        chunk = []
+        for i in range(n):
+            bid = bid_of(i)
+            key = "lw:b:{%s}" % bid
+            part = i % 6
+            ek = "lw:epoch:bench.mem:%d" % part
+            for j, (pid, pre, lender) in enumerate(plats):
+                lid = "%s-7e57be9c-%d" % (pre, 3 * i + j)
+                chunk.append(enc(("EVALSHA", sha, 3, key, "lw:alerts", ek, part, 1, 2, pid,
+                                  lid, lender, 1, 2, now + opened[j], 1500000 + j * 100000,
+                                  0, 0, 0, "", "%s-7e57be9c-%d" % (pid, 6 * i + j), bid)))
+            if not recent:
+                # A repayment today on the first loan: the borrower's time moves on and the
+                # window entries of the old openings are pruned, as in a live feed.
+                chunk.append(enc(("EVALSHA", sha, 3, key, "lw:alerts", ek, part, 1, 3,
+                                  "ALIPAY", "JB-7e57be9c-%d" % (3 * i), "BANK-CMB", 1, 3, now,
+                                  1450000, 0, 0, 0, "", "ALIPAY-7e57be9c-%d" % (6 * i + 5),
+                                  bid)))
+            calls += 3 if recent else 4
+            if len(chunk) >= 20000:
+                p.stdin.write(b"".join(chunk))
+                chunk = []
+            if i and i % 200000 == 0:
+                say("  memory load: %s / %s borrowers" % (fmt_int(i), fmt_int(n)))
+        p.stdin.write(b"".join(chunk))
+        p.stdin.close()
+        out = p.stdout.read().decode(errors="replace")
+        p.wait()
+        dt = time.monotonic() - t0
+        m = re.search(r"errors: (\d+), replies: (\d+)", out)
+        if p.returncode != 0 or not m or int(m.group(1)) != 0 or int(m.group(2)) != calls:
+            raise BenchError("memory load: redis-cli --pipe: " + out[-600:])
+        self.r.cmd("DEL", "lw:alerts")
+        time.sleep(0.2)
+        used = int(self.r.info("memory")["used_memory"]) - base
+        nkeys = self.r.cmd("DBSIZE") - self.r.cmd(
+            "EXISTS", *["lw:epoch:bench.mem:%d" % k for k in range(6)])
+        if nkeys != n:
+            raise BenchError("memory load: %d borrower keys, expected %d" % (nkeys, n))
+        rnd = random.Random(3)
+        usage = []
+        for i in rnd.sample(range(n), min(50, n)):
+            q = subprocess.run([self.prog("loanwire-query"), "--redis", self.url, "--borrower",
+                                bid_of(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            j = json.loads(q.stdout) if q.returncode == 0 else {}
+            if j.get("active_loans") != 3 or j.get("total_outstanding_fen") != expect(i):
+                raise BenchError("memory load: borrower %s reads %s, expected 3 active loans, "
+                                 "%d fen" % (bid_of(i), q.stdout[:300], expect(i)))
+            usage.append(self.r.cmd("MEMORY", "USAGE", "lw:b:{%s}" % bid_of(i), "SAMPLES", 0))
+        enc_name = self.r.cmd("OBJECT", "ENCODING", "lw:b:{%s}" % bid_of(0)).decode()
+        self.r.cmd("FLUSHALL")
+        return used / n, "%.0f" % statistics.mean(usage), enc_name, dt
 
     # -- step 5: scale-out ---------------------------------------------------------------
 
@@ -785,12 +890,50 @@ return {r[1], string.format('%d', total), nb}
             "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append("| " + " | ".join(str(x) for x in r) + " |")
-        lines += ["", "Whole run: %.0f s. Machine: %s." % (wall, machine_line()), ""]
+        lines += ["", "Whole run: %.0f s. Machine: %s." % (wall, machine_line()),
+                  "Versions: %s." % versions(self.a, self.bin), ""]
         if self.failed:
             lines += ["**FAILED:** " + "; ".join(self.failed), ""]
         lines += ["## Details", ""] + ["- " + n if not n.startswith("Memory") else n
                                         for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+def first_line(args, pat=None):
+    try:
+        out = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=20).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    if pat:
+        m = re.search(pat, out)
+        return m.group(1) if m else "?"
+    return out.splitlines()[0].strip() if out else "?"
+
+
+def versions(a, bindir):
+    kafka = "?"
+    try:
+        pom = open(os.path.join(a.root, "deploy/kafka/pom.xml")).read()
+        kafka = re.search(r"<kafka.version>(.*?)</kafka.version>", pom).group(1)
+    except (OSError, AttributeError):
+        pass
+    cache = os.path.join(bindir, "..", "CMakeCache.txt")
+    btype = "?"
+    try:
+        m = re.search(r"CMAKE_BUILD_TYPE:STRING=(.*)", open(cache).read())
+        btype = m.group(1) or "default (RelWithDebInfo)"
+    except (OSError, AttributeError):
+        pass
+    return ("Kafka %s (KRaft, one broker, Java %s), Redis %s, librdkafka %s, kcat %s, "
+            "redis-benchmark %s, gcc %s, kernel %s, Python %s; build %s" % (
+                kafka, first_line(["java", "-version"], r'version "([^"]+)"'),
+                first_line(["redis-server", "--version"], r"v=(\S+)"),
+                first_line(["kcat", "-V"], r"librdkafka (\S+)"),
+                first_line(["kcat", "-V"], r"Version (\S+)"),
+                first_line(["redis-benchmark", "--version"], r"redis-benchmark (\S+)"),
+                first_line(["gcc", "-dumpfullversion"]), os.uname().release,
+                sys.version.split()[0], btype))
 
 
 def machine_line():
@@ -822,6 +965,8 @@ def main():
     ap.add_argument("--events", type=int, help="N (default 2,000,000; quick 20,000)")
     ap.add_argument("--borrowers", type=int, help="feed population (100,000; quick 2,000)")
     ap.add_argument("--mem-borrowers", type=int, help="step 4 (1,000,000; quick 10,000)")
+    ap.add_argument("--mem-borrowers-recent", type=int,
+                    help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
     ap.add_argument("--steps", default="1,2,3,4,5", help="steps to run (2 and 5 need 1)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     a = ap.parse_args()
@@ -829,6 +974,7 @@ def main():
     a.events = a.events or (20000 if q else 2000000)
     a.borrowers = a.borrowers or (2000 if q else 100000)
     a.mem_borrowers = a.mem_borrowers or (10000 if q else 1000000)
+    a.mem_borrowers_recent = a.mem_borrowers_recent or (5000 if q else 200000)
     a.rates = [(1000, 3)] if q else [(1000, 20), (10000, 20), (50000, 20)]
     a.sample = 200 if q else 300
     a.pipeline = 64

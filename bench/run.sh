@@ -4,6 +4,8 @@
 #   ./bench/run.sh              full run (~2,000,000 events; about 10-20 minutes)
 #   ./bench/run.sh --quick      smoke run (seconds a step; proves the scripts work)
 #   ./bench/run.sh [--quick] --build DIR    use (and incrementally build) DIR/bin
+#   ./bench/run.sh --head       benchmark the committed HEAD: exported (git archive) to
+#                               bench/.src and built there, others' uncommitted work left out
 #   extra arguments go to bench/bench.py (e.g. --steps 1,2 --events 500000 --keep)
 #
 # Starts a private stack (Kafka 49092/49093, Redis 46379, folder bench/.stack; override
@@ -18,11 +20,14 @@ cd "$root"
 
 quick=()
 build=build
+src=$root
+head=0
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=(--quick) ;;
     --build) build=$2; shift ;;
+    --head) head=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'; exit 0 ;;
     *) args+=("$1") ;;
   esac
@@ -37,11 +42,19 @@ export LOANWIRE_CONTROLLER_PORT=${LOANWIRE_CONTROLLER_PORT:-49093}
 export LOANWIRE_REDIS_PORT=${LOANWIRE_REDIS_PORT:-46379}
 unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
 
+if [ "$head" = 1 ]; then
+  step "exporting HEAD ($(git rev-parse --short HEAD)) to bench/.src"
+  rm -rf bench/.src && mkdir -p bench/.src
+  git archive HEAD | tar -x -C bench/.src
+  src=$root/bench/.src
+  build=$src/build
+fi
+
 progs="loanwire-gen loanwire-produce loanwire-topics loanwire-exposure loanwire-avro loanwire-query"
 have_all() { for p in $progs; do [ -x "$build/bin/$p" ] || return 1; done; }
 if [ "$build" != build ] || ! have_all; then
   step "building in $build/ (RelWithDebInfo)"
-  [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  [ -f "$build/CMakeCache.txt" ] || cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 fi
 have_all || { echo "error: programs missing in $build/bin after the build" >&2; exit 1; }
@@ -71,6 +84,6 @@ eval "$(./deploy/stack.sh env)"
 
 mkdir -p bench/results
 step "running the benchmarks${quick:+ (quick)}"
-python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$root" \
+python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$src" \
   --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
   --work "$root/bench/.work" --out "$root/bench/results/latest.md" "${args[@]}"
