@@ -8,7 +8,7 @@ already up (it FLUSHALLs the Redis it is given and creates topics on the Kafka i
   1 producer   loanwire-produce (validate + encode + deliver) vs kcat with pre-encoded
                messages of the same size, same acks/idempotence/linger
   2 catch-up   loanwire-exposure --until-caught-up on step 1's topic, totals checked
-               against an independent model; vs redis-benchmark pipelining the same script
+               against an independent model; vs redis-cli --pipe of the same RESP commands
   3 latency    paced loanwire-gen --kafka with loanwire-exposure following live
                (--latency-out: producer hand-over -> Redis acknowledged)
   4 memory     Redis bytes per borrower with about three active loans each
@@ -129,8 +129,10 @@ class CpuSampler:
         self.th = None
 
     def add(self, name, pid):
+        """A process just started by us: its CPU time so far is ~0."""
         with self.lock:
             self.extra[name] = pid
+            self.first[name] = (time.monotonic(), 0)
 
     def _pids(self):
         with self.lock:
@@ -243,11 +245,22 @@ class Bench:
             raise BenchError("%s exited %d\n%s" % (os.path.basename(args[0]), rc, tail))
         return rc
 
-    def wait_progress(self, procs, what, progress=None, period=5.0, timeout=3600):
+    @staticmethod
+    def exited(p, cpu):
+        """p.poll(), but first the CPU sampler reads the ended process (still a zombie)."""
+        if p.returncode is None and cpu is not None:
+            try:
+                if os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    cpu._sample()
+            except ChildProcessError:
+                pass
+        return p.poll() is not None
+
+    def wait_progress(self, procs, what, progress=None, period=5.0, timeout=3600, cpu=None):
         """Waits for every process, printing elapsed time and progress() every period."""
         start = time.monotonic()
         nxt = start + period
-        while any(p.poll() is None for p in procs):
+        while not all([self.exited(p, cpu) for p in procs]):
             time.sleep(0.05)
             now = time.monotonic()
             if now - start > timeout:
@@ -348,26 +361,60 @@ class Bench:
         say("model: %s events, %s borrowers, total outstanding %s fen" % (
             fmt_int(n), fmt_int(len(self.model)), fmt_int(sum(v[0] for v in self.model.values()))))
 
-    SUM_LUA = """
-local r = redis.call('SCAN', ARGV[1], 'MATCH', 'lw:b:{*', 'COUNT', 2000)
-local total, nb = 0, 0
-for _, k in ipairs(r[2]) do
-  nb = nb + 1
-  local h = redis.call('HGETALL', k)
-  for i = 1, #h, 2 do
-    local f = h[i]
-    if #f > 1 and string.byte(f, 1) ~= 33 then
-      local seq, out, lim, dpd, pd, at, st = cmsgpack.unpack(h[i + 1])
-      if st == 0 or st == 2 then total = total + out end
-    end
-  end
-end
-return {r[1], string.format('%d', total), nb}
-"""
+    def query_server(self):
+        """A loanwire-query HTTP server on a free port (no tokens) -> (process, port)."""
+        log = os.path.join(self.work, "query.log")
+        p = subprocess.Popen([self.prog("loanwire-query"), "--redis", self.url, "--listen",
+                              "127.0.0.1:0", "--no-auth", "--threads", "2"],
+                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end:
+            m = re.search(rb"listening on [\d.]+:(\d+)", open(log, "rb").read())
+            if m:
+                return p, int(m.group(1))
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        p.kill()
+        raise BenchError("loanwire-query did not start: " + open(log, errors="replace").read())
 
-    def verify_state(self, what, sample=None):
-        """Compares Redis with the model: a sample of borrowers through lw_state_read
-        (loanwire-query --borrower), and the sum over every borrower hash."""
+    def http_totals(self, bids):
+        """(total outstanding, active loans) of each borrower through the HTTP API,
+        two keep-alive connections in parallel; a missing borrower is an error."""
+        import http.client
+        proc, port = self.query_server()
+        res, errs = {}, []
+
+        def worker(part):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for bid in part:
+                c.request("GET", "/v1/borrowers/%s/exposure" % bid)
+                r = c.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    errs.append("%s: HTTP %d %s" % (bid, r.status, body[:200]))
+                    continue
+                j = json.loads(body)
+                res[bid] = (j["total_outstanding_fen"], j["active_loans"])
+            c.close()
+
+        try:
+            ths = [threading.Thread(target=worker, args=(bids[k::2],)) for k in range(2)]
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join()
+        finally:
+            proc.terminate()
+            proc.wait()
+        if errs:
+            raise BenchError("loanwire-query HTTP: " + "; ".join(errs[:5]))
+        return res
+
+    def verify_state(self, what, sample=None, full=True):
+        """Compares Redis with the model through lw_state_read only (the layout is the
+        consumer's business): a sample of borrowers with `loanwire-query --borrower`, and,
+        when full, every borrower through loanwire-query's HTTP API."""
         if sample is None:
             sample = self.a.sample
         bids = sorted(self.model)
@@ -386,26 +433,22 @@ return {r[1], string.format('%d', total), nb}
             got = (j["total_outstanding_fen"], j["active_loans"])
             if got != want:
                 bad.append("%s: redis total/active %s, model %s" % (bid, got, want))
-        cursor, total, nb = "0", 0, 0
-        while True:
-            c, t, n = self.r.cmd("EVAL", self.SUM_LUA, 0, cursor)
-            total += int(t)
-            nb += n
-            cursor = c.decode()
-            if cursor == "0":
-                break
-        want_total = sum(v[0] for v in self.model.values())
-        if total != want_total:
-            bad.append("sum over all %d borrower hashes %d fen, model %d fen" % (nb, total,
-                                                                                want_total))
-        if nb != len(self.model):
-            bad.append("%d borrower hashes in Redis, model has %d borrowers" % (nb,
-                                                                                len(self.model)))
+        msg = "%s: state exact (%d sampled borrowers via loanwire-query --borrower" % (
+            what, len(pick))
+        if full and not bad:
+            t0 = time.monotonic()
+            got = self.http_totals(bids)
+            for bid in bids:
+                if got[bid] != self.model[bid]:
+                    bad.append("%s: redis total/active %s, model %s" % (bid, got[bid],
+                                                                         self.model[bid]))
+            total = sum(v[0] for v in got.values())
+            msg += "; all %s borrowers via its HTTP API, sum %s fen, %.0f s" % (
+                fmt_int(len(bids)), fmt_int(total), time.monotonic() - t0)
         if bad:
             raise BenchError("%s: state differs from the model:\n  %s" % (what,
                                                                            "\n  ".join(bad[:10])))
-        msg = ("%s: state exact (%d sampled borrowers via loanwire-query; sum over all %s "
-               "borrowers = %s fen)" % (what, len(pick), fmt_int(nb), fmt_int(total)))
+        msg += ")"
         say(msg)
         return msg
 
@@ -486,7 +529,7 @@ return {r[1], string.format('%d', total), nb}
                                         stdin=open(stdin, "rb") if stdin else subprocess.DEVNULL)
                 cpu.add(name, proc.pid)
                 self.wait_progress([proc], name, lambda t=topic: "%s in topic" % fmt_int(
-                    self.end_offsets(t)))
+                    self.end_offsets(t)), cpu=cpu)
                 dt = time.monotonic() - t0
             if proc.returncode != 0:
                 raise BenchError("%s exited %d: %s" % (name, proc.returncode,
@@ -531,7 +574,8 @@ return {r[1], string.format('%d', total), nb}
                 cpu.add("loanwire-exposure" + ("" if nproc == 1 else "#%d" % (len(procs))),
                         p.pid)
             self.wait_progress(procs, "%d consumer(s)" % nproc,
-                               lambda: "%s applied" % fmt_int(self.redis_applied(cids)))
+                               lambda: "%s applied" % fmt_int(self.redis_applied(cids)),
+                               cpu=cpu)
             dt = time.monotonic() - t0
         for p, log in zip(procs, logs):
             if p.returncode != 0:
@@ -561,59 +605,52 @@ return {r[1], string.format('%d', total), nb}
         act = sum(v[1] for v in self.model.values()) / nb
         self.pipeline_mem = ((mem - stream) / nb, act, nb)
 
-        # The raw Redis limit for the same script: redis-benchmark, pipelined.
+        # The raw Redis limit for the same commands: the exact RESP the consumer's store
+        # sends for this feed (loanwire-exposure-bench --dump: same script, chunks, keys and
+        # arguments), replayed by redis-cli --pipe as fast as Redis takes it. (redis-benchmark
+        # cannot send them: each event's numbers are one binary struct argument.)
+        dump = os.path.join(self.work, "resp.dump")
+        self.r.cmd("FLUSHALL")
+        p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
+                            "--dump", dump, self.feed], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        m = re.search(rb"(\d+) events -> .*sha ([0-9a-f]{40})", p.stdout)
+        if p.returncode != 0 or not m or int(m.group(1)) != n:
+            raise BenchError("loanwire-exposure-bench --dump: %s %s" % (p.stdout[-300:],
+                                                                       p.stderr[-300:]))
         script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
                                 stdout=subprocess.PIPE, check=True).stdout
         self.r.cmd("FLUSHALL")
         sha = self.r.cmd("SCRIPT", "LOAD", script).decode()
-        # Every call is a DRAWDOWN of a new instalment loan (random loan id), 10,000 RMB, for a
-        # random borrower (22-char id) of a keyspace of half the calls: applied, one window
-        # entry, no alert -- the common path (read the hash, update it, write it back). A
-        # warm-up of keyspace calls first, so the measured calls meet hashes of 1 to 3
-        # loans (about what the feed's borrowers hold), never a fresh empty key space.
-        keyspace = self.a.rb_n // 2
-        cmd = ["EVALSHA", sha, "3", "lw:b:{BENCH00000__rand_int__}", "lw:alerts",
-               "lw:epoch:bench:0", "0", "1", "2", "ALIPAY", "JB-bench-__rand_int__",
-               "BANK-ICBC", "1", "1", "1767225600000", "1000000", "0", "0", "0", "",
-               "ALIPAY-bench-__rand_int__", "BENCH00000__rand_int__"]
-        base = ["redis-benchmark", "-h", self.rhost, "-p", str(self.rport), "-P",
-                str(self.a.pipeline), "-c", "4", "-r", str(keyspace), "-q"]
-        say("redis-benchmark: warm-up, %s calls over %s borrowers" % (
-            fmt_int(keyspace), fmt_int(keyspace)))
-        subprocess.run(base + ["-n", str(keyspace)] + cmd, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if sha != m.group(2).decode():
+            raise BenchError("script sha %s, the dump uses %s" % (sha, m.group(2).decode()))
         self.r.cmd("CONFIG", "RESETSTAT")
-        nb = self.a.rb_n
-        say("redis-benchmark: -P %d -n %s EVALSHA <the consumer's script>" % (
-            self.a.pipeline, fmt_int(nb)))
+        say("raw Redis: redis-cli --pipe < %s (%.0f MB, %s events)" % (
+            dump, os.path.getsize(dump) / 1e6, fmt_int(n)))
         with CpuSampler(self.fixed_pids) as rcpu:
-            p = subprocess.run(base + ["-n", str(nb)] + cmd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, check=True)
-        out = p.stdout.decode(errors="replace")
-        m = re.findall(r"([\d.]+) requests per second", out)
-        if not m:
-            raise BenchError("redis-benchmark output not understood: " + out[-500:])
-        raw = float(m[-1])
+            t0 = time.monotonic()
+            p = subprocess.Popen(["redis-cli", "-h", self.rhost, "-p", str(self.rport),
+                                  "--pipe"], stdin=open(dump, "rb"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            rcpu.add("redis-cli", p.pid)
+            out = p.communicate()[0].decode(errors="replace")
+            rdt = time.monotonic() - t0
+        mm = re.search(r"errors: (\d+), replies: (\d+)", out)
+        if p.returncode != 0 or not mm or int(mm.group(1)) != 0:
+            raise BenchError("redis-cli --pipe: " + out[-600:])
+        raw = n / rdt
         cs = self.r.info("commandstats").get("cmdstat_evalsha", "")
         calls = int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
-        failed = re.search(r"failed_calls=(\d+)", cs)
-        failed = int(failed.group(1)) if failed else 0
-        nkeys = self.r.cmd("DBSIZE")
-        if calls < nb or failed:
-            raise BenchError("redis-benchmark: %d EVALSHA calls, %d failed (wanted %d)" % (
-                calls, failed, nb))
-        if nkeys < min(keyspace, 1000):
-            raise BenchError("redis-benchmark left %d keys; the script did not write" % nkeys)
-        say("redis-benchmark: %s calls/s (%s calls, 0 failed); CPU: %s" % (
-            fmt_rate(raw), fmt_int(calls), rcpu.text()))
+        os.unlink(dump)
+        say("raw Redis: %s events in %.2f s = %s events/s (%s EVALSHA, 0 errors); CPU: %s" % (
+            fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls), rcpu.text()))
+        vmsg = self.verify_state("raw replay", sample=min(self.a.sample, 100), full=False)
         self.notes.append(
-            "redis-benchmark: `%s -n %d EVALSHA <sha of loanwire-exposure --print-script> "
-            "3 lw:b:{BENCH00000__rand_int__} lw:alerts lw:epoch:bench:0 0 1 2 ALIPAY "
-            "JB-bench-__rand_int__ BANK-ICBC 1 1 1767225600000 1000000 0 0 0 '' "
-            "ALIPAY-bench-__rand_int__ BENCH00000__rand_int__` after a warm-up of %d calls "
-            "(so hashes hold 1-3 loans): %s calls/s, %d calls, 0 failed; CPU %s." % (
-                " ".join(base[:1] + base[5:]), nb, keyspace, fmt_rate(raw), calls,
-                rcpu.text()))
+            "Raw Redis: `loanwire-exposure-bench --dump` wrote the RESP the store sends for "
+            "the feed (%s EVALSHA calls of the consumer's script); `redis-cli --pipe` replayed "
+            "it into an empty Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
+                fmt_int(calls), rdt, fmt_rate(raw), vmsg, rcpu.text()))
+        nb = n
         self.r.cmd("FLUSHALL")
         ours_us = cpu.us_per("redis-server", n)
         raw_us = rcpu.us_per("redis-server", nb)
@@ -621,7 +658,7 @@ return {r[1], string.format('%d', total), nb}
         ratio = rate / raw
         self.row("2 catch-up", "events/s, %s events from Kafka to Redis, 1 consumer, totals "
                  "exact" % fmt_int(n), fmt_rate(rate),
-                 fmt_rate(raw) + " (redis-benchmark -P %d, same script)" % self.a.pipeline,
+                 fmt_rate(raw) + " (redis-cli --pipe of the same commands)",
                  "%.2f" % ratio, "ratio >= 0.8; >= 150,000/s",
                  "ratio %s; absolute %s" % ("yes" if ratio >= 0.8 else "no",
                                             "yes" if rate >= 150000 else "no"))
@@ -685,9 +722,10 @@ return {r[1], string.format('%d', total), nb}
                                        stdout=subprocess.DEVNULL, stderr=open(glog, "wb"))
                 cpu.add("loanwire-gen", gen.pid)
                 self.wait_progress([gen], "feed %s/s" % fmt_int(rate),
-                                   lambda: "%s applied" % fmt_int(self.redis_applied([cid])))
+                                   lambda: "%s applied" % fmt_int(self.redis_applied([cid])),
+                                   cpu=cpu)
                 gen_dt = time.monotonic() - t0
-                self.wait_progress([cons], "consumer draining", timeout=600)
+                self.wait_progress([cons], "consumer draining", timeout=600, cpu=cpu)
             if gen.returncode != 0:
                 raise BenchError("loanwire-gen exited %d: %s" % (
                     gen.returncode, open(glog, errors="replace").read()[-800:]))
@@ -750,15 +788,16 @@ return {r[1], string.format('%d', total), nb}
                 "%s, %.0f s" % (label, per, usage, enc, dt))
             self.row("4 memory", "Redis bytes per borrower, %s borrowers x 3 active loans, %s"
                      % (fmt_int(n), label), "%.0f" % per,
-                     "MEMORY USAGE of one hash: %s (%s)" % (usage, enc), "",
+                     "MEMORY USAGE of one borrower's keys: %s (%s)" % (usage, enc), "",
                      "<= 200" if not recent else "",
                      ("yes" if per <= 200 else "no") if not recent else "")
             self.notes.append(
-                "Memory, %s: %s borrowers loaded with %d apply-script calls each through "
-                "`redis-cli --pipe` (EVALSHA of `loanwire-exposure --print-script`, the "
-                "consumer's argument layout), %.0f s; checked through loanwire-query on a "
-                "sample; hash-max-listpack-value %s." % (label, fmt_int(n), 3 if recent else 4,
-                                                          dt, lpv))
+                "Memory, %s: %s borrowers, %d loan events each (3 DRAWDOWNs%s) applied through "
+                "the consumer's store and script without Kafka (`loanwire-exposure-bench`), "
+                "%.0f s; 50 borrowers checked through loanwire-query; Redis "
+                "hash-max-listpack-value %s." % (label, fmt_int(n), 3 if recent else 4,
+                                                 "" if recent else " + a REPAYMENT today",
+                                                 dt, lpv))
         if getattr(self, "pipeline_mem", None):
             pm, act, nb = self.pipeline_mem
             self.row("4 memory", "real pipeline state after step 2 (%s borrowers, %.1f "
@@ -768,12 +807,13 @@ return {r[1], string.format('%d', total), nb}
 
     def memory_load(self, script, n, recent):
         """Loads n borrowers with 3 active instalment loans each (ALIPAY, WEBANK, JD; ids of
-        the feed's lengths) through the real script; returns (bytes per borrower by INFO
-        used_memory delta, MEMORY USAGE of a sample hash, its encoding, seconds)."""
+        the feed's lengths) as loan events through the real store and script
+        (loanwire-exposure-bench, no Kafka); returns (bytes per borrower by INFO used_memory
+        delta, MEMORY USAGE of a sample key, its encoding, seconds)."""
         import base64
         import hashlib
         self.r.cmd("FLUSHALL")
-        sha = self.r.cmd("SCRIPT", "LOAD", script).decode()
+        self.r.cmd("SCRIPT", "LOAD", script)
         time.sleep(0.2)
         base = int(self.r.info("memory")["used_memory"])
         day = 86400000
@@ -782,7 +822,6 @@ return {r[1], string.format('%d', total), nb}
                  ("JD", "JT", "JD-MICRO"))
         opened = (-10 * day, -5 * day, -1 * day) if recent else (-200 * day, -120 * day,
                                                                   -45 * day)
-        enc = Redis.enc
 
         def bid_of(i):
             return base64.urlsafe_b64encode(hashlib.md5(b"%d" % i).digest())[:22].decode()
@@ -790,50 +829,51 @@ return {r[1], string.format('%d', total), nb}
         def expect(i):
             return sum(1500000 + j * 100000 - (0 if recent or j else 50000) for j in range(3))
 
+        def ev(eid, et, pid, lender, bid, lid, seq, at, amount, out):
+            return ('{"event_id":"%s","event_type":"%s","platform_id":"%s","lender_id":"%s",'
+                    '"borrower_id":"%s","loan_id":"%s","product":"INSTALLMENT","sequence":%d,'
+                    '"occurred_at":%d,"amount_fen":%d,"outstanding_fen":%d,'
+                    '"credit_limit_fen":0,"days_past_due":0,"past_due_fen":0,"currency":"CNY",'
+                    '"annual_income_fen":null,"term_months":12}\n' % (
+                        eid, et, pid, lender, bid, lid, seq, at, amount, out))
+
+        per_file = 250000  # borrowers per loanwire-exposure-bench run (it reads all first)
         t0 = time.monotonic()
-        p = subprocess.Popen(["redis-cli", "-h", self.rhost, "-p", str(self.rport), "--pipe"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
-        calls = 0
-        chunk = []
-        for i in range(n):
-            bid = bid_of(i)
-            key = "lw:b:{%s}" % bid
-            part = i % 6
-            ek = "lw:epoch:bench.mem:%d" % part
-            for j, (pid, pre, lender) in enumerate(plats):
-                lid = "%s-7e57be9c-%d" % (pre, 3 * i + j)
-                chunk.append(enc(("EVALSHA", sha, 3, key, "lw:alerts", ek, part, 1, 2, pid,
-                                  lid, lender, 1, 2, now + opened[j], 1500000 + j * 100000,
-                                  0, 0, 0, "", "%s-7e57be9c-%d" % (pid, 6 * i + j), bid)))
-            if not recent:
-                # A repayment today on the first loan: the borrower's time moves on and the
-                # window entries of the old openings are pruned, as in a live feed.
-                chunk.append(enc(("EVALSHA", sha, 3, key, "lw:alerts", ek, part, 1, 3,
-                                  "ALIPAY", "JB-7e57be9c-%d" % (3 * i), "BANK-CMB", 1, 3, now,
-                                  1450000, 0, 0, 0, "", "ALIPAY-7e57be9c-%d" % (6 * i + 5),
-                                  bid)))
-            calls += 3 if recent else 4
-            if len(chunk) >= 20000:
-                p.stdin.write(b"".join(chunk))
-                chunk = []
-            if i and i % 200000 == 0:
-                say("  memory load: %s / %s borrowers" % (fmt_int(i), fmt_int(n)))
-        p.stdin.write(b"".join(chunk))
-        p.stdin.close()
-        out = p.stdout.read().decode(errors="replace")
-        p.wait()
+        applied = 0
+        for start in range(0, n, per_file):
+            path = os.path.join(self.work, "memory.jsonl")
+            lines = 0
+            with open(path, "w") as f:
+                for i in range(start, min(n, start + per_file)):
+                    bid = bid_of(i)
+                    for j, (pid, pre, lender) in enumerate(plats):
+                        amt = 1500000 + j * 100000
+                        f.write(ev("%s-7e57be9c-%d" % (pid, 6 * i + j), "DRAWDOWN", pid, lender,
+                                   bid, "%s-7e57be9c-%d" % (pre, 3 * i + j), 2,
+                                   now + opened[j], amt, amt))
+                    lines += 3
+                    if not recent:
+                        # A repayment today on the first loan: the borrower's time moves on
+                        # and the window entries of the old openings are pruned.
+                        f.write(ev("ALIPAY-7e57be9c-%d" % (6 * i + 5), "REPAYMENT", "ALIPAY",
+                                   "BANK-CMB", bid, "JB-7e57be9c-%d" % (3 * i), 3, now, 50000,
+                                   1450000))
+                        lines += 1
+            p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
+                                path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            m = re.search(rb"(\d+) events in .* applied (\d+)", p.stdout)
+            if p.returncode != 0 or not m or int(m.group(1)) != lines or \
+                    int(m.group(2)) != lines:
+                raise BenchError("memory load: %d events written, loanwire-exposure-bench: "
+                                 "%s %s" % (lines, p.stdout[-300:], p.stderr[-300:]))
+            applied += lines
+            os.unlink(path)
+            say("  memory load: %s / %s borrowers (%s events applied)" % (
+                fmt_int(min(n, start + per_file)), fmt_int(n), fmt_int(applied)))
         dt = time.monotonic() - t0
-        m = re.search(r"errors: (\d+), replies: (\d+)", out)
-        if p.returncode != 0 or not m or int(m.group(1)) != 0 or int(m.group(2)) != calls:
-            raise BenchError("memory load: redis-cli --pipe: " + out[-600:])
         self.r.cmd("DEL", "lw:alerts")
         time.sleep(0.2)
         used = int(self.r.info("memory")["used_memory"]) - base
-        nkeys = self.r.cmd("DBSIZE") - self.r.cmd(
-            "EXISTS", *["lw:epoch:bench.mem:%d" % k for k in range(6)])
-        if nkeys != n:
-            raise BenchError("memory load: %d borrower keys, expected %d" % (nkeys, n))
         rnd = random.Random(3)
         usage = []
         for i in rnd.sample(range(n), min(50, n)):
@@ -843,10 +883,18 @@ return {r[1], string.format('%d', total), nb}
             if j.get("active_loans") != 3 or j.get("total_outstanding_fen") != expect(i):
                 raise BenchError("memory load: borrower %s reads %s, expected 3 active loans, "
                                  "%d fen" % (bid_of(i), q.stdout[:300], expect(i)))
-            usage.append(self.r.cmd("MEMORY", "USAGE", "lw:b:{%s}" % bid_of(i), "SAMPLES", 0))
-        enc_name = self.r.cmd("OBJECT", "ENCODING", "lw:b:{%s}" % bid_of(0)).decode()
+        # MEMORY USAGE of the keys that hold a borrower (whatever the layout calls them).
+        keys, cur = [], b"0"
+        while True:
+            cur, ks = self.r.cmd("SCAN", cur, "MATCH", "*%s*" % bid_of(0), "COUNT", 100000)
+            keys += ks
+            if cur == b"0":
+                break
+        for k in keys:
+            usage.append(self.r.cmd("MEMORY", "USAGE", k, "SAMPLES", 0))
+        enc_name = "/".join(self.r.cmd("OBJECT", "ENCODING", k).decode() for k in keys)
         self.r.cmd("FLUSHALL")
-        return used / n, "%.0f" % statistics.mean(usage), enc_name, dt
+        return used / n, "%d" % sum(usage), enc_name or "?", dt
 
     # -- step 5: scale-out ---------------------------------------------------------------
 

@@ -50,7 +50,7 @@ if [ "$head" = 1 ]; then
   build=$src/build
 fi
 
-progs="loanwire-gen loanwire-produce loanwire-topics loanwire-exposure loanwire-avro loanwire-query"
+progs="loanwire-gen loanwire-produce loanwire-topics loanwire-exposure loanwire-exposure-bench loanwire-avro loanwire-query"
 have_all() { for p in $progs; do [ -x "$build/bin/$p" ] || return 1; done; }
 if [ "$build" != build ] || ! have_all; then
   step "building in $build/ (RelWithDebInfo)"
