@@ -121,11 +121,13 @@ static void test_script_has_rules(void **state)
     assert_non_null(strstr(s, "local STRICT = true"));
     assert_non_null(strstr(s, "id='stacking', kind=3, version=1, severity='WARNING'"));
     assert_non_null(strstr(s, "cap=30000000"));
-    assert_non_null(strstr(s, "redis.call('HGETALL'"));
+    assert_non_null(strstr(s, "redis.call('GET', k)"));
     free(s);
     char key[LW_STATE_KEY_MAX];
     lw_state_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);
-    assert_string_equal(key, "lw:b:{AAAAAAAAAAAAAAAAAAAAAA}");
+    assert_string_equal(key, "b:{AAAAAAAAAAAAAAAAAAAAAA}");
+    lw_alerts_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);
+    assert_string_equal(key, "a:{AAAAAAAAAAAAAAAAAAAAAA}");
     lw_rules_destroy(rs);
 }
 

@@ -5,18 +5,28 @@
 -- to --chunk events (EVALSHA). lw_script_build() prepends the rule pack and
 -- options as Lua constants (RULES, MAXLEN, STRICT, STREAM), so the rules cost
 -- nothing per call and a new rules file simply gives a new script SHA.
--- consumers/README.md documents the key layout; lw_state_read() (state.c) is
--- its only other reader. One call per chunk amortises the EVALSHA overhead
--- (~5 us); events of a chunk are applied one after the other, each reading
--- the state the previous one wrote, so the result equals one call per event.
+-- consumers/README.md documents the key layout byte for byte; lw_state_read()
+-- (state.c) is its only other reader. One call per chunk amortises the
+-- EVALSHA overhead (~5 us); events of a chunk are applied one after the
+-- other, each reading the state the previous one wrote, so the result equals
+-- one call per event.
 --
--- KEYS[1..n] lw:b:{borrower} of event i (repeats allowed)
+-- A borrower is ONE packed string b:{<id>}, read with GET and written with one
+-- SET only when something changed: a msgpack sequence (header numbers, the
+-- window entries, one flat array of the loans) that cmsgpack decodes and
+-- encodes in one C call each, so the per-event Lua work stays a loop over a
+-- few table slots. Open alerts live apart in the hash a:{<id>} (rule id
+-- -> alert JSON), touched only when an alert fires or clears, or when a
+-- redelivered event must publish its alert again; the header's bit mask says
+-- which rules are open, so the hot path never reads that hash.
+--
+-- KEYS[1..n] b:{borrower} of event i (repeats allowed)
 -- KEYS[n+1]  lw:alerts (declared when STREAM or STRICT)
 -- KEYS[n+2]  lw:epoch:<t>:<p>, read only when STRICT
 -- ARGV[1..3] partition epoch n; then 4 per event:
 --            numbers  struct '<BBBi8i8i8i8i4i8i8': type product has_income
 --                     sequence occurred_at outstanding limit dpd past_due income
---            loan     '<platform_id>:<loan_id>' (the loan's field name)
+--            loan     '<platform_id>:<loan_id>'
 --            lender   lender_id
 --            event_id
 --
@@ -26,12 +36,14 @@
 -- alert returns that alert again, so a consumer that crashed before
 -- publishing it publishes it on redelivery.
 --
--- Numbers: Lua numbers are doubles; every amount is <= 10^13 fen (validated
--- before we get here) so sums of them stay exact; numbers are written with
--- string.format('%d') or as msgpack/struct integers, never with tostring().
+-- Numbers: Lua numbers are doubles; every amount is <= 10^13 fen and every
+-- stored number is < 2^53 (validated before we get here), so sums stay exact;
+-- numbers are written as msgpack or struct integers or with
+-- string.format('%d'), never with tostring().
 
 local D30 = 2592000000
 local NUMFMT = '<BBBi8i8i8i8i4i8i8'
+local VERSION = 1
 local n = tonumber(ARGV[3])
 local part, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
@@ -43,21 +55,29 @@ if STRICT then
     end
 end
 local SKEY = KEYS[n + 1]
-local sha1hex, sub, byte, fmt = redis.sha1hex, string.sub, string.byte, string.format
-local mpack, munpack, sunpack, spack = cmsgpack.pack, cmsgpack.unpack, struct.unpack, struct.pack
+local sha1hex, sub, fmt = redis.sha1hex, string.sub, string.format
+local sunpack, spack, concat = struct.unpack, struct.pack, table.concat
+local mpack, munpack = cmsgpack.pack, cmsgpack.unpack
 
--- the borrower id is inside the key's hash tag: lw:b:{<id>}
-local function bid_of(k) return sub(k, 7, -2) end
+-- Rule i owns bit i-1 of the header's open-alert mask.
+for i, r in ipairs(RULES) do r.bit = 2 ^ (i - 1) end
+
+-- the borrower id is inside the key's hash tag: b:{<id>}
+local function bid_of(k) return sub(k, 4, -2) end
+local function akey_of(k) return 'a:' .. sub(k, 3) end
 local function platform_of(me) return sub(me, 1, string.find(me, ':', 1, true) - 1) end
 local function alert_id(bid, r, evid) return sub(sha1hex(bid .. '|' .. r .. '|' .. evid), 1, 32) end
 
 -- Alerts this event raised before (it is a redelivery): publish them again.
-local function replay_alerts(code, flags, k, evid)
-    if not flags then return code end
+-- Only borrowers with open alerts (mask ~= 0) read their alert hash.
+local function replay_alerts(code, mask, k, evid)
+    if mask == 0 then return code end
+    local h = redis.call('HGETALL', akey_of(k))
     local res = nil
     local bid = bid_of(k)
-    for r, j in pairs(flags) do
-        if sub(j, 14, 45) == alert_id(bid, r, evid) then
+    for i = 1, #h, 2 do
+        local j = h[i + 1]
+        if sub(j, 14, 45) == alert_id(bid, h[i], evid) then
             if not res then res = {code} end
             res[#res + 1] = j
         end
@@ -87,49 +107,53 @@ local jstr = cjson.encode
 local function apply1(k, nums, me, lender, evid)
     local et, prod, hasinc, seq, at, o, lim, dpd, pd, incv = sunpack(NUMFMT, nums)
 
-    -- Read the whole (small, listpack-encoded) hash once; aggregate the
-    -- other loans on the way (this event's loan is added after the decision).
-    local h = redis.call('HGETALL', k)
-    local ep, ee, t, w, iv, iat = nil, nil, 0, '', nil, nil
-    local flags = nil
-    local mine = nil
-    local total, nact, pastdue, otherdpd = 0, 0, 0, false
-    local lenders, nlend = {}, 0
-    for i = 1, #h, 2 do
-        local f = h[i]
-        if #f == 1 then
-            local c = byte(f)
-            if c == 116 then t = tonumber(h[i + 1]) -- 't'
-            elseif c == 119 then w = h[i + 1] -- 'w'
-            elseif c == 101 then ep, ee = munpack(h[i + 1]) -- 'e'
-            elseif c == 105 then iv, iat = munpack(h[i + 1]) -- 'i'
-            end
-        elseif byte(f) == 33 then -- '!rule_id' -> open alert json
-            if not flags then flags = {} end
-            flags[sub(f, 2)] = h[i + 1]
-        elseif f == me then
-            mine = h[i + 1]
-        else
-            local _, lo, _, ld, lp, _, stt, _, lnd = munpack(h[i + 1])
-            if stt == 0 or stt == 2 then
-                total = total + lo
-                nact = nact + 1
-                pastdue = pastdue + lp
-                if not lenders[lnd] then lenders[lnd] = true; nlend = nlend + 1 end
-            end
-            if ld > 0 and stt ~= 4 then otherdpd = true end
+    -- One GET, one C call decodes it all (layout in consumers/README.md):
+    -- version, t, open-alert mask, fence partition and epoch, window entries,
+    -- the loans (8 values each, flat), [income, its time].
+    local s = redis.call('GET', k)
+    local ver, t, mask, ep, ee, w, L, iv, iat = VERSION, 0, 0, nil, nil, '', nil, nil, nil
+    if s then
+        ver, t, mask, ep, ee, w, L, iv, iat = munpack(s)
+        if ver ~= VERSION then
+            error('borrower state ' .. k .. ': unknown layout version ' .. tostring(ver))
         end
+    else
+        L = {}
     end
 
     -- Fencing: a writer with an older epoch of the same partition is refused.
     if ep == part and epoch < ee then return 3 end
-    local newfence = (ep ~= part or epoch ~= ee)
+
+    -- Aggregate the other loans; find this event's loan (an application keeps
+    -- no loan state, so it has none). A loan: me ('platform:loan'), lender,
+    -- sd (dpd * 32 + product * 8 + status), outstanding, past_due, sequence,
+    -- limit, dt (t - updated_at).
+    local total, nact, pastdue, otherdpd = 0, 0, 0, false
+    local lenders, nlend = {}, 0
+    local mi = nil
+    local nl = #L
+    for i = 1, nl, 8 do
+        if et ~= 0 and L[i] == me then
+            mi = i
+        else
+            local sd = L[i + 2]
+            local stt = sd % 8
+            if stt == 0 or stt == 2 then
+                total = total + L[i + 3]
+                nact = nact + 1
+                pastdue = pastdue + L[i + 4]
+                local lnd = L[i + 1]
+                if not lenders[lnd] then lenders[lnd] = true; nlend = nlend + 1 end
+            end
+            if sd >= 32 and stt ~= 4 then otherdpd = true end
+        end
+    end
 
     local nw = #w / 16
     local newt = t
     if at > newt then newt = at end
     local add = nil
-    local cur = nil
+    local changed = newt ~= t
     local anydpd = otherdpd
     if et == 0 then
         -- APPLICATION: no loan state; counted once by its id.
@@ -137,29 +161,22 @@ local function apply1(k, nums, me, lender, evid)
         idh = idh - idh % 2 + 1
         for i = 0, nw - 1 do
             local _, x = sunpack('>I6I6', w, i * 16 + 1)
-            if x == idh then return replay_alerts(1, flags, k, evid) end
+            if x == idh then return replay_alerts(1, mask, k, evid) end
         end
         if at > newt - D30 then add = spack('>I6I6I4', at, idh, hash32(lender)) end
-        if mine then
-            -- a loan field named like the application's id: still aggregate it
-            local _, lo, _, ld, lp, _, stt, _, lnd = munpack(mine)
-            if stt == 0 or stt == 2 then
-                total = total + lo
-                nact = nact + 1
-                pastdue = pastdue + lp
-                if not lenders[lnd] then lenders[lnd] = true; nlend = nlend + 1 end
-            end
-            if ld > 0 and stt ~= 4 then anydpd = true end
-        end
     else
-        if mine then
-            local s = munpack(mine)
-            if seq == s then return replay_alerts(1, flags, k, evid) end
-            if seq < s then return replay_alerts(2, flags, k, evid) end
-        elseif (et == 1 or et == 2) and at > newt - D30 then
-            -- A DRAWDOWN or CREDIT_LINE that opens a loan we never saw: a new loan.
-            local idh = hash48(me)
-            add = spack('>I6I6I4', at, idh - idh % 2, hash32(lender))
+        if mi then
+            local sq = L[mi + 5]
+            if seq == sq then return replay_alerts(1, mask, k, evid) end
+            if seq < sq then return replay_alerts(2, mask, k, evid) end
+        else
+            if (et == 1 or et == 2) and at > newt - D30 then
+                -- A DRAWDOWN or CREDIT_LINE that opens a loan we never saw: a new loan.
+                local idh = hash48(me)
+                add = spack('>I6I6I4', at, idh - idh % 2, hash32(lender))
+            end
+            mi = nl + 1
+            L[mi] = me
         end
         local st
         if et == 5 then st = 3
@@ -167,7 +184,11 @@ local function apply1(k, nums, me, lender, evid)
         elseif o > 0 then
             if dpd > 0 then st = 2 else st = 0 end
         else st = 1 end
-        cur = mpack(seq, o, lim, dpd, pd, at, st, prod, lender)
+        -- dt is relative to t (small numbers pack small), so it is set after
+        -- the t shift below: keep at for now
+        L[mi + 1], L[mi + 2], L[mi + 3], L[mi + 4], L[mi + 5], L[mi + 6], L[mi + 7] =
+            lender, dpd * 32 + prod * 8 + st, o, pd, seq, lim, t - at
+        changed = true
         if st == 0 or st == 2 then
             total = total + o
             nact = nact + 1
@@ -177,47 +198,41 @@ local function apply1(k, nums, me, lender, evid)
         if dpd > 0 and st ~= 4 then anydpd = true end
     end
 
-    -- Build the new field set (only what changed).
-    local hs = {}
-    local nh = 0
-    if cur then hs[1] = me; hs[2] = cur; nh = 2 end
-    if newt ~= t then hs[nh + 1] = 't'; hs[nh + 2] = fmt('%d', newt); nh = nh + 2 end
     if hasinc == 1 then
         if iat == nil or at > iat or (at == iat and incv > iv) then
             iv, iat = incv, at
-            hs[nh + 1] = 'i'; hs[nh + 2] = mpack(incv, at); nh = nh + 2
+            changed = true
         end
     end
 
     -- Prune window entries past 30 days of the borrower's latest event time,
     -- add the new one (the common case, nothing to prune, copies nothing).
     local lo = newt - D30
-    local hd = nil
     local npruned = 0
     for i = 0, nw - 1 do
         if sunpack('>I6', w, i * 16 + 1) <= lo then npruned = npruned + 1 end
     end
     if npruned > 0 or add then
-        local nw2 = w
         if npruned > 0 then
             local keep = {}
             for i = 0, nw - 1 do
                 local e = sub(w, i * 16 + 1, i * 16 + 16)
                 if sunpack('>I6', e) > lo then keep[#keep + 1] = e end
             end
-            nw2 = table.concat(keep)
+            w = concat(keep)
         end
-        if add then nw2 = nw2 .. add end
-        w = nw2
-        if w == '' then hd = 'w' else hs[nh + 1] = 'w'; hs[nh + 2] = w; nh = nh + 2 end
+        if add then w = w .. add end
+        changed = true
     end
     nw = #w / 16
 
     -- Rules, evaluated on the state after this event (event time only).
     local res = nil
     local bid = nil
+    local akey = nil
+    local newmask = mask
     local function fire(r, limit, wcount, wms, reason)
-        if not bid then bid = bid_of(k) end
+        if not bid then bid = bid_of(k); akey = akey_of(k) end
         local pid = platform_of(me)
         local id = alert_id(bid, r.id, evid)
         local incs = 'null'
@@ -234,9 +249,8 @@ local function apply1(k, nums, me, lender, evid)
             ',"trigger_event_id":' .. jstr(evid) .. ',"trigger_platform_id":' .. jstr(pid) ..
             ',"trigger_lender_id":' .. jstr(lender) .. ',"raised_at":' .. fmt('%d', at) ..
             '}'
-        hs[nh + 1] = '!' .. r.id
-        hs[nh + 2] = j
-        nh = nh + 2
+        redis.call('HSET', akey, r.id, j)
+        newmask = newmask + r.bit
         if STREAM then
             redis.call('XADD', SKEY, 'MAXLEN', '~', MAXLEN, '*', 'alert_id', id, 'borrower_id',
                 bid, 'rule_id', r.id, 'severity', r.severity, 'platform_id', pid, 'lender_id',
@@ -245,14 +259,12 @@ local function apply1(k, nums, me, lender, evid)
         if not res then res = {0} end
         res[#res + 1] = j
     end
-    local hdel = nil
-    if hd then hdel = {hd} end
     local function clear(r)
-        if not hdel then hdel = {} end
-        hdel[#hdel + 1] = '!' .. r.id
+        redis.call('HDEL', akey_of(k), r.id)
+        newmask = newmask - r.bit
     end
     for _, r in ipairs(RULES) do
-        local on = flags ~= nil and flags[r.id] ~= nil
+        local on = mask % (2 * r.bit) >= r.bit
         if r.kind == 1 then -- income_cap
             local cap = r.cap
             if iv then
@@ -287,10 +299,19 @@ local function apply1(k, nums, me, lender, evid)
     -- Nothing changed (e.g. an application already pruned from the window, a
     -- repeated income): write nothing, not even the fence stamp, and report a
     -- duplicate, so "applied" means "changed".
-    if nh == 0 and not hdel then return 1 end
-    if newfence then hs[nh + 1] = 'e'; hs[nh + 2] = mpack(part, epoch); nh = nh + 2 end
-    if nh > 0 then redis.call('HSET', k, unpack(hs)) end
-    if hdel then redis.call('HDEL', k, unpack(hdel)) end
+    if not changed and newmask == mask then return 1 end
+
+    -- t moved: every loan's dt grows by as much (this event's loan included:
+    -- its dt was set relative to the old t above).
+    local delta = newt - t
+    if delta ~= 0 then
+        for i = 8, #L, 8 do L[i] = L[i] + delta end
+    end
+    if iv then
+        redis.call('SET', k, mpack(VERSION, newt, newmask, part, epoch, w, L, iv, iat))
+    else
+        redis.call('SET', k, mpack(VERSION, newt, newmask, part, epoch, w, L))
+    end
     return res or 0
 end
 

@@ -3,8 +3,8 @@
 
 Loads N borrowers with three active loans each (realistic id lengths) through
 the real apply script (loanwire-exposure --print-script), pipelined, into one
-Redis DB (flushed first!), then reports MEMORY USAGE of sample hashes and the
-INFO used_memory delta per borrower.
+Redis DB (flushed first!), then reports MEMORY USAGE of sample state strings
+(b:{<id>}) and the INFO used_memory delta per borrower.
 
   consumers/exposure/tools/memory_bench.py --redis 127.0.0.1:6391 --db 3 \
       --bin build/bin -n 100000 [--old]   # --old: loans opened > 30 days ago
@@ -84,7 +84,7 @@ def main():
                 # then the numbers (apply.lua's '<BBBi8i8i8i8i4i8i8'), loan, lender, event id
                 nums = struct.pack("<BBBqqqqiqq", 2 if seq == 1 else 3, 1, 0, seq, when, out, 0,
                                    0, 0, 0)
-                batch.append(resp("EVALSHA", sha, 3, "lw:b:{%s}" % bid, "lw:alerts",
+                batch.append(resp("EVALSHA", sha, 3, "b:{%s}" % bid, "lw:alerts",
                                   "lw:epoch:t:0", 0, 1, 1, nums,
                                   "%s:%s-%08x-%d" % (p, pre, i, j), lender,
                                   "%s-ev-%d-%d-%d" % (p, i, j, seq)))
@@ -95,13 +95,13 @@ def main():
             batch = []
     r.cmd("XTRIM", "lw:alerts", "MAXLEN", 0)
     total = used(r) - base
-    samples = [r.cmd("MEMORY", "USAGE", "lw:b:{%s}" % ("B%021d" % i)[:22], "SAMPLES", 0)
+    samples = [r.cmd("MEMORY", "USAGE", "b:{%s}" % ("B%021d" % i)[:22], "SAMPLES", 0)
                for i in range(0, a.n, max(1, a.n // 100))]
-    enc = r.cmd("OBJECT", "ENCODING", "lw:b:{%s}" % ("B%021d" % 0)[:22])
-    strl = len(b"".join(x for x in r.cmd("HGETALL", "lw:b:{%s}" % ("B%021d" % 0)[:22])))
+    enc = r.cmd("OBJECT", "ENCODING", "b:{%s}" % ("B%021d" % 0)[:22])
+    strl = r.cmd("STRLEN", "b:{%s}" % ("B%021d" % 0)[:22])
     print(f"borrowers {a.n}, 3 active loans each, window entries {'none' if a.old else 'kept'}")
-    print(f"encoding {enc.decode()}, payload (fields+values) {strl} bytes")
-    print(f"MEMORY USAGE per borrower hash: avg {sum(samples) / len(samples):.0f} bytes "
+    print(f"encoding {enc.decode()}, state string {strl} bytes")
+    print(f"MEMORY USAGE per borrower state: avg {sum(samples) / len(samples):.0f} bytes "
           f"(min {min(samples)}, max {max(samples)})")
     print(f"INFO used_memory delta per borrower: {total / a.n:.0f} bytes")
     r.cmd("FLUSHDB")

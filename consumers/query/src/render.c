@@ -90,8 +90,8 @@ static const char *lw_entry_field(const redisReply *fields, const char *name)
 }
 
 /* Attaches each open rule's alert object. loanwire-exposure keeps it in the
- * borrower hash under "!<rule_id>" (consumers/README.md), beside the flag
- * lw_state_read() reports, so one HMGET fetches them all. */
+ * borrower's open-alert hash "a:{<id>}" under the rule id (consumers/README.md),
+ * where lw_state_read() finds the open rules, so one HMGET fetches them all. */
 static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, json_t *arr,
                                     char *errstr, size_t errstr_size)
 {
@@ -113,12 +113,12 @@ static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, j
         snprintf(errstr, errstr_size, "out of memory");
         return LW_ERR_NOMEM;
     }
-    snprintf(key, sizeof key, "lw:b:{%s}", borrower_id);
+    snprintf(key, sizeof key, "a:{%s}", borrower_id);
     argv[0] = "HMGET";
     argv[1] = key;
     json_array_foreach(arr, i, oa)
     {
-        snprintf(fields[i], sizeof fields[i], "!%s",
+        snprintf(fields[i], sizeof fields[i], "%s",
                  json_string_value(json_object_get(oa, "rule_id")));
         argv[i + 2] = fields[i];
     }
