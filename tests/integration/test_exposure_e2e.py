@@ -117,18 +117,31 @@ class Redis:
 
 
 def mp_read(b, i):
-    """One msgpack int or str at b[i:] -> (value, next index)."""
+    """One msgpack int, str (as bytes), nil or array at b[i:] -> (value, next index)."""
     c = b[i]
     if c <= 0x7F:
         return c, i + 1
     if c >= 0xE0:
         return c - 256, i + 1
+    if c == 0xC0:
+        return None, i + 1
     if 0xA0 <= c <= 0xBF:
         n = c & 0x1F
-        return b[i + 1:i + 1 + n].decode(), i + 1 + n
-    if c == 0xD9:
-        n = b[i + 1]
-        return b[i + 2:i + 2 + n].decode(), i + 2 + n
+        return b[i + 1:i + 1 + n], i + 1 + n
+    strs = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+    if c in strs:
+        k = strs[c]
+        n = int.from_bytes(b[i + 1:i + 1 + k], "big")
+        return b[i + 1 + k:i + 1 + k + n], i + 1 + k + n
+    if 0x90 <= c <= 0x9F or c in (0xDC, 0xDD):
+        k = 0 if c <= 0x9F else (2 if c == 0xDC else 4)
+        n = c & 0x0F if c <= 0x9F else int.from_bytes(b[i + 1:i + 1 + k], "big")
+        i += 1 + k
+        arr = []
+        for _ in range(n):
+            v, i = mp_read(b, i)
+            arr.append(v)
+        return arr, i
     sizes = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
     if c in sizes:
         n = sizes[c]
@@ -141,33 +154,37 @@ def mp_read(b, i):
 
 
 def mp_all(b):
-    out, i = [], 0
+    """Every value of a msgpack sequence, and where each one starts (and the end)."""
+    out, pos, i = [], [], 0
     while i < len(b):
+        pos.append(i)
         v, i = mp_read(b, i)
         out.append(v)
-    return out
+    pos.append(i)
+    return out, pos
+
+
+def decode_state(raw):
+    """A borrower's state string (consumers/README.md): version, t, open-alert mask,
+    fence partition, fence epoch, window entries, loans (8 values each, flat),
+    [income, income time]."""
+    v, _ = mp_all(raw)
+    assert v[0] == 1, "layout version %r" % v[0]
+    t, w, flat = v[1], v[5], v[6]
+    inc = v[7] if len(v) > 7 else None
+    loans = {}
+    for k in range(0, len(flat), 8):
+        me, lender, sd, out, pd, seq, lim, dt = flat[k:k + 8]
+        loans[me.decode()] = (seq, out, lim, sd >> 5, pd, t - dt, sd & 7, lender.decode())
+    return t, w, inc, loans
 
 
 def read_state(r):
-    """Every borrower as {bid: summary} decoded from the raw hashes."""
+    """Every borrower as {bid: summary} decoded from the raw state strings."""
     res = {}
-    for key in r.scan("lw:b:{*}"):
-        bid = key.decode()[len("lw:b:{"):-1]
-        h = r.cmd("HGETALL", key)
-        fields = dict(zip(h[0::2], h[1::2]))
-        loans, w, t, inc, flags = {}, b"", 0, None, []
-        for f, v in fields.items():
-            if f == b"t":
-                t = int(v)
-            elif f == b"w":
-                w = v
-            elif f == b"i":
-                inc = mp_all(v)[0]
-            elif f.startswith(b"!"):
-                flags.append(f[1:].decode())
-            elif b":" in f:
-                seq, out, lim, dpd, pd, at, st, prod, lender = mp_all(v)
-                loans[f.decode()] = (seq, out, lim, dpd, pd, at, st, lender)
+    for key in r.scan("b:{*}"):
+        bid = key.decode()[len("b:{"):-1]
+        t, w, inc, loans = decode_state(r.cmd("GET", key))
         ents = [(int.from_bytes(w[k:k + 6], "big"), int.from_bytes(w[k + 6:k + 12], "big") & 1,
                  int.from_bytes(w[k + 12:k + 16], "big")) for k in range(0, len(w), 16)]
         wins = []
@@ -191,11 +208,16 @@ def summarize(loans, t, inc, wins):
 
 
 def snapshot(r):
-    """All borrower hashes, without the run-dependent fence stamp 'e'."""
+    """Every borrower's state string byte for byte, without the run-dependent fence
+    stamp (values 4 and 5: partition, epoch), and every open-alert hash."""
     snap = {}
-    for key in r.scan("lw:b:{*}"):
+    for key in r.scan("b:{*}"):
+        raw = r.cmd("GET", key)
+        _, pos = mp_all(raw)
+        snap[key] = raw[:pos[3]] + raw[pos[5]:]
+    for key in r.scan("a:{*}"):
         h = r.cmd("HGETALL", key)
-        snap[key] = sorted((f, v) for f, v in zip(h[0::2], h[1::2]) if f != b"e")
+        snap[key] = sorted(zip(h[0::2], h[1::2]))
     return snap
 
 

@@ -459,8 +459,7 @@ static void test_rule_stacking(void **state)
     lw_event_t much = mk(BID_A, LW_EVENT_REPAYMENT, "p", "N1", "s5", 3, T0 + 40 * DAY, 40);
     apply(st, &much);
     /* (the window entries are the 6th msgpack value of the state string) */
-    redisReply *x = redisCommand(g_rc,
-                                 "EVAL %s 1 b:{" BID_A "}",
+    redisReply *x = redisCommand(g_rc, "EVAL %s 1 b:{" BID_A "}",
                                  "local v = {cmsgpack.unpack(redis.call('GET', KEYS[1]))} "
                                  "return {#v[6], v[1]}");
     assert_int_equal(x->type, REDIS_REPLY_ARRAY);

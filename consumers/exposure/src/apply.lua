@@ -24,8 +24,11 @@
 -- KEYS[n+1]  lw:alerts (declared when STREAM or STRICT)
 -- KEYS[n+2]  lw:epoch:<t>:<p>, read only when STRICT
 -- ARGV[1..3] partition epoch n; then 4 per event:
---            numbers  struct '<BBBi8i8i8i8i4i8i8': type product has_income
---                     sequence occurred_at outstanding limit dpd past_due income
+--            numbers  struct '<BBBi8i8i8i8i4i8i8I6I4': type product has_income
+--                     sequence occurred_at outstanding limit dpd past_due income,
+--                     then for APPLICATION / CREDIT_LINE / DRAWDOWN the window
+--                     hashes the consumer computed (first 48 bits of SHA1 of
+--                     the loan, first 32 of SHA1 of lender_id), else 0 0
 --            loan     '<platform_id>:<loan_id>'
 --            lender   lender_id
 --            event_id
@@ -42,7 +45,7 @@
 -- string.format('%d'), never with tostring().
 
 local D30 = 2592000000
-local NUMFMT = '<BBBi8i8i8i8i4i8i8'
+local NUMFMT = '<BBBi8i8i8i8i4i8i8I6I4'
 local VERSION = 1
 local n = tonumber(ARGV[3])
 local part, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -87,8 +90,6 @@ end
 
 -- Window entries: 16 bytes each, '>I6I6I4' = event time, id hash with the
 -- kind in its lowest bit (0 new loan, 1 application), lender hash.
-local function hash48(s) return tonumber(sub(sha1hex(s), 1, 12), 16) end
-local function hash32(s) return tonumber(sub(sha1hex(s), 1, 8), 16) end
 
 local function winlenders(w, nw, from)
     local seen, nl, cnt = {}, 0, 0
@@ -105,7 +106,7 @@ end
 local jstr = cjson.encode
 
 local function apply1(k, nums, me, lender, evid)
-    local et, prod, hasinc, seq, at, o, lim, dpd, pd, incv = sunpack(NUMFMT, nums)
+    local et, prod, hasinc, seq, at, o, lim, dpd, pd, incv, h48, h32 = sunpack(NUMFMT, nums)
 
     -- One GET, one C call decodes it all (layout in consumers/README.md):
     -- version, t, open-alert mask, fence partition and epoch, window entries,
@@ -157,13 +158,12 @@ local function apply1(k, nums, me, lender, evid)
     local anydpd = otherdpd
     if et == 0 then
         -- APPLICATION: no loan state; counted once by its id.
-        local idh = hash48(me)
-        idh = idh - idh % 2 + 1
+        local idh = h48 - h48 % 2 + 1
         for i = 0, nw - 1 do
             local _, x = sunpack('>I6I6', w, i * 16 + 1)
             if x == idh then return replay_alerts(1, mask, k, evid) end
         end
-        if at > newt - D30 then add = spack('>I6I6I4', at, idh, hash32(lender)) end
+        if at > newt - D30 then add = spack('>I6I6I4', at, idh, h32) end
     else
         if mi then
             local sq = L[mi + 5]
@@ -172,8 +172,7 @@ local function apply1(k, nums, me, lender, evid)
         else
             if (et == 1 or et == 2) and at > newt - D30 then
                 -- A DRAWDOWN or CREDIT_LINE that opens a loan we never saw: a new loan.
-                local idh = hash48(me)
-                add = spack('>I6I6I4', at, idh - idh % 2, hash32(lender))
+                add = spack('>I6I6I4', at, h48 - h48 % 2, h32)
             end
             mi = nl + 1
             L[mi] = me

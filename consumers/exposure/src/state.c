@@ -70,16 +70,40 @@ static bool mp_int(cur_t *c, int64_t *out)
     int n;
     bool sign = false, dbl = false;
     switch (t) {
-    case 0xcc: n = 1; break;
-    case 0xcd: n = 2; break;
-    case 0xce: n = 4; break;
-    case 0xcf: n = 8; break;
-    case 0xd0: n = 1; sign = true; break;
-    case 0xd1: n = 2; sign = true; break;
-    case 0xd2: n = 4; sign = true; break;
-    case 0xd3: n = 8; sign = true; break;
-    case 0xcb: n = 8; dbl = true; break;
-    default: return false;
+    case 0xcc:
+        n = 1;
+        break;
+    case 0xcd:
+        n = 2;
+        break;
+    case 0xce:
+        n = 4;
+        break;
+    case 0xcf:
+        n = 8;
+        break;
+    case 0xd0:
+        n = 1;
+        sign = true;
+        break;
+    case 0xd1:
+        n = 2;
+        sign = true;
+        break;
+    case 0xd2:
+        n = 4;
+        sign = true;
+        break;
+    case 0xd3:
+        n = 8;
+        sign = true;
+        break;
+    case 0xcb:
+        n = 8;
+        dbl = true;
+        break;
+    default:
+        return false;
     }
     if (!need(c, (size_t)n))
         return false;
@@ -201,8 +225,7 @@ static lw_err_t decode_state(const unsigned char *s, size_t len, lw_borrower_sta
     size_t wlen, nslots;
     if (!mp_int(&c, &ver) || ver != LW_STATE_VERSION || !mp_int(&c, &out->last_event_at) ||
         !mp_int(&c, &mask) || !mp_int(&c, &fpart) || !mp_int(&c, &fepoch) ||
-        !mp_str(&c, &ws, &wlen) || wlen % LW_WIN_ENTRY_LEN || !mp_array(&c, &nslots) ||
-        nslots % 8)
+        !mp_str(&c, &ws, &wlen) || wlen % LW_WIN_ENTRY_LEN || !mp_array(&c, &nslots) || nslots % 8)
         return LW_ERR_PARSE;
     *w = ws;
     *nw = wlen / LW_WIN_ENTRY_LEN;
@@ -273,8 +296,8 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
             snprintf(errstr, errstr_size, "out of memory");
         else
             snprintf(errstr, errstr_size,
-                     "borrower state %s: malformed value (%zu bytes; not layout version %d)",
-                     key, r->len, LW_STATE_VERSION);
+                     "borrower state %s: malformed value (%zu bytes; not layout version %d)", key,
+                     r->len, LW_STATE_VERSION);
         lw_borrower_state_clear(out);
         err = err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
         goto done;

@@ -10,6 +10,7 @@ Redis DB (flushed first!), then reports MEMORY USAGE of sample state strings
       --bin build/bin -n 100000 [--old]   # --old: loans opened > 30 days ago
 """
 import argparse
+import hashlib
 import os
 import socket
 import struct
@@ -81,12 +82,16 @@ def main():
                 if a.old and seq == 1:
                     when = at - 60 * 86400000
                 # one event per call: KEYS borrower, stream, epoch; ARGV partition epoch n,
-                # then the numbers (apply.lua's '<BBBi8i8i8i8i4i8i8'), loan, lender, event id
-                nums = struct.pack("<BBBqqqqiqq", 2 if seq == 1 else 3, 1, 0, seq, when, out, 0,
-                                   0, 0, 0)
+                # then the numbers (apply.lua's '<BBBi8i8i8i8i4i8i8I6I4', the window
+                # hashes only for the drawdown), loan, lender, event id
+                me = "%s:%s-%08x-%d" % (p, pre, i, j)
+                et = 2 if seq == 1 else 3
+                h48 = int(hashlib.sha1(me.encode()).hexdigest()[:12], 16) if et == 2 else 0
+                h32 = int(hashlib.sha1(lender.encode()).hexdigest()[:8], 16) if et == 2 else 0
+                nums = struct.pack("<BBBqqqqiqq", et, 1, 0, seq, when, out, 0, 0, 0, 0) + \
+                    h48.to_bytes(6, "little") + h32.to_bytes(4, "little")
                 batch.append(resp("EVALSHA", sha, 3, "b:{%s}" % bid, "lw:alerts",
-                                  "lw:epoch:t:0", 0, 1, 1, nums,
-                                  "%s:%s-%08x-%d" % (p, pre, i, j), lender,
+                                  "lw:epoch:t:0", 0, 1, 1, nums, me, lender,
                                   "%s-ev-%d-%d-%d" % (p, i, j, seq)))
         if len(batch) >= 6000 or i == a.n - 1:
             r.s.sendall(b"".join(batch))
