@@ -15,10 +15,12 @@
 #include "loanwire/validate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LW_LINE_MAX       (1024 * 1024) /* longer lines are refused, still copied */
 #define LW_WARN_MAX       100           /* reject messages on stderr before going quiet */
@@ -254,40 +256,106 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
     }
 }
 
+/* Input lines come out of one big buffer: read(2) straight into it and
+ * memchr for the newline, instead of getline() copying each line out of
+ * stdio's buffer. read() returns whatever a pipe has, so a live feed on stdin
+ * is still handled line by line as it arrives. The buffer grows for a line
+ * longer than itself (such a line is refused, but copied whole). */
+#define LW_READ_BUF (1 << 20)
+
+typedef struct lw_linebuf {
+    char *buf;
+    size_t cap, start, end; /* unread bytes are buf[start..end) */
+    size_t scanned;         /* buf[start..scanned) holds no newline */
+    bool eof;
+} lw_linebuf_t;
+
+/* Next line without its '\n' (a last line may lack one). Returns 1 with a
+ * line, 0 at the end of input, -1 on a read error or out of memory (errno). */
+static int lw_next_line(int fd, lw_linebuf_t *b, const char **line, size_t *len)
+{
+    for (;;) {
+        char *nl =
+            b->scanned < b->end ? memchr(b->buf + b->scanned, '\n', b->end - b->scanned) : NULL;
+        if (nl) {
+            *line = b->buf + b->start;
+            *len = (size_t)(nl - *line);
+            b->start = b->scanned = (size_t)(nl - b->buf) + 1;
+            return 1;
+        }
+        b->scanned = b->end;
+        if (b->eof) {
+            if (b->start == b->end)
+                return 0;
+            *line = b->buf + b->start;
+            *len = b->end - b->start;
+            b->start = b->scanned = b->end;
+            return 1;
+        }
+        if (b->start > 0) { /* keep the partial line, make room after it */
+            memmove(b->buf, b->buf + b->start, b->end - b->start);
+            b->end -= b->start;
+            b->scanned -= b->start;
+            b->start = 0;
+        }
+        if (b->end == b->cap) {
+            char *nb = b->cap < SIZE_MAX / 2 ? realloc(b->buf, b->cap * 2) : NULL;
+            if (!nb) {
+                errno = ENOMEM;
+                return -1;
+            }
+            b->buf = nb;
+            b->cap *= 2;
+        }
+        ssize_t n = read(fd, b->buf + b->end, b->cap - b->end);
+        if (n < 0) {
+            if (errno == EINTR && !lw_stop_requested())
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            b->eof = true;
+        b->end += (size_t)n;
+    }
+}
+
 /* Reads one input to its end (or a stop request). */
 static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
 {
     const char *name = j->inputs[idx];
     bool is_stdin = strcmp(name, "-") == 0;
-    FILE *fp = is_stdin ? stdin : fopen(name, "r");
-    char *line = NULL;
-    size_t cap = 0;
+    int fd = is_stdin ? STDIN_FILENO : open(name, O_RDONLY | O_CLOEXEC);
+    lw_linebuf_t lb = {0};
+    const char *line;
     uint64_t lineno = 0;
-    ssize_t n;
+    int rc;
 
-    if (!fp) {
+    if (fd < 0) {
         lw_error("cannot read %s: %s", name, strerror(errno));
         j->sum.io_error = true;
         return;
     }
-    if (!is_stdin)
-        setvbuf(fp, NULL, _IOFBF, 1 << 20);
+    lb.cap = LW_READ_BUF;
+    lb.buf = malloc(lb.cap);
+    if (!lb.buf) {
+        lw_error("reading %s: %s", lw_src_name(name), strerror(ENOMEM));
+        j->sum.io_error = true;
+        if (!is_stdin)
+            close(fd);
+        return;
+    }
     while (!lw_stop_requested()) {
         size_t len, k;
 
-        errno = 0;
-        n = getline(&line, &cap, fp);
-        if (n < 0) {
-            if (ferror(fp) && !lw_stop_requested()) {
+        rc = lw_next_line(fd, &lb, &line, &len);
+        if (rc <= 0) {
+            if (rc < 0 && !lw_stop_requested()) {
                 lw_error("reading %s: %s", lw_src_name(name), strerror(errno));
                 j->sum.io_error = true;
             }
             break;
         }
         lineno++;
-        len = (size_t)n;
-        if (len && line[len - 1] == '\n')
-            len--;
         if (len && line[len - 1] == '\r')
             len--;
         /* Blank lines and '#' comments are not events (rejects files feed back). */
@@ -308,11 +376,9 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
         if (j->sum.read % LW_PROGRESS_EVERY == 0)
             lw_jsonl_progress(j, p);
     }
-    free(line);
-    if (is_stdin)
-        clearerr(stdin);
-    else
-        fclose(fp);
+    free(lb.buf);
+    if (!is_stdin)
+        close(fd);
 }
 
 void lw_jsonl_run(lw_jsonl_t *j, lw_producer_t *p, const char *const *inputs, int n_inputs,
