@@ -111,7 +111,7 @@ step "report"
 applied=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" events_applied)
 dups=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" duplicates)
 dead=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" dead_letters)
-borrowers=$(redis-cli -u "$LOANWIRE_REDIS" --scan --pattern 'lw:b:{*' | wc -l)
+borrowers=$(redis-cli -u "$LOANWIRE_REDIS" --scan --pattern 'b:{*' | wc -l)
 printf '  events produced (delivered)  %s\n' "${produced:-?}"
 printf '  events applied               %s   (duplicates %s, dead letters %s)\n' "$applied" "${dups:-0}" "${dead:-0}"
 printf '  borrowers in Redis           %s\n' "$borrowers"
