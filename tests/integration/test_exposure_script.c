@@ -255,6 +255,74 @@ static void test_big_amounts_exact(void **state)
     lw_store_destroy(st);
 }
 
+/* lw_state_read on a damaged state string: every truncation of a real one and
+ * a few flipped bytes give an error or a (bounded) state, never a crash or an
+ * overrun (the ASan build runs this too). */
+static void test_state_read_malformed(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    lw_event_t a = mk(BID_B, LW_EVENT_DRAWDOWN, "p", "M1", "l1", 1, T0, 500);
+    a.has_annual_income = true;
+    a.annual_income_fen = 9000000;
+    lw_event_t b = mk(BID_B, LW_EVENT_APPLICATION, "q", "M2", "l2", 1, T0 + 1, 0);
+    apply(st, &a);
+    apply(st, &b);
+    lw_store_destroy(st);
+    redisReply *r = redisCommand(g_rc, "GET b:{" BID_B "}");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    size_t len = r->len;
+    char *good = malloc(len);
+    memcpy(good, r->str, len);
+    freeReplyObject(r);
+    char errstr[256];
+    bool found;
+    lw_borrower_state_t s;
+    int ngood = 0;
+    for (size_t cut = 0; cut < len; cut++) {
+        r = redisCommand(g_rc, "SET b:{" BID_B "} %b", good, cut);
+        freeReplyObject(r);
+        lw_err_t err = lw_state_read(g_rc, BID_B, &s, &found, errstr, sizeof errstr);
+        if (err == LW_OK) {
+            /* the one valid prefix: everything but the trailing (optional) income */
+            assert_true(found);
+            assert_false(s.has_annual_income);
+            assert_int_equal(s.n_loans, 1);
+            lw_borrower_state_clear(&s);
+            ngood++;
+            continue;
+        }
+        assert_int_equal(err, LW_ERR_REDIS);
+        assert_non_null(strstr(errstr, "malformed"));
+        assert_false(found);
+    }
+    assert_int_equal(ngood, 1);
+    for (size_t i = 0; i < len; i++) {
+        char *bad = malloc(len);
+        memcpy(bad, good, len);
+        bad[i] = (char)0xff;
+        r = redisCommand(g_rc, "SET b:{" BID_B "} %b", bad, len);
+        freeReplyObject(r);
+        lw_err_t err = lw_state_read(g_rc, BID_B, &s, &found, errstr, sizeof errstr);
+        assert_true(err == LW_OK || err == LW_ERR_REDIS);
+        if (err == LW_OK)
+            lw_borrower_state_clear(&s);
+        free(bad);
+    }
+    r = redisCommand(g_rc, "SET b:{" BID_B "} %b", good, len);
+    freeReplyObject(r);
+    s = readb(BID_B);
+    assert_int_equal(s.n_loans, 1);
+    assert_int_equal(s.total_outstanding_fen, 500);
+    assert_true(s.has_annual_income);
+    assert_int_equal(s.annual_income_fen, 9000000);
+    assert_int_equal(s.applications[LW_WIN_24H], 1);
+    assert_int_equal(s.new_loans[LW_WIN_24H], 1);
+    assert_int_equal(s.loans[0].updated_at, T0);
+    lw_borrower_state_clear(&s);
+    free(good);
+}
+
 static void test_fencing(void **state)
 {
     flushdb();
@@ -575,6 +643,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_totals_sequence_rule),
         cmocka_unit_test(test_big_amounts_exact),
+        cmocka_unit_test(test_state_read_malformed),
         cmocka_unit_test(test_fencing),
         cmocka_unit_test(test_rule_income_cap),
         cmocka_unit_test(test_rule_multi_lender),
