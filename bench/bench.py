@@ -1099,6 +1099,8 @@ def main():
     a.pipeline = 64
     a.rb_n = 200000 if q else 1000000
     steps = {int(s) for s in a.steps.split(",") if s}
+    if steps & {2, 5}:
+        steps.add(1)  # they consume step 1's topic and model
 
     b = Bench(a)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1112,6 +1114,10 @@ def main():
     except BenchError as e:
         say("FAILED: %s" % e)
         b.failed.append(str(e).splitlines()[0])
+        rc = 1
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
+        say("FAILED: %s: %s" % (type(e).__name__, e))
+        b.failed.append("%s: %s" % (type(e).__name__, e))
         rc = 1
     except KeyboardInterrupt:
         say("interrupted")
