@@ -1087,6 +1087,8 @@ def main():
                     help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
     ap.add_argument("--steps", default="1,2,3,4,5", help="steps to run (2 and 5 need 1)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--publish", metavar="MD", help="on success, put the report into MD "
+                    "between its results:begin / results:end markers (BENCHMARKS.md)")
     a = ap.parse_args()
     q = a.quick
     a.events = a.events or (20000 if q else 2000000)
@@ -1136,7 +1138,22 @@ def main():
         with open(a.out, "w") as f:
             f.write(rep)
         say("report written to %s" % a.out)
+    if a.publish and rc == 0:
+        publish(a.publish, rep)
+        say("report published into %s" % a.publish)
     return rc
+
+
+def publish(path, rep):
+    txt = open(path).read()
+    m = re.search(r"(<!-- results:begin[^\n]*-->\n)(.*?)(<!-- results:end -->)", txt, re.S)
+    if not m:
+        raise SystemExit("%s has no results:begin / results:end markers" % path)
+    body = rep.split("\n", 1)[1].lstrip("\n")  # without the report's own title
+    body = body.replace("\n## Details", "\n### Details")
+    with open(path, "w") as f:
+        f.write(txt[:m.start(2)] + rep.split("\n", 1)[0].replace("# ", "Run: ") + "\n\n" +
+                body + txt[m.start(3):])
 
 
 if __name__ == "__main__":

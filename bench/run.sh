@@ -6,6 +6,8 @@
 #   ./bench/run.sh [--quick] --build DIR    use (and incrementally build) DIR/bin
 #   ./bench/run.sh --head       benchmark the committed HEAD: exported (git archive) to
 #                               bench/.src and built there, others' uncommitted work left out
+#   ./bench/run.sh --head --publish BENCHMARKS.md   the release figures: also written into
+#                               BENCHMARKS.md (between its results markers)
 #   extra arguments go to bench/bench.py (e.g. --steps 1,2 --events 500000 --keep)
 #
 # Starts a private stack (Kafka 49092/49093, Redis 46379, folder bench/.stack; override
