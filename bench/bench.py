@@ -1044,12 +1044,12 @@ def versions(a, bindir):
     except (OSError, AttributeError):
         pass
     return ("Kafka %s (KRaft, one broker, Java %s), Redis %s, librdkafka %s, kcat %s, "
-            "redis-benchmark %s, gcc %s, kernel %s, Python %s; build %s" % (
+            "redis-cli %s, gcc %s, kernel %s, Python %s; build %s" % (
                 kafka, first_line(["java", "-version"], r'version "([^"]+)"'),
                 first_line(["redis-server", "--version"], r"v=(\S+)"),
                 first_line(["kcat", "-V"], r"librdkafka (\S+)"),
                 first_line(["kcat", "-V"], r"Version (\S+)"),
-                first_line(["redis-benchmark", "--version"], r"redis-benchmark (\S+)"),
+                first_line(["redis-cli", "--version"], r"redis-cli (\S+)"),
                 first_line(["gcc", "-dumpfullversion"]), os.uname().release,
                 sys.version.split()[0], btype))
 
@@ -1098,8 +1098,6 @@ def main():
     a.rates = [(1000, 3)] if q else [(1000, 30), (10000, 20), (50000, 20)]
     a.steady = (1000, 3) if q else (10000, 20)
     a.sample = 200 if q else 300
-    a.pipeline = 64
-    a.rb_n = 200000 if q else 1000000
     steps = {int(s) for s in a.steps.split(",") if s}
     if steps & {2, 5}:
         steps.add(1)  # they consume step 1's topic and model

@@ -60,7 +60,7 @@ if [ "$build" != build ] || ! have_all; then
   cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 fi
 have_all || { echo "error: programs missing in $build/bin after the build" >&2; exit 1; }
-for t in kcat redis-benchmark redis-cli python3; do
+for t in kcat redis-cli python3; do
   command -v "$t" >/dev/null || { echo "error: $t not found (./deploy/install-deps.sh)" >&2; exit 1; }
 done
 
