@@ -62,8 +62,11 @@ local sha1hex, sub, fmt = redis.sha1hex, string.sub, string.format
 local sunpack, spack, concat = struct.unpack, struct.pack, table.concat
 local mpack, munpack = cmsgpack.pack, cmsgpack.unpack
 
--- Rule i owns bit i-1 of the header's open-alert mask.
+-- Rule i owns bit i-1 of the header's open-alert mask. HIST says a:{..}
+-- holds something (an open alert, or the last cleared one of a rule, kept
+-- under "~<rule>" so a redelivered trigger can publish it again).
 for i, r in ipairs(RULES) do r.bit = 2 ^ (i - 1) end
+local HIST = 2 ^ 30
 
 -- the borrower id is inside the key's hash tag: b:{<id>}
 local function bid_of(k) return sub(k, 4, -2) end
@@ -71,16 +74,19 @@ local function akey_of(k) return 'a:' .. sub(k, 3) end
 local function platform_of(me) return sub(me, 1, string.find(me, ':', 1, true) - 1) end
 local function alert_id(bid, r, evid) return sub(sha1hex(bid .. '|' .. r .. '|' .. evid), 1, 32) end
 
--- Alerts this event raised before (it is a redelivery): publish them again.
--- Only borrowers with open alerts (mask ~= 0) read their alert hash.
+-- Alerts this event raised before (it is a redelivery): publish them again,
+-- open or cleared since: a crash may have lost the first publication of an
+-- alert that a later event of the same batch cleared. Only borrowers that
+-- ever had an alert (mask ~= 0) read their alert hash.
 local function replay_alerts(code, mask, k, evid)
     if mask == 0 then return code end
     local h = redis.call('HGETALL', akey_of(k))
     local res = nil
     local bid = bid_of(k)
     for i = 1, #h, 2 do
-        local j = h[i + 1]
-        if sub(j, 14, 45) == alert_id(bid, h[i], evid) then
+        local j, rid = h[i + 1], h[i]
+        if string.byte(rid, 1) == 126 then rid = sub(rid, 2) end -- '~rule': cleared
+        if sub(j, 14, 45) == alert_id(bid, rid, evid) then
             if not res then res = {code} end
             res[#res + 1] = j
         end
@@ -250,6 +256,7 @@ local function apply1(k, nums, me, lender, evid)
             '}'
         redis.call('HSET', akey, r.id, j)
         newmask = newmask + r.bit
+        if newmask < HIST then newmask = newmask + HIST end
         if STREAM then
             redis.call('XADD', SKEY, 'MAXLEN', '~', MAXLEN, '*', 'alert_id', id, 'borrower_id',
                 bid, 'rule_id', r.id, 'severity', r.severity, 'platform_id', pid, 'lender_id',
@@ -259,7 +266,10 @@ local function apply1(k, nums, me, lender, evid)
         res[#res + 1] = j
     end
     local function clear(r)
-        redis.call('HDEL', akey_of(k), r.id)
+        local ak = akey_of(k)
+        local j = redis.call('HGET', ak, r.id)
+        if j then redis.call('HSET', ak, '~' .. r.id, j) end
+        redis.call('HDEL', ak, r.id)
         newmask = newmask - r.bit
     end
     for _, r in ipairs(RULES) do

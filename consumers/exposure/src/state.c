@@ -312,7 +312,8 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
             goto done;
         }
         for (size_t i = 0; i < a->elements; i++)
-            if (a->element[i]->type == REDIS_REPLY_STRING && a->element[i]->len <= LW_ID_MAX)
+            if (a->element[i]->type == REDIS_REPLY_STRING && a->element[i]->len <= LW_ID_MAX &&
+                a->element[i]->str[0] != '~') /* "~rule": a cleared alert, kept for replay */
                 snprintf(out->open_alerts[na++], LW_ID_MAX + 1, "%s", a->element[i]->str);
     }
     size_t nl = out->n_loans;
