@@ -11,8 +11,9 @@
 #   extra arguments go to bench/bench.py (e.g. --steps 1,2 --events 500000 --keep)
 #
 # Starts a private stack (Kafka 49092/49093, Redis 46379, folder bench/.stack; override
-# with LOANWIRE_KAFKA_PORT / LOANWIRE_CONTROLLER_PORT / LOANWIRE_REDIS_PORT /
-# LOANWIRE_STACK_DIR), fresh each run, so a test or demo stack is left alone; stops it at
+# with LW_BENCH_KAFKA_PORT / LW_BENCH_CONTROLLER_PORT / LW_BENCH_REDIS_PORT /
+# LW_BENCH_STACK_DIR — never the LOANWIRE_* of the caller's stack, since the bench stack
+# is wiped), fresh each run, so a test or demo stack is left alone; stops it at
 # the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
 # missing. Writes the markdown table to bench/results/latest.md. No time is asserted;
 # exits non-zero when a step fails or a count does not match.
@@ -38,10 +39,10 @@ done
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-export LOANWIRE_STACK_DIR=${LOANWIRE_STACK_DIR:-$root/bench/.stack}
-export LOANWIRE_KAFKA_PORT=${LOANWIRE_KAFKA_PORT:-49092}
-export LOANWIRE_CONTROLLER_PORT=${LOANWIRE_CONTROLLER_PORT:-49093}
-export LOANWIRE_REDIS_PORT=${LOANWIRE_REDIS_PORT:-46379}
+export LOANWIRE_STACK_DIR=${LW_BENCH_STACK_DIR:-$root/bench/.stack}
+export LOANWIRE_KAFKA_PORT=${LW_BENCH_KAFKA_PORT:-49092}
+export LOANWIRE_CONTROLLER_PORT=${LW_BENCH_CONTROLLER_PORT:-49093}
+export LOANWIRE_REDIS_PORT=${LW_BENCH_REDIS_PORT:-46379}
 unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
 
 if [ "$head" = 1 ]; then

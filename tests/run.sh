@@ -67,7 +67,7 @@ if [ -z "${LW_TEST_QUICK:-}" ] && [ ${#ctest_args[@]} -eq 0 ]; then
   fi
   if [ -x bench/run.sh ]; then
     step "benchmark scripts smoke run (bench/run.sh --quick; no time is asserted)"
-    bench/run.sh --quick || rc=1
+    bench/run.sh --quick || rc=1 # on its own stack (ports and folder)
   fi
 fi
 
