@@ -21,16 +21,16 @@ static void test_kafka_produce_consume(void **state)
     lw_test_unique(payload, sizeof payload, "hello");
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", lw_test_bootstrap(), errstr,
-                                       sizeof errstr),
-                     RD_KAFKA_CONF_OK);
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "bootstrap.servers", lw_test_bootstrap(), errstr, sizeof errstr),
+        RD_KAFKA_CONF_OK);
     rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sizeof errstr);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     assert_non_null(p);
     assert_int_equal(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
                                        RD_KAFKA_V_VALUE(payload, strlen(payload)),
-                                       RD_KAFKA_V_KEY("k", 1), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                       RD_KAFKA_V_END),
+                                       RD_KAFKA_V_KEY("k", 1),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(rd_kafka_outq_len(p), 0);

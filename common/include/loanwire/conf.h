@@ -19,12 +19,12 @@
 extern "C" {
 #endif
 
-#define LW_DEFAULT_BOOTSTRAP    "127.0.0.1:9092"
-#define LW_DEFAULT_REDIS        "redis://127.0.0.1:6379"
-#define LW_TOPIC_EVENTS         "loanwire.loan-events"
-#define LW_TOPIC_ALERTS         "loanwire.alerts"
-#define LW_TOPIC_DEAD_LETTERS   "loanwire.dead-letters"
-#define LW_REDIS_ALERT_STREAM   "lw:alerts"
+#define LW_DEFAULT_BOOTSTRAP  "127.0.0.1:9092"
+#define LW_DEFAULT_REDIS      "redis://127.0.0.1:6379"
+#define LW_TOPIC_EVENTS       "loanwire.loan-events"
+#define LW_TOPIC_ALERTS       "loanwire.alerts"
+#define LW_TOPIC_DEAD_LETTERS "loanwire.dead-letters"
+#define LW_REDIS_ALERT_STREAM "lw:alerts"
 
 /* $LOANWIRE_BOOTSTRAP or the default. Static storage. */
 const char *lw_conf_default_bootstrap(void);
@@ -49,8 +49,7 @@ typedef struct lw_redis_url {
     char password[128];
 } lw_redis_url_t;
 
-lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr,
-                            size_t errstr_size);
+lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr, size_t errstr_size);
 
 #ifdef __cplusplus
 }

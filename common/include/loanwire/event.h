@@ -58,9 +58,9 @@ typedef struct lw_event {
     char borrower_id[LW_BORROWER_ID_LEN + 1];
     char loan_id[LW_ID_MAX + 1];
     lw_product_t product;
-    int64_t sequence;    /* per loan, strictly increasing, > 0 */
-    int64_t occurred_at; /* event time, ms since the Unix epoch */
-    int64_t amount_fen;  /* what this event moves: drawn, repaid, written off */
+    int64_t sequence;        /* per loan, strictly increasing, > 0 */
+    int64_t occurred_at;     /* event time, ms since the Unix epoch */
+    int64_t amount_fen;      /* what this event moves: drawn, repaid, written off */
     int64_t outstanding_fen; /* the loan's outstanding principal after it */
     int64_t credit_limit_fen;
     int32_t days_past_due;

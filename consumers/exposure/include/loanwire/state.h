@@ -21,9 +21,9 @@ extern "C" {
 #endif
 
 typedef enum lw_loan_status {
-    LW_LOAN_ACTIVE = 0,  /* outstanding > 0, not closed */
-    LW_LOAN_PAID,        /* outstanding 0, not closed (a line with nothing drawn) */
-    LW_LOAN_DELINQUENT,  /* active and days_past_due > 0 */
+    LW_LOAN_ACTIVE = 0, /* outstanding > 0, not closed */
+    LW_LOAN_PAID,       /* outstanding 0, not closed (a line with nothing drawn) */
+    LW_LOAN_DELINQUENT, /* active and days_past_due > 0 */
     LW_LOAN_WRITTEN_OFF,
     LW_LOAN_CLOSED,
     LW_LOAN_STATUS__CNT
@@ -45,9 +45,9 @@ typedef struct lw_loan_state {
 } lw_loan_state_t;
 
 /* Window lengths the state keeps counts for (event time). */
-#define LW_WINDOW_24H  (24LL * 3600 * 1000)
-#define LW_WINDOW_7D   (7LL * 24 * 3600 * 1000)
-#define LW_WINDOW_30D  (30LL * 24 * 3600 * 1000)
+#define LW_WINDOW_24H (24LL * 3600 * 1000)
+#define LW_WINDOW_7D  (7LL * 24 * 3600 * 1000)
+#define LW_WINDOW_30D (30LL * 24 * 3600 * 1000)
 typedef enum { LW_WIN_24H = 0, LW_WIN_7D, LW_WIN_30D, LW_WIN__CNT } lw_window_t;
 
 typedef struct lw_borrower_state {
