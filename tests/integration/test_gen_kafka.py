@@ -21,51 +21,14 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-BIN = os.environ.get("LW_BIN_DIR", "build/bin")
-BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
-TMP = os.environ.get("LW_TMP_DIR") or tempfile.gettempdir()
-PARTITIONS = 6
+sys.path.insert(0, os.path.join(os.environ.get("LW_SOURCE_DIR", "."), "tests", "support"))
+from lwtest import (BIN, BOOT, PARTITIONS, check, die, finish,  # noqa: E402
+                    require_kafka, run, topics_cmd)
+
+
 GEN = f"{BIN}/loanwire-gen"
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def die(msg):
-    print(f"FAIL {msg}")
-    print(f"{passed} passed, {failed + 1} failed")
-    sys.exit(1)
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
-
-
-def require_kafka():
-    r = run(["kcat", "-b", BOOT, "-L", "-m", "10"])
-    if r.returncode != 0:
-        die(f"Kafka is not reachable at {BOOT} (LOANWIRE_BOOTSTRAP); "
-            f"start it with ./deploy/stack.sh up: {r.stderr.strip()[:300]}")
-
-
-def topics_cmd(cmd, topic):
-    return run([f"{BIN}/loanwire-topics", cmd, "-b", BOOT, "--events-topic", topic,
-                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--partitions", str(PARTITIONS), "--alerts-partitions", "1"])
-
 
 def new_topic(tag, topics):
     t = f"lwtest.gen.{tag}.{os.getpid()}.{int(time.time() * 1000)}"
@@ -228,8 +191,7 @@ def main():
     finally:
         for t in topics:
             topics_cmd("delete", t)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

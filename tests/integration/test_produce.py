@@ -29,46 +29,9 @@ import sys
 import tempfile
 import time
 
-BIN = os.environ.get("LW_BIN_DIR", "build/bin")
-BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
-TMP = os.environ.get("LW_TMP_DIR") or tempfile.gettempdir()
-PARTITIONS = 6
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def die(msg):
-    print(f"FAIL {msg}")
-    print(f"{passed} passed, {failed + 1} failed")
-    sys.exit(1)
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
-
-
-def require_kafka():
-    r = run(["kcat", "-b", BOOT, "-L", "-m", "10"])
-    if r.returncode != 0:
-        die(f"Kafka is not reachable at {BOOT} (LOANWIRE_BOOTSTRAP); "
-            f"start it with ./deploy/stack.sh up: {r.stderr.strip()[:300]}")
-
-
-def topics_cmd(cmd, topic):
-    return run([f"{BIN}/loanwire-topics", cmd, "-b", BOOT, "--events-topic", topic,
-                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--partitions", str(PARTITIONS), "--alerts-partitions", "1"])
+sys.path.insert(0, os.path.join(os.environ.get("LW_SOURCE_DIR", "."), "tests", "support"))
+from lwtest import (BIN, BOOT, PARTITIONS, TMP, check, die, finish,  # noqa: E402
+                    produce_summary, require_kafka, run, topics_cmd)
 
 
 def new_topic(tag):
@@ -231,15 +194,6 @@ def parse_rejects(path):
     return out
 
 
-def summary(stderr):
-    m = re.search(r"read (\d+), rejected (\d+), sent (\d+), delivered (\d+), failed (\d+)",
-                  stderr)
-    if not m:
-        return None
-    return dict(zip(("read", "rejected", "sent", "delivered", "failed"),
-                    map(int, m.groups())))
-
-
 def norm(ev):
     """JSON form with absent optional fields written as null."""
     out = dict(ev)
@@ -267,7 +221,7 @@ def test_mixed_and_readback(work, rng, topics):
     r = run([f"{BIN}/loanwire-produce", "-b", BOOT, "-t", topic, "--id-key", key, src])
     check("mixed: exit 0 when every valid line is delivered", r.returncode == 0,
           f"rc={r.returncode} stderr={r.stderr[-500:]}")
-    s = summary(r.stderr)
+    s = produce_summary(r.stderr)
     check("mixed: summary line present", s is not None, r.stderr[-300:])
     if s:
         check("mixed: summary counts", s == {"read": len(lines), "rejected": n_bad,
@@ -369,7 +323,7 @@ def test_sigint(work, topics):
         p.kill()
         _, err = p.communicate()
     check("sigint: exit 130", p.returncode == 130, f"rc={p.returncode} {err[-300:]}")
-    s = summary(err)
+    s = produce_summary(err)
     check("sigint: summary printed, all 200 read and delivered",
           s is not None and s["read"] == 200 and s["delivered"] == 200 and s["failed"] == 0,
           str(s))
@@ -407,8 +361,7 @@ def main():
     finally:
         for t in topics:
             topics_cmd("delete", t)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

@@ -16,46 +16,18 @@ import base64
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-BIN = os.environ.get("LW_BIN_DIR", "build/bin")
-SRC = os.environ.get("LW_SOURCE_DIR", ".")
-BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
-TMP = os.environ.get("LW_TMP_DIR") or tempfile.gettempdir()
+sys.path.insert(0, os.path.join(os.environ.get("LW_SOURCE_DIR", "."), "tests", "support"))
+from lwtest import (BIN, BOOT, PARTITIONS, SRC, TMP, check, die, finish,  # noqa: E402
+                    kafka_answers, produce_summary, run, topics_cmd)
+
+
 STACK = os.path.join(SRC, "deploy", "stack.sh")
-PARTITIONS = 6
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def die(msg):
-    print(f"FAIL {msg}")
-    print(f"{passed} passed, {failed + 1} failed")
-    sys.exit(1)
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
-
-
-def kafka_answers():
-    return run(["kcat", "-b", BOOT, "-L", "-m", "5"]).returncode == 0
 
 
 def kafka_stop():
@@ -71,12 +43,6 @@ def kafka_start():
     r = run(["bash", STACK, "kafka-start"], timeout=300)
     if r.returncode != 0 or not kafka_answers():
         die(f"stack.sh kafka-start failed: {r.stderr[-500:]}")
-
-
-def topics_cmd(cmd, topic):
-    return run([f"{BIN}/loanwire-topics", cmd, "-b", BOOT, "--events-topic", topic,
-                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--partitions", str(PARTITIONS), "--alerts-partitions", "1"])
 
 
 def new_topic(tag):
@@ -120,13 +86,6 @@ def make_events(n, n_borrowers):
                     "outstanding_fen": 1000 + i, "credit_limit_fen": 5000000,
                     "days_past_due": 0, "past_due_fen": 0, "currency": "CNY"})
     return out
-
-
-def summary(stderr):
-    m = re.search(r"read (\d+), rejected (\d+), sent (\d+), delivered (\d+), failed (\d+)",
-                  stderr)
-    return dict(zip(("read", "rejected", "sent", "delivered", "failed"),
-                    map(int, m.groups()))) if m else None
 
 
 def produce_paced(topic, events, seconds, extra, rejects, on_progress):
@@ -188,7 +147,7 @@ def test_restart(work, topics):
         state["starter"].join()
     check("restart: broker was stopped mid-run", state["stopped"])
     check("restart: exit 0", rc == 0, f"rc={rc} {err[-600:]}")
-    s = summary(err)
+    s = produce_summary(err)
     print(f"     restart summary: {s}")
     check("restart: all delivered, none failed",
           s is not None and s["sent"] == len(events) and s["delivered"] == len(events)
@@ -218,7 +177,7 @@ def test_never_back(work, topics):
                                 on_progress)
     finally:
         kafka_start()
-    s = summary(err)
+    s = produce_summary(err)
     print(f"     gone summary: {s}")
     check("gone: exit status 1", rc == 1, f"rc={rc} {err[-600:]}")
     check("gone: summary present", s is not None, err[-300:])
@@ -263,8 +222,7 @@ def main():
             run(["bash", STACK, "kafka-start"], timeout=300)
         for t in topics:
             topics_cmd("delete", t)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":
