@@ -20,6 +20,7 @@
 #include "loanwire/conf.h"
 #include "loanwire/json.h"
 #include "loanwire/log.h"
+#include "loanwire/redis.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -478,37 +479,13 @@ done:
 static redisContext *lw_alerts_redis_connect(const lw_redis_url_t *u, char *errstr,
                                              size_t errstr_size)
 {
-    struct timeval tv = {5, 0};
-    redisContext *rc = u->path[0] ? redisConnectUnixWithTimeout(u->path, tv)
-                                  : redisConnectWithTimeout(u->host, u->port, tv);
-    redisReply *r = NULL;
-
-    if (!rc || rc->err) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s (start it with ./deploy/stack.sh up)",
-                 u->path[0] ? u->path : u->host, u->port, rc ? rc->errstr : "no memory");
-        redisFree(rc);
-        return NULL;
-    }
-    redisSetTimeout(rc, tv);
-    if (u->password[0]) {
-        r = redisCommand(rc, "AUTH %s", u->password);
-        if (!r || r->type == REDIS_REPLY_ERROR)
-            goto fail;
-        freeReplyObject(r);
-    }
-    if (u->db) {
-        r = redisCommand(rc, "SELECT %d", u->db);
-        if (!r || r->type == REDIS_REPLY_ERROR)
-            goto fail;
-        freeReplyObject(r);
+    lw_err_t err;
+    redisContext *rc = lw_redis_connect(u, 5000, &err, errstr, errstr_size);
+    if (!rc && err == LW_ERR_TRANSIENT) {
+        size_t n = strlen(errstr);
+        snprintf(errstr + n, errstr_size - n, " (start it with ./deploy/stack.sh up)");
     }
     return rc;
-fail:
-    snprintf(errstr, errstr_size, "redis: %s", r ? r->str : rc->errstr);
-    if (r)
-        freeReplyObject(r);
-    redisFree(rc);
-    return NULL;
 }
 
 static const char *lw_field(const redisReply *fields, const char *name)

@@ -13,6 +13,7 @@
 
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
+#include "loanwire/redis.h"
 
 #include <inttypes.h>
 #include <openssl/sha.h>
@@ -62,42 +63,13 @@ struct lw_store_s {
 
 static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
-    struct timeval tv = {5, 0};
-    redisContext *rc;
-    if (st->url.path[0])
-        rc = redisConnectUnixWithTimeout(st->url.path, tv);
-    else
-        rc = redisConnectWithTimeout(st->url.host, st->url.port, tv);
-    if (!rc || rc->err) {
-        snprintf(errstr, errstr_size, "Redis %s:%d: %s",
-                 st->url.path[0] ? st->url.path : st->url.host, st->url.port,
-                 rc ? rc->errstr : "out of memory");
-        redisFree(rc);
-        return LW_ERR_TRANSIENT;
-    }
+    lw_err_t err;
+    redisContext *rc = lw_redis_connect(&st->url, 5000, &err, errstr, errstr_size);
+    if (!rc)
+        return err;
+    /* a pipeline of a whole batch can take longer than a connect should */
     redisSetTimeout(rc, (struct timeval){30, 0});
     redisReply *r;
-    if (st->url.password[0]) {
-        r = redisCommand(rc, "AUTH %s", st->url.password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "Redis AUTH: %s", r ? r->str : rc->errstr);
-            freeReplyObject(r);
-            redisFree(rc);
-            return r ? LW_ERR_REDIS : LW_ERR_TRANSIENT;
-        }
-        freeReplyObject(r);
-    }
-    if (st->url.db) {
-        r = redisCommand(rc, "SELECT %d", st->url.db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "Redis SELECT %d: %s", st->url.db,
-                     r ? r->str : rc->errstr);
-            freeReplyObject(r);
-            redisFree(rc);
-            return r ? LW_ERR_REDIS : LW_ERR_TRANSIENT;
-        }
-        freeReplyObject(r);
-    }
     r = redisCommand(rc, "SCRIPT LOAD %s", st->script);
     if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
         bool loading = r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "LOADING", 7);

@@ -8,6 +8,7 @@
  */
 #include "loanwire/id.h"
 #include "loanwire/query.h"
+#include "loanwire/redis.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -20,44 +21,7 @@
 
 redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size)
 {
-    struct timeval tv = {2, 0};
-    redisContext *rc;
-    redisReply *r;
-
-    if (url->path[0])
-        rc = redisConnectUnixWithTimeout(url->path, tv);
-    else
-        rc = redisConnectWithTimeout(url->host, url->port, tv);
-    if (!rc || rc->err) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s", url->path[0] ? url->path : url->host,
-                 url->port, rc ? rc->errstr : "cannot allocate context");
-        if (rc)
-            redisFree(rc);
-        return NULL;
-    }
-    redisSetTimeout(rc, tv);
-    if (url->password[0]) {
-        r = redisCommand(rc, "AUTH %s", url->password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis AUTH: %s", r ? r->str : rc->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (url->db) {
-        r = redisCommand(rc, "SELECT %d", url->db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis SELECT %d: %s", url->db, r ? r->str : rc->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    return rc;
-fail:
-    if (r)
-        freeReplyObject(r);
-    redisFree(rc);
-    return NULL;
+    return lw_redis_connect(url, 2000, NULL, errstr, errstr_size);
 }
 
 /* ---- Exposure ------------------------------------------------------------ */
