@@ -694,29 +694,25 @@ static int write_record(const lw_record_desc_t *d, const void *rec, char *buf, s
             break;
         }
         case LW_FT_LONG:
-        case LW_FT_OPT_LONG: {
-            int64_t v;
-            bool has = true;
-            if (f->type == LW_FT_OPT_LONG)
-                memcpy(&has, base + f->has_off, sizeof(has));
-            memcpy(&v, fv, sizeof(v));
-            if (has)
-                jw_int(&w, v);
-            else
-                jw_put(&w, "null", 4);
-            break;
-        }
+        case LW_FT_OPT_LONG:
         case LW_FT_INT:
         case LW_FT_OPT_INT: {
-            int32_t v;
             bool has = true;
-            if (f->type == LW_FT_OPT_INT)
+            if (f->type == LW_FT_OPT_LONG || f->type == LW_FT_OPT_INT)
                 memcpy(&has, base + f->has_off, sizeof(has));
-            memcpy(&v, fv, sizeof(v));
-            if (has)
-                jw_int(&w, v);
-            else
+            if (!has) {
                 jw_put(&w, "null", 4);
+                break;
+            }
+            int64_t v;
+            if (f->type == LW_FT_LONG || f->type == LW_FT_OPT_LONG) {
+                memcpy(&v, fv, sizeof(v));
+            } else {
+                int32_t v32;
+                memcpy(&v32, fv, sizeof(v32));
+                v = v32;
+            }
+            jw_int(&w, v);
             break;
         }
         }
