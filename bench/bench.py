@@ -606,15 +606,17 @@ class Bench:
         self.pipeline_mem = ((mem - stream) / nb, act, nb)
 
         # The raw Redis limit for the same commands: the exact RESP the consumer's store
-        # sends for this feed (loanwire-exposure-bench --dump: same script, chunks, keys and
-        # arguments), replayed by redis-cli --pipe as fast as Redis takes it. (redis-benchmark
-        # cannot send them: each event's numbers are one binary struct argument.)
+        # sends for this feed (loanwire-exposure-bench --dump, batches of 2000 like the
+        # consumer's --batch default: the GETs, string-id calls and write-script calls with
+        # the same keys and arguments), replayed by redis-cli --pipe as fast as Redis takes
+        # it. (redis-benchmark cannot send them: each borrower's state is a binary argument
+        # computed from the feed.)
         dump = os.path.join(self.work, "resp.dump")
         self.r.cmd("FLUSHALL")
         p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
                             "--dump", dump, self.feed], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
-        m = re.search(rb"(\d+) events -> .*sha ([0-9a-f]{40})", p.stdout)
+        m = re.search(rb"(\d+) events in .*\n.*sha ([0-9a-f]{40})", p.stdout)
         if p.returncode != 0 or not m or int(m.group(1)) != n:
             raise BenchError("loanwire-exposure-bench --dump: %s %s" % (p.stdout[-300:],
                                                                        p.stderr[-300:]))
@@ -639,17 +641,23 @@ class Bench:
         if p.returncode != 0 or not mm or int(mm.group(1)) != 0:
             raise BenchError("redis-cli --pipe: " + out[-600:])
         raw = n / rdt
-        cs = self.r.info("commandstats").get("cmdstat_evalsha", "")
-        calls = int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
+        stats = self.r.info("commandstats")
+
+        def calls(cmd):
+            cs = stats.get("cmdstat_" + cmd, "")
+            return int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
         os.unlink(dump)
-        say("raw Redis: %s events in %.2f s = %s events/s (%s EVALSHA, 0 errors); CPU: %s" % (
-            fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls), rcpu.text()))
+        say("raw Redis: %s events in %.2f s = %s events/s (%s GET, %s EVALSHA, 0 errors); "
+            "CPU: %s" % (fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("get")),
+                         fmt_int(calls("evalsha")), rcpu.text()))
         vmsg = self.verify_state("raw replay", sample=min(self.a.sample, 100), full=False)
         self.notes.append(
             "Raw Redis: `loanwire-exposure-bench --dump` wrote the RESP the store sends for "
-            "the feed (%s EVALSHA calls of the consumer's script); `redis-cli --pipe` replayed "
-            "it into an empty Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
-                fmt_int(calls), rdt, fmt_rate(raw), vmsg, rcpu.text()))
+            "the feed in batches of 2000 (%s GETs of borrower states, %s EVALSHA calls of the "
+            "write script, %s string-id calls); `redis-cli --pipe` replayed it into an empty "
+            "Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
+                fmt_int(calls("get")), fmt_int(calls("evalsha")), fmt_int(calls("eval")), rdt,
+                fmt_rate(raw), vmsg, rcpu.text()))
         nb = n
         self.r.cmd("FLUSHALL")
         ours_us = cpu.us_per("redis-server", n)

@@ -11,10 +11,10 @@ build=${LW_FUZZ_BUILD_DIR:-$src/build-fuzz}
 # Everything with ASan+UBSan; the library also with coverage so libFuzzer can steer.
 CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
-cmake --build "$build" -j2 --target fuzz_decode fuzz_json loanwire-avro >/dev/null
+cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_state loanwire-avro >/dev/null
 
 corpus=$build/fuzz-corpus
-mkdir -p "$corpus/decode" "$corpus/json"
+mkdir -p "$corpus/decode" "$corpus/json" "$corpus/state"
 fix=$src/tests/support/fixtures
 cp "$fix"/*.avro "$corpus/decode/"
 cp "$fix"/*.json "$corpus/json/"
@@ -26,8 +26,33 @@ for t in APPLICATION CREDIT_LINE DRAWDOWN REPAYMENT DELINQUENCY WRITE_OFF CLOSUR
     echo "$j" | "$build/bin/loanwire-avro" encode --no-validate --schema v1 > "$corpus/decode/seed$i.v1.avro"
     i=$((i+1))
 done
+# borrower state strings (layout version 2, consumers/README.md): none, and
+# two loans + income + two window entries
+python3 - "$corpus/state" <<'PY'
+import sys
+def uv(x):
+    b = bytearray()
+    while x >= 0x80:
+        b.append(x & 0x7F | 0x80)
+        x >>= 7
+    return bytes(b + bytes([x]))
+t = 1767225600000
+def state(loans, win, inc):
+    b = bytes([2]) + uv(4) + uv(7) + uv(t) + uv(1 | 1 << 32) + uv(1 if inc else 0)
+    b += uv(len(loans)) + uv(len(win)) + (uv(inc) + uv(86400000) if inc else b"")
+    for pid, lid, loan, sd, nums in loans:
+        b += uv(pid) + uv(lid) + bytes([len(loan)]) + loan + uv(sd) + b"".join(uv(x) for x in nums)
+    for d, idh, lh in win:
+        b += uv(d) + idh.to_bytes(6, "little") + lh.to_bytes(4, "little")
+    return b
+open(sys.argv[1] + "/empty", "wb").write(state([], [], None))
+open(sys.argv[1] + "/two", "wb").write(state(
+    [(1, 2, b"HB-1", 0 | 1 << 3 | 3 << 5, [3, 150000, 0, 500000, 3600000]),
+     (3, 3, b"WLD-77", 2, [1, 0, 0, 0, 0])],
+    [(1000, 0x123456789ABC, 0xDEADBEEF), (5000, 0x0F0F0F0F0F0F | 1, 7)], 36000000))
+PY
 rc=0
-for t in fuzz_decode fuzz_json; do
+for t in fuzz_decode fuzz_json fuzz_state; do
     echo "fuzz: $t for ${secs}s"
     (cd "$build" && "./bin/$t" -max_total_time="$secs" -print_final_stats=1 "$corpus/${t#fuzz_}" \
         2>"$build/$t.log") || { echo "fuzz: $t FAILED, see $build/$t.log"; tail -30 "$build/$t.log"; rc=1; }

@@ -116,83 +116,90 @@ class Redis:
                 return keys
 
 
-def mp_read(b, i):
-    """One msgpack int, str (as bytes), nil or array at b[i:] -> (value, next index)."""
-    c = b[i]
-    if c <= 0x7F:
-        return c, i + 1
-    if c >= 0xE0:
-        return c - 256, i + 1
-    if c == 0xC0:
-        return None, i + 1
-    if 0xA0 <= c <= 0xBF:
-        n = c & 0x1F
-        return b[i + 1:i + 1 + n], i + 1 + n
-    strs = {0xD9: 1, 0xDA: 2, 0xDB: 4}
-    if c in strs:
-        k = strs[c]
-        n = int.from_bytes(b[i + 1:i + 1 + k], "big")
-        return b[i + 1 + k:i + 1 + k + n], i + 1 + k + n
-    if 0x90 <= c <= 0x9F or c in (0xDC, 0xDD):
-        k = 0 if c <= 0x9F else (2 if c == 0xDC else 4)
-        n = c & 0x0F if c <= 0x9F else int.from_bytes(b[i + 1:i + 1 + k], "big")
-        i += 1 + k
-        arr = []
-        for _ in range(n):
-            v, i = mp_read(b, i)
-            arr.append(v)
-        return arr, i
-    sizes = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
-    if c in sizes:
-        n = sizes[c]
-        return int.from_bytes(b[i + 1:i + 1 + n], "big", signed=c >= 0xD0), i + 1 + n
-    if c == 0xCB:
-        v = struct.unpack(">d", b[i + 1:i + 9])[0]
-        assert v == int(v)
-        return int(v), i + 9
-    raise ValueError("msgpack type 0x%02x" % c)
+def uvarint(b, i):
+    """An unsigned LEB128 varint at b[i:] -> (value, next index)."""
+    x = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        shift += 7
+        if c < 0x80:
+            return x, i
 
 
-def mp_all(b):
-    """Every value of a msgpack sequence, and where each one starts (and the end)."""
-    out, pos, i = [], [], 0
-    while i < len(b):
-        pos.append(i)
-        v, i = mp_read(b, i)
-        out.append(v)
-    pos.append(i)
-    return out, pos
+class Names:
+    """Platform and lender names by string id (hash lw:strings, "i:<id>" -> name)."""
+
+    def __init__(self, r):
+        self.r, self.cache = r, {}
+
+    def __call__(self, sid):
+        if sid not in self.cache:
+            v = self.r.cmd("HGET", "lw:strings", "i:%d" % sid)
+            assert v, "lw:strings has no name for id %d" % sid
+            self.cache[sid] = v.decode()
+        return self.cache[sid]
 
 
-def decode_state(raw):
-    """A borrower's state string (consumers/README.md): version, t, open-alert mask,
-    fence partition, fence epoch, window entries, loans (8 values each, flat),
-    [income, income time]."""
-    v, _ = mp_all(raw)
-    assert v[0] == 1, "layout version %r" % v[0]
-    t, w, flat = v[1], v[5], v[6]
-    inc = v[7] if len(v) > 7 else None
+def decode_state(raw, name):
+    """A borrower's state string, layout version 2 (consumers/README.md), decoded here
+    independently of borrower.c: u8 version, then varints fence partition + 1, fence
+    epoch, t, open-alert mask, flags (bit 0: income), n_loans, n_win, [income,
+    t - income_at]; per loan: platform id, lender id, u8 length + loan_id, status +
+    8 * product + 32 * dpd, sequence, outstanding, past_due, limit, t - updated_at;
+    per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
+    application), 4 bytes lender hash."""
+    assert raw[0] == 2, "layout version %r" % raw[0]
+    h, i = [], 1
+    for _ in range(7):
+        v, i = uvarint(raw, i)
+        h.append(v)
+    part, epoch, t, mask, flags, nl, nw = h
+    inc = inc_at = None
+    if flags & 1:
+        inc, i = uvarint(raw, i)
+        d, i = uvarint(raw, i)
+        inc_at = t - d
     loans = {}
-    for k in range(0, len(flat), 8):
-        me, lender, sd, out, pd, seq, lim, dt = flat[k:k + 8]
-        loans[me.decode()] = (seq, out, lim, sd >> 5, pd, t - dt, sd & 7, lender.decode())
-    return t, w, inc, loans
+    for _ in range(nl):
+        pid, i = uvarint(raw, i)
+        lid, i = uvarint(raw, i)
+        n = raw[i]
+        loan = raw[i + 1:i + 1 + n].decode()
+        i += 1 + n
+        v = []
+        for _ in range(6):
+            x, i = uvarint(raw, i)
+            v.append(x)
+        sd, seq, out, pd, lim, dt = v
+        loans[name(pid) + ":" + loan] = (seq, out, lim, sd >> 5, pd, t - dt, sd & 7, name(lid))
+    w = []
+    for _ in range(nw):
+        d, i = uvarint(raw, i)
+        idh = int.from_bytes(raw[i:i + 6], "little")
+        lh = int.from_bytes(raw[i + 6:i + 10], "little")
+        i += 10
+        w.append((t - d, idh, lh))
+    assert i == len(raw), "trailing bytes in a state string"
+    return {"fence": (part - 1, epoch), "t": t, "mask": mask, "inc": inc, "inc_at": inc_at,
+            "loans": loans, "win": w}
 
 
 def read_state(r):
     """Every borrower as {bid: summary} decoded from the raw state strings."""
-    res = {}
+    res, name = {}, Names(r)
     for key in r.scan("b:{*}"):
         bid = key.decode()[len("b:{"):-1]
-        t, w, inc, loans = decode_state(r.cmd("GET", key))
-        ents = [(int.from_bytes(w[k:k + 6], "big"), int.from_bytes(w[k + 6:k + 12], "big") & 1,
-                 int.from_bytes(w[k + 12:k + 16], "big")) for k in range(0, len(w), 16)]
+        st = decode_state(r.cmd("GET", key), name)
+        t = st["t"]
+        ents = [(at, idh & 1, lh) for at, idh, lh in st["win"]]
         wins = []
         for wl in WINDOWS:
             sel = [e for e in ents if e[0] > t - wl]
             wins.append((sum(1 for e in sel if e[1] == 0), sum(1 for e in sel if e[1] == 1),
                          len({e[2] for e in sel})))
-        res[bid] = summarize(loans, t, inc, wins)
+        res[bid] = summarize(st["loans"], t, st["inc"], wins)
     return res
 
 
@@ -208,13 +215,14 @@ def summarize(loans, t, inc, wins):
 
 
 def snapshot(r):
-    """Every borrower's state string byte for byte, without the run-dependent fence
-    stamp (values 4 and 5: partition, epoch), and every open-alert hash."""
-    snap = {}
+    """Every borrower's decoded state string, field for field, without the
+    run-dependent fence stamp (names, not ids: the ids depend on which consumer
+    saw a name first), and every open-alert hash."""
+    snap, name = {}, Names(r)
     for key in r.scan("b:{*}"):
-        raw = r.cmd("GET", key)
-        _, pos = mp_all(raw)
-        snap[key] = raw[:pos[3]] + raw[pos[5]:]
+        st = decode_state(r.cmd("GET", key), name)
+        del st["fence"]
+        snap[key] = st
     for key in r.scan("a:{*}"):
         h = r.cmd("HGETALL", key)
         snap[key] = sorted(zip(h[0::2], h[1::2]))

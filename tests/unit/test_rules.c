@@ -109,34 +109,36 @@ static void test_default_file(void **state)
     assert_non_null(strstr(es, "/nonexistent/rules"));
 }
 
-static void test_script_has_rules(void **state)
+static void test_script_has_options(void **state)
 {
-    lw_rules_t *rs = lw_rules_default();
     lw_script_opts_t o;
     lw_script_opts_init(&o);
     o.stream_maxlen = 1234;
-    char *s = lw_script_build(rs, &o);
+    char *s = lw_script_build(&o);
     assert_non_null(s);
     assert_non_null(strstr(s, "local MAXLEN = 1234"));
     assert_non_null(strstr(s, "local STRICT = true"));
-    assert_non_null(strstr(s, "id='stacking', kind=3, version=1, severity='WARNING'"));
-    assert_non_null(strstr(s, "cap=30000000"));
-    assert_non_null(strstr(s, "redis.call('GET', k)"));
+    assert_non_null(strstr(s, "redis.call('MSET', unpack(kv))"));
+    free(s);
+    o.strict_fencing = false;
+    s = lw_script_build(&o);
+    assert_non_null(strstr(s, "local STRICT = false"));
     free(s);
     char key[LW_STATE_KEY_MAX];
     lw_state_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);
     assert_string_equal(key, "b:{AAAAAAAAAAAAAAAAAAAAAA}");
     lw_alerts_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);
     assert_string_equal(key, "a:{AAAAAAAAAAAAAAAAAAAAAA}");
-    lw_rules_destroy(rs);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_default_file),
-        cmocka_unit_test(test_script_has_rules),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_default_file),
+        cmocka_unit_test(test_script_has_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

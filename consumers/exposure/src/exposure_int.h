@@ -1,5 +1,11 @@
 /*
  * exposure_int.h - private struct bodies and helpers of lw_exposure.
+ *
+ * The consumer owns the rules: a borrower's state string is read with GET,
+ * decoded into an lw_bstate_t, changed by lw_bstate_apply() (the sequence
+ * rule, the windows, every rule) and written back by a small fenced script
+ * (write.lua). Redis only stores; it runs no rule. consumers/README.md
+ * documents the byte layout.
  */
 #ifndef LOANWIRE_EXPOSURE_INT_H
 #define LOANWIRE_EXPOSURE_INT_H
@@ -8,24 +14,121 @@
 #include "loanwire/state.h"
 
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 
 /* Window entries are kept this long behind the borrower's latest event. */
 #define LW_WINDOW_KEEP_MS LW_WINDOW_30D
 /* Layout version: first byte of a borrower's state string (consumers/README.md). */
-#define LW_STATE_VERSION 1
-
-/* Bytes per window entry: '>I6I6I4' time, id hash|kind, lender hash. */
-#define LW_WIN_ENTRY_LEN 16
+#define LW_STATE_VERSION 2
+/* Bit 32 of the open-alert mask (bit i: rule i is open): a:{..} holds
+ * something, an open alert or a rule's last cleared one. */
+#define LW_MASK_HIST ((uint64_t)1 << 32)
 
 struct lw_rules_s {
     size_t n;
     lw_rule_t rules[LW_RULES_MAX];
 };
 
-/* The embedded apply.lua (generated from src/apply.lua at build time). */
-extern const char lw_apply_lua[];
+/* ---- A borrower's state, decoded (borrower.c) ----------------------------- */
 
-/* The queued commands as RESP (for loanwire-exposure-bench --dump). */
-const char *lw_store_pending_buf(lw_store_t *st, size_t *len);
+typedef struct lw_bloan {
+    uint32_t platform, lender; /* string ids (dict.c) */
+    char loan_id[LW_ID_MAX + 1];
+    lw_product_t product;
+    lw_loan_status_t status;
+    int32_t days_past_due;
+    int64_t sequence, outstanding_fen, past_due_fen, credit_limit_fen;
+    int64_t updated_at;
+} lw_bloan_t;
+
+/* A new loan or an application counted in the windows. */
+typedef struct lw_bwin {
+    int64_t at;
+    uint64_t idh; /* 48 bits of SHA1("platform:loan"); lowest bit 1 for an application */
+    uint32_t lh;  /* 32 bits of SHA1(lender_id) */
+} lw_bwin_t;
+
+typedef struct lw_bstate {
+    int64_t t;     /* latest event time */
+    uint64_t mask; /* open alerts: bit i = rule i; LW_MASK_HIST */
+    int32_t fence_part;
+    int64_t fence_epoch;
+    bool has_income;
+    int64_t income_fen, income_at;
+    size_t n_loans, cap_loans;
+    lw_bloan_t *loans;
+    size_t n_win, cap_win;
+    lw_bwin_t *win;
+} lw_bstate_t;
+
+/* A growable byte buffer. */
+typedef struct lw_sbuf {
+    char *p;
+    size_t len, cap;
+} lw_sbuf_t;
+bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more);
+void lw_sbuf_free(lw_sbuf_t *b);
+
+/* Empties s (keeps its arrays). A fresh state is all zeros (fence_part -1 is
+ * set by reset). */
+void lw_bstate_reset(lw_bstate_t *s);
+void lw_bstate_free(lw_bstate_t *s);
+/* Decodes a state string into s (reset first): LW_OK, LW_ERR_PARSE for a
+ * malformed value or another layout version, LW_ERR_NOMEM. */
+lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len);
+/* Appends the encoding of s to out. */
+bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out);
+
+/* What one event did beyond its code: the alerts it fired (their JSON in the
+ * caller's buffer) and the rules it cleared, in rule order. */
+typedef struct lw_bapply_out {
+    bool changed; /* the state must be written */
+    bool nomem;   /* out of memory: the state is unusable */
+    size_t n_fired, n_cleared;
+    int fired[LW_RULES_MAX]; /* rule index */
+    size_t json_off[LW_RULES_MAX], json_len[LW_RULES_MAX];
+    char alert_id[LW_RULES_MAX][33];
+    int cleared[LW_RULES_MAX];
+} lw_bapply_out_t;
+
+/* Applies one valid event to its borrower's state (event time only): the
+ * sequence rule, the 30-day window, then every rule on the new state. platform
+ * and lender are the event's string ids. Fired alerts' JSON is appended to
+ * json. Returns LW_APPLY_FENCED when the state carries a newer epoch of the
+ * same partition (nothing changed). */
+lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
+                                uint32_t platform, uint32_t lender, int32_t partition,
+                                int64_t epoch, lw_sbuf_t *json, lw_bapply_out_t *out);
+/* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
+void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
+
+/* ---- String ids for platforms and lenders (dict.c) ------------------------ */
+
+/* The hash holding both directions: "n:<name>" -> id and "i:<id>" -> name;
+ * field "#" is the last id given. Ids start at 1. */
+#define LW_DICT_KEY "lw:strings"
+
+typedef struct lw_dict_s lw_dict_t;
+lw_dict_t *lw_dict_new(void);
+void lw_dict_destroy(lw_dict_t *d); /* NULL is fine */
+void lw_dict_clear(lw_dict_t *d);
+uint32_t lw_dict_id(const lw_dict_t *d, const char *name); /* 0: not known here */
+const char *lw_dict_name(const lw_dict_t *d, uint32_t id); /* NULL: not known here */
+/* Gives every name an id (one atomic script call per name not known here,
+ * pipelined). LW_ERR_TRANSIENT when the connection failed. */
+lw_err_t lw_dict_intern(lw_dict_t *d, redisContext *rc, const char *const *names, size_t n,
+                        FILE *tap, char *errstr, size_t errstr_size);
+/* Learns the names of ids not known here (one HMGET). */
+lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, size_t n,
+                         char *errstr, size_t errstr_size);
+
+/* ---- Store --------------------------------------------------------------- */
+
+/* The embedded write.lua (generated from src/write.lua at build time). */
+extern const char lw_write_lua[];
+
+/* Every command the store sends is also written to tap (RESP), for
+ * loanwire-exposure-bench --dump; NULL stops. */
+void lw_store_set_tap(lw_store_t *st, FILE *tap);
 
 #endif

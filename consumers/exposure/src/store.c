@@ -1,13 +1,22 @@
 /*
- * store.c - the Redis side of loanwire-exposure: one EVALSHA per event,
- * many per round trip.
+ * store.c - the Redis side of loanwire-exposure: read, decide, write back.
  *
- * Events are formatted straight into one reusable RESP buffer (no malloc per
- * event), sent with a single write and answered in order. The buffer is kept
- * until a flush succeeds, so after a lost connection the caller reconnects
- * and flushes the same commands again: the script's sequence rule makes the
- * repeat harmless. NOSCRIPT (script cache flushed, e.g. by a restart) is
- * mended here by loading the script again and resending what it refused.
+ * A flush applies the queued events in three pipelined round trips:
+ *
+ *   1. GET every distinct borrower of the batch (one GET each);
+ *   2. apply the events in order in C (borrower.c) - the sequence rule,
+ *      windows and rules - and build each changed borrower's new state;
+ *   3. write the changed borrowers, with the alerts they raised and cleared,
+ *      through write.lua: one atomic EVALSHA per chunk of borrowers of one
+ *      partition, refused as a whole when the partition's epoch moved on.
+ *
+ * Only the partition's owner writes its borrowers (epochs fence the rest),
+ * so what was read in 1 is still what Redis holds in 3. Nothing is kept
+ * between flushes: a flush that failed half way (connection lost, Redis
+ * restarted) is simply done again from step 1 by the next flush of the same
+ * events, and the sequence rule makes what had landed harmless. New platform
+ * and lender names get their ids (dict.c) before step 2. NOSCRIPT is mended
+ * here by loading the script again and resending what it refused.
  */
 #include "exposure_int.h"
 
@@ -16,21 +25,47 @@
 #include "loanwire/redis.h"
 
 #include <inttypes.h>
-#include <openssl/sha.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One queued event: its borrower key and its 4 script arguments, already in
- * RESP (bulk strings) in ev_buf, so a chunk is assembled by copying. */
+#define NONE SIZE_MAX
+
+/* One queued event. */
 typedef struct pending_ev {
-    size_t off, key_len, len; /* ev_buf[off, off+key_len) key bulk, then the ARGV bulks */
+    lw_event_t ev;
+    const char *topic;
     int32_t partition;
     int64_t epoch;
-    const char *topic;
+    size_t slot;       /* its borrower in slots[] */
+    size_t alert0, na; /* its alerts: alerts[alert0 .. alert0 + na) */
+    bool replay;       /* a repeat of an event that may have raised alerts */
 } pending_ev_t;
 
-/* One EVALSHA of the pipeline: events order[first .. first+n). */
+/* One distinct borrower of the flush. */
+typedef struct slot {
+    const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
+    lw_bstate_t st;            /* arrays kept across flushes */
+    bool dirty, fenced, replay;
+    size_t op_first, op_last; /* its operations in ops[], in order */
+} slot_t;
+
+/* An alert fired or a rule cleared, for write.lua. */
+typedef struct op {
+    size_t next;
+    size_t ev;
+    int rule;
+    bool fire;
+    size_t json_off, json_len;
+    char alert_id[33];
+} op_t;
+
+typedef struct alert_ref {
+    size_t off, len; /* in json */
+} alert_ref_t;
+
+/* One EVALSHA of the write pipeline: slots order[first .. first+n). */
 typedef struct chunk {
     size_t off, len; /* in buf */
     size_t first, n;
@@ -39,27 +74,37 @@ typedef struct chunk {
 struct lw_store_s {
     redisContext *rc;
     lw_redis_url_t url;
+    const lw_rules_t *rules;
     char *script;
     char sha[41];
     lw_script_opts_t opts;
     size_t chunk_max;
+    FILE *tap;
+    lw_dict_t *dict;
     /* queued events */
-    char *ev_buf;
-    size_t ev_len, ev_cap;
     pending_ev_t *ev;
     size_t n, ncap;
-    /* the pipeline of the current flush (kept for a resend after NOSCRIPT) */
-    char *buf;
-    size_t len, cap;
-    size_t *order; /* chunk position -> event index */
+    bool failed; /* the last flush failed: the next append starts over */
+    /* one flush's working set, kept to reuse the memory */
+    slot_t *slots;
+    size_t nslots, slot_cap;
+    size_t *map; /* open addressing: slot index + 1, 0 empty */
+    size_t map_cap;
+    op_t *ops;
+    size_t nops, ops_cap;
+    alert_ref_t *alerts;
+    size_t nalerts, alerts_cap;
+    lw_sbuf_t json;  /* alert JSON of the flush */
+    lw_sbuf_t buf;   /* RESP of a pipeline */
+    lw_sbuf_t state; /* one encoded state */
+    size_t *order;   /* write order of dirty slots */
     chunk_t *chunks;
     size_t nchunks;
-    bool built;
-    redisReply **replies; /* of the last flush, freed at the next one */
-    size_t nreplies;
     int64_t last_rtt_us;
-    int64_t last_ack_us; /* wall clock when the last flush's replies were all read */
+    int64_t last_ack_us;
 };
+
+/* ---- Connection --------------------------------------------------------------- */
 
 static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
@@ -84,6 +129,8 @@ static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
     freeReplyObject(r);
     redisFree(st->rc);
     st->rc = rc;
+    /* another Redis (or one that lost data) may number names differently */
+    lw_dict_clear(st->dict);
     return LW_OK;
 }
 
@@ -97,6 +144,7 @@ lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
     }
     if (lw_redis_url_parse(redis_url, &st->url, errstr, errstr_size) != LW_OK)
         goto fail;
+    st->rules = rules;
     st->opts = *opts;
     /* one borrower key per call when neither shared key is declared (Redis
      * Cluster: a call must stay in one slot) */
@@ -104,18 +152,9 @@ lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
         st->chunk_max = opts->chunk_max;
     else
         st->chunk_max = opts->strict_fencing || opts->alert_stream ? LW_CHUNK_DEFAULT : 1;
-    st->script = lw_script_build(rules, opts);
-    st->ncap = 1024;
-    st->ev = malloc(st->ncap * sizeof *st->ev);
-    st->order = malloc(st->ncap * sizeof *st->order);
-    st->chunks = malloc(st->ncap * sizeof *st->chunks);
-    st->replies = malloc(st->ncap * sizeof *st->replies);
-    st->ev_cap = 256 * 1024;
-    st->ev_buf = malloc(st->ev_cap);
-    st->cap = 256 * 1024;
-    st->buf = malloc(st->cap);
-    if (!st->script || !st->ev || !st->order || !st->chunks || !st->replies || !st->ev_buf ||
-        !st->buf) {
+    st->script = lw_script_build(opts);
+    st->dict = lw_dict_new();
+    if (!st->script || !st->dict) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
@@ -127,24 +166,23 @@ fail:
     return NULL;
 }
 
-static void free_replies(lw_store_t *st)
-{
-    for (size_t i = 0; i < st->nreplies; i++)
-        freeReplyObject(st->replies[i]);
-    st->nreplies = 0;
-}
-
 void lw_store_destroy(lw_store_t *st)
 {
     if (!st)
         return;
-    free_replies(st);
-    free(st->replies);
     redisFree(st->rc);
     free(st->script);
-    free(st->ev_buf);
+    lw_dict_destroy(st->dict);
     free(st->ev);
-    free(st->buf);
+    for (size_t i = 0; i < st->slot_cap; i++)
+        lw_bstate_free(&st->slots[i].st);
+    free(st->slots);
+    free(st->map);
+    free(st->ops);
+    free(st->alerts);
+    lw_sbuf_free(&st->json);
+    lw_sbuf_free(&st->buf);
+    lw_sbuf_free(&st->state);
     free(st->order);
     free(st->chunks);
     free(st);
@@ -177,6 +215,11 @@ int64_t lw_store_last_ack_us(const lw_store_t *st)
     return st->last_ack_us;
 }
 
+void lw_store_set_tap(lw_store_t *st, FILE *tap)
+{
+    st->tap = tap;
+}
+
 size_t lw_store_pending(const lw_store_t *st)
 {
     return st->n;
@@ -185,28 +228,31 @@ size_t lw_store_pending(const lw_store_t *st)
 void lw_store_discard(lw_store_t *st)
 {
     st->n = 0;
-    st->ev_len = 0;
-    st->len = 0;
-    st->nchunks = 0;
-    st->built = false;
+    st->failed = false;
 }
 
-/* ---- RESP formatting ------------------------------------------------------ */
-
-static bool grow(char **buf, size_t *cap, size_t len, size_t more)
+lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
+                         int64_t epoch)
 {
-    if (len + more <= *cap)
-        return true;
-    size_t nc = *cap * 2;
-    while (nc < len + more)
-        nc *= 2;
-    char *nb = realloc(*buf, nc);
-    if (!nb)
-        return false;
-    *buf = nb;
-    *cap = nc;
-    return true;
+    if (st->failed)
+        lw_store_discard(st); /* appending after a failed flush starts over */
+    if (st->n == st->ncap) {
+        size_t nc = st->ncap ? st->ncap * 2 : 1024;
+        pending_ev_t *ne = realloc(st->ev, nc * sizeof *ne);
+        if (!ne)
+            return LW_ERR_NOMEM;
+        st->ev = ne;
+        st->ncap = nc;
+    }
+    pending_ev_t *pe = &st->ev[st->n++];
+    pe->ev = *ev;
+    pe->topic = topic;
+    pe->partition = partition;
+    pe->epoch = epoch;
+    return LW_OK;
 }
+
+/* ---- RESP ------------------------------------------------------------------------ */
 
 /* Decimal digits of v into p (no NUL); returns the length. */
 static size_t fmt_i64(char *p, int64_t v)
@@ -226,210 +272,46 @@ static size_t fmt_i64(char *p, int64_t v)
     return o;
 }
 
-/* Writes a RESP bulk string at p; returns the new end. The caller reserved room. */
-static char *put_bulk(char *p, const void *s, size_t n)
+static bool put_hdr(lw_sbuf_t *b, char c, int64_t n)
 {
-    *p++ = '$';
-    p += fmt_i64(p, (int64_t)n);
-    *p++ = '\r';
-    *p++ = '\n';
-    memcpy(p, s, n);
-    p += n;
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-static char *put_int(char *p, int64_t v)
-{
-    char tmp[24];
-    return put_bulk(p, tmp, fmt_i64(tmp, v));
-}
-
-static char *put_hdr(char *p, char c, int64_t n)
-{
+    if (!lw_sbuf_reserve(b, 32))
+        return false;
+    char *p = b->p + b->len;
     *p++ = c;
     p += fmt_i64(p, n);
     *p++ = '\r';
     *p++ = '\n';
-    return p;
+    b->len = (size_t)(p - b->p);
+    return true;
 }
 
-/* Little-endian fixed-width integers, as struct.unpack('<...') reads them. */
-static unsigned char *le(unsigned char *p, uint64_t v, int n)
+static bool put_bulk(lw_sbuf_t *b, const void *s, size_t n)
 {
-    for (int i = 0; i < n; i++, v >>= 8)
-        *p++ = (unsigned char)(v & 0xff);
-    return p;
+    if (!put_hdr(b, '$', (int64_t)n) || !lw_sbuf_reserve(b, n + 2))
+        return false;
+    memcpy(b->p + b->len, s, n);
+    memcpy(b->p + b->len + n, "\r\n", 2);
+    b->len += n + 2;
+    return true;
 }
 
-lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
-                         int64_t epoch)
+static bool put_str(lw_sbuf_t *b, const char *s)
 {
-    /* every string argument is bounded (ids <= 64), so 1 KiB is plenty */
-    if (strlen(topic) > 200 || !grow(&st->ev_buf, &st->ev_cap, st->ev_len, 1024))
-        return LW_ERR_NOMEM;
-    if (st->built)
-        lw_store_discard(st); /* appending after a failed flush starts over */
-    if (st->n == st->ncap) {
-        size_t nc = st->ncap * 2;
-        pending_ev_t *ne = realloc(st->ev, nc * sizeof *ne);
-        if (ne)
-            st->ev = ne;
-        size_t *no = realloc(st->order, nc * sizeof *no);
-        if (no)
-            st->order = no;
-        chunk_t *nch = realloc(st->chunks, nc * sizeof *nch);
-        if (nch)
-            st->chunks = nch;
-        redisReply **nr = realloc(st->replies, nc * sizeof *nr);
-        if (nr)
-            st->replies = nr;
-        if (!ne || !no || !nch || !nr)
-            return LW_ERR_NOMEM;
-        st->ncap = nc;
-    }
-    pending_ev_t *pe = &st->ev[st->n];
-    char key[LW_STATE_KEY_MAX];
-    char *p0 = st->ev_buf + st->ev_len, *p = p0;
-    lw_state_key(ev->borrower_id, key, sizeof key);
-    p = put_bulk(p, key, strlen(key));
-    pe->key_len = (size_t)(p - p0);
-
-    unsigned char nums[80], *q = nums;
-    *q++ = (unsigned char)ev->event_type;
-    *q++ = (unsigned char)ev->product;
-    *q++ = ev->has_annual_income ? 1 : 0;
-    q = le(q, (uint64_t)ev->sequence, 8);
-    q = le(q, (uint64_t)ev->occurred_at, 8);
-    q = le(q, (uint64_t)ev->outstanding_fen, 8);
-    q = le(q, (uint64_t)ev->credit_limit_fen, 8);
-    q = le(q, (uint64_t)(int64_t)ev->days_past_due, 4);
-    q = le(q, (uint64_t)ev->past_due_fen, 8);
-    q = le(q, (uint64_t)(ev->has_annual_income ? ev->annual_income_fen : 0), 8);
-
-    size_t pl = strlen(ev->platform_id), ll = strlen(ev->loan_id);
-    char me[2 * LW_ID_MAX + 2];
-    memcpy(me, ev->platform_id, pl);
-    me[pl] = ':';
-    memcpy(me + pl + 1, ev->loan_id, ll);
-    /* Window entry hashes (only events that can add one): computed here, not
-     * with redis.sha1hex in the script, which cost ~7 % of Redis's CPU. */
-    uint64_t idh = 0, lh = 0;
-    if (ev->event_type == LW_EVENT_APPLICATION || ev->event_type == LW_EVENT_CREDIT_LINE ||
-        ev->event_type == LW_EVENT_DRAWDOWN) {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)me, pl + 1 + ll, md);
-        for (int i = 0; i < 6; i++)
-            idh = (idh << 8) | md[i];
-        SHA1((const unsigned char *)ev->lender_id, strlen(ev->lender_id), md);
-        for (int i = 0; i < 4; i++)
-            lh = (lh << 8) | md[i];
-    }
-    q = le(q, idh, 6);
-    q = le(q, lh, 4);
-    p = put_bulk(p, nums, (size_t)(q - nums));
-    p = put_bulk(p, me, pl + 1 + ll);
-    p = put_bulk(p, ev->lender_id, strlen(ev->lender_id));
-    p = put_bulk(p, ev->event_id, strlen(ev->event_id));
-    pe->off = st->ev_len;
-    pe->len = (size_t)(p - p0);
-    pe->partition = partition;
-    pe->epoch = epoch;
-    pe->topic = topic;
-    st->ev_len += pe->len;
-    st->n++;
-    return LW_OK;
+    return put_bulk(b, s, strlen(s));
 }
 
-static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
+static bool put_int(lw_sbuf_t *b, int64_t v)
 {
-    return a->partition == b->partition && a->epoch == b->epoch &&
-           (a->topic == b->topic || !strcmp(a->topic, b->topic));
+    char tmp[24];
+    return put_bulk(b, tmp, fmt_i64(tmp, v));
 }
 
-/* Lays the queued events out as chunks: events of one (topic, partition,
- * epoch) in their order, at most chunk_max per EVALSHA. Events of different
- * partitions never share a borrower, so grouping by partition keeps each
- * borrower's order. */
-static lw_err_t build(lw_store_t *st)
+static bool put_key(lw_sbuf_t *b, char prefix, const char *bid)
 {
-    int nshared = st->opts.strict_fencing ? 2 : st->opts.alert_stream ? 1 : 0;
-    st->len = 0;
-    st->nchunks = 0;
-    /* stable grouping by owner: partitions come in runs, so this is ~O(n) */
-    size_t no = 0;
-    bool *taken = calloc(st->n ? st->n : 1, sizeof *taken);
-    if (!taken)
-        return LW_ERR_NOMEM;
-    for (size_t i = 0; i < st->n; i++) {
-        if (taken[i])
-            continue;
-        for (size_t j = i; j < st->n; j++)
-            if (!taken[j] && same_owner(&st->ev[i], &st->ev[j])) {
-                taken[j] = true;
-                st->order[no++] = j;
-            }
-    }
-    free(taken);
-    for (size_t i = 0; i < st->n;) {
-        const pending_ev_t *g = &st->ev[st->order[i]];
-        size_t j = i + 1;
-        while (j < st->n && j - i < st->chunk_max && same_owner(g, &st->ev[st->order[j]]))
-            j++;
-        size_t m = j - i, need = 512;
-        for (size_t k = i; k < j; k++)
-            need += st->ev[st->order[k]].len;
-        if (!grow(&st->buf, &st->cap, st->len, need))
-            return LW_ERR_NOMEM;
-        chunk_t *c = &st->chunks[st->nchunks++];
-        c->off = st->len;
-        c->first = i;
-        c->n = m;
-        char *p = st->buf + st->len;
-        p = put_hdr(p, '*', 3 + (int64_t)m + nshared + 3 + 4 * (int64_t)m);
-        p = put_bulk(p, "EVALSHA", 7);
-        p = put_bulk(p, st->sha, 40);
-        p = put_int(p, (int64_t)m + nshared);
-        for (size_t k = i; k < j; k++) {
-            const pending_ev_t *e = &st->ev[st->order[k]];
-            memcpy(p, st->ev_buf + e->off, e->key_len);
-            p += e->key_len;
-        }
-        if (nshared >= 1)
-            p = put_bulk(p, LW_REDIS_ALERT_STREAM, strlen(LW_REDIS_ALERT_STREAM));
-        if (nshared >= 2) {
-            char ek[256];
-            lw_epoch_key(g->topic, g->partition, ek, sizeof ek);
-            p = put_bulk(p, ek, strlen(ek));
-        }
-        p = put_int(p, g->partition);
-        p = put_int(p, g->epoch);
-        p = put_int(p, (int64_t)m);
-        for (size_t k = i; k < j; k++) {
-            const pending_ev_t *e = &st->ev[st->order[k]];
-            memcpy(p, st->ev_buf + e->off + e->key_len, e->len - e->key_len);
-            p += e->len - e->key_len;
-        }
-        st->len = (size_t)(p - st->buf);
-        c->len = st->len - c->off;
-        i = j;
-    }
-    st->built = true;
-    return LW_OK;
+    char k[LW_STATE_KEY_MAX];
+    int n = snprintf(k, sizeof k, "%c:{%s}", prefix, bid);
+    return put_bulk(b, k, (size_t)n);
 }
-
-const char *lw_store_pending_buf(lw_store_t *st, size_t *len)
-{
-    if (!st->built && build(st) != LW_OK) {
-        *len = 0;
-        return NULL;
-    }
-    *len = st->len;
-    return st->buf;
-}
-
-/* ---- Flush ---------------------------------------------------------------- */
 
 static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
 {
@@ -440,46 +322,19 @@ static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
     return LW_ERR_TRANSIENT;
 }
 
-static lw_err_t parse_one(redisReply *r, lw_apply_result_t *res)
+/* Sends buf[off, off+len) (and copies it to the tap). */
+static lw_err_t send_raw(lw_store_t *st, size_t off, size_t len, char *errstr, size_t errstr_size)
 {
-    res->code = 0;
-    res->n_alerts = 0;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 3) {
-        res->code = (lw_apply_code_t)r->integer;
-        return LW_OK;
-    }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0 &&
-        r->element[0]->integer <= 3 && r->elements - 1 <= LW_RULES_MAX) {
-        res->code = (lw_apply_code_t)r->element[0]->integer;
-        for (size_t i = 1; i < r->elements; i++) {
-            if (r->element[i]->type != REDIS_REPLY_STRING)
-                return LW_ERR_REDIS;
-            res->alert_json[res->n_alerts] = r->element[i]->str;
-            res->alert_len[res->n_alerts++] = r->element[i]->len;
-        }
-        return LW_OK;
-    }
-    return LW_ERR_REDIS;
+    if (st->tap)
+        fwrite(st->buf.p + off, 1, len, st->tap);
+    if (redisAppendFormattedCommand(st->rc, st->buf.p + off, len) != REDIS_OK)
+        return conn_error(st, errstr, errstr_size);
+    return LW_OK;
 }
 
-/* One chunk's reply: an array with one entry per event. */
-static lw_err_t parse_reply(lw_store_t *st, const chunk_t *c, redisReply *r,
-                            lw_apply_result_t *results, char *errstr, size_t errstr_size)
+static lw_err_t reply_error(const redisReply *r, const char *what, char *errstr, size_t errstr_size)
 {
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == c->n) {
-        int64_t now = lw_now_us();
-        for (size_t k = 0; k < c->n; k++) {
-            lw_apply_result_t *res = &results[st->order[c->first + k]];
-            if (parse_one(r->element[k], res) != LW_OK) {
-                snprintf(errstr, errstr_size, "apply script: unexpected reply for event %zu", k);
-                return LW_ERR_REDIS;
-            }
-            res->ack_us = now;
-        }
-        return LW_OK;
-    }
-    snprintf(errstr, errstr_size, "apply script: unexpected reply (type %d): %s", r->type,
+    snprintf(errstr, errstr_size, "%s: unexpected reply (type %d): %s", what, r->type,
              r->type == REDIS_REPLY_ERROR ? r->str : "");
     if (r->type == REDIS_REPLY_ERROR &&
         (!strncmp(r->str, "LOADING", 7) || !strncmp(r->str, "BUSY", 4) ||
@@ -488,81 +343,468 @@ static lw_err_t parse_reply(lw_store_t *st, const chunk_t *c, redisReply *r,
     return LW_ERR_REDIS;
 }
 
-lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                        size_t errstr_size)
+/* ---- Step 0: the borrowers of the flush ---------------------------------------- */
+
+static uint64_t hash_bid(const char *s)
 {
-    free_replies(st);
-    if (st->n == 0)
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static lw_err_t gather_slots(lw_store_t *st)
+{
+    size_t need = 64;
+    while (need < 2 * st->n)
+        need *= 2;
+    if (need > st->map_cap) {
+        size_t *nm = realloc(st->map, need * sizeof *nm);
+        if (!nm)
+            return LW_ERR_NOMEM;
+        st->map = nm;
+        st->map_cap = need;
+    }
+    memset(st->map, 0, st->map_cap * sizeof *st->map);
+    if (st->n > st->slot_cap) {
+        slot_t *ns = realloc(st->slots, st->n * sizeof *ns);
+        if (!ns)
+            return LW_ERR_NOMEM;
+        memset(ns + st->slot_cap, 0, (st->n - st->slot_cap) * sizeof *ns);
+        st->slots = ns;
+        st->slot_cap = st->n;
+    }
+    st->nslots = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        pending_ev_t *pe = &st->ev[i];
+        size_t j = hash_bid(pe->ev.borrower_id) & (st->map_cap - 1);
+        while (st->map[j] &&
+               strcmp(st->slots[st->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
+            j = (j + 1) & (st->map_cap - 1);
+        if (!st->map[j]) {
+            slot_t *s = &st->slots[st->nslots++];
+            s->first = pe;
+            s->dirty = s->fenced = s->replay = false;
+            s->op_first = s->op_last = NONE;
+            st->map[j] = st->nslots;
+        }
+        pe->slot = st->map[j] - 1;
+        pe->na = 0;
+        pe->replay = false;
+    }
+    return LW_OK;
+}
+
+/* ---- Step 1: read ------------------------------------------------------------------ */
+
+static lw_err_t read_states(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    st->buf.len = 0;
+    for (size_t i = 0; i < st->nslots; i++)
+        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "GET", 3) ||
+            !put_key(&st->buf, 'b', st->slots[i].first->ev.borrower_id))
+            return LW_ERR_NOMEM;
+    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
+    if (err)
+        return err;
+    for (size_t i = 0; i < st->nslots; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+            return conn_error(st, errstr, errstr_size);
+        slot_t *s = &st->slots[i];
+        if (err == LW_OK) {
+            if (r->type == REDIS_REPLY_NIL) {
+                lw_bstate_reset(&s->st);
+            } else if (r->type == REDIS_REPLY_STRING) {
+                lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
+                if (e == LW_ERR_NOMEM) {
+                    snprintf(errstr, errstr_size, "out of memory");
+                    err = e;
+                } else if (e != LW_OK) {
+                    snprintf(errstr, errstr_size,
+                             "borrower state b:{%s}: malformed value (%zu bytes; not layout "
+                             "version %d)",
+                             s->first->ev.borrower_id, r->len, LW_STATE_VERSION);
+                    err = LW_ERR_REDIS;
+                }
+            } else {
+                err = reply_error(r, "GET", errstr, errstr_size);
+            }
+        }
+        freeReplyObject(r);
+    }
+    return err;
+}
+
+/* ---- Step 2: apply -------------------------------------------------------------- */
+
+static bool add_op(lw_store_t *st, size_t slot, size_t ev, int rule, bool fire, size_t off,
+                   size_t len, const char *alert_id)
+{
+    if (st->nops == st->ops_cap) {
+        size_t nc = st->ops_cap ? st->ops_cap * 2 : 256;
+        op_t *no = realloc(st->ops, nc * sizeof *no);
+        if (!no)
+            return false;
+        st->ops = no;
+        st->ops_cap = nc;
+    }
+    op_t *o = &st->ops[st->nops];
+    o->next = NONE;
+    o->ev = ev;
+    o->rule = rule;
+    o->fire = fire;
+    o->json_off = off;
+    o->json_len = len;
+    if (alert_id)
+        memcpy(o->alert_id, alert_id, 33);
+    slot_t *s = &st->slots[slot];
+    if (s->op_last == NONE)
+        s->op_first = st->nops;
+    else
+        st->ops[s->op_last].next = st->nops;
+    s->op_last = st->nops++;
+    return true;
+}
+
+static bool add_alert(lw_store_t *st, size_t off, size_t len)
+{
+    if (st->nalerts == st->alerts_cap) {
+        size_t nc = st->alerts_cap ? st->alerts_cap * 2 : 256;
+        alert_ref_t *na = realloc(st->alerts, nc * sizeof *na);
+        if (!na)
+            return false;
+        st->alerts = na;
+        st->alerts_cap = nc;
+    }
+    st->alerts[st->nalerts++] = (alert_ref_t){off, len};
+    return true;
+}
+
+static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        pending_ev_t *pe = &st->ev[i];
+        slot_t *s = &st->slots[pe->slot];
+        const lw_event_t *ev = &pe->ev;
+        lw_bapply_out_t o;
+        lw_apply_code_t code = lw_bstate_apply(
+            &s->st, st->rules, ev, lw_dict_id(st->dict, ev->platform_id),
+            lw_dict_id(st->dict, ev->lender_id), pe->partition, pe->epoch, &st->json, &o);
+        if (o.nomem)
+            return LW_ERR_NOMEM;
+        results[i].code = code;
+        results[i].n_alerts = 0;
+        pe->alert0 = st->nalerts;
+        if (o.changed)
+            s->dirty = true;
+        for (size_t k = 0; k < o.n_fired; k++)
+            if (!add_alert(st, o.json_off[k], o.json_len[k]) ||
+                !add_op(st, pe->slot, i, o.fired[k], true, o.json_off[k], o.json_len[k],
+                        o.alert_id[k]))
+                return LW_ERR_NOMEM;
+        pe->na = o.n_fired;
+        for (size_t k = 0; k < o.n_cleared; k++)
+            if (!add_op(st, pe->slot, i, o.cleared[k], false, 0, 0, NULL))
+                return LW_ERR_NOMEM;
+        /* a repeat may be the redelivery of an event whose alert was never
+         * published (a crash between Redis and Kafka): publish it again */
+        if ((code == LW_APPLY_DUPLICATE || code == LW_APPLY_OUT_OF_ORDER) && s->st.mask != 0)
+            pe->replay = s->replay = true;
+    }
+    return LW_OK;
+}
+
+/* Alerts a repeated event raised before, open or cleared since (a crash may
+ * have lost their first publication): one HGETALL per such borrower, then
+ * each repeated event takes the alerts whose alert_id it would have made. */
+static lw_err_t replay_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    st->buf.len = 0;
+    size_t nask = 0;
+    for (size_t i = 0; i < st->nslots; i++) {
+        if (!st->slots[i].replay)
+            continue;
+        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
+            !put_key(&st->buf, 'a', st->slots[i].first->ev.borrower_id))
+            return LW_ERR_NOMEM;
+        nask++;
+    }
+    if (nask == 0)
         return LW_OK;
-    if (!st->rc)
-        return conn_error(st, errstr, errstr_size);
-    if (!st->built && build(st) != LW_OK)
+    redisReply **rep = calloc(st->nslots, sizeof *rep);
+    if (!rep)
         return LW_ERR_NOMEM;
-    /* Chunks still to answer: those NOSCRIPT refused are sent again. */
-    size_t *todo = malloc(st->nchunks * sizeof *todo);
+    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
+    for (size_t i = 0; i < st->nslots && err == LW_OK; i++) {
+        if (!st->slots[i].replay)
+            continue;
+        if (redisGetReply(st->rc, (void **)&rep[i]) != REDIS_OK || !rep[i])
+            err = conn_error(st, errstr, errstr_size);
+    }
+    for (size_t i = 0; i < st->nslots && err == LW_OK; i++)
+        if (rep[i] && rep[i]->type != REDIS_REPLY_ARRAY)
+            err = reply_error(rep[i], "HGETALL", errstr, errstr_size);
+    for (size_t e = 0; e < st->n && err == LW_OK; e++) {
+        pending_ev_t *pe = &st->ev[e];
+        const redisReply *r = rep[pe->slot];
+        if (!pe->replay || !r)
+            continue;
+        size_t first = st->nalerts;
+        for (size_t k = 0; k + 1 < r->elements; k += 2) {
+            const redisReply *f = r->element[k], *v = r->element[k + 1];
+            /* a value is alert JSON: {"alert_id":"<32 hex>",... */
+            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len < 45)
+                continue;
+            char rule[LW_ID_MAX + 1], id[33];
+            snprintf(rule, sizeof rule, "%s", f->str[0] == '~' ? f->str + 1 : f->str);
+            lw_alert_id(pe->ev.borrower_id, rule, pe->ev.event_id, id);
+            if (memcmp(v->str + 13, id, 32))
+                continue;
+            size_t off = st->json.len;
+            if (!lw_sbuf_reserve(&st->json, v->len) || !add_alert(st, off, v->len)) {
+                snprintf(errstr, errstr_size, "out of memory");
+                err = LW_ERR_NOMEM;
+                break;
+            }
+            memcpy(st->json.p + off, v->str, v->len);
+            st->json.len += v->len;
+        }
+        pe->alert0 = first;
+        pe->na = st->nalerts - first;
+    }
+    for (size_t i = 0; i < st->nslots; i++)
+        freeReplyObject(rep[i]);
+    free(rep);
+    return err;
+}
+
+/* ---- Step 3: write ------------------------------------------------------------------ */
+
+static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
+{
+    return a->partition == b->partition && a->epoch == b->epoch &&
+           (a->topic == b->topic || !strcmp(a->topic, b->topic));
+}
+
+static lw_err_t build_writes(lw_store_t *st)
+{
+    int nshared = st->opts.strict_fencing ? 2 : st->opts.alert_stream ? 1 : 0;
+    size_t nd = 0;
+    for (size_t i = 0; i < st->nslots; i++)
+        nd += st->slots[i].dirty;
+    size_t *no = realloc(st->order, (nd ? nd : 1) * sizeof *no);
+    chunk_t *nc = realloc(st->chunks, (nd ? nd : 1) * sizeof *nc);
+    if (no)
+        st->order = no;
+    if (nc)
+        st->chunks = nc;
+    if (!no || !nc)
+        return LW_ERR_NOMEM;
+    /* stable grouping by owner: partitions come in runs, so this is ~O(n) */
+    bool *taken = calloc(st->nslots ? st->nslots : 1, sizeof *taken);
+    if (!taken)
+        return LW_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < st->nslots; i++) {
+        if (!st->slots[i].dirty || taken[i])
+            continue;
+        for (size_t j = i; j < st->nslots; j++)
+            if (st->slots[j].dirty && !taken[j] &&
+                same_owner(st->slots[i].first, st->slots[j].first)) {
+                taken[j] = true;
+                st->order[k++] = j;
+            }
+    }
+    free(taken);
+    st->buf.len = 0;
+    st->nchunks = 0;
+    for (size_t i = 0; i < nd;) {
+        const pending_ev_t *g = st->slots[st->order[i]].first;
+        size_t j = i + 1;
+        while (j < nd && j - i < st->chunk_max && same_owner(g, st->slots[st->order[j]].first))
+            j++;
+        size_t m = j - i, nargs = 3 + m + (size_t)nshared + 3;
+        for (size_t q = i; q < j; q++) {
+            nargs += 2;
+            for (size_t o = st->slots[st->order[q]].op_first; o != NONE; o = st->ops[o].next)
+                nargs += st->ops[o].fire ? 7 : 2;
+        }
+        chunk_t *c = &st->chunks[st->nchunks++];
+        c->off = st->buf.len;
+        c->first = i;
+        c->n = m;
+        lw_sbuf_t *b = &st->buf;
+        bool ok = put_hdr(b, '*', (int64_t)nargs) && put_bulk(b, "EVALSHA", 7) &&
+                  put_bulk(b, st->sha, 40) && put_int(b, (int64_t)m + nshared);
+        for (size_t q = i; ok && q < j; q++)
+            ok = put_key(b, 'b', st->slots[st->order[q]].first->ev.borrower_id);
+        if (ok && nshared >= 1)
+            ok = put_str(b, LW_REDIS_ALERT_STREAM);
+        if (ok && nshared >= 2) {
+            char ek[256];
+            lw_epoch_key(g->topic, g->partition, ek, sizeof ek);
+            ok = put_str(b, ek);
+        }
+        ok = ok && put_int(b, g->partition) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
+        for (size_t q = i; ok && q < j; q++) {
+            slot_t *s = &st->slots[st->order[q]];
+            size_t nops = 0;
+            for (size_t o = s->op_first; o != NONE; o = st->ops[o].next)
+                nops++;
+            st->state.len = 0;
+            ok = lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len) &&
+                 put_int(b, (int64_t)nops);
+            for (size_t o = s->op_first; ok && o != NONE; o = st->ops[o].next) {
+                const op_t *op = &st->ops[o];
+                const lw_rule_t *r = &st->rules->rules[op->rule];
+                if (!op->fire) {
+                    ok = put_bulk(b, "C", 1) && put_str(b, r->id);
+                    continue;
+                }
+                const lw_event_t *ev = &st->ev[op->ev].ev;
+                ok = put_bulk(b, "F", 1) && put_str(b, r->id) &&
+                     put_bulk(b, st->json.p + op->json_off, op->json_len) &&
+                     put_str(b, op->alert_id) && put_str(b, lw_severity_name(r->severity)) &&
+                     put_str(b, ev->platform_id) && put_str(b, ev->lender_id);
+            }
+        }
+        if (!ok)
+            return LW_ERR_NOMEM;
+        c->len = st->buf.len - c->off;
+        i = j;
+    }
+    return LW_OK;
+}
+
+/* Sends the chunks, reading one array of per-borrower codes each. */
+static lw_err_t send_writes(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    size_t *todo = malloc((st->nchunks ? st->nchunks : 1) * sizeof *todo);
     if (!todo)
         return LW_ERR_NOMEM;
     size_t ntodo = st->nchunks;
-    for (size_t i = 0; i < st->nchunks; i++)
+    for (size_t i = 0; i < ntodo; i++)
         todo[i] = i;
     lw_err_t err = LW_OK;
-    int64_t t0 = lw_mono_us();
-    for (int round = 0; ntodo > 0; round++) {
+    for (int round = 0; ntodo > 0 && err == LW_OK; round++) {
         if (round == 3) {
             snprintf(errstr, errstr_size, "Redis keeps answering NOSCRIPT");
             err = LW_ERR_TRANSIENT;
             break;
         }
         if (round > 0) {
-            char es[256];
-            if (store_connect(st, es, sizeof es) != LW_OK) {
-                snprintf(errstr, errstr_size, "%s", es);
-                err = LW_ERR_TRANSIENT;
-                break;
-            }
-            lw_warn("Redis had lost the apply script (NOSCRIPT); loaded it again");
-        }
-        /* consecutive chunks go out in one append */
-        for (size_t i = 0; i < ntodo;) {
-            size_t j = i + 1;
-            while (j < ntodo && todo[j] == todo[j - 1] + 1)
-                j++;
-            size_t a = st->chunks[todo[i]].off;
-            size_t b = st->chunks[todo[j - 1]].off + st->chunks[todo[j - 1]].len;
-            if (redisAppendFormattedCommand(st->rc, st->buf + a, b - a) != REDIS_OK) {
+            redisReply *r = redisCommand(st->rc, "SCRIPT LOAD %s", st->script);
+            bool ok = r && r->type == REDIS_REPLY_STRING;
+            freeReplyObject(r);
+            if (!ok) {
                 free(todo);
                 return conn_error(st, errstr, errstr_size);
             }
-            i = j;
+            lw_warn("Redis had lost the write script (NOSCRIPT); loaded it again");
+        }
+        for (size_t i = 0; i < ntodo; i++) {
+            const chunk_t *c = &st->chunks[todo[i]];
+            if ((err = send_raw(st, c->off, c->len, errstr, errstr_size)) != LW_OK) {
+                free(todo);
+                return err;
+            }
         }
         size_t nnext = 0;
         for (size_t i = 0; i < ntodo; i++) {
+            const chunk_t *c = &st->chunks[todo[i]];
             redisReply *r = NULL;
             if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r) {
                 free(todo);
                 return conn_error(st, errstr, errstr_size);
             }
             if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
-                freeReplyObject(r);
                 todo[nnext++] = todo[i];
-                continue;
+            } else if (r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
+                if (err == LW_OK)
+                    err = reply_error(r, "write script", errstr, errstr_size);
+            } else {
+                for (size_t k = 0; k < c->n; k++)
+                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer == 1)
+                        st->slots[st->order[c->first + k]].fenced = true;
             }
-            st->replies[st->nreplies++] = r;
-            if (err == LW_OK) {
-                lw_err_t e = parse_reply(st, &st->chunks[todo[i]], r, results, errstr, errstr_size);
-                if (e != LW_OK)
-                    err = e;
-            }
+            freeReplyObject(r);
         }
-        /* the newly loaded script might have a different SHA only if the
-         * text changed, which it cannot; the buffer keeps the same SHA */
         ntodo = nnext;
     }
     free(todo);
+    return err;
+}
+
+/* ---- Flush --------------------------------------------------------------------------- */
+
+static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                           size_t errstr_size)
+{
+    lw_err_t err;
+    st->json.len = 0;
+    st->nops = 0;
+    st->nalerts = 0;
+
+    /* ids for new platform and lender names, before any state refers to them */
+    const char **names = malloc(2 * st->n * sizeof *names);
+    if (!names)
+        return LW_ERR_NOMEM;
+    size_t nn = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        if (!lw_dict_id(st->dict, st->ev[i].ev.platform_id))
+            names[nn++] = st->ev[i].ev.platform_id;
+        if (!lw_dict_id(st->dict, st->ev[i].ev.lender_id))
+            names[nn++] = st->ev[i].ev.lender_id;
+    }
+    err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
+    free(names);
+    if (err == LW_ERR_TRANSIENT)
+        return conn_error(st, errstr, errstr_size);
+    if (err)
+        return err;
+
+    if ((err = gather_slots(st)) || (err = read_states(st, errstr, errstr_size)) ||
+        (err = apply_all(st, results)) || (err = replay_alerts(st, errstr, errstr_size)) ||
+        (err = build_writes(st)) || (err = send_writes(st, errstr, errstr_size)))
+        return err;
+
+    int64_t now = lw_now_us();
+    for (size_t i = 0; i < st->n; i++) {
+        const pending_ev_t *pe = &st->ev[i];
+        lw_apply_result_t *res = &results[i];
+        res->ack_us = now;
+        if (st->slots[pe->slot].fenced) {
+            res->code = LW_APPLY_FENCED;
+            continue;
+        }
+        for (size_t k = 0; k < pe->na && k < LW_RULES_MAX; k++) {
+            const alert_ref_t *a = &st->alerts[pe->alert0 + k];
+            res->alert_json[k] = st->json.p + a->off;
+            res->alert_len[k] = a->len;
+        }
+        res->n_alerts = pe->na < LW_RULES_MAX ? pe->na : LW_RULES_MAX;
+    }
+    return LW_OK;
+}
+
+lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                        size_t errstr_size)
+{
+    if (st->n == 0)
+        return LW_OK;
+    if (!st->rc)
+        return conn_error(st, errstr, errstr_size);
+    int64_t t0 = lw_mono_us();
+    lw_err_t err = flush_once(st, results, errstr, errstr_size);
+    if (err == LW_ERR_NOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
     st->last_rtt_us = lw_mono_us() - t0;
     st->last_ack_us = lw_now_us();
     if (err == LW_OK)
         lw_store_discard(st);
+    else
+        st->failed = true;
     return err;
 }
 
@@ -576,6 +818,13 @@ lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partitio
     redisReply *r = redisCommand(st->rc, "INCR %s", ek);
     if (!r)
         return conn_error(st, errstr, errstr_size);
+    if (st->tap) {
+        char *cmd = NULL;
+        int len = redisFormatCommand(&cmd, "INCR %s", ek);
+        if (len > 0)
+            fwrite(cmd, 1, (size_t)len, st->tap);
+        redisFreeCommand(cmd);
+    }
     lw_err_t err = LW_OK;
     if (r->type == REDIS_REPLY_INTEGER) {
         *epoch = r->integer;

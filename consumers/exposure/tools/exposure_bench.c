@@ -4,9 +4,9 @@
  *
  * Reads loan events as JSON Lines (loanwire-gen -o FILE), applies them with
  * lw_store_append()/lw_store_flush() in chunks of --batch events and prints
- * events/s; or, with --dump FILE, writes the exact RESP commands the store
- * would send, so `redis-cli --pipe < FILE` measures the raw Redis rate of the
- * same commands.
+ * events/s; with --dump FILE it also writes every command the store sent,
+ * so `redis-cli --pipe < FILE` into an empty Redis measures the raw Redis
+ * rate of the same commands.
  */
 #include "exposure_int.h"
 
@@ -21,11 +21,11 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: loanwire-exposure-bench --redis URL [--batch N] [--no-strict-fencing]\n"
-            "                               [--dump FILE] EVENTS.jsonl\n"
-            "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
-            "prints events/s; --dump writes the RESP commands instead (for redis-cli --pipe).\n");
+    fprintf(f, "Usage: loanwire-exposure-bench --redis URL [--batch N] [--no-strict-fencing]\n"
+               "                               [--dump FILE] EVENTS.jsonl\n"
+               "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
+               "prints events/s; --dump also writes every command sent to Redis to FILE (RESP,\n"
+               "for redis-cli --pipe).\n");
 }
 
 int main(int argc, char **argv)
@@ -111,6 +111,7 @@ int main(int argc, char **argv)
         perror(dump);
         return 1;
     }
+    lw_store_set_tap(st, out);
     lw_apply_result_t *res = calloc(batch, sizeof *res);
     size_t counts[4] = {0}, alerts = 0;
     int64_t t0 = lw_mono_us();
@@ -121,13 +122,6 @@ int main(int argc, char **argv)
                 fprintf(stderr, "append failed\n");
                 return 1;
             }
-        if (out) {
-            size_t bl;
-            const char *b = lw_store_pending_buf(st, &bl);
-            fwrite(b, 1, bl, out);
-            lw_store_discard(st);
-            continue;
-        }
         if (lw_store_flush(st, res, errstr, sizeof errstr) != LW_OK) {
             fprintf(stderr, "flush: %s\n", errstr);
             return 1;
@@ -138,14 +132,17 @@ int main(int argc, char **argv)
         }
     }
     double s = (double)(lw_mono_us() - t0) / 1e6;
+    printf("%zu events in %.3f s: %.0f events/s; applied %zu dup %zu ooo %zu fenced %zu "
+           "alerts %zu\n",
+           n, s, (double)n / s, counts[0], counts[1], counts[2], counts[3], alerts);
     if (out) {
-        fclose(out);
-        printf("%zu events -> %s (SCRIPT LOAD it first: sha %s)\n", n, dump,
+        lw_store_set_tap(st, NULL);
+        if (fclose(out) != 0) {
+            perror(dump);
+            return 1;
+        }
+        printf("commands sent -> %s (SCRIPT LOAD the write script first: sha %s)\n", dump,
                lw_store_script_sha(st));
-    } else {
-        printf("%zu events in %.3f s: %.0f events/s; applied %zu dup %zu ooo %zu fenced %zu "
-               "alerts %zu\n",
-               n, s, (double)n / s, counts[0], counts[1], counts[2], counts[3], alerts);
     }
     lw_store_destroy(st);
     lw_rules_destroy(rules);

@@ -43,7 +43,7 @@ static void usage(FILE *f)
         "  --latency-out FILE   at exit write event-to-state latency (Redis ack minus\n"
         "                       the lw-sent-us header) of applied events as JSON:\n"
         "                       {\"state\":{count,p50_us,p99_us,p999_us,max_us},\"alert\":{..}}\n"
-        "  --print-script       print the apply script (with the rules) and exit\n"
+        "  --print-script       print the Redis write script and exit\n"
         "  -v, --verbose        debug logging\n"
         "  -h, --help           this text\n",
         LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
@@ -222,17 +222,9 @@ int main(int argc, char **argv)
     lw_log_init("loanwire-exposure", level);
 
     if (print) {
-        lw_rules_t *r = c.rules_file ? lw_rules_load_file(c.rules_file, errstr, sizeof errstr)
-                                     : lw_rules_default();
-        if (!r) {
-            fprintf(stderr, "loanwire-exposure: %s\n", errstr);
-            free(kv);
-            return 1;
-        }
-        char *s = lw_script_build(r, &c.script);
+        char *s = lw_script_build(&c.script);
         fputs(s ? s : "", stdout);
         free(s);
-        lw_rules_destroy(r);
         free(kv);
         return s ? 0 : 1;
     }

@@ -3,9 +3,10 @@
  *
  * Three layers, each usable on its own (tests reach every one):
  *   rules  - the rule pack (rules file format in consumers/README.md);
- *   store  - the Redis side: one atomic script call per event, pipelined,
- *            idempotent by the per-loan sequence rule, fenced by partition
- *            epochs; needs no Kafka;
+ *   store  - the Redis side: reads each borrower of a batch, applies the
+ *            events and rules in C, writes the changed borrowers back through
+ *            one fenced atomic script call per chunk of borrowers; idempotent
+ *            by the per-loan sequence rule; needs no Kafka;
  *   run    - the Kafka consumer-group member (loanwire-exposure) that feeds
  *            the store, publishes alerts and dead letters and commits offsets
  *            only behind Redis.
@@ -66,16 +67,16 @@ typedef struct lw_script_opts {
     bool strict_fencing; /* also check the partition epoch key (single Redis only) */
     bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM in the script */
     int64_t stream_maxlen;
-    size_t chunk_max; /* events per script call; 0: LW_CHUNK_DEFAULT, or 1 when neither
+    size_t chunk_max; /* borrowers per write call; 0: LW_CHUNK_DEFAULT, or 1 when neither
                        * strict_fencing nor alert_stream (Redis Cluster: one slot a call) */
 } lw_script_opts_t;
 
-/* Events per EVALSHA by default: amortises the per-call cost, keeps one call short. */
+/* Borrowers per write call by default: amortises the per-call cost, keeps one call short. */
 #define LW_CHUNK_DEFAULT 64
 
 void lw_script_opts_init(lw_script_opts_t *o); /* strict, stream on, maxlen 100000 */
-/* The apply script with the rule pack compiled in (malloc'd, caller frees). */
-char *lw_script_build(const lw_rules_t *rules, const lw_script_opts_t *opts);
+/* The write script with the options compiled in (malloc'd, caller frees). */
+char *lw_script_build(const lw_script_opts_t *opts);
 
 /* ---- Store: Redis ------------------------------------------------------- */
 
@@ -105,7 +106,7 @@ void lw_alerts_key(const char *borrower_id, char *buf, size_t cap);
 /* Partition epoch key: "lw:epoch:<topic>:<partition>". */
 void lw_epoch_key(const char *topic, int32_t partition, char *buf, size_t cap);
 
-/* Connects (and loads the script). Does not take rules. */
+/* Connects (and loads the script). rules is borrowed: it must outlive the store. */
 lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
                          const lw_script_opts_t *opts, char *errstr, size_t errstr_size);
 void lw_store_destroy(lw_store_t *st); /* NULL is fine */
@@ -114,17 +115,18 @@ lw_err_t lw_store_reconnect(lw_store_t *st, char *errstr, size_t errstr_size);
 /* SHA1 of the loaded script (40 hex + NUL). */
 const char *lw_store_script_sha(const lw_store_t *st);
 
-/* Queues one event for the next flush (nothing is sent yet; ev is copied).
- * topic names the epoch key used with strict fencing and must stay valid until
- * the flush. Events are sent in chunks of opts.chunk_max per script call,
- * grouped by (topic, partition, epoch), each partition's events in order. */
+/* Queues one valid event for the next flush (nothing is sent yet; ev is
+ * copied). topic names the epoch key used with strict fencing and must stay
+ * valid until the flush. Changed borrowers are written in chunks of
+ * opts.chunk_max per script call, grouped by (topic, partition, epoch). */
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
-/* Sends every queued event in one pipeline and reads the replies into
- * results[0..pending). On LW_ERR_TRANSIENT (connection lost, Redis loading)
- * nothing is known about which events were applied: reconnect and append the
- * same events again (idempotent). NOSCRIPT is handled inside (reload, resend). */
+/* Applies every queued event (read the borrowers, apply in order, write back:
+ * three pipelined round trips) and fills results[0..pending). On an error
+ * nothing is known about which writes landed: the events stay queued, and
+ * after lw_store_reconnect() the next flush does them again from the read
+ * (idempotent). NOSCRIPT is handled inside (reload, resend). */
 lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                         size_t errstr_size);
 /* Drops queued events without sending them. */

@@ -1,0 +1,98 @@
+-- write.lua - writes a chunk of borrowers' new states, with the alerts their
+-- events raised or cleared, in one atomic call, if the writer still owns
+-- their partition.
+--
+-- loanwire-exposure decides everything in C (borrower.c: sequence rule,
+-- windows, rules); this script only fences and stores, so Redis spends a SET
+-- per changed borrower, not an interpreter per event. lw_script_build()
+-- prepends STRICT, STREAM and MAXLEN as Lua constants.
+--
+-- KEYS[1..n] b:{borrower} of each borrower (distinct)
+-- KEYS[n+1]  lw:alerts (declared when STREAM or STRICT)
+-- KEYS[n+2]  lw:epoch:<t>:<p>, read only when STRICT
+-- ARGV[1..3] partition epoch n; then per borrower:
+--            state     the new state string (layout in consumers/README.md)
+--            nops      then nops operations, in the order they happened:
+--            'F' rule json alert_id severity platform lender  an alert fired
+--            'C' rule                                          a rule cleared
+--
+-- Returns one integer per borrower: 0 written, 1 fenced (nothing written).
+-- STRICT refuses the whole call when the partition's epoch moved past the
+-- writer's. Without it (Redis Cluster, one borrower per call) a borrower is
+-- refused when its stored fence stamp has a newer epoch of the same partition.
+
+local n = tonumber(ARGV[3])
+local part, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+if STRICT then
+    local cur = tonumber(redis.call('GET', KEYS[n + 2]) or '0')
+    if epoch < cur then
+        for i = 1, n do out[i] = 1 end
+        return out
+    end
+end
+local SKEY = KEYS[n + 1]
+local byte, sub = string.byte, string.sub
+
+-- The fence stamp: the varints after the version byte (partition + 1, epoch).
+local function stamp(s)
+    local vals, i = {}, 2
+    for k = 1, 2 do
+        local v, m = 0, 1
+        repeat
+            local b = byte(s, i)
+            if not b then return -1, 0 end
+            v = v + (b % 128) * m
+            m = m * 128
+            i = i + 1
+        until b < 128
+        vals[k] = v
+    end
+    return vals[1] - 1, vals[2]
+end
+
+local kv, a = {}, 4
+for i = 1, n do
+    local k, nops = KEYS[i], tonumber(ARGV[a + 1])
+    local ok = true
+    if not STRICT then
+        local old = redis.call('GET', k)
+        if old then
+            local p, e = stamp(old)
+            ok = not (p == part and epoch < e)
+        end
+    end
+    if ok then
+        kv[#kv + 1] = k
+        kv[#kv + 1] = ARGV[a]
+    end
+    out[i] = ok and 0 or 1
+    a = a + 2
+    local ak = 'a:' .. sub(k, 3)
+    for _ = 1, nops do
+        if ARGV[a] == 'F' then
+            if ok then
+                local rule, j = ARGV[a + 1], ARGV[a + 2]
+                redis.call('HSET', ak, rule, j)
+                if STREAM then
+                    redis.call('XADD', SKEY, 'MAXLEN', '~', MAXLEN, '*', 'alert_id', ARGV[a + 3],
+                        'borrower_id', sub(k, 4, -2), 'rule_id', rule, 'severity', ARGV[a + 4],
+                        'platform_id', ARGV[a + 5], 'lender_id', ARGV[a + 6], 'json', j)
+                end
+            end
+            a = a + 7
+        else
+            if ok then
+                -- the last cleared alert stays as '~rule', so a redelivered
+                -- trigger can publish it again
+                local rule = ARGV[a + 1]
+                local j = redis.call('HGET', ak, rule)
+                if j then redis.call('HSET', ak, '~' .. rule, j) end
+                redis.call('HDEL', ak, rule)
+            end
+            a = a + 2
+        end
+    end
+end
+if #kv > 0 then redis.call('MSET', unpack(kv)) end
+return out

@@ -1,0 +1,283 @@
+/*
+ * test_borrower.c - a borrower's state and the rules, without Redis
+ * (consumers/exposure/src/borrower.c): the state string's round trip and its
+ * refusal of damaged bytes, the sequence rule, the window, each rule firing
+ * and clearing, and fencing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "exposure_int.h"
+#include "loanwire/json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BID  "ABCDEFGHIJKLMNOPQRSTUV"
+#define T0   1767225600000LL
+#define HOUR 3600000LL
+#define DAY  (24 * HOUR)
+
+static lw_rules_t *g_rules;
+
+static lw_event_t mk(lw_event_type_t t, const char *loan, const char *lender, int64_t seq,
+                     int64_t at, int64_t out)
+{
+    lw_event_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.event_id, sizeof e.event_id, "%s-%s-%lld", loan, lender, (long long)seq);
+    snprintf(e.platform_id, sizeof e.platform_id, "P");
+    snprintf(e.lender_id, sizeof e.lender_id, "%s", lender);
+    snprintf(e.borrower_id, sizeof e.borrower_id, BID);
+    snprintf(e.loan_id, sizeof e.loan_id, "%s", loan);
+    snprintf(e.currency, sizeof e.currency, "CNY");
+    e.event_type = t;
+    e.product = LW_PRODUCT_INSTALLMENT;
+    e.sequence = seq;
+    e.occurred_at = at;
+    e.outstanding_fen = out;
+    return e;
+}
+
+/* Lender ids for the test: the lender name's first character. */
+static lw_apply_code_t apply(lw_bstate_t *s, const lw_event_t *e, lw_sbuf_t *json,
+                             lw_bapply_out_t *o)
+{
+    return lw_bstate_apply(s, g_rules, e, 1, (uint32_t)(unsigned char)e->lender_id[0], 0, 1, json,
+                           o);
+}
+
+static void roundtrip(const lw_bstate_t *s)
+{
+    lw_sbuf_t a = {0}, b = {0};
+    lw_bstate_t d = {0};
+    assert_true(lw_bstate_encode(s, &a));
+    assert_int_equal(lw_bstate_decode(&d, a.p, a.len), LW_OK);
+    assert_true(lw_bstate_encode(&d, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len);
+    assert_int_equal(d.n_loans, s->n_loans);
+    assert_int_equal(d.n_win, s->n_win);
+    assert_int_equal(d.t, s->t);
+    assert_int_equal(d.mask, s->mask);
+    for (size_t i = 0; i < s->n_loans; i++) {
+        assert_string_equal(d.loans[i].loan_id, s->loans[i].loan_id);
+        assert_int_equal(d.loans[i].outstanding_fen, s->loans[i].outstanding_fen);
+        assert_int_equal(d.loans[i].updated_at, s->loans[i].updated_at);
+        assert_int_equal(d.loans[i].status, s->loans[i].status);
+    }
+    lw_bstate_free(&d);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+}
+
+static void test_layout(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_sbuf_t json = {0}, enc = {0};
+    lw_bapply_out_t o;
+    lw_bstate_reset(&s);
+    roundtrip(&s);
+    /* three active instalment loans from three lenders, opened > 30 days ago */
+    const char *loans[] = {"HB-71bb54d8-1", "WLDI-71bb54d8-2", "JT-71bb54d8-3"};
+    const char *lenders[] = {"ANT", "BANK-BOB", "JD-MICRO"};
+    for (int i = 0; i < 3; i++) {
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loans[i], lenders[i], 1, T0 + i * HOUR, 1420000);
+        e.credit_limit_fen = 5000000;
+        assert_int_equal(apply(&s, &e, &json, &o), LW_APPLY_APPLIED);
+    }
+    lw_event_t r = mk(LW_EVENT_REPAYMENT, loans[0], lenders[0], 2, T0 + 40 * DAY, 1000000);
+    r.has_annual_income = true;
+    r.annual_income_fen = 30000000;
+    assert_int_equal(apply(&s, &r, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.n_win, 0); /* the new-loan entries left the 30-day window */
+    roundtrip(&s);
+    assert_true(lw_bstate_encode(&s, &enc));
+    /* the memory aim: three loans and an income fit Redis's 112-byte allocation
+     * class with the string's 4 bytes of header and NUL */
+    assert_in_range(enc.len, 40, 108);
+
+    /* every truncation and every flipped byte: refused or decoded, never an overrun */
+    lw_bstate_t d = {0};
+    for (size_t cut = 0; cut < enc.len; cut++)
+        assert_int_equal(lw_bstate_decode(&d, enc.p, cut), LW_ERR_PARSE);
+    for (size_t i = 0; i < enc.len; i++)
+        for (int v = 0; v < 256; v += 51) {
+            char *bad = malloc(enc.len);
+            memcpy(bad, enc.p, enc.len);
+            bad[i] = (char)v;
+            lw_err_t err = lw_bstate_decode(&d, bad, enc.len);
+            assert_true(err == LW_OK || err == LW_ERR_PARSE);
+            free(bad);
+        }
+    /* another layout version is refused */
+    enc.p[0] = 1;
+    assert_int_equal(lw_bstate_decode(&d, enc.p, enc.len), LW_ERR_PARSE);
+    lw_bstate_free(&d);
+    lw_bstate_free(&s);
+    lw_sbuf_free(&json);
+    lw_sbuf_free(&enc);
+}
+
+static void test_sequence_rule(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_sbuf_t json = {0};
+    lw_bapply_out_t o;
+    lw_bstate_reset(&s);
+    lw_event_t d1 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 1, T0, 500);
+    lw_event_t r2 = mk(LW_EVENT_REPAYMENT, "L1", "a", 2, T0 + HOUR, 300);
+    lw_event_t c3 = mk(LW_EVENT_CLOSURE, "L1", "a", 3, T0 + 2 * HOUR, 0);
+    assert_int_equal(apply(&s, &d1, &json, &o), LW_APPLY_APPLIED);
+    assert_true(o.changed);
+    assert_int_equal(apply(&s, &d1, &json, &o), LW_APPLY_DUPLICATE);
+    assert_false(o.changed);
+    assert_int_equal(apply(&s, &c3, &json, &o), LW_APPLY_APPLIED);
+    /* the older repayment arrives late: ignored, the loan stays closed */
+    assert_int_equal(apply(&s, &r2, &json, &o), LW_APPLY_OUT_OF_ORDER);
+    assert_int_equal(s.n_loans, 1);
+    assert_int_equal(s.loans[0].status, LW_LOAN_CLOSED);
+    assert_int_equal(s.loans[0].sequence, 3);
+    assert_int_equal(s.t, T0 + 2 * HOUR);
+    /* one new-loan window entry, not two */
+    assert_int_equal(s.n_win, 1);
+    assert_int_equal(s.win[0].idh & 1, 0);
+    /* an application is counted once by its id */
+    lw_event_t ap = mk(LW_EVENT_APPLICATION, "A1", "b", 1, T0 + 3 * HOUR, 0);
+    assert_int_equal(apply(&s, &ap, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(apply(&s, &ap, &json, &o), LW_APPLY_DUPLICATE);
+    assert_int_equal(s.n_win, 2);
+    assert_int_equal(s.win[1].idh & 1, 1);
+    assert_int_equal(s.n_loans, 1); /* an application keeps no loan */
+    lw_bstate_free(&s);
+    lw_sbuf_free(&json);
+}
+
+static void test_income_cap_and_fence(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_sbuf_t json = {0};
+    lw_bapply_out_t o;
+    lw_bstate_reset(&s);
+    /* income 900,000 fen / divisor 3 = cap 300,000 fen */
+    lw_event_t d1 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 1, T0, 200000);
+    d1.has_annual_income = true;
+    d1.annual_income_fen = 900000;
+    assert_int_equal(apply(&s, &d1, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(o.n_fired, 0);
+    lw_event_t d2 = mk(LW_EVENT_DRAWDOWN, "L2", "b", 1, T0 + 1, 100001);
+    assert_int_equal(apply(&s, &d2, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(o.n_fired, 1);
+    const lw_rule_t *r = lw_rules_get(g_rules, (size_t)o.fired[0]);
+    assert_string_equal(r->id, "income_cap");
+    char *j = strndup(json.p + o.json_off[0], o.json_len[0]);
+    assert_non_null(strstr(j, "\"total_outstanding_fen\":300001,"));
+    assert_non_null(strstr(j, "\"limit\":300000,"));
+    assert_non_null(strstr(j, "\"annual_income_fen\":900000,"));
+    assert_non_null(strstr(j, "\"trigger_lender_id\":\"b\""));
+    char id[33];
+    lw_alert_id(BID, "income_cap", d2.event_id, id);
+    assert_memory_equal(j + 13, id, 32); /* {"alert_id":"<id>" */
+    /* and it parses as an alert */
+    lw_alert_t al;
+    lw_field_error_t fe;
+    assert_int_equal(lw_alert_from_json(j, strlen(j), &al, &fe), LW_OK);
+    assert_int_equal(al.total_outstanding_fen, 300001);
+    free(j);
+    assert_true(s.mask & 1);
+    assert_true(s.mask & LW_MASK_HIST);
+    /* still above: no second alert */
+    lw_event_t d3 = mk(LW_EVENT_DRAWDOWN, "L3", "c", 1, T0 + 2, 5);
+    assert_int_equal(apply(&s, &d3, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(o.n_fired, 0);
+    /* below again: cleared */
+    lw_event_t p2 = mk(LW_EVENT_REPAYMENT, "L2", "b", 2, T0 + 3, 0);
+    assert_int_equal(apply(&s, &p2, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(o.n_cleared, 1);
+    assert_false(s.mask & 1);
+    assert_true(s.mask & LW_MASK_HIST);
+
+    /* fencing: written with epoch 1 of partition 0; epoch 0 is refused, another
+     * partition (Redis Cluster mode never mixes them) or a newer epoch is not */
+    lw_event_t x = mk(LW_EVENT_REPAYMENT, "L1", "a", 2, T0 + 4, 1);
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 0, 0, &json, &o), LW_APPLY_FENCED);
+    assert_false(o.changed);
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 0, 2, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.fence_epoch, 2);
+    lw_bstate_free(&s);
+    lw_sbuf_free(&json);
+}
+
+static void test_multi_lender_stacking_delinquent(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_sbuf_t json = {0};
+    lw_bapply_out_t o;
+    lw_bstate_reset(&s);
+    /* small loans (under the income cap) from distinct lenders within hours */
+    const char *lenders[] = {"a", "b", "c", "d", "e"};
+    size_t fired[LW_RULES_MAX + 1] = {0};
+    for (int i = 0; i < 5; i++) {
+        char loan[8];
+        snprintf(loan, sizeof loan, "L%d", i);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loan, lenders[i], 1, T0 + i * HOUR, 100);
+        assert_int_equal(apply(&s, &e, &json, &o), LW_APPLY_APPLIED);
+        for (size_t k = 0; k < o.n_fired; k++)
+            fired[o.fired[k]]++;
+    }
+    const lw_rule_t *ml = lw_rules_find(g_rules, "multi_lender");
+    const lw_rule_t *sk = lw_rules_find(g_rules, "stacking");
+    assert_non_null(ml);
+    assert_non_null(sk);
+    assert_int_equal(fired[ml - lw_rules_get(g_rules, 0)], 1);
+    assert_int_equal(fired[sk - lw_rules_get(g_rules, 0)], 1);
+
+    /* a loan goes past due; a drawdown elsewhere then fires borrow_while_delinquent */
+    const lw_rule_t *bd = lw_rules_find(g_rules, "borrow_while_delinquent");
+    int bdi = (int)(bd - lw_rules_get(g_rules, 0));
+    lw_event_t dq = mk(LW_EVENT_DELINQUENCY, "L0", "a", 2, T0 + 10 * DAY, 100);
+    dq.days_past_due = 5;
+    dq.past_due_fen = 50;
+    assert_int_equal(apply(&s, &dq, &json, &o), LW_APPLY_APPLIED);
+    for (size_t k = 0; k < o.n_fired; k++)
+        assert_int_not_equal(o.fired[k], bdi);
+    lw_event_t dd = mk(LW_EVENT_DRAWDOWN, "L1", "b", 2, T0 + 10 * DAY + 1, 200);
+    assert_int_equal(apply(&s, &dd, &json, &o), LW_APPLY_APPLIED);
+    bool got = false;
+    for (size_t k = 0; k < o.n_fired; k++)
+        got |= o.fired[k] == bdi;
+    assert_true(got);
+    /* cured: cleared */
+    lw_event_t cu = mk(LW_EVENT_REPAYMENT, "L0", "a", 3, T0 + 11 * DAY, 50);
+    assert_int_equal(apply(&s, &cu, &json, &o), LW_APPLY_APPLIED);
+    got = false;
+    for (size_t k = 0; k < o.n_cleared; k++)
+        got |= o.cleared[k] == bdi;
+    assert_true(got);
+    roundtrip(&s);
+    lw_bstate_free(&s);
+    lw_sbuf_free(&json);
+}
+
+int main(void)
+{
+    g_rules = lw_rules_default();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_sequence_rule),
+        cmocka_unit_test(test_income_cap_and_fence),
+        cmocka_unit_test(test_multi_lender_stacking_delinquent),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    lw_rules_destroy(g_rules);
+    return rc;
+}
