@@ -743,7 +743,7 @@ class Bench:
                     warm_line = self.warm_event(99, timed=True)
                     sh = ('set -o pipefail; (printf "%%s\\n" "$W"; sleep 2; exec "$G" '
                           '--borrowers %d --rate %d --duration %d --events 0) | '
-                          '"$P" -b %s -t %s -q -r %s -') % (
+                          '"$P" -b %s -t %s -q --stamp -r %s -') % (
                               self.a.borrowers, rate, dur, self.bs, topic,
                               os.path.join(self.work, "lat-rejects.jsonl"))
                     gen = subprocess.Popen(["bash", "-c", sh], env=dict(

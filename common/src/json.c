@@ -293,8 +293,14 @@ static inline bool name_eq(const char *name, const char *k, size_t kn)
 }
 
 /* What the reader works out once per record kind rather than per line. */
+#define LW_KEY_WORDS 3 /* names up to 23 bytes are compared as words (with their quote) */
+
 typedef struct lw_jtab {
     unsigned char len[LW_MAX_FIELDS]; /* strlen of each field name */
+    /* Each name and its closing quote as 8-byte words, zero-padded, with the
+     * mask of its bytes; nw 0 when the name is too long for that. */
+    unsigned char nw[LW_MAX_FIELDS];
+    uint64_t kw[LW_MAX_FIELDS][LW_KEY_WORDS], km[LW_MAX_FIELDS][LW_KEY_WORDS];
     int borrower;                     /* index of "borrower_id", or -1 */
     uint32_t required;                /* fields that must be given (bit per index) */
     int ndefs, defs[LW_MAX_FIELDS];   /* fields with a default */
@@ -308,7 +314,17 @@ static void lw_jtab_fill(const lw_record_desc_t *d, lw_jtab_t *t)
     t->borrower = -1;
     for (int i = 0; i < d->nfields && i < LW_MAX_FIELDS; i++) {
         const lw_field_desc_t *f = &d->fields[i];
-        t->len[i] = (unsigned char)strlen(f->name);
+        size_t n = strlen(f->name);
+        t->len[i] = (unsigned char)n;
+        if (n + 1 <= 8 * LW_KEY_WORDS) {
+            unsigned char kb[8 * LW_KEY_WORDS] = {0}, mb[8 * LW_KEY_WORDS] = {0};
+            memcpy(kb, f->name, n);
+            kb[n] = '"';
+            memset(mb, 0xff, n + 1);
+            t->nw[i] = (unsigned char)((n + 1 + 7) / 8);
+            memcpy(t->kw[i], kb, sizeof kb);
+            memcpy(t->km[i], mb, sizeof mb);
+        }
         if (!strcmp(f->name, "borrower_id"))
             t->borrower = i;
         if (f->def)
@@ -324,14 +340,28 @@ static void lw_jtab_init(void)
     lw_jtab_fill(&lw_alert_desc, &lw_jtab_alert);
 }
 
-/* The common case of a key: exactly name (n bytes), then the closing quote
- * (j->p at the opening quote). Moves j->p past the key when so. */
-static inline bool match_key(lw_jp_t *j, const char *name, size_t n)
+/* The common case of a key: exactly field i's name, then the closing quote
+ * (j->p at the opening quote). Moves j->p past the key when so. Compared a
+ * word at a time in place (a memcmp call per key cost more than the rest). */
+static inline bool match_key(lw_jp_t *j, const lw_jtab_t *t, int i, const char *name)
 {
     const char *q = j->p + 1;
+    size_t n = t->len[i];
+    int nw = t->nw[i];
 
-    if ((size_t)(j->end - q) <= n || q[n] != '"' || memcmp(q, name, n) != 0)
+    if ((size_t)(j->end - q) <= n)
         return false;
+    if (nw && (size_t)(j->end - q) >= (size_t)nw * 8) {
+        uint64_t diff = 0, x;
+        for (int w = 0; w < nw; w++) {
+            memcpy(&x, q + 8 * w, 8);
+            diff |= (x ^ t->kw[i][w]) & t->km[i][w];
+        }
+        if (diff)
+            return false;
+    } else if (q[n] != '"' || memcmp(q, name, n) != 0) {
+        return false;
+    }
     j->p = q + n + 1;
     return true;
 }
@@ -488,7 +518,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
                              j.p - text);
             /* Plain keys are matched in place; copied only for error messages. */
             ptrdiff_t pn;
-            if (next < d->nfields && match_key(&j, d->fields[next].name, t->len[next])) {
+            if (next < d->nfields && match_key(&j, t, next, d->fields[next].name)) {
                 idx = next;
             } else if ((pn = scan_plain(&j, &k)) >= 0) {
                 kn = (size_t)pn;

@@ -343,6 +343,7 @@ static int gen_kafka_open(const gen_opts_t *o, gen_sink_t *s)
             return 2;
         }
     lw_producer_conf_set_callbacks(pc, NULL, gen_on_failed, NULL);
+    lw_producer_conf_set_stamp(pc, true); /* the latency benchmark's feed: always stamped */
     if (!(s->prod = lw_producer_new(pc, errstr, sizeof errstr))) {
         lw_error("kafka producer: %s", errstr);
         return 1;

@@ -141,6 +141,12 @@ void lw_producer_conf_set_callbacks(lw_producer_conf_t *conf, lw_producer_delive
     conf->cb_opaque = cb_opaque;
 }
 
+void lw_producer_conf_set_stamp(lw_producer_conf_t *conf, bool stamp)
+{
+    if (conf)
+        conf->stamp = stamp;
+}
+
 /* Maps a final delivery error to ours: a timeout or a purge may succeed if
  * sent again; anything else needs a person. */
 static lw_err_t lw_producer_map_err(rd_kafka_resp_err_t e)
@@ -229,6 +235,7 @@ lw_producer_t *lw_producer_new(lw_producer_conf_t *conf, char *errstr, size_t er
     p->delivered_cb = conf->delivered_cb;
     p->failed_cb = conf->failed_cb;
     p->cb_opaque = conf->cb_opaque;
+    p->stamp = conf->stamp;
     p->codec = lw_codec_new(err, sizeof err);
     if (!p->codec) {
         snprintf(errstr, errstr_size, "codec: %s", err);
@@ -275,13 +282,13 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
                           size_t errstr_size)
 {
     unsigned char buf[LW_CODEC_MAX_EVENT];
-    char sent_buf[24], *sent_us;
+    char sent_buf[24], *sent_us = sent_buf;
     int64_t now_us;
     lw_field_error_t ferr;
     rd_kafka_resp_err_t e;
     size_t len = 0;
     lw_err_t err;
-    int n;
+    int n = 0;
 
     if (!p || !ev) {
         snprintf(errstr, errstr_size, "no producer or event given");
@@ -301,19 +308,32 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         snprintf(errstr, errstr_size, "encode: %s", lw_err2str(err));
         return err;
     }
-    now_us = lw_now_us();
-    sent_us = lw_u64_digits(now_us < 0 ? 0 - (uint64_t)now_us : (uint64_t)now_us, sent_buf);
-    if (now_us < 0)
-        *--sent_us = '-';
-    n = (int)(sent_buf + sizeof sent_buf - 1 - sent_us);
+    if (p->stamp) {
+        now_us = lw_now_us();
+        sent_us = lw_u64_digits(now_us < 0 ? 0 - (uint64_t)now_us : (uint64_t)now_us, sent_buf);
+        if (now_us < 0)
+            *--sent_us = '-';
+        n = (int)(sent_buf + sizeof sent_buf - 1 - sent_us);
+    }
 
     for (;;) {
-        e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
-                              RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                              RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
-                              RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n),
-                              RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        /* Without the stamp, no header list: librdkafka allocates nothing but
+         * the message itself (payload and key copied into the same block). */
+        if (p->stamp)
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+                                  RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+                                  RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
+                                  RD_KAFKA_V_VALUE(buf, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n),
+                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+                                  RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+                                  RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
+                                  RD_KAFKA_V_VALUE(buf, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         /* Back-pressure: serve delivery reports until the queue has room. */

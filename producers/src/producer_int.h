@@ -17,6 +17,7 @@ struct lw_producer_conf_s {
     lw_producer_delivered_cb *delivered_cb;
     lw_producer_failed_cb *failed_cb;
     void *cb_opaque;
+    bool stamp; /* add the lw-sent-us header */
 };
 
 struct lw_producer_s {
@@ -26,6 +27,7 @@ struct lw_producer_s {
     lw_producer_delivered_cb *delivered_cb;
     lw_producer_failed_cb *failed_cb;
     void *cb_opaque;
+    bool stamp;
     unsigned sends_since_poll;
     /* Read by lw_producer_stats(), possibly from a monitoring thread. */
     _Atomic uint64_t sent, rejected, delivered, failed;

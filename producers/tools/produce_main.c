@@ -50,6 +50,9 @@ static void usage(FILE *fp)
             "  -r, --rejects FILE     one rejects file for all inputs (default FILE.rejects\n"
             "                         per input, loanwire-rejects.jsonl for stdin)\n"
             "  -n, --dry-run          validate only, send nothing\n"
+            "      --stamp            add a header lw-sent-us (wall-clock microseconds at\n"
+            "                         send) to every message, for loanwire-exposure\n"
+            "                         --latency-out; off by default (it costs both sides)\n"
             "      --strict           exit 3 when any line was rejected\n"
             "  -q, --quiet            no summary line\n"
             "  -h, --help             this text\n"
@@ -64,17 +67,18 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
-    enum { O_STRICT = 256 };
+    enum { O_STRICT = 256, O_STAMP };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
         {"config", required_argument, NULL, 'F'},  {"id-key", required_argument, NULL, 'k'},
         {"rejects", required_argument, NULL, 'r'}, {"dry-run", no_argument, NULL, 'n'},
         {"strict", no_argument, NULL, O_STRICT},   {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"stamp", no_argument, NULL, O_STAMP},     {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *topic = NULL, *config = NULL, *key_file = NULL;
     const char **xs;
     int nx = 0, c, rc;
-    bool strict = false, quiet = false;
+    bool strict = false, quiet = false, stamp = false;
     lw_jsonl_opts_t jo = {0};
     lw_producer_conf_t *pconf = NULL;
     lw_producer_t *p = NULL;
@@ -112,6 +116,9 @@ int main(int argc, char **argv)
             break;
         case O_STRICT:
             strict = true;
+            break;
+        case O_STAMP:
+            stamp = true;
             break;
         case 'q':
             quiet = true;
@@ -169,6 +176,7 @@ int main(int argc, char **argv)
                 goto out_j;
             }
         }
+        lw_producer_conf_set_stamp(pconf, stamp);
         lw_jsonl_producer_callbacks(j, pconf);
         p = lw_producer_new(pconf, err, sizeof err); /* takes pconf */
         if (!p) {

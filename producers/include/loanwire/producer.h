@@ -28,6 +28,7 @@
 #include "loanwire/event.h"
 #include "loanwire/json.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,11 @@ lw_err_t lw_producer_conf_set_kv(lw_producer_conf_t *conf, const char *kv, char 
                                  size_t errstr_size);
 void lw_producer_conf_set_callbacks(lw_producer_conf_t *conf, lw_producer_delivered_cb *delivered,
                                     lw_producer_failed_cb *failed, void *cb_opaque);
+/* Stamp every message with a "lw-sent-us" header (wall-clock microseconds at
+ * send, decimal text) for end-to-end latency figures (loanwire-exposure
+ * --latency-out). Off by default: a header costs librdkafka allocations per
+ * message and the broker bytes and work per record. */
+void lw_producer_conf_set_stamp(lw_producer_conf_t *conf, bool stamp);
 
 /* Takes ownership of conf (also on failure). */
 lw_producer_t *lw_producer_new(lw_producer_conf_t *conf, char *errstr, size_t errstr_size);
@@ -64,8 +70,8 @@ void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
 /*
  * Validates, encodes and enqueues ev. LW_ERR_VALIDATION (errstr "field:
  * reason") leaves nothing enqueued. A full local queue is waited out (serving
- * delivery reports), not returned. Every message carries a "lw-sent-us"
- * header (wall-clock microseconds at send) for end-to-end latency figures.
+ * delivery reports), not returned. With lw_producer_conf_set_stamp() the
+ * message carries a "lw-sent-us" header (wall-clock microseconds at send).
  */
 lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
                           size_t errstr_size);
