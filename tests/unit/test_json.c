@@ -15,6 +15,7 @@
 #include "loanwire/json.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BASE                                                                                       \
@@ -195,6 +196,56 @@ static void alert_requires_fields(void **state)
     assert_non_null(strstr(fe.reason, "missing"));
 }
 
+/* Keys are compared in place a word at a time (json.c match_key): every
+ * prefix of a line, in a buffer of exactly its size (ASan sees any read past
+ * it), is refused, the whole line is read; a key off by one byte anywhere, or
+ * cut short, or longer, is an unknown field named as written. */
+static void keys_in_place(void **state)
+{
+    const char *in = event_json("DRAWDOWN", ",\"currency\":\"CNY\",\"annual_income_fen\":7,"
+                                            "\"term_months\":null");
+    size_t len = strlen(in);
+    lw_event_t ev;
+    lw_field_error_t fe;
+    (void)state;
+    for (size_t n = 0; n <= len; n++) {
+        char *copy = malloc(n ? n : 1);
+        assert_non_null(copy);
+        memcpy(copy, in, n);
+        lw_err_t err = lw_event_from_json(copy, n, &ev, NULL, &fe);
+        if (n == len)
+            assert_int_equal(err, LW_OK);
+        else
+            assert_int_not_equal(err, LW_OK);
+        free(copy);
+    }
+    assert_int_equal(ev.annual_income_fen, 7);
+    assert_false(ev.has_term_months);
+
+    static const char *const keys[] = {"event_id", "credit_limit_fen", "annual_income_fen"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        size_t kl = strlen(keys[k]);
+        char line[2048], key[64];
+        const char *at = strstr(in, keys[k]);
+        assert_non_null(at);
+        for (size_t i = 0; i <= kl + 1; i++) {
+            /* i < kl: byte i changed; kl: one byte more; kl + 1: last byte cut */
+            memcpy(key, keys[k], kl + 1);
+            if (i < kl)
+                key[i] = key[i] == 'x' ? 'y' : 'x';
+            else if (i == kl)
+                memcpy(key + kl, "x", 2);
+            else
+                key[kl - 1] = '\0';
+            snprintf(line, sizeof line, "%.*s%s%s", (int)(at - in), in, key, at + kl);
+            assert_int_equal(lw_event_from_json(line, strlen(line), &ev, NULL, &fe),
+                             LW_ERR_VALIDATION);
+            assert_string_equal(fe.field, key);
+            assert_string_equal(fe.reason, "unknown field");
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +255,7 @@ int main(void)
         cmocka_unit_test(rejections),
         cmocka_unit_test(national_id),
         cmocka_unit_test(alert_requires_fields),
+        cmocka_unit_test(keys_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,12 +135,140 @@ static void per_type_rules(void **state)
     assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
 }
 
+/* The id and borrower_id rules written the plain way (strnlen, then byte by
+ * byte): validate.c checks words at a time, and must say exactly this. */
+static void ref_id(const char *v, size_t cap, char *out, size_t outcap)
+{
+    size_t n = strnlen(v, cap);
+    if (n == 0) {
+        snprintf(out, outcap, "must not be empty");
+        return;
+    }
+    if (n == cap) {
+        snprintf(out, outcap, "longer than %zu bytes", cap - 1);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            snprintf(out, outcap, "character %zu is not printable ASCII (no spaces)", i + 1);
+            return;
+        }
+        if (c == ':' || c == '{' || c == '}') {
+            snprintf(out, outcap, "must not contain '%c'", c);
+            return;
+        }
+    }
+    out[0] = '\0';
+}
+
+static void ref_borrower(const char *v, char *out, size_t outcap)
+{
+    size_t n = strnlen(v, LW_BORROWER_ID_LEN + 1);
+    if (n != LW_BORROWER_ID_LEN) {
+        snprintf(out, outcap, "must be %d characters of base64url (got %zu)", LW_BORROWER_ID_LEN,
+                 n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            snprintf(out, outcap, "character %zu is not base64url (A-Z a-z 0-9 - _)", i + 1);
+            return;
+        }
+    }
+    out[0] = '\0';
+}
+
+/* Random ids of every length 0..cap (and without NUL), with now and then one
+ * byte of each kind (NUL, space, ':', braces, DEL, high bytes) at every
+ * position: the same verdict and message as the plain rules. */
+static void ids_match_plain_rules(void **state)
+{
+    static const unsigned char odd[] = {0x00, 0x01, ' ', ':', '{', '}', 0x7f, 0x80, 0xff, '!', '~'};
+    uint32_t rng = 12345;
+    (void)state;
+    for (int round = 0; round < 20000; round++) {
+        lw_event_t ev = good(LW_EVENT_DRAWDOWN);
+        lw_field_error_t fe;
+        char want[200];
+        rng = rng * 1103515245u + 12345u;
+        size_t len = (rng >> 8) % (sizeof ev.loan_id + 1); /* cap + 1: no NUL at all */
+        for (size_t i = 0; i < sizeof ev.loan_id; i++) {
+            rng = rng * 1103515245u + 12345u;
+            ev.loan_id[i] = i < len ? (char)('!' + (rng >> 16) % 94) : (char)((rng >> 16) & 0xff);
+        }
+        if (len < sizeof ev.loan_id)
+            ev.loan_id[len] = '\0';
+        rng = rng * 1103515245u + 12345u;
+        if (len > 0 && (rng >> 12) % 2) {
+            rng = rng * 1103515245u + 12345u;
+            ev.loan_id[(rng >> 8) % len] = (char)odd[(rng >> 20) % sizeof odd];
+        }
+        ref_id(ev.loan_id, sizeof ev.loan_id, want, sizeof want);
+        lw_err_t err = lw_event_validate(&ev, &fe);
+        if (!want[0]) {
+            assert_int_equal(err, LW_OK);
+        } else {
+            assert_int_equal(err, LW_ERR_VALIDATION);
+            assert_string_equal(fe.field, "loan_id");
+            assert_string_equal(fe.reason, want);
+        }
+
+        ev = good(LW_EVENT_DRAWDOWN);
+        rng = rng * 1103515245u + 12345u;
+        len = (rng >> 8) % (sizeof ev.borrower_id + 1);
+        memset(ev.borrower_id, 'x', sizeof ev.borrower_id);
+        if (len < sizeof ev.borrower_id)
+            ev.borrower_id[len] = '\0';
+        rng = rng * 1103515245u + 12345u;
+        if (len > 0 && (rng >> 12) % 2) {
+            rng = rng * 1103515245u + 12345u;
+            ev.borrower_id[(rng >> 8) % len] = (char)odd[(rng >> 20) % sizeof odd];
+        }
+        ref_borrower(ev.borrower_id, want, sizeof want);
+        err = lw_event_validate(&ev, &fe);
+        if (!want[0]) {
+            assert_int_equal(err, LW_OK);
+        } else {
+            assert_int_equal(err, LW_ERR_VALIDATION);
+            assert_string_equal(fe.field, "borrower_id");
+            assert_string_equal(fe.reason, want);
+        }
+    }
+}
+
+/* Every supported code passes, near misses do not (the code is compared as 4
+ * bytes with its NUL). */
+static void currencies(void **state)
+{
+    static const char *const ok[] = {"CNY", "HKD", "USD", "EUR", "CHF"};
+    static const char *const bad[] = {"CN", "cny", "CNZ", "", "XXX"};
+    (void)state;
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        lw_event_t ev = good(LW_EVENT_DRAWDOWN);
+        strcpy(ev.currency, ok[i]);
+        assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        lw_event_t ev = good(LW_EVENT_DRAWDOWN);
+        strcpy(ev.currency, bad[i]);
+        expect(&ev, "currency", "is not a supported ISO 4217 code");
+    }
+    lw_event_t ev = good(LW_EVENT_DRAWDOWN);
+    memcpy(ev.currency, "CNYX", 4); /* no NUL */
+    expect(&ev, "currency", "'CNYX' is not a supported");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(valid_events_pass),
         cmocka_unit_test(each_rule),
         cmocka_unit_test(per_type_rules),
+        cmocka_unit_test(ids_match_plain_rules),
+        cmocka_unit_test(currencies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
