@@ -447,7 +447,11 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     size_t klen = 0;
     if (et == LW_EVENT_APPLICATION ||
         (!me && (et == LW_EVENT_CREDIT_LINE || et == LW_EVENT_DRAWDOWN))) {
-        klen = (size_t)snprintf(key, sizeof key, "%s:%s", ev->platform_id, ev->loan_id);
+        size_t pl = strlen(ev->platform_id), ll = strlen(ev->loan_id);
+        memcpy(key, ev->platform_id, pl);
+        key[pl] = ':';
+        memcpy(key + pl + 1, ev->loan_id, ll);
+        klen = pl + 1 + ll;
         add.at = at;
         add.idh = sha_bits(key, klen, 6) & ~(uint64_t)1;
         add.lh = (uint32_t)sha_bits(ev->lender_id, strlen(ev->lender_id), 4);
@@ -474,7 +478,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         me = &s->loans[s->n_loans++];
         memset(me, 0, sizeof *me);
         me->platform = platform;
-        snprintf(me->loan_id, sizeof me->loan_id, "%s", ev->loan_id);
+        memcpy(me->loan_id, ev->loan_id, strlen(ev->loan_id) + 1); /* validated: <= LW_ID_MAX */
     }
     if (me) {
         lw_loan_status_t st;
@@ -545,68 +549,73 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     }
 
-    /* Rules, on the state after this event (event time only). */
+    /* Rules, on the state after this event (event time only). The reason
+     * text is only made for an alert that fires. */
     fire_ctx_t f = {ev, &a, s, json, out};
     uint64_t newmask = s->mask;
     char reason[256];
     for (size_t ri = 0; ri < rules->n; ri++) {
         const lw_rule_t *r = &rules->rules[ri];
         uint64_t bit = (uint64_t)1 << ri;
-        bool on = s->mask & bit, cond = false, fired = false;
-        int64_t limit = 0, wcount = 0, wms = 0;
+        bool on = s->mask & bit, cond = false, clear = false;
+        int64_t limit = 0, wcount = 0, wms = 0, cnt = 0;
         switch (r->kind) {
         case LW_RULE_INCOME_CAP:
             limit = r->cap_fen;
             if (s->has_income && s->income_fen / r->income_divisor < limit)
                 limit = s->income_fen / r->income_divisor;
             cond = a.total > limit;
-            snprintf(reason, sizeof reason,
-                     "total outstanding %" PRId64 " fen > limit %" PRId64 " fen", a.total, limit);
+            clear = !cond;
             break;
         case LW_RULE_MULTI_LENDER:
             limit = r->min_count;
             cond = a.nlend >= limit;
-            snprintf(reason, sizeof reason, "%" PRId32 " distinct active lenders >= %" PRId64,
-                     a.nlend, limit);
+            clear = !cond;
             break;
-        case LW_RULE_STACKING: {
-            int64_t cnt = 0, nl = win_lenders(s, newt - r->window_ms, &cnt);
+        case LW_RULE_STACKING:
             limit = r->min_count;
-            wcount = nl;
+            wcount =
+                s->n_win >= (size_t)limit || on ? win_lenders(s, newt - r->window_ms, &cnt) : 0;
             wms = r->window_ms;
-            cond = nl >= limit;
-            snprintf(reason, sizeof reason,
-                     "%" PRId64 " distinct lenders among %" PRId64
-                     " new loans and applications in %" PRId64 " ms >= %" PRId64,
-                     nl, cnt, r->window_ms, limit);
+            cond = wcount >= limit;
+            clear = !cond;
             break;
-        }
         case LW_RULE_BORROW_DELINQUENT:
             /* fires on a drawdown while another loan is past due; clears when none is */
-            snprintf(reason, sizeof reason, "drawdown while another loan is past due");
-            if (!on && et == LW_EVENT_DRAWDOWN && a.otherdpd) {
-                if (!fire(&f, (int)ri, r, 0, 0, 0, reason)) {
-                    out->nomem = true;
-                    return LW_APPLY_DUPLICATE;
-                }
-                fired = true;
-            } else if (on && !a.anydpd) {
-                out->cleared[out->n_cleared++] = (int)ri;
-                newmask &= ~bit;
-            }
-            if (fired)
-                newmask |= bit | LW_MASK_HIST;
-            continue;
+            cond = et == LW_EVENT_DRAWDOWN && a.otherdpd;
+            clear = !a.anydpd;
+            break;
         default:
             continue;
         }
         if (cond && !on) {
+            switch (r->kind) {
+            case LW_RULE_INCOME_CAP:
+                snprintf(reason, sizeof reason,
+                         "total outstanding %" PRId64 " fen > limit %" PRId64 " fen", a.total,
+                         limit);
+                break;
+            case LW_RULE_MULTI_LENDER:
+                snprintf(reason, sizeof reason, "%" PRId32 " distinct active lenders >= %" PRId64,
+                         a.nlend, limit);
+                break;
+            case LW_RULE_STACKING:
+                snprintf(reason, sizeof reason,
+                         "%" PRId64 " distinct lenders among %" PRId64
+                         " new loans and applications in %" PRId64 " ms >= %" PRId64,
+                         wcount, cnt, r->window_ms, limit);
+                break;
+            default:
+                snprintf(reason, sizeof reason, "drawdown while another loan is past due");
+                limit = 0;
+                break;
+            }
             if (!fire(&f, (int)ri, r, limit, wcount, wms, reason)) {
                 out->nomem = true;
                 return LW_APPLY_DUPLICATE;
             }
             newmask |= bit | LW_MASK_HIST;
-        } else if (on && !cond) {
+        } else if (on && clear) {
             out->cleared[out->n_cleared++] = (int)ri;
             newmask &= ~bit;
         }

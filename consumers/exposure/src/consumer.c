@@ -938,6 +938,13 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         !set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
         !set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
         !set(kc, "enable.partition.eof", "false", errstr, errstr_size) ||
+        /* librdkafka 2.0 stops fetching a partition for a whole second once its
+         * local queue holds queued.min.messages (librdkafka #2879; 2.2 made it
+         * fetch.queue.backoff.ms): at the default 100000 a catch-up spent half
+         * its time waiting for that second. So the bytes bound decides: at most
+         * 32 MiB prefetched per partition. -X overrides both. */
+        !set(kc, "queued.min.messages", "1000000", errstr, errstr_size) ||
+        !set(kc, "queued.max.messages.kbytes", "32768", errstr, errstr_size) ||
         !conf_apply(cf, kc, errstr, errstr_size) ||
         !set(kc, "group.id", cf->group, errstr, errstr_size) ||
         /* offsets are stored by us, after Redis acknowledged: not negotiable */

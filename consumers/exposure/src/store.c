@@ -38,18 +38,29 @@ typedef struct pending_ev {
     const char *topic;
     int32_t partition;
     int64_t epoch;
-    size_t slot;       /* its borrower in slots[] */
-    size_t alert0, na; /* its alerts: alerts[alert0 .. alert0 + na) */
-    bool replay;       /* a repeat of an event that may have raised alerts */
+    size_t slot;               /* its borrower in slots[] */
+    uint32_t platform, lender; /* string ids */
+    size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
+    bool replay;               /* a repeat of an event that may have raised alerts */
 } pending_ev_t;
 
 /* One distinct borrower of the flush. */
 typedef struct slot {
     const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
     lw_bstate_t st;            /* arrays kept across flushes */
-    bool dirty, fenced, replay;
+    bool dirty, fenced, replay, cleared;
+    size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
+    redisReply *alerts;       /* HGETALL a:{..} when replayed or cleared */
 } slot_t;
+
+/* The writer of a partition in this flush: its epoch is checked once. */
+typedef struct group {
+    const char *topic;
+    int32_t partition;
+    int64_t epoch;
+    bool fenced;
+} group_t;
 
 /* An alert fired or a rule cleared, for write.lua. */
 typedef struct op {
@@ -90,6 +101,10 @@ struct lw_store_s {
     size_t nslots, slot_cap;
     size_t *map; /* open addressing: slot index + 1, 0 empty */
     size_t map_cap;
+    group_t *groups;
+    size_t ngroups, groups_cap;
+    size_t nqueued; /* strict: commands between MULTI and EXEC; 0: UNWATCH only */
+    bool aborted;   /* strict: EXEC refused (an epoch key moved since WATCH) */
     op_t *ops;
     size_t nops, ops_cap;
     alert_ref_t *alerts;
@@ -166,10 +181,13 @@ fail:
     return NULL;
 }
 
+static void free_alert_replies(lw_store_t *st);
+
 void lw_store_destroy(lw_store_t *st)
 {
     if (!st)
         return;
+    free_alert_replies(st);
     redisFree(st->rc);
     free(st->script);
     lw_dict_destroy(st->dict);
@@ -178,6 +196,7 @@ void lw_store_destroy(lw_store_t *st)
         lw_bstate_free(&st->slots[i].st);
     free(st->slots);
     free(st->map);
+    free(st->groups);
     free(st->ops);
     free(st->alerts);
     lw_sbuf_free(&st->json);
@@ -306,11 +325,17 @@ static bool put_int(lw_sbuf_t *b, int64_t v)
     return put_bulk(b, tmp, fmt_i64(tmp, v));
 }
 
+/* "b:{<id>}" or "a:{<id>}" (lw_state_key / lw_alerts_key, without printf). */
 static bool put_key(lw_sbuf_t *b, char prefix, const char *bid)
 {
     char k[LW_STATE_KEY_MAX];
-    int n = snprintf(k, sizeof k, "%c:{%s}", prefix, bid);
-    return put_bulk(b, k, (size_t)n);
+    size_t n = strlen(bid);
+    k[0] = prefix;
+    k[1] = ':';
+    k[2] = '{';
+    memcpy(k + 3, bid, n);
+    k[3 + n] = '}';
+    return put_bulk(b, k, n + 4);
 }
 
 static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
@@ -375,6 +400,7 @@ static lw_err_t gather_slots(lw_store_t *st)
         st->slot_cap = st->n;
     }
     st->nslots = 0;
+    st->ngroups = 0;
     for (size_t i = 0; i < st->n; i++) {
         pending_ev_t *pe = &st->ev[i];
         size_t j = hash_bid(pe->ev.borrower_id) & (st->map_cap - 1);
@@ -384,9 +410,28 @@ static lw_err_t gather_slots(lw_store_t *st)
         if (!st->map[j]) {
             slot_t *s = &st->slots[st->nslots++];
             s->first = pe;
-            s->dirty = s->fenced = s->replay = false;
+            s->dirty = s->fenced = s->replay = s->cleared = false;
             s->op_first = s->op_last = NONE;
+            s->alerts = NULL;
             st->map[j] = st->nslots;
+            /* partitions are few: a linear search */
+            size_t g = 0;
+            while (g < st->ngroups &&
+                   !(st->groups[g].partition == pe->partition && st->groups[g].epoch == pe->epoch &&
+                     !strcmp(st->groups[g].topic, pe->topic)))
+                g++;
+            if (g == st->ngroups) {
+                if (st->ngroups == st->groups_cap) {
+                    size_t nc = st->groups_cap ? st->groups_cap * 2 : 16;
+                    group_t *ng = realloc(st->groups, nc * sizeof *ng);
+                    if (!ng)
+                        return LW_ERR_NOMEM;
+                    st->groups = ng;
+                    st->groups_cap = nc;
+                }
+                st->groups[st->ngroups++] = (group_t){pe->topic, pe->partition, pe->epoch, false};
+            }
+            s->group = g;
         }
         pe->slot = st->map[j] - 1;
         pe->na = 0;
@@ -397,15 +442,64 @@ static lw_err_t gather_slots(lw_store_t *st)
 
 /* ---- Step 1: read ------------------------------------------------------------------ */
 
+/* Strict fencing: WATCH the partitions' epoch keys (so a rebalance from
+ * now on makes our EXEC fail) and read them (a rebalance before now fences
+ * the partition here). */
+static bool put_epoch_reads(lw_store_t *st)
+{
+    lw_sbuf_t *b = &st->buf;
+    char ek[256];
+    for (int pass = 0; pass < 2; pass++) {
+        if (!put_hdr(b, '*', 1 + (int64_t)st->ngroups) || !put_str(b, pass ? "MGET" : "WATCH"))
+            return false;
+        for (size_t g = 0; g < st->ngroups; g++) {
+            lw_epoch_key(st->groups[g].topic, st->groups[g].partition, ek, sizeof ek);
+            if (!put_str(b, ek))
+                return false;
+        }
+    }
+    return true;
+}
+
+static lw_err_t check_epochs(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    redisReply *w = NULL, *m = NULL;
+    if (redisGetReply(st->rc, (void **)&w) != REDIS_OK || !w ||
+        redisGetReply(st->rc, (void **)&m) != REDIS_OK || !m) {
+        freeReplyObject(w);
+        return conn_error(st, errstr, errstr_size);
+    }
+    lw_err_t err = LW_OK;
+    if (w->type != REDIS_REPLY_STATUS)
+        err = reply_error(w, "WATCH", errstr, errstr_size);
+    else if (m->type != REDIS_REPLY_ARRAY || m->elements != st->ngroups)
+        err = reply_error(m, "MGET (epochs)", errstr, errstr_size);
+    for (size_t g = 0; err == LW_OK && g < st->ngroups; g++) {
+        const redisReply *e = m->element[g];
+        long long cur = e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
+        st->groups[g].fenced = st->groups[g].epoch < cur;
+    }
+    for (size_t i = 0; err == LW_OK && i < st->nslots; i++)
+        st->slots[i].fenced = st->groups[st->slots[i].group].fenced;
+    freeReplyObject(w);
+    freeReplyObject(m);
+    return err;
+}
+
 static lw_err_t read_states(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     st->buf.len = 0;
+    if (st->opts.strict_fencing && !put_epoch_reads(st))
+        return LW_ERR_NOMEM;
     for (size_t i = 0; i < st->nslots; i++)
         if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "GET", 3) ||
             !put_key(&st->buf, 'b', st->slots[i].first->ev.borrower_id))
             return LW_ERR_NOMEM;
     lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
     if (err)
+        return err;
+    if (st->opts.strict_fencing &&
+        (err = check_epochs(st, errstr, errstr_size)) == LW_ERR_TRANSIENT)
         return err;
     for (size_t i = 0; i < st->nslots; i++) {
         redisReply *r = NULL;
@@ -488,9 +582,14 @@ static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
         slot_t *s = &st->slots[pe->slot];
         const lw_event_t *ev = &pe->ev;
         lw_bapply_out_t o;
-        lw_apply_code_t code = lw_bstate_apply(
-            &s->st, st->rules, ev, lw_dict_id(st->dict, ev->platform_id),
-            lw_dict_id(st->dict, ev->lender_id), pe->partition, pe->epoch, &st->json, &o);
+        if (s->fenced) {
+            results[i].code = LW_APPLY_FENCED;
+            results[i].n_alerts = 0;
+            pe->alert0 = st->nalerts;
+            continue;
+        }
+        lw_apply_code_t code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender,
+                                               pe->partition, pe->epoch, &st->json, &o);
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
@@ -507,6 +606,7 @@ static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
         for (size_t k = 0; k < o.n_cleared; k++)
             if (!add_op(st, pe->slot, i, o.cleared[k], false, 0, 0, NULL))
                 return LW_ERR_NOMEM;
+        s->cleared |= o.n_cleared > 0;
         /* a repeat may be the redelivery of an event whose alert was never
          * published (a crash between Redis and Kafka): publish it again */
         if ((code == LW_APPLY_DUPLICATE || code == LW_APPLY_OUT_OF_ORDER) && s->st.mask != 0)
@@ -515,39 +615,39 @@ static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
     return LW_OK;
 }
 
-/* Alerts a repeated event raised before, open or cleared since (a crash may
- * have lost their first publication): one HGETALL per such borrower, then
- * each repeated event takes the alerts whose alert_id it would have made. */
-static lw_err_t replay_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+/* One HGETALL a:{..} for each borrower that needs its alerts: a repeated
+ * event hands back the alerts it raised before, open or cleared since (a
+ * crash may have lost their first publication); and with strict fencing a
+ * cleared alert is copied to "~rule" by the write below, which needs its
+ * JSON. The replies stay on the slots until the flush ends. */
+static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     st->buf.len = 0;
     size_t nask = 0;
     for (size_t i = 0; i < st->nslots; i++) {
-        if (!st->slots[i].replay)
+        slot_t *s = &st->slots[i];
+        if (!s->replay && !(s->cleared && st->opts.strict_fencing))
             continue;
         if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
-            !put_key(&st->buf, 'a', st->slots[i].first->ev.borrower_id))
+            !put_key(&st->buf, 'a', s->first->ev.borrower_id))
             return LW_ERR_NOMEM;
         nask++;
     }
     if (nask == 0)
         return LW_OK;
-    redisReply **rep = calloc(st->nslots, sizeof *rep);
-    if (!rep)
-        return LW_ERR_NOMEM;
     lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
     for (size_t i = 0; i < st->nslots && err == LW_OK; i++) {
-        if (!st->slots[i].replay)
+        slot_t *s = &st->slots[i];
+        if (!s->replay && !(s->cleared && st->opts.strict_fencing))
             continue;
-        if (redisGetReply(st->rc, (void **)&rep[i]) != REDIS_OK || !rep[i])
-            err = conn_error(st, errstr, errstr_size);
+        if (redisGetReply(st->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
+            return conn_error(st, errstr, errstr_size);
+        if (s->alerts->type != REDIS_REPLY_ARRAY)
+            err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
     }
-    for (size_t i = 0; i < st->nslots && err == LW_OK; i++)
-        if (rep[i] && rep[i]->type != REDIS_REPLY_ARRAY)
-            err = reply_error(rep[i], "HGETALL", errstr, errstr_size);
     for (size_t e = 0; e < st->n && err == LW_OK; e++) {
         pending_ev_t *pe = &st->ev[e];
-        const redisReply *r = rep[pe->slot];
+        const redisReply *r = st->slots[pe->slot].alerts;
         if (!pe->replay || !r)
             continue;
         size_t first = st->nalerts;
@@ -573,10 +673,15 @@ static lw_err_t replay_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
         pe->alert0 = first;
         pe->na = st->nalerts - first;
     }
-    for (size_t i = 0; i < st->nslots; i++)
-        freeReplyObject(rep[i]);
-    free(rep);
     return err;
+}
+
+static void free_alert_replies(lw_store_t *st)
+{
+    for (size_t i = 0; i < st->nslots; i++) {
+        freeReplyObject(st->slots[i].alerts);
+        st->slots[i].alerts = NULL;
+    }
 }
 
 /* ---- Step 3: write ------------------------------------------------------------------ */
@@ -736,15 +841,158 @@ static lw_err_t send_writes(lw_store_t *st, char *errstr, size_t errstr_size)
     return err;
 }
 
+/* Strict fencing: one MULTI/EXEC for the whole flush, no script. The
+ * epoch keys were WATCHed before the reads and checked equal to ours, so
+ * EXEC runs only if no partition of the flush changed owner meanwhile.
+ * MSET per chunk of borrowers; per alert fired HSET a:{..} + XADD; per
+ * rule cleared the alert moves to "~rule" (HSET + HDEL). */
+static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
+{
+    return put_hdr(b, '*', argc) && put_str(b, cmd);
+}
+
+/* The JSON of a rule's alert as the slot's a:{..} holds it before this flush. */
+static const redisReply *stored_alert(const slot_t *s, const char *rule)
+{
+    const redisReply *r = s->alerts;
+    for (size_t k = 0; r && k + 1 < r->elements; k += 2)
+        if (r->element[k]->type == REDIS_REPLY_STRING && !strcmp(r->element[k]->str, rule) &&
+            r->element[k + 1]->type == REDIS_REPLY_STRING)
+            return r->element[k + 1];
+    return NULL;
+}
+
+static lw_err_t build_multi(lw_store_t *st)
+{
+    lw_sbuf_t *b = &st->buf;
+    b->len = 0;
+    st->nqueued = 0;
+    size_t nd = 0;
+    for (size_t i = 0; i < st->nslots; i++)
+        nd += st->slots[i].dirty && !st->slots[i].fenced;
+    if (nd == 0)
+        return put_cmd_hdr(b, 1, "UNWATCH") ? LW_OK : LW_ERR_NOMEM;
+    bool ok = put_cmd_hdr(b, 1, "MULTI");
+    size_t i = 0;
+    while (ok && i < st->nslots) {
+        /* one MSET of the next chunk_max changed borrowers */
+        size_t m = 0, j = i;
+        for (; j < st->nslots && m < st->chunk_max; j++)
+            m += st->slots[j].dirty && !st->slots[j].fenced;
+        if (m == 0)
+            break;
+        ok = put_cmd_hdr(b, 1 + 2 * (int64_t)m, "MSET");
+        for (; ok && i < j; i++) {
+            slot_t *s = &st->slots[i];
+            if (!s->dirty || s->fenced)
+                continue;
+            st->state.len = 0;
+            ok = put_key(b, 'b', s->first->ev.borrower_id) &&
+                 lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len);
+        }
+        st->nqueued++;
+    }
+    char maxlen[24];
+    snprintf(maxlen, sizeof maxlen, "%" PRId64, st->opts.stream_maxlen);
+    for (size_t k = 0; ok && k < st->nslots; k++) {
+        const slot_t *s = &st->slots[k];
+        if (!s->dirty || s->fenced || s->op_first == NONE)
+            continue;
+        /* the alert JSON each rule holds as the operations go */
+        const char *cur[LW_RULES_MAX];
+        size_t curlen[LW_RULES_MAX];
+        bool known[LW_RULES_MAX] = {false};
+        for (size_t o = s->op_first; ok && o != NONE; o = st->ops[o].next) {
+            const op_t *op = &st->ops[o];
+            const lw_rule_t *r = &st->rules->rules[op->rule];
+            if (!known[op->rule]) {
+                const redisReply *v = stored_alert(s, r->id);
+                cur[op->rule] = v ? v->str : NULL;
+                curlen[op->rule] = v ? v->len : 0;
+                known[op->rule] = true;
+            }
+            if (op->fire) {
+                const lw_event_t *ev = &st->ev[op->ev].ev;
+                const char *j = st->json.p + op->json_off;
+                ok = put_cmd_hdr(b, 4, "HSET") && put_key(b, 'a', s->first->ev.borrower_id) &&
+                     put_str(b, r->id) && put_bulk(b, j, op->json_len);
+                st->nqueued++;
+                if (ok && st->opts.alert_stream) {
+                    ok = put_cmd_hdr(b, 20, "XADD") && put_str(b, LW_REDIS_ALERT_STREAM) &&
+                         put_str(b, "MAXLEN") && put_str(b, "~") && put_str(b, maxlen) &&
+                         put_str(b, "*") && put_str(b, "alert_id") && put_str(b, op->alert_id) &&
+                         put_str(b, "borrower_id") && put_str(b, s->first->ev.borrower_id) &&
+                         put_str(b, "rule_id") && put_str(b, r->id) && put_str(b, "severity") &&
+                         put_str(b, lw_severity_name(r->severity)) && put_str(b, "platform_id") &&
+                         put_str(b, ev->platform_id) && put_str(b, "lender_id") &&
+                         put_str(b, ev->lender_id) && put_str(b, "json") &&
+                         put_bulk(b, j, op->json_len);
+                    st->nqueued++;
+                }
+                cur[op->rule] = j;
+                curlen[op->rule] = op->json_len;
+                continue;
+            }
+            /* the last cleared alert stays as "~rule", so a redelivered trigger
+             * can publish it again */
+            char tilde[LW_ID_MAX + 2];
+            snprintf(tilde, sizeof tilde, "~%s", r->id);
+            if (cur[op->rule]) {
+                ok = put_cmd_hdr(b, 4, "HSET") && put_key(b, 'a', s->first->ev.borrower_id) &&
+                     put_str(b, tilde) && put_bulk(b, cur[op->rule], curlen[op->rule]);
+                st->nqueued++;
+            }
+            ok = ok && put_cmd_hdr(b, 3, "HDEL") && put_key(b, 'a', s->first->ev.borrower_id) &&
+                 put_str(b, r->id);
+            st->nqueued++;
+            cur[op->rule] = NULL;
+        }
+    }
+    ok = ok && put_cmd_hdr(b, 1, "EXEC");
+    return ok ? LW_OK : LW_ERR_NOMEM;
+}
+
+static lw_err_t send_multi(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    st->aborted = false;
+    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
+    if (err)
+        return err;
+    /* UNWATCH, or MULTI + nqueued QUEUED + EXEC */
+    size_t nreplies = st->nqueued ? st->nqueued + 2 : 1;
+    for (size_t i = 0; i < nreplies; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
+            return conn_error(st, errstr, errstr_size);
+        bool last = i + 1 == nreplies;
+        if (err == LW_OK) {
+            if (last && st->nqueued && r->type == REDIS_REPLY_NIL)
+                st->aborted = true; /* a watched epoch key moved: nothing was written */
+            else if (last && st->nqueued && r->type != REDIS_REPLY_ARRAY)
+                err = reply_error(r, "EXEC", errstr, errstr_size);
+            else if (!last && r->type != REDIS_REPLY_STATUS)
+                err = reply_error(r, "MULTI", errstr, errstr_size);
+            for (size_t k = 0;
+                 err == LW_OK && last && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++)
+                if (r->element[k]->type == REDIS_REPLY_ERROR)
+                    err = reply_error(r->element[k], "EXEC", errstr, errstr_size);
+        }
+        freeReplyObject(r);
+    }
+    return err;
+}
+
 /* ---- Flush --------------------------------------------------------------------------- */
 
 static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                            size_t errstr_size)
 {
     lw_err_t err;
+    free_alert_replies(st); /* of a flush that failed half way */
     st->json.len = 0;
     st->nops = 0;
     st->nalerts = 0;
+    st->aborted = false;
 
     /* ids for new platform and lender names, before any state refers to them */
     const char **names = malloc(2 * st->n * sizeof *names);
@@ -752,10 +1000,11 @@ static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *err
         return LW_ERR_NOMEM;
     size_t nn = 0;
     for (size_t i = 0; i < st->n; i++) {
-        if (!lw_dict_id(st->dict, st->ev[i].ev.platform_id))
-            names[nn++] = st->ev[i].ev.platform_id;
-        if (!lw_dict_id(st->dict, st->ev[i].ev.lender_id))
-            names[nn++] = st->ev[i].ev.lender_id;
+        pending_ev_t *pe = &st->ev[i];
+        if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
+            names[nn++] = pe->ev.platform_id;
+        if (!(pe->lender = lw_dict_id(st->dict, pe->ev.lender_id)))
+            names[nn++] = pe->ev.lender_id;
     }
     err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
     free(names);
@@ -763,11 +1012,27 @@ static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *err
         return conn_error(st, errstr, errstr_size);
     if (err)
         return err;
+    for (size_t i = 0; nn && i < st->n; i++) {
+        pending_ev_t *pe = &st->ev[i];
+        if (!pe->platform)
+            pe->platform = lw_dict_id(st->dict, pe->ev.platform_id);
+        if (!pe->lender)
+            pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
+    }
 
     if ((err = gather_slots(st)) || (err = read_states(st, errstr, errstr_size)) ||
-        (err = apply_all(st, results)) || (err = replay_alerts(st, errstr, errstr_size)) ||
-        (err = build_writes(st)) || (err = send_writes(st, errstr, errstr_size)))
+        (err = apply_all(st, results)) || (err = read_alerts(st, errstr, errstr_size)))
         return err;
+    if (st->opts.strict_fencing)
+        err = build_multi(st);
+    else
+        err = build_writes(st);
+    free_alert_replies(st);
+    if (err || (err = st->opts.strict_fencing ? send_multi(st, errstr, errstr_size)
+                                              : send_writes(st, errstr, errstr_size)))
+        return err;
+    if (st->aborted)
+        return LW_OK; /* lw_store_flush() does it again */
 
     int64_t now = lw_now_us();
     for (size_t i = 0; i < st->n; i++) {
@@ -797,6 +1062,13 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
         return conn_error(st, errstr, errstr_size);
     int64_t t0 = lw_mono_us();
     lw_err_t err = flush_once(st, results, errstr, errstr_size);
+    /* a rebalance between our reads and EXEC: read again (now fenced, or ours) */
+    for (int again = 0; err == LW_OK && st->aborted && again < 3; again++)
+        err = flush_once(st, results, errstr, errstr_size);
+    if (err == LW_OK && st->aborted) {
+        snprintf(errstr, errstr_size, "partition epochs keep moving during the write");
+        err = LW_ERR_TRANSIENT;
+    }
     if (err == LW_ERR_NOMEM)
         snprintf(errstr, errstr_size, "out of memory");
     st->last_rtt_us = lw_mono_us() - t0;
