@@ -26,19 +26,27 @@ typedef struct lw_jp {
     lw_field_error_t *ferr;
 } lw_jp_t;
 
-static lw_err_t jfail(lw_jp_t *j, lw_err_t err, const char *field, const char *fmt, ...)
+/* Takes the error struct rather than the reader: the reader's address never
+ * leaves the inlined code, so its pointer stays in a register. */
+static lw_err_t jfail(lw_field_error_t *ferr, lw_err_t err, const char *field, const char *fmt, ...)
 {
     va_list ap;
-    if (j->ferr) {
-        snprintf(j->ferr->field, sizeof(j->ferr->field), "%s", field ? field : "");
+    if (ferr) {
+        snprintf(ferr->field, sizeof(ferr->field), "%s", field ? field : "");
         va_start(ap, fmt);
-        vsnprintf(j->ferr->reason, sizeof(j->ferr->reason), fmt, ap);
+        vsnprintf(ferr->reason, sizeof(ferr->reason), fmt, ap);
         va_end(ap);
     }
     return err;
 }
 
-static inline void skip_ws(lw_jp_t *j)
+#if defined(__GNUC__)
+#define LW_INLINE inline __attribute__((always_inline))
+#else
+#define LW_INLINE inline
+#endif
+
+static LW_INLINE void skip_ws(lw_jp_t *j)
 {
     /* Compact input has no whitespace: one comparison for the usual case. */
     while (j->p < j->end && (unsigned char)*j->p <= ' ' &&
@@ -85,7 +93,7 @@ static inline uint64_t lw_json_plain8(uint64_t w)
  * the closing quote. Returns the length and sets *s to the first byte, leaving
  * j->p after the closing quote; returns -1 (j->p unchanged) when the string
  * has anything else, for the general decoder. */
-static ptrdiff_t scan_plain(lw_jp_t *j, const char **s)
+static LW_INLINE ptrdiff_t scan_plain(lw_jp_t *j, const char **s)
 {
     const char *q = j->p + 1;
     uint64_t w, m;
@@ -112,7 +120,7 @@ static ptrdiff_t scan_plain(lw_jp_t *j, const char **s)
 
 /* Reads a JSON string (j->p at the opening quote) into dst[cap]. Returns 0,
  * -1 on malformed text (reason in *why), -2 when it does not fit. */
-static int read_string(lw_jp_t *j, char *dst, size_t cap, size_t *out_len, const char **why)
+static int read_string_at(lw_jp_t *j, char *dst, size_t cap, size_t *out_len, const char **why)
 {
     size_t n = 0;
     const char *s;
@@ -241,8 +249,54 @@ static int read_string(lw_jp_t *j, char *dst, size_t cap, size_t *out_len, const
     return 0;
 }
 
+/* read_string_at() on a copy of the position (written back), so the caller's
+ * reader does not have its address taken by this out-of-line call. */
+static LW_INLINE int read_string(lw_jp_t *j, char *dst, size_t cap, size_t *out_len,
+                                 const char **why)
+{
+    lw_jp_t c = *j;
+    int rc = read_string_at(&c, dst, cap, out_len, why);
+    j->p = c.p;
+    return rc;
+}
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LW_SWAR_DIGITS 1
+/* How many of the 8 bytes of w (first byte lowest) are ASCII digits before
+ * the first non-digit. A byte is a digit when its high nibble is 3 and adding
+ * 6 keeps it 3; a carry out of a byte only starts at a non-digit (>= 0xfa),
+ * so the lowest flagged byte is exact. */
+static inline unsigned lw_ndigits8(uint64_t w)
+{
+    const uint64_t hi = 0xf0f0f0f0f0f0f0f0u, threes = 0x3030303030303030u;
+    uint64_t nd = ((w & hi) ^ threes) | (((w + 0x0606060606060606u) & hi) ^ threes);
+    return nd ? (unsigned)__builtin_ctzll(nd) >> 3 : 8;
+}
+
+/* The value of 8 ASCII digits, first one lowest (as in simdjson/fast_float). */
+static inline uint64_t lw_parse8(uint64_t w)
+{
+    const uint64_t mask = 0x000000ff000000ffu;
+    const uint64_t mul1 = 100 + (UINT64_C(1000000) << 32), mul2 = 1 + (UINT64_C(10000) << 32);
+    w -= 0x3030303030303030u;
+    w = (w * 10) + (w >> 8);
+    return (((w & mask) * mul1) + (((w >> 16) & mask) * mul2)) >> 32;
+}
+
+/* The value of the first k (1..8) digits of w: '0's put in front. */
+static inline uint64_t lw_parse_k(uint64_t w, unsigned k)
+{
+    if (k < 8) {
+        unsigned sh = 8 * (8 - k);
+        w = (w << sh) | (0x3030303030303030u >> (64 - sh));
+    }
+    return lw_parse8(w);
+}
+#endif
+
 /* Reads a JSON number that must be an integer in [min, max]. */
-static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t max, int64_t *out)
+static LW_INLINE lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t max,
+                                       int64_t *out)
 {
     const char *p = j->p;
     bool neg = false;
@@ -253,11 +307,33 @@ static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t
         p++;
     }
     if (p >= j->end || *p < '0' || *p > '9')
-        return jfail(j, LW_ERR_PARSE, field, "must be an integer");
+        return jfail(j->ferr, LW_ERR_PARSE, field, "must be an integer");
     if (*p == '0' && p + 1 < j->end && p[1] >= '0' && p[1] <= '9')
-        return jfail(j, LW_ERR_PARSE, field, "leading zeros are not allowed in JSON numbers");
+        return jfail(j->ferr, LW_ERR_PARSE, field, "leading zeros are not allowed in JSON numbers");
     limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     bool overflow = false;
+#ifdef LW_SWAR_DIGITS
+    /* Up to 15 digits (never near the limit) 8 at a time, when 16 bytes can
+     * be read; anything else by the loops below. */
+    if (j->end - p >= 16) {
+        static const uint64_t pow10[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+        uint64_t w, w2;
+        unsigned k, k2;
+        memcpy(&w, p, 8);
+        k = lw_ndigits8(w); /* >= 1: p is at a digit */
+        if (k < 8) {
+            v = lw_parse_k(w, k);
+            p += k;
+        } else {
+            memcpy(&w2, p + 8, 8);
+            k2 = lw_ndigits8(w2);
+            if (k2 < 8) {
+                v = lw_parse8(w) * pow10[k2] + (k2 ? lw_parse_k(w2, k2) : 0);
+                p += 8 + k2;
+            }
+        }
+    }
+#endif
     /* 18 digits always fit (10^18 < 2^63): check for overflow only after. */
     const char *safe = j->end - p > 18 ? p + 18 : j->end;
     while (p < safe && *p >= '0' && *p <= '9')
@@ -270,13 +346,13 @@ static lw_err_t read_integer(lw_jp_t *j, const char *field, int64_t min, int64_t
             v = v * 10 + d;
     }
     if (p < j->end && (*p == '.' || *p == 'e' || *p == 'E'))
-        return jfail(j, LW_ERR_VALIDATION, field,
+        return jfail(j->ferr, LW_ERR_VALIDATION, field,
                      "must be an integer (no fraction or exponent, e.g. 150 not 1.5e2)");
     if (overflow)
-        return jfail(j, LW_ERR_VALIDATION, field, "integer out of the 64-bit range");
+        return jfail(j->ferr, LW_ERR_VALIDATION, field, "integer out of the 64-bit range");
     int64_t s = neg ? (int64_t)(0 - v) : (int64_t)v;
     if (s < min || s > max)
-        return jfail(j, LW_ERR_VALIDATION, field,
+        return jfail(j->ferr, LW_ERR_VALIDATION, field,
                      "%" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", s, min, max);
     j->p = p;
     *out = s;
@@ -301,9 +377,9 @@ typedef struct lw_jtab {
      * mask of its bytes; nw 0 when the name is too long for that. */
     unsigned char nw[LW_MAX_FIELDS];
     uint64_t kw[LW_MAX_FIELDS][LW_KEY_WORDS], km[LW_MAX_FIELDS][LW_KEY_WORDS];
-    int borrower;                     /* index of "borrower_id", or -1 */
-    uint32_t required;                /* fields that must be given (bit per index) */
-    int ndefs, defs[LW_MAX_FIELDS];   /* fields with a default */
+    int borrower;                   /* index of "borrower_id", or -1 */
+    uint32_t required;              /* fields that must be given (bit per index) */
+    int ndefs, defs[LW_MAX_FIELDS]; /* fields with a default */
 } lw_jtab_t;
 
 static lw_jtab_t lw_jtab_event, lw_jtab_alert;
@@ -343,7 +419,7 @@ static void lw_jtab_init(void)
 /* The common case of a key: exactly field i's name, then the closing quote
  * (j->p at the opening quote). Moves j->p past the key when so. Compared a
  * word at a time in place (a memcmp call per key cost more than the rest). */
-static inline bool match_key(lw_jp_t *j, const lw_jtab_t *t, int i, const char *name)
+static LW_INLINE bool match_key(lw_jp_t *j, const lw_jtab_t *t, int i, const char *name)
 {
     const char *q = j->p + 1;
     size_t n = t->len[i];
@@ -378,7 +454,7 @@ static int find_field(const lw_record_desc_t *d, const char *k, size_t kn, int h
     return -1;
 }
 
-static int literal(lw_jp_t *j, const char *lit)
+static LW_INLINE int literal(lw_jp_t *j, const char *lit)
 {
     size_t n = strlen(lit);
     if ((size_t)(j->end - j->p) >= n && !memcmp(j->p, lit, n)) {
@@ -388,7 +464,7 @@ static int literal(lw_jp_t *j, const char *lit)
     return 0;
 }
 
-static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
+static LW_INLINE lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
 {
     char *fv = base + f->off;
     const char *why = NULL;
@@ -397,16 +473,28 @@ static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
     lw_err_t err;
 
     if (j->p >= j->end)
-        return jfail(j, LW_ERR_PARSE, f->name, "input ends before the value");
+        return jfail(j->ferr, LW_ERR_PARSE, f->name, "input ends before the value");
     switch (f->type) {
     case LW_FT_STRING:
         if (*j->p != '"')
-            return jfail(j, LW_ERR_VALIDATION, f->name, "must be a string");
+            return jfail(j->ferr, LW_ERR_VALIDATION, f->name, "must be a string");
+        { /* the usual plain string, in line; read_string() for the rest */
+            const char *sp;
+            ptrdiff_t pn = scan_plain(j, &sp);
+            if (pn >= 0 && (size_t)pn < f->cap) {
+                memcpy(fv, sp, (size_t)pn);
+                fv[pn] = '\0';
+                return LW_OK;
+            }
+            if (pn >= 0)
+                return jfail(j->ferr, LW_ERR_VALIDATION, f->name, "longer than %zu bytes",
+                             f->cap - 1);
+        }
         switch (read_string(j, fv, f->cap, &n, &why)) {
         case -1:
-            return jfail(j, LW_ERR_PARSE, f->name, "%s", why);
+            return jfail(j->ferr, LW_ERR_PARSE, f->name, "%s", why);
         case -2:
-            return jfail(j, LW_ERR_VALIDATION, f->name, "longer than %zu bytes", f->cap - 1);
+            return jfail(j->ferr, LW_ERR_VALIDATION, f->name, "longer than %zu bytes", f->cap - 1);
         }
         return LW_OK;
     case LW_FT_ENUM: {
@@ -414,13 +502,13 @@ static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
         const char *s = sym;
         int idx = -1;
         if (*j->p != '"')
-            return jfail(j, LW_ERR_VALIDATION, f->name, "must be a symbol string");
+            return jfail(j->ferr, LW_ERR_VALIDATION, f->name, "must be a symbol string");
         ptrdiff_t pn = scan_plain(j, &s); /* compared in place when plain */
         int rc = 0;
         if (pn >= 0)
             n = (size_t)pn;
         else if ((rc = read_string(j, sym, sizeof(sym), &n, &why)) == -1)
-            return jfail(j, LW_ERR_PARSE, f->name, "%s", why);
+            return jfail(j->ferr, LW_ERR_PARSE, f->name, "%s", why);
         for (int i = 0; rc == 0 && i < f->nsyms; i++) {
             if (name_eq(f->syms[i], s, n)) {
                 idx = i;
@@ -434,7 +522,7 @@ static lw_err_t read_value(lw_jp_t *j, const lw_field_desc_t *f, char *base)
                 if (i + 1 < f->nsyms)
                     strncat(list, ", ", sizeof(list) - strlen(list) - 1);
             }
-            return jfail(j, LW_ERR_VALIDATION, f->name, "unknown symbol (expected one of %s)",
+            return jfail(j->ferr, LW_ERR_VALIDATION, f->name, "unknown symbol (expected one of %s)",
                          list);
         }
         memcpy(fv, &idx, sizeof(idx));
@@ -489,7 +577,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
     if (ferr)
         ferr->field[0] = ferr->reason[0] = '\0';
     if (!text)
-        return jfail(&j, LW_ERR_INVALID_ARG, "", "no input");
+        return jfail(j.ferr, LW_ERR_INVALID_ARG, "", "no input");
     for (int i = 0; i < t->ndefs; i++) {
         const lw_field_desc_t *f = &d->fields[t->defs[i]];
         size_t n = strlen(f->def); /* rec is zeroed: the NUL is there already */
@@ -499,7 +587,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
 
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{')
-        return jfail(&j, LW_ERR_PARSE, "", "expected a JSON object");
+        return jfail(j.ferr, LW_ERR_PARSE, "", "expected a JSON object");
     j.p++;
     skip_ws(&j);
     if (j.p < j.end && *j.p == '}') {
@@ -514,7 +602,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
             if (j.p >= j.end || *j.p != '"') /* usually right after '{' or ',' */
                 skip_ws(&j);
             if (j.p >= j.end || *j.p != '"')
-                return jfail(&j, LW_ERR_PARSE, "", "expected a field name at offset %td",
+                return jfail(j.ferr, LW_ERR_PARSE, "", "expected a field name at offset %td",
                              j.p - text);
             /* Plain keys are matched in place; copied only for error messages. */
             ptrdiff_t pn;
@@ -523,7 +611,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
             } else if ((pn = scan_plain(&j, &k)) >= 0) {
                 kn = (size_t)pn;
                 if (kn >= sizeof(key))
-                    return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");
+                    return jfail(j.ferr, LW_ERR_VALIDATION, "", "unknown field (name too long)");
                 idx = find_field(d, k, kn, next);
                 if (idx < 0) {
                     memcpy(key, k, kn);
@@ -532,9 +620,9 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
             } else {
                 rc = read_string(&j, key, sizeof(key), &kn, &why);
                 if (rc == -1)
-                    return jfail(&j, LW_ERR_PARSE, "", "field name: %s", why);
+                    return jfail(j.ferr, LW_ERR_PARSE, "", "field name: %s", why);
                 if (rc == -2)
-                    return jfail(&j, LW_ERR_VALIDATION, "", "unknown field (name too long)");
+                    return jfail(j.ferr, LW_ERR_VALIDATION, "", "unknown field (name too long)");
                 idx = find_field(d, key, kn, next);
             }
             const char *kname = idx >= 0 ? d->fields[idx].name : key;
@@ -543,12 +631,12 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
             if (j.p >= j.end || *j.p != ':')
                 skip_ws(&j);
             if (j.p >= j.end || *j.p != ':')
-                return jfail(&j, LW_ERR_PARSE, kname, "expected ':' after the field name");
+                return jfail(j.ferr, LW_ERR_PARSE, kname, "expected ':' after the field name");
             j.p++;
             skip_ws(&j);
             if (idx >= 0) {
                 if (seen & (1u << idx))
-                    return jfail(&j, LW_ERR_VALIDATION, kname, "field given twice");
+                    return jfail(j.ferr, LW_ERR_VALIDATION, kname, "field given twice");
                 seen |= 1u << idx;
                 if ((err = read_value(&j, &d->fields[idx], base)))
                     return err;
@@ -556,21 +644,21 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
                 char tmp[LW_ID_MAX + 1];
                 size_t n;
                 if (seen_raw)
-                    return jfail(&j, LW_ERR_VALIDATION, key, "field given twice");
+                    return jfail(j.ferr, LW_ERR_VALIDATION, key, "field given twice");
                 seen_raw = true;
                 if (!raw_id)
-                    return jfail(&j, LW_ERR_VALIDATION, key,
+                    return jfail(j.ferr, LW_ERR_VALIDATION, key,
                                  "raw national ids are not accepted here; give borrower_id");
                 if (j.p >= j.end || *j.p != '"')
-                    return jfail(&j, LW_ERR_VALIDATION, key, "must be a string");
+                    return jfail(j.ferr, LW_ERR_VALIDATION, key, "must be a string");
                 rc = read_string(&j, tmp, sizeof(tmp), &n, &why);
                 if (rc == -1)
-                    return jfail(&j, LW_ERR_PARSE, key, "%s", why);
+                    return jfail(j.ferr, LW_ERR_PARSE, key, "%s", why);
                 if (rc == -2)
-                    return jfail(&j, LW_ERR_VALIDATION, key, "longer than %d bytes", LW_ID_MAX);
+                    return jfail(j.ferr, LW_ERR_VALIDATION, key, "longer than %d bytes", LW_ID_MAX);
                 memcpy(raw_id, tmp, n + 1);
             } else {
-                return jfail(&j, LW_ERR_VALIDATION, key, "unknown field");
+                return jfail(j.ferr, LW_ERR_VALIDATION, key, "unknown field");
             }
             if (j.p >= j.end || *j.p != ',')
                 skip_ws(&j);
@@ -582,16 +670,16 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
                 j.p++;
                 break;
             }
-            return jfail(&j, LW_ERR_PARSE, idx >= 0 ? d->fields[idx].name : key,
+            return jfail(j.ferr, LW_ERR_PARSE, idx >= 0 ? d->fields[idx].name : key,
                          "expected ',' or '}' after the value");
         }
     }
     skip_ws(&j);
     if (j.p != j.end)
-        return jfail(&j, LW_ERR_PARSE, "", "trailing characters after the object");
+        return jfail(j.ferr, LW_ERR_PARSE, "", "trailing characters after the object");
 
     if (seen_raw && borrower >= 0 && (seen & (1u << borrower)))
-        return jfail(&j, LW_ERR_VALIDATION, LW_RAW_ID_FIELD,
+        return jfail(j.ferr, LW_ERR_VALIDATION, LW_RAW_ID_FIELD,
                      "give borrower_id or national_id, not both");
     for (int i = 0; (seen & t->required) != t->required && i < d->nfields; i++) {
         const lw_field_desc_t *f = &d->fields[i];
@@ -599,7 +687,7 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
             continue;
         if (i == borrower && seen_raw)
             continue;
-        return jfail(&j, LW_ERR_VALIDATION, f->name,
+        return jfail(j.ferr, LW_ERR_VALIDATION, f->name,
                      i == borrower && allow_raw_id ? "missing (give borrower_id or national_id)"
                                                    : "missing required field");
     }

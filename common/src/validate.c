@@ -131,8 +131,8 @@ lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr)
     if ((err = check_id(ev->platform_id, sizeof(ev->platform_id), "platform_id", ferr)) ||
         (err = check_id(ev->lender_id, sizeof(ev->lender_id), "lender_id", ferr)))
         return err;
-    for (n = 0; n < LW_BORROWER_ID_LEN &&
-                (lw_char_class[(unsigned char)ev->borrower_id[n]] & LW_C_B64);
+    for (n = 0;
+         n < LW_BORROWER_ID_LEN && (lw_char_class[(unsigned char)ev->borrower_id[n]] & LW_C_B64);
          n++)
         ;
     if (n != LW_BORROWER_ID_LEN || ev->borrower_id[n] != '\0') {
@@ -140,8 +140,7 @@ lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr)
         if (len != LW_BORROWER_ID_LEN)
             return fail(ferr, "borrower_id", "must be %d characters of base64url (got %zu)",
                         LW_BORROWER_ID_LEN, len);
-        return fail(ferr, "borrower_id", "character %zu is not base64url (A-Z a-z 0-9 - _)",
-                    n + 1);
+        return fail(ferr, "borrower_id", "character %zu is not base64url (A-Z a-z 0-9 - _)", n + 1);
     }
     if ((err = check_id(ev->loan_id, sizeof(ev->loan_id), "loan_id", ferr)))
         return err;

@@ -203,9 +203,8 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
     char raw_id[LW_ID_MAX + 1], norm[LW_ID_MAX + 1], err[400];
     lw_err_t e;
 
-    memset(&ferr, 0, sizeof ferr);
     raw_id[0] = '\0';
-    e = lw_event_from_json(line, len, &ev, raw_id, &ferr);
+    e = lw_event_from_json(line, len, &ev, raw_id, &ferr); /* clears ferr first */
     if (e != LW_OK) {
         j->sum.rejected++;
         lw_reject(j, idx, lineno, ferr.field, ferr.reason[0] ? ferr.reason : lw_err2str(e), line,
@@ -238,7 +237,6 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
         }
     }
     if (j->opts.dry_run || !p) {
-        memset(&ferr, 0, sizeof ferr);
         if (lw_event_validate(&ev, &ferr) != LW_OK) {
             j->sum.rejected++;
             lw_reject(j, idx, lineno, ferr.field, ferr.reason, line, len);

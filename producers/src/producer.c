@@ -294,8 +294,7 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         snprintf(errstr, errstr_size, "no producer or event given");
         return LW_ERR_INVALID_ARG;
     }
-    memset(&ferr, 0, sizeof ferr);
-    if (lw_event_validate(ev, &ferr) != LW_OK) {
+    if (lw_event_validate(ev, &ferr) != LW_OK) { /* it clears ferr first */
         atomic_fetch_add_explicit(&p->rejected, 1, memory_order_relaxed);
         if (ferr.field[0])
             snprintf(errstr, errstr_size, "%s: %s", ferr.field, ferr.reason);
@@ -320,20 +319,18 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         /* Without the stamp, no header list: librdkafka allocates nothing but
          * the message itself (payload and key copied into the same block). */
         if (p->stamp)
-            e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
-                                  RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                                  RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
-                                  RD_KAFKA_V_VALUE(buf, len),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                  RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n),
-                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+            e = rd_kafka_producev(
+                p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+                RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
+                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n), RD_KAFKA_V_OPAQUE(opaque),
+                RD_KAFKA_V_END);
         else
-            e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
-                                  RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                                  RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
-                                  RD_KAFKA_V_VALUE(buf, len),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+            e = rd_kafka_producev(
+                p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+                RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
+                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         /* Back-pressure: serve delivery reports until the queue has room. */
