@@ -117,12 +117,12 @@ static void test_script_has_options(void **state)
     char *s = lw_script_build(&o);
     assert_non_null(s);
     assert_non_null(strstr(s, "local MAXLEN = 1234"));
-    assert_non_null(strstr(s, "local STRICT = true"));
+    assert_non_null(strstr(s, "local STREAM = true"));
     assert_non_null(strstr(s, "redis.call('MSET', unpack(kv))"));
     free(s);
-    o.strict_fencing = false;
+    o.alert_stream = false;
     s = lw_script_build(&o);
-    assert_non_null(strstr(s, "local STRICT = false"));
+    assert_non_null(strstr(s, "local STREAM = false"));
     free(s);
     char key[LW_STATE_KEY_MAX];
     lw_state_key("AAAAAAAAAAAAAAAAAAAAAA", key, sizeof key);

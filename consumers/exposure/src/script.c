@@ -43,8 +43,7 @@ char *lw_script_build(const lw_script_opts_t *opts)
     char *s = malloc(cap);
     if (!s)
         return NULL;
-    snprintf(s, cap, "local STRICT = %s\nlocal STREAM = %s\nlocal MAXLEN = %" PRId64 "\n%s",
-             opts->strict_fencing ? "true" : "false", opts->alert_stream ? "true" : "false",
-             opts->stream_maxlen, lw_write_lua);
+    snprintf(s, cap, "local STREAM = %s\nlocal MAXLEN = %" PRId64 "\n%s",
+             opts->alert_stream ? "true" : "false", opts->stream_maxlen, lw_write_lua);
     return s;
 }

@@ -692,9 +692,10 @@ static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
            (a->topic == b->topic || !strcmp(a->topic, b->topic));
 }
 
+/* Without strict fencing: write.lua per chunk of borrowers of one partition. */
 static lw_err_t build_writes(lw_store_t *st)
 {
-    int nshared = st->opts.strict_fencing ? 2 : st->opts.alert_stream ? 1 : 0;
+    int nshared = st->opts.alert_stream ? 1 : 0;
     size_t nd = 0;
     for (size_t i = 0; i < st->nslots; i++)
         nd += st->slots[i].dirty;
@@ -746,11 +747,6 @@ static lw_err_t build_writes(lw_store_t *st)
             ok = put_key(b, 'b', st->slots[st->order[q]].first->ev.borrower_id);
         if (ok && nshared >= 1)
             ok = put_str(b, LW_REDIS_ALERT_STREAM);
-        if (ok && nshared >= 2) {
-            char ek[256];
-            lw_epoch_key(g->topic, g->partition, ek, sizeof ek);
-            ok = put_str(b, ek);
-        }
         ok = ok && put_int(b, g->partition) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
         for (size_t q = i; ok && q < j; q++) {
             slot_t *s = &st->slots[st->order[q]];

@@ -1,36 +1,28 @@
 -- write.lua - writes a chunk of borrowers' new states, with the alerts their
--- events raised or cleared, in one atomic call, if the writer still owns
--- their partition.
+-- events raised or cleared, in one atomic call per borrower chunk, refusing
+-- a borrower whose stored fence stamp is newer than the writer's.
 --
+-- This is the write path without strict fencing (Redis Cluster: one
+-- borrower per call, one slot). With strict fencing (one Redis, the default)
+-- store.c writes a WATCH-guarded MULTI/EXEC instead and runs no script.
 -- loanwire-exposure decides everything in C (borrower.c: sequence rule,
--- windows, rules); this script only fences and stores, so Redis spends a SET
--- per changed borrower, not an interpreter per event. lw_script_build()
--- prepends STRICT, STREAM and MAXLEN as Lua constants.
+-- windows, rules); this script only fences and stores. lw_script_build()
+-- prepends STREAM and MAXLEN as Lua constants.
 --
 -- KEYS[1..n] b:{borrower} of each borrower (distinct)
--- KEYS[n+1]  lw:alerts (declared when STREAM or STRICT)
--- KEYS[n+2]  lw:epoch:<t>:<p>, read only when STRICT
+-- KEYS[n+1]  lw:alerts (declared when STREAM)
 -- ARGV[1..3] partition epoch n; then per borrower:
 --            state     the new state string (layout in consumers/README.md)
 --            nops      then nops operations, in the order they happened:
 --            'F' rule json alert_id severity platform lender  an alert fired
 --            'C' rule                                          a rule cleared
 --
--- Returns one integer per borrower: 0 written, 1 fenced (nothing written).
--- STRICT refuses the whole call when the partition's epoch moved past the
--- writer's. Without it (Redis Cluster, one borrower per call) a borrower is
--- refused when its stored fence stamp has a newer epoch of the same partition.
+-- Returns one integer per borrower: 0 written, 1 fenced (nothing written):
+-- its stored fence stamp has a newer epoch of the same partition.
 
 local n = tonumber(ARGV[3])
 local part, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-if STRICT then
-    local cur = tonumber(redis.call('GET', KEYS[n + 2]) or '0')
-    if epoch < cur then
-        for i = 1, n do out[i] = 1 end
-        return out
-    end
-end
 local SKEY = KEYS[n + 1]
 local byte, sub = string.byte, string.sub
 
@@ -55,12 +47,10 @@ local kv, a = {}, 4
 for i = 1, n do
     local k, nops = KEYS[i], tonumber(ARGV[a + 1])
     local ok = true
-    if not STRICT then
-        local old = redis.call('GET', k)
-        if old then
-            local p, e = stamp(old)
-            ok = not (p == part and epoch < e)
-        end
+    local old = redis.call('GET', k)
+    if old then
+        local p, e = stamp(old)
+        ok = not (p == part and epoch < e)
     end
     if ok then
         kv[#kv + 1] = k

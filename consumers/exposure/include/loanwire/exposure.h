@@ -4,9 +4,10 @@
  * Three layers, each usable on its own (tests reach every one):
  *   rules  - the rule pack (rules file format in consumers/README.md);
  *   store  - the Redis side: reads each borrower of a batch, applies the
- *            events and rules in C, writes the changed borrowers back through
- *            one fenced atomic script call per chunk of borrowers; idempotent
- *            by the per-loan sequence rule; needs no Kafka;
+ *            events and rules in C, writes the changed borrowers back in one
+ *            fenced atomic step (MULTI/EXEC, or a script call per chunk on
+ *            Redis Cluster); idempotent by the per-loan sequence rule; needs
+ *            no Kafka;
  *   run    - the Kafka consumer-group member (loanwire-exposure) that feeds
  *            the store, publishes alerts and dead letters and commits offsets
  *            only behind Redis.
@@ -64,8 +65,9 @@ const char *lw_rule_kind_name(lw_rule_kind_t k);
 /* ---- Script ------------------------------------------------------------- */
 
 typedef struct lw_script_opts {
-    bool strict_fencing; /* also check the partition epoch key (single Redis only) */
-    bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM in the script */
+    bool strict_fencing; /* WATCH the partition epoch keys, write one MULTI/EXEC per batch
+                          * (single Redis only); else write.lua with per-borrower stamps */
+    bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM with the state */
     int64_t stream_maxlen;
     size_t chunk_max; /* borrowers per write call; 0: LW_CHUNK_DEFAULT, or 1 when neither
                        * strict_fencing nor alert_stream (Redis Cluster: one slot a call) */
@@ -75,7 +77,7 @@ typedef struct lw_script_opts {
 #define LW_CHUNK_DEFAULT 64
 
 void lw_script_opts_init(lw_script_opts_t *o); /* strict, stream on, maxlen 100000 */
-/* The write script with the options compiled in (malloc'd, caller frees). */
+/* The write script of the non-strict path, options compiled in (malloc'd, caller frees). */
 char *lw_script_build(const lw_script_opts_t *opts);
 
 /* ---- Store: Redis ------------------------------------------------------- */
@@ -123,7 +125,8 @@ lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic
                          int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
 /* Applies every queued event (read the borrowers, apply in order, write back:
- * three pipelined round trips) and fills results[0..pending). On an error
+ * two pipelined round trips, three when alerts must be read) and fills
+ * results[0..pending). On an error
  * nothing is known about which writes landed: the events stay queued, and
  * after lw_store_reconnect() the next flush does them again from the read
  * (idempotent). NOSCRIPT is handled inside (reload, resend). */
