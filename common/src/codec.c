@@ -235,6 +235,62 @@ static lw_err_t fast_encode(const lw_record_desc_t *d, const unsigned char fp_le
     return LW_OK;
 }
 
+/* A LoanEvent, the record produced per event, written field by field in
+ * schema order without the table walk (about half the instructions of
+ * fast_encode()). Needs cap >= LW_CODEC_MAX_EVENT, which bounds every event,
+ * so only the strings' NULs and the enums need checking. The order here must
+ * match lw_event_fields (codec_desc.c): test_codec compares its bytes with
+ * Avro C's generic writer for every event type and extreme values. */
+static unsigned char *put_str(unsigned char *p, const char *s, size_t cap)
+{
+    size_t n = lw_short_strnlen(s, cap);
+    if (n == cap)
+        return NULL;
+    p = put_long(p, (int64_t)n);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static lw_err_t fast_encode_event(const unsigned char fp_le[8], const lw_event_t *ev,
+                                  unsigned char *buf, size_t *out_len)
+{
+    unsigned char *p = buf;
+
+    if ((unsigned)ev->event_type >= LW_EVENT__CNT || (unsigned)ev->product >= LW_PRODUCT__CNT)
+        return LW_ERR_INVALID_ARG;
+    *p++ = LW_SO_MAGIC0;
+    *p++ = LW_SO_MAGIC1;
+    memcpy(p, fp_le, 8);
+    p += 8;
+#define LW_PUT_STR(f)                                                                              \
+    if (!(p = put_str(p, ev->f, sizeof ev->f)))                                                    \
+    return LW_ERR_INVALID_ARG
+    LW_PUT_STR(event_id);
+    p = put_long(p, ev->event_type);
+    LW_PUT_STR(platform_id);
+    LW_PUT_STR(lender_id);
+    LW_PUT_STR(borrower_id);
+    LW_PUT_STR(loan_id);
+    p = put_long(p, ev->product);
+    p = put_long(p, ev->sequence);
+    p = put_long(p, ev->occurred_at);
+    p = put_long(p, ev->amount_fen);
+    p = put_long(p, ev->outstanding_fen);
+    p = put_long(p, ev->credit_limit_fen);
+    p = put_long(p, ev->days_past_due);
+    p = put_long(p, ev->past_due_fen);
+    LW_PUT_STR(currency);
+#undef LW_PUT_STR
+    *p++ = ev->has_annual_income ? 2 : 0; /* union branch 1 or 0 (null) */
+    if (ev->has_annual_income)
+        p = put_long(p, ev->annual_income_fen);
+    *p++ = ev->has_term_months ? 2 : 0;
+    if (ev->has_term_months)
+        p = put_long(p, ev->term_months);
+    *out_len = (size_t)(p - buf);
+    return LW_OK;
+}
+
 /* ---- Fast path: reader ----------------------------------------------------- */
 
 typedef struct lw_rd {
@@ -954,6 +1010,8 @@ lw_err_t lw_codec_encode(lw_codec_t *codec, lw_record_kind_t kind, const void *r
     if (!codec || !rec || !buf || !out_len ||
         (kind != LW_RECORD_LOAN_EVENT && kind != LW_RECORD_ALERT))
         return LW_ERR_INVALID_ARG;
+    if (kind == LW_RECORD_LOAN_EVENT && cap >= LW_CODEC_MAX_EVENT)
+        return fast_encode_event(codec->current[kind]->fp_le, rec, buf, out_len);
     return fast_encode(lw_record_desc(kind), codec->current[kind]->fp_le, rec, buf, cap, out_len);
 }
 
