@@ -369,7 +369,9 @@ static inline bool name_eq(const char *name, const char *k, size_t kn)
 }
 
 /* What the reader works out once per record kind rather than per line. */
-#define LW_KEY_WORDS 3 /* names up to 23 bytes are compared as words (with their quote) */
+/* Names up to 23 bytes are compared as words, with their quote; match_key()
+ * reads all 3 words at once when the input has them. */
+#define LW_KEY_WORDS 3
 
 typedef struct lw_jtab {
     unsigned char len[LW_MAX_FIELDS]; /* strlen of each field name */
@@ -425,6 +427,17 @@ static LW_INLINE bool match_key(lw_jp_t *j, const lw_jtab_t *t, int i, const cha
     size_t n = t->len[i];
     int nw = t->nw[i];
 
+    if (nw && j->end - q >= 8 * LW_KEY_WORDS) { /* all words at once (unused ones masked) */
+        uint64_t x0, x1, x2;
+        memcpy(&x0, q, 8);
+        memcpy(&x1, q + 8, 8);
+        memcpy(&x2, q + 16, 8);
+        if (((x0 ^ t->kw[i][0]) & t->km[i][0]) | ((x1 ^ t->kw[i][1]) & t->km[i][1]) |
+            ((x2 ^ t->kw[i][2]) & t->km[i][2]))
+            return false;
+        j->p = q + n + 1;
+        return true;
+    }
     if ((size_t)(j->end - q) <= n)
         return false;
     if (nw && (size_t)(j->end - q) >= (size_t)nw * 8) {
