@@ -38,8 +38,9 @@ def uv(x):
     return bytes(b + bytes([x]))
 t = 1767225600000
 def state(loans, win, inc):
-    b = bytes([2]) + uv(4) + uv(7) + uv(t) + uv(1 | 1 << 32) + uv(1 if inc else 0)
-    b += uv(len(loans)) + uv(len(win)) + (uv(inc) + uv(86400000) if inc else b"")
+    b = bytes([2]) + uv(4) + uv(7) + uv(t) + uv(1 | 1 << 32)
+    b += uv(2 * len(loans) + (1 if inc else 0)) + uv(len(win))
+    b += uv(inc) + uv(86400000) if inc else b""
     for pid, lid, loan, sd, nums in loans:
         b += uv(pid) + uv(lid) + bytes([len(loan)]) + loan + uv(sd) + b"".join(uv(x) for x in nums)
     for d, idh, lh in win:
@@ -47,8 +48,8 @@ def state(loans, win, inc):
     return b
 open(sys.argv[1] + "/empty", "wb").write(state([], [], None))
 open(sys.argv[1] + "/two", "wb").write(state(
-    [(1, 2, b"HB-1", 0 | 1 << 3 | 3 << 5, [3, 150000, 0, 500000, 3600000]),
-     (3, 3, b"WLD-77", 2, [1, 0, 0, 0, 0])],
+    [(1, 2, b"HB-1", 0 | 1 << 3 | 64 | 3 << 7, [3, 150000, 500000, 3600000]),
+     (3, 3, b"WLD-77", 2 | 32, [1, 0, 7, 0])],
     [(1000, 0x123456789ABC, 0xDEADBEEF), (5000, 0x0F0F0F0F0F0F | 1, 7)], 36000000))
 PY
 rc=0

@@ -128,6 +128,20 @@ def uvarint(b, i):
             return x, i
 
 
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def loan_id(b, i):
+    """A loan_id at b[i:] -> (id, next index): raw bytes, or 6-bit packed base64url."""
+    n, packed = b[i] & 0x7F, b[i] & 0x80
+    i += 1
+    if not packed:
+        return b[i:i + n].decode(), i + n
+    nb = (6 * n + 7) // 8
+    bits = int.from_bytes(b[i:i + nb], "big") >> (8 * nb - 6 * n)
+    return "".join(B64URL[(bits >> (6 * (n - 1 - k))) & 63] for k in range(n)), i + nb
+
+
 class Names:
     """Platform and lender names by string id (hash lw:strings, "i:<id>" -> name)."""
 
@@ -145,19 +159,22 @@ class Names:
 def decode_state(raw, name):
     """A borrower's state string, layout version 2 (consumers/README.md), decoded here
     independently of borrower.c: u8 version, then varints fence partition + 1, fence
-    epoch, t, open-alert mask, flags (bit 0: income), n_loans, n_win, [income,
-    t - income_at]; per loan: platform id, lender id, u8 length + loan_id, status +
-    8 * product + 32 * dpd, sequence, outstanding, past_due, limit, t - updated_at;
+    epoch, t, open-alert mask, 2 * n_loans + has income, n_win, [income,
+    t - income_at]; per loan: platform id, lender id, loan_id (u8 length, bit 7 set when
+    the characters follow packed 6 bits each in the base64url alphabet), status +
+    8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
+    outstanding, [past_due], [limit], t - updated_at;
     per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
     application), 4 bytes lender hash."""
     assert raw[0] == 2, "layout version %r" % raw[0]
     h, i = [], 1
-    for _ in range(7):
+    for _ in range(6):
         v, i = uvarint(raw, i)
         h.append(v)
-    part, epoch, t, mask, flags, nl, nw = h
+    part, epoch, t, mask, nl2, nw = h
+    nl = nl2 >> 1
     inc = inc_at = None
-    if flags & 1:
+    if nl2 & 1:
         inc, i = uvarint(raw, i)
         d, i = uvarint(raw, i)
         inc_at = t - d
@@ -165,15 +182,17 @@ def decode_state(raw, name):
     for _ in range(nl):
         pid, i = uvarint(raw, i)
         lid, i = uvarint(raw, i)
-        n = raw[i]
-        loan = raw[i + 1:i + 1 + n].decode()
-        i += 1 + n
-        v = []
-        for _ in range(6):
-            x, i = uvarint(raw, i)
-            v.append(x)
-        sd, seq, out, pd, lim, dt = v
-        loans[name(pid) + ":" + loan] = (seq, out, lim, sd >> 5, pd, t - dt, sd & 7, name(lid))
+        loan, i = loan_id(raw, i)
+        sd, i = uvarint(raw, i)
+        seq, i = uvarint(raw, i)
+        out, i = uvarint(raw, i)
+        pd = lim = 0
+        if sd & 32:
+            pd, i = uvarint(raw, i)
+        if sd & 64:
+            lim, i = uvarint(raw, i)
+        dt, i = uvarint(raw, i)
+        loans[name(pid) + ":" + loan] = (seq, out, lim, sd >> 7, pd, t - dt, sd & 7, name(lid))
     w = []
     for _ in range(nw):
         d, i = uvarint(raw, i)

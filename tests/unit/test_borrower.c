@@ -125,6 +125,46 @@ static void test_layout(void **state)
     lw_sbuf_free(&enc);
 }
 
+/* Loan ids in the base64url alphabet are packed 6 bits a character, others
+ * kept as they are; both read back exactly. */
+static void test_loan_ids(void **state)
+{
+    (void)state;
+    const char *ids[] = {"WLDI-7e57be9c-2999999", "A", "loan.1:x/y", "abc_DEF-0123456789",
+                         "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+        lw_bstate_t s = {0}, d = {0};
+        lw_sbuf_t json = {0}, a = {0};
+        lw_bapply_out_t o;
+        lw_bstate_reset(&s);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, ids[k], "a", 1, T0, 100);
+        assert_int_equal(apply(&s, &e, &json, &o), LW_APPLY_APPLIED);
+        assert_true(lw_bstate_encode(&s, &a));
+        assert_int_equal(lw_bstate_decode(&d, a.p, a.len), LW_OK);
+        assert_string_equal(d.loans[0].loan_id, ids[k]);
+        /* the id's bytes: 1 + n raw, 1 + ceil(6n / 8) packed */
+        size_t n = strlen(ids[k]), idbytes = strchr(ids[k], '.') ? n : (6 * n + 7) / 8;
+        lw_bstate_t empty = {0};
+        lw_sbuf_t b = {0};
+        lw_bstate_reset(&empty);
+        empty.t = s.t;
+        empty.fence_part = s.fence_part;
+        empty.fence_epoch = s.fence_epoch;
+        empty.mask = s.mask;
+        assert_true(lw_bstate_encode(&empty, &b));
+        /* header + window entry (11: 1 + 6 + 4) + loan: 6 one-byte fields (platform,
+         * lender, status, sequence, outstanding, time; no past due, no limit written),
+         * the id's length byte and its bytes */
+        assert_int_equal(a.len, b.len + 11 + 7 + idbytes);
+        lw_bstate_free(&s);
+        lw_bstate_free(&d);
+        lw_bstate_free(&empty);
+        lw_sbuf_free(&json);
+        lw_sbuf_free(&a);
+        lw_sbuf_free(&b);
+    }
+}
+
 static void test_sequence_rule(void **state)
 {
     (void)state;
@@ -273,6 +313,7 @@ int main(void)
     g_rules = lw_rules_default();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_loan_ids),
         cmocka_unit_test(test_sequence_rule),
         cmocka_unit_test(test_income_cap_and_fence),
         cmocka_unit_test(test_multi_lender_stacking_delinquent),

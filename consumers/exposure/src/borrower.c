@@ -8,16 +8,20 @@
  * borrower and batch, instead of a Lua interpreter per event.
  *
  * The state string (layout version 2, consumers/README.md) is varints, so
- * a borrower with three loans fits in about 100 bytes:
+ * a borrower with three loans fits in about 90 bytes:
  *
  *   u8 version | fence partition+1 | fence epoch | t | open-alert mask |
- *   flags (bit 0: income) | n_loans | n_win | [income | t - income_at] |
- *   loans: platform id | lender id | u8 len, loan_id | status + 8*product +
- *          32*dpd | sequence | outstanding | past_due | limit | t - updated_at
+ *   2*n_loans + has income | n_win | [income | t - income_at] |
+ *   loans: platform id | lender id | loan_id | status + 8*product +
+ *          32*(past_due > 0) + 64*(limit > 0) + 128*dpd | sequence |
+ *          outstanding | [past_due] | [limit] | t - updated_at
  *   window entries: t - at | 6 bytes idh | 4 bytes lender hash
  *
  * Every number is an unsigned LEB128 varint (amounts and times are validated
  * non-negative); platform and lender are ids of dict.c's shared string table.
+ * A loan_id is a byte: its length, bit 7 set when the characters follow
+ * packed 6 bits each (ids drawn from the base64url alphabet, as platforms'
+ * ids usually are: 20 characters in 15 bytes), else the bytes as they are.
  */
 #include "exposure_int.h"
 
@@ -163,26 +167,108 @@ static char *put_le(char *p, uint64_t v, int n)
     return p;
 }
 
+/* ---- Loan ids: 6 bits a character when they are base64url -------------------- */
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64url_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '-' ? 62 : c == '_' ? 63 : -1;
+}
+
+static char *put_loan_id(char *p, const char *id)
+{
+    size_t n = strlen(id);
+    size_t i = 0;
+    while (i < n && b64url_val((unsigned char)id[i]) >= 0)
+        i++;
+    if (i < n) { /* not base64url: as it is */
+        *p++ = (char)n;
+        memcpy(p, id, n);
+        return p + n;
+    }
+    *p++ = (char)(0x80 | n);
+    uint32_t acc = 0;
+    int bits = 0;
+    for (i = 0; i < n; i++) {
+        acc = acc << 6 | (uint32_t)b64url_val((unsigned char)id[i]);
+        bits += 6;
+        while (bits >= 8) {
+            bits -= 8;
+            *p++ = (char)(acc >> bits);
+        }
+    }
+    if (bits > 0)
+        *p++ = (char)(acc << (8 - bits));
+    return p;
+}
+
+static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
+{
+    if (c->p == c->end)
+        return false;
+    unsigned char h = *c->p++;
+    size_t n = h & 0x7f;
+    if (n == 0 || n > LW_ID_MAX)
+        return false;
+    if (!(h & 0x80)) {
+        if ((size_t)(c->end - c->p) < n || memchr(c->p, 0, n))
+            return false;
+        memcpy(out, c->p, n);
+        out[n] = '\0';
+        c->p += n;
+        return true;
+    }
+    size_t nb = (6 * n + 7) / 8;
+    if ((size_t)(c->end - c->p) < nb)
+        return false;
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < nb; i++) {
+        acc = acc << 8 | c->p[i];
+        bits += 8;
+        while (bits >= 6 && k < n) {
+            bits -= 6;
+            out[k++] = b64url[(acc >> bits) & 63];
+        }
+    }
+    out[n] = '\0';
+    c->p += nb;
+    return true;
+}
+
 /* Bounds of what validation lets through (times are epoch ms < 2^53). */
-#define MAX_NUM ((int64_t)1 << 53)
+/* A loan's first varint: status | product << 3 | these | days_past_due << 7;
+ * a zero past due or limit (most loans) is not written at all. */
+#define SD_PAST_DUE 32
+#define SD_LIMIT    64
+#define MAX_NUM     ((int64_t)1 << 53)
 
 lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
 {
     cur_t c = {buf, (const unsigned char *)buf + len};
-    int64_t part, flags, nl, nw, v;
+    int64_t part, nl, nw, v;
     lw_bstate_reset(s);
     if (len < 1 || *c.p++ != LW_STATE_VERSION || !get_i(&c, INT32_MAX, &part) ||
         !get_i(&c, INT64_MAX, &s->fence_epoch) || !get_i(&c, MAX_NUM, &s->t) ||
-        !get_uv(&c, &s->mask) || !get_i(&c, 1, &flags) || !get_i(&c, INT32_MAX, &nl) ||
-        !get_i(&c, INT32_MAX, &nw))
+        !get_uv(&c, &s->mask) || !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
         return LW_ERR_PARSE;
     s->fence_part = (int32_t)part - 1;
-    /* a loan is >= 11 bytes and an entry >= 11: a corrupt count allocates little */
-    if ((size_t)(nl + nw) > len / 11)
+    bool income = nl & 1;
+    nl >>= 1;
+    /* a loan is >= 8 bytes and an entry >= 11: a corrupt count allocates little */
+    if ((size_t)(nl + nw) > len / 8)
         return LW_ERR_PARSE;
     if (!loans_room(s, (size_t)nl) || !win_room(s, (size_t)nw))
         return LW_ERR_NOMEM;
-    if (flags & 1) {
+    if (income) {
         s->has_income = true;
         if (!get_i(&c, MAX_NUM, &s->income_fen) || !get_i(&c, s->t, &v))
             return LW_ERR_PARSE;
@@ -191,25 +277,22 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
     for (int64_t i = 0; i < nl; i++) {
         lw_bloan_t *l = &s->loans[i];
         int64_t pl, ld, sd;
-        if (!get_i(&c, UINT32_MAX, &pl) || !get_i(&c, UINT32_MAX, &ld) || pl == 0 || ld == 0 ||
-            c.p == c.end)
+        if (!get_i(&c, UINT32_MAX, &pl) || !get_i(&c, UINT32_MAX, &ld) || pl == 0 || ld == 0)
             return LW_ERR_PARSE;
-        size_t n = *c.p++;
-        if (n == 0 || n > LW_ID_MAX || (size_t)(c.end - c.p) < n)
+        if (!get_loan_id(&c, l->loan_id))
             return LW_ERR_PARSE;
-        memcpy(l->loan_id, c.p, n);
-        l->loan_id[n] = '\0';
-        c.p += n;
-        if (!get_i(&c, (int64_t)INT32_MAX << 5 | 31, &sd) || (sd & 7) >= LW_LOAN_STATUS__CNT ||
+        l->past_due_fen = l->credit_limit_fen = 0;
+        if (!get_i(&c, (int64_t)INT32_MAX << 7 | 127, &sd) || (sd & 7) >= LW_LOAN_STATUS__CNT ||
             ((sd >> 3) & 3) >= LW_PRODUCT__CNT || !get_i(&c, MAX_NUM, &l->sequence) ||
-            !get_i(&c, MAX_NUM, &l->outstanding_fen) || !get_i(&c, MAX_NUM, &l->past_due_fen) ||
-            !get_i(&c, MAX_NUM, &l->credit_limit_fen) || !get_i(&c, s->t, &v))
+            !get_i(&c, MAX_NUM, &l->outstanding_fen) ||
+            ((sd & SD_PAST_DUE) && !get_i(&c, MAX_NUM, &l->past_due_fen)) ||
+            ((sd & SD_LIMIT) && !get_i(&c, MAX_NUM, &l->credit_limit_fen)) || !get_i(&c, s->t, &v))
             return LW_ERR_PARSE;
         l->platform = (uint32_t)pl;
         l->lender = (uint32_t)ld;
         l->status = (lw_loan_status_t)(sd & 7);
         l->product = (lw_product_t)((sd >> 3) & 3);
-        l->days_past_due = (int32_t)(sd >> 5);
+        l->days_past_due = (int32_t)(sd >> 7);
         l->updated_at = s->t - v;
     }
     for (int64_t i = 0; i < nw; i++) {
@@ -239,8 +322,7 @@ bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
     p = put_uv(p, (uint64_t)s->fence_epoch);
     p = put_uv(p, (uint64_t)s->t);
     p = put_uv(p, s->mask);
-    p = put_uv(p, s->has_income ? 1 : 0);
-    p = put_uv(p, s->n_loans);
+    p = put_uv(p, (uint64_t)s->n_loans << 1 | (s->has_income ? 1 : 0));
     p = put_uv(p, s->n_win);
     if (s->has_income) {
         p = put_uv(p, (uint64_t)s->income_fen);
@@ -248,17 +330,18 @@ bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
     }
     for (size_t i = 0; i < s->n_loans; i++) {
         const lw_bloan_t *l = &s->loans[i];
-        size_t n = strlen(l->loan_id);
         p = put_uv(p, l->platform);
         p = put_uv(p, l->lender);
-        *p++ = (char)n;
-        memcpy(p, l->loan_id, n);
-        p += n;
-        p = put_uv(p, (uint64_t)l->days_past_due << 5 | (uint64_t)l->product << 3 | l->status);
+        p = put_loan_id(p, l->loan_id);
+        p = put_uv(p, (uint64_t)l->days_past_due << 7 | (l->credit_limit_fen ? SD_LIMIT : 0) |
+                          (l->past_due_fen ? SD_PAST_DUE : 0) | (uint64_t)l->product << 3 |
+                          l->status);
         p = put_uv(p, (uint64_t)l->sequence);
         p = put_uv(p, (uint64_t)l->outstanding_fen);
-        p = put_uv(p, (uint64_t)l->past_due_fen);
-        p = put_uv(p, (uint64_t)l->credit_limit_fen);
+        if (l->past_due_fen)
+            p = put_uv(p, (uint64_t)l->past_due_fen);
+        if (l->credit_limit_fen)
+            p = put_uv(p, (uint64_t)l->credit_limit_fen);
         p = put_uv(p, (uint64_t)(s->t - l->updated_at));
     }
     for (size_t i = 0; i < s->n_win; i++) {
