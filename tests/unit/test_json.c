@@ -246,6 +246,69 @@ static void keys_in_place(void **state)
     }
 }
 
+/* The fast lane (a compact line, every field in schema order) must accept,
+ * refuse and explain exactly as the general reader does. A line with one
+ * trailing space never completes the lane, so it is read by the general
+ * reader alone: every one-byte change and every one-byte deletion of a
+ * canonical line is parsed both ways and compared (result, field, reason). */
+static void fast_lane_same_as_general(void **state)
+{
+    static const char repl[] = {' ', '"',  ',', ':', '{', '}',  '0',    '9',   'x',
+                                'A', '\\', '.', '-', 'n', '\n', '\x01', '\xc3'};
+    const char *canon[] = {
+        event_json("DRAWDOWN", ",\"currency\":\"CNY\",\"annual_income_fen\":7,"
+                               "\"term_months\":null"),
+        NULL,
+    };
+    char first[2048];
+    (void)state;
+    snprintf(first, sizeof first, "%s", canon[0]);
+    canon[0] = first;
+    canon[1] = event_json("REPAYMENT", ",\"currency\":\"USD\",\"annual_income_fen\":null,"
+                                       "\"term_months\":360");
+    for (int c = 0; c < 2; c++) {
+        size_t len = strlen(canon[c]);
+        for (size_t k = 0; k < len; k++) {
+            for (size_t r = 0; r <= sizeof repl; r++) {
+                char m[2048], m2[2048];
+                size_t n;
+                if (r < sizeof repl) { /* byte k replaced */
+                    memcpy(m, canon[c], len);
+                    m[k] = repl[r];
+                    n = len;
+                } else { /* byte k deleted */
+                    memcpy(m, canon[c], k);
+                    memcpy(m + k, canon[c] + k + 1, len - k - 1);
+                    n = len - 1;
+                }
+                memcpy(m2, m, n);
+                m2[n] = ' ';
+                lw_event_t e1, e2;
+                lw_field_error_t f1, f2;
+                char raw1[LW_ID_MAX + 1], raw2[LW_ID_MAX + 1];
+                lw_err_t r1 = lw_event_from_json(m, n, &e1, raw1, &f1);
+                lw_err_t r2 = lw_event_from_json(m2, n + 1, &e2, raw2, &f2);
+                /* The one place the space shows: a field name expected at the
+                 * end of the input is expected one byte later. */
+                char at_end[80];
+                snprintf(at_end, sizeof at_end, "expected a field name at offset %zu", n + 1);
+                if (!strcmp(f2.reason, at_end))
+                    snprintf(f2.reason, sizeof f2.reason, "expected a field name at offset %zu", n);
+                if (r1 != r2 || strcmp(f1.field, f2.field) || strcmp(f1.reason, f2.reason))
+                    print_error("line %d byte %zu repl %zu: %d %s: %s vs %d %s: %s\n", c, k, r, r1,
+                                f1.field, f1.reason, r2, f2.field, f2.reason);
+                assert_int_equal(r1, r2);
+                assert_string_equal(f1.field, f2.field);
+                assert_string_equal(f1.reason, f2.reason);
+                if (r1 == LW_OK) {
+                    assert_memory_equal(&e1, &e2, sizeof e1);
+                    assert_string_equal(raw1, raw2);
+                }
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +319,7 @@ int main(void)
         cmocka_unit_test(national_id),
         cmocka_unit_test(alert_requires_fields),
         cmocka_unit_test(keys_in_place),
+        cmocka_unit_test(fast_lane_same_as_general),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
