@@ -652,16 +652,18 @@ class Bench:
             cs = stats.get("cmdstat_" + cmd, "")
             return int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
         os.unlink(dump)
-        say("raw Redis: %s events in %.2f s = %s events/s (%s GET, %s EVALSHA, 0 errors); "
-            "CPU: %s" % (fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("get")),
-                         fmt_int(calls("evalsha")), rcpu.text()))
+        say("raw Redis: %s events in %.2f s = %s events/s (%s GET, %s MSET in %s MULTI/EXEC, "
+            "%s EVALSHA, 0 errors); CPU: %s" % (
+                fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("get")), fmt_int(calls("mset")),
+                fmt_int(calls("exec")), fmt_int(calls("evalsha")), rcpu.text()))
         vmsg = self.verify_state("raw replay", sample=min(self.a.sample, 100), full=False)
         self.notes.append(
             "Raw Redis: `loanwire-exposure-bench --dump` wrote the RESP the store sends for "
-            "the feed in batches of 2000 (%s GETs of borrower states, %s EVALSHA calls of the "
-            "write script, %s string-id calls); `redis-cli --pipe` replayed it into an empty "
-            "Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
-                fmt_int(calls("get")), fmt_int(calls("evalsha")), fmt_int(calls("eval")), rdt,
+            "the feed in batches of 2000 (%s GETs of borrower states; %s MULTI/EXEC writes "
+            "holding %s MSETs, %s HSETs and %s XADDs; %s string-id calls); `redis-cli --pipe` "
+            "replayed it into an empty Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
+                fmt_int(calls("get")), fmt_int(calls("exec")), fmt_int(calls("mset")),
+                fmt_int(calls("hset")), fmt_int(calls("xadd")), fmt_int(calls("eval")), rdt,
                 fmt_rate(raw), vmsg, rcpu.text()))
         nb = n
         self.r.cmd("FLUSHALL")
@@ -852,7 +854,7 @@ class Bench:
     # -- step 4: memory ------------------------------------------------------------------
 
     def step_memory(self):
-        say("==> [4/5] memory: %s borrowers x 3 active loans through the real apply script"
+        say("==> [4/5] memory: %s borrowers x 3 active loans through the consumer's store"
             % fmt_int(self.a.mem_borrowers))
         script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
                                 stdout=subprocess.PIPE, check=True).stdout
@@ -884,7 +886,7 @@ class Bench:
 
     def memory_load(self, script, n, recent):
         """Loads n borrowers with 3 active instalment loans each (ALIPAY, WEBANK, JD; ids of
-        the feed's lengths) as loan events through the real store and script
+        the feed's lengths) as loan events through the consumer's real store
         (loanwire-exposure-bench, no Kafka); returns (bytes per borrower by INFO used_memory
         delta, MEMORY USAGE of a sample key, its encoding, seconds)."""
         import base64
@@ -960,10 +962,11 @@ class Bench:
             if j.get("active_loans") != 3 or j.get("total_outstanding_fen") != expect(i):
                 raise BenchError("memory load: borrower %s reads %s, expected 3 active loans, "
                                  "%d fen" % (bid_of(i), q.stdout[:300], expect(i)))
-        # MEMORY USAGE of the keys that hold a borrower (whatever the layout calls them).
+        # MEMORY USAGE of the keys that hold a borrower (whatever the layout calls them): the
+        # last one, whose ids are the longest, like most of the million.
         keys, cur = [], b"0"
         while True:
-            cur, ks = self.r.cmd("SCAN", cur, "MATCH", "*%s*" % bid_of(0), "COUNT", 100000)
+            cur, ks = self.r.cmd("SCAN", cur, "MATCH", "*%s*" % bid_of(n - 1), "COUNT", 100000)
             keys += ks
             if cur == b"0":
                 break
