@@ -1,8 +1,9 @@
 /*
- * test_exposure_script.c - the apply script against a real Redis, no Kafka:
- * totals, the sequence rule (duplicates, out of order), window counts, the
- * fencing epochs, and every default rule firing exactly once per episode
- * with a deterministic alert id on the stream. Hand-written event sequences;
+ * test_exposure_script.c - the exposure store against a real Redis, no
+ * Kafka: totals, the sequence rule (duplicates, out of order), window counts,
+ * the fencing epochs (also a rebalance racing the write), and every default
+ * rule firing exactly once per episode with a deterministic alert id on the
+ * stream. Hand-written event sequences;
  * expected figures are worked out in the test, not read from the code.
  *
  * Uses Redis DB 11 of $LOANWIRE_REDIS and flushes only that DB.
@@ -599,6 +600,57 @@ static void test_rule_borrow_while_delinquent(void **state)
     lw_store_destroy(st);
 }
 
+/* A rebalance lands between the store's reads and its write: the store's
+ * tap sees the MULTI go out and, from another connection, moves the
+ * partition's epoch on first. EXEC must write nothing; the store reads again,
+ * finds the partition fenced and says so, and the borrower stays as it was. */
+static int g_taps;
+static ssize_t rebalance_on_multi(void *cookie, const char *buf, size_t len)
+{
+    (void)cookie;
+    static const char multi[] = "$5\r\nMULTI\r\n";
+    if (memmem(buf, len, multi, sizeof multi - 1)) {
+        redisReply *r = redisCommand(g_rc, "INCR lw:epoch:t:0");
+        freeReplyObject(r);
+        g_taps++;
+    }
+    return (ssize_t)len;
+}
+
+static void test_rebalance_races_write(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    char errstr[512];
+    int64_t ep = 0;
+    assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
+    lw_event_t a = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "R1", "l1", 1, T0, 700);
+    assert_int_equal(apply_ep(st, &a, ep).code, LW_APPLY_APPLIED);
+
+    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
+    FILE *tap = fopencookie(NULL, "w", io);
+    assert_non_null(tap);
+    setvbuf(tap, NULL, _IONBF, 0);
+    lw_store_set_tap(st, tap);
+    g_taps = 0;
+    lw_event_t b = mk(BID_A, LW_EVENT_REPAYMENT, "p", "R1", "l1", 2, T0 + HOUR, 100);
+    lw_apply_result_t r = apply_ep(st, &b, ep);
+    assert_int_equal(g_taps, 1); /* one MULTI went out, the retry found the fence */
+    assert_int_equal(r.code, LW_APPLY_FENCED);
+    lw_store_set_tap(st, NULL);
+    fclose(tap);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.total_outstanding_fen, 700);
+    assert_int_equal(s.loans[0].sequence, 1);
+    lw_borrower_state_clear(&s);
+    /* the new owner's epoch writes */
+    assert_int_equal(apply_ep(st, &b, ep + 1).code, LW_APPLY_APPLIED);
+    s = readb(BID_A);
+    assert_int_equal(s.total_outstanding_fen, 100);
+    lw_borrower_state_clear(&s);
+    lw_store_destroy(st);
+}
+
 static void test_pipeline_many(void **state)
 {
     /* one flush of many events for many borrowers equals them one by one */
@@ -649,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_rule_multi_lender),
         cmocka_unit_test(test_rule_stacking),
         cmocka_unit_test(test_rule_borrow_while_delinquent),
+        cmocka_unit_test(test_rebalance_races_write),
         cmocka_unit_test(test_pipeline_many),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
