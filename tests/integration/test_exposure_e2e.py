@@ -20,8 +20,8 @@ topic, then, each with its own consumer group, alerts topic and Redis DB:
 Needs: LOANWIRE_BOOTSTRAP, LOANWIRE_REDIS (fails naming the server if absent),
 LW_BIN_DIR, LW_SOURCE_DIR, LW_TMP_DIR (ctest sets them); kcat; python3 with
 fastavro (already used by the codec tests). Uses Redis DBs 12-15 and flushes
-only those. No Redis or Kafka client library: a small RESP client and msgpack
-reader below keep the check independent of the consumer's C code.
+only those. No Redis or Kafka client library: a small RESP client and a decoder of
+the state layout below keep the check independent of the consumer's C code.
 """
 import json
 import os

@@ -25,9 +25,9 @@ extern "C" {
 #define LW_CURRENCY_LEN    3  /* ISO 4217 alphabetic code */
 #define LW_TEXT_MAX        256
 
-/* Largest amount any fen field may hold (10^13 fen = 100 billion yuan). The
- * Redis scripts sum amounts in Lua doubles, exact only below 2^53 (~9e15);
- * this bound keeps sums of hundreds of loans exact (schemas/README.md). */
+/* Largest amount any fen field may hold (10^13 fen = 100 billion yuan). Sums
+ * of hundreds of loans then stay below 2^53 (~9e15), so they are exact even
+ * for readers that hold JSON numbers as doubles (schemas/README.md). */
 #define LW_MAX_FEN 10000000000000LL
 
 /* Symbol order is the Avro enum order in schemas/LoanEvent.avsc. */

@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #define MAX_PARTS      4096
-#define LUA_MAX_EXACT  9007199254740992LL /* 2^53 */
+#define SEQ_MAX        9007199254740992LL /* 2^53: the state layout's bound */
 #define BACKOFF_MAX_MS 5000
 #define INFLIGHT_MAX   64 /* batches applied to Redis whose deliveries may be pending */
 
@@ -406,7 +406,7 @@ static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t 
                  ev->currency);
         return why;
     }
-    if (ev->sequence >= LUA_MAX_EXACT) {
+    if (ev->sequence >= SEQ_MAX) {
         snprintf(why, cap, "validation: sequence: %" PRId64 " is not below 2^53", ev->sequence);
         return why;
     }
@@ -907,7 +907,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         lw_warn("%s (retry in %d ms)", errstr, backoff);
         backoff_sleep(&backoff);
     }
-    lw_info("Redis %s: apply script %s loaded (%zu rules, strict fencing %s)", cf->redis_url,
+    lw_info("Redis %s: write script %s loaded (%zu rules, strict fencing %s)", cf->redis_url,
             lw_store_script_sha(x->store), lw_rules_count(x->rules),
             cf->script.strict_fencing ? "on" : "off");
 

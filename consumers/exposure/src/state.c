@@ -151,7 +151,7 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
     size_t nl = out->n_loans;
     out->n_open_alerts = na;
 
-    /* Aggregates over active loans, as apply.lua computes them. */
+    /* Aggregates over active loans, as lw_bstate_apply() computes them. */
     for (size_t i = 0; i < nl; i++) {
         const lw_loan_state_t *l = &out->loans[i];
         if (l->status != LW_LOAN_ACTIVE && l->status != LW_LOAN_DELINQUENT)
