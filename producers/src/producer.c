@@ -317,20 +317,21 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
 
     for (;;) {
         /* Without the stamp, no header list: librdkafka allocates nothing but
-         * the message itself (payload and key copied into the same block). */
+         * the message itself (payload and key copied into the same block).
+         * The key is LW_BORROWER_ID_LEN long: validation checked it. */
         if (p->stamp)
             e = rd_kafka_producev(
                 p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
-                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(ev->borrower_id, LW_BORROWER_ID_LEN), RD_KAFKA_V_VALUE(buf, len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                 RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n), RD_KAFKA_V_OPAQUE(opaque),
                 RD_KAFKA_V_END);
         else
             e = rd_kafka_producev(
                 p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                RD_KAFKA_V_KEY(ev->borrower_id, strlen(ev->borrower_id)),
-                RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+                RD_KAFKA_V_KEY(ev->borrower_id, LW_BORROWER_ID_LEN), RD_KAFKA_V_VALUE(buf, len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
+                RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         /* Back-pressure: serve delivery reports until the queue has room. */
