@@ -241,7 +241,7 @@ static lw_err_t fast_encode(const lw_record_desc_t *d, const unsigned char fp_le
  * so only the strings' NULs and the enums need checking. The order here must
  * match lw_event_fields (codec_desc.c): test_codec compares its bytes with
  * Avro C's generic writer for every event type and extreme values. */
-static unsigned char *put_str(unsigned char *p, const char *s, size_t cap)
+static inline unsigned char *put_str(unsigned char *p, const char *s, size_t cap)
 {
     size_t n = lw_short_strnlen(s, cap);
     if (n == cap)
