@@ -326,12 +326,11 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                 RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n), RD_KAFKA_V_OPAQUE(opaque),
                 RD_KAFKA_V_END);
-        else
-            e = rd_kafka_producev(
-                p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                RD_KAFKA_V_KEY(ev->borrower_id, LW_BORROWER_ID_LEN), RD_KAFKA_V_VALUE(buf, len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
-                RD_KAFKA_V_END);
+        else /* the plain call: no varargs to walk, the same enqueue */
+            e = rd_kafka_produce(p->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, buf, len,
+                                 ev->borrower_id, LW_BORROWER_ID_LEN, opaque) == 0
+                    ? RD_KAFKA_RESP_ERR_NO_ERROR
+                    : rd_kafka_last_error();
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         /* Back-pressure: serve delivery reports until the queue has room. */
