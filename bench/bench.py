@@ -183,7 +183,8 @@ class CpuSampler:
         """{name: (avg% over the step, peak% over 1 s)}; 100% = one core."""
         res = {}
         for name, (t1, k1) in self.first.items():
-            t2, k2 = self.final[name]
+            # a process that ended before the first sample (a --quick step) counts as 0
+            t2, k2 = self.final.get(name, (t1, k1))
             res[name] = (100.0 * (k2 - k1) / CLK_TCK / max(self.wall, 1e-3),
                          self.peak.get(name, 0.0))
         return res
