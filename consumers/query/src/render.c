@@ -207,7 +207,7 @@ lw_err_t lw_query_alerts_json(redisContext *rc, const lw_alerts_params_t *p, cha
                               char *errstr, size_t errstr_size)
 {
     json_t *out = json_array();
-    char cursor[64];
+    char cursor[72]; /* "(" + a stream id of up to 63 characters */
     bool reverse = !p->has_since;
     int batch = p->has_rule ? 1000 : p->limit;
     size_t scanned = 0;
