@@ -3,6 +3,7 @@
  * alert_ids already printed in this run, and the terminal line.
  */
 #include "loanwire/alerts.h"
+#include "loanwire/hash.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -165,10 +166,7 @@ lw_alerts_seen_t *lw_alerts_seen_new(size_t capacity)
 
 static size_t lw_fnv(const char *id)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
-    return (size_t)h;
+    return (size_t)lw_hash_str(id);
 }
 
 /* Slot holding id, or the empty slot where it would go. */

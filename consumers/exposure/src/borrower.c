@@ -49,6 +49,19 @@ bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more)
     return true;
 }
 
+void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return arr;
+    size_t nc = *cap ? *cap * 2 : first;
+    while (nc < need)
+        nc *= 2;
+    void *na = realloc(arr, nc * elem);
+    if (na)
+        *cap = nc;
+    return na;
+}
+
 void lw_sbuf_free(lw_sbuf_t *b)
 {
     free(b->p);
@@ -78,32 +91,14 @@ void lw_bstate_free(lw_bstate_t *s)
 
 static bool loans_room(lw_bstate_t *s, size_t n)
 {
-    if (n <= s->cap_loans)
-        return true;
-    size_t nc = s->cap_loans ? s->cap_loans * 2 : 4;
-    while (nc < n)
-        nc *= 2;
-    lw_bloan_t *nl = realloc(s->loans, nc * sizeof *nl);
-    if (!nl)
-        return false;
-    s->loans = nl;
-    s->cap_loans = nc;
-    return true;
+    lw_bloan_t *nl = lw_array_grow(s->loans, &s->cap_loans, n, sizeof *nl, 4);
+    return nl ? (s->loans = nl, true) : false;
 }
 
 static bool win_room(lw_bstate_t *s, size_t n)
 {
-    if (n <= s->cap_win)
-        return true;
-    size_t nc = s->cap_win ? s->cap_win * 2 : 4;
-    while (nc < n)
-        nc *= 2;
-    lw_bwin_t *nw = realloc(s->win, nc * sizeof *nw);
-    if (!nw)
-        return false;
-    s->win = nw;
-    s->cap_win = nc;
-    return true;
+    lw_bwin_t *nw = lw_array_grow(s->win, &s->cap_win, n, sizeof *nw, 4);
+    return nw ? (s->win = nw, true) : false;
 }
 
 /* ---- Encoding --------------------------------------------------------------- */

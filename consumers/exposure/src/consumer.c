@@ -30,6 +30,7 @@
 
 #include "loanwire/codec.h"
 #include "loanwire/conf.h"
+#include "loanwire/hash.h"
 #include "loanwire/json.h"
 #include "loanwire/latency.h"
 #include "loanwire/log.h"
@@ -142,10 +143,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 static uint64_t borrower_hash(const char *id)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a; 0 is kept for "empty" */
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
-    return h ? h : 1;
+    uint64_t h = lw_hash_str(id);
+    return h ? h : 1; /* 0 is kept for "empty" */
 }
 
 /* Opaque of the current batch's deliveries (its in-flight sequence). */

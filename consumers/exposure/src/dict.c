@@ -14,6 +14,8 @@
  */
 #include "exposure_int.h"
 
+#include "loanwire/hash.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,14 +40,6 @@ struct lw_dict_s {
     char **by_id; /* id -> name (borrowed from by_name) */
     size_t id_cap;
 };
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 lw_dict_t *lw_dict_new(void)
 {
@@ -84,7 +78,8 @@ void lw_dict_destroy(lw_dict_t *d)
 
 uint32_t lw_dict_id(const lw_dict_t *d, const char *name)
 {
-    for (size_t i = hash_str(name) & (d->cap - 1); d->by_name[i].name; i = (i + 1) & (d->cap - 1))
+    for (size_t i = lw_hash_str(name) & (d->cap - 1); d->by_name[i].name;
+         i = (i + 1) & (d->cap - 1))
         if (!strcmp(d->by_name[i].name, name))
             return d->by_name[i].id;
     return 0;
@@ -105,7 +100,7 @@ static bool put(lw_dict_t *d, const char *name, size_t len, uint32_t id)
         for (size_t i = 0; i < d->cap; i++) {
             if (!d->by_name[i].name)
                 continue;
-            size_t j = hash_str(d->by_name[i].name) & (nc - 1);
+            size_t j = lw_hash_str(d->by_name[i].name) & (nc - 1);
             while (ne[j].name)
                 j = (j + 1) & (nc - 1);
             ne[j] = d->by_name[i];
@@ -130,7 +125,7 @@ static bool put(lw_dict_t *d, const char *name, size_t len, uint32_t id)
         return false;
     memcpy(copy, name, len);
     copy[len] = '\0';
-    size_t i = hash_str(copy) & (d->cap - 1);
+    size_t i = lw_hash_str(copy) & (d->cap - 1);
     while (d->by_name[i].name && strcmp(d->by_name[i].name, copy))
         i = (i + 1) & (d->cap - 1);
     if (d->by_name[i].name) { /* known already */

@@ -69,6 +69,11 @@ typedef struct lw_sbuf {
 bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more);
 void lw_sbuf_free(lw_sbuf_t *b);
 
+/* An array of elem-byte elements with room for *cap, grown (doubling from
+ * first) to hold need: the array, possibly moved, and *cap updated; NULL when
+ * out of memory (arr and *cap untouched). */
+void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first);
+
 /* Empties s (keeps its arrays). A fresh state is all zeros (fence_part -1 is
  * set by reset). */
 void lw_bstate_reset(lw_bstate_t *s);

@@ -21,6 +21,7 @@
 #include "exposure_int.h"
 
 #include "loanwire/conf.h"
+#include "loanwire/hash.h"
 #include "loanwire/log.h"
 #include "loanwire/redis.h"
 
@@ -255,14 +256,10 @@ lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic
 {
     if (st->failed)
         lw_store_discard(st); /* appending after a failed flush starts over */
-    if (st->n == st->ncap) {
-        size_t nc = st->ncap ? st->ncap * 2 : 1024;
-        pending_ev_t *ne = realloc(st->ev, nc * sizeof *ne);
-        if (!ne)
-            return LW_ERR_NOMEM;
-        st->ev = ne;
-        st->ncap = nc;
-    }
+    pending_ev_t *ne = lw_array_grow(st->ev, &st->ncap, st->n + 1, sizeof *ne, 1024);
+    if (!ne)
+        return LW_ERR_NOMEM;
+    st->ev = ne;
     pending_ev_t *pe = &st->ev[st->n++];
     pe->ev = *ev;
     pe->topic = topic;
@@ -370,14 +367,6 @@ static lw_err_t reply_error(const redisReply *r, const char *what, char *errstr,
 
 /* ---- Step 0: the borrowers of the flush ---------------------------------------- */
 
-static uint64_t hash_bid(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 static lw_err_t gather_slots(lw_store_t *st)
 {
     size_t need = 64;
@@ -403,7 +392,7 @@ static lw_err_t gather_slots(lw_store_t *st)
     st->ngroups = 0;
     for (size_t i = 0; i < st->n; i++) {
         pending_ev_t *pe = &st->ev[i];
-        size_t j = hash_bid(pe->ev.borrower_id) & (st->map_cap - 1);
+        size_t j = lw_hash_str(pe->ev.borrower_id) & (st->map_cap - 1);
         while (st->map[j] &&
                strcmp(st->slots[st->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
             j = (j + 1) & (st->map_cap - 1);
@@ -421,14 +410,10 @@ static lw_err_t gather_slots(lw_store_t *st)
                      !strcmp(st->groups[g].topic, pe->topic)))
                 g++;
             if (g == st->ngroups) {
-                if (st->ngroups == st->groups_cap) {
-                    size_t nc = st->groups_cap ? st->groups_cap * 2 : 16;
-                    group_t *ng = realloc(st->groups, nc * sizeof *ng);
-                    if (!ng)
-                        return LW_ERR_NOMEM;
-                    st->groups = ng;
-                    st->groups_cap = nc;
-                }
+                group_t *ng = lw_array_grow(st->groups, &st->groups_cap, g + 1, sizeof *ng, 16);
+                if (!ng)
+                    return LW_ERR_NOMEM;
+                st->groups = ng;
                 st->groups[st->ngroups++] = (group_t){pe->topic, pe->partition, pe->epoch, false};
             }
             s->group = g;
@@ -535,14 +520,10 @@ static lw_err_t read_states(lw_store_t *st, char *errstr, size_t errstr_size)
 static bool add_op(lw_store_t *st, size_t slot, size_t ev, int rule, bool fire, size_t off,
                    size_t len, const char *alert_id)
 {
-    if (st->nops == st->ops_cap) {
-        size_t nc = st->ops_cap ? st->ops_cap * 2 : 256;
-        op_t *no = realloc(st->ops, nc * sizeof *no);
-        if (!no)
-            return false;
-        st->ops = no;
-        st->ops_cap = nc;
-    }
+    op_t *no = lw_array_grow(st->ops, &st->ops_cap, st->nops + 1, sizeof *no, 256);
+    if (!no)
+        return false;
+    st->ops = no;
     op_t *o = &st->ops[st->nops];
     o->next = NONE;
     o->ev = ev;
@@ -563,14 +544,10 @@ static bool add_op(lw_store_t *st, size_t slot, size_t ev, int rule, bool fire, 
 
 static bool add_alert(lw_store_t *st, size_t off, size_t len)
 {
-    if (st->nalerts == st->alerts_cap) {
-        size_t nc = st->alerts_cap ? st->alerts_cap * 2 : 256;
-        alert_ref_t *na = realloc(st->alerts, nc * sizeof *na);
-        if (!na)
-            return false;
-        st->alerts = na;
-        st->alerts_cap = nc;
-    }
+    alert_ref_t *na = lw_array_grow(st->alerts, &st->alerts_cap, st->nalerts + 1, sizeof *na, 256);
+    if (!na)
+        return false;
+    st->alerts = na;
     st->alerts[st->nalerts++] = (alert_ref_t){off, len};
     return true;
 }
