@@ -51,9 +51,9 @@ bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more)
 
 void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first)
 {
-    if (need <= *cap)
+    if (need <= *cap && arr)
         return arr;
-    size_t nc = *cap ? *cap * 2 : first;
+    size_t nc = *cap ? *cap * 2 : first; /* never NULL for success, even for 0 elements */
     while (nc < need)
         nc *= 2;
     void *na = realloc(arr, nc * elem);

@@ -70,8 +70,9 @@ bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more);
 void lw_sbuf_free(lw_sbuf_t *b);
 
 /* An array of elem-byte elements with room for *cap, grown (doubling from
- * first) to hold need: the array, possibly moved, and *cap updated; NULL when
- * out of memory (arr and *cap untouched). */
+ * first, allocated even when need is 0) to hold need: the array, possibly
+ * moved, and *cap updated; NULL only when out of memory (arr and *cap
+ * untouched). */
 void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first);
 
 /* Empties s (keeps its arrays). A fresh state is all zeros (fence_part -1 is
