@@ -1,21 +1,28 @@
 /*
  * store.c - the Redis side of loanwire-exposure: read, decide, write back.
  *
- * A flush applies the queued events in three pipelined round trips:
+ * A flush applies the queued events in two pipelined round trips (three
+ * when alerts must be read):
  *
- *   1. GET every distinct borrower of the batch (one GET each);
+ *   1. read: with strict fencing WATCH + MGET the partitions' epoch keys
+ *      (a partition whose epoch moved on is fenced here), then GET every
+ *      distinct borrower of the batch;
  *   2. apply the events in order in C (borrower.c) - the sequence rule,
- *      windows and rules - and build each changed borrower's new state;
- *   3. write the changed borrowers, with the alerts they raised and cleared,
- *      through write.lua: one atomic EVALSHA per chunk of borrowers of one
- *      partition, refused as a whole when the partition's epoch moved on.
+ *      windows and rules - and build each changed borrower's new state
+ *      (HGETALL a:{..} first where a repeat must hand its alerts back or a
+ *      cleared alert must be kept as "~rule");
+ *   3. write the changed borrowers with the alerts they raised and cleared:
+ *      strict, one MULTI/EXEC for the batch, which writes nothing if a
+ *      watched epoch key changed since step 1 (the flush is then redone and
+ *      finds the fence); otherwise write.lua per chunk of borrowers, which
+ *      checks each borrower's fence stamp (Redis Cluster).
  *
  * Only the partition's owner writes its borrowers (epochs fence the rest),
  * so what was read in 1 is still what Redis holds in 3. Nothing is kept
  * between flushes: a flush that failed half way (connection lost, Redis
  * restarted) is simply done again from step 1 by the next flush of the same
  * events, and the sequence rule makes what had landed harmless. New platform
- * and lender names get their ids (dict.c) before step 2. NOSCRIPT is mended
+ * and lender names get their ids (dict.c) before step 1. NOSCRIPT is mended
  * here by loading the script again and resending what it refused.
  */
 #include "exposure_int.h"
