@@ -301,7 +301,19 @@ lw_err_t lw_id_normalise(const char *raw, char *out, size_t cap, char *errstr, s
     return LW_OK;
 }
 
-static const char lw_b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const char lw_b64url_alphabet[65] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int lw_b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '-' ? 62 : c == '_' ? 63 : -1;
+}
 
 /* base64url without padding of 16 bytes: 22 characters + NUL. */
 void lw_id_b64url_16(const unsigned char in[16], char out[LW_BORROWER_ID_LEN + 1])
@@ -310,14 +322,14 @@ void lw_id_b64url_16(const unsigned char in[16], char out[LW_BORROWER_ID_LEN + 1
 
     for (i = 0; i + 3 <= 15; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = lw_b64url[(v >> 18) & 63];
-        out[o++] = lw_b64url[(v >> 12) & 63];
-        out[o++] = lw_b64url[(v >> 6) & 63];
-        out[o++] = lw_b64url[v & 63];
+        out[o++] = lw_b64url_alphabet[(v >> 18) & 63];
+        out[o++] = lw_b64url_alphabet[(v >> 12) & 63];
+        out[o++] = lw_b64url_alphabet[(v >> 6) & 63];
+        out[o++] = lw_b64url_alphabet[v & 63];
     }
     /* Last byte: 8 bits -> two characters. */
-    out[o++] = lw_b64url[in[15] >> 2];
-    out[o++] = lw_b64url[(in[15] & 3) << 4];
+    out[o++] = lw_b64url_alphabet[in[15] >> 2];
+    out[o++] = lw_b64url_alphabet[(in[15] & 3) << 4];
     out[o] = '\0';
 }
 
@@ -355,11 +367,8 @@ bool lw_borrower_id_is_valid(const char *s)
 
     if (!s)
         return false;
-    for (i = 0; i < LW_BORROWER_ID_LEN; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
+    for (i = 0; i < LW_BORROWER_ID_LEN; i++)
+        if (lw_b64url_value((unsigned char)s[i]) < 0)
             return false;
-    }
     return s[LW_BORROWER_ID_LEN] == '\0';
 }

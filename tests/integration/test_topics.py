@@ -6,30 +6,15 @@ and describe show them, delete removes them, and errors exit non-zero.
 Topic names are unique per run."""
 import os
 import re
-import subprocess
 import sys
 import time
 
-BIN = os.environ.get("LW_BIN_DIR", "build/bin")
-BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
-
-passed = 0
-failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
+sys.path.insert(0, os.path.join(os.environ.get("LW_SOURCE_DIR", "."), "tests", "support"))
+from lwtest import BIN, BOOT, check, finish, require_kafka, run  # noqa: E402
 
 
 def topics(*args):
-    return subprocess.run([f"{BIN}/loanwire-topics", "-b", BOOT] + list(args),
-                          capture_output=True, text=True, timeout=120)
+    return run([f"{BIN}/loanwire-topics", "-b", BOOT] + list(args), timeout=120)
 
 
 def names_args(base):
@@ -38,12 +23,7 @@ def names_args(base):
 
 
 def main():
-    r = subprocess.run(["kcat", "-b", BOOT, "-L", "-m", "10"], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"FAIL Kafka is not reachable at {BOOT} (LOANWIRE_BOOTSTRAP); start it with "
-              f"./deploy/stack.sh up")
-        print("0 passed, 1 failed")
-        sys.exit(1)
+    require_kafka()
     base = f"lwtest.topics.{os.getpid()}.{int(time.time() * 1000)}"
     base2 = base + ".ret"
     try:
@@ -106,15 +86,14 @@ def main():
     check("unknown command: exit 2", r.returncode == 2)
     r = topics("create", "--partitions", "0")
     check("bad --partitions: exit 2", r.returncode == 2 and "--partitions" in r.stderr, r.stderr)
-    r = subprocess.run([f"{BIN}/loanwire-topics", "-b", "127.0.0.1:1", "--timeout-ms", "1500",
-                        "list"], capture_output=True, text=True, timeout=60)
+    r = run([f"{BIN}/loanwire-topics", "-b", "127.0.0.1:1", "--timeout-ms", "1500", "list"],
+            timeout=60)
     check("unreachable broker: exit 1 naming it",
           r.returncode == 1 and "127.0.0.1:1" in r.stderr, r.stderr[-300:])
     r = topics("--help")
     check("--help: exit 0", r.returncode == 0 and "create" in r.stdout)
 
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,11 @@ lw_err_t lw_id_pseudonymise(const lw_id_key_t *key, const char *raw,
 /* True when s has the form of a borrower id (22 base64url characters). */
 bool lw_borrower_id_is_valid(const char *s);
 
+/* The base64url alphabet (RFC 4648 section 5, value order) and the value of
+ * one of its characters, -1 for any other byte. */
+extern const char lw_b64url_alphabet[65];
+int lw_b64url_value(unsigned char c);
+
 #ifdef __cplusplus
 }
 #endif

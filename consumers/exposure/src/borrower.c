@@ -25,6 +25,8 @@
  */
 #include "exposure_int.h"
 
+#include "loanwire/id.h"
+
 #include <inttypes.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
@@ -164,24 +166,11 @@ static char *put_le(char *p, uint64_t v, int n)
 
 /* ---- Loan ids: 6 bits a character when they are base64url -------------------- */
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '-' ? 62 : c == '_' ? 63 : -1;
-}
-
 static char *put_loan_id(char *p, const char *id)
 {
     size_t n = strlen(id);
     size_t i = 0;
-    while (i < n && b64url_val((unsigned char)id[i]) >= 0)
+    while (i < n && lw_b64url_value((unsigned char)id[i]) >= 0)
         i++;
     if (i < n) { /* not base64url: as it is */
         *p++ = (char)n;
@@ -192,7 +181,7 @@ static char *put_loan_id(char *p, const char *id)
     uint32_t acc = 0;
     int bits = 0;
     for (i = 0; i < n; i++) {
-        acc = acc << 6 | (uint32_t)b64url_val((unsigned char)id[i]);
+        acc = acc << 6 | (uint32_t)lw_b64url_value((unsigned char)id[i]);
         bits += 6;
         while (bits >= 8) {
             bits -= 8;
@@ -231,7 +220,7 @@ static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
         bits += 8;
         while (bits >= 6 && k < n) {
             bits -= 6;
-            out[k++] = b64url[(acc >> bits) & 63];
+            out[k++] = lw_b64url_alphabet[(acc >> bits) & 63];
         }
     }
     out[n] = '\0';
@@ -239,12 +228,10 @@ static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
     return true;
 }
 
-/* Bounds of what validation lets through (times are epoch ms < 2^53). */
 /* A loan's first varint: status | product << 3 | these | days_past_due << 7;
  * a zero past due or limit (most loans) is not written at all. */
 #define SD_PAST_DUE 32
 #define SD_LIMIT    64
-#define MAX_NUM     ((int64_t)1 << 53)
 
 lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
 {
@@ -252,7 +239,7 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
     int64_t part, nl, nw, v;
     lw_bstate_reset(s);
     if (len < 1 || *c.p++ != LW_STATE_VERSION || !get_i(&c, INT32_MAX, &part) ||
-        !get_i(&c, INT64_MAX, &s->fence_epoch) || !get_i(&c, MAX_NUM, &s->t) ||
+        !get_i(&c, INT64_MAX, &s->fence_epoch) || !get_i(&c, LW_STATE_NUM_MAX, &s->t) ||
         !get_uv(&c, &s->mask) || !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
         return LW_ERR_PARSE;
     s->fence_part = (int32_t)part - 1;
@@ -265,7 +252,7 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
         return LW_ERR_NOMEM;
     if (income) {
         s->has_income = true;
-        if (!get_i(&c, MAX_NUM, &s->income_fen) || !get_i(&c, s->t, &v))
+        if (!get_i(&c, LW_STATE_NUM_MAX, &s->income_fen) || !get_i(&c, s->t, &v))
             return LW_ERR_PARSE;
         s->income_at = s->t - v;
     }
@@ -278,10 +265,11 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
             return LW_ERR_PARSE;
         l->past_due_fen = l->credit_limit_fen = 0;
         if (!get_i(&c, (int64_t)INT32_MAX << 7 | 127, &sd) || (sd & 7) >= LW_LOAN_STATUS__CNT ||
-            ((sd >> 3) & 3) >= LW_PRODUCT__CNT || !get_i(&c, MAX_NUM, &l->sequence) ||
-            !get_i(&c, MAX_NUM, &l->outstanding_fen) ||
-            ((sd & SD_PAST_DUE) && !get_i(&c, MAX_NUM, &l->past_due_fen)) ||
-            ((sd & SD_LIMIT) && !get_i(&c, MAX_NUM, &l->credit_limit_fen)) || !get_i(&c, s->t, &v))
+            ((sd >> 3) & 3) >= LW_PRODUCT__CNT || !get_i(&c, LW_STATE_NUM_MAX, &l->sequence) ||
+            !get_i(&c, LW_STATE_NUM_MAX, &l->outstanding_fen) ||
+            ((sd & SD_PAST_DUE) && !get_i(&c, LW_STATE_NUM_MAX, &l->past_due_fen)) ||
+            ((sd & SD_LIMIT) && !get_i(&c, LW_STATE_NUM_MAX, &l->credit_limit_fen)) ||
+            !get_i(&c, s->t, &v))
             return LW_ERR_PARSE;
         l->platform = (uint32_t)pl;
         l->lender = (uint32_t)ld;
@@ -405,7 +393,7 @@ static bool json_raw(lw_sbuf_t *b, const char *fmt, ...)
 
 /* What the rules look at, derived from the state after the event. */
 typedef struct aggr {
-    int64_t total, pastdue;
+    int64_t total;
     int32_t nact, nlend;
     bool otherdpd, anydpd;
 } aggr_t;
@@ -581,7 +569,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     }
 
     /* Aggregates over active loans; "other" past due excludes this loan. */
-    aggr_t a = {0, 0, 0, 0, false, false};
+    aggr_t a = {0, 0, 0, false, false};
     for (size_t i = 0; i < s->n_loans; i++) {
         const lw_bloan_t *l = &s->loans[i];
         if (l->days_past_due > 0 && l->status != LW_LOAN_CLOSED) {
@@ -592,7 +580,6 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         if (!is_active(l->status))
             continue;
         a.total += l->outstanding_fen;
-        a.pastdue += l->past_due_fen;
         a.nact++;
         bool seen = false;
         for (size_t j = 0; j < i && !seen; j++)

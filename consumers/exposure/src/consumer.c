@@ -44,7 +44,6 @@
 #include <unistd.h>
 
 #define MAX_PARTS      4096
-#define SEQ_MAX        9007199254740992LL /* 2^53: the state layout's bound */
 #define BACKOFF_MAX_MS 5000
 #define INFLIGHT_MAX   64 /* batches applied to Redis whose deliveries may be pending */
 
@@ -226,17 +225,13 @@ static void produce_alert(exp_ctx_t *x, const char *json, size_t len)
     }
     inflight_t *f = &x->inflight[(x->if_tail - 1) % INFLIGHT_MAX];
     f->pending++;
-    if (f->nalerted == f->alerted_cap) {
-        size_t nc = f->alerted_cap ? f->alerted_cap * 2 : 16;
-        uint64_t *na = realloc(f->alerted, nc * sizeof *na);
-        if (!na) {
-            x->fatal = true;
-            snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
-            return;
-        }
-        f->alerted = na;
-        f->alerted_cap = nc;
+    uint64_t *na = lw_array_grow(f->alerted, &f->alerted_cap, f->nalerted + 1, sizeof *na, 16);
+    if (!na) {
+        x->fatal = true;
+        snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
+        return;
     }
+    f->alerted = na;
     f->alerted[f->nalerted++] = borrower_hash(al.borrower_id);
     for (size_t i = 0; i < lw_rules_count(x->rules); i++)
         if (!strcmp(lw_rules_get(x->rules, i)->id, al.rule_id))
@@ -405,7 +400,7 @@ static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t 
                  ev->currency);
         return why;
     }
-    if (ev->sequence >= SEQ_MAX) {
+    if (ev->sequence >= LW_STATE_NUM_MAX) {
         snprintf(why, cap, "validation: sequence: %" PRId64 " is not below 2^53", ev->sequence);
         return why;
     }

@@ -15,11 +15,31 @@
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Window entries are kept this long behind the borrower's latest event. */
 #define LW_WINDOW_KEEP_MS LW_WINDOW_30D
 /* Layout version: first byte of a borrower's state string (consumers/README.md). */
 #define LW_STATE_VERSION 2
+/* Numbers and times a state string holds are below 2^53 (what validation
+ * lets through, and what JSON readers with doubles read exactly). */
+#define LW_STATE_NUM_MAX ((int64_t)1 << 53)
+
+/* A borrower's key, "b:{<id>}" or "a:{<id>}", into buf (at least
+ * LW_STATE_KEY_MAX bytes); its length. lw_state_key() and the store's RESP
+ * both use it, so the layout has one spelling. */
+static inline size_t lw_borrower_key(char prefix, const char *bid, char *buf)
+{
+    size_t n = strnlen(bid, LW_BORROWER_ID_LEN);
+    buf[0] = prefix;
+    buf[1] = ':';
+    buf[2] = '{';
+    memcpy(buf + 3, bid, n);
+    buf[3 + n] = '}';
+    buf[4 + n] = '\0';
+    return n + 4;
+}
+
 /* Bit 32 of the open-alert mask (bit i: rule i is open): a:{..} holds
  * something, an open alert or a rule's last cleared one. */
 #define LW_MASK_HIST ((uint64_t)1 << 32)

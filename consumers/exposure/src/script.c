@@ -24,12 +24,16 @@ void lw_script_opts_init(lw_script_opts_t *o)
 
 void lw_state_key(const char *borrower_id, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "b:{%s}", borrower_id);
+    char k[LW_STATE_KEY_MAX];
+    lw_borrower_key('b', borrower_id, k);
+    snprintf(buf, cap, "%s", k);
 }
 
 void lw_alerts_key(const char *borrower_id, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "a:{%s}", borrower_id);
+    char k[LW_STATE_KEY_MAX];
+    lw_borrower_key('a', borrower_id, k);
+    snprintf(buf, cap, "%s", k);
 }
 
 void lw_epoch_key(const char *topic, int32_t partition, char *buf, size_t cap)

@@ -64,9 +64,7 @@ typedef struct slot {
 
 /* The writer of a partition in this flush: its epoch is checked once. */
 typedef struct group {
-    const char *topic;
-    int32_t partition;
-    int64_t epoch;
+    const pending_ev_t *first; /* its topic, partition, epoch */
     bool fenced;
 } group_t;
 
@@ -329,17 +327,10 @@ static bool put_int(lw_sbuf_t *b, int64_t v)
     return put_bulk(b, tmp, fmt_i64(tmp, v));
 }
 
-/* "b:{<id>}" or "a:{<id>}" (lw_state_key / lw_alerts_key, without printf). */
 static bool put_key(lw_sbuf_t *b, char prefix, const char *bid)
 {
     char k[LW_STATE_KEY_MAX];
-    size_t n = strlen(bid);
-    k[0] = prefix;
-    k[1] = ':';
-    k[2] = '{';
-    memcpy(k + 3, bid, n);
-    k[3 + n] = '}';
-    return put_bulk(b, k, n + 4);
+    return put_bulk(b, k, lw_borrower_key(prefix, bid, k));
 }
 
 static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
@@ -373,6 +364,12 @@ static lw_err_t reply_error(const redisReply *r, const char *what, char *errstr,
 }
 
 /* ---- Step 0: the borrowers of the flush ---------------------------------------- */
+
+static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
+{
+    return a->partition == b->partition && a->epoch == b->epoch &&
+           (a->topic == b->topic || !strcmp(a->topic, b->topic));
+}
 
 static lw_err_t gather_slots(lw_store_t *st)
 {
@@ -412,16 +409,14 @@ static lw_err_t gather_slots(lw_store_t *st)
             st->map[j] = st->nslots;
             /* partitions are few: a linear search */
             size_t g = 0;
-            while (g < st->ngroups &&
-                   !(st->groups[g].partition == pe->partition && st->groups[g].epoch == pe->epoch &&
-                     !strcmp(st->groups[g].topic, pe->topic)))
+            while (g < st->ngroups && !same_owner(st->groups[g].first, pe))
                 g++;
             if (g == st->ngroups) {
                 group_t *ng = lw_array_grow(st->groups, &st->groups_cap, g + 1, sizeof *ng, 16);
                 if (!ng)
                     return LW_ERR_NOMEM;
                 st->groups = ng;
-                st->groups[st->ngroups++] = (group_t){pe->topic, pe->partition, pe->epoch, false};
+                st->groups[st->ngroups++] = (group_t){pe, false};
             }
             s->group = g;
         }
@@ -445,7 +440,7 @@ static bool put_epoch_reads(lw_store_t *st)
         if (!put_hdr(b, '*', 1 + (int64_t)st->ngroups) || !put_str(b, pass ? "MGET" : "WATCH"))
             return false;
         for (size_t g = 0; g < st->ngroups; g++) {
-            lw_epoch_key(st->groups[g].topic, st->groups[g].partition, ek, sizeof ek);
+            lw_epoch_key(st->groups[g].first->topic, st->groups[g].first->partition, ek, sizeof ek);
             if (!put_str(b, ek))
                 return false;
         }
@@ -469,7 +464,7 @@ static lw_err_t check_epochs(lw_store_t *st, char *errstr, size_t errstr_size)
     for (size_t g = 0; err == LW_OK && g < st->ngroups; g++) {
         const redisReply *e = m->element[g];
         long long cur = e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
-        st->groups[g].fenced = st->groups[g].epoch < cur;
+        st->groups[g].fenced = st->groups[g].first->epoch < cur;
     }
     for (size_t i = 0; err == LW_OK && i < st->nslots; i++)
         st->slots[i].fenced = st->groups[st->slots[i].group].fenced;
@@ -670,12 +665,6 @@ static void free_alert_replies(lw_store_t *st)
 
 /* ---- Step 3: write ------------------------------------------------------------------ */
 
-static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
-{
-    return a->partition == b->partition && a->epoch == b->epoch &&
-           (a->topic == b->topic || !strcmp(a->topic, b->topic));
-}
-
 /* Without strict fencing: write.lua per chunk of borrowers of one partition. */
 static lw_err_t build_writes(lw_store_t *st)
 {
@@ -691,28 +680,18 @@ static lw_err_t build_writes(lw_store_t *st)
         st->chunks = nc;
     if (!no || !nc)
         return LW_ERR_NOMEM;
-    /* stable grouping by owner: partitions come in runs, so this is ~O(n) */
-    bool *taken = calloc(st->nslots ? st->nslots : 1, sizeof *taken);
-    if (!taken)
-        return LW_ERR_NOMEM;
+    /* the changed borrowers by owner (step 0's groups), each group's in order */
     size_t k = 0;
-    for (size_t i = 0; i < st->nslots; i++) {
-        if (!st->slots[i].dirty || taken[i])
-            continue;
-        for (size_t j = i; j < st->nslots; j++)
-            if (st->slots[j].dirty && !taken[j] &&
-                same_owner(st->slots[i].first, st->slots[j].first)) {
-                taken[j] = true;
-                st->order[k++] = j;
-            }
-    }
-    free(taken);
+    for (size_t g = 0; g < st->ngroups; g++)
+        for (size_t i = 0; i < st->nslots; i++)
+            if (st->slots[i].dirty && st->slots[i].group == g)
+                st->order[k++] = i;
     st->buf.len = 0;
     st->nchunks = 0;
     for (size_t i = 0; i < nd;) {
-        const pending_ev_t *g = st->slots[st->order[i]].first;
-        size_t j = i + 1;
-        while (j < nd && j - i < st->chunk_max && same_owner(g, st->slots[st->order[j]].first))
+        size_t grp = st->slots[st->order[i]].group, j = i + 1;
+        const pending_ev_t *g = st->groups[grp].first;
+        while (j < nd && j - i < st->chunk_max && st->slots[st->order[j]].group == grp)
             j++;
         size_t m = j - i, nargs = 3 + m + (size_t)nshared + 3;
         for (size_t q = i; q < j; q++) {
