@@ -892,7 +892,7 @@ class Bench:
                      ("yes" if per <= 200 else "no") if not recent else "")
             self.notes.append(
                 "Memory, %s: %s borrowers, %d loan events each (3 DRAWDOWNs%s) applied through "
-                "the consumer's store and script without Kafka (`loanwire-exposure-bench`), "
+                "the consumer's store without Kafka (`loanwire-exposure-bench`), "
                 "%.0f s; 50 borrowers checked through loanwire-query; Redis "
                 "hash-max-listpack-value %s." % (label, fmt_int(n), 3 if recent else 4,
                                                  "" if recent else " + a REPAYMENT today",
