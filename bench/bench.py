@@ -513,68 +513,83 @@ class Bench:
                        input=warm_in, check=True, stderr=subprocess.DEVNULL)
         del warm_in
 
-        def pair(linger):
-            """loanwire-produce then kcat, both with linger.ms=linger, into fresh topics."""
-            sfx = "" if linger == 5 else ".linger%d" % linger
-            ours_t = "bench.events%s.%s" % (sfx, self.run_id)
-            raw_t = "bench.kcat%s.%s" % (sfx, self.run_id)
-            self.topic_create(ours_t)
-            self.topic_create(raw_t)
+        def one(name, topic, args, stdin, linger):
+            """One timed run into a fresh topic; returns (events/s, client µs, broker µs)."""
+            say("producer: %s -> %s (%s events, linger.ms=%d)" % (name, topic, fmt_int(n), linger))
+            log = os.path.join(self.work, name + ".log")
+            with CpuSampler(self.fixed_pids) as cpu:
+                t0 = time.monotonic()
+                proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
+                                        stdin=open(stdin, "rb") if stdin else subprocess.DEVNULL)
+                cpu.add(name, proc.pid)
+                self.wait_progress([proc], name, lambda t=topic: "%s in topic" % fmt_int(
+                    self.end_offsets(t)), cpu=cpu)
+                dt = time.monotonic() - t0
+            if proc.returncode != 0:
+                raise BenchError("%s exited %d: %s" % (
+                    name, proc.returncode, open(log, errors="replace").read()[-800:]))
+            got = self.end_offsets(topic)
+            if got != n:
+                raise BenchError("%s: %d messages in %s, expected %d" % (name, got, topic, n))
+            say("producer: %s %s events in %.2f s = %s events/s; CPU: %s" % (
+                name, fmt_int(n), dt, fmt_rate(n / dt), cpu.text()))
+            self.notes.append("Producer, %s, linger.ms=%d: %.2f s = %s events/s; CPU %s." % (
+                name, linger, dt, fmt_rate(n / dt), cpu.text()))
+            return n / dt, cpu.us_per(name, n), cpu.us_per("kafka", n)
+
+        def pair(linger, rounds):
+            """loanwire-produce and kcat, both with linger.ms=linger, each into fresh topics,
+            rounds times, the order swapped every round: the broker's JIT keeps warming and
+            a 2-s run moves with it, so neither program always meets the colder broker.
+            Returns ours' first topic and, per program, the medians of the runs."""
             kc = [("linger.ms=%d" % linger if x == "linger.ms=5" else x) for x in kconf]
             ours_x = [] if linger == 5 else ["-X", "linger.ms=%d" % linger]
-            results, cpu_us = {}, {}
-            for name, topic, args, stdin in (
-                    ("loanwire-produce", ours_t,
-                     [self.prog("loanwire-produce"), "-b", self.bs, "-t", ours_t] + ours_x +
-                     ["-r", os.path.join(self.work, "rejects.jsonl"), self.feed], None),
-                    ("kcat", raw_t,
-                     ["kcat", "-P", "-b", self.bs, "-t", raw_t, "-K", "\t"] + kc, kin)):
-                say("producer: %s -> %s (%s events, linger.ms=%d)" % (name, topic, fmt_int(n),
-                                                                      linger))
-                log = os.path.join(self.work, name + ".log")
-                with CpuSampler(self.fixed_pids) as cpu:
-                    t0 = time.monotonic()
-                    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                            stderr=open(log, "wb"),
-                                            stdin=open(stdin, "rb") if stdin else
-                                            subprocess.DEVNULL)
-                    cpu.add(name, proc.pid)
-                    self.wait_progress([proc], name, lambda t=topic: "%s in topic" % fmt_int(
-                        self.end_offsets(t)), cpu=cpu)
-                    dt = time.monotonic() - t0
-                if proc.returncode != 0:
-                    raise BenchError("%s exited %d: %s" % (
-                        name, proc.returncode, open(log, errors="replace").read()[-800:]))
-                got = self.end_offsets(topic)
-                if got != n:
-                    raise BenchError("%s: %d messages in %s, expected %d" % (name, got, topic, n))
-                results[name] = n / dt
-                cpu_us[name] = (cpu.us_per(name, n), cpu.us_per("kafka", n))
-                say("producer: %s %s events in %.2f s = %s events/s; CPU: %s" % (
-                    name, fmt_int(n), dt, fmt_rate(n / dt), cpu.text()))
-                self.notes.append("Producer, %s, linger.ms=%d: %.2f s; CPU %s." % (
-                    name, linger, dt, cpu.text()))
-            return ours_t, results, cpu_us
+            runs, first = {"loanwire-produce": [], "kcat": []}, None
+            for r in range(rounds):
+                sfx = ("" if linger == 5 else ".linger%d" % linger) + ".r%d" % (r + 1)
+                ours_t = "bench.events%s.%s" % (sfx, self.run_id)
+                raw_t = "bench.kcat%s.%s" % (sfx, self.run_id)
+                self.topic_create(ours_t)
+                self.topic_create(raw_t)
+                first = first or ours_t
+                both = [("loanwire-produce", ours_t,
+                         [self.prog("loanwire-produce"), "-b", self.bs, "-t", ours_t] + ours_x +
+                         ["-r", os.path.join(self.work, "rejects.jsonl"), self.feed], None),
+                        ("kcat", raw_t,
+                         ["kcat", "-P", "-b", self.bs, "-t", raw_t, "-K", "\t"] + kc, kin)]
+                for name, topic, args, stdin in (both if r % 2 == 0 else both[::-1]):
+                    runs[name].append(one(name, topic, args, stdin, linger))
+            med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3))
+                   for k, v in runs.items()}
+            spread = {k: "%s-%s" % (fmt_rate(min(x[0] for x in v)), fmt_rate(max(x[0] for x in v)))
+                      for k, v in runs.items()}
+            return first, med, spread
 
-        self.events_topic, results, cpu_us = pair(5)
-        ours, raw = results["loanwire-produce"], results["kcat"]
+        rounds = 1 if a.quick else 3
+        self.events_topic, med, spread = pair(5, rounds)
+        ours, raw = med["loanwire-produce"][0], med["kcat"][0]
         ratio = ours / raw
-        self.row("1 producer", "events/s, %s events (%d-byte records)" % (fmt_int(n), size),
-                 fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % ratio, "ratio >= 0.7",
-                 "yes" if ratio >= 0.7 else "no")
+        what = "events/s, %s events (%d-byte records)" % (fmt_int(n), size)
+        if rounds > 1:
+            what += ", median of %d runs each, order alternated" % rounds
+        self.row("1 producer", what, fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % ratio,
+                 "ratio >= 0.7", "yes" if ratio >= 0.7 else "no")
+        if rounds > 1:
+            self.row("1 producer", "range of the %d runs" % rounds, spread["loanwire-produce"],
+                     spread["kcat"] + " (kcat)", "", "", "")
         self.row("1 producer", "CPU per event: client / broker (contention-free cost)",
-                 "%.1f / %.1f µs" % cpu_us["loanwire-produce"],
-                 "%.1f / %.1f µs (kcat)" % cpu_us["kcat"], "", "", "")
+                 "%.1f / %.1f µs" % med["loanwire-produce"][1:],
+                 "%.1f / %.1f µs (kcat)" % med["kcat"][1:], "", "", "")
         if not a.quick:
             # The same with linger.ms=20 for both: larger batches, fewer requests for the
             # broker; not the default, which keeps the latency budget (step 3).
-            _, results, cpu_us = pair(20)
-            ours, raw = results["loanwire-produce"], results["kcat"]
-            self.row("1 producer", "events/s with linger.ms=20 for both (not the default)",
+            _, med, _ = pair(20, 1)
+            ours, raw = med["loanwire-produce"][0], med["kcat"][0]
+            self.row("1 producer", "events/s with linger.ms=20 for both (not the default), 1 run",
                      fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % (ours / raw), "", "")
             self.row("1 producer", "CPU per event with linger.ms=20: client / broker",
-                     "%.1f / %.1f µs" % cpu_us["loanwire-produce"],
-                     "%.1f / %.1f µs (kcat)" % cpu_us["kcat"], "", "", "")
+                     "%.1f / %.1f µs" % med["loanwire-produce"][1:],
+                     "%.1f / %.1f µs (kcat)" % med["kcat"][1:], "", "", "")
 
     # -- step 2: consumer catch-up -------------------------------------------------------
 

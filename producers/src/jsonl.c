@@ -7,9 +7,17 @@
  * are copied byte for byte; an event that failed delivery is written back as
  * JSON (decoded from the failed message, so nothing is kept per message: the
  * message opaque carries only the input number and line number).
+ *
+ * Two threads when producing: a reader thread reads, parses, validates and
+ * encodes, and hands blocks of encoded events to the calling thread, which
+ * enqueues them in librdkafka and serves the delivery reports. Parsing and
+ * enqueueing cost about the same per event, so each gets a core when the
+ * machine has one to spare; the order of the events is kept, so is the
+ * order per partition. The rejects file is shared under a mutex.
  */
 #include "jsonl.h"
 
+#include "loanwire/codec.h"
 #include "loanwire/json.h"
 #include "loanwire/log.h"
 #include "loanwire/validate.h"
@@ -17,9 +25,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LW_LINE_MAX       (1024 * 1024) /* longer lines are refused, still copied */
@@ -27,6 +39,11 @@
 #define LW_LINE_BITS      40            /* opaque = input index << 40 | line number */
 #define LW_MAX_INPUTS     (1 << 20)
 #define LW_PROGRESS_EVERY 256
+#define LW_PIPE_BLOCK     (64 * 1024) /* bytes of encoded events per hand-over */
+#define LW_PIPE_BLOCKS    8           /* hand-overs in flight: bounds the reader's lead */
+#define LW_PIPE_WAIT_MS   5           /* the sender serves reports this often when idle */
+/* An entry in a block: opaque (8 bytes), payload length (2), key, payload. */
+#define LW_ENTRY_HDR (8 + 2 + LW_BORROWER_ID_LEN)
 
 typedef struct lw_rejects {
     char *path;
@@ -34,15 +51,37 @@ typedef struct lw_rejects {
     int shared_with; /* index of the entry that owns fp, or -1 */
 } lw_rejects_t;
 
+typedef struct lw_block {
+    size_t used;
+    unsigned char data[LW_PIPE_BLOCK];
+} lw_block_t;
+
+/* Encoded events on their way from the reader thread to the sending one. */
+typedef struct lw_pipe {
+    pthread_mutex_t mu;
+    pthread_cond_t ready, space;
+    lw_block_t ring[LW_PIPE_BLOCKS];
+    int head, count; /* published blocks: ring[head .. head + count) */
+    int w;           /* the block the reader fills: ring[(head + count) % N] */
+    bool done;       /* the reader published its last block */
+    lw_codec_t *enc; /* the reader's (a codec serves one thread) */
+    lw_codec_t *dec; /* the sender's, to write back what it could not enqueue */
+} lw_pipe_t;
+
 struct lw_jsonl_s {
     lw_jsonl_opts_t opts;
     const char *const *inputs;
     int n_inputs;
     lw_rejects_t *rej; /* one per input (all the same file with --rejects) */
     lw_jsonl_summary_t sum;
-    uint64_t enqueue_failed;
+    _Atomic uint64_t enqueue_failed;
     uint64_t warned;
     lw_progress_t pg;
+    pthread_mutex_t rej_mu; /* rejects files, warned, rejects_written, io_error */
+    lw_producer_t *p;
+    lw_pipe_t *pipe; /* NULL: one thread (dry run) */
+    pthread_t reader;
+    sigset_t sigmask; /* the caller's, restored after the reader is joined */
 };
 
 static const char *lw_src_name(const char *input)
@@ -60,6 +99,7 @@ lw_jsonl_t *lw_jsonl_new(const lw_jsonl_opts_t *opts)
         j->opts = *opts;
     if (j->opts.stop_flush_ms <= 0)
         j->opts.stop_flush_ms = 10000;
+    pthread_mutex_init(&j->rej_mu, NULL);
     return j;
 }
 
@@ -85,7 +125,15 @@ void lw_jsonl_destroy(lw_jsonl_t *j)
     if (!j)
         return;
     lw_rejects_close(j);
+    pthread_mutex_destroy(&j->rej_mu);
     free(j);
+}
+
+static void lw_jsonl_io_error(lw_jsonl_t *j)
+{
+    pthread_mutex_lock(&j->rej_mu);
+    j->sum.io_error = true;
+    pthread_mutex_unlock(&j->rej_mu);
 }
 
 /* Opens (once) the rejects file of input idx. */
@@ -130,6 +178,7 @@ static void lw_reject(lw_jsonl_t *j, int idx, uint64_t lineno, const char *field
     for (char *c = why; *c; c++) /* the comment must stay one line */
         if (*c == '\n' || *c == '\r')
             *c = ' ';
+    pthread_mutex_lock(&j->rej_mu);
     if (j->warned < LW_WARN_MAX)
         lw_warn("%s:%" PRIu64 ": %s", lw_src_name(j->inputs[idx]), lineno, why);
     else if (j->warned == LW_WARN_MAX)
@@ -137,16 +186,19 @@ static void lw_reject(lw_jsonl_t *j, int idx, uint64_t lineno, const char *field
     j->warned++;
 
     fp = lw_rejects_fp(j, idx);
-    if (!fp)
+    if (!fp) {
+        pthread_mutex_unlock(&j->rej_mu);
         return;
+    }
     if (fprintf(fp, "# %s:%" PRIu64 ": %s\n", lw_src_name(j->inputs[idx]), lineno, why) < 0 ||
         fwrite(text, 1, len, fp) != len || fputc('\n', fp) == EOF) {
         if (!j->sum.io_error)
             lw_error("writing rejects file %s: %s", j->rej[idx].path, strerror(errno));
         j->sum.io_error = true;
-        return;
+    } else {
+        j->sum.rejects_written++;
     }
-    j->sum.rejects_written++;
+    pthread_mutex_unlock(&j->rej_mu);
 }
 
 static void lw_jsonl_failed_cb(const lw_event_t *ev, lw_err_t err, const char *reason, void *opaque,
@@ -190,8 +242,135 @@ static void lw_jsonl_progress(lw_jsonl_t *j, lw_producer_t *p)
         return;
     lw_producer_stats(p, &st);
     snprintf(extra, sizeof extra, "delivered %" PRIu64 "  rejected %" PRIu64 "  failed %" PRIu64,
-             st.delivered, j->sum.rejected, st.failed + j->enqueue_failed);
+             st.delivered, j->sum.rejected, st.failed + atomic_load(&j->enqueue_failed));
     lw_progress_update(&j->pg, "events", j->sum.read, 0, extra);
+}
+
+/* ---- the hand-over between the reader and the sending thread ---- */
+
+/* Reader: hands the block it filled to the sender, then waits for a free one. */
+static void lw_pipe_publish(lw_pipe_t *q)
+{
+    if (q->ring[q->w].used == 0)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->count++;
+    pthread_cond_signal(&q->ready);
+    while (q->count == LW_PIPE_BLOCKS)
+        pthread_cond_wait(&q->space, &q->mu);
+    q->w = (q->head + q->count) % LW_PIPE_BLOCKS;
+    pthread_mutex_unlock(&q->mu);
+    q->ring[q->w].used = 0;
+}
+
+/* Reader: validates and encodes ev into the current block. Refusals are
+ * worded as lw_producer_send() words them. */
+static void lw_pipe_put(lw_jsonl_t *j, int idx, uint64_t lineno, const lw_event_t *ev,
+                        const char *line, size_t len)
+{
+    lw_pipe_t *q = j->pipe;
+    lw_block_t *b = &q->ring[q->w];
+    lw_field_error_t ferr;
+    uint64_t opaque = ((uint64_t)idx << LW_LINE_BITS) | lineno;
+    size_t n = 0;
+    uint16_t n16;
+    lw_err_t e;
+
+    if (lw_event_validate(ev, &ferr) != LW_OK) {
+        j->sum.rejected++;
+        lw_reject(j, idx, lineno, ferr.field, ferr.reason, line, len);
+        return;
+    }
+    if (sizeof b->data - b->used < LW_ENTRY_HDR + LW_CODEC_MAX_EVENT) {
+        lw_pipe_publish(q);
+        b = &q->ring[q->w];
+    }
+    e = lw_codec_encode_event(q->enc, ev, b->data + b->used + LW_ENTRY_HDR, LW_CODEC_MAX_EVENT, &n);
+    if (e != LW_OK) {
+        char why[200];
+        snprintf(why, sizeof why, "encode: %s", lw_err2str(e));
+        atomic_fetch_add(&j->enqueue_failed, 1);
+        lw_reject(j, idx, lineno, "produce", why, line, len);
+        return;
+    }
+    n16 = (uint16_t)n; /* n <= LW_CODEC_MAX_EVENT */
+    memcpy(b->data + b->used, &opaque, 8);
+    memcpy(b->data + b->used + 8, &n16, 2);
+    memcpy(b->data + b->used + 10, ev->borrower_id, LW_BORROWER_ID_LEN);
+    b->used += LW_ENTRY_HDR + n;
+}
+
+/* Sender: an event librdkafka would not take goes to the rejects file, as
+ * JSON decoded from its encoding (the input line stayed with the reader). */
+static void lw_pipe_refused(lw_jsonl_t *j, uint64_t opaque, const unsigned char *payload, size_t n,
+                            const char *reason)
+{
+    int idx = (int)(opaque >> LW_LINE_BITS);
+    uint64_t lineno = opaque & ((UINT64_C(1) << LW_LINE_BITS) - 1);
+    char json[4096], derr[200];
+    lw_event_t ev;
+    int len = -1;
+
+    atomic_fetch_add(&j->enqueue_failed, 1);
+    if (lw_codec_decode_event(j->pipe->dec, payload, n, &ev, derr, sizeof derr) == LW_OK)
+        len = lw_event_to_json(&ev, json, sizeof json);
+    if (len < 0) {
+        snprintf(json, sizeof json, "{}");
+        len = 2;
+    }
+    lw_reject(j, idx, lineno, "produce", reason, json, (size_t)len);
+}
+
+/* Sender: enqueues every published block until the reader is done, serving
+ * delivery reports while it waits. */
+static void lw_pipe_drain(lw_jsonl_t *j, lw_producer_t *p)
+{
+    lw_pipe_t *q = j->pipe;
+    char err[400];
+
+    for (;;) {
+        lw_block_t *b;
+        pthread_mutex_lock(&q->mu);
+        while (q->count == 0 && !q->done) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += LW_PIPE_WAIT_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&q->ready, &q->mu, &ts) != 0 && q->count == 0) {
+                pthread_mutex_unlock(&q->mu);
+                lw_producer_poll(p, 0);
+                pthread_mutex_lock(&q->mu);
+            }
+        }
+        if (q->count == 0) { /* and done */
+            pthread_mutex_unlock(&q->mu);
+            return;
+        }
+        b = &q->ring[q->head];
+        pthread_mutex_unlock(&q->mu);
+
+        for (size_t off = 0; off < b->used;) {
+            const unsigned char *e = b->data + off;
+            uint64_t opaque;
+            uint16_t n;
+            memcpy(&opaque, e, 8);
+            memcpy(&n, e + 8, 2);
+            off += LW_ENTRY_HDR + n;
+            if (lw_producer_send_encoded(p, (const char *)e + 10, e + LW_ENTRY_HDR, n,
+                                         (void *)(uintptr_t)opaque, err, sizeof err) != LW_OK)
+                lw_pipe_refused(j, opaque, e + LW_ENTRY_HDR, n, err);
+        }
+
+        pthread_mutex_lock(&q->mu);
+        b->used = 0;
+        q->head = (q->head + 1) % LW_PIPE_BLOCKS;
+        q->count--;
+        pthread_cond_signal(&q->space);
+        pthread_mutex_unlock(&q->mu);
+    }
 }
 
 /* One event line: parse, pseudonymise, validate, send. */
@@ -236,6 +415,10 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
             return;
         }
     }
+    if (j->pipe) {
+        lw_pipe_put(j, idx, lineno, &ev, line, len);
+        return;
+    }
     if (j->opts.dry_run || !p) {
         if (lw_event_validate(&ev, &ferr) != LW_OK) {
             j->sum.rejected++;
@@ -249,7 +432,7 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
         j->sum.rejected++;
         lw_reject(j, idx, lineno, NULL, err, line, len); /* err is "field: reason" */
     } else if (e != LW_OK) {
-        j->enqueue_failed++;
+        atomic_fetch_add(&j->enqueue_failed, 1);
         lw_reject(j, idx, lineno, "produce", err, line, len);
     }
 }
@@ -266,6 +449,7 @@ typedef struct lw_linebuf {
     size_t cap, start, end; /* unread bytes are buf[start..end) */
     size_t scanned;         /* buf[start..scanned) holds no newline */
     bool eof;
+    lw_pipe_t *pipe; /* published before each read(): a live feed must not wait in a block */
 } lw_linebuf_t;
 
 /* Next line without its '\n' (a last line may lack one). Returns 1 with a
@@ -305,6 +489,8 @@ static int lw_next_line(int fd, lw_linebuf_t *b, const char **line, size_t *len)
             b->buf = nb;
             b->cap *= 2;
         }
+        if (b->pipe)
+            lw_pipe_publish(b->pipe);
         ssize_t n = read(fd, b->buf + b->end, b->cap - b->end);
         if (n < 0) {
             if (errno == EINTR && !lw_stop_requested())
@@ -330,14 +516,15 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
 
     if (fd < 0) {
         lw_error("cannot read %s: %s", name, strerror(errno));
-        j->sum.io_error = true;
+        lw_jsonl_io_error(j);
         return;
     }
     lb.cap = LW_READ_BUF;
     lb.buf = malloc(lb.cap);
+    lb.pipe = j->pipe;
     if (!lb.buf) {
         lw_error("reading %s: %s", lw_src_name(name), strerror(ENOMEM));
-        j->sum.io_error = true;
+        lw_jsonl_io_error(j);
         if (!is_stdin)
             close(fd);
         return;
@@ -349,7 +536,7 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
         if (rc <= 0) {
             if (rc < 0 && !lw_stop_requested()) {
                 lw_error("reading %s: %s", lw_src_name(name), strerror(errno));
-                j->sum.io_error = true;
+                lw_jsonl_io_error(j);
             }
             break;
         }
@@ -377,6 +564,95 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
     free(lb.buf);
     if (!is_stdin)
         close(fd);
+}
+
+/* Every input, in order. */
+static void lw_jsonl_reads(lw_jsonl_t *j, lw_producer_t *p)
+{
+    for (int i = 0; i < j->n_inputs && !lw_stop_requested(); i++)
+        lw_jsonl_input(j, p, i);
+}
+
+static void *lw_jsonl_reader(void *arg)
+{
+    lw_jsonl_t *j = arg;
+    lw_pipe_t *q = j->pipe;
+    sigset_t stop;
+
+    /* SIGINT/SIGTERM come here: a read() of stdin blocked in this thread
+     * must return EINTR to notice the stop (the sender only ever waits
+     * with a timeout). */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+    lw_jsonl_reads(j, j->p);
+    pthread_mutex_lock(&q->mu);
+    if (q->ring[q->w].used > 0)
+        q->count++;
+    q->done = true;
+    pthread_cond_signal(&q->ready);
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static void lw_pipe_free(lw_pipe_t *q)
+{
+    if (!q)
+        return;
+    lw_codec_destroy(q->enc);
+    lw_codec_destroy(q->dec);
+    pthread_cond_destroy(&q->ready);
+    pthread_cond_destroy(&q->space);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+/* Starts the reader thread; false (nothing started) if it cannot, and the
+ * caller reads on its own thread instead. */
+static bool lw_pipe_start(lw_jsonl_t *j, lw_producer_t *p)
+{
+    lw_pipe_t *q = calloc(1, sizeof *q);
+    char err[256];
+    sigset_t stop, old;
+    int rc;
+
+    if (!q)
+        return false;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->ready, NULL);
+    pthread_cond_init(&q->space, NULL);
+    q->enc = lw_codec_new(err, sizeof err);
+    q->dec = lw_codec_new(err, sizeof err);
+    if (!q->enc || !q->dec) {
+        lw_pipe_free(q);
+        return false;
+    }
+    j->pipe = q;
+    j->p = p;
+    /* The reader unblocks them again: only it gets the stop signals. */
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    rc = pthread_create(&j->reader, NULL, lw_jsonl_reader, j);
+    if (rc != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        j->pipe = NULL;
+        lw_pipe_free(q);
+        lw_warn("reader thread: %s; reading on this thread", strerror(rc));
+        return false;
+    }
+    j->sigmask = old;
+    return true;
+}
+
+static void lw_pipe_stop(lw_jsonl_t *j)
+{
+    pthread_join(j->reader, NULL);
+    pthread_sigmask(SIG_SETMASK, &j->sigmask, NULL);
+    lw_pipe_free(j->pipe);
+    j->pipe = NULL;
 }
 
 void lw_jsonl_run(lw_jsonl_t *j, lw_producer_t *p, const char *const *inputs, int n_inputs,
@@ -423,8 +699,12 @@ void lw_jsonl_run(lw_jsonl_t *j, lw_producer_t *p, const char *const *inputs, in
     if (j->opts.progress)
         lw_progress_init(&j->pg);
 
-    for (int i = 0; i < n_inputs && !lw_stop_requested(); i++)
-        lw_jsonl_input(j, p, i);
+    if (p && !j->opts.dry_run && lw_pipe_start(j, p)) {
+        lw_pipe_drain(j, p); /* until the reader thread is done */
+        lw_pipe_stop(j);
+    } else {
+        lw_jsonl_reads(j, p);
+    }
     j->sum.interrupted = lw_stop_requested();
 
     /* Every sent event must end delivered or failed: wait for all reports.
@@ -454,9 +734,9 @@ out:
         lw_producer_stats(p, &st);
         j->sum.sent = st.sent;
         j->sum.delivered = st.delivered;
-        j->sum.failed = st.failed + j->enqueue_failed;
+        j->sum.failed = st.failed + atomic_load(&j->enqueue_failed);
     } else {
-        j->sum.failed = j->enqueue_failed;
+        j->sum.failed = atomic_load(&j->enqueue_failed);
     }
     lw_rejects_close(j);
     if (sum)

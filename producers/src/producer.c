@@ -282,13 +282,9 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
                           size_t errstr_size)
 {
     unsigned char buf[LW_CODEC_MAX_EVENT];
-    char sent_buf[24], *sent_us = sent_buf;
-    int64_t now_us;
     lw_field_error_t ferr;
-    rd_kafka_resp_err_t e;
     size_t len = 0;
     lw_err_t err;
-    int n = 0;
 
     if (!p || !ev) {
         snprintf(errstr, errstr_size, "no producer or event given");
@@ -307,6 +303,22 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         snprintf(errstr, errstr_size, "encode: %s", lw_err2str(err));
         return err;
     }
+    /* The key is LW_BORROWER_ID_LEN long: validation checked it. */
+    return lw_producer_send_encoded(p, ev->borrower_id, buf, len, opaque, errstr, errstr_size);
+}
+
+lw_err_t lw_producer_send_encoded(lw_producer_t *p, const char *key, const void *payload,
+                                  size_t len, void *opaque, char *errstr, size_t errstr_size)
+{
+    char sent_buf[24], *sent_us = sent_buf;
+    rd_kafka_resp_err_t e;
+    int64_t now_us;
+    int n = 0;
+
+    if (!p || !key || !payload) {
+        snprintf(errstr, errstr_size, "no producer, key or payload given");
+        return LW_ERR_INVALID_ARG;
+    }
     if (p->stamp) {
         now_us = lw_now_us();
         sent_us = lw_u64_digits(now_us < 0 ? 0 - (uint64_t)now_us : (uint64_t)now_us, sent_buf);
@@ -317,18 +329,19 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
 
     for (;;) {
         /* Without the stamp, no header list: librdkafka allocates nothing but
-         * the message itself (payload and key copied into the same block).
-         * The key is LW_BORROWER_ID_LEN long: validation checked it. */
+         * the message itself (payload and key copied into the same block). */
         if (p->stamp)
-            e = rd_kafka_producev(
-                p->rk, RD_KAFKA_V_RKT(p->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                RD_KAFKA_V_KEY(ev->borrower_id, LW_BORROWER_ID_LEN), RD_KAFKA_V_VALUE(buf, len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n), RD_KAFKA_V_OPAQUE(opaque),
-                RD_KAFKA_V_END);
+            e = rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(p->rkt),
+                                  RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+                                  RD_KAFKA_V_KEY(key, LW_BORROWER_ID_LEN),
+                                  RD_KAFKA_V_VALUE((void *)(uintptr_t)payload, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_HEADER("lw-sent-us", sent_us, (ssize_t)n),
+                                  RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         else /* the plain call: no varargs to walk, the same enqueue */
-            e = rd_kafka_produce(p->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, buf, len,
-                                 ev->borrower_id, LW_BORROWER_ID_LEN, opaque) == 0
+            e = rd_kafka_produce(p->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                 (void *)(uintptr_t)payload, len, key, LW_BORROWER_ID_LEN,
+                                 opaque) == 0
                     ? RD_KAFKA_RESP_ERR_NO_ERROR
                     : rd_kafka_last_error();
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)

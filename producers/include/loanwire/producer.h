@@ -75,6 +75,15 @@ void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
  */
 lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
                           size_t errstr_size);
+/*
+ * Enqueues a message the caller already validated (lw_event_validate) and
+ * encoded (lw_codec_encode_event), keyed by its LW_BORROWER_ID_LEN-byte
+ * borrower_id. Nothing is checked here: for callers that encode on a thread
+ * of their own (lw_jsonl_run). Back-pressure, stamp and errors as
+ * lw_producer_send(); the payload is copied, the caller keeps it.
+ */
+lw_err_t lw_producer_send_encoded(lw_producer_t *p, const char *key, const void *payload,
+                                  size_t len, void *opaque, char *errstr, size_t errstr_size);
 /* Serves delivery reports; call regularly when not sending. */
 void lw_producer_poll(lw_producer_t *p, int timeout_ms);
 /* Waits until every enqueued event has its delivery report, or the timeout.
