@@ -1,7 +1,9 @@
 /*
  * test_produce_lib.c - the lw_producer library API (loanwire/producer.h)
  * against the real broker: delivered callbacks carry the event, partition,
- * offset and the caller's opaque; validation failures enqueue nothing and say
+ * offset and the caller's opaque (also for events encoded by the caller and
+ * handed over with lw_producer_send_encoded(), interleaved with send() in one
+ * borrower's order); validation failures enqueue nothing and say
  * "field: reason"; one borrower stays on one partition with increasing
  * offsets; an unreachable broker ends every event in the failure callback
  * (event intact, opaque intact) and purge reports what is outstanding; the
@@ -16,6 +18,7 @@
 
 #include "lw_test.h"
 
+#include "loanwire/codec.h"
 #include "loanwire/id.h"
 #include "loanwire/producer.h"
 
@@ -135,10 +138,30 @@ static void test_deliver(void **state)
     if (!p)
         fail_msg("lw_producer_new: %s", err);
 
+    /* Every third event encoded here and handed over already encoded, as
+     * loanwire-produce's reader thread does. */
+    lw_codec_t *codec = lw_codec_new(err, sizeof err);
+    assert_non_null(codec);
     for (int i = 0; i < N_EVENTS; i++) {
         make_event(&evs[i], i, key);
-        assert_int_equal(lw_producer_send(p, &evs[i], (void *)(intptr_t)i, err, sizeof err), LW_OK);
+        if (i % 3 == 0) {
+            unsigned char buf[LW_CODEC_MAX_EVENT];
+            size_t len = 0;
+            assert_int_equal(lw_codec_encode_event(codec, &evs[i], buf, sizeof buf, &len), LW_OK);
+            assert_int_equal(lw_producer_send_encoded(p, evs[i].borrower_id, buf, len,
+                                                      (void *)(intptr_t)i, err, sizeof err),
+                             LW_OK);
+        } else {
+            assert_int_equal(lw_producer_send(p, &evs[i], (void *)(intptr_t)i, err, sizeof err),
+                             LW_OK);
+        }
     }
+    assert_int_equal(lw_producer_send_encoded(p, NULL, "x", 1, NULL, err, sizeof err),
+                     LW_ERR_INVALID_ARG);
+    assert_int_equal(
+        lw_producer_send_encoded(NULL, evs[0].borrower_id, "x", 1, NULL, err, sizeof err),
+        LW_ERR_INVALID_ARG);
+    lw_codec_destroy(codec);
     /* Invalid: refused before anything is enqueued, naming the field. */
     make_event(&bad, 0, key);
     bad.amount_fen = -1;
