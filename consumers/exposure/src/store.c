@@ -7,8 +7,10 @@
  *   1. read: with strict fencing WATCH + MGET the partitions' epoch keys
  *      (a partition whose epoch moved on is fenced here), then GET every
  *      distinct borrower of the batch;
- *   2. apply the events in order in C (borrower.c) - the sequence rule,
- *      windows and rules - and build each changed borrower's new state
+ *   2. apply each borrower's events in order in C (borrower.c) - the
+ *      sequence rule, windows and rules - as soon as its state arrives, so
+ *      this overlaps Redis answering the rest of step 1; build each changed
+ *      borrower's new state
  *      (HGETALL a:{..} first where a repeat must hand its alerts back or a
  *      cleared alert must be kept as "~rule");
  *   3. write the changed borrowers with the alerts they raised and cleared:
@@ -49,6 +51,7 @@ typedef struct pending_ev {
     size_t slot;               /* its borrower in slots[] */
     uint32_t platform, lender; /* string ids */
     size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
+    size_t next;               /* the next event of its borrower, or NONE */
     bool replay;               /* a repeat of an event that may have raised alerts */
 } pending_ev_t;
 
@@ -59,6 +62,7 @@ typedef struct slot {
     bool dirty, fenced, replay, cleared;
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
+    size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
     redisReply *alerts;       /* HGETALL a:{..} when replayed or cleared */
 } slot_t;
 
@@ -400,9 +404,11 @@ static lw_err_t gather_slots(lw_store_t *st)
         while (st->map[j] &&
                strcmp(st->slots[st->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
             j = (j + 1) & (st->map_cap - 1);
+        pe->next = NONE;
         if (!st->map[j]) {
             slot_t *s = &st->slots[st->nslots++];
             s->first = pe;
+            s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = s->cleared = false;
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
@@ -419,6 +425,10 @@ static lw_err_t gather_slots(lw_store_t *st)
                 st->groups[st->ngroups++] = (group_t){pe, false};
             }
             s->group = g;
+        } else {
+            slot_t *s = &st->slots[st->map[j] - 1];
+            st->ev[s->ev_last].next = i;
+            s->ev_last = i;
         }
         pe->slot = st->map[j] - 1;
         pe->na = 0;
@@ -473,7 +483,12 @@ static lw_err_t check_epochs(lw_store_t *st, char *errstr, size_t errstr_size)
     return err;
 }
 
-static lw_err_t read_states(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *results);
+
+/* Reads every borrower of the batch and applies its events as its state
+ * arrives (step 2 runs inside step 1). */
+static lw_err_t read_states(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                            size_t errstr_size)
 {
     st->buf.len = 0;
     if (st->opts.strict_fencing && !put_epoch_reads(st))
@@ -511,6 +526,8 @@ static lw_err_t read_states(lw_store_t *st, char *errstr, size_t errstr_size)
             } else {
                 err = reply_error(r, "GET", errstr, errstr_size);
             }
+            if (err == LW_OK && (err = apply_slot(st, i, results)) == LW_ERR_NOMEM)
+                snprintf(errstr, errstr_size, "out of memory");
         }
         freeReplyObject(r);
     }
@@ -554,11 +571,14 @@ static bool add_alert(lw_store_t *st, size_t off, size_t len)
     return true;
 }
 
-static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
+/* Applies one borrower's events in order. Borrowers are independent, so
+ * read_states() calls this as each state arrives, while Redis is still
+ * working through the rest of the batch's reads. */
+static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *results)
 {
-    for (size_t i = 0; i < st->n; i++) {
+    slot_t *s = &st->slots[slot];
+    for (size_t i = s->ev_first; i != NONE; i = st->ev[i].next) {
         pending_ev_t *pe = &st->ev[i];
-        slot_t *s = &st->slots[pe->slot];
         const lw_event_t *ev = &pe->ev;
         lw_bapply_out_t o;
         if (s->fenced) {
@@ -578,12 +598,11 @@ static lw_err_t apply_all(lw_store_t *st, lw_apply_result_t *results)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++)
             if (!add_alert(st, o.json_off[k], o.json_len[k]) ||
-                !add_op(st, pe->slot, i, o.fired[k], true, o.json_off[k], o.json_len[k],
-                        o.alert_id[k]))
+                !add_op(st, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k], o.alert_id[k]))
                 return LW_ERR_NOMEM;
         pe->na = o.n_fired;
         for (size_t k = 0; k < o.n_cleared; k++)
-            if (!add_op(st, pe->slot, i, o.cleared[k], false, 0, 0, NULL))
+            if (!add_op(st, slot, i, o.cleared[k], false, 0, 0, NULL))
                 return LW_ERR_NOMEM;
         s->cleared |= o.n_cleared > 0;
         /* a repeat may be the redelivery of an event whose alert was never
@@ -979,8 +998,8 @@ static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *err
             pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
     }
 
-    if ((err = gather_slots(st)) || (err = read_states(st, errstr, errstr_size)) ||
-        (err = apply_all(st, results)) || (err = read_alerts(st, errstr, errstr_size)))
+    if ((err = gather_slots(st)) || (err = read_states(st, results, errstr, errstr_size)) ||
+        (err = read_alerts(st, errstr, errstr_size)))
         return err;
     if (st->opts.strict_fencing)
         err = build_multi(st);
