@@ -583,9 +583,10 @@ class Bench:
         if not a.quick:
             # The same with linger.ms=20 for both: larger batches, fewer requests for the
             # broker; not the default, which keeps the latency budget (step 3).
-            _, med, _ = pair(20, 1)
+            _, med, _ = pair(20, rounds)
             ours, raw = med["loanwire-produce"][0], med["kcat"][0]
-            self.row("1 producer", "events/s with linger.ms=20 for both (not the default), 1 run",
+            self.row("1 producer", "events/s with linger.ms=20 for both (not the default), "
+                     "median of %d runs each" % rounds,
                      fmt_rate(ours), fmt_rate(raw) + " (kcat)", "%.2f" % (ours / raw), "", "")
             self.row("1 producer", "CPU per event with linger.ms=20: client / broker",
                      "%.1f / %.1f µs" % med["loanwire-produce"][1:],
