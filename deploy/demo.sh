@@ -108,12 +108,21 @@ kill -TERM "$screen" 2>/dev/null || true
 
 metric() { curl -s "http://127.0.0.1:$qport/metrics" | awk -v m="$1" '$1 == m { s += $2 } END { print s + 0 }'; }
 step "report"
-applied=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" events_applied)
-dups=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" duplicates)
-dead=$(redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" dead_letters)
+m() { redis-cli -u "$LOANWIRE_REDIS" hget "lw:metrics:$tag" "$1"; }
+consumed=$(m events_consumed)
+applied=$(m events_applied)
+dups=$(m duplicates)
+ooo=$(m out_of_order)
+dead=$(m dead_letters)
 borrowers=$(redis-cli -u "$LOANWIRE_REDIS" --scan --pattern 'b:{*' | wc -l)
 printf '  events produced (delivered)  %s\n' "${produced:-?}"
-printf '  events applied               %s   (duplicates %s, dead letters %s)\n' "$applied" "${dups:-0}" "${dead:-0}"
+printf '  events consumed              %s\n' "${consumed:-?}"
+# "applied" counts events that changed a state; a repeat, or an event that
+# changes nothing (an application already out of the window), is a duplicate
+printf '    applied                    %s\n' "${applied:-?}"
+printf '    duplicates or no change    %s\n' "${dups:-0}"
+printf '    out of order               %s\n' "${ooo:-0}"
+printf '    dead letters               %s\n' "${dead:-0}"
 printf '  borrowers in Redis           %s\n' "$borrowers"
 printf '  alerts raised, by rule:\n'
 grep -o '"rule_id":"[^"]*"' "$run/alerts.jsonl" | cut -d'"' -f4 | sort | uniq -c |

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_demo.sh - ./deploy/demo.sh runs to completion against the running
-# stack and its report shows alerts of every default rule, events applied
-# equal to events produced, and a flagged borrower's exposure from the API.
+# stack and its report shows alerts of every default rule, every produced
+# event consumed and accounted for (applied, duplicate or unchanged, out of
+# order, dead letter), and a flagged borrower's exposure from the API.
 set -uo pipefail
 src=${LW_SOURCE_DIR:?run through ctest}
 out=${LW_TMP_DIR:-/tmp}/demo.out
@@ -20,9 +21,16 @@ for rule in income_cap multi_lender stacking borrow_while_delinquent; do
   n=$(printf '%s\n' "$report" | awk -v r="$rule" '$1 == r { print $2 }')
   check "report shows $rule alerts (${n:-none})" '[ "${n:-0}" -gt 0 ]'
 done
-produced=$(printf '%s\n' "$report" | awk '/events produced/ { print $NF }')
-applied=$(printf '%s\n' "$report" | awk '/events applied/ { print $3 }')
-check "events applied ($applied) = produced ($produced)" '[ -n "$produced" ] && [ "$applied" = "$produced" ]'
+field() { printf '%s\n' "$report" | awk -v k="$1" 'index($0, k) { print $NF; exit }'; }
+produced=$(field "events produced")
+consumed=$(field "events consumed")
+applied=$(field "applied")
+dups=$(field "duplicates or no change")
+ooo=$(field "out of order")
+dead=$(field "dead letters")
+check "events consumed ($consumed) = produced ($produced)" '[ -n "$produced" ] && [ "$consumed" = "$produced" ]'
+check "applied + duplicates + out of order + dead letters ($applied + $dups + $ooo + $dead) = consumed" \
+  '[ -n "$applied" ] && [ "$applied" -gt 0 ] && [ $((applied + dups + ooo + dead)) = "$consumed" ]'
 check "report shows a flagged borrower's exposure JSON" 'printf "%s" "$report" | grep -q "\"total_outstanding_fen\""'
 check "live alerts were shown on the terminal stream" 'grep -qE "(WARNING|CRITICAL) +[a-z_]+ " "$out"'
 [ $fail = 0 ] || tail -n 60 "$out"
