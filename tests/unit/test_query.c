@@ -201,13 +201,18 @@ static void test_metrics_render(void **state)
     counts.by_status[lw_query_status_slot(404)] = 2;
     counts.by_status[lw_query_status_slot(418)] = 1;
 
+    lw_metrics_agg_add(agg, "c1", "events_consumed", "104");
     lw_metrics_agg_add(agg, "c1", "events_applied", "100");
+    lw_metrics_agg_add(agg, "c1", "duplicates", "1");
+    lw_metrics_agg_add(agg, "c1", "produce_failed", "0");
     lw_metrics_agg_add(agg, "c1", "dead_letters", "3");
     lw_metrics_agg_add(agg, "c1", "alerts:balance_cap", "4");
     lw_metrics_agg_add(agg, "c1", "lag:loanwire.loan-events:0", "10");
     lw_metrics_agg_add(agg, "c1", "redis_rtt_us", "1500");
     lw_metrics_agg_add(agg, "c1", "not_a_number", "x");
+    lw_metrics_agg_add(agg, "c2", "events_consumed", "30");
     lw_metrics_agg_add(agg, "c2", "events_applied", "23");
+    lw_metrics_agg_add(agg, "c2", "duplicates", "7");
     lw_metrics_agg_add(agg, "c2", "alerts:balance_cap", "1");
     lw_metrics_agg_add(agg, "c2", "alerts:stack\"ing", "2");
     lw_metrics_agg_add(agg, "c2", "lag:loanwire.loan-events:0", "7");
@@ -220,6 +225,11 @@ static void test_metrics_render(void **state)
     assert_non_null(strstr(text, "# TYPE loanwire_events_applied_total counter\n"));
     assert_non_null(strstr(text, "\nloanwire_events_applied_total 123\n"));
     assert_non_null(strstr(text, "\nloanwire_dead_letters_total 3\n"));
+    assert_non_null(strstr(text, "\nloanwire_events_consumed_total 134\n"));
+    assert_non_null(strstr(text, "\nloanwire_duplicates_total 8\n"));
+    assert_non_null(strstr(text, "\nloanwire_produce_failed_total 0\n"));
+    assert_non_null(strstr(text, "\nloanwire_out_of_order_total 0\n")); /* no consumer had it */
+    assert_non_null(strstr(text, "# TYPE loanwire_duplicates_total counter\n"));
     assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"balance_cap\"} 5\n"));
     assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"stack\\\"ing\"} 2\n"));
     assert_non_null(strstr(

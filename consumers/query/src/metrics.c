@@ -28,9 +28,30 @@ typedef struct lw_kvs {
     size_t n, cap;
 } lw_kvs_t;
 
+/* Counters summed over consumers: the field in lw:metrics:<id>, its name here. */
+static const struct {
+    const char *field, *name, *help;
+} lw_sums[] = {
+    {"events_consumed", "loanwire_events_consumed_total",
+     "Loan events taken from Kafka by their partition's owner, summed over consumers."},
+    {"events_applied", "loanwire_events_applied_total",
+     "Loan events that changed a borrower's state in Redis, summed over consumers."},
+    {"duplicates", "loanwire_duplicates_total",
+     "Events that changed nothing: a sequence already applied, or no effect (e.g. an "
+     "application already out of the window)."},
+    {"out_of_order", "loanwire_out_of_order_total",
+     "Events ignored because a newer sequence was already applied."},
+    {"fenced", "loanwire_fenced_total",
+     "Writes refused because the writer lost ownership (zombie fencing)."},
+    {"dead_letters", "loanwire_dead_letters_total",
+     "Events sent to the dead-letter topic, summed over consumers."},
+    {"produce_failed", "loanwire_produce_failed_total",
+     "Alerts or dead letters the broker finally refused (the consumer stops on one)."},
+};
+#define LW_NSUMS (sizeof lw_sums / sizeof *lw_sums)
+
 struct lw_metrics_agg_s {
-    long long events_applied, dead_letters, out_of_order, fenced;
-    bool has_events_applied, has_dead_letters, has_out_of_order, has_fenced;
+    long long sums[LW_NSUMS];
     size_t consumers;
     char *last_consumer;
     lw_kvs_t alerts; /* a = rule */
@@ -109,19 +130,13 @@ void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char 
         agg->last_consumer = strdup(consumer);
         agg->consumers++;
     }
-    if (strcmp(field, "events_applied") == 0) {
-        agg->events_applied += v;
-        agg->has_events_applied = true;
-    } else if (strcmp(field, "dead_letters") == 0) {
-        agg->dead_letters += v;
-        agg->has_dead_letters = true;
-    } else if (strcmp(field, "out_of_order") == 0) {
-        agg->out_of_order += v;
-        agg->has_out_of_order = true;
-    } else if (strcmp(field, "fenced") == 0) {
-        agg->fenced += v;
-        agg->has_fenced = true;
-    } else if (strncmp(field, "alerts:", 7) == 0 && field[7]) {
+    for (size_t i = 0; i < LW_NSUMS; i++) {
+        if (strcmp(field, lw_sums[i].field) == 0) {
+            agg->sums[i] += v;
+            return;
+        }
+    }
+    if (strncmp(field, "alerts:", 7) == 0 && field[7]) {
         if ((kv = lw_kvs_get(&agg->alerts, field + 7, NULL)))
             kv->v += v;
     } else if (strncmp(field, "lag:", 4) == 0) {
@@ -211,18 +226,10 @@ char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t
     lw_bhead(&b, "loanwire_consumers", "gauge",
              "Consumers with a metrics hash in Redis (lw:metrics:*).");
     lw_bprintf(&b, "loanwire_consumers %zu\n", agg->consumers);
-    lw_bhead(&b, "loanwire_events_applied_total", "counter",
-             "Loan events applied to Redis, summed over consumers.");
-    lw_bprintf(&b, "loanwire_events_applied_total %lld\n", agg->events_applied);
-    lw_bhead(&b, "loanwire_dead_letters_total", "counter",
-             "Events sent to the dead-letter topic, summed over consumers.");
-    lw_bprintf(&b, "loanwire_dead_letters_total %lld\n", agg->dead_letters);
-    lw_bhead(&b, "loanwire_out_of_order_total", "counter",
-             "Events ignored because a newer sequence was already applied.");
-    lw_bprintf(&b, "loanwire_out_of_order_total %lld\n", agg->out_of_order);
-    lw_bhead(&b, "loanwire_fenced_total", "counter",
-             "Writes refused because the writer lost ownership (zombie fencing).");
-    lw_bprintf(&b, "loanwire_fenced_total %lld\n", agg->fenced);
+    for (size_t i = 0; i < LW_NSUMS; i++) {
+        lw_bhead(&b, lw_sums[i].name, "counter", lw_sums[i].help);
+        lw_bprintf(&b, "%s %lld\n", lw_sums[i].name, agg->sums[i]);
+    }
     lw_bhead(&b, "loanwire_alerts_total", "counter", "Alerts raised, by rule.");
     for (size_t i = 0; i < agg->alerts.n; i++) {
         lw_bprintf(&b, "loanwire_alerts_total{rule=\"");
