@@ -435,6 +435,17 @@ static void lw_jtab_init(void)
     lw_jtab_fill(&lw_alert_desc, &lw_jtab_alert);
 }
 
+/* Whether the 8 * LW_KEY_WORDS bytes at q differ from w where m has bits. */
+static LW_INLINE bool words_differ(const char *q, const uint64_t w[LW_KEY_WORDS],
+                                   const uint64_t m[LW_KEY_WORDS])
+{
+    uint64_t x0, x1, x2;
+    memcpy(&x0, q, 8);
+    memcpy(&x1, q + 8, 8);
+    memcpy(&x2, q + 16, 8);
+    return (((x0 ^ w[0]) & m[0]) | ((x1 ^ w[1]) & m[1]) | ((x2 ^ w[2]) & m[2])) != 0;
+}
+
 /* The common case of a key: exactly field i's name, then the closing quote
  * (j->p at the opening quote). Moves j->p past the key when so. Compared a
  * word at a time in place (a memcmp call per key cost more than the rest). */
@@ -445,12 +456,7 @@ static LW_INLINE bool match_key(lw_jp_t *j, const lw_jtab_t *t, int i, const cha
     int nw = t->nw[i];
 
     if (nw && j->end - q >= 8 * LW_KEY_WORDS) { /* all words at once (unused ones masked) */
-        uint64_t x0, x1, x2;
-        memcpy(&x0, q, 8);
-        memcpy(&x1, q + 8, 8);
-        memcpy(&x2, q + 16, 8);
-        if (((x0 ^ t->kw[i][0]) & t->km[i][0]) | ((x1 ^ t->kw[i][1]) & t->km[i][1]) |
-            ((x2 ^ t->kw[i][2]) & t->km[i][2]))
+        if (words_differ(q, t->kw[i], t->km[i]))
             return false;
         j->p = q + n + 1;
         return true;
@@ -603,12 +609,7 @@ static bool fast_lane(const lw_record_desc_t *d, const lw_jtab_t *t, lw_jp_t *j,
         const char *q = j->p;
         size_t kn = (size_t)t->len[i] + 3; /* "name": */
         if (j->end - q >= 8 * LW_KEY_WORDS) {
-            uint64_t x0, x1, x2;
-            memcpy(&x0, q, 8);
-            memcpy(&x1, q + 8, 8);
-            memcpy(&x2, q + 16, 8);
-            if (((x0 ^ t->lw[i][0]) & t->lm[i][0]) | ((x1 ^ t->lw[i][1]) & t->lm[i][1]) |
-                ((x2 ^ t->lw[i][2]) & t->lm[i][2]))
+            if (words_differ(q, t->lw[i], t->lm[i]))
                 return false;
         } else if ((size_t)(j->end - q) <= kn || memcmp(q, t->lb[i], kn) != 0) {
             return false;
@@ -621,6 +622,21 @@ static bool fast_lane(const lw_record_desc_t *d, const lw_jtab_t *t, lw_jp_t *j,
         j->p++;
     }
     return j->p == j->end;
+}
+
+/* What a parse starts from: rec zero but for the fields' defaults, no error. */
+static void record_start(const lw_record_desc_t *d, const lw_jtab_t *t, void *rec,
+                         lw_field_error_t *ferr)
+{
+    char *base = rec;
+    memset(rec, 0, d->size);
+    for (int i = 0; i < t->ndefs; i++) {
+        const lw_field_desc_t *f = &d->fields[t->defs[i]];
+        size_t n = strlen(f->def); /* rec is zeroed: the NUL is there already */
+        memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
+    }
+    if (ferr)
+        ferr->field[0] = ferr->reason[0] = '\0';
 }
 
 /* Parses one flat object into rec following d. raw_id (events only) takes
@@ -636,33 +652,20 @@ static lw_err_t parse_record(const lw_record_desc_t *d, const lw_jtab_t *t, cons
     lw_err_t err;
     int borrower = -1, next = 0;
 
-    memset(rec, 0, d->size);
     if (raw_id)
         raw_id[0] = '\0';
-    if (ferr)
-        ferr->field[0] = ferr->reason[0] = '\0';
-    if (!text)
+    if (!text) {
+        memset(rec, 0, d->size);
         return jfail(j.ferr, LW_ERR_INVALID_ARG, "", "no input");
-    for (int i = 0; i < t->ndefs; i++) {
-        const lw_field_desc_t *f = &d->fields[t->defs[i]];
-        size_t n = strlen(f->def); /* rec is zeroed: the NUL is there already */
-        memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
     }
+    record_start(d, t, rec, ferr);
     borrower = t->borrower;
 
     if (t->lane) {
         lw_jp_t lane = j;
         if (fast_lane(d, t, &lane, base))
             return LW_OK;
-        /* Read again from the start, as if the lane had not been tried. */
-        memset(rec, 0, d->size);
-        for (int i = 0; i < t->ndefs; i++) {
-            const lw_field_desc_t *f = &d->fields[t->defs[i]];
-            size_t n = strlen(f->def);
-            memcpy(base + f->off, f->def, n < f->cap ? n : f->cap - 1);
-        }
-        if (ferr)
-            ferr->field[0] = ferr->reason[0] = '\0';
+        record_start(d, t, rec, ferr); /* read again, as if the lane had not been tried */
     }
 
     skip_ws(&j);

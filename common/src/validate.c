@@ -4,6 +4,7 @@
  * shape; this checks meaning, so a producer refuses nonsense before it is
  * published and a consumer dead-letters it instead of applying it.
  */
+#include "loanwire/id.h"
 #include "loanwire/validate.h"
 
 #include <inttypes.h>
@@ -35,18 +36,17 @@ static lw_err_t fail(lw_field_error_t *ferr, const char *field, const char *fmt,
 /* Ids end up inside Redis keys and hash fields: printable ASCII, no space,
  * no ':' (our key separator) and no braces (Redis Cluster hash tags). This
  * runs for every event produced, so the usual id is checked 8 bytes at a time
- * and without a strnlen() call; byte by byte through a table otherwise. */
-#define LW_C_ID  1 /* allowed in an id */
-#define LW_C_B64 2 /* base64url: A-Z a-z 0-9 - _ */
-static const unsigned char lw_char_class[256] = {
+ * and without a strnlen() call; byte by byte through this table otherwise
+ * (1: allowed). */
+static const unsigned char lw_id_char[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 1, 1, /* 0x20 */
-    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 1, 1, 1, 1, 1, /* 0x30 */
-    1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, /* 0x40 */
-    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 3, /* 0x50 */
-    1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, /* 0x60 */
-    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 1, 0, 1, 0, /* 0x70 */
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x50 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, /* 0x70 */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x80 */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x90 */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xa0 */
@@ -86,7 +86,7 @@ static lw_err_t check_id(const char *v, size_t cap, const char *field, lw_field_
         }
     }
 #endif
-    while (i < cap && (lw_char_class[(unsigned char)v[i]] & LW_C_ID))
+    while (i < cap && lw_id_char[(unsigned char)v[i]])
         i++;
 #ifdef LW_SWAR
 stop:
@@ -131,8 +131,7 @@ lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr)
     if ((err = check_id(ev->platform_id, sizeof(ev->platform_id), "platform_id", ferr)) ||
         (err = check_id(ev->lender_id, sizeof(ev->lender_id), "lender_id", ferr)))
         return err;
-    for (n = 0;
-         n < LW_BORROWER_ID_LEN && (lw_char_class[(unsigned char)ev->borrower_id[n]] & LW_C_B64);
+    for (n = 0; n < LW_BORROWER_ID_LEN && lw_b64url_value((unsigned char)ev->borrower_id[n]) >= 0;
          n++)
         ;
     if (n != LW_BORROWER_ID_LEN || ev->borrower_id[n] != '\0') {

@@ -201,15 +201,33 @@ static void lw_reject(lw_jsonl_t *j, int idx, uint64_t lineno, const char *field
     pthread_mutex_unlock(&j->rej_mu);
 }
 
+static uint64_t lw_line_opaque(int idx, uint64_t lineno)
+{
+    return (uint64_t)idx << LW_LINE_BITS | lineno;
+}
+
+/* Writes an event that was read but not delivered to the rejects file of the
+ * line it came from, as JSON ("{}" when it is not recoverable: ev NULL). */
+static void lw_reject_event(lw_jsonl_t *j, uint64_t opaque, const char *field, const char *reason,
+                            const lw_event_t *ev)
+{
+    int idx = (int)(opaque >> LW_LINE_BITS);
+    uint64_t lineno = opaque & ((UINT64_C(1) << LW_LINE_BITS) - 1);
+    char json[4096];
+    int n = ev ? lw_event_to_json(ev, json, sizeof json) : -1;
+
+    if (n < 0) {
+        snprintf(json, sizeof json, "{}");
+        n = 2;
+    }
+    lw_reject(j, idx < j->n_inputs ? idx : 0, lineno, field, reason, json, (size_t)n);
+}
+
 static void lw_jsonl_failed_cb(const lw_event_t *ev, lw_err_t err, const char *reason, void *opaque,
                                void *cb_opaque)
 {
     lw_jsonl_t *j = cb_opaque;
-    uintptr_t o = (uintptr_t)opaque;
-    int idx = (int)(o >> LW_LINE_BITS);
-    uint64_t lineno = o & ((UINT64_C(1) << LW_LINE_BITS) - 1);
-    char json[4096], why[600];
-    int n;
+    char why[600];
 
     (void)err;
     if (!j->rej) { /* a report after lw_jsonl_run() returned: say it at least */
@@ -217,15 +235,8 @@ static void lw_jsonl_failed_cb(const lw_event_t *ev, lw_err_t err, const char *r
         j->sum.failed++;
         return;
     }
-    if (idx < 0 || idx >= j->n_inputs)
-        idx = 0;
-    n = lw_event_to_json(ev, json, sizeof json);
-    if (n < 0) {
-        snprintf(json, sizeof json, "{}");
-        n = 2;
-    }
     snprintf(why, sizeof why, "not delivered: %s", reason);
-    lw_reject(j, idx, lineno, "delivery", why, json, (size_t)n);
+    lw_reject_event(j, (uintptr_t)opaque, "delivery", why, ev);
 }
 
 void lw_jsonl_producer_callbacks(lw_jsonl_t *j, lw_producer_conf_t *conf)
@@ -263,62 +274,43 @@ static void lw_pipe_publish(lw_pipe_t *q)
     q->ring[q->w].used = 0;
 }
 
-/* Reader: validates and encodes ev into the current block. Refusals are
- * worded as lw_producer_send() words them. */
-static void lw_pipe_put(lw_jsonl_t *j, int idx, uint64_t lineno, const lw_event_t *ev,
-                        const char *line, size_t len)
+/* Reader: validates and encodes ev into the current block, as
+ * lw_producer_send() would (same refusals, same words). */
+static lw_err_t lw_pipe_put(lw_pipe_t *q, const lw_event_t *ev, uint64_t opaque, char *errstr,
+                            size_t errstr_size)
 {
-    lw_pipe_t *q = j->pipe;
     lw_block_t *b = &q->ring[q->w];
-    lw_field_error_t ferr;
-    uint64_t opaque = ((uint64_t)idx << LW_LINE_BITS) | lineno;
     size_t n = 0;
     uint16_t n16;
     lw_err_t e;
 
-    if (lw_event_validate(ev, &ferr) != LW_OK) {
-        j->sum.rejected++;
-        lw_reject(j, idx, lineno, ferr.field, ferr.reason, line, len);
-        return;
-    }
     if (sizeof b->data - b->used < LW_ENTRY_HDR + LW_CODEC_MAX_EVENT) {
         lw_pipe_publish(q);
         b = &q->ring[q->w];
     }
-    e = lw_codec_encode_event(q->enc, ev, b->data + b->used + LW_ENTRY_HDR, LW_CODEC_MAX_EVENT, &n);
-    if (e != LW_OK) {
-        char why[200];
-        snprintf(why, sizeof why, "encode: %s", lw_err2str(e));
-        atomic_fetch_add(&j->enqueue_failed, 1);
-        lw_reject(j, idx, lineno, "produce", why, line, len);
-        return;
-    }
+    e = lw_producer_encode(q->enc, ev, b->data + b->used + LW_ENTRY_HDR, LW_CODEC_MAX_EVENT, &n,
+                           errstr, errstr_size);
+    if (e != LW_OK)
+        return e;
     n16 = (uint16_t)n; /* n <= LW_CODEC_MAX_EVENT */
     memcpy(b->data + b->used, &opaque, 8);
     memcpy(b->data + b->used + 8, &n16, 2);
     memcpy(b->data + b->used + 10, ev->borrower_id, LW_BORROWER_ID_LEN);
     b->used += LW_ENTRY_HDR + n;
+    return LW_OK;
 }
 
-/* Sender: an event librdkafka would not take goes to the rejects file, as
+/* Sender: an event librdkafka would not take goes to the rejects file as
  * JSON decoded from its encoding (the input line stayed with the reader). */
 static void lw_pipe_refused(lw_jsonl_t *j, uint64_t opaque, const unsigned char *payload, size_t n,
                             const char *reason)
 {
-    int idx = (int)(opaque >> LW_LINE_BITS);
-    uint64_t lineno = opaque & ((UINT64_C(1) << LW_LINE_BITS) - 1);
-    char json[4096], derr[200];
+    char derr[200];
     lw_event_t ev;
-    int len = -1;
+    bool ok = lw_codec_decode_event(j->pipe->dec, payload, n, &ev, derr, sizeof derr) == LW_OK;
 
     atomic_fetch_add(&j->enqueue_failed, 1);
-    if (lw_codec_decode_event(j->pipe->dec, payload, n, &ev, derr, sizeof derr) == LW_OK)
-        len = lw_event_to_json(&ev, json, sizeof json);
-    if (len < 0) {
-        snprintf(json, sizeof json, "{}");
-        len = 2;
-    }
-    lw_reject(j, idx, lineno, "produce", reason, json, (size_t)len);
+    lw_reject_event(j, opaque, "produce", reason, ok ? &ev : NULL);
 }
 
 /* Sender: enqueues every published block until the reader is done, serving
@@ -380,6 +372,7 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
     lw_event_t ev;
     lw_field_error_t ferr;
     char raw_id[LW_ID_MAX + 1], norm[LW_ID_MAX + 1], err[400];
+    uint64_t opaque;
     lw_err_t e;
 
     raw_id[0] = '\0';
@@ -415,19 +408,16 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
             return;
         }
     }
-    if (j->pipe) {
-        lw_pipe_put(j, idx, lineno, &ev, line, len);
-        return;
-    }
-    if (j->opts.dry_run || !p) {
+    if (!j->pipe && (j->opts.dry_run || !p)) {
         if (lw_event_validate(&ev, &ferr) != LW_OK) {
             j->sum.rejected++;
             lw_reject(j, idx, lineno, ferr.field, ferr.reason, line, len);
         }
         return;
     }
-    e = lw_producer_send(p, &ev, (void *)(((uintptr_t)idx << LW_LINE_BITS) | (uintptr_t)lineno),
-                         err, sizeof err);
+    opaque = lw_line_opaque(idx, lineno);
+    e = j->pipe ? lw_pipe_put(j->pipe, &ev, opaque, err, sizeof err)
+                : lw_producer_send(p, &ev, (void *)(uintptr_t)opaque, err, sizeof err);
     if (e == LW_ERR_VALIDATION) {
         j->sum.rejected++;
         lw_reject(j, idx, lineno, NULL, err, line, len); /* err is "field: reason" */

@@ -278,11 +278,29 @@ static char *lw_u64_digits(uint64_t v, char *buf)
     return q;
 }
 
+lw_err_t lw_producer_encode(lw_codec_t *codec, const lw_event_t *ev, void *buf, size_t cap,
+                            size_t *len, char *errstr, size_t errstr_size)
+{
+    lw_field_error_t ferr;
+    lw_err_t err;
+
+    if (lw_event_validate(ev, &ferr) != LW_OK) { /* it clears ferr first */
+        if (ferr.field[0])
+            snprintf(errstr, errstr_size, "%s: %s", ferr.field, ferr.reason);
+        else
+            snprintf(errstr, errstr_size, "%s", ferr.reason);
+        return LW_ERR_VALIDATION;
+    }
+    err = lw_codec_encode_event(codec, ev, buf, cap, len);
+    if (err != LW_OK)
+        snprintf(errstr, errstr_size, "encode: %s", lw_err2str(err));
+    return err;
+}
+
 lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
                           size_t errstr_size)
 {
     unsigned char buf[LW_CODEC_MAX_EVENT];
-    lw_field_error_t ferr;
     size_t len = 0;
     lw_err_t err;
 
@@ -290,19 +308,11 @@ lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, 
         snprintf(errstr, errstr_size, "no producer or event given");
         return LW_ERR_INVALID_ARG;
     }
-    if (lw_event_validate(ev, &ferr) != LW_OK) { /* it clears ferr first */
+    err = lw_producer_encode(p->codec, ev, buf, sizeof buf, &len, errstr, errstr_size);
+    if (err == LW_ERR_VALIDATION)
         atomic_fetch_add_explicit(&p->rejected, 1, memory_order_relaxed);
-        if (ferr.field[0])
-            snprintf(errstr, errstr_size, "%s: %s", ferr.field, ferr.reason);
-        else
-            snprintf(errstr, errstr_size, "%s", ferr.reason);
-        return LW_ERR_VALIDATION;
-    }
-    err = lw_codec_encode_event(p->codec, ev, buf, sizeof buf, &len);
-    if (err != LW_OK) {
-        snprintf(errstr, errstr_size, "encode: %s", lw_err2str(err));
+    if (err != LW_OK)
         return err;
-    }
     /* The key is LW_BORROWER_ID_LEN long: validation checked it. */
     return lw_producer_send_encoded(p, ev->borrower_id, buf, len, opaque, errstr, errstr_size);
 }

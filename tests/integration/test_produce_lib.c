@@ -147,7 +147,8 @@ static void test_deliver(void **state)
         if (i % 3 == 0) {
             unsigned char buf[LW_CODEC_MAX_EVENT];
             size_t len = 0;
-            assert_int_equal(lw_codec_encode_event(codec, &evs[i], buf, sizeof buf, &len), LW_OK);
+            assert_int_equal(
+                lw_producer_encode(codec, &evs[i], buf, sizeof buf, &len, err, sizeof err), LW_OK);
             assert_int_equal(lw_producer_send_encoded(p, evs[i].borrower_id, buf, len,
                                                       (void *)(intptr_t)i, err, sizeof err),
                              LW_OK);

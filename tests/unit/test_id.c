@@ -100,6 +100,11 @@ static void test_b64url(void **state)
     lw_id_b64url_16(in, out);
     assert_string_equal(out, "_____________________w");
     assert_true(lw_borrower_id_is_valid(out));
+    /* the value table is the inverse of the alphabet, -1 for every other byte */
+    for (int c = 0; c < 256; c++) {
+        const char *at = c ? memchr(lw_b64url_alphabet, c, 64) : NULL;
+        assert_int_equal(lw_b64url_value((unsigned char)c), at ? at - lw_b64url_alphabet : -1);
+    }
 }
 
 static lw_id_key_t *key_0_to_31(void)

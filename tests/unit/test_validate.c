@@ -181,6 +181,35 @@ static void ref_borrower(const char *v, char *out, size_t outcap)
     out[0] = '\0';
 }
 
+static uint32_t next_rand(uint32_t *rng)
+{
+    *rng = *rng * 1103515245u + 12345u;
+    return *rng;
+}
+
+/* Half of the time, one byte of s[0..len) becomes one of odd[]. */
+static void maybe_plant(char *s, size_t len, const unsigned char *odd, size_t nodd, uint32_t *rng)
+{
+    if (len > 0 && (next_rand(rng) >> 12) % 2) {
+        uint32_t r = next_rand(rng);
+        s[(r >> 8) % len] = (char)odd[(r >> 20) % nodd];
+    }
+}
+
+/* The verdict of lw_event_validate() on ev is want ("" = valid) for field. */
+static void expect_verdict(const lw_event_t *ev, const char *field, const char *want)
+{
+    lw_field_error_t fe;
+    lw_err_t err = lw_event_validate(ev, &fe);
+    if (!want[0]) {
+        assert_int_equal(err, LW_OK);
+    } else {
+        assert_int_equal(err, LW_ERR_VALIDATION);
+        assert_string_equal(fe.field, field);
+        assert_string_equal(fe.reason, want);
+    }
+}
+
 /* Random ids of every length 0..cap (and without NUL), with now and then one
  * byte of each kind (NUL, space, ':', braces, DEL, high bytes) at every
  * position: the same verdict and message as the plain rules. */
@@ -191,51 +220,26 @@ static void ids_match_plain_rules(void **state)
     (void)state;
     for (int round = 0; round < 20000; round++) {
         lw_event_t ev = good(LW_EVENT_DRAWDOWN);
-        lw_field_error_t fe;
         char want[200];
-        rng = rng * 1103515245u + 12345u;
-        size_t len = (rng >> 8) % (sizeof ev.loan_id + 1); /* cap + 1: no NUL at all */
+        size_t len = (next_rand(&rng) >> 8) % (sizeof ev.loan_id + 1); /* cap + 1: no NUL */
         for (size_t i = 0; i < sizeof ev.loan_id; i++) {
-            rng = rng * 1103515245u + 12345u;
-            ev.loan_id[i] = i < len ? (char)('!' + (rng >> 16) % 94) : (char)((rng >> 16) & 0xff);
+            uint32_t r = next_rand(&rng);
+            ev.loan_id[i] = i < len ? (char)('!' + (r >> 16) % 94) : (char)((r >> 16) & 0xff);
         }
         if (len < sizeof ev.loan_id)
             ev.loan_id[len] = '\0';
-        rng = rng * 1103515245u + 12345u;
-        if (len > 0 && (rng >> 12) % 2) {
-            rng = rng * 1103515245u + 12345u;
-            ev.loan_id[(rng >> 8) % len] = (char)odd[(rng >> 20) % sizeof odd];
-        }
+        maybe_plant(ev.loan_id, len, odd, sizeof odd, &rng);
         ref_id(ev.loan_id, sizeof ev.loan_id, want, sizeof want);
-        lw_err_t err = lw_event_validate(&ev, &fe);
-        if (!want[0]) {
-            assert_int_equal(err, LW_OK);
-        } else {
-            assert_int_equal(err, LW_ERR_VALIDATION);
-            assert_string_equal(fe.field, "loan_id");
-            assert_string_equal(fe.reason, want);
-        }
+        expect_verdict(&ev, "loan_id", want);
 
         ev = good(LW_EVENT_DRAWDOWN);
-        rng = rng * 1103515245u + 12345u;
-        len = (rng >> 8) % (sizeof ev.borrower_id + 1);
+        len = (next_rand(&rng) >> 8) % (sizeof ev.borrower_id + 1);
         memset(ev.borrower_id, 'x', sizeof ev.borrower_id);
         if (len < sizeof ev.borrower_id)
             ev.borrower_id[len] = '\0';
-        rng = rng * 1103515245u + 12345u;
-        if (len > 0 && (rng >> 12) % 2) {
-            rng = rng * 1103515245u + 12345u;
-            ev.borrower_id[(rng >> 8) % len] = (char)odd[(rng >> 20) % sizeof odd];
-        }
+        maybe_plant(ev.borrower_id, len, odd, sizeof odd, &rng);
         ref_borrower(ev.borrower_id, want, sizeof want);
-        err = lw_event_validate(&ev, &fe);
-        if (!want[0]) {
-            assert_int_equal(err, LW_OK);
-        } else {
-            assert_int_equal(err, LW_ERR_VALIDATION);
-            assert_string_equal(fe.field, "borrower_id");
-            assert_string_equal(fe.reason, want);
-        }
+        expect_verdict(&ev, "borrower_id", want);
     }
 }
 
@@ -264,10 +268,8 @@ static void currencies(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(valid_events_pass),
-        cmocka_unit_test(each_rule),
-        cmocka_unit_test(per_type_rules),
-        cmocka_unit_test(ids_match_plain_rules),
+        cmocka_unit_test(valid_events_pass), cmocka_unit_test(each_rule),
+        cmocka_unit_test(per_type_rules),    cmocka_unit_test(ids_match_plain_rules),
         cmocka_unit_test(currencies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -47,7 +47,11 @@ bool lw_borrower_id_is_valid(const char *s);
 /* The base64url alphabet (RFC 4648 section 5, value order) and the value of
  * one of its characters, -1 for any other byte. */
 extern const char lw_b64url_alphabet[65];
-int lw_b64url_value(unsigned char c);
+extern const signed char lw_b64url_values[256];
+static inline int lw_b64url_value(unsigned char c)
+{
+    return lw_b64url_values[c];
+}
 
 #ifdef __cplusplus
 }

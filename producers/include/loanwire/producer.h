@@ -24,6 +24,7 @@
 #ifndef LOANWIRE_PRODUCER_H
 #define LOANWIRE_PRODUCER_H
 
+#include "loanwire/codec.h"
 #include "loanwire/error.h"
 #include "loanwire/event.h"
 #include "loanwire/json.h"
@@ -76,9 +77,16 @@ void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
 lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
                           size_t errstr_size);
 /*
- * Enqueues a message the caller already validated (lw_event_validate) and
- * encoded (lw_codec_encode_event), keyed by its LW_BORROWER_ID_LEN-byte
- * borrower_id. Nothing is checked here: for callers that encode on a thread
+ * What lw_producer_send() does before it enqueues, with the caller's codec (a
+ * codec serves one thread): validates ev and encodes it into buf (cap at
+ * least LW_CODEC_MAX_EVENT). LW_ERR_VALIDATION with errstr "field: reason",
+ * or the encoder's error with errstr "encode: ...".
+ */
+lw_err_t lw_producer_encode(lw_codec_t *codec, const lw_event_t *ev, void *buf, size_t cap,
+                            size_t *len, char *errstr, size_t errstr_size);
+/*
+ * Enqueues a message the caller made with lw_producer_encode(), keyed by its
+ * LW_BORROWER_ID_LEN-byte borrower_id. Nothing is checked here: for callers that encode on a thread
  * of their own (lw_jsonl_run). Back-pressure, stamp and errors as
  * lw_producer_send(); the payload is copied, the caller keeps it.
  */
