@@ -1,7 +1,8 @@
 /*
  * test_exposure_script.c - the exposure store against a real Redis, no
  * Kafka: totals, the sequence rule (duplicates, out of order), window counts,
- * the fencing epochs (also a rebalance racing the write), and every default
+ * the fencing epochs (also a rebalance racing the write), the flush in two
+ * halves (begin, work, end), and every default
  * rule firing exactly once per episode with a deterministic alert id on the
  * stream. Hand-written event sequences;
  * expected figures are worked out in the test, not read from the code.
@@ -655,6 +656,114 @@ static void test_rebalance_races_write(void **state)
     lw_store_destroy(st);
 }
 
+/* Events for n borrowers "H<i>", one drawdown each of 100 fen, loan L1. */
+static void append_many(lw_store_t *st, int n, int64_t seq, int64_t epoch)
+{
+    for (int i = 0; i < n; i++) {
+        char bid[32];
+        snprintf(bid, sizeof bid, "H%021d", i);
+        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", "L1", "l", seq, T0 + seq, 100 * seq);
+        assert_int_equal(lw_store_append(st, &e, "t", 0, epoch), LW_OK);
+    }
+}
+
+static int64_t outstanding_of(int i)
+{
+    char bid[32];
+    snprintf(bid, sizeof bid, "H%021d", i);
+    lw_borrower_state_t s = readb(bid);
+    int64_t v = s.total_outstanding_fen;
+    lw_borrower_state_clear(&s);
+    return v;
+}
+
+/* A flush in two halves: the write goes out with several MSET chunks
+ * streamed while the states were read; until the end nothing can be
+ * appended, and a command sent meanwhile on the store's connection gets its
+ * own reply (the store reads the write's replies first). */
+static void test_flush_in_halves(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    enum { N = 500 }; /* > LW_CHUNK_DEFAULT: several chunks */
+    lw_apply_result_t res[N];
+    char errstr[512];
+    append_many(st, N, 1, 1);
+    assert_false(lw_store_flying(st));
+    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
+    assert_true(lw_store_flying(st));
+    lw_event_t late = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 1);
+    assert_int_equal(lw_store_append(st, &late, "t", 0, 1), LW_ERR_INVALID_ARG);
+    redisReply *r = redisCommand(lw_store_redis(st), "PING");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    assert_string_equal(r->str, "PONG");
+    freeReplyObject(r);
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    assert_false(lw_store_flying(st));
+    assert_int_equal(lw_store_pending(st), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(res[i].code, LW_APPLY_APPLIED);
+        assert_true(res[i].ack_us > 0);
+    }
+    assert_int_equal(outstanding_of(0), 100);
+    assert_int_equal(outstanding_of(N - 1), 100);
+
+    /* the same events again, ended without a command between: duplicates */
+    append_many(st, N, 1, 1);
+    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(res[i].code, LW_APPLY_DUPLICATE);
+
+    /* discarded in flight: what it wrote stays written, the connection
+     * stays usable, the queue is empty */
+    append_many(st, N, 2, 1);
+    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
+    lw_store_discard(st);
+    assert_false(lw_store_flying(st));
+    assert_int_equal(lw_store_pending(st), 0);
+    assert_int_equal(outstanding_of(7), 200);
+    lw_event_t one = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 5);
+    assert_int_equal(apply(st, &one).code, LW_APPLY_APPLIED);
+    /* ending a flush that was never begun is a no-op */
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    lw_store_destroy(st);
+}
+
+/* The rebalance race with a write streamed in chunks: the epoch moves when
+ * the MULTI goes out, in the middle of the reads; every borrower is fenced
+ * and none is written. */
+static void test_rebalance_races_stream(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    enum { N = 300 };
+    lw_apply_result_t res[N];
+    char errstr[512];
+    int64_t ep = 0;
+    assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
+    append_many(st, N, 1, ep);
+    assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
+
+    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
+    FILE *tap = fopencookie(NULL, "w", io);
+    assert_non_null(tap);
+    setvbuf(tap, NULL, _IONBF, 0);
+    lw_store_set_tap(st, tap);
+    g_taps = 0;
+    append_many(st, N, 2, ep);
+    assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(g_taps, 1); /* the retry read the fence and wrote nothing */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(res[i].code, LW_APPLY_FENCED);
+    lw_store_set_tap(st, NULL);
+    fclose(tap);
+    for (int i = 0; i < N; i += 37)
+        assert_int_equal(outstanding_of(i), 100);
+    lw_store_destroy(st);
+}
+
 static void test_pipeline_many(void **state)
 {
     /* one flush of many events for many borrowers equals them one by one */
@@ -707,6 +816,8 @@ int main(void)
         cmocka_unit_test(test_rule_borrow_while_delinquent),
         cmocka_unit_test(test_rebalance_races_write),
         cmocka_unit_test(test_pipeline_many),
+        cmocka_unit_test(test_flush_in_halves),
+        cmocka_unit_test(test_rebalance_races_stream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,10 +11,13 @@
  * are pending) in a FIFO, and offsets are stored from the head of the FIFO
  * once its deliveries are all acknowledged, so they still trail Redis and
  * delivery. Revocation and stopping drain the FIFO first. One exception
- * keeps the alert guarantee: a batch with an event of a borrower whose alert
- * is still unacknowledged waits for it before going to Redis; otherwise a
- * crash could lose an alert raised in one batch and cleared in the next
- * (a redelivered trigger re-publishes only a still open alert).
+ * keeps the alert guarantee: a batch whose write would change the alerts of
+ * a borrower with an alert still unacknowledged waits for it before writing
+ * to Redis (the store asks, once the batch is applied in memory); otherwise
+ * a crash could lose an alert raised in one batch and overwritten in the
+ * next (a redelivered trigger re-publishes only the alert Redis still holds,
+ * open or as the last cleared "~rule"). A batch that leaves such a
+ * borrower's alerts alone does not wait.
  *
  * Ownership: on assignment each partition gets a fresh epoch (INCR of
  * lw:epoch:<topic>:<p>) that every script call carries; a FENCED answer
@@ -71,6 +74,20 @@ typedef struct counters {
     uint64_t batches, produce_failed;
 } counters_t;
 
+/* One poll batch, from the poll to its results. */
+typedef struct batch {
+    rd_kafka_message_t **msg;
+    size_t n;
+    lw_event_t *ev; /* ev[i] decoded from msg[i] when ok[i] */
+    bool *ok;       /* msg[i] decoded and valid */
+    bool *used;     /* msg[i] was counted (its partition was ours at launch) */
+    size_t *idx;    /* store entry -> msg index */
+    size_t nev;     /* store entries */
+    lw_apply_result_t *results;
+    uint64_t seq;     /* its in-flight record */
+    uint64_t failed0; /* produce failures before it */
+} batch_t;
+
 typedef struct exp_ctx {
     const lw_exposure_conf_t *conf;
     rd_kafka_t *rk, *prod;
@@ -78,11 +95,11 @@ typedef struct exp_ctx {
     lw_codec_t *codec;
     lw_rules_t *rules;
     char consumer_id[128];
-    rd_kafka_message_t **batch;
-    size_t nbatch;
-    size_t *idx; /* store entry -> batch index */
-    lw_event_t *events;
-    lw_apply_result_t *results;
+    /* two batches: the one the poll fills, and the one whose write Redis
+     * executes meanwhile (NULL when none) */
+    batch_t bufs[2];
+    batch_t *fill, *fly;
+    uint64_t rec; /* in-flight record that deliveries produced now count on */
     part_state_t parts[MAX_PARTS];
     counters_t c;
     bool fatal;
@@ -149,7 +166,7 @@ static uint64_t borrower_hash(const char *id)
 /* Opaque of the current batch's deliveries (its in-flight sequence). */
 static void *inflight_opaque(exp_ctx_t *x)
 {
-    return (void *)(uintptr_t)(x->if_tail - 1);
+    return (void *)(uintptr_t)x->rec;
 }
 
 static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *reason)
@@ -184,7 +201,7 @@ static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *r
                  rd_kafka_err2str(err));
         return;
     }
-    x->inflight[(x->if_tail - 1) % INFLIGHT_MAX].pending++;
+    x->inflight[x->rec % INFLIGHT_MAX].pending++;
     x->c.dead_letters++;
     lw_warn("dead letter %s [%" PRId32 "] @%" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
             m->partition, m->offset, reason);
@@ -223,7 +240,7 @@ static void produce_alert(exp_ctx_t *x, const char *json, size_t len)
         snprintf(x->fatal_msg, sizeof x->fatal_msg, "alert produce: %s", rd_kafka_err2str(err));
         return;
     }
-    inflight_t *f = &x->inflight[(x->if_tail - 1) % INFLIGHT_MAX];
+    inflight_t *f = &x->inflight[x->rec % INFLIGHT_MAX];
     f->pending++;
     uint64_t *na = lw_array_grow(f->alerted, &f->alerted_cap, f->nalerted + 1, sizeof *na, 16);
     if (!na) {
@@ -335,11 +352,11 @@ static bool inflight_wait(exp_ctx_t *x, uint64_t upto)
 }
 
 /*
- * Whether an event of the batch being built (record seq `cur`) belongs to a
- * borrower with an alert of an earlier batch not yet acknowledged. Builds a
- * set of those borrowers, then probes it with each event's borrower.
+ * Whether one of the borrowers (whose alerts the batch with record seq `cur`
+ * is about to change) has an alert of an earlier batch not yet acknowledged.
+ * Builds a set of those borrowers, then probes it with each borrower.
  */
-static bool alert_conflict(exp_ctx_t *x, uint64_t cur, size_t n)
+static bool alert_conflict(exp_ctx_t *x, uint64_t cur, const char *const *borrowers, size_t n)
 {
     size_t na = 0;
     for (uint64_t s = x->if_head; s < cur; s++) {
@@ -370,12 +387,28 @@ static bool alert_conflict(exp_ctx_t *x, uint64_t cur, size_t n)
         }
     }
     for (size_t k = 0; k < n; k++) {
-        uint64_t h = borrower_hash(x->events[k].borrower_id);
+        uint64_t h = borrower_hash(borrowers[k]);
         for (size_t j = h & (cap - 1); x->pend_set[j]; j = (j + 1) & (cap - 1))
             if (x->pend_set[j] == h)
                 return true;
     }
     return false;
+}
+
+/* lw_store_alerts_cb: before the store writes a batch that changes these
+ * borrowers' alerts, their earlier alerts must be acknowledged. The batch
+ * being flushed is x->rec. */
+static lw_err_t store_alerts_cb(void *opaque, const char *const *borrowers, size_t n, char *errstr,
+                                size_t errstr_size)
+{
+    exp_ctx_t *x = opaque;
+    if (!alert_conflict(x, x->rec, borrowers, n) || inflight_wait(x, x->rec))
+        return LW_OK;
+    snprintf(errstr, errstr_size, "%s",
+             x->fatal_msg[0] ? x->fatal_msg
+                             : "alerts or dead letters not acknowledged by the broker; offsets "
+                               "not committed");
+    return LW_ERR_KAFKA;
 }
 
 /* ---- Applying a batch ----------------------------------------------------- */
@@ -447,86 +480,90 @@ static void write_latency(exp_ctx_t *x)
             lw_hist_count(x->lat_alert), x->conf->latency_out);
 }
 
-static void process_batch(exp_ctx_t *x)
+/*
+ * A batch goes through three steps, so that Redis executes one batch's write
+ * while the next is polled and decoded:
+ *
+ *   prepare  decode and validate the polled messages (no Redis, no Kafka);
+ *   launch   dead-letter the bad ones, queue the rest in the store and begin
+ *            its flush: the reads, the apply and the write go out, the
+ *            write's replies are left unread;
+ *   land     end the flush (read the replies, redo it if needed), publish
+ *            the alerts and record the offsets to store once delivered.
+ *
+ * The loop runs prepare(N+1), land(N), launch(N+1). A batch's record in the
+ * in-flight FIFO is marked applied only when it lands, so its offsets never
+ * run ahead of Redis.
+ */
+
+static void batch_prepare(exp_ctx_t *x, batch_t *b)
 {
-    const lw_exposure_conf_t *cf = x->conf;
-    char why[512], es[512];
-    size_t n = 0;
-    int64_t store_off[MAX_PARTS];
-    bool touched[MAX_PARTS];
-    memset(touched, 0, sizeof touched);
+    char why[512];
+    for (size_t i = 0; i < b->n; i++)
+        b->ok[i] = !decode(x, b->msg[i], &b->ev[i], why, sizeof why);
+}
 
-    if (x->nbatch == 0)
-        return;
-    /* room for this batch's record: wait for the oldest if the FIFO is full */
-    if (x->if_tail - x->if_head >= INFLIGHT_MAX && !inflight_wait(x, x->if_tail - INFLIGHT_MAX + 1))
-        return;
-    inflight_t *f = inflight_open(x);
-    uint64_t failed0 = x->c.produce_failed;
-    x->c.batches++;
-    lw_store_discard(x->store);
-    for (size_t i = 0; i < x->nbatch; i++) {
-        rd_kafka_message_t *m = x->batch[i];
-        int32_t p = m->partition;
-        if (p < 0 || p >= MAX_PARTS || !x->parts[p].owned || x->parts[p].fenced)
-            continue;
-        x->c.consumed++;
-        if (!touched[p] || m->offset + 1 > store_off[p]) {
-            touched[p] = true;
-            store_off[p] = m->offset + 1;
-        }
-        lw_event_t *ev = &x->events[n];
-        if (decode(x, m, ev, why, sizeof why)) {
-            produce_dlq(x, m, why);
-            continue;
-        }
-        if (lw_store_append(x->store, ev, cf->topic, p, x->parts[p].epoch) != LW_OK) {
-            x->fatal = true;
-            snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
-            return;
-        }
-        x->idx[n++] = i;
-    }
-    inflight_settle(x);
-    if (alert_conflict(x, f->seq, n) && !inflight_wait(x, f->seq))
-        return;
-
+/* Retries a failed flush of the queued events until Redis takes it (or the
+ * error is fatal, or we are stopped while it is away). */
+static bool store_retry(exp_ctx_t *x, batch_t *b, lw_err_t err, char *es, size_t es_size)
+{
     int backoff = 100;
-    for (;;) {
-        lw_err_t err = lw_store_flush(x->store, x->results, es, sizeof es);
-        if (err == LW_OK)
-            break;
+    while (err != LW_OK) {
         if (err != LW_ERR_TRANSIENT) {
             x->fatal = true;
             snprintf(x->fatal_msg, sizeof x->fatal_msg, "%s", es);
-            return;
+            return false;
         }
-        lw_warn("Redis unavailable (%s); retrying the batch of %zu in %d ms", es, n, backoff);
-        if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS) {
-            x->fatal = true;
-            snprintf(x->fatal_msg, sizeof x->fatal_msg,
-                     "stopped while Redis was unavailable; nothing past the last "
-                     "acknowledged batch was committed");
-            return;
-        }
+        lw_warn("Redis unavailable (%s); retrying the batch of %zu in %d ms", es, b->nev, backoff);
+        if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS)
+            goto stopped;
         backoff_sleep(&backoff);
-        while (lw_store_reconnect(x->store, es, sizeof es) != LW_OK) {
+        while (lw_store_reconnect(x->store, es, es_size) != LW_OK) {
             lw_warn("Redis reconnect: %s (next try in %d ms)", es, backoff);
-            if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS) {
-                x->fatal = true;
-                snprintf(x->fatal_msg, sizeof x->fatal_msg,
-                         "stopped while Redis was unavailable; nothing past the last "
-                         "acknowledged batch was committed");
-                return;
-            }
+            if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS)
+                goto stopped;
             backoff_sleep(&backoff);
         }
         lw_info("Redis reconnected; sending the batch again (repeats are absorbed)");
+        err = lw_store_flush(x->store, b->results, es, es_size);
     }
+    return true;
+stopped:
+    x->fatal = true;
+    snprintf(x->fatal_msg, sizeof x->fatal_msg,
+             "stopped while Redis was unavailable; nothing past the last acknowledged batch "
+             "was committed");
+    return false;
+}
 
-    for (size_t k = 0; k < n; k++) {
-        const lw_apply_result_t *r = &x->results[k];
-        int32_t p = x->batch[x->idx[k]]->partition;
+static void batch_release(batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        rd_kafka_message_destroy(b->msg[i]);
+    b->n = 0;
+    b->nev = 0;
+}
+
+/* Ends the flush of the batch in flight and settles its results. */
+static void batch_land(exp_ctx_t *x)
+{
+    batch_t *b = x->fly;
+    char es[512];
+    int64_t store_off[MAX_PARTS];
+    bool touched[MAX_PARTS];
+
+    if (!b)
+        return;
+    x->fly = NULL;
+    x->rec = b->seq;
+    lw_err_t err = lw_store_flush_end(x->store, es, sizeof es);
+    if (err && !store_retry(x, b, err, es, sizeof es)) {
+        batch_release(b);
+        return;
+    }
+    for (size_t k = 0; k < b->nev; k++) {
+        const lw_apply_result_t *r = &b->results[k];
+        int32_t p = b->msg[b->idx[k]]->partition;
         switch (r->code) {
         case LW_APPLY_APPLIED:
             x->c.applied++;
@@ -550,32 +587,105 @@ static void process_batch(exp_ctx_t *x)
             for (size_t a = 0; a < r->n_alerts; a++)
                 produce_alert(x, r->alert_json[a], r->alert_len[a]);
         if (x->lat_state && r->code == LW_APPLY_APPLIED)
-            record_latency(x, x->batch[x->idx[k]], r);
+            record_latency(x, b->msg[b->idx[k]], r);
     }
-    if (x->fatal)
-        return;
-    if (x->c.produce_failed != failed0) { /* an alert from the script did not parse/encode */
+    if (!x->fatal && x->c.produce_failed != b->failed0) {
+        /* an alert from the store did not parse or encode */
         x->fatal = true;
         snprintf(x->fatal_msg, sizeof x->fatal_msg,
                  "alerts or dead letters not acknowledged by the broker; offsets not committed");
+    }
+    if (x->fatal) {
+        batch_release(b);
         return;
     }
 
+    memset(touched, 0, sizeof touched);
+    for (size_t i = 0; i < b->n; i++) {
+        const rd_kafka_message_t *m = b->msg[i];
+        if (!b->used[i])
+            continue;
+        if (!touched[m->partition] || m->offset + 1 > store_off[m->partition]) {
+            touched[m->partition] = true;
+            store_off[m->partition] = m->offset + 1;
+        }
+    }
+    inflight_t *f = &x->inflight[b->seq % INFLIGHT_MAX];
     f->offs = rd_kafka_topic_partition_list_new(8);
     for (int32_t p = 0; p < MAX_PARTS; p++) {
         if (!touched[p] || x->parts[p].fenced || !x->parts[p].owned)
             continue;
-        rd_kafka_topic_partition_list_add(f->offs, cf->topic, p)->offset = store_off[p];
+        rd_kafka_topic_partition_list_add(f->offs, x->conf->topic, p)->offset = store_off[p];
     }
     f->applied = true;
+    batch_release(b);
     inflight_settle(x);
 }
 
-static void batch_release(exp_ctx_t *x)
+/* Queues the prepared fill batch in the store and begins its flush; the
+ * batch becomes the one in flight. Lands the previous one first. */
+static void batch_launch(exp_ctx_t *x)
 {
-    for (size_t i = 0; i < x->nbatch; i++)
-        rd_kafka_message_destroy(x->batch[i]);
-    x->nbatch = 0;
+    batch_t *b = x->fill;
+    const lw_exposure_conf_t *cf = x->conf;
+    char why[512], es[512];
+
+    batch_land(x);
+    if (x->fatal || b->n == 0)
+        return;
+    /* room for this batch's record: wait for the oldest if the FIFO is full */
+    if (x->if_tail - x->if_head >= INFLIGHT_MAX && !inflight_wait(x, x->if_tail - INFLIGHT_MAX + 1))
+        return;
+    inflight_t *f = inflight_open(x);
+    b->seq = x->rec = f->seq;
+    b->failed0 = x->c.produce_failed;
+    b->nev = 0;
+    x->c.batches++;
+    for (size_t i = 0; i < b->n; i++) {
+        rd_kafka_message_t *m = b->msg[i];
+        int32_t p = m->partition;
+        b->used[i] = p >= 0 && p < MAX_PARTS && x->parts[p].owned && !x->parts[p].fenced;
+        if (!b->used[i])
+            continue;
+        x->c.consumed++;
+        if (!b->ok[i]) {
+            produce_dlq(x, m, decode(x, m, &b->ev[i], why, sizeof why));
+            continue;
+        }
+        if (lw_store_append(x->store, &b->ev[i], cf->topic, p, x->parts[p].epoch) != LW_OK) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
+            return;
+        }
+        b->idx[b->nev++] = i;
+    }
+    inflight_settle(x);
+    lw_err_t err = lw_store_flush_begin(x->store, b->results, es, sizeof es);
+    if (err && !store_retry(x, b, err, es, sizeof es))
+        return;
+    /* the two buffers change roles */
+    x->fly = b;
+    x->fill = b == &x->bufs[0] ? &x->bufs[1] : &x->bufs[0];
+}
+
+/* Applies everything polled so far and waits for Redis (revocation, stop). */
+static void batch_drain(exp_ctx_t *x)
+{
+    if (!x->fatal && x->fill->n > 0) {
+        batch_prepare(x, x->fill);
+        batch_launch(x);
+    }
+    if (!x->fatal)
+        batch_land(x);
+}
+
+/* Drops both batches unapplied (fatal error, lost partitions). */
+static void batch_drop(exp_ctx_t *x)
+{
+    lw_store_discard(x->store);
+    x->fly = NULL;
+    batch_release(&x->bufs[0]);
+    batch_release(&x->bufs[1]);
 }
 
 /* ---- Rebalances ----------------------------------------------------------- */
@@ -637,11 +747,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (rd_kafka_assignment_lost(rk)) {
         lw_warn("partitions lost (session or poll interval expired): dropping %zu in-flight "
                 "events uncommitted",
-                x->nbatch);
+                x->fill->n + (x->fly ? x->fly->n : 0));
+        batch_drop(x);
         inflight_drop(x);
     } else {
-        if (!x->fatal)
-            process_batch(x);
+        batch_drain(x);
         if (!x->fatal)
             inflight_wait(x, x->if_tail);
         if (!x->fatal) {
@@ -650,7 +760,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 lw_warn("commit on revoke: %s", rd_kafka_err2str(ce));
         }
     }
-    batch_release(x);
+    batch_drop(x);
     for (int i = 0; i < parts->cnt; i++)
         if (parts->elems[i].partition >= 0 && parts->elems[i].partition < MAX_PARTS)
             x->parts[parts->elems[i].partition].owned = false;
@@ -823,7 +933,7 @@ static bool set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr,
 
 static void ctx_destroy(exp_ctx_t *x)
 {
-    batch_release(x);
+    batch_drop(x);
     if (x->rk)
         rd_kafka_destroy(x->rk);
     for (int i = 0; i < 2; i++)
@@ -839,10 +949,15 @@ static void ctx_destroy(exp_ctx_t *x)
     lw_rules_destroy(x->rules);
     lw_hist_destroy(x->lat_state);
     lw_hist_destroy(x->lat_alert);
-    free(x->batch);
-    free(x->idx);
-    free(x->events);
-    free(x->results);
+    for (int i = 0; i < 2; i++) {
+        batch_t *b = &x->bufs[i];
+        free(b->msg);
+        free(b->ev);
+        free(b->ok);
+        free(b->used);
+        free(b->idx);
+        free(b->results);
+    }
     free(x);
 }
 
@@ -856,16 +971,23 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     }
     x->conf = cf;
     size_t bm = cf->batch_max ? cf->batch_max : 2000;
-    x->batch = calloc(bm, sizeof *x->batch);
-    x->idx = calloc(bm, sizeof *x->idx);
-    x->events = calloc(bm, sizeof *x->events);
-    x->results = calloc(bm, sizeof *x->results);
+    bool ok = true;
+    for (int i = 0; i < 2; i++) {
+        batch_t *b = &x->bufs[i];
+        b->msg = calloc(bm, sizeof *b->msg);
+        b->ev = calloc(bm, sizeof *b->ev);
+        b->ok = calloc(bm, sizeof *b->ok);
+        b->used = calloc(bm, sizeof *b->used);
+        b->idx = calloc(bm, sizeof *b->idx);
+        b->results = calloc(bm, sizeof *b->results);
+        ok = ok && b->msg && b->ev && b->ok && b->used && b->idx && b->results;
+    }
+    x->fill = &x->bufs[0];
     if (cf->latency_out) {
         x->lat_state = lw_hist_new();
         x->lat_alert = lw_hist_new();
     }
-    if (!x->batch || !x->idx || !x->events || !x->results ||
-        (cf->latency_out && (!x->lat_state || !x->lat_alert))) {
+    if (!ok || (cf->latency_out && (!x->lat_state || !x->lat_alert))) {
         snprintf(errstr, errstr_size, "out of memory");
         ctx_destroy(x);
         return LW_ERR_NOMEM;
@@ -901,6 +1023,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         lw_warn("%s (retry in %d ms)", errstr, backoff);
         backoff_sleep(&backoff);
     }
+    lw_store_set_alerts_cb(x->store, store_alerts_cb, x);
     lw_info("Redis %s: write script %s loaded (%zu rules, strict fencing %s)", cf->redis_url,
             lw_store_script_sha(x->store), lw_rules_count(x->rules),
             cf->script.strict_fencing ? "on" : "off");
@@ -976,8 +1099,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     double rate = 0;
     x->last_msg_ms = lw_mono_ms();
     while (!lw_stop_requested() && !x->fatal) {
-        /* deliveries pending: come back soon to store the offsets they hold */
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(x->rk, x->if_head < x->if_tail ? 2 : 100);
+        /* a write in flight: take what is queued and land it; deliveries
+         * pending: come back soon to store the offsets they hold */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(x->rk, x->fly                    ? 0
+                                                              : x->if_head < x->if_tail ? 2
+                                                                                        : 100);
         while (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -988,21 +1114,24 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                 }
                 rd_kafka_message_destroy(m);
             } else {
-                x->batch[x->nbatch++] = m;
+                x->fill->msg[x->fill->n++] = m;
             }
-            if (x->nbatch == bm)
+            if (x->fill->n == bm)
                 break;
             m = rd_kafka_consumer_poll(x->rk, 0);
         }
-        if (x->nbatch > 0) {
+        bool polled = x->fill->n > 0;
+        if (polled) {
             x->last_msg_ms = lw_mono_ms();
-            process_batch(x);
-            batch_release(x);
+            batch_prepare(x, x->fill);
+            batch_launch(x);
+        } else {
+            batch_land(x);
         }
         inflight_settle(x);
 
         int64_t now = lw_mono_ms();
-        if (now - last_metrics >= 1000 || x->nbatch == 0) {
+        if (now - last_metrics >= 1000 || !polled) {
             int64_t lag;
             bool caught;
             if (now - last_metrics >= 1000) {
@@ -1044,14 +1173,13 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         snprintf(errstr, errstr_size, "%s", x->fatal_msg);
         ret = LW_ERR_REDIS;
         /* no commit: what was not acknowledged is redelivered to the next owner */
-        lw_store_discard(x->store);
-        batch_release(x);
+        batch_drop(x);
         inflight_drop(x);
         rd_kafka_consumer_close(x->rk);
     } else {
         /* finish in flight, commit, leave the group (revoke commits again) */
-        process_batch(x);
-        batch_release(x);
+        batch_drain(x);
+        batch_drop(x);
         if (!x->fatal)
             inflight_wait(x, x->if_tail);
         if (!x->fatal) {

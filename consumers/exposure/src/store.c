@@ -1,23 +1,28 @@
 /*
  * store.c - the Redis side of loanwire-exposure: read, decide, write back.
  *
- * A flush applies the queued events in two pipelined round trips (three
- * when alerts must be read):
+ * A flush applies the queued events in one pipelined round trip and a
+ * write:
  *
  *   1. read: with strict fencing WATCH + MGET the partitions' epoch keys
  *      (a partition whose epoch moved on is fenced here), then GET every
  *      distinct borrower of the batch;
  *   2. apply each borrower's events in order in C (borrower.c) - the
  *      sequence rule, windows and rules - as soon as its state arrives, so
- *      this overlaps Redis answering the rest of step 1; build each changed
- *      borrower's new state
- *      (HGETALL a:{..} first where a repeat must hand its alerts back or a
- *      cleared alert must be kept as "~rule");
- *   3. write the changed borrowers with the alerts they raised and cleared:
- *      strict, one MULTI/EXEC for the batch, which writes nothing if a
+ *      this overlaps Redis answering the rest of step 1;
+ *   3. write the changed borrowers with the alerts they raised and cleared.
+ *      Strict: one MULTI/EXEC for the batch, which writes nothing if a
  *      watched epoch key changed since step 1 (the flush is then redone and
- *      finds the fence); otherwise write.lua per chunk of borrowers, which
- *      checks each borrower's fence stamp (Redis Cluster).
+ *      finds the fence). Its MSETs are streamed into the MULTI while step 2
+ *      runs, chunk by chunk; a repeated event's borrower gets an HGETALL
+ *      a:{..} in it too (a repeat hands back the alerts it raised), and a
+ *      cleared alert moves to "~rule" by a small EVAL, so no extra round
+ *      trip is needed. Without strict fencing: an HGETALL round trip for
+ *      repeats, then write.lua per chunk of borrowers, which checks each
+ *      borrower's fence stamp (Redis Cluster).
+ *
+ * lw_store_flush_begin() stops after sending the write; the caller works
+ * while Redis executes it, and lw_store_flush_end() reads its replies.
  *
  * Only the partition's owner writes its borrowers (epochs fence the rest),
  * so what was read in 1 is still what Redis holds in 3. Nothing is kept
@@ -59,11 +64,12 @@ typedef struct pending_ev {
 typedef struct slot {
     const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
     lw_bstate_t st;            /* arrays kept across flushes */
-    bool dirty, fenced, replay, cleared;
+    bool dirty, fenced, replay;
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
     size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
-    redisReply *alerts;       /* HGETALL a:{..} when replayed or cleared */
+    redisReply *alerts;       /* HGETALL a:{..} when replayed (owned) */
+    const redisReply *held;   /* strict: the same, an element of the EXEC reply */
 } slot_t;
 
 /* The writer of a partition in this flush: its epoch is checked once. */
@@ -86,6 +92,12 @@ typedef struct alert_ref {
     size_t off, len; /* in json */
 } alert_ref_t;
 
+/* Strict: an HGETALL a:{..} queued in the MULTI for a replayed slot. */
+typedef struct hg_ref {
+    size_t pos; /* its reply's index in the EXEC reply */
+    size_t slot;
+} hg_ref_t;
+
 /* One EVALSHA of the write pipeline: slots order[first .. first+n). */
 typedef struct chunk {
     size_t off, len; /* in buf */
@@ -101,6 +113,10 @@ struct lw_store_s {
     lw_script_opts_t opts;
     size_t chunk_max;
     FILE *tap;
+    lw_store_alerts_cb *alerts_cb;
+    void *alerts_opaque;
+    const char **alerted; /* borrowers handed to alerts_cb */
+    size_t alerted_cap;
     lw_dict_t *dict;
     /* queued events */
     pending_ev_t *ev;
@@ -113,8 +129,12 @@ struct lw_store_s {
     size_t map_cap;
     group_t *groups;
     size_t ngroups, groups_cap;
-    size_t nqueued; /* strict: commands between MULTI and EXEC; 0: UNWATCH only */
-    bool aborted;   /* strict: EXEC refused (an epoch key moved since WATCH) */
+    size_t nqueued;  /* strict: commands between MULTI and EXEC; 0: UNWATCH only */
+    bool aborted;    /* strict: EXEC refused (an epoch key moved since WATCH) */
+    size_t streamed; /* strict: slots [0, streamed) are queued in the MULTI */
+    hg_ref_t *hg;    /* strict: the HGETALLs queued for replayed slots */
+    size_t nhg, hg_cap;
+    redisReply *exec; /* strict: the EXEC reply, until the next flush */
     op_t *ops;
     size_t nops, ops_cap;
     alert_ref_t *alerts;
@@ -127,7 +147,17 @@ struct lw_store_s {
     size_t nchunks;
     int64_t last_rtt_us;
     int64_t last_ack_us;
+    /* a flush begun and not ended (lw_store_flush_begin) */
+    bool flying;         /* its MULTI/EXEC is sent; the replies may be unread */
+    bool settled;        /* they were read early (settle): outcome below */
+    lw_err_t settle_err; /* their outcome, when settled */
+    char settle_errstr[256];
+    int64_t settle_us;          /* and when they were read (lw_now_us) */
+    lw_apply_result_t *results; /* the caller's, until the flush ends */
+    int64_t t0;                 /* when it began */
 };
+
+static void settle(lw_store_t *st);
 
 /* ---- Connection --------------------------------------------------------------- */
 
@@ -214,11 +244,15 @@ void lw_store_destroy(lw_store_t *st)
     lw_sbuf_free(&st->state);
     free(st->order);
     free(st->chunks);
+    free(st->alerted);
+    free(st->hg);
+    freeReplyObject(st->exec);
     free(st);
 }
 
 lw_err_t lw_store_reconnect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
+    settle(st);
     redisFree(st->rc);
     st->rc = NULL;
     return store_connect(st, errstr, errstr_size);
@@ -231,6 +265,7 @@ const char *lw_store_script_sha(const lw_store_t *st)
 
 struct redisContext *lw_store_redis(lw_store_t *st)
 {
+    settle(st); /* the caller's commands must not read our replies */
     return st->rc;
 }
 
@@ -249,6 +284,31 @@ void lw_store_set_tap(lw_store_t *st, FILE *tap)
     st->tap = tap;
 }
 
+void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque)
+{
+    st->alerts_cb = cb;
+    st->alerts_opaque = opaque;
+}
+
+/* Hands the borrowers whose alerts this flush changes to the callback. */
+static lw_err_t alerts_check(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    size_t n = 0;
+    if (!st->alerts_cb)
+        return LW_OK;
+    for (size_t i = 0; i < st->nslots; i++) {
+        const slot_t *s = &st->slots[i];
+        if (s->fenced || s->op_first == NONE)
+            continue;
+        const char **na = lw_array_grow(st->alerted, &st->alerted_cap, n + 1, sizeof *na, 64);
+        if (!na)
+            return LW_ERR_NOMEM;
+        st->alerted = na;
+        st->alerted[n++] = s->first->ev.borrower_id;
+    }
+    return n ? st->alerts_cb(st->alerts_opaque, st->alerted, n, errstr, errstr_size) : LW_OK;
+}
+
 size_t lw_store_pending(const lw_store_t *st)
 {
     return st->n;
@@ -256,13 +316,22 @@ size_t lw_store_pending(const lw_store_t *st)
 
 void lw_store_discard(lw_store_t *st)
 {
+    settle(st); /* the replies in flight would answer the next command */
+    st->flying = st->settled = false;
     st->n = 0;
     st->failed = false;
+}
+
+bool lw_store_flying(const lw_store_t *st)
+{
+    return st->flying;
 }
 
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch)
 {
+    if (st->flying)
+        return LW_ERR_INVALID_ARG; /* the queue belongs to the flush in flight */
     if (st->failed)
         lw_store_discard(st); /* appending after a failed flush starts over */
     pending_ev_t *ne = lw_array_grow(st->ev, &st->ncap, st->n + 1, sizeof *ne, 1024);
@@ -346,6 +415,17 @@ static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
     return LW_ERR_TRANSIENT;
 }
 
+/* Writes what hiredis holds for the connection: it would only do so when a
+ * reply is asked for, and a flush in flight must reach Redis before then. */
+static lw_err_t push_out(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(st->rc, &done) != REDIS_OK)
+            return conn_error(st, errstr, errstr_size);
+    return LW_OK;
+}
+
 /* Sends buf[off, off+len) (and copies it to the tap). */
 static lw_err_t send_raw(lw_store_t *st, size_t off, size_t len, char *errstr, size_t errstr_size)
 {
@@ -409,9 +489,10 @@ static lw_err_t gather_slots(lw_store_t *st)
             slot_t *s = &st->slots[st->nslots++];
             s->first = pe;
             s->ev_first = s->ev_last = i;
-            s->dirty = s->fenced = s->replay = s->cleared = false;
+            s->dirty = s->fenced = s->replay = false;
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
+            s->held = NULL;
             st->map[j] = st->nslots;
             /* partitions are few: a linear search */
             size_t g = 0;
@@ -484,6 +565,7 @@ static lw_err_t check_epochs(lw_store_t *st, char *errstr, size_t errstr_size)
 }
 
 static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *results);
+static lw_err_t stream_chunk(lw_store_t *st, size_t hi, char *errstr, size_t errstr_size);
 
 /* Reads every borrower of the batch and applies its events as its state
  * arrives (step 2 runs inside step 1). */
@@ -491,6 +573,9 @@ static lw_err_t read_states(lw_store_t *st, lw_apply_result_t *results, char *er
                             size_t errstr_size)
 {
     st->buf.len = 0;
+    st->streamed = 0;
+    st->nqueued = 0;
+    st->nhg = 0;
     if (st->opts.strict_fencing && !put_epoch_reads(st))
         return LW_ERR_NOMEM;
     for (size_t i = 0; i < st->nslots; i++)
@@ -530,6 +615,9 @@ static lw_err_t read_states(lw_store_t *st, lw_apply_result_t *results, char *er
                 snprintf(errstr, errstr_size, "out of memory");
         }
         freeReplyObject(r);
+        /* strict: queue each chunk's writes while Redis answers the rest */
+        if (err == LW_OK && st->opts.strict_fencing && i + 1 - st->streamed >= st->chunk_max)
+            err = stream_chunk(st, i + 1, errstr, errstr_size);
     }
     return err;
 }
@@ -604,7 +692,6 @@ static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *resul
         for (size_t k = 0; k < o.n_cleared; k++)
             if (!add_op(st, slot, i, o.cleared[k], false, 0, 0, NULL))
                 return LW_ERR_NOMEM;
-        s->cleared |= o.n_cleared > 0;
         /* a repeat may be the redelivery of an event whose alert was never
          * published (a crash between Redis and Kafka): publish it again */
         if ((code == LW_APPLY_DUPLICATE || code == LW_APPLY_OUT_OF_ORDER) && s->st.mask != 0)
@@ -613,39 +700,16 @@ static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *resul
     return LW_OK;
 }
 
-/* One HGETALL a:{..} for each borrower that needs its alerts: a repeated
- * event hands back the alerts it raised before, open or cleared since (a
- * crash may have lost their first publication); and with strict fencing a
- * cleared alert is copied to "~rule" by the write below, which needs its
- * JSON. The replies stay on the slots until the flush ends. */
-static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+/* A repeated event hands back the alerts it raised before, open or cleared
+ * since (a crash may have lost their first publication): those in its
+ * borrower's a:{..} (HGETALL, read by read_alerts or held in the EXEC
+ * reply) whose alert id is the one this event makes for their rule. */
+static lw_err_t hand_back(lw_store_t *st, char *errstr, size_t errstr_size)
 {
-    st->buf.len = 0;
-    size_t nask = 0;
-    for (size_t i = 0; i < st->nslots; i++) {
-        slot_t *s = &st->slots[i];
-        if (!s->replay && !(s->cleared && st->opts.strict_fencing))
-            continue;
-        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
-            !put_key(&st->buf, 'a', s->first->ev.borrower_id))
-            return LW_ERR_NOMEM;
-        nask++;
-    }
-    if (nask == 0)
-        return LW_OK;
-    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
-    for (size_t i = 0; i < st->nslots && err == LW_OK; i++) {
-        slot_t *s = &st->slots[i];
-        if (!s->replay && !(s->cleared && st->opts.strict_fencing))
-            continue;
-        if (redisGetReply(st->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
-            return conn_error(st, errstr, errstr_size);
-        if (s->alerts->type != REDIS_REPLY_ARRAY)
-            err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
-    }
-    for (size_t e = 0; e < st->n && err == LW_OK; e++) {
+    for (size_t e = 0; e < st->n; e++) {
         pending_ev_t *pe = &st->ev[e];
-        const redisReply *r = st->slots[pe->slot].alerts;
+        const slot_t *s = &st->slots[pe->slot];
+        const redisReply *r = s->alerts ? s->alerts : s->held;
         if (!pe->replay || !r)
             continue;
         size_t first = st->nalerts;
@@ -662,8 +726,7 @@ static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
             size_t off = st->json.len;
             if (!lw_sbuf_reserve(&st->json, v->len) || !add_alert(st, off, v->len)) {
                 snprintf(errstr, errstr_size, "out of memory");
-                err = LW_ERR_NOMEM;
-                break;
+                return LW_ERR_NOMEM;
             }
             memcpy(st->json.p + off, v->str, v->len);
             st->json.len += v->len;
@@ -671,7 +734,37 @@ static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
         pe->alert0 = first;
         pe->na = st->nalerts - first;
     }
-    return err;
+    return LW_OK;
+}
+
+/* Without strict fencing: one HGETALL a:{..} round trip for the borrowers
+ * with a repeated event (write.lua moves cleared alerts itself). The
+ * replies stay on the slots until the flush ends. */
+static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    st->buf.len = 0;
+    size_t nask = 0;
+    for (size_t i = 0; i < st->nslots; i++) {
+        if (!st->slots[i].replay)
+            continue;
+        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
+            !put_key(&st->buf, 'a', st->slots[i].first->ev.borrower_id))
+            return LW_ERR_NOMEM;
+        nask++;
+    }
+    if (nask == 0)
+        return LW_OK;
+    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
+    for (size_t i = 0; i < st->nslots && err == LW_OK; i++) {
+        slot_t *s = &st->slots[i];
+        if (!s->replay)
+            continue;
+        if (redisGetReply(st->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
+            return conn_error(st, errstr, errstr_size);
+        if (s->alerts->type != REDIS_REPLY_ARRAY)
+            err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
+    }
+    return err ? err : hand_back(st, errstr, errstr_size);
 }
 
 static void free_alert_replies(lw_store_t *st)
@@ -830,37 +923,36 @@ static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
 }
 
 /* The JSON of a rule's alert as the slot's a:{..} holds it before this flush. */
-static const redisReply *stored_alert(const slot_t *s, const char *rule)
-{
-    const redisReply *r = s->alerts;
-    for (size_t k = 0; r && k + 1 < r->elements; k += 2)
-        if (r->element[k]->type == REDIS_REPLY_STRING && !strcmp(r->element[k]->str, rule) &&
-            r->element[k + 1]->type == REDIS_REPLY_STRING)
-            return r->element[k + 1];
-    return NULL;
-}
+/* Moves a cleared alert to "~rule" (kept, so a redelivered trigger can
+ * publish it again) inside the MULTI, whatever the field holds by then. */
+static const char move_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+                                  "if v then redis.call('HSET', KEYS[1], '~' .. ARGV[1], v) "
+                                  "redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-static lw_err_t build_multi(lw_store_t *st)
+/* Queues the writes of slots [streamed, hi) in the MULTI (opened on first
+ * use): one MSET of the changed borrowers, and an HGETALL a:{..} for each
+ * whose repeat must hand its alerts back (their value before this write:
+ * the alert operations come after every MSET). Redis parses them while the
+ * rest of the batch is applied; nothing runs before EXEC. */
+static lw_err_t stream_chunk(lw_store_t *st, size_t hi, char *errstr, size_t errstr_size)
 {
     lw_sbuf_t *b = &st->buf;
+    size_t lo = st->streamed, m = 0, nr = 0;
+    st->streamed = hi;
+    for (size_t i = lo; i < hi; i++) {
+        const slot_t *s = &st->slots[i];
+        m += s->dirty && !s->fenced;
+        nr += s->replay && !s->fenced;
+    }
+    if (m == 0 && nr == 0)
+        return LW_OK;
     b->len = 0;
-    st->nqueued = 0;
-    size_t nd = 0;
-    for (size_t i = 0; i < st->nslots; i++)
-        nd += st->slots[i].dirty && !st->slots[i].fenced;
-    if (nd == 0)
-        return put_cmd_hdr(b, 1, "UNWATCH") ? LW_OK : LW_ERR_NOMEM;
-    bool ok = put_cmd_hdr(b, 1, "MULTI");
-    size_t i = 0;
-    while (ok && i < st->nslots) {
-        /* one MSET of the next chunk_max changed borrowers */
-        size_t m = 0, j = i;
-        for (; j < st->nslots && m < st->chunk_max; j++)
-            m += st->slots[j].dirty && !st->slots[j].fenced;
-        if (m == 0)
-            break;
-        ok = put_cmd_hdr(b, 1 + 2 * (int64_t)m, "MSET");
-        for (; ok && i < j; i++) {
+    bool ok = true;
+    if (st->nqueued == 0)
+        ok = put_cmd_hdr(b, 1, "MULTI");
+    if (m) {
+        ok = ok && put_cmd_hdr(b, 1 + 2 * (int64_t)m, "MSET");
+        for (size_t i = lo; ok && i < hi; i++) {
             slot_t *s = &st->slots[i];
             if (!s->dirty || s->fenced)
                 continue;
@@ -870,25 +962,39 @@ static lw_err_t build_multi(lw_store_t *st)
         }
         st->nqueued++;
     }
+    for (size_t i = lo; ok && i < hi; i++) {
+        const slot_t *s = &st->slots[i];
+        if (!s->replay || s->fenced)
+            continue;
+        hg_ref_t *ng = lw_array_grow(st->hg, &st->hg_cap, st->nhg + 1, sizeof *ng, 64);
+        if (!ng)
+            return LW_ERR_NOMEM;
+        st->hg = ng;
+        st->hg[st->nhg++] = (hg_ref_t){st->nqueued, i};
+        ok = put_cmd_hdr(b, 2, "HGETALL") && put_key(b, 'a', s->first->ev.borrower_id);
+        st->nqueued++;
+    }
+    return ok ? send_raw(st, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
+}
+
+/* The end of the MULTI: per alert fired HSET a:{..} + XADD, per rule
+ * cleared the move to "~rule"; then EXEC. UNWATCH when nothing was queued. */
+static lw_err_t build_tail(lw_store_t *st)
+{
+    lw_sbuf_t *b = &st->buf;
+    b->len = 0;
+    bool ok = true;
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%" PRId64, st->opts.stream_maxlen);
     for (size_t k = 0; ok && k < st->nslots; k++) {
         const slot_t *s = &st->slots[k];
         if (!s->dirty || s->fenced || s->op_first == NONE)
             continue;
-        /* the alert JSON each rule holds as the operations go */
-        const char *cur[LW_RULES_MAX];
-        size_t curlen[LW_RULES_MAX];
-        bool known[LW_RULES_MAX] = {false};
+        if (st->nqueued == 0)
+            ok = put_cmd_hdr(b, 1, "MULTI"); /* not reached: a changed slot was queued */
         for (size_t o = s->op_first; ok && o != NONE; o = st->ops[o].next) {
             const op_t *op = &st->ops[o];
             const lw_rule_t *r = &st->rules->rules[op->rule];
-            if (!known[op->rule]) {
-                const redisReply *v = stored_alert(s, r->id);
-                cur[op->rule] = v ? v->str : NULL;
-                curlen[op->rule] = v ? v->len : 0;
-                known[op->rule] = true;
-            }
             if (op->fire) {
                 const lw_event_t *ev = &st->ev[op->ev].ev;
                 const char *j = st->json.p + op->json_off;
@@ -907,26 +1013,15 @@ static lw_err_t build_multi(lw_store_t *st)
                          put_bulk(b, j, op->json_len);
                     st->nqueued++;
                 }
-                cur[op->rule] = j;
-                curlen[op->rule] = op->json_len;
                 continue;
             }
-            /* the last cleared alert stays as "~rule", so a redelivered trigger
-             * can publish it again */
-            char tilde[LW_ID_MAX + 2];
-            snprintf(tilde, sizeof tilde, "~%s", r->id);
-            if (cur[op->rule]) {
-                ok = put_cmd_hdr(b, 4, "HSET") && put_key(b, 'a', s->first->ev.borrower_id) &&
-                     put_str(b, tilde) && put_bulk(b, cur[op->rule], curlen[op->rule]);
-                st->nqueued++;
-            }
-            ok = ok && put_cmd_hdr(b, 3, "HDEL") && put_key(b, 'a', s->first->ev.borrower_id) &&
-                 put_str(b, r->id);
+            ok = put_cmd_hdr(b, 5, "EVAL") && put_str(b, move_script) && put_str(b, "1") &&
+                 put_key(b, 'a', s->first->ev.borrower_id) && put_str(b, r->id);
             st->nqueued++;
-            cur[op->rule] = NULL;
         }
     }
-    ok = ok && put_cmd_hdr(b, 1, "EXEC");
+    if (ok)
+        ok = st->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
     return ok ? LW_OK : LW_ERR_NOMEM;
 }
 
@@ -934,8 +1029,12 @@ static lw_err_t send_multi(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     st->aborted = false;
     lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
-    if (err)
-        return err;
+    return err ? err : push_out(st, errstr, errstr_size);
+}
+
+static lw_err_t recv_multi(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    lw_err_t err = LW_OK;
     /* UNWATCH, or MULTI + nqueued QUEUED + EXEC */
     size_t nreplies = st->nqueued ? st->nqueued + 2 : 1;
     for (size_t i = 0; i < nreplies; i++) {
@@ -955,18 +1054,41 @@ static lw_err_t send_multi(lw_store_t *st, char *errstr, size_t errstr_size)
                 if (r->element[k]->type == REDIS_REPLY_ERROR)
                     err = reply_error(r->element[k], "EXEC", errstr, errstr_size);
         }
+        if (err == LW_OK && last && st->nqueued && r->type == REDIS_REPLY_ARRAY) {
+            st->exec = r; /* holds the HGETALL replies the results hand back */
+            continue;
+        }
         freeReplyObject(r);
     }
     return err;
 }
 
+/* Strict: points each replayed slot at its HGETALL in the EXEC reply. */
+static lw_err_t hold_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    for (size_t k = 0; k < st->nhg; k++) {
+        const hg_ref_t *h = &st->hg[k];
+        if (!st->exec || h->pos >= st->exec->elements)
+            return reply_error(st->exec, "EXEC", errstr, errstr_size);
+        const redisReply *r = st->exec->element[h->pos];
+        if (r->type != REDIS_REPLY_ARRAY)
+            return reply_error(r, "HGETALL", errstr, errstr_size);
+        st->slots[h->slot].held = r;
+    }
+    return hand_back(st, errstr, errstr_size);
+}
+
 /* ---- Flush --------------------------------------------------------------------------- */
 
-static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                           size_t errstr_size)
+/* Everything up to the write: with strict fencing its replies stay unread
+ * (flush_finish reads them), without it the script calls are answered here. */
+static lw_err_t flush_start(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                            size_t errstr_size)
 {
     lw_err_t err;
     free_alert_replies(st); /* of a flush that failed half way */
+    freeReplyObject(st->exec);
+    st->exec = NULL;
     st->json.len = 0;
     st->nops = 0;
     st->nalerts = 0;
@@ -998,21 +1120,51 @@ static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *err
             pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
     }
 
-    if ((err = gather_slots(st)) || (err = read_states(st, results, errstr, errstr_size)) ||
-        (err = read_alerts(st, errstr, errstr_size)))
+    if ((err = gather_slots(st)))
         return err;
-    if (st->opts.strict_fencing)
-        err = build_multi(st);
-    else
-        err = build_writes(st);
+    if (st->opts.strict_fencing) {
+        if ((err = read_states(st, results, errstr, errstr_size)) ||
+            (err = stream_chunk(st, st->nslots, errstr, errstr_size)) ||
+            (err = alerts_check(st, errstr, errstr_size)) || (err = build_tail(st)) ||
+            (err = send_multi(st, errstr, errstr_size))) {
+            /* a MULTI left open, its QUEUED replies unread: start afresh */
+            if (st->nqueued && st->rc) {
+                redisFree(st->rc);
+                st->rc = NULL;
+            }
+        }
+        return err;
+    }
+    if ((err = read_states(st, results, errstr, errstr_size)) ||
+        (err = read_alerts(st, errstr, errstr_size)) ||
+        (err = alerts_check(st, errstr, errstr_size)))
+        return err;
+    err = build_writes(st);
     free_alert_replies(st);
-    if (err || (err = st->opts.strict_fencing ? send_multi(st, errstr, errstr_size)
-                                              : send_writes(st, errstr, errstr_size)))
-        return err;
-    if (st->aborted)
-        return LW_OK; /* lw_store_flush() does it again */
+    return err ? err : send_writes(st, errstr, errstr_size);
+}
 
-    int64_t now = lw_now_us();
+/* Reads the write's replies (strict) and hands the results out. */
+static lw_err_t flush_finish(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                             size_t errstr_size)
+{
+    lw_err_t err = LW_OK;
+    int64_t now;
+    if (st->settled) {
+        st->settled = false;
+        if ((err = st->settle_err))
+            snprintf(errstr, errstr_size, "%s", st->settle_errstr);
+        now = st->settle_us;
+    } else {
+        if (st->opts.strict_fencing)
+            err = recv_multi(st, errstr, errstr_size);
+        now = lw_now_us();
+    }
+    if (err || st->aborted)
+        return err; /* aborted: lw_store_flush_end() does it again */
+    if (st->opts.strict_fencing && (err = hold_alerts(st, errstr, errstr_size)))
+        return err;
+
     for (size_t i = 0; i < st->n; i++) {
         const pending_ev_t *pe = &st->ev[i];
         lw_apply_result_t *res = &results[i];
@@ -1031,15 +1183,58 @@ static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *err
     return LW_OK;
 }
 
-lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                        size_t errstr_size)
+static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                           size_t errstr_size)
 {
+    lw_err_t err = flush_start(st, results, errstr, errstr_size);
+    return err ? err : flush_finish(st, results, errstr, errstr_size);
+}
+
+/* Reads the replies of the flush in flight now, before another command
+ * goes out on the connection; lw_store_flush_end() takes the outcome. */
+static void settle(lw_store_t *st)
+{
+    if (!st->flying || st->settled || !st->opts.strict_fencing)
+        return;
+    st->settle_err = recv_multi(st, st->settle_errstr, sizeof st->settle_errstr);
+    st->settled = true;
+    st->settle_us = lw_now_us();
+}
+
+lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                              size_t errstr_size)
+{
+    if (st->flying) {
+        snprintf(errstr, errstr_size, "a flush is already in flight");
+        return LW_ERR_INVALID_ARG;
+    }
     if (st->n == 0)
         return LW_OK;
     if (!st->rc)
         return conn_error(st, errstr, errstr_size);
-    int64_t t0 = lw_mono_us();
-    lw_err_t err = flush_once(st, results, errstr, errstr_size);
+    st->t0 = lw_mono_us();
+    st->results = results;
+    lw_err_t err = flush_start(st, results, errstr, errstr_size);
+    if (err == LW_OK) {
+        st->flying = true;
+        st->settled = false;
+        return LW_OK;
+    }
+    if (err == LW_ERR_NOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
+    st->last_rtt_us = lw_mono_us() - st->t0;
+    st->failed = true;
+    return err;
+}
+
+lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    if (!st->flying)
+        return LW_OK; /* nothing was queued, or begin failed (and said so) */
+    lw_apply_result_t *results = st->results;
+    int64_t t0 = st->t0;
+    lw_err_t err = flush_finish(st, results, errstr, errstr_size);
+    st->flying = st->settled = false;
     /* a rebalance between our reads and EXEC: read again (now fenced, or ours) */
     for (int again = 0; err == LW_OK && st->aborted && again < 3; again++)
         err = flush_once(st, results, errstr, errstr_size);
@@ -1058,9 +1253,17 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
     return err;
 }
 
+lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                        size_t errstr_size)
+{
+    lw_err_t err = lw_store_flush_begin(st, results, errstr, errstr_size);
+    return err ? err : lw_store_flush_end(st, errstr, errstr_size);
+}
+
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
                              char *errstr, size_t errstr_size)
 {
+    settle(st);
     if (!st->rc)
         return conn_error(st, errstr, errstr_size);
     char ek[256];

@@ -132,7 +132,31 @@ size_t lw_store_pending(const lw_store_t *st);
  * (idempotent). NOSCRIPT is handled inside (reload, resend). */
 lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                         size_t errstr_size);
-/* Drops queued events without sending them. */
+/* Called by the flush once the batch is applied in memory and before
+ * anything is written, with the borrowers whose alerts the write changes (an
+ * alert fired or cleared; ids valid during the call). LW_OK lets the write
+ * go; anything else ends the flush with that error and the callback's
+ * errstr. The consumer waits here for the broker to acknowledge an earlier
+ * alert of one of them, which the write could otherwise overwrite. */
+typedef lw_err_t lw_store_alerts_cb(void *opaque, const char *const *borrowers, size_t n,
+                                    char *errstr, size_t errstr_size);
+void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque);
+/* The same in two halves, so the caller can work while Redis executes the
+ * write: begin does the reads, applies the events and sends the write
+ * without reading its replies; end reads them (redoing the flush if a
+ * rebalance aborted it) and fills in what begin left in results. Until end,
+ * results must stay valid, nothing may be appended, and the alert JSON
+ * pointers are not set. Every other call that talks to Redis
+ * (lw_store_redis, lw_store_epoch_next, lw_store_reconnect) first reads the
+ * replies in flight, which end then takes. An error from either half leaves
+ * the events queued, as lw_store_flush() does. */
+lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+                              size_t errstr_size);
+lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size);
+/* Whether a flush was begun and not yet ended. */
+bool lw_store_flying(const lw_store_t *st);
+/* Drops queued events without sending them; a flush in flight is dropped
+ * after its replies are read (what it wrote stays written). */
 void lw_store_discard(lw_store_t *st);
 /* INCR of the partition epoch key: the new epoch. */
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
