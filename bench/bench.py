@@ -676,11 +676,12 @@ class Bench:
         self.pipeline_mem = ((mem - stream) / nb, act, nb)
 
         # The raw Redis limit for the same commands: the exact RESP the consumer's store
-        # sends for this feed (loanwire-exposure-bench --dump, batches of 2000 like the
-        # consumer's --batch default: the GETs, string-id calls and write-script calls with
-        # the same keys and arguments), replayed by redis-cli --pipe as fast as Redis takes
-        # it. (redis-benchmark cannot send them: each borrower's state is a binary argument
-        # computed from the feed.)
+        # sends for this feed (loanwire-exposure-bench --dump drives the store as the
+        # consumer does, in batches of 2000 like its --batch default, each batch read and
+        # applied while the previous one's write is in flight: the epoch and state reads,
+        # the string-id calls and the MULTI/EXEC writes with the same keys and arguments),
+        # replayed by redis-cli --pipe as fast as Redis takes it. (redis-benchmark cannot
+        # send them: each borrower's state is a binary argument computed from the feed.)
         dump = os.path.join(self.work, "resp.dump")
         self.r.cmd("FLUSHALL")
         p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
@@ -718,15 +719,17 @@ class Bench:
             return int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
         os.unlink(dump)
         say("raw Redis: %s events in %.2f s = %s events/s (%s GET, %s MSET in %s MULTI/EXEC, "
-            "%s EVALSHA, 0 errors); CPU: %s" % (
+            "%s EVAL, 0 errors); CPU: %s" % (
                 fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("get")), fmt_int(calls("mset")),
-                fmt_int(calls("exec")), fmt_int(calls("evalsha")), rcpu.text()))
+                fmt_int(calls("exec")), fmt_int(calls("eval")), rcpu.text()))
         vmsg = self.verify_state("raw replay", sample=min(self.a.sample, 100), full=False)
         self.notes.append(
             "Raw Redis: `loanwire-exposure-bench --dump` wrote the RESP the store sends for "
-            "the feed in batches of 2000 (%s GETs of borrower states; %s MULTI/EXEC writes "
-            "holding %s MSETs, %s HSETs and %s XADDs; %s string-id calls); `redis-cli --pipe` "
-            "replayed it into an empty Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
+            "the feed in batches of 2000, driven as the consumer drives it (%s GETs of "
+            "borrower states: none for a borrower of the write in flight; %s MULTI/EXEC "
+            "writes holding %s MSETs, %s HSETs and %s XADDs; %s EVALs: string ids and "
+            "cleared alerts moved to ~rule); `redis-cli --pipe` replayed it into an empty "
+            "Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
                 fmt_int(calls("get")), fmt_int(calls("exec")), fmt_int(calls("mset")),
                 fmt_int(calls("hset")), fmt_int(calls("xadd")), fmt_int(calls("eval")), rdt,
                 fmt_rate(raw), vmsg, rcpu.text()))

@@ -1,8 +1,9 @@
 /*
  * test_exposure_script.c - the exposure store against a real Redis, no
  * Kafka: totals, the sequence rule (duplicates, out of order), window counts,
- * the fencing epochs (also a rebalance racing the write), the flush in two
- * halves (begin, work, end), and every default
+ * the fencing epochs (also a rebalance racing the write), two flushes in
+ * the pipeline (one staged while the other's write is in flight), and every
+ * default
  * rule firing exactly once per episode with a deterministic alert id on the
  * stream. Hand-written event sequences;
  * expected figures are worked out in the test, not read from the code.
@@ -656,14 +657,16 @@ static void test_rebalance_races_write(void **state)
     lw_store_destroy(st);
 }
 
-/* Events for n borrowers "H<i>", one drawdown each of 100 fen, loan L1. */
-static void append_many(lw_store_t *st, int n, int64_t seq, int64_t epoch)
+/* Events for n borrowers "H<i>", one drawdown each of `amount` fen on loan
+ * `loan`, with sequence seq, on partition `part` of topic "t". */
+static void append_many(lw_store_t *st, int n, const char *loan, int64_t seq, int64_t amount,
+                        int32_t part, int64_t epoch)
 {
     for (int i = 0; i < n; i++) {
         char bid[32];
         snprintf(bid, sizeof bid, "H%021d", i);
-        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", "L1", "l", seq, T0 + seq, 100 * seq);
-        assert_int_equal(lw_store_append(st, &e, "t", 0, epoch), LW_OK);
+        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", seq, T0 + seq, amount);
+        assert_int_equal(lw_store_append(st, &e, "t", part, epoch), LW_OK);
     }
 }
 
@@ -677,57 +680,108 @@ static int64_t outstanding_of(int i)
     return v;
 }
 
-/* A flush in two halves: the write goes out with several MSET chunks
- * streamed while the states were read; until the end nothing can be
- * appended, and a command sent meanwhile on the store's connection gets its
- * own reply (the store reads the write's replies first). */
-static void test_flush_in_halves(void **state)
+static void expect_codes(const lw_apply_result_t *res, int n, lw_apply_code_t code)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(res[i].code, code);
+}
+
+/* Two flushes in the pipeline: the second is read and applied while the
+ * first one's write is in flight, taking the states that write leaves
+ * (a GET could run before it), and written after it. */
+static void test_flush_pipelined(void **state)
 {
     flushdb();
     lw_store_t *st = store_open(true);
-    enum { N = 500 }; /* > LW_CHUNK_DEFAULT: several chunks */
-    lw_apply_result_t res[N];
+    enum { N = 500 }; /* > LW_CHUNK_DEFAULT: several MSET chunks */
+    static lw_apply_result_t r1[N], r2[N];
     char errstr[512];
-    append_many(st, N, 1, 1);
+    append_many(st, N, "L1", 1, 100, 0, 1);
     assert_false(lw_store_flying(st));
-    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
     assert_true(lw_store_flying(st));
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    /* the same borrowers, another loan: staged while the first write is in flight */
+    append_many(st, N, "L2", 1, 50, 0, 1);
+    assert_int_equal(lw_store_pending(st), 2 * N);
+    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
+    /* one staged and one in flight: no room for more */
     lw_event_t late = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 1);
     assert_int_equal(lw_store_append(st, &late, "t", 0, 1), LW_ERR_INVALID_ARG);
+    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
+    /* committing before the write in flight ended is refused */
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
+    /* the caller's commands have a connection of their own */
     redisReply *r = redisCommand(lw_store_redis(st), "PING");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STATUS);
     assert_string_equal(r->str, "PONG");
     freeReplyObject(r);
     assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    expect_codes(r1, N, LW_APPLY_APPLIED);
+    assert_true(r1[0].ack_us > 0);
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    expect_codes(r2, N, LW_APPLY_APPLIED);
     assert_false(lw_store_flying(st));
     assert_int_equal(lw_store_pending(st), 0);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(res[i].code, LW_APPLY_APPLIED);
-        assert_true(res[i].ack_us > 0);
-    }
-    assert_int_equal(outstanding_of(0), 100);
-    assert_int_equal(outstanding_of(N - 1), 100);
+    /* both loans: the second flush saw the first one's write */
+    assert_int_equal(outstanding_of(0), 150);
+    assert_int_equal(outstanding_of(N - 1), 150);
 
-    /* the same events again, ended without a command between: duplicates */
-    append_many(st, N, 1, 1);
-    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(res[i].code, LW_APPLY_DUPLICATE);
-
-    /* discarded in flight: what it wrote stays written, the connection
-     * stays usable, the queue is empty */
-    append_many(st, N, 2, 1);
-    assert_int_equal(lw_store_flush_begin(st, res, errstr, sizeof errstr), LW_OK);
+    /* discarded in flight: the write in flight stays written, the staged
+     * one is never executed, the queue is empty and the store usable */
+    append_many(st, N, "L1", 2, 200, 0, 1);
+    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    append_many(st, N, "L2", 2, 400, 0, 1);
+    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
     lw_store_discard(st);
     assert_false(lw_store_flying(st));
     assert_int_equal(lw_store_pending(st), 0);
-    assert_int_equal(outstanding_of(7), 200);
+    assert_int_equal(outstanding_of(7), 250); /* 200 + 50 */
     lw_event_t one = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 5);
     assert_int_equal(apply(st, &one).code, LW_APPLY_APPLIED);
-    /* ending a flush that was never begun is a no-op */
+    /* steps with nothing to do are no-ops */
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
     assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    lw_store_destroy(st);
+}
+
+/* The write a staged flush took its states from is aborted by a rebalance
+ * (and, redone, finds its partition fenced): the staged flush, on another
+ * partition, is read again at its commit instead of writing the aborted
+ * write's effects. */
+static void test_staged_after_abort(void **state)
+{
+    flushdb();
+    lw_store_t *st = store_open(true);
+    enum { N = 200 };
+    static lw_apply_result_t r1[N], r2[N];
+    char errstr[512];
+    int64_t ep = 0;
+    assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
+    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
+    FILE *tap = fopencookie(NULL, "w", io);
+    assert_non_null(tap);
+    setvbuf(tap, NULL, _IONBF, 0);
+    lw_store_set_tap(st, tap);
+    g_taps = 0;
+    append_many(st, N, "L1", 1, 100, 0, ep); /* its MULTI moves partition 0 on */
+    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    append_many(st, N, "L2", 1, 50, 1, 1); /* partition 1: not fenced */
+    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    expect_codes(r1, N, LW_APPLY_FENCED);
+    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    expect_codes(r2, N, LW_APPLY_APPLIED);
+    lw_store_set_tap(st, NULL);
+    fclose(tap);
+    assert_true(g_taps >= 2);
+    for (int i = 0; i < N; i += 19)
+        assert_int_equal(outstanding_of(i), 50); /* not 150 */
     lw_store_destroy(st);
 }
 
@@ -743,7 +797,7 @@ static void test_rebalance_races_stream(void **state)
     char errstr[512];
     int64_t ep = 0;
     assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
-    append_many(st, N, 1, ep);
+    append_many(st, N, "L1", 1, 100, 0, ep);
     assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
 
     cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
@@ -752,7 +806,7 @@ static void test_rebalance_races_stream(void **state)
     setvbuf(tap, NULL, _IONBF, 0);
     lw_store_set_tap(st, tap);
     g_taps = 0;
-    append_many(st, N, 2, ep);
+    append_many(st, N, "L1", 2, 200, 0, ep);
     assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
     assert_int_equal(g_taps, 1); /* the retry read the fence and wrote nothing */
     for (int i = 0; i < N; i++)
@@ -816,7 +870,8 @@ int main(void)
         cmocka_unit_test(test_rule_borrow_while_delinquent),
         cmocka_unit_test(test_rebalance_races_write),
         cmocka_unit_test(test_pipeline_many),
-        cmocka_unit_test(test_flush_in_halves),
+        cmocka_unit_test(test_flush_pipelined),
+        cmocka_unit_test(test_staged_after_abort),
         cmocka_unit_test(test_rebalance_races_stream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

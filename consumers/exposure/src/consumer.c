@@ -46,9 +46,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PARTS      4096
-#define BACKOFF_MAX_MS 5000
-#define INFLIGHT_MAX   64 /* batches applied to Redis whose deliveries may be pending */
+#define MAX_PARTS         4096
+#define BACKOFF_MAX_MS    5000
+#define INFLIGHT_MAX      64  /* batches applied to Redis whose deliveries may be pending */
+#define CAUGHT_UP_IDLE_MS 100 /* --until-caught-up: quiet this long before checking the lag */
 
 typedef struct part_state {
     bool owned, fenced, reset_done;
@@ -95,10 +96,10 @@ typedef struct exp_ctx {
     lw_codec_t *codec;
     lw_rules_t *rules;
     char consumer_id[128];
-    /* two batches: the one the poll fills, and the one whose write Redis
-     * executes meanwhile (NULL when none) */
+    /* two batch buffers: the one the poll fills (then staged in the store)
+     * and the one whose write Redis executes meanwhile (NULL when none) */
     batch_t bufs[2];
-    batch_t *fill, *fly;
+    batch_t *fill, *staged, *fly;
     uint64_t rec; /* in-flight record that deliveries produced now count on */
     part_state_t parts[MAX_PARTS];
     counters_t c;
@@ -481,17 +482,19 @@ static void write_latency(exp_ctx_t *x)
 }
 
 /*
- * A batch goes through three steps, so that Redis executes one batch's write
- * while the next is polled and decoded:
+ * A batch goes through three steps, so that the consumer applies one batch
+ * while Redis executes the write of the one before:
  *
  *   prepare  decode and validate the polled messages (no Redis, no Kafka);
- *   launch   dead-letter the bad ones, queue the rest in the store and begin
- *            its flush: the reads, the apply and the write go out, the
- *            write's replies are left unread;
- *   land     end the flush (read the replies, redo it if needed), publish
- *            the alerts and record the offsets to store once delivered.
+ *   launch   dead-letter the bad ones, queue the rest in the store and stage
+ *            them (lw_store_flush_begin: reads, apply, the MULTI's body);
+ *   land     end the write in flight (read its replies, redo it if needed),
+ *            publish its alerts and record its offsets to store once
+ *            delivered; then commit the staged batch, whose write goes out.
  *
- * The loop runs prepare(N+1), land(N), launch(N+1). A batch's record in the
+ * The loop runs prepare(N+1), launch(N+1), land(N): N+1 is read and applied
+ * while Redis executes N's write, and its write is sent only after N's
+ * succeeded and N's alerts were published. A batch's record in the
  * in-flight FIFO is marked applied only when it lands, so its offsets never
  * run ahead of Redis.
  */
@@ -503,11 +506,29 @@ static void batch_prepare(exp_ctx_t *x, batch_t *b)
         b->ok[i] = !decode(x, b->msg[i], &b->ev[i], why, sizeof why);
 }
 
-/* Retries a failed flush of the queued events until Redis takes it (or the
- * error is fatal, or we are stopped while it is away). */
-static bool store_retry(exp_ctx_t *x, batch_t *b, lw_err_t err, char *es, size_t es_size)
+typedef enum store_step { STEP_BEGIN, STEP_COMMIT, STEP_END } store_step_t;
+
+static lw_err_t store_step(exp_ctx_t *x, store_step_t step, batch_t *b, char *es, size_t es_size)
 {
+    switch (step) {
+    case STEP_BEGIN:
+        return lw_store_flush_begin(x->store, b->results, es, es_size);
+    case STEP_COMMIT:
+        return lw_store_flush_commit(x->store, es, es_size);
+    case STEP_END:
+        return lw_store_flush_end(x->store, es, es_size);
+    }
+    return LW_ERR_INVALID_ARG;
+}
+
+/* Runs a store step, and after a transient error reconnects and runs it
+ * again (the store redoes it from the read) until Redis takes it, the error
+ * is fatal, or we are stopped while Redis is away. */
+static bool store_run(exp_ctx_t *x, store_step_t step, batch_t *b)
+{
+    char es[512];
     int backoff = 100;
+    lw_err_t err = store_step(x, step, b, es, sizeof es);
     while (err != LW_OK) {
         if (err != LW_ERR_TRANSIENT) {
             x->fatal = true;
@@ -518,14 +539,14 @@ static bool store_retry(exp_ctx_t *x, batch_t *b, lw_err_t err, char *es, size_t
         if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS)
             goto stopped;
         backoff_sleep(&backoff);
-        while (lw_store_reconnect(x->store, es, es_size) != LW_OK) {
+        while (lw_store_reconnect(x->store, es, sizeof es) != LW_OK) {
             lw_warn("Redis reconnect: %s (next try in %d ms)", es, backoff);
             if (lw_stop_requested() && backoff >= BACKOFF_MAX_MS)
                 goto stopped;
             backoff_sleep(&backoff);
         }
         lw_info("Redis reconnected; sending the batch again (repeats are absorbed)");
-        err = lw_store_flush(x->store, b->results, es, es_size);
+        err = store_step(x, step, b, es, sizeof es);
     }
     return true;
 stopped:
@@ -544,23 +565,13 @@ static void batch_release(batch_t *b)
     b->nev = 0;
 }
 
-/* Ends the flush of the batch in flight and settles its results. */
-static void batch_land(exp_ctx_t *x)
+/* Settles the results of the batch whose write ended. */
+static void batch_settle(exp_ctx_t *x, batch_t *b)
 {
-    batch_t *b = x->fly;
-    char es[512];
     int64_t store_off[MAX_PARTS];
     bool touched[MAX_PARTS];
 
-    if (!b)
-        return;
-    x->fly = NULL;
     x->rec = b->seq;
-    lw_err_t err = lw_store_flush_end(x->store, es, sizeof es);
-    if (err && !store_retry(x, b, err, es, sizeof es)) {
-        batch_release(b);
-        return;
-    }
     for (size_t k = 0; k < b->nev; k++) {
         const lw_apply_result_t *r = &b->results[k];
         int32_t p = b->msg[b->idx[k]]->partition;
@@ -595,10 +606,8 @@ static void batch_land(exp_ctx_t *x)
         snprintf(x->fatal_msg, sizeof x->fatal_msg,
                  "alerts or dead letters not acknowledged by the broker; offsets not committed");
     }
-    if (x->fatal) {
-        batch_release(b);
+    if (x->fatal)
         return;
-    }
 
     memset(touched, 0, sizeof touched);
     for (size_t i = 0; i < b->n; i++) {
@@ -618,19 +627,40 @@ static void batch_land(exp_ctx_t *x)
         rd_kafka_topic_partition_list_add(f->offs, x->conf->topic, p)->offset = store_off[p];
     }
     f->applied = true;
-    batch_release(b);
-    inflight_settle(x);
 }
 
-/* Queues the prepared fill batch in the store and begins its flush; the
- * batch becomes the one in flight. Lands the previous one first. */
+/* Ends the write in flight and settles its batch, then commits the staged
+ * batch: its write goes out and it becomes the one in flight. */
+static void batch_land(exp_ctx_t *x)
+{
+    batch_t *b = x->fly;
+    if (b) {
+        x->fly = NULL;
+        if (store_run(x, STEP_END, b))
+            batch_settle(x, b);
+        batch_release(b);
+        if (x->fatal)
+            return;
+        inflight_settle(x);
+    }
+    b = x->staged;
+    if (b) {
+        x->rec = b->seq; /* for store_alerts_cb */
+        if (!store_run(x, STEP_COMMIT, b))
+            return;
+        x->staged = NULL;
+        x->fly = b;
+    }
+    x->fill = x->fly == &x->bufs[0] ? &x->bufs[1] : &x->bufs[0];
+}
+
+/* Queues the prepared fill batch in the store and stages it. */
 static void batch_launch(exp_ctx_t *x)
 {
     batch_t *b = x->fill;
     const lw_exposure_conf_t *cf = x->conf;
-    char why[512], es[512];
+    char why[512];
 
-    batch_land(x);
     if (x->fatal || b->n == 0)
         return;
     /* room for this batch's record: wait for the oldest if the FIFO is full */
@@ -660,12 +690,8 @@ static void batch_launch(exp_ctx_t *x)
         b->idx[b->nev++] = i;
     }
     inflight_settle(x);
-    lw_err_t err = lw_store_flush_begin(x->store, b->results, es, sizeof es);
-    if (err && !store_retry(x, b, err, es, sizeof es))
-        return;
-    /* the two buffers change roles */
-    x->fly = b;
-    x->fill = b == &x->bufs[0] ? &x->bufs[1] : &x->bufs[0];
+    if (store_run(x, STEP_BEGIN, b))
+        x->staged = b;
 }
 
 /* Applies everything polled so far and waits for Redis (revocation, stop). */
@@ -676,16 +702,19 @@ static void batch_drain(exp_ctx_t *x)
         batch_launch(x);
     }
     if (!x->fatal)
-        batch_land(x);
+        batch_land(x); /* the write in flight; the staged batch goes out */
+    if (!x->fatal)
+        batch_land(x); /* and ends */
 }
 
-/* Drops both batches unapplied (fatal error, lost partitions). */
+/* Drops every batch unapplied (fatal error, lost partitions). */
 static void batch_drop(exp_ctx_t *x)
 {
     lw_store_discard(x->store);
-    x->fly = NULL;
+    x->fly = x->staged = NULL;
     batch_release(&x->bufs[0]);
     batch_release(&x->bufs[1]);
+    x->fill = &x->bufs[0];
 }
 
 /* ---- Rebalances ----------------------------------------------------------- */
@@ -1125,9 +1154,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             x->last_msg_ms = lw_mono_ms();
             batch_prepare(x, x->fill);
             batch_launch(x);
-        } else {
-            batch_land(x);
         }
+        batch_land(x);
         inflight_settle(x);
 
         int64_t now = lw_mono_ms();
@@ -1152,7 +1180,9 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                         x->c.duplicates, x->c.fenced, lw_store_last_rtt_us(x->store));
                 last_status = now;
             }
-            if (cf->until_caught_up && now - x->last_msg_ms >= 500) {
+            /* caught up: the lag is 0 once nothing came for a moment (the
+             * high watermarks come with every fetch response) */
+            if (cf->until_caught_up && now - x->last_msg_ms >= CAUGHT_UP_IDLE_MS) {
                 update_lag(x, &lag, &caught);
                 if (caught && now - last_group_check >= 1000) {
                     last_group_check = now;

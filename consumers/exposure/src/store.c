@@ -65,6 +65,7 @@ typedef struct slot {
     const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
     lw_bstate_t st;            /* arrays kept across flushes */
     bool dirty, fenced, replay;
+    bool cached;              /* its state came from the flush in flight, not from a GET */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
     size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
@@ -104,25 +105,23 @@ typedef struct chunk {
     size_t first, n;
 } chunk_t;
 
-struct lw_store_s {
+/* One flush's working set (kept between flushes to reuse the memory). There
+ * are two, so that one batch can be read and applied while Redis executes
+ * the other's write; each has a connection of its own. */
+typedef enum flush_phase {
+    FL_IDLE,   /* no flush: events may be queued */
+    FL_STAGED, /* read, applied, the MULTI's body sent; no EXEC yet */
+    FL_SENT,   /* EXEC sent (strict) or the writes done; results not handed out */
+} flush_phase_t;
+
+typedef struct flush {
     redisContext *rc;
-    lw_redis_url_t url;
-    const lw_rules_t *rules;
-    char *script;
-    char sha[41];
-    lw_script_opts_t opts;
-    size_t chunk_max;
-    FILE *tap;
-    lw_store_alerts_cb *alerts_cb;
-    void *alerts_opaque;
-    const char **alerted; /* borrowers handed to alerts_cb */
-    size_t alerted_cap;
-    lw_dict_t *dict;
+    flush_phase_t phase;
+    bool failed;  /* its last attempt failed: events kept, done again from the read */
+    bool invalid; /* staged on states of a write that then failed: read again */
     /* queued events */
     pending_ev_t *ev;
     size_t n, ncap;
-    bool failed; /* the last flush failed: the next append starts over */
-    /* one flush's working set, kept to reuse the memory */
     slot_t *slots;
     size_t nslots, slot_cap;
     size_t *map; /* open addressing: slot index + 1, 0 empty */
@@ -139,36 +138,58 @@ struct lw_store_s {
     size_t nops, ops_cap;
     alert_ref_t *alerts;
     size_t nalerts, alerts_cap;
-    lw_sbuf_t json;  /* alert JSON of the flush */
-    lw_sbuf_t buf;   /* RESP of a pipeline */
-    lw_sbuf_t state; /* one encoded state */
-    size_t *order;   /* write order of dirty slots */
+    lw_sbuf_t json; /* alert JSON of the flush */
+    size_t *order;  /* write order of dirty slots */
     chunk_t *chunks;
     size_t nchunks;
-    int64_t last_rtt_us;
-    int64_t last_ack_us;
-    /* a flush begun and not ended (lw_store_flush_begin) */
-    bool flying;         /* its MULTI/EXEC is sent; the replies may be unread */
-    bool settled;        /* they were read early (settle): outcome below */
-    lw_err_t settle_err; /* their outcome, when settled */
-    char settle_errstr[256];
-    int64_t settle_us;          /* and when they were read (lw_now_us) */
     lw_apply_result_t *results; /* the caller's, until the flush ends */
     int64_t t0;                 /* when it began */
+} flush_t;
+
+struct lw_store_s {
+    redisContext *rc; /* control: names, epochs, the caller's commands */
+    lw_redis_url_t url;
+    const lw_rules_t *rules;
+    char *script;
+    char sha[41];
+    lw_script_opts_t opts;
+    size_t chunk_max;
+    FILE *tap;
+    lw_store_alerts_cb *alerts_cb;
+    void *alerts_opaque;
+    const char **alerted; /* borrowers handed to alerts_cb */
+    size_t alerted_cap;
+    lw_dict_t *dict;
+    lw_sbuf_t buf;   /* RESP of a pipeline */
+    lw_sbuf_t state; /* one encoded state */
+    flush_t fl[2];   /* events queue in the one neither staged nor sent */
+    flush_t *sent;   /* whose write is in flight, or NULL */
+    flush_t *staged; /* staged, or NULL */
+    int64_t last_rtt_us;
+    int64_t last_ack_us;
 };
 
-static void settle(lw_store_t *st);
+static void flush_free(flush_t *f);
 
 /* ---- Connection --------------------------------------------------------------- */
 
+static redisContext *connect_one(lw_store_t *st, lw_err_t *err, char *errstr, size_t errstr_size)
+{
+    redisContext *rc = lw_redis_connect(&st->url, 5000, err, errstr, errstr_size);
+    /* a pipeline of a whole batch can take longer than a connect should */
+    if (rc)
+        redisSetTimeout(rc, (struct timeval){30, 0});
+    return rc;
+}
+
+/* The control connection (names, epochs, the caller's commands), with the
+ * write script loaded. Each flush connects its own when it first needs it. */
 static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     lw_err_t err;
-    redisContext *rc = lw_redis_connect(&st->url, 5000, &err, errstr, errstr_size);
+    redisContext *rc = connect_one(st, &err, errstr, errstr_size);
     if (!rc)
         return err;
-    /* a pipeline of a whole batch can take longer than a connect should */
-    redisSetTimeout(rc, (struct timeval){30, 0});
     redisReply *r;
     r = redisCommand(rc, "SCRIPT LOAD %s", st->script);
     if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
@@ -187,6 +208,28 @@ static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
     /* another Redis (or one that lost data) may number names differently */
     lw_dict_clear(st->dict);
     return LW_OK;
+}
+
+static lw_err_t ensure_conn(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    lw_err_t err = LW_OK;
+    if (!f->rc)
+        f->rc = connect_one(st, &err, errstr, errstr_size);
+    return err;
+}
+
+/* Drops every connection: what was staged or sent must be done again. */
+static void drop_all(lw_store_t *st)
+{
+    redisFree(st->rc);
+    st->rc = NULL;
+    for (int i = 0; i < 2; i++) {
+        flush_t *f = &st->fl[i];
+        redisFree(f->rc);
+        f->rc = NULL;
+        if (f->phase != FL_IDLE)
+            f->failed = true;
+    }
 }
 
 lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
@@ -221,40 +264,24 @@ fail:
     return NULL;
 }
 
-static void free_alert_replies(lw_store_t *st);
-
 void lw_store_destroy(lw_store_t *st)
 {
     if (!st)
         return;
-    free_alert_replies(st);
     redisFree(st->rc);
+    for (int i = 0; i < 2; i++)
+        flush_free(&st->fl[i]);
     free(st->script);
     lw_dict_destroy(st->dict);
-    free(st->ev);
-    for (size_t i = 0; i < st->slot_cap; i++)
-        lw_bstate_free(&st->slots[i].st);
-    free(st->slots);
-    free(st->map);
-    free(st->groups);
-    free(st->ops);
-    free(st->alerts);
-    lw_sbuf_free(&st->json);
     lw_sbuf_free(&st->buf);
     lw_sbuf_free(&st->state);
-    free(st->order);
-    free(st->chunks);
     free(st->alerted);
-    free(st->hg);
-    freeReplyObject(st->exec);
     free(st);
 }
 
 lw_err_t lw_store_reconnect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
-    settle(st);
-    redisFree(st->rc);
-    st->rc = NULL;
+    drop_all(st);
     return store_connect(st, errstr, errstr_size);
 }
 
@@ -265,7 +292,6 @@ const char *lw_store_script_sha(const lw_store_t *st)
 
 struct redisContext *lw_store_redis(lw_store_t *st)
 {
-    settle(st); /* the caller's commands must not read our replies */
     return st->rc;
 }
 
@@ -291,13 +317,13 @@ void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque
 }
 
 /* Hands the borrowers whose alerts this flush changes to the callback. */
-static lw_err_t alerts_check(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t alerts_check(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     size_t n = 0;
     if (!st->alerts_cb)
         return LW_OK;
-    for (size_t i = 0; i < st->nslots; i++) {
-        const slot_t *s = &st->slots[i];
+    for (size_t i = 0; i < f->nslots; i++) {
+        const slot_t *s = &f->slots[i];
         if (s->fenced || s->op_first == NONE)
             continue;
         const char **na = lw_array_grow(st->alerted, &st->alerted_cap, n + 1, sizeof *na, 64);
@@ -309,36 +335,63 @@ static lw_err_t alerts_check(lw_store_t *st, char *errstr, size_t errstr_size)
     return n ? st->alerts_cb(st->alerts_opaque, st->alerted, n, errstr, errstr_size) : LW_OK;
 }
 
+/* The flush events are queued in: the one neither staged nor sent. */
+static flush_t *next_flush(lw_store_t *st)
+{
+    for (int i = 0; i < 2; i++)
+        if (&st->fl[i] != st->staged && &st->fl[i] != st->sent)
+            return &st->fl[i];
+    return NULL;
+}
+
 size_t lw_store_pending(const lw_store_t *st)
 {
-    return st->n;
+    return st->fl[0].n + st->fl[1].n;
 }
+
+static void flush_reset(flush_t *f)
+{
+    f->n = 0;
+    f->phase = FL_IDLE;
+    f->failed = f->invalid = false;
+}
+
+static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 
 void lw_store_discard(lw_store_t *st)
 {
-    settle(st); /* the replies in flight would answer the next command */
-    st->flying = st->settled = false;
-    st->n = 0;
-    st->failed = false;
+    char es[256];
+    /* a write in flight: read its replies, so its connection stays usable */
+    if (st->sent && st->sent->rc && !st->sent->failed && st->opts.strict_fencing)
+        recv_multi(st, st->sent, es, sizeof es);
+    /* a staged MULTI that will never be executed: drop its connection */
+    if (st->staged && st->staged->nqueued) {
+        redisFree(st->staged->rc);
+        st->staged->rc = NULL;
+    }
+    flush_reset(&st->fl[0]);
+    flush_reset(&st->fl[1]);
+    st->sent = st->staged = NULL;
 }
 
 bool lw_store_flying(const lw_store_t *st)
 {
-    return st->flying;
+    return st->staged || st->sent;
 }
 
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch)
 {
-    if (st->flying)
-        return LW_ERR_INVALID_ARG; /* the queue belongs to the flush in flight */
-    if (st->failed)
-        lw_store_discard(st); /* appending after a failed flush starts over */
-    pending_ev_t *ne = lw_array_grow(st->ev, &st->ncap, st->n + 1, sizeof *ne, 1024);
+    flush_t *f = next_flush(st);
+    if (!f)
+        return LW_ERR_INVALID_ARG; /* one flush staged, one in flight: end one first */
+    if (f->failed)
+        flush_reset(f); /* appending after a failed flush starts over */
+    pending_ev_t *ne = lw_array_grow(f->ev, &f->ncap, f->n + 1, sizeof *ne, 1024);
     if (!ne)
         return LW_ERR_NOMEM;
-    st->ev = ne;
-    pending_ev_t *pe = &st->ev[st->n++];
+    f->ev = ne;
+    pending_ev_t *pe = &f->ev[f->n++];
     pe->ev = *ev;
     pe->topic = topic;
     pe->partition = partition;
@@ -406,33 +459,33 @@ static bool put_key(lw_sbuf_t *b, char prefix, const char *bid)
     return put_bulk(b, k, lw_borrower_key(prefix, bid, k));
 }
 
-static lw_err_t conn_error(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size)
 {
     snprintf(errstr, errstr_size, "Redis %s:%d: %s", st->url.host, st->url.port,
-             st->rc ? st->rc->errstr : "not connected");
-    redisFree(st->rc);
-    st->rc = NULL;
+             c ? c->errstr : "not connected");
+    drop_all(st);
     return LW_ERR_TRANSIENT;
 }
 
 /* Writes what hiredis holds for the connection: it would only do so when a
  * reply is asked for, and a flush in flight must reach Redis before then. */
-static lw_err_t push_out(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t push_out(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     int done = 0;
     while (!done)
-        if (redisBufferWrite(st->rc, &done) != REDIS_OK)
-            return conn_error(st, errstr, errstr_size);
+        if (redisBufferWrite(f->rc, &done) != REDIS_OK)
+            return conn_error(st, f->rc, errstr, errstr_size);
     return LW_OK;
 }
 
 /* Sends buf[off, off+len) (and copies it to the tap). */
-static lw_err_t send_raw(lw_store_t *st, size_t off, size_t len, char *errstr, size_t errstr_size)
+static lw_err_t send_raw(lw_store_t *st, flush_t *f, size_t off, size_t len, char *errstr,
+                         size_t errstr_size)
 {
     if (st->tap)
         fwrite(st->buf.p + off, 1, len, st->tap);
-    if (redisAppendFormattedCommand(st->rc, st->buf.p + off, len) != REDIS_OK)
-        return conn_error(st, errstr, errstr_size);
+    if (redisAppendFormattedCommand(f->rc, st->buf.p + off, len) != REDIS_OK)
+        return conn_error(st, f->rc, errstr, errstr_size);
     return LW_OK;
 }
 
@@ -455,63 +508,86 @@ static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
            (a->topic == b->topic || !strcmp(a->topic, b->topic));
 }
 
-static lw_err_t gather_slots(lw_store_t *st)
+/* The slot of borrower bid in flush c, or NULL. */
+static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
 {
+    for (size_t j = h & (c->map_cap - 1); c->map[j]; j = (j + 1) & (c->map_cap - 1))
+        if (!strcmp(c->slots[c->map[j] - 1].first->ev.borrower_id, bid))
+            return &c->slots[c->map[j] - 1];
+    return NULL;
+}
+
+/* Groups the events by borrower. With a write in flight (strict), a
+ * borrower it holds takes the state that write leaves, moved over from its
+ * slot (that flush reads again if it must be redone), instead of a GET that
+ * could run before the write. */
+static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
+{
+    flush_t *c =
+        st->opts.strict_fencing && st->sent && st->sent != f && !st->sent->failed ? st->sent : NULL;
     size_t need = 64;
-    while (need < 2 * st->n)
+    while (need < 2 * f->n)
         need *= 2;
-    if (need > st->map_cap) {
-        size_t *nm = realloc(st->map, need * sizeof *nm);
+    if (need > f->map_cap) {
+        size_t *nm = realloc(f->map, need * sizeof *nm);
         if (!nm)
             return LW_ERR_NOMEM;
-        st->map = nm;
-        st->map_cap = need;
+        f->map = nm;
+        f->map_cap = need;
     }
-    memset(st->map, 0, st->map_cap * sizeof *st->map);
-    if (st->n > st->slot_cap) {
-        slot_t *ns = realloc(st->slots, st->n * sizeof *ns);
+    memset(f->map, 0, f->map_cap * sizeof *f->map);
+    if (f->n > f->slot_cap) {
+        slot_t *ns = realloc(f->slots, f->n * sizeof *ns);
         if (!ns)
             return LW_ERR_NOMEM;
-        memset(ns + st->slot_cap, 0, (st->n - st->slot_cap) * sizeof *ns);
-        st->slots = ns;
-        st->slot_cap = st->n;
+        memset(ns + f->slot_cap, 0, (f->n - f->slot_cap) * sizeof *ns);
+        f->slots = ns;
+        f->slot_cap = f->n;
     }
-    st->nslots = 0;
-    st->ngroups = 0;
-    for (size_t i = 0; i < st->n; i++) {
-        pending_ev_t *pe = &st->ev[i];
-        size_t j = lw_hash_str(pe->ev.borrower_id) & (st->map_cap - 1);
-        while (st->map[j] &&
-               strcmp(st->slots[st->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
-            j = (j + 1) & (st->map_cap - 1);
+    f->nslots = 0;
+    f->ngroups = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        pending_ev_t *pe = &f->ev[i];
+        uint64_t h = lw_hash_str(pe->ev.borrower_id);
+        size_t j = h & (f->map_cap - 1);
+        while (f->map[j] &&
+               strcmp(f->slots[f->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
+            j = (j + 1) & (f->map_cap - 1);
         pe->next = NONE;
-        if (!st->map[j]) {
-            slot_t *s = &st->slots[st->nslots++];
+        if (!f->map[j]) {
+            slot_t *s = &f->slots[f->nslots++];
             s->first = pe;
             s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = false;
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
             s->held = NULL;
-            st->map[j] = st->nslots;
+            slot_t *cs = c ? find_slot(c, h, pe->ev.borrower_id) : NULL;
+            s->cached = cs != NULL;
+            if (cs) {
+                lw_bstate_t t = s->st;
+                s->st = cs->st;
+                cs->st = t;
+            }
+            f->map[j] = f->nslots;
             /* partitions are few: a linear search */
             size_t g = 0;
-            while (g < st->ngroups && !same_owner(st->groups[g].first, pe))
+            while (g < f->ngroups && !same_owner(f->groups[g].first, pe))
                 g++;
-            if (g == st->ngroups) {
-                group_t *ng = lw_array_grow(st->groups, &st->groups_cap, g + 1, sizeof *ng, 16);
+            if (g == f->ngroups) {
+                group_t *ng = lw_array_grow(f->groups, &f->groups_cap, g + 1, sizeof *ng, 16);
                 if (!ng)
                     return LW_ERR_NOMEM;
-                st->groups = ng;
-                st->groups[st->ngroups++] = (group_t){pe, false};
+                f->groups = ng;
+                f->groups[f->ngroups++] = (group_t){pe, false};
             }
             s->group = g;
         } else {
-            slot_t *s = &st->slots[st->map[j] - 1];
-            st->ev[s->ev_last].next = i;
+            slot_t *s = &f->slots[f->map[j] - 1];
+            f->ev[s->ev_last].next = i;
             s->ev_last = i;
         }
-        pe->slot = st->map[j] - 1;
+        pe->slot = f->map[j] - 1;
         pe->na = 0;
         pe->replay = false;
     }
@@ -523,15 +599,15 @@ static lw_err_t gather_slots(lw_store_t *st)
 /* Strict fencing: WATCH the partitions' epoch keys (so a rebalance from
  * now on makes our EXEC fail) and read them (a rebalance before now fences
  * the partition here). */
-static bool put_epoch_reads(lw_store_t *st)
+static bool put_epoch_reads(lw_store_t *st, flush_t *f)
 {
     lw_sbuf_t *b = &st->buf;
     char ek[256];
     for (int pass = 0; pass < 2; pass++) {
-        if (!put_hdr(b, '*', 1 + (int64_t)st->ngroups) || !put_str(b, pass ? "MGET" : "WATCH"))
+        if (!put_hdr(b, '*', 1 + (int64_t)f->ngroups) || !put_str(b, pass ? "MGET" : "WATCH"))
             return false;
-        for (size_t g = 0; g < st->ngroups; g++) {
-            lw_epoch_key(st->groups[g].first->topic, st->groups[g].first->partition, ek, sizeof ek);
+        for (size_t g = 0; g < f->ngroups; g++) {
+            lw_epoch_key(f->groups[g].first->topic, f->groups[g].first->partition, ek, sizeof ek);
             if (!put_str(b, ek))
                 return false;
         }
@@ -539,62 +615,65 @@ static bool put_epoch_reads(lw_store_t *st)
     return true;
 }
 
-static lw_err_t check_epochs(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     redisReply *w = NULL, *m = NULL;
-    if (redisGetReply(st->rc, (void **)&w) != REDIS_OK || !w ||
-        redisGetReply(st->rc, (void **)&m) != REDIS_OK || !m) {
+    if (redisGetReply(f->rc, (void **)&w) != REDIS_OK || !w ||
+        redisGetReply(f->rc, (void **)&m) != REDIS_OK || !m) {
         freeReplyObject(w);
-        return conn_error(st, errstr, errstr_size);
+        return conn_error(st, f->rc, errstr, errstr_size);
     }
     lw_err_t err = LW_OK;
     if (w->type != REDIS_REPLY_STATUS)
         err = reply_error(w, "WATCH", errstr, errstr_size);
-    else if (m->type != REDIS_REPLY_ARRAY || m->elements != st->ngroups)
+    else if (m->type != REDIS_REPLY_ARRAY || m->elements != f->ngroups)
         err = reply_error(m, "MGET (epochs)", errstr, errstr_size);
-    for (size_t g = 0; err == LW_OK && g < st->ngroups; g++) {
+    for (size_t g = 0; err == LW_OK && g < f->ngroups; g++) {
         const redisReply *e = m->element[g];
         long long cur = e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
-        st->groups[g].fenced = st->groups[g].first->epoch < cur;
+        f->groups[g].fenced = f->groups[g].first->epoch < cur;
     }
-    for (size_t i = 0; err == LW_OK && i < st->nslots; i++)
-        st->slots[i].fenced = st->groups[st->slots[i].group].fenced;
+    for (size_t i = 0; err == LW_OK && i < f->nslots; i++)
+        f->slots[i].fenced = f->groups[f->slots[i].group].fenced;
     freeReplyObject(w);
     freeReplyObject(m);
     return err;
 }
 
-static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *results);
-static lw_err_t stream_chunk(lw_store_t *st, size_t hi, char *errstr, size_t errstr_size);
+static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_result_t *results);
+static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
+                             size_t errstr_size);
 
 /* Reads every borrower of the batch and applies its events as its state
  * arrives (step 2 runs inside step 1). */
-static lw_err_t read_states(lw_store_t *st, lw_apply_result_t *results, char *errstr,
+static lw_err_t read_states(lw_store_t *st, flush_t *f, lw_apply_result_t *results, char *errstr,
                             size_t errstr_size)
 {
     st->buf.len = 0;
-    st->streamed = 0;
-    st->nqueued = 0;
-    st->nhg = 0;
-    if (st->opts.strict_fencing && !put_epoch_reads(st))
+    f->streamed = 0;
+    f->nqueued = 0;
+    f->nhg = 0;
+    if (st->opts.strict_fencing && !put_epoch_reads(st, f))
         return LW_ERR_NOMEM;
-    for (size_t i = 0; i < st->nslots; i++)
-        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "GET", 3) ||
-            !put_key(&st->buf, 'b', st->slots[i].first->ev.borrower_id))
+    for (size_t i = 0; i < f->nslots; i++)
+        if (!f->slots[i].cached && (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "GET", 3) ||
+                                    !put_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id)))
             return LW_ERR_NOMEM;
-    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
+    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
     if (err)
         return err;
     if (st->opts.strict_fencing &&
-        (err = check_epochs(st, errstr, errstr_size)) == LW_ERR_TRANSIENT)
+        (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
         return err;
-    for (size_t i = 0; i < st->nslots; i++) {
+    for (size_t i = 0; i < f->nslots; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
-            return conn_error(st, errstr, errstr_size);
-        slot_t *s = &st->slots[i];
+        slot_t *s = &f->slots[i];
+        if (!s->cached && (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r))
+            return conn_error(st, f->rc, errstr, errstr_size);
         if (err == LW_OK) {
-            if (r->type == REDIS_REPLY_NIL) {
+            if (s->cached) {
+                /* the state the write in flight leaves */
+            } else if (r->type == REDIS_REPLY_NIL) {
                 lw_bstate_reset(&s->st);
             } else if (r->type == REDIS_REPLY_STRING) {
                 lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
@@ -611,27 +690,27 @@ static lw_err_t read_states(lw_store_t *st, lw_apply_result_t *results, char *er
             } else {
                 err = reply_error(r, "GET", errstr, errstr_size);
             }
-            if (err == LW_OK && (err = apply_slot(st, i, results)) == LW_ERR_NOMEM)
+            if (err == LW_OK && (err = apply_slot(st, f, i, results)) == LW_ERR_NOMEM)
                 snprintf(errstr, errstr_size, "out of memory");
         }
         freeReplyObject(r);
         /* strict: queue each chunk's writes while Redis answers the rest */
-        if (err == LW_OK && st->opts.strict_fencing && i + 1 - st->streamed >= st->chunk_max)
-            err = stream_chunk(st, i + 1, errstr, errstr_size);
+        if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
+            err = stream_chunk(st, f, i + 1, errstr, errstr_size);
     }
     return err;
 }
 
 /* ---- Step 2: apply -------------------------------------------------------------- */
 
-static bool add_op(lw_store_t *st, size_t slot, size_t ev, int rule, bool fire, size_t off,
-                   size_t len, const char *alert_id)
+static bool add_op(lw_store_t *st, flush_t *f, size_t slot, size_t ev, int rule, bool fire,
+                   size_t off, size_t len, const char *alert_id)
 {
-    op_t *no = lw_array_grow(st->ops, &st->ops_cap, st->nops + 1, sizeof *no, 256);
+    op_t *no = lw_array_grow(f->ops, &f->ops_cap, f->nops + 1, sizeof *no, 256);
     if (!no)
         return false;
-    st->ops = no;
-    op_t *o = &st->ops[st->nops];
+    f->ops = no;
+    op_t *o = &f->ops[f->nops];
     o->next = NONE;
     o->ev = ev;
     o->rule = rule;
@@ -640,57 +719,58 @@ static bool add_op(lw_store_t *st, size_t slot, size_t ev, int rule, bool fire, 
     o->json_len = len;
     if (alert_id)
         memcpy(o->alert_id, alert_id, 33);
-    slot_t *s = &st->slots[slot];
+    slot_t *s = &f->slots[slot];
     if (s->op_last == NONE)
-        s->op_first = st->nops;
+        s->op_first = f->nops;
     else
-        st->ops[s->op_last].next = st->nops;
-    s->op_last = st->nops++;
+        f->ops[s->op_last].next = f->nops;
+    s->op_last = f->nops++;
     return true;
 }
 
-static bool add_alert(lw_store_t *st, size_t off, size_t len)
+static bool add_alert(lw_store_t *st, flush_t *f, size_t off, size_t len)
 {
-    alert_ref_t *na = lw_array_grow(st->alerts, &st->alerts_cap, st->nalerts + 1, sizeof *na, 256);
+    alert_ref_t *na = lw_array_grow(f->alerts, &f->alerts_cap, f->nalerts + 1, sizeof *na, 256);
     if (!na)
         return false;
-    st->alerts = na;
-    st->alerts[st->nalerts++] = (alert_ref_t){off, len};
+    f->alerts = na;
+    f->alerts[f->nalerts++] = (alert_ref_t){off, len};
     return true;
 }
 
 /* Applies one borrower's events in order. Borrowers are independent, so
  * read_states() calls this as each state arrives, while Redis is still
  * working through the rest of the batch's reads. */
-static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *results)
+static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_result_t *results)
 {
-    slot_t *s = &st->slots[slot];
-    for (size_t i = s->ev_first; i != NONE; i = st->ev[i].next) {
-        pending_ev_t *pe = &st->ev[i];
+    slot_t *s = &f->slots[slot];
+    for (size_t i = s->ev_first; i != NONE; i = f->ev[i].next) {
+        pending_ev_t *pe = &f->ev[i];
         const lw_event_t *ev = &pe->ev;
         lw_bapply_out_t o;
         if (s->fenced) {
             results[i].code = LW_APPLY_FENCED;
             results[i].n_alerts = 0;
-            pe->alert0 = st->nalerts;
+            pe->alert0 = f->nalerts;
             continue;
         }
         lw_apply_code_t code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender,
-                                               pe->partition, pe->epoch, &st->json, &o);
+                                               pe->partition, pe->epoch, &f->json, &o);
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
-        pe->alert0 = st->nalerts;
+        pe->alert0 = f->nalerts;
         if (o.changed)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++)
-            if (!add_alert(st, o.json_off[k], o.json_len[k]) ||
-                !add_op(st, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k], o.alert_id[k]))
+            if (!add_alert(st, f, o.json_off[k], o.json_len[k]) ||
+                !add_op(st, f, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k],
+                        o.alert_id[k]))
                 return LW_ERR_NOMEM;
         pe->na = o.n_fired;
         for (size_t k = 0; k < o.n_cleared; k++)
-            if (!add_op(st, slot, i, o.cleared[k], false, 0, 0, NULL))
+            if (!add_op(st, f, slot, i, o.cleared[k], false, 0, 0, NULL))
                 return LW_ERR_NOMEM;
         /* a repeat may be the redelivery of an event whose alert was never
          * published (a crash between Redis and Kafka): publish it again */
@@ -704,35 +784,35 @@ static lw_err_t apply_slot(lw_store_t *st, size_t slot, lw_apply_result_t *resul
  * since (a crash may have lost their first publication): those in its
  * borrower's a:{..} (HGETALL, read by read_alerts or held in the EXEC
  * reply) whose alert id is the one this event makes for their rule. */
-static lw_err_t hand_back(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t hand_back(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    for (size_t e = 0; e < st->n; e++) {
-        pending_ev_t *pe = &st->ev[e];
-        const slot_t *s = &st->slots[pe->slot];
+    for (size_t e = 0; e < f->n; e++) {
+        pending_ev_t *pe = &f->ev[e];
+        const slot_t *s = &f->slots[pe->slot];
         const redisReply *r = s->alerts ? s->alerts : s->held;
         if (!pe->replay || !r)
             continue;
-        size_t first = st->nalerts;
+        size_t first = f->nalerts;
         for (size_t k = 0; k + 1 < r->elements; k += 2) {
-            const redisReply *f = r->element[k], *v = r->element[k + 1];
+            const redisReply *field = r->element[k], *v = r->element[k + 1];
             /* a value is alert JSON: {"alert_id":"<32 hex>",... */
-            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len < 45)
+            if (field->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len < 45)
                 continue;
             char rule[LW_ID_MAX + 1], id[33];
-            snprintf(rule, sizeof rule, "%s", f->str[0] == '~' ? f->str + 1 : f->str);
+            snprintf(rule, sizeof rule, "%s", field->str[0] == '~' ? field->str + 1 : field->str);
             lw_alert_id(pe->ev.borrower_id, rule, pe->ev.event_id, id);
             if (memcmp(v->str + 13, id, 32))
                 continue;
-            size_t off = st->json.len;
-            if (!lw_sbuf_reserve(&st->json, v->len) || !add_alert(st, off, v->len)) {
+            size_t off = f->json.len;
+            if (!lw_sbuf_reserve(&f->json, v->len) || !add_alert(st, f, off, v->len)) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return LW_ERR_NOMEM;
             }
-            memcpy(st->json.p + off, v->str, v->len);
-            st->json.len += v->len;
+            memcpy(f->json.p + off, v->str, v->len);
+            f->json.len += v->len;
         }
         pe->alert0 = first;
-        pe->na = st->nalerts - first;
+        pe->na = f->nalerts - first;
     }
     return LW_OK;
 }
@@ -740,78 +820,78 @@ static lw_err_t hand_back(lw_store_t *st, char *errstr, size_t errstr_size)
 /* Without strict fencing: one HGETALL a:{..} round trip for the borrowers
  * with a repeated event (write.lua moves cleared alerts itself). The
  * replies stay on the slots until the flush ends. */
-static lw_err_t read_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     st->buf.len = 0;
     size_t nask = 0;
-    for (size_t i = 0; i < st->nslots; i++) {
-        if (!st->slots[i].replay)
+    for (size_t i = 0; i < f->nslots; i++) {
+        if (!f->slots[i].replay)
             continue;
         if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
-            !put_key(&st->buf, 'a', st->slots[i].first->ev.borrower_id))
+            !put_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id))
             return LW_ERR_NOMEM;
         nask++;
     }
     if (nask == 0)
         return LW_OK;
-    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
-    for (size_t i = 0; i < st->nslots && err == LW_OK; i++) {
-        slot_t *s = &st->slots[i];
+    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
+    for (size_t i = 0; i < f->nslots && err == LW_OK; i++) {
+        slot_t *s = &f->slots[i];
         if (!s->replay)
             continue;
-        if (redisGetReply(st->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
-            return conn_error(st, errstr, errstr_size);
+        if (redisGetReply(f->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
+            return conn_error(st, f->rc, errstr, errstr_size);
         if (s->alerts->type != REDIS_REPLY_ARRAY)
             err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
     }
-    return err ? err : hand_back(st, errstr, errstr_size);
+    return err ? err : hand_back(st, f, errstr, errstr_size);
 }
 
-static void free_alert_replies(lw_store_t *st)
+static void free_alert_replies(lw_store_t *st, flush_t *f)
 {
-    for (size_t i = 0; i < st->nslots; i++) {
-        freeReplyObject(st->slots[i].alerts);
-        st->slots[i].alerts = NULL;
+    for (size_t i = 0; i < f->nslots; i++) {
+        freeReplyObject(f->slots[i].alerts);
+        f->slots[i].alerts = NULL;
     }
 }
 
 /* ---- Step 3: write ------------------------------------------------------------------ */
 
 /* Without strict fencing: write.lua per chunk of borrowers of one partition. */
-static lw_err_t build_writes(lw_store_t *st)
+static lw_err_t build_writes(lw_store_t *st, flush_t *f)
 {
     int nshared = st->opts.alert_stream ? 1 : 0;
     size_t nd = 0;
-    for (size_t i = 0; i < st->nslots; i++)
-        nd += st->slots[i].dirty;
-    size_t *no = realloc(st->order, (nd ? nd : 1) * sizeof *no);
-    chunk_t *nc = realloc(st->chunks, (nd ? nd : 1) * sizeof *nc);
+    for (size_t i = 0; i < f->nslots; i++)
+        nd += f->slots[i].dirty;
+    size_t *no = realloc(f->order, (nd ? nd : 1) * sizeof *no);
+    chunk_t *nc = realloc(f->chunks, (nd ? nd : 1) * sizeof *nc);
     if (no)
-        st->order = no;
+        f->order = no;
     if (nc)
-        st->chunks = nc;
+        f->chunks = nc;
     if (!no || !nc)
         return LW_ERR_NOMEM;
     /* the changed borrowers by owner (step 0's groups), each group's in order */
     size_t k = 0;
-    for (size_t g = 0; g < st->ngroups; g++)
-        for (size_t i = 0; i < st->nslots; i++)
-            if (st->slots[i].dirty && st->slots[i].group == g)
-                st->order[k++] = i;
+    for (size_t g = 0; g < f->ngroups; g++)
+        for (size_t i = 0; i < f->nslots; i++)
+            if (f->slots[i].dirty && f->slots[i].group == g)
+                f->order[k++] = i;
     st->buf.len = 0;
-    st->nchunks = 0;
+    f->nchunks = 0;
     for (size_t i = 0; i < nd;) {
-        size_t grp = st->slots[st->order[i]].group, j = i + 1;
-        const pending_ev_t *g = st->groups[grp].first;
-        while (j < nd && j - i < st->chunk_max && st->slots[st->order[j]].group == grp)
+        size_t grp = f->slots[f->order[i]].group, j = i + 1;
+        const pending_ev_t *g = f->groups[grp].first;
+        while (j < nd && j - i < st->chunk_max && f->slots[f->order[j]].group == grp)
             j++;
         size_t m = j - i, nargs = 3 + m + (size_t)nshared + 3;
         for (size_t q = i; q < j; q++) {
             nargs += 2;
-            for (size_t o = st->slots[st->order[q]].op_first; o != NONE; o = st->ops[o].next)
-                nargs += st->ops[o].fire ? 7 : 2;
+            for (size_t o = f->slots[f->order[q]].op_first; o != NONE; o = f->ops[o].next)
+                nargs += f->ops[o].fire ? 7 : 2;
         }
-        chunk_t *c = &st->chunks[st->nchunks++];
+        chunk_t *c = &f->chunks[f->nchunks++];
         c->off = st->buf.len;
         c->first = i;
         c->n = m;
@@ -819,28 +899,28 @@ static lw_err_t build_writes(lw_store_t *st)
         bool ok = put_hdr(b, '*', (int64_t)nargs) && put_bulk(b, "EVALSHA", 7) &&
                   put_bulk(b, st->sha, 40) && put_int(b, (int64_t)m + nshared);
         for (size_t q = i; ok && q < j; q++)
-            ok = put_key(b, 'b', st->slots[st->order[q]].first->ev.borrower_id);
+            ok = put_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
         if (ok && nshared >= 1)
             ok = put_str(b, LW_REDIS_ALERT_STREAM);
         ok = ok && put_int(b, g->partition) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
         for (size_t q = i; ok && q < j; q++) {
-            slot_t *s = &st->slots[st->order[q]];
+            slot_t *s = &f->slots[f->order[q]];
             size_t nops = 0;
-            for (size_t o = s->op_first; o != NONE; o = st->ops[o].next)
+            for (size_t o = s->op_first; o != NONE; o = f->ops[o].next)
                 nops++;
             st->state.len = 0;
             ok = lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len) &&
                  put_int(b, (int64_t)nops);
-            for (size_t o = s->op_first; ok && o != NONE; o = st->ops[o].next) {
-                const op_t *op = &st->ops[o];
+            for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
+                const op_t *op = &f->ops[o];
                 const lw_rule_t *r = &st->rules->rules[op->rule];
                 if (!op->fire) {
                     ok = put_bulk(b, "C", 1) && put_str(b, r->id);
                     continue;
                 }
-                const lw_event_t *ev = &st->ev[op->ev].ev;
+                const lw_event_t *ev = &f->ev[op->ev].ev;
                 ok = put_bulk(b, "F", 1) && put_str(b, r->id) &&
-                     put_bulk(b, st->json.p + op->json_off, op->json_len) &&
+                     put_bulk(b, f->json.p + op->json_off, op->json_len) &&
                      put_str(b, op->alert_id) && put_str(b, lw_severity_name(r->severity)) &&
                      put_str(b, ev->platform_id) && put_str(b, ev->lender_id);
             }
@@ -854,12 +934,12 @@ static lw_err_t build_writes(lw_store_t *st)
 }
 
 /* Sends the chunks, reading one array of per-borrower codes each. */
-static lw_err_t send_writes(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    size_t *todo = malloc((st->nchunks ? st->nchunks : 1) * sizeof *todo);
+    size_t *todo = malloc((f->nchunks ? f->nchunks : 1) * sizeof *todo);
     if (!todo)
         return LW_ERR_NOMEM;
-    size_t ntodo = st->nchunks;
+    size_t ntodo = f->nchunks;
     for (size_t i = 0; i < ntodo; i++)
         todo[i] = i;
     lw_err_t err = LW_OK;
@@ -870,29 +950,29 @@ static lw_err_t send_writes(lw_store_t *st, char *errstr, size_t errstr_size)
             break;
         }
         if (round > 0) {
-            redisReply *r = redisCommand(st->rc, "SCRIPT LOAD %s", st->script);
+            redisReply *r = redisCommand(f->rc, "SCRIPT LOAD %s", st->script);
             bool ok = r && r->type == REDIS_REPLY_STRING;
             freeReplyObject(r);
             if (!ok) {
                 free(todo);
-                return conn_error(st, errstr, errstr_size);
+                return conn_error(st, f->rc, errstr, errstr_size);
             }
             lw_warn("Redis had lost the write script (NOSCRIPT); loaded it again");
         }
         for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &st->chunks[todo[i]];
-            if ((err = send_raw(st, c->off, c->len, errstr, errstr_size)) != LW_OK) {
+            const chunk_t *c = &f->chunks[todo[i]];
+            if ((err = send_raw(st, f, c->off, c->len, errstr, errstr_size)) != LW_OK) {
                 free(todo);
                 return err;
             }
         }
         size_t nnext = 0;
         for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &st->chunks[todo[i]];
+            const chunk_t *c = &f->chunks[todo[i]];
             redisReply *r = NULL;
-            if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r) {
+            if (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r) {
                 free(todo);
-                return conn_error(st, errstr, errstr_size);
+                return conn_error(st, f->rc, errstr, errstr_size);
             }
             if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
                 todo[nnext++] = todo[i];
@@ -902,7 +982,7 @@ static lw_err_t send_writes(lw_store_t *st, char *errstr, size_t errstr_size)
             } else {
                 for (size_t k = 0; k < c->n; k++)
                     if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer == 1)
-                        st->slots[st->order[c->first + k]].fenced = true;
+                        f->slots[f->order[c->first + k]].fenced = true;
             }
             freeReplyObject(r);
         }
@@ -934,13 +1014,14 @@ static const char move_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1]
  * whose repeat must hand its alerts back (their value before this write:
  * the alert operations come after every MSET). Redis parses them while the
  * rest of the batch is applied; nothing runs before EXEC. */
-static lw_err_t stream_chunk(lw_store_t *st, size_t hi, char *errstr, size_t errstr_size)
+static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
+                             size_t errstr_size)
 {
     lw_sbuf_t *b = &st->buf;
-    size_t lo = st->streamed, m = 0, nr = 0;
-    st->streamed = hi;
+    size_t lo = f->streamed, m = 0, nr = 0;
+    f->streamed = hi;
     for (size_t i = lo; i < hi; i++) {
-        const slot_t *s = &st->slots[i];
+        const slot_t *s = &f->slots[i];
         m += s->dirty && !s->fenced;
         nr += s->replay && !s->fenced;
     }
@@ -948,59 +1029,59 @@ static lw_err_t stream_chunk(lw_store_t *st, size_t hi, char *errstr, size_t err
         return LW_OK;
     b->len = 0;
     bool ok = true;
-    if (st->nqueued == 0)
+    if (f->nqueued == 0)
         ok = put_cmd_hdr(b, 1, "MULTI");
     if (m) {
         ok = ok && put_cmd_hdr(b, 1 + 2 * (int64_t)m, "MSET");
         for (size_t i = lo; ok && i < hi; i++) {
-            slot_t *s = &st->slots[i];
+            slot_t *s = &f->slots[i];
             if (!s->dirty || s->fenced)
                 continue;
             st->state.len = 0;
             ok = put_key(b, 'b', s->first->ev.borrower_id) &&
                  lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len);
         }
-        st->nqueued++;
+        f->nqueued++;
     }
     for (size_t i = lo; ok && i < hi; i++) {
-        const slot_t *s = &st->slots[i];
+        const slot_t *s = &f->slots[i];
         if (!s->replay || s->fenced)
             continue;
-        hg_ref_t *ng = lw_array_grow(st->hg, &st->hg_cap, st->nhg + 1, sizeof *ng, 64);
+        hg_ref_t *ng = lw_array_grow(f->hg, &f->hg_cap, f->nhg + 1, sizeof *ng, 64);
         if (!ng)
             return LW_ERR_NOMEM;
-        st->hg = ng;
-        st->hg[st->nhg++] = (hg_ref_t){st->nqueued, i};
+        f->hg = ng;
+        f->hg[f->nhg++] = (hg_ref_t){f->nqueued, i};
         ok = put_cmd_hdr(b, 2, "HGETALL") && put_key(b, 'a', s->first->ev.borrower_id);
-        st->nqueued++;
+        f->nqueued++;
     }
-    return ok ? send_raw(st, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
+    return ok ? send_raw(st, f, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
 }
 
 /* The end of the MULTI: per alert fired HSET a:{..} + XADD, per rule
  * cleared the move to "~rule"; then EXEC. UNWATCH when nothing was queued. */
-static lw_err_t build_tail(lw_store_t *st)
+static lw_err_t build_tail(lw_store_t *st, flush_t *f)
 {
     lw_sbuf_t *b = &st->buf;
     b->len = 0;
     bool ok = true;
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%" PRId64, st->opts.stream_maxlen);
-    for (size_t k = 0; ok && k < st->nslots; k++) {
-        const slot_t *s = &st->slots[k];
+    for (size_t k = 0; ok && k < f->nslots; k++) {
+        const slot_t *s = &f->slots[k];
         if (!s->dirty || s->fenced || s->op_first == NONE)
             continue;
-        if (st->nqueued == 0)
+        if (f->nqueued == 0)
             ok = put_cmd_hdr(b, 1, "MULTI"); /* not reached: a changed slot was queued */
-        for (size_t o = s->op_first; ok && o != NONE; o = st->ops[o].next) {
-            const op_t *op = &st->ops[o];
+        for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
+            const op_t *op = &f->ops[o];
             const lw_rule_t *r = &st->rules->rules[op->rule];
             if (op->fire) {
-                const lw_event_t *ev = &st->ev[op->ev].ev;
-                const char *j = st->json.p + op->json_off;
+                const lw_event_t *ev = &f->ev[op->ev].ev;
+                const char *j = f->json.p + op->json_off;
                 ok = put_cmd_hdr(b, 4, "HSET") && put_key(b, 'a', s->first->ev.borrower_id) &&
                      put_str(b, r->id) && put_bulk(b, j, op->json_len);
-                st->nqueued++;
+                f->nqueued++;
                 if (ok && st->opts.alert_stream) {
                     ok = put_cmd_hdr(b, 20, "XADD") && put_str(b, LW_REDIS_ALERT_STREAM) &&
                          put_str(b, "MAXLEN") && put_str(b, "~") && put_str(b, maxlen) &&
@@ -1011,41 +1092,41 @@ static lw_err_t build_tail(lw_store_t *st)
                          put_str(b, ev->platform_id) && put_str(b, "lender_id") &&
                          put_str(b, ev->lender_id) && put_str(b, "json") &&
                          put_bulk(b, j, op->json_len);
-                    st->nqueued++;
+                    f->nqueued++;
                 }
                 continue;
             }
             ok = put_cmd_hdr(b, 5, "EVAL") && put_str(b, move_script) && put_str(b, "1") &&
                  put_key(b, 'a', s->first->ev.borrower_id) && put_str(b, r->id);
-            st->nqueued++;
+            f->nqueued++;
         }
     }
     if (ok)
-        ok = st->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
+        ok = f->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
     return ok ? LW_OK : LW_ERR_NOMEM;
 }
 
-static lw_err_t send_multi(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t send_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    st->aborted = false;
-    lw_err_t err = send_raw(st, 0, st->buf.len, errstr, errstr_size);
-    return err ? err : push_out(st, errstr, errstr_size);
+    f->aborted = false;
+    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
+    return err ? err : push_out(st, f, errstr, errstr_size);
 }
 
-static lw_err_t recv_multi(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
     /* UNWATCH, or MULTI + nqueued QUEUED + EXEC */
-    size_t nreplies = st->nqueued ? st->nqueued + 2 : 1;
+    size_t nreplies = f->nqueued ? f->nqueued + 2 : 1;
     for (size_t i = 0; i < nreplies; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(st->rc, (void **)&r) != REDIS_OK || !r)
-            return conn_error(st, errstr, errstr_size);
+        if (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r)
+            return conn_error(st, f->rc, errstr, errstr_size);
         bool last = i + 1 == nreplies;
         if (err == LW_OK) {
-            if (last && st->nqueued && r->type == REDIS_REPLY_NIL)
-                st->aborted = true; /* a watched epoch key moved: nothing was written */
-            else if (last && st->nqueued && r->type != REDIS_REPLY_ARRAY)
+            if (last && f->nqueued && r->type == REDIS_REPLY_NIL)
+                f->aborted = true; /* a watched epoch key moved: nothing was written */
+            else if (last && f->nqueued && r->type != REDIS_REPLY_ARRAY)
                 err = reply_error(r, "EXEC", errstr, errstr_size);
             else if (!last && r->type != REDIS_REPLY_STATUS)
                 err = reply_error(r, "MULTI", errstr, errstr_size);
@@ -1054,8 +1135,8 @@ static lw_err_t recv_multi(lw_store_t *st, char *errstr, size_t errstr_size)
                 if (r->element[k]->type == REDIS_REPLY_ERROR)
                     err = reply_error(r->element[k], "EXEC", errstr, errstr_size);
         }
-        if (err == LW_OK && last && st->nqueued && r->type == REDIS_REPLY_ARRAY) {
-            st->exec = r; /* holds the HGETALL replies the results hand back */
+        if (err == LW_OK && last && f->nqueued && r->type == REDIS_REPLY_ARRAY) {
+            f->exec = r; /* holds the HGETALL replies the results hand back */
             continue;
         }
         freeReplyObject(r);
@@ -1064,43 +1145,72 @@ static lw_err_t recv_multi(lw_store_t *st, char *errstr, size_t errstr_size)
 }
 
 /* Strict: points each replayed slot at its HGETALL in the EXEC reply. */
-static lw_err_t hold_alerts(lw_store_t *st, char *errstr, size_t errstr_size)
+static lw_err_t hold_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    for (size_t k = 0; k < st->nhg; k++) {
-        const hg_ref_t *h = &st->hg[k];
-        if (!st->exec || h->pos >= st->exec->elements)
-            return reply_error(st->exec, "EXEC", errstr, errstr_size);
-        const redisReply *r = st->exec->element[h->pos];
+    for (size_t k = 0; k < f->nhg; k++) {
+        const hg_ref_t *h = &f->hg[k];
+        if (!f->exec || h->pos >= f->exec->elements)
+            return reply_error(f->exec, "EXEC", errstr, errstr_size);
+        const redisReply *r = f->exec->element[h->pos];
         if (r->type != REDIS_REPLY_ARRAY)
             return reply_error(r, "HGETALL", errstr, errstr_size);
-        st->slots[h->slot].held = r;
+        f->slots[h->slot].held = r;
     }
-    return hand_back(st, errstr, errstr_size);
+    return hand_back(st, f, errstr, errstr_size);
 }
 
 /* ---- Flush --------------------------------------------------------------------------- */
 
-/* Everything up to the write: with strict fencing its replies stay unread
- * (flush_finish reads them), without it the script calls are answered here. */
-static lw_err_t flush_start(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                            size_t errstr_size)
+static void flush_free(flush_t *f)
+{
+    for (size_t i = 0; i < f->slot_cap; i++) {
+        freeReplyObject(f->slots[i].alerts);
+        lw_bstate_free(&f->slots[i].st);
+    }
+    redisFree(f->rc);
+    free(f->ev);
+    free(f->slots);
+    free(f->map);
+    free(f->groups);
+    free(f->ops);
+    free(f->alerts);
+    lw_sbuf_free(&f->json);
+    free(f->order);
+    free(f->chunks);
+    free(f->hg);
+    freeReplyObject(f->exec);
+}
+
+/* Names, reads and the apply; with strict fencing also the MULTI's body.
+ * Nothing is written yet. */
+static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err;
-    free_alert_replies(st); /* of a flush that failed half way */
-    freeReplyObject(st->exec);
-    st->exec = NULL;
-    st->json.len = 0;
-    st->nops = 0;
-    st->nalerts = 0;
-    st->aborted = false;
+    free_alert_replies(st, f); /* of a flush that failed half way */
+    freeReplyObject(f->exec);
+    f->exec = NULL;
+    f->json.len = 0;
+    f->nops = 0;
+    f->nalerts = 0;
+    f->nqueued = 0;
+    f->aborted = false;
+    if (f->rc && (f->failed || f->invalid)) {
+        /* its connection may hold a MULTI or replies nobody will read */
+        redisFree(f->rc);
+        f->rc = NULL;
+    }
+    if (!st->rc)
+        return conn_error(st, NULL, errstr, errstr_size);
+    if ((err = ensure_conn(st, f, errstr, errstr_size)))
+        return err;
 
     /* ids for new platform and lender names, before any state refers to them */
-    const char **names = malloc(2 * st->n * sizeof *names);
+    const char **names = malloc(2 * f->n * sizeof *names);
     if (!names)
         return LW_ERR_NOMEM;
     size_t nn = 0;
-    for (size_t i = 0; i < st->n; i++) {
-        pending_ev_t *pe = &st->ev[i];
+    for (size_t i = 0; i < f->n; i++) {
+        pending_ev_t *pe = &f->ev[i];
         if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
             names[nn++] = pe->ev.platform_id;
         if (!(pe->lender = lw_dict_id(st->dict, pe->ev.lender_id)))
@@ -1109,73 +1219,60 @@ static lw_err_t flush_start(lw_store_t *st, lw_apply_result_t *results, char *er
     err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
     free(names);
     if (err == LW_ERR_TRANSIENT)
-        return conn_error(st, errstr, errstr_size);
+        return conn_error(st, st->rc, errstr, errstr_size);
     if (err)
         return err;
-    for (size_t i = 0; nn && i < st->n; i++) {
-        pending_ev_t *pe = &st->ev[i];
+    for (size_t i = 0; nn && i < f->n; i++) {
+        pending_ev_t *pe = &f->ev[i];
         if (!pe->platform)
             pe->platform = lw_dict_id(st->dict, pe->ev.platform_id);
         if (!pe->lender)
             pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
     }
 
-    if ((err = gather_slots(st)))
+    if ((err = gather_slots(st, f)) || (err = read_states(st, f, f->results, errstr, errstr_size)))
         return err;
-    if (st->opts.strict_fencing) {
-        if ((err = read_states(st, results, errstr, errstr_size)) ||
-            (err = stream_chunk(st, st->nslots, errstr, errstr_size)) ||
-            (err = alerts_check(st, errstr, errstr_size)) || (err = build_tail(st)) ||
-            (err = send_multi(st, errstr, errstr_size))) {
-            /* a MULTI left open, its QUEUED replies unread: start afresh */
-            if (st->nqueued && st->rc) {
-                redisFree(st->rc);
-                st->rc = NULL;
-            }
-        }
+    return st->opts.strict_fencing ? stream_chunk(st, f, f->nslots, errstr, errstr_size)
+                                   : read_alerts(st, f, errstr, errstr_size);
+}
+
+/* The write, once the alerts callback lets it go: strict, the MULTI's tail
+ * and EXEC, whose replies flush_finish reads; otherwise the script calls,
+ * answered here. */
+static lw_err_t flush_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    lw_err_t err;
+    if ((err = alerts_check(st, f, errstr, errstr_size)))
         return err;
-    }
-    if ((err = read_states(st, results, errstr, errstr_size)) ||
-        (err = read_alerts(st, errstr, errstr_size)) ||
-        (err = alerts_check(st, errstr, errstr_size)))
-        return err;
-    err = build_writes(st);
-    free_alert_replies(st);
-    return err ? err : send_writes(st, errstr, errstr_size);
+    if (st->opts.strict_fencing)
+        return (err = build_tail(st, f)) ? err : send_multi(st, f, errstr, errstr_size);
+    err = build_writes(st, f);
+    free_alert_replies(st, f);
+    return err ? err : send_writes(st, f, errstr, errstr_size);
 }
 
 /* Reads the write's replies (strict) and hands the results out. */
-static lw_err_t flush_finish(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                             size_t errstr_size)
+static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
-    int64_t now;
-    if (st->settled) {
-        st->settled = false;
-        if ((err = st->settle_err))
-            snprintf(errstr, errstr_size, "%s", st->settle_errstr);
-        now = st->settle_us;
-    } else {
-        if (st->opts.strict_fencing)
-            err = recv_multi(st, errstr, errstr_size);
-        now = lw_now_us();
-    }
-    if (err || st->aborted)
-        return err; /* aborted: lw_store_flush_end() does it again */
-    if (st->opts.strict_fencing && (err = hold_alerts(st, errstr, errstr_size)))
+    if (st->opts.strict_fencing && (err = recv_multi(st, f, errstr, errstr_size)))
         return err;
-
-    for (size_t i = 0; i < st->n; i++) {
-        const pending_ev_t *pe = &st->ev[i];
-        lw_apply_result_t *res = &results[i];
+    int64_t now = lw_now_us();
+    if (f->aborted)
+        return LW_OK; /* lw_store_flush_end() does it again */
+    if (st->opts.strict_fencing && (err = hold_alerts(st, f, errstr, errstr_size)))
+        return err;
+    for (size_t i = 0; i < f->n; i++) {
+        const pending_ev_t *pe = &f->ev[i];
+        lw_apply_result_t *res = &f->results[i];
         res->ack_us = now;
-        if (st->slots[pe->slot].fenced) {
+        if (f->slots[pe->slot].fenced) {
             res->code = LW_APPLY_FENCED;
             continue;
         }
         for (size_t k = 0; k < pe->na && k < LW_RULES_MAX; k++) {
-            const alert_ref_t *a = &st->alerts[pe->alert0 + k];
-            res->alert_json[k] = st->json.p + a->off;
+            const alert_ref_t *a = &f->alerts[pe->alert0 + k];
+            res->alert_json[k] = f->json.p + a->off;
             res->alert_len[k] = a->len;
         }
         res->n_alerts = pe->na < LW_RULES_MAX ? pe->na : LW_RULES_MAX;
@@ -1183,94 +1280,130 @@ static lw_err_t flush_finish(lw_store_t *st, lw_apply_result_t *results, char *e
     return LW_OK;
 }
 
-static lw_err_t flush_once(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                           size_t errstr_size)
+/* The whole flush, synchronously: a redo after an abort or an error. */
+static lw_err_t flush_once(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    lw_err_t err = flush_start(st, results, errstr, errstr_size);
-    return err ? err : flush_finish(st, results, errstr, errstr_size);
+    lw_err_t err = flush_stage(st, f, errstr, errstr_size);
+    if (!err)
+        err = flush_write(st, f, errstr, errstr_size);
+    if (!err)
+        err = flush_finish(st, f, errstr, errstr_size);
+    if (err && f->nqueued && f->rc) {
+        /* a MULTI left open, its QUEUED replies unread: start afresh */
+        redisFree(f->rc);
+        f->rc = NULL;
+    }
+    return err;
 }
 
-/* Reads the replies of the flush in flight now, before another command
- * goes out on the connection; lw_store_flush_end() takes the outcome. */
-static void settle(lw_store_t *st)
+static lw_err_t flush_error(flush_t *f, lw_err_t err, char *errstr, size_t errstr_size)
 {
-    if (!st->flying || st->settled || !st->opts.strict_fencing)
-        return;
-    st->settle_err = recv_multi(st, st->settle_errstr, sizeof st->settle_errstr);
-    st->settled = true;
-    st->settle_us = lw_now_us();
+    if (err == LW_ERR_NOMEM)
+        snprintf(errstr, errstr_size, "out of memory");
+    f->failed = true;
+    return err;
 }
 
 lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                               size_t errstr_size)
 {
-    if (st->flying) {
-        snprintf(errstr, errstr_size, "a flush is already in flight");
+    flush_t *f = next_flush(st);
+    if (!f || st->staged) {
+        snprintf(errstr, errstr_size, "a flush is already staged");
         return LW_ERR_INVALID_ARG;
     }
-    if (st->n == 0)
+    if (f->n == 0)
         return LW_OK;
-    if (!st->rc)
-        return conn_error(st, errstr, errstr_size);
-    st->t0 = lw_mono_us();
-    st->results = results;
-    lw_err_t err = flush_start(st, results, errstr, errstr_size);
-    if (err == LW_OK) {
-        st->flying = true;
-        st->settled = false;
-        return LW_OK;
+    f->t0 = lw_mono_us();
+    f->results = results;
+    lw_err_t err = flush_stage(st, f, errstr, errstr_size);
+    if (err) {
+        if (f->nqueued && f->rc) {
+            redisFree(f->rc);
+            f->rc = NULL;
+        }
+        return flush_error(f, err, errstr, errstr_size);
     }
-    if (err == LW_ERR_NOMEM)
-        snprintf(errstr, errstr_size, "out of memory");
-    st->last_rtt_us = lw_mono_us() - st->t0;
-    st->failed = true;
-    return err;
+    f->failed = f->invalid = false;
+    f->phase = FL_STAGED;
+    st->staged = f;
+    return LW_OK;
+}
+
+lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    flush_t *f = st->staged;
+    if (!f)
+        return LW_OK;
+    if (st->sent) {
+        snprintf(errstr, errstr_size, "the write in flight must end first");
+        return LW_ERR_INVALID_ARG;
+    }
+    lw_err_t err = LW_OK;
+    /* staged on states of a write that then failed, or its own step failed */
+    if (f->failed || f->invalid)
+        err = flush_stage(st, f, errstr, errstr_size);
+    if (!err)
+        err = flush_write(st, f, errstr, errstr_size);
+    if (err)
+        return flush_error(f, err, errstr, errstr_size);
+    f->failed = f->invalid = false;
+    f->phase = FL_SENT;
+    st->sent = f;
+    st->staged = NULL;
+    return LW_OK;
 }
 
 lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size)
 {
-    if (!st->flying)
-        return LW_OK; /* nothing was queued, or begin failed (and said so) */
-    lw_apply_result_t *results = st->results;
-    int64_t t0 = st->t0;
-    lw_err_t err = flush_finish(st, results, errstr, errstr_size);
-    st->flying = st->settled = false;
+    flush_t *f = st->sent;
+    if (!f)
+        return LW_OK;
+    bool redone = f->failed;
+    lw_err_t err =
+        redone ? flush_once(st, f, errstr, errstr_size) : flush_finish(st, f, errstr, errstr_size);
     /* a rebalance between our reads and EXEC: read again (now fenced, or ours) */
-    for (int again = 0; err == LW_OK && st->aborted && again < 3; again++)
-        err = flush_once(st, results, errstr, errstr_size);
-    if (err == LW_OK && st->aborted) {
+    for (int again = 0; err == LW_OK && f->aborted && again < 3; again++) {
+        redone = true;
+        err = flush_once(st, f, errstr, errstr_size);
+    }
+    if (err == LW_OK && f->aborted) {
         snprintf(errstr, errstr_size, "partition epochs keep moving during the write");
         err = LW_ERR_TRANSIENT;
     }
-    if (err == LW_ERR_NOMEM)
-        snprintf(errstr, errstr_size, "out of memory");
-    st->last_rtt_us = lw_mono_us() - t0;
+    st->last_rtt_us = lw_mono_us() - f->t0;
     st->last_ack_us = lw_now_us();
-    if (err == LW_OK)
-        lw_store_discard(st);
-    else
-        st->failed = true;
-    return err;
+    /* the staged flush took its states from the write as first applied */
+    if ((err || redone) && st->staged)
+        st->staged->invalid = true;
+    if (err)
+        return flush_error(f, err, errstr, errstr_size);
+    flush_reset(f);
+    st->sent = NULL;
+    return LW_OK;
 }
 
 lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                         size_t errstr_size)
 {
-    lw_err_t err = lw_store_flush_begin(st, results, errstr, errstr_size);
+    lw_err_t err = LW_OK;
+    if (!st->staged && !st->sent)
+        err = lw_store_flush_begin(st, results, errstr, errstr_size);
+    if (!err && !st->sent)
+        err = lw_store_flush_commit(st, errstr, errstr_size);
     return err ? err : lw_store_flush_end(st, errstr, errstr_size);
 }
 
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
                              char *errstr, size_t errstr_size)
 {
-    settle(st);
     if (!st->rc)
-        return conn_error(st, errstr, errstr_size);
+        return conn_error(st, NULL, errstr, errstr_size);
     char ek[256];
     lw_epoch_key(topic, partition, ek, sizeof ek);
     redisReply *r = redisCommand(st->rc, "INCR %s", ek);
     if (!r)
-        return conn_error(st, errstr, errstr_size);
+        return conn_error(st, st->rc, errstr, errstr_size);
     if (st->tap) {
         char *cmd = NULL;
         int len = redisFormatCommand(&cmd, "INCR %s", ek);

@@ -124,9 +124,8 @@ const char *lw_store_script_sha(const lw_store_t *st);
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
-/* Applies every queued event (read the borrowers, apply in order, write back:
- * two pipelined round trips, three when alerts must be read) and fills
- * results[0..pending). On an error
+/* Applies every queued event (read the borrowers, apply in order, write back;
+ * begin + commit + end below) and fills results[0..pending). On an error
  * nothing is known about which writes landed: the events stay queued, and
  * after lw_store_reconnect() the next flush does them again from the read
  * (idempotent). NOSCRIPT is handled inside (reload, resend). */
@@ -141,22 +140,32 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
 typedef lw_err_t lw_store_alerts_cb(void *opaque, const char *const *borrowers, size_t n,
                                     char *errstr, size_t errstr_size);
 void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque);
-/* The same in two halves, so the caller can work while Redis executes the
- * write: begin does the reads, applies the events and sends the write
- * without reading its replies; end reads them (redoing the flush if a
- * rebalance aborted it) and fills in what begin left in results. Until end,
- * results must stay valid, nothing may be appended, and the alert JSON
- * pointers are not set. Every other call that talks to Redis
- * (lw_store_redis, lw_store_epoch_next, lw_store_reconnect) first reads the
- * replies in flight, which end then takes. An error from either half leaves
- * the events queued, as lw_store_flush() does. */
+/* The same in three steps, so that one batch is read and applied while
+ * Redis executes the write of the one before:
+ *   begin  stages the queued events: reads their borrowers (a borrower of
+ *          the write in flight takes the state that write leaves, without a
+ *          read), applies them and, with strict fencing, sends the MULTI's
+ *          body; nothing executes yet;
+ *   commit asks the alerts callback, then sends the staged write (EXEC);
+ *          the write in flight must have ended;
+ *   end    reads the replies of the write in flight and fills in the
+ *          results begin was given (done again from the read if a rebalance
+ *          aborted it).
+ * At most one flush is staged and one in flight; events appended meanwhile
+ * queue for the next begin. results must stay valid until end. A failed
+ * step keeps its events and says so; after lw_store_reconnect() the same
+ * call does it again from the read (an end that failed marks the staged
+ * flush, which took states from it, to be read again at its commit).
+ * lw_store_flush() runs whatever steps are left, so calling it again after
+ * an error retries. */
 lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                               size_t errstr_size);
+lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size);
 lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size);
-/* Whether a flush was begun and not yet ended. */
+/* Whether a flush is staged or in flight. */
 bool lw_store_flying(const lw_store_t *st);
-/* Drops queued events without sending them; a flush in flight is dropped
- * after its replies are read (what it wrote stays written). */
+/* Drops every queued and staged event; a write in flight is dropped after
+ * its replies are read (what it wrote stays written). */
 void lw_store_discard(lw_store_t *st);
 /* INCR of the partition epoch key: the new epoch. */
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
@@ -165,7 +174,8 @@ lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partitio
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
 /* Wall clock (lw_now_us) when the last flush had read every reply. */
 int64_t lw_store_last_ack_us(const lw_store_t *st);
-/* The underlying connection (for metrics and reads; may change on reconnect). */
+/* The control connection (for metrics and reads; may change on reconnect);
+ * flushes use connections of their own. */
 struct redisContext *lw_store_redis(lw_store_t *st);
 
 /* ---- The consumer --------------------------------------------------------- */
