@@ -636,6 +636,9 @@ static void batch_land(exp_ctx_t *x)
     batch_t *b = x->fly;
     if (b) {
         x->fly = NULL;
+        /* a redo inside the end asks store_alerts_cb about this batch: it may
+         * wait for older batches' alerts, never for its own record */
+        x->rec = b->seq;
         if (store_run(x, STEP_END, b))
             batch_settle(x, b);
         batch_release(b);
