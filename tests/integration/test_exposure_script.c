@@ -623,6 +623,24 @@ static ssize_t rebalance_on_multi(void *cookie, const char *buf, size_t len)
     return (ssize_t)len;
 }
 
+/* Taps st's commands with rebalance_on_multi; g_taps counts the MULTIs. */
+static FILE *rebalance_tap(lw_store_t *st)
+{
+    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
+    FILE *tap = fopencookie(NULL, "w", io);
+    assert_non_null(tap);
+    setvbuf(tap, NULL, _IONBF, 0);
+    lw_store_set_tap(st, tap);
+    g_taps = 0;
+    return tap;
+}
+
+static void tap_close(lw_store_t *st, FILE *tap)
+{
+    lw_store_set_tap(st, NULL);
+    fclose(tap);
+}
+
 static void test_rebalance_races_write(void **state)
 {
     flushdb();
@@ -633,18 +651,12 @@ static void test_rebalance_races_write(void **state)
     lw_event_t a = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "R1", "l1", 1, T0, 700);
     assert_int_equal(apply_ep(st, &a, ep).code, LW_APPLY_APPLIED);
 
-    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
-    FILE *tap = fopencookie(NULL, "w", io);
-    assert_non_null(tap);
-    setvbuf(tap, NULL, _IONBF, 0);
-    lw_store_set_tap(st, tap);
-    g_taps = 0;
+    FILE *tap = rebalance_tap(st);
     lw_event_t b = mk(BID_A, LW_EVENT_REPAYMENT, "p", "R1", "l1", 2, T0 + HOUR, 100);
     lw_apply_result_t r = apply_ep(st, &b, ep);
     assert_int_equal(g_taps, 1); /* one MULTI went out, the retry found the fence */
     assert_int_equal(r.code, LW_APPLY_FENCED);
-    lw_store_set_tap(st, NULL);
-    fclose(tap);
+    tap_close(st, tap);
     lw_borrower_state_t s = readb(BID_A);
     assert_int_equal(s.total_outstanding_fen, 700);
     assert_int_equal(s.loans[0].sequence, 1);
@@ -761,12 +773,7 @@ static void test_staged_after_abort(void **state)
     char errstr[512];
     int64_t ep = 0;
     assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
-    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
-    FILE *tap = fopencookie(NULL, "w", io);
-    assert_non_null(tap);
-    setvbuf(tap, NULL, _IONBF, 0);
-    lw_store_set_tap(st, tap);
-    g_taps = 0;
+    FILE *tap = rebalance_tap(st);
     append_many(st, N, "L1", 1, 100, 0, ep); /* its MULTI moves partition 0 on */
     assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
     assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
@@ -777,8 +784,7 @@ static void test_staged_after_abort(void **state)
     assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
     assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
     expect_codes(r2, N, LW_APPLY_APPLIED);
-    lw_store_set_tap(st, NULL);
-    fclose(tap);
+    tap_close(st, tap);
     assert_true(g_taps >= 2);
     for (int i = 0; i < N; i += 19)
         assert_int_equal(outstanding_of(i), 50); /* not 150 */
@@ -800,19 +806,13 @@ static void test_rebalance_races_stream(void **state)
     append_many(st, N, "L1", 1, 100, 0, ep);
     assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
 
-    cookie_io_functions_t io = {NULL, rebalance_on_multi, NULL, NULL};
-    FILE *tap = fopencookie(NULL, "w", io);
-    assert_non_null(tap);
-    setvbuf(tap, NULL, _IONBF, 0);
-    lw_store_set_tap(st, tap);
-    g_taps = 0;
+    FILE *tap = rebalance_tap(st);
     append_many(st, N, "L1", 2, 200, 0, ep);
     assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_OK);
     assert_int_equal(g_taps, 1); /* the retry read the fence and wrote nothing */
     for (int i = 0; i < N; i++)
         assert_int_equal(res[i].code, LW_APPLY_FENCED);
-    lw_store_set_tap(st, NULL);
-    fclose(tap);
+    tap_close(st, tap);
     for (int i = 0; i < N; i += 37)
         assert_int_equal(outstanding_of(i), 100);
     lw_store_destroy(st);

@@ -357,6 +357,7 @@ static void flush_reset(flush_t *f)
 }
 
 static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+static void drop_open_multi(flush_t *f);
 
 void lw_store_discard(lw_store_t *st)
 {
@@ -364,11 +365,9 @@ void lw_store_discard(lw_store_t *st)
     /* a write in flight: read its replies, so its connection stays usable */
     if (st->sent && st->sent->rc && !st->sent->failed && st->opts.strict_fencing)
         recv_multi(st, st->sent, es, sizeof es);
-    /* a staged MULTI that will never be executed: drop its connection */
-    if (st->staged && st->staged->nqueued) {
-        redisFree(st->staged->rc);
-        st->staged->rc = NULL;
-    }
+    /* a staged MULTI that will never be executed */
+    if (st->staged)
+        drop_open_multi(st->staged);
     flush_reset(&st->fl[0]);
     flush_reset(&st->fl[1]);
     st->sent = st->staged = NULL;
@@ -1280,6 +1279,15 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
     return LW_OK;
 }
 
+/* A MULTI left open, its QUEUED replies unread: the connection starts afresh. */
+static void drop_open_multi(flush_t *f)
+{
+    if (f->nqueued && f->rc) {
+        redisFree(f->rc);
+        f->rc = NULL;
+    }
+}
+
 /* The whole flush, synchronously: a redo after an abort or an error. */
 static lw_err_t flush_once(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
@@ -1288,11 +1296,8 @@ static lw_err_t flush_once(lw_store_t *st, flush_t *f, char *errstr, size_t errs
         err = flush_write(st, f, errstr, errstr_size);
     if (!err)
         err = flush_finish(st, f, errstr, errstr_size);
-    if (err && f->nqueued && f->rc) {
-        /* a MULTI left open, its QUEUED replies unread: start afresh */
-        redisFree(f->rc);
-        f->rc = NULL;
-    }
+    if (err)
+        drop_open_multi(f);
     return err;
 }
 
@@ -1318,10 +1323,7 @@ lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *
     f->results = results;
     lw_err_t err = flush_stage(st, f, errstr, errstr_size);
     if (err) {
-        if (f->nqueued && f->rc) {
-            redisFree(f->rc);
-            f->rc = NULL;
-        }
+        drop_open_multi(f);
         return flush_error(f, err, errstr, errstr_size);
     }
     f->failed = f->invalid = false;
