@@ -1,8 +1,11 @@
 /*
  * consumer.c - loanwire-exposure's loop: a Kafka consumer-group member that
- * applies each poll batch to Redis in one pipeline, publishes alerts and
- * dead letters, and stores a partition's offset only after Redis (and, for
- * alerts and dead letters, the broker) acknowledged everything below it.
+ * applies each poll batch to Redis in one flush (reads, apply, one write),
+ * publishes alerts and dead letters, and stores a partition's offset only
+ * after Redis (and, for alerts and dead letters, the broker) acknowledged
+ * everything below it. Two batches are in the store at a time: the next one
+ * is read and applied while Redis executes the write of the one before
+ * ("A batch goes through three steps" below).
  *
  * Latency: a batch is whatever the first poll returned plus what is already
  * queued (never waits to fill --batch). The broker's acknowledgement of a
@@ -26,7 +29,7 @@
  * offsets committed before the partitions are let go (unless they were
  * lost, e.g. after max.poll.interval.ms, in which case the batch is
  * dropped). Redis or Kafka away: back off (capped, logged) and retry the same
- * batch; nothing is committed meanwhile. consumers/README.md explains why
+ * step of the same batch; nothing is committed meanwhile. consumers/README.md explains why
  * this gives exactly-once effect.
  */
 #include "exposure_int.h"
