@@ -621,11 +621,31 @@ class Bench:
             "%.1f s, untimed)" % (fmt_int(cnt), warm, time.monotonic() - t0))
         self.fetch_warmed = True
 
+    def wait_quiet(self, what, below=10.0, timeout=30.0):
+        """Waits until the broker and Redis have used < below % of a core for a whole
+        second (at most timeout s): step 1 leaves the broker busy for a while (it used
+        ~38 % of a core during one catch-up and ~1 % during the raw replay right after),
+        and that work is not the step's to pay. Returns the seconds waited."""
+        t0 = time.monotonic()
+        pids = dict(self.fixed_pids)
+        while True:
+            before = {k: proc_ticks(p) for k, p in pids.items()}
+            time.sleep(1.0)
+            after = {k: proc_ticks(p) for k, p in pids.items()}
+            busy = {k: 100.0 * (after[k] - before[k]) / CLK_TCK for k in pids
+                    if before[k] is not None and after[k] is not None}
+            waited = time.monotonic() - t0
+            if all(v < below for v in busy.values()) or waited >= timeout:
+                say("%s: waited %.0f s for a quiet stack (%s)" % (
+                    what, waited, ", ".join("%s %.0f%%" % kv for kv in sorted(busy.items()))))
+                return waited
+
     def catchup(self, nproc, label):
         """Fresh group, empty Redis, nproc consumers --until-caught-up on step 1's topic."""
         n = self.a.events
         self.warm_fetch()
         self.r.cmd("FLUSHALL")
+        self.wait_quiet("catch-up")
         base_mem = int(self.r.info("memory")["used_memory"])
         group = "bench-%s-%s" % (label, self.run_id)
         cids = ["bench-%s-%d" % (label, i) for i in range(nproc)]
@@ -698,6 +718,7 @@ class Bench:
         if sha != m.group(2).decode():
             raise BenchError("script sha %s, the dump uses %s" % (sha, m.group(2).decode()))
         self.r.cmd("CONFIG", "RESETSTAT")
+        self.wait_quiet("raw Redis")
         say("raw Redis: redis-cli --pipe < %s (%.0f MB, %s events)" % (
             dump, os.path.getsize(dump) / 1e6, fmt_int(n)))
         with CpuSampler(self.fixed_pids) as rcpu:
