@@ -150,7 +150,7 @@ void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque
  *          the write in flight must have ended;
  *   end    reads the replies of the write in flight and fills in the
  *          results begin was given (done again from the read if a rebalance
- *          aborted it).
+ *          aborted it; that redo asks the alerts callback again).
  * At most one flush is staged and one in flight; events appended meanwhile
  * queue for the next begin. results must stay valid until end. A failed
  * step keeps its events and says so; after lw_store_reconnect() the same
