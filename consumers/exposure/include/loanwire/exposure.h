@@ -170,7 +170,8 @@ void lw_store_discard(lw_store_t *st);
 /* INCR of the partition epoch key: the new epoch. */
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
                              char *errstr, size_t errstr_size);
-/* Round-trip time of the last flush, microseconds. */
+/* Time from the last ended flush's begin to its end, microseconds (with two
+ * batches in the pipeline this spans the work on the next batch too). */
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
 /* Wall clock (lw_now_us) when the last flush had read every reply. */
 int64_t lw_store_last_ack_us(const lw_store_t *st);
