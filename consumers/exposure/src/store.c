@@ -107,16 +107,11 @@ typedef struct chunk {
 
 /* One flush's working set (kept between flushes to reuse the memory). There
  * are two, so that one batch can be read and applied while Redis executes
- * the other's write; each has a connection of its own. */
-typedef enum flush_phase {
-    FL_IDLE,   /* no flush: events may be queued */
-    FL_STAGED, /* read, applied, the MULTI's body sent; no EXEC yet */
-    FL_SENT,   /* EXEC sent (strict) or the writes done; results not handed out */
-} flush_phase_t;
-
+ * the other's write; each has a connection of its own. Which one is staged
+ * (read, applied, the MULTI's body sent, no EXEC yet) and which one is sent
+ * (EXEC sent, results not handed out) the store says; the other one queues. */
 typedef struct flush {
     redisContext *rc;
-    flush_phase_t phase;
     bool failed;  /* its last attempt failed: events kept, done again from the read */
     bool invalid; /* staged on states of a write that then failed: read again */
     /* queued events */
@@ -227,7 +222,7 @@ static void drop_all(lw_store_t *st)
         flush_t *f = &st->fl[i];
         redisFree(f->rc);
         f->rc = NULL;
-        if (f->phase != FL_IDLE)
+        if (f == st->staged || f == st->sent)
             f->failed = true;
     }
 }
@@ -352,7 +347,6 @@ size_t lw_store_pending(const lw_store_t *st)
 static void flush_reset(flush_t *f)
 {
     f->n = 0;
-    f->phase = FL_IDLE;
     f->failed = f->invalid = false;
 }
 
@@ -639,14 +633,36 @@ static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t er
     return err;
 }
 
-static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_result_t *results);
+static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot);
 static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
                              size_t errstr_size);
 
+/* A slot's state from its GET reply (nil: a new borrower). */
+static lw_err_t load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        lw_bstate_reset(&s->st);
+        return LW_OK;
+    }
+    if (r->type != REDIS_REPLY_STRING)
+        return reply_error(r, "GET", errstr, errstr_size);
+    lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
+    if (e == LW_ERR_NOMEM) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return e;
+    }
+    if (e != LW_OK) {
+        snprintf(errstr, errstr_size,
+                 "borrower state b:{%s}: malformed value (%zu bytes; not layout version %d)",
+                 s->first->ev.borrower_id, r->len, LW_STATE_VERSION);
+        return LW_ERR_REDIS;
+    }
+    return LW_OK;
+}
+
 /* Reads every borrower of the batch and applies its events as its state
  * arrives (step 2 runs inside step 1). */
-static lw_err_t read_states(lw_store_t *st, flush_t *f, lw_apply_result_t *results, char *errstr,
-                            size_t errstr_size)
+static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     st->buf.len = 0;
     f->streamed = 0;
@@ -667,31 +683,13 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, lw_apply_result_t *resul
     for (size_t i = 0; i < f->nslots; i++) {
         redisReply *r = NULL;
         slot_t *s = &f->slots[i];
+        /* a cached slot holds the state the write in flight leaves */
         if (!s->cached && (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r))
             return conn_error(st, f->rc, errstr, errstr_size);
-        if (err == LW_OK) {
-            if (s->cached) {
-                /* the state the write in flight leaves */
-            } else if (r->type == REDIS_REPLY_NIL) {
-                lw_bstate_reset(&s->st);
-            } else if (r->type == REDIS_REPLY_STRING) {
-                lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
-                if (e == LW_ERR_NOMEM) {
-                    snprintf(errstr, errstr_size, "out of memory");
-                    err = e;
-                } else if (e != LW_OK) {
-                    snprintf(errstr, errstr_size,
-                             "borrower state b:{%s}: malformed value (%zu bytes; not layout "
-                             "version %d)",
-                             s->first->ev.borrower_id, r->len, LW_STATE_VERSION);
-                    err = LW_ERR_REDIS;
-                }
-            } else {
-                err = reply_error(r, "GET", errstr, errstr_size);
-            }
-            if (err == LW_OK && (err = apply_slot(st, f, i, results)) == LW_ERR_NOMEM)
-                snprintf(errstr, errstr_size, "out of memory");
-        }
+        if (err == LW_OK && r)
+            err = load_state(s, r, errstr, errstr_size);
+        if (err == LW_OK && (err = apply_slot(st, f, i)) == LW_ERR_NOMEM)
+            snprintf(errstr, errstr_size, "out of memory");
         freeReplyObject(r);
         /* strict: queue each chunk's writes while Redis answers the rest */
         if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
@@ -702,8 +700,8 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, lw_apply_result_t *resul
 
 /* ---- Step 2: apply -------------------------------------------------------------- */
 
-static bool add_op(lw_store_t *st, flush_t *f, size_t slot, size_t ev, int rule, bool fire,
-                   size_t off, size_t len, const char *alert_id)
+static bool add_op(flush_t *f, size_t slot, size_t ev, int rule, bool fire, size_t off, size_t len,
+                   const char *alert_id)
 {
     op_t *no = lw_array_grow(f->ops, &f->ops_cap, f->nops + 1, sizeof *no, 256);
     if (!no)
@@ -727,7 +725,7 @@ static bool add_op(lw_store_t *st, flush_t *f, size_t slot, size_t ev, int rule,
     return true;
 }
 
-static bool add_alert(lw_store_t *st, flush_t *f, size_t off, size_t len)
+static bool add_alert(flush_t *f, size_t off, size_t len)
 {
     alert_ref_t *na = lw_array_grow(f->alerts, &f->alerts_cap, f->nalerts + 1, sizeof *na, 256);
     if (!na)
@@ -740,8 +738,9 @@ static bool add_alert(lw_store_t *st, flush_t *f, size_t off, size_t len)
 /* Applies one borrower's events in order. Borrowers are independent, so
  * read_states() calls this as each state arrives, while Redis is still
  * working through the rest of the batch's reads. */
-static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_result_t *results)
+static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
 {
+    lw_apply_result_t *results = f->results;
     slot_t *s = &f->slots[slot];
     for (size_t i = s->ev_first; i != NONE; i = f->ev[i].next) {
         pending_ev_t *pe = &f->ev[i];
@@ -763,13 +762,12 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_res
         if (o.changed)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++)
-            if (!add_alert(st, f, o.json_off[k], o.json_len[k]) ||
-                !add_op(st, f, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k],
-                        o.alert_id[k]))
+            if (!add_alert(f, o.json_off[k], o.json_len[k]) ||
+                !add_op(f, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k], o.alert_id[k]))
                 return LW_ERR_NOMEM;
         pe->na = o.n_fired;
         for (size_t k = 0; k < o.n_cleared; k++)
-            if (!add_op(st, f, slot, i, o.cleared[k], false, 0, 0, NULL))
+            if (!add_op(f, slot, i, o.cleared[k], false, 0, 0, NULL))
                 return LW_ERR_NOMEM;
         /* a repeat may be the redelivery of an event whose alert was never
          * published (a crash between Redis and Kafka): publish it again */
@@ -783,7 +781,7 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot, lw_apply_res
  * since (a crash may have lost their first publication): those in its
  * borrower's a:{..} (HGETALL, read by read_alerts or held in the EXEC
  * reply) whose alert id is the one this event makes for their rule. */
-static lw_err_t hand_back(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+static lw_err_t hand_back(flush_t *f, char *errstr, size_t errstr_size)
 {
     for (size_t e = 0; e < f->n; e++) {
         pending_ev_t *pe = &f->ev[e];
@@ -803,7 +801,7 @@ static lw_err_t hand_back(lw_store_t *st, flush_t *f, char *errstr, size_t errst
             if (memcmp(v->str + 13, id, 32))
                 continue;
             size_t off = f->json.len;
-            if (!lw_sbuf_reserve(&f->json, v->len) || !add_alert(st, f, off, v->len)) {
+            if (!lw_sbuf_reserve(&f->json, v->len) || !add_alert(f, off, v->len)) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return LW_ERR_NOMEM;
             }
@@ -843,10 +841,10 @@ static lw_err_t read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t err
         if (s->alerts->type != REDIS_REPLY_ARRAY)
             err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
     }
-    return err ? err : hand_back(st, f, errstr, errstr_size);
+    return err ? err : hand_back(f, errstr, errstr_size);
 }
 
-static void free_alert_replies(lw_store_t *st, flush_t *f)
+static void free_alert_replies(flush_t *f)
 {
     for (size_t i = 0; i < f->nslots; i++) {
         freeReplyObject(f->slots[i].alerts);
@@ -1070,8 +1068,8 @@ static lw_err_t build_tail(lw_store_t *st, flush_t *f)
         const slot_t *s = &f->slots[k];
         if (!s->dirty || s->fenced || s->op_first == NONE)
             continue;
-        if (f->nqueued == 0)
-            ok = put_cmd_hdr(b, 1, "MULTI"); /* not reached: a changed slot was queued */
+        /* the MULTI is open: an alert fired or cleared changed the state, so
+         * the slot was dirty and its MSET went out in stream_chunk() */
         for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
             const op_t *op = &f->ops[o];
             const lw_rule_t *r = &st->rules->rules[op->rule];
@@ -1144,7 +1142,7 @@ static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errs
 }
 
 /* Strict: points each replayed slot at its HGETALL in the EXEC reply. */
-static lw_err_t hold_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+static lw_err_t hold_alerts(flush_t *f, char *errstr, size_t errstr_size)
 {
     for (size_t k = 0; k < f->nhg; k++) {
         const hg_ref_t *h = &f->hg[k];
@@ -1155,7 +1153,7 @@ static lw_err_t hold_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t err
             return reply_error(r, "HGETALL", errstr, errstr_size);
         f->slots[h->slot].held = r;
     }
-    return hand_back(st, f, errstr, errstr_size);
+    return hand_back(f, errstr, errstr_size);
 }
 
 /* ---- Flush --------------------------------------------------------------------------- */
@@ -1185,7 +1183,7 @@ static void flush_free(flush_t *f)
 static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err;
-    free_alert_replies(st, f); /* of a flush that failed half way */
+    free_alert_replies(f); /* of a flush that failed half way */
     freeReplyObject(f->exec);
     f->exec = NULL;
     f->json.len = 0;
@@ -1229,7 +1227,7 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
             pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
     }
 
-    if ((err = gather_slots(st, f)) || (err = read_states(st, f, f->results, errstr, errstr_size)))
+    if ((err = gather_slots(st, f)) || (err = read_states(st, f, errstr, errstr_size)))
         return err;
     return st->opts.strict_fencing ? stream_chunk(st, f, f->nslots, errstr, errstr_size)
                                    : read_alerts(st, f, errstr, errstr_size);
@@ -1246,7 +1244,7 @@ static lw_err_t flush_write(lw_store_t *st, flush_t *f, char *errstr, size_t err
     if (st->opts.strict_fencing)
         return (err = build_tail(st, f)) ? err : send_multi(st, f, errstr, errstr_size);
     err = build_writes(st, f);
-    free_alert_replies(st, f);
+    free_alert_replies(f);
     return err ? err : send_writes(st, f, errstr, errstr_size);
 }
 
@@ -1259,7 +1257,7 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
     int64_t now = lw_now_us();
     if (f->aborted)
         return LW_OK; /* lw_store_flush_end() does it again */
-    if (st->opts.strict_fencing && (err = hold_alerts(st, f, errstr, errstr_size)))
+    if (st->opts.strict_fencing && (err = hold_alerts(f, errstr, errstr_size)))
         return err;
     for (size_t i = 0; i < f->n; i++) {
         const pending_ev_t *pe = &f->ev[i];
@@ -1327,7 +1325,6 @@ lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *
         return flush_error(f, err, errstr, errstr_size);
     }
     f->failed = f->invalid = false;
-    f->phase = FL_STAGED;
     st->staged = f;
     return LW_OK;
 }
@@ -1350,7 +1347,6 @@ lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size)
     if (err)
         return flush_error(f, err, errstr, errstr_size);
     f->failed = f->invalid = false;
-    f->phase = FL_SENT;
     st->sent = f;
     st->staged = NULL;
     return LW_OK;
