@@ -114,8 +114,9 @@ typedef struct exp_ctx {
     inflight_t inflight[INFLIGHT_MAX]; /* FIFO, slot = seq % INFLIGHT_MAX */
     uint64_t if_head, if_tail;         /* seqs [if_head, if_tail) are in flight */
     rd_kafka_topic_t *warm[2];
-    uint64_t *pend_set; /* open-addressing set of alerted borrowers still unacknowledged */
-    size_t pend_cap;    /* alerts and dead-letter topics, looked up early */
+    rd_kafka_topic_t *events; /* the consumer's topic, its leaders known before the assignment */
+    uint64_t *pend_set;       /* open-addressing set of alerted borrowers still unacknowledged */
+    size_t pend_cap;          /* alerts and dead-letter topics, looked up early */
 } exp_ctx_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c)
@@ -969,6 +970,8 @@ static bool set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr,
 static void ctx_destroy(exp_ctx_t *x)
 {
     batch_drop(x);
+    if (x->events)
+        rd_kafka_topic_destroy(x->events);
     if (x->rk)
         rd_kafka_destroy(x->rk);
     for (int i = 0; i < 2; i++)
@@ -1093,13 +1096,16 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         !set(kc, "enable.auto.commit", "true", errstr, errstr_size) ||
         !set(kc, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
         !set(kc, "enable.partition.eof", "false", errstr, errstr_size) ||
-        /* librdkafka 2.0 stops fetching a partition for a whole second once its
-         * local queue holds queued.min.messages (librdkafka #2879; 2.2 made it
-         * fetch.queue.backoff.ms): at the default 100000 a catch-up spent half
-         * its time waiting for that second. So the bytes bound decides: at most
-         * 32 MiB prefetched per partition. -X overrides both. */
+        /* librdkafka 2.0 stops fetching for a whole second once the consumer
+         * queue (all partitions together) holds queued.min.messages or
+         * queued.max.messages.kbytes (librdkafka #2879; 2.1 made the second
+         * fetch.queue.backoff.ms). So the queue must hold more than a second
+         * of catch-up: ~1M events of ~115 bytes. At 32 MiB (~0.8 s) a 2M-event
+         * catch-up ran dry for part of each second: 303k events/s against
+         * 355k at 128 MiB, for a peak RSS of 158 against 486 MiB. A consumer
+         * that keeps up holds little either way. -X overrides both. */
         !set(kc, "queued.min.messages", "1000000", errstr, errstr_size) ||
-        !set(kc, "queued.max.messages.kbytes", "32768", errstr, errstr_size) ||
+        !set(kc, "queued.max.messages.kbytes", "131072", errstr, errstr_size) ||
         !conf_apply(cf, kc, errstr, errstr_size) ||
         !set(kc, "group.id", cf->group, errstr, errstr_size) ||
         /* offsets are stored by us, after Redis acknowledged: not negotiable */
@@ -1116,6 +1122,14 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         return LW_ERR_KAFKA;
     }
     rd_kafka_poll_set_consumer(x->rk);
+    /* the partitions' leaders, now: assigned before they are known, a
+     * partition waits 500 ms to ask for its start offset (librdkafka's offset
+     * query timer), which was 7 % of a 2M-event catch-up */
+    const struct rd_kafka_metadata *md = NULL;
+    x->events = rd_kafka_topic_new(x->rk, cf->topic, NULL);
+    if (x->events &&
+        rd_kafka_metadata(x->rk, 0, x->events, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rd_kafka_metadata_destroy(md);
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, cf->topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(x->rk, subs);
