@@ -739,19 +739,20 @@ class Bench:
             cs = stats.get("cmdstat_" + cmd, "")
             return int(re.search(r"calls=(\d+)", cs).group(1)) if cs else 0
         os.unlink(dump)
-        say("raw Redis: %s events in %.2f s = %s events/s (%s GET, %s MSET in %s MULTI/EXEC, "
+        say("raw Redis: %s events in %.2f s = %s events/s (%s MGET, %s MSET in %s MULTI/EXEC, "
             "%s EVAL, 0 errors); CPU: %s" % (
-                fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("get")), fmt_int(calls("mset")),
+                fmt_int(n), rdt, fmt_rate(raw), fmt_int(calls("mget")), fmt_int(calls("mset")),
                 fmt_int(calls("exec")), fmt_int(calls("eval")), rcpu.text()))
         vmsg = self.verify_state("raw replay", sample=min(self.a.sample, 100), full=False)
         self.notes.append(
             "Raw Redis: `loanwire-exposure-bench --dump` wrote the RESP the store sends for "
-            "the feed in batches of 2000, driven as the consumer drives it (%s GETs of "
-            "borrower states: none for a borrower of the write in flight; %s MULTI/EXEC "
+            "the feed in batches of 2000, driven as the consumer drives it (%s MGETs: a "
+            "batch's epochs, and its borrowers' states 64 to a call, none for a borrower of "
+            "the write in flight; %s MULTI/EXEC "
             "writes holding %s MSETs, %s HSETs and %s XADDs; %s EVALs: string ids and "
             "cleared alerts moved to ~rule); `redis-cli --pipe` replayed it into an empty "
             "Redis: %.2f s, %s events/s, 0 errors; %s; CPU %s." % (
-                fmt_int(calls("get")), fmt_int(calls("exec")), fmt_int(calls("mset")),
+                fmt_int(calls("mget")), fmt_int(calls("exec")), fmt_int(calls("mset")),
                 fmt_int(calls("hset")), fmt_int(calls("xadd")), fmt_int(calls("eval")), rdt,
                 fmt_rate(raw), vmsg, rcpu.text()))
         nb = n
