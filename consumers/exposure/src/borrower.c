@@ -2,10 +2,10 @@
  * borrower.c - one borrower's exposure: its state string and the rules.
  *
  * The consumer that owns a partition is the only writer of its borrowers
- * (partition epochs fence the others), so it reads a borrower with GET,
+ * (partition epochs fence the others), so it reads a borrower (MGET),
  * applies events here in C and writes the result back. Redis stores and
- * publishes; it decides nothing. That keeps Redis at a GET and a SET per
- * borrower and batch, instead of a Lua interpreter per event.
+ * publishes; it decides nothing. That keeps Redis at one read and one write
+ * per borrower and batch, instead of a Lua interpreter per event.
  *
  * The state string (layout version 2, consumers/README.md) is varints, so
  * a borrower with three loans fits in about 90 bytes:
