@@ -294,9 +294,13 @@ static void test_store_reads_foreign_values(void **state)
         fail_msg("flush: %s", errstr);
     for (int i = 0; i < N; i++)
         assert_int_equal(res[i].code, LW_APPLY_APPLIED);
-    assert_int_equal(readb(BID_C).total_outstanding_fen, 100);
+    lw_borrower_state_t c = readb(BID_C);
+    assert_int_equal(c.total_outstanding_fen, 100);
+    lw_borrower_state_clear(&c);
     snprintf(bid, sizeof bid, "%022d", BAD);
-    assert_int_equal(readb(bid).total_outstanding_fen, 100 + BAD);
+    lw_borrower_state_t b = readb(bid);
+    assert_int_equal(b.total_outstanding_fen, 100 + BAD);
+    lw_borrower_state_clear(&b);
     lw_store_destroy(st);
 }
 
