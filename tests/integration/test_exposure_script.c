@@ -260,9 +260,6 @@ static void test_big_amounts_exact(void **state)
     lw_store_destroy(st);
 }
 
-/* lw_state_read on a damaged state string: every truncation of a real one and
- * a few flipped bytes give an error or a (bounded) state, never a crash or an
- * overrun (the ASan build runs this too). */
 /* States are read 64 borrowers to an MGET. A value that is not a state
  * fails the flush with where and why, whichever MGET it came in, and the
  * events stay queued: once it is gone the same flush succeeds. A key of
@@ -304,6 +301,9 @@ static void test_store_reads_foreign_values(void **state)
     lw_store_destroy(st);
 }
 
+/* lw_state_read on a damaged state string: every truncation of a real one and
+ * a few flipped bytes give an error or a (bounded) state, never a crash or an
+ * overrun (the ASan build runs this too). */
 static void test_state_read_malformed(void **state)
 {
     flushdb();

@@ -113,10 +113,10 @@ typedef struct exp_ctx {
     lw_hist_t *lat_state, *lat_alert;  /* --latency-out only */
     inflight_t inflight[INFLIGHT_MAX]; /* FIFO, slot = seq % INFLIGHT_MAX */
     uint64_t if_head, if_tail;         /* seqs [if_head, if_tail) are in flight */
-    rd_kafka_topic_t *warm[2];
+    rd_kafka_topic_t *warm[2];         /* alerts and dead-letter topics, looked up early */
     rd_kafka_topic_t *events; /* the consumer's topic, its leaders known before the assignment */
     uint64_t *pend_set;       /* open-addressing set of alerted borrowers still unacknowledged */
-    size_t pend_cap;          /* alerts and dead-letter topics, looked up early */
+    size_t pend_cap;
 } exp_ctx_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c)

@@ -6,8 +6,8 @@
  *
  *   1. read: with strict fencing WATCH + MGET the partitions' epoch keys
  *      (a partition whose epoch moved on is fenced here), then MGET every
- *      distinct borrower of the batch, chunk_max to a call (a key holding another
- *      type than a string reads as absent, and the write replaces it);
+ *      distinct borrower of the batch, chunk_max to a call (a key holding
+ *      another type than a string reads as absent; the write replaces it);
  *   2. apply each borrower's events in order in C (borrower.c) - the
  *      sequence rule, windows and rules - as soon as its state arrives, so
  *      this overlaps Redis answering the rest of step 1;
