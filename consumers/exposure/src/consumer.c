@@ -783,7 +783,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (rd_kafka_assignment_lost(rk)) {
         lw_warn("partitions lost (session or poll interval expired): dropping %zu in-flight "
                 "events uncommitted",
-                x->fill->n + (x->fly ? x->fly->n : 0));
+                x->fill->n + (x->staged ? x->staged->n : 0) + (x->fly ? x->fly->n : 0));
         batch_drop(x);
         inflight_drop(x);
     } else {

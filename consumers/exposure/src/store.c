@@ -22,8 +22,10 @@
  *      repeats, then write.lua per chunk of borrowers, which checks each
  *      borrower's fence stamp (Redis Cluster).
  *
- * lw_store_flush_begin() stops after sending the write; the caller works
- * while Redis executes it, and lw_store_flush_end() reads its replies.
+ * The steps are split so that the caller works while Redis does:
+ * lw_store_flush_begin() does 1 and 2 (and the MULTI's body),
+ * lw_store_flush_commit() sends the rest of 3, and lw_store_flush_end()
+ * reads its replies; meanwhile the next batch can be begun.
  *
  * Only the partition's owner writes its borrowers (epochs fence the rest),
  * so what was read in 1 is still what Redis holds in 3. Nothing is kept
@@ -1023,7 +1025,6 @@ static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
     return put_hdr(b, '*', argc) && put_str(b, cmd);
 }
 
-/* The JSON of a rule's alert as the slot's a:{..} holds it before this flush. */
 /* Moves a cleared alert to "~rule" (kept, so a redelivered trigger can
  * publish it again) inside the MULTI, whatever the field holds by then. */
 static const char move_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
@@ -1033,8 +1034,9 @@ static const char move_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1]
 /* Queues the writes of slots [streamed, hi) in the MULTI (opened on first
  * use): one MSET of the changed borrowers, and an HGETALL a:{..} for each
  * whose repeat must hand its alerts back (their value before this write:
- * the alert operations come after every MSET). Redis parses them while the
- * rest of the batch is applied; nothing runs before EXEC. */
+ * the alert operations come after every MSET). hiredis sends them with the
+ * next read, so Redis parses them while the rest of the batch is applied;
+ * nothing runs before EXEC. */
 static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
                              size_t errstr_size)
 {
