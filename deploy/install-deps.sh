@@ -12,7 +12,7 @@ root=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 packages=(
-  build-essential cmake pkg-config clang
+  build-essential cmake pkg-config clang libclang-rt-14-dev
   librdkafka-dev libavro-dev libhiredis-dev libjansson-dev libmicrohttpd-dev
   libcmocka-dev libssl-dev
   redis-server redis-tools kcat
