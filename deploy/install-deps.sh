@@ -5,20 +5,50 @@
 #
 #   ./deploy/install-deps.sh            # packages + Python test peers + Kafka
 #   LOANWIRE_SKIP_KAFKA=1 ...           # packages only
+#   ./deploy/install-deps.sh --check    # install nothing: name what is missing
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=deploy/lib.sh
 . "$here/lib.sh"
 
-packages=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
-  librdkafka-dev libavro-dev libhiredis-dev libjansson-dev libmicrohttpd-dev
-  libcmocka-dev libssl-dev
-  redis-server redis-tools kcat
-  openjdk-17-jre-headless maven
-  python3 python3-pip curl procps
+# Each Debian package with what proves it is there (cmd:NAME on PATH,
+# pc:MODULE for pkg-config, file:GLOB, py:MODULE for python3), so that
+# --check names the package behind a missing tool instead of leaving a
+# CMake or linker trace to decode.
+deps=(
+  "build-essential cmd:cc" "cmake cmd:cmake" "pkg-config cmd:pkg-config" "clang cmd:clang"
+  "libclang-rt-14-dev file:/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a"
+  "librdkafka-dev pc:rdkafka" "libavro-dev pc:avro-c" "libhiredis-dev pc:hiredis"
+  "libjansson-dev pc:jansson" "libmicrohttpd-dev pc:libmicrohttpd" "libcmocka-dev pc:cmocka"
+  "libssl-dev pc:libcrypto"
+  "redis-server cmd:redis-server" "redis-tools cmd:redis-cli" "kcat cmd:kcat"
+  "openjdk-17-jre-headless cmd:java" "maven cmd:mvn"
+  "python3 cmd:python3" "python3-pip py:pip" "curl cmd:curl" "procps cmd:pkill"
 )
+packages=()
+for d in "${deps[@]}"; do packages+=("${d%% *}"); done
+
+# Probes every dependency; prints one line per missing one, naming its package.
+check_deps() {
+  local d pkg probe bad=0
+  for d in "${deps[@]}"; do
+    pkg=${d%% *} probe=${d#* }
+    case "$probe" in
+      cmd:*) command -v "${probe#cmd:}" >/dev/null 2>&1 ;;
+      pc:*) pkg-config --exists "${probe#pc:}" 2>/dev/null ;;
+      file:*) compgen -G "${probe#file:}" >/dev/null ;;
+      py:*) python3 -c "import ${probe#py:}" 2>/dev/null ;;
+    esac || { lw_say "missing: ${probe#*:} (Debian package $pkg: apt-get install $pkg)"; bad=1; }
+  done
+  python3 -c 'import fastavro' 2>/dev/null ||
+    { lw_say "missing: python module fastavro (PyPI: python3 -m pip install fastavro)"; bad=1; }
+  return $bad
+}
+if [ "${1:-}" = --check ]; then
+  check_deps || lw_die "dependencies missing (./deploy/install-deps.sh as root installs them all)"
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do

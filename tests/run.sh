@@ -27,6 +27,9 @@ unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
 
 step "installing dependencies"
 ./deploy/install-deps.sh
+# A tool still missing (no root, a failed install) is named with its Debian
+# package here, not left to surface as a CMake or linker trace later.
+./deploy/install-deps.sh --check
 
 step "building (clean, -Werror) in build/"
 rm -rf build

@@ -8,6 +8,12 @@ secs=${1:-30}
 case "$secs" in ''|*[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 2;; esac
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${LW_FUZZ_BUILD_DIR:-$src/build-fuzz}
+command -v clang >/dev/null ||
+    { echo "fuzz: clang not found (Debian package clang; ./deploy/install-deps.sh installs it)" >&2; exit 1; }
+rt=$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)
+[ -f "$rt" ] || rt=$(clang -print-resource-dir 2>/dev/null)/lib/linux/libclang_rt.fuzzer-x86_64.a
+[ -f "$rt" ] || { echo "fuzz: clang's libFuzzer and sanitizer runtimes are missing (Debian package" \
+    "libclang-rt-14-dev; ./deploy/install-deps.sh installs it)" >&2; exit 1; }
 # Everything with ASan+UBSan; the library also with coverage so libFuzzer can steer.
 CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
