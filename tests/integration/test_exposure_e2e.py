@@ -157,21 +157,21 @@ class Names:
 
 
 def decode_state(raw, name):
-    """A borrower's state string, layout version 2 (consumers/README.md), decoded here
-    independently of borrower.c: u8 version, then varints fence partition + 1, fence
-    epoch, t, open-alert mask, 2 * n_loans + has income, n_win, [income,
+    """A borrower's state string, layout version 3 (consumers/README.md), decoded here
+    independently of borrower.c: u8 version, then varints fence writer (an id of
+    lw:strings naming "@topic:partition"), fence epoch, t, open-alert mask, 2 * n_loans + has income, n_win, [income,
     t - income_at]; per loan: platform id, lender id, loan_id (u8 length, bit 7 set when
     the characters follow packed 6 bits each in the base64url alphabet), status +
     8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
     outstanding, [past_due], [limit], t - updated_at;
     per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
     application), 4 bytes lender hash."""
-    assert raw[0] == 2, "layout version %r" % raw[0]
+    assert raw[0] == 3, "layout version %r" % raw[0]
     h, i = [], 1
     for _ in range(6):
         v, i = uvarint(raw, i)
         h.append(v)
-    part, epoch, t, mask, nl2, nw = h
+    writer, epoch, t, mask, nl2, nw = h
     nl = nl2 >> 1
     inc = inc_at = None
     if nl2 & 1:
@@ -201,7 +201,7 @@ def decode_state(raw, name):
         i += 10
         w.append((t - d, idh, lh))
     assert i == len(raw), "trailing bytes in a state string"
-    return {"fence": (part - 1, epoch), "t": t, "mask": mask, "inc": inc, "inc_at": inc_at,
+    return {"fence": (writer, epoch), "t": t, "mask": mask, "inc": inc, "inc_at": inc_at,
             "loans": loans, "win": w}
 
 

@@ -48,7 +48,7 @@ static lw_event_t mk(lw_event_type_t t, const char *loan, const char *lender, in
 static lw_apply_code_t apply(lw_bstate_t *s, const lw_event_t *e, lw_sbuf_t *json,
                              lw_bapply_out_t *o)
 {
-    return lw_bstate_apply(s, g_rules, e, 1, (uint32_t)(unsigned char)e->lender_id[0], 0, 1, json,
+    return lw_bstate_apply(s, g_rules, e, 1, (uint32_t)(unsigned char)e->lender_id[0], 1, 1, json,
                            o);
 }
 
@@ -148,7 +148,7 @@ static void test_loan_ids(void **state)
         lw_sbuf_t b = {0};
         lw_bstate_reset(&empty);
         empty.t = s.t;
-        empty.fence_part = s.fence_part;
+        empty.fence_writer = s.fence_writer;
         empty.fence_epoch = s.fence_epoch;
         empty.mask = s.mask;
         assert_true(lw_bstate_encode(&empty, &b));
@@ -245,13 +245,37 @@ static void test_income_cap_and_fence(void **state)
     assert_false(s.mask & 1);
     assert_true(s.mask & LW_MASK_HIST);
 
-    /* fencing: written with epoch 1 of partition 0; epoch 0 is refused, another
-     * partition (Redis Cluster mode never mixes them) or a newer epoch is not */
+    /* fencing: written with epoch 1 of writer 7 (a topic and partition); epoch
+     * 0 of writer 7 is refused; another writer (another topic, or another
+     * partition) at any epoch, or a newer epoch of writer 7, is not */
     lw_event_t x = mk(LW_EVENT_REPAYMENT, "L1", "a", 2, T0 + 4, 1);
-    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 0, 0, &json, &o), LW_APPLY_FENCED);
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 7, 1, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.fence_writer, 7);
+    x.sequence = 3;
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 7, 0, &json, &o), LW_APPLY_FENCED);
     assert_false(o.changed);
-    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 0, 2, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.fence_epoch, 1);
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 8, 0, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.fence_writer, 8);
+    assert_int_equal(s.fence_epoch, 0);
+    x.sequence = 4;
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &x, 1, 'a', 8, 2, &json, &o), LW_APPLY_APPLIED);
     assert_int_equal(s.fence_epoch, 2);
+    /* a layout version 2 state (the stamp named a partition, not its topic)
+     * is read with no stamp: it fences nobody, and is written back as 3 */
+    lw_sbuf_t enc = {0};
+    lw_bstate_t d = {0};
+    assert_true(lw_bstate_encode(&s, &enc));
+    assert_int_equal(enc.p[0], LW_STATE_VERSION);
+    enc.p[0] = LW_STATE_VERSION_V2;
+    assert_int_equal(lw_bstate_decode(&d, enc.p, enc.len), LW_OK);
+    assert_int_equal(d.fence_writer, 0);
+    assert_int_equal(d.fence_epoch, 0);
+    assert_int_equal(d.n_loans, s.n_loans);
+    x.sequence = 5;
+    assert_int_equal(lw_bstate_apply(&d, g_rules, &x, 1, 'a', 8, 1, &json, &o), LW_APPLY_APPLIED);
+    lw_bstate_free(&d);
+    lw_sbuf_free(&enc);
     lw_bstate_free(&s);
     lw_sbuf_free(&json);
 }

@@ -7,10 +7,10 @@
  * publishes; it decides nothing. That keeps Redis at one read and one write
  * per borrower and batch, instead of a Lua interpreter per event.
  *
- * The state string (layout version 2, consumers/README.md) is varints, so
+ * The state string (layout version 3, consumers/README.md) is varints, so
  * a borrower with three loans fits in about 90 bytes:
  *
- *   u8 version | fence partition+1 | fence epoch | t | open-alert mask |
+ *   u8 version | fence writer | fence epoch | t | open-alert mask |
  *   2*n_loans + has income | n_win | [income | t - income_at] |
  *   loans: platform id | lender id | loan_id | status + 8*product +
  *          32*(past_due > 0) + 64*(limit > 0) + 128*dpd | sequence |
@@ -80,7 +80,7 @@ void lw_bstate_reset(lw_bstate_t *s)
 {
     s->t = 0;
     s->mask = 0;
-    s->fence_part = -1;
+    s->fence_writer = 0;
     s->fence_epoch = 0;
     s->has_income = false;
     s->income_fen = s->income_at = 0;
@@ -242,13 +242,21 @@ static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
 lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
 {
     cur_t c = {buf, (const unsigned char *)buf + len};
-    int64_t part, nl, nw, v;
+    int64_t writer, nl, nw, v;
     lw_bstate_reset(s);
-    if (len < 1 || *c.p++ != LW_STATE_VERSION || !get_i(&c, INT32_MAX, &part) ||
-        !get_i(&c, INT64_MAX, &s->fence_epoch) || !get_i(&c, LW_STATE_NUM_MAX, &s->t) ||
-        !get_uv(&c, &s->mask) || !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
+    if (len < 1)
         return LW_ERR_PARSE;
-    s->fence_part = (int32_t)part - 1;
+    const int version = *c.p++;
+    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V2) ||
+        !get_i(&c, UINT32_MAX, &writer) || !get_i(&c, INT64_MAX, &s->fence_epoch) ||
+        !get_i(&c, LW_STATE_NUM_MAX, &s->t) || !get_uv(&c, &s->mask) ||
+        !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
+        return LW_ERR_PARSE;
+    /* a version 2 stamp named a partition of some topic: no writer can be
+     * told from it, so it fences nobody (the next write stamps it anew) */
+    s->fence_writer = version == LW_STATE_VERSION ? (uint32_t)writer : 0;
+    if (!s->fence_writer)
+        s->fence_epoch = 0;
     bool income = nl & 1;
     nl >>= 1;
     /* a loan is >= 8 bytes and an entry >= 11: a corrupt count allocates little */
@@ -307,7 +315,7 @@ bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
         return false;
     char *p = out->p + out->len;
     *p++ = LW_STATE_VERSION;
-    p = put_uv(p, (uint64_t)(s->fence_part + 1));
+    p = put_uv(p, s->fence_writer);
     p = put_uv(p, (uint64_t)s->fence_epoch);
     p = put_uv(p, (uint64_t)s->t);
     p = put_uv(p, s->mask);
@@ -501,12 +509,12 @@ static bool is_active(lw_loan_status_t st)
 /* ---- Applying one event ----------------------------------------------------- */
 
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
-                                uint32_t platform, uint32_t lender, int32_t partition,
-                                int64_t epoch, lw_sbuf_t *json, lw_bapply_out_t *out)
+                                uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
+                                lw_sbuf_t *json, lw_bapply_out_t *out)
 {
     out->changed = out->nomem = false;
     out->n_fired = out->n_cleared = 0;
-    if (s->fence_part == partition && epoch < s->fence_epoch)
+    if (writer && s->fence_writer == writer && epoch < s->fence_epoch)
         return LW_APPLY_FENCED;
 
     const lw_event_type_t et = ev->event_type;
@@ -706,7 +714,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     if (!changed && newmask == s->mask)
         return LW_APPLY_DUPLICATE;
     s->mask = newmask;
-    s->fence_part = partition;
+    s->fence_writer = writer;
     s->fence_epoch = epoch;
     out->changed = true;
     return LW_APPLY_APPLIED;

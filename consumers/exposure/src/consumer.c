@@ -23,14 +23,18 @@
  * borrower's alerts alone does not wait.
  *
  * Ownership: on assignment each partition gets a fresh epoch (INCR of
- * lw:epoch:<topic>:<p>) that every script call carries; a FENCED answer
- * means someone newer owns the partition, so its in-flight events are
- * dropped uncommitted. On revocation the collected batch is applied and the
- * offsets committed before the partitions are let go (unless they were
- * lost, e.g. after max.poll.interval.ms, in which case the batch is
- * dropped). Redis or Kafka away: back off (capped, logged) and retry the same
- * step of the same batch; nothing is committed meanwhile. consumers/README.md explains why
- * this gives exactly-once effect.
+ * lw:epoch:<topic>:<p>) that every write carries; a FENCED answer means
+ * someone newer may own the partition, so its in-flight events are dropped
+ * uncommitted and its epoch key is read again ("Fences" below): a key still
+ * at our epoch means the key went back (a restored Redis, lost epoch keys),
+ * not a newer owner, and we take an epoch above the stamps and read again
+ * from the last stored offsets; a key that moved on means a newer owner, and
+ * the rebalance must take the partition from us within --stall-timeout, or
+ * we exit non-zero rather than hold it unprocessed. On revocation the collected batch is applied
+ * and the offsets committed before the partitions are let go (unless they were lost, e.g. after
+ * max.poll.interval.ms, in which case the batch is dropped). Redis or Kafka away: back off (capped,
+ * logged) and retry the same step of the same batch; nothing is committed meanwhile.
+ * consumers/README.md explains why this gives exactly-once effect.
  */
 #include "exposure_int.h"
 
@@ -56,9 +60,13 @@
 
 typedef struct part_state {
     bool owned, fenced, reset_done;
+    bool recheck; /* fenced since its epoch key was last read */
     int64_t epoch;
     int64_t next_offset; /* next offset to apply, -1 unknown */
+    int64_t first_seen;  /* first offset polled since the assignment, -1 none */
     int64_t lag;         /* -1 unknown */
+    int64_t fenced_ms;   /* lw_mono_ms() when it was found fenced */
+    int64_t fence_above; /* the newest stamp epoch that refused it (0: the epoch key moved) */
 } part_state_t;
 
 /* A batch applied to Redis whose offsets wait for its alerts and dead letters
@@ -109,6 +117,8 @@ typedef struct exp_ctx {
     bool fatal;
     char fatal_msg[512];
     int64_t last_msg_ms;
+    int64_t stalled_ms;       /* since when lag stood while nothing was consumed; 0 not */
+    uint64_t consumed_at_lag; /* x->c.consumed at the last lag check */
     bool ever_assigned;
     lw_hist_t *lat_state, *lat_alert;  /* --latency-out only */
     inflight_t inflight[INFLIGHT_MAX]; /* FIFO, slot = seq % INFLIGHT_MAX */
@@ -129,6 +139,7 @@ void lw_exposure_conf_init(lw_exposure_conf_t *c)
     c->dlq_topic = LW_TOPIC_DEAD_LETTERS;
     c->redis_url = lw_conf_default_redis();
     c->status_every_s = 5;
+    c->stall_s = 30;
     c->batch_max = 2000;
     lw_script_opts_init(&c->script);
 }
@@ -569,6 +580,112 @@ static void batch_release(batch_t *b)
     b->nev = 0;
 }
 
+/* ---- Fences ---------------------------------------------------------------- */
+
+static void batch_drop(exp_ctx_t *x);
+
+/* A write of partition p was refused: by its epoch key (stamp 0) or by a
+ * borrower's fence stamp of the same topic and partition at a newer epoch. */
+static void fence_note(exp_ctx_t *x, int32_t p, int64_t stamp)
+{
+    part_state_t *ps = &x->parts[p];
+    if (!ps->fenced) {
+        lw_warn("partition %" PRId32 " fenced (epoch %" PRId64 " is stale: %s %" PRId64
+                "): dropping its in-flight events uncommitted, checking its epoch key",
+                p, ps->epoch, stamp ? "a borrower's stamp holds epoch" : "its epoch key moved",
+                stamp);
+        ps->fenced = true;
+        ps->recheck = true;
+        ps->fenced_ms = lw_mono_ms();
+        ps->fence_above = 0;
+    }
+    if (stamp > ps->fence_above)
+        ps->fence_above = stamp;
+}
+
+/* Drops every batch not yet stored and reads each owned partition again from
+ * its last stored offset (or the first it polled): what had landed in Redis
+ * comes back as duplicates. For a partition whose epoch was raised. */
+static void rewind_owned(exp_ctx_t *x)
+{
+    batch_drop(x);
+    inflight_drop(x);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int32_t p = 0; p < MAX_PARTS; p++) {
+        part_state_t *ps = &x->parts[p];
+        int64_t at = ps->next_offset >= 0 ? ps->next_offset : ps->first_seen;
+        if (ps->owned && at >= 0)
+            rd_kafka_topic_partition_list_add(l, x->conf->topic, p)->offset = at;
+    }
+    rd_kafka_error_t *e = l->cnt ? rd_kafka_seek_partitions(x->rk, l, 10000) : NULL;
+    if (e) {
+        x->fatal = true;
+        snprintf(x->fatal_msg, sizeof x->fatal_msg, "seek after an epoch raise: %s",
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    for (int i = 0; !x->fatal && i < l->cnt; i++) {
+        if (l->elems[i].err) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg, "seek partition %" PRId32 ": %s",
+                     l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+        }
+        lw_info("partition %" PRId32 ": reading again from offset %" PRId64, l->elems[i].partition,
+                l->elems[i].offset);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Reads the epoch key of each newly fenced partition again. Still ours: the
+ * key went back below the stamps (restored Redis, lost lw:epoch keys), so
+ * it is raised above them and the partitions are read again. Moved on: a
+ * newer owner; the rebalance takes the partition from us, and if it does not
+ * within conf->stall_ms we stop with an error instead of stalling. */
+static void fences_check(exp_ctx_t *x)
+{
+    char es[512];
+    bool rewind = false;
+    int64_t now = lw_mono_ms();
+    for (int32_t p = 0; p < MAX_PARTS && !x->fatal; p++) {
+        part_state_t *ps = &x->parts[p];
+        if (!ps->owned || !ps->fenced)
+            continue;
+        if (ps->recheck) {
+            bool ours = false;
+            int64_t cur = 0, above = ps->fence_above > ps->epoch ? ps->fence_above : ps->epoch;
+            if (lw_store_epoch_raise(x->store, x->conf->topic, p, ps->epoch, above, &ours, &cur, es,
+                                     sizeof es) != LW_OK) {
+                lw_warn("partition %" PRId32 ": reading its epoch key: %s (retrying)", p, es);
+                continue;
+            }
+            ps->recheck = false;
+            if (ours) {
+                lw_warn("partition %" PRId32 ": its epoch key was still ours (%" PRId64
+                        ") below a stamp of epoch %" PRId64 " (a restored Redis or lost "
+                        "lw:epoch keys), not a newer owner: raised to %" PRId64,
+                        p, ps->epoch, ps->fence_above, cur);
+                ps->epoch = cur;
+                ps->fenced = false;
+                rewind = true;
+                continue;
+            }
+            lw_warn("partition %" PRId32 ": epoch %" PRId64 " owns it now (ours %" PRId64
+                    "): waiting for the rebalance to take it from us (at most %d s)",
+                    p, cur, ps->epoch, x->conf->stall_s);
+        }
+        if (x->conf->stall_s > 0 && now - ps->fenced_ms > x->conf->stall_s * 1000LL) {
+            x->fatal = true;
+            snprintf(x->fatal_msg, sizeof x->fatal_msg,
+                     "partition %" PRId32 " fenced for %d s but still assigned to us (our epoch "
+                     "%" PRId64 ", newest stamp epoch %" PRId64 "): stopping rather than "
+                     "holding it unprocessed; a restart takes a fresh epoch",
+                     p, x->conf->stall_s, ps->epoch, ps->fence_above);
+        }
+    }
+    if (rewind && !x->fatal)
+        rewind_owned(x);
+}
+
 /* Settles the results of the batch whose write ended. */
 static void batch_settle(exp_ctx_t *x, batch_t *b)
 {
@@ -591,11 +708,7 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
             break;
         case LW_APPLY_FENCED:
             x->c.fenced++;
-            if (!x->parts[p].fenced)
-                lw_warn("partition %" PRId32 " fenced (epoch %" PRId64
-                        " is stale): dropping its in-flight events uncommitted",
-                        p, x->parts[p].epoch);
-            x->parts[p].fenced = true;
+            fence_note(x, p, r->fence_epoch);
             break;
         }
         if (r->code != LW_APPLY_FENCED)
@@ -746,9 +859,10 @@ static void on_assign(exp_ctx_t *x, rd_kafka_topic_partition_list_t *parts)
                 continue;
         }
         ps->owned = true;
-        ps->fenced = false;
+        ps->fenced = ps->recheck = false;
         ps->epoch = epoch;
         ps->next_offset = -1;
+        ps->first_seen = -1;
         ps->lag = -1;
         if (x->conf->from_beginning && !ps->reset_done) {
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -805,6 +919,26 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /* ---- Status and metrics --------------------------------------------------- */
+
+static int fenced_count(const exp_ctx_t *x)
+{
+    int n = 0;
+    for (int32_t p = 0; p < MAX_PARTS; p++)
+        n += x->parts[p].owned && x->parts[p].fenced;
+    return n;
+}
+
+/* Lag that stands or grows while nothing is consumed is an alarm: the status
+ * line and the metrics (stalled_s) say how long it has lasted. */
+static void stall_watch(exp_ctx_t *x, int64_t lag, int64_t now)
+{
+    bool moving = x->c.consumed != x->consumed_at_lag;
+    x->consumed_at_lag = x->c.consumed;
+    if (lag <= 0 || moving)
+        x->stalled_ms = 0;
+    else if (!x->stalled_ms)
+        x->stalled_ms = now;
+}
 
 static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
 {
@@ -926,6 +1060,8 @@ static void publish_metrics(exp_ctx_t *x, double rate)
         total += x->parts[p].lag;
     }
     PUT("lag_total", "%" PRId64, total);
+    PUT("partitions_fenced", "%d", fenced_count(x));
+    PUT("stalled_s", "%" PRId64, x->stalled_ms ? (lw_mono_ms() - x->stalled_ms) / 1000 : 0);
 #undef PUT
     for (int i = 0; i < a; i++)
         lens[i] = strlen(argv[i]);
@@ -1168,6 +1304,9 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                 }
                 rd_kafka_message_destroy(m);
             } else {
+                if (m->partition >= 0 && m->partition < MAX_PARTS &&
+                    x->parts[m->partition].first_seen < 0)
+                    x->parts[m->partition].first_seen = m->offset;
                 x->fill->msg[x->fill->n++] = m;
             }
             if (x->fill->n == bm)
@@ -1182,6 +1321,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         }
         batch_land(x);
         inflight_settle(x);
+        fences_check(x);
 
         int64_t now = lw_mono_ms();
         if (now - last_metrics >= 1000 || !polled) {
@@ -1189,6 +1329,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             bool caught;
             if (now - last_metrics >= 1000) {
                 update_lag(x, &lag, &caught);
+                stall_watch(x, lag, now);
                 publish_metrics(x, rate);
                 last_metrics = now;
             }
@@ -1203,6 +1344,10 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                         "  fenced %" PRIu64 "  rtt %" PRId64 " us",
                         rate, x->c.applied, lag, x->c.alerts, x->c.dead_letters, x->c.out_of_order,
                         x->c.duplicates, x->c.fenced, lw_store_last_rtt_us(x->store));
+                if (x->stalled_ms && now - x->stalled_ms >= 5000)
+                    lw_warn("STALLED: lag %" PRId64 " and nothing consumed for %" PRId64
+                            " s (%d partition(s) fenced)",
+                            lag, (now - x->stalled_ms) / 1000, fenced_count(x));
                 last_status = now;
             }
             /* caught up: the lag is 0 once nothing came for a moment (the

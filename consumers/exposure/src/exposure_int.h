@@ -19,8 +19,11 @@
 
 /* Window entries are kept this long behind the borrower's latest event. */
 #define LW_WINDOW_KEEP_MS LW_WINDOW_30D
-/* Layout version: first byte of a borrower's state string (consumers/README.md). */
-#define LW_STATE_VERSION 2
+/* Layout version: first byte of a borrower's state string (consumers/README.md).
+ * Version 2 (the fence stamp named a partition, without its topic) is still
+ * read, as a state with no fence stamp; it is written as version 3. */
+#define LW_STATE_VERSION    3
+#define LW_STATE_VERSION_V2 2
 /* Numbers and times a state string holds are below 2^53 (what validation
  * lets through, and what JSON readers with doubles read exactly). */
 #define LW_STATE_NUM_MAX ((int64_t)1 << 53)
@@ -69,9 +72,9 @@ typedef struct lw_bwin {
 } lw_bwin_t;
 
 typedef struct lw_bstate {
-    int64_t t;     /* latest event time */
-    uint64_t mask; /* open alerts: bit i = rule i; LW_MASK_HIST */
-    int32_t fence_part;
+    int64_t t;             /* latest event time */
+    uint64_t mask;         /* open alerts: bit i = rule i; LW_MASK_HIST */
+    uint32_t fence_writer; /* the last writer's id (lw:strings "@topic:partition"), 0 none */
     int64_t fence_epoch;
     bool has_income;
     int64_t income_fen, income_at;
@@ -95,8 +98,7 @@ void lw_sbuf_free(lw_sbuf_t *b);
  * untouched). */
 void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first);
 
-/* Empties s (keeps its arrays). A fresh state is all zeros (fence_part -1 is
- * set by reset). */
+/* Empties s (keeps its arrays). A fresh state is all zeros. */
 void lw_bstate_reset(lw_bstate_t *s);
 void lw_bstate_free(lw_bstate_t *s);
 /* Decodes a state string into s (reset first): LW_OK, LW_ERR_PARSE for a
@@ -120,13 +122,19 @@ typedef struct lw_bapply_out {
 /* Applies one valid event to its borrower's state (event time only): the
  * sequence rule, the 30-day window, then every rule on the new state. platform
  * and lender are the event's string ids. Fired alerts' JSON is appended to
- * json. Returns LW_APPLY_FENCED when the state carries a newer epoch of the
- * same partition (nothing changed). */
+ * json. writer is the id of the event's (topic, partition) (lw_store_writer_name());
+ * returns LW_APPLY_FENCED when the state carries a newer epoch of the same
+ * writer (nothing changed; s->fence_epoch says which). */
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
-                                uint32_t platform, uint32_t lender, int32_t partition,
-                                int64_t epoch, lw_sbuf_t *json, lw_bapply_out_t *out);
+                                uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
+                                lw_sbuf_t *json, lw_bapply_out_t *out);
 /* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
 void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
+
+/* A writer's name in lw:strings, "@<topic>:<partition>" ('@' is not in the
+ * Kafka topic alphabet): its id is the writer in a borrower's fence stamp. */
+#define LW_WRITER_NAME_MAX 272
+void lw_writer_name(const char *topic, int32_t partition, char *buf, size_t cap);
 
 /* ---- String ids for platforms and lenders (dict.c) ------------------------ */
 

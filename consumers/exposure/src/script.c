@@ -36,6 +36,11 @@ void lw_alerts_key(const char *borrower_id, char *buf, size_t cap)
     snprintf(buf, cap, "%s", k);
 }
 
+void lw_writer_name(const char *topic, int32_t partition, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "@%s:%" PRId32, topic, partition);
+}
+
 void lw_epoch_key(const char *topic, int32_t partition, char *buf, size_t cap)
 {
     snprintf(buf, cap, "lw:epoch:%s:%" PRId32, topic, partition);

@@ -56,6 +56,7 @@ typedef struct pending_ev {
     const char *topic;
     int32_t partition;
     int64_t epoch;
+    uint32_t writer;           /* id of "@topic:partition", its fence stamp */
     size_t slot;               /* its borrower in slots[] */
     uint32_t platform, lender; /* string ids */
     size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
@@ -69,6 +70,7 @@ typedef struct slot {
     lw_bstate_t st;            /* arrays kept across flushes */
     bool dirty, fenced, replay;
     bool cached;              /* its state came from the flush in flight, not from a read */
+    int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
     size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
@@ -496,6 +498,67 @@ static lw_err_t reply_error(const redisReply *r, const char *what, char *errstr,
     return LW_ERR_REDIS;
 }
 
+/* The writer of an event: its (topic, partition) as a small id, so that a
+ * fence stamp names the topic too and costs a byte or two. Events come in
+ * runs of one partition, so the name is formatted once a run. */
+static uint32_t writer_id(const lw_dict_t *d, const pending_ev_t *pe, const pending_ev_t *prev,
+                          char *name, size_t cap)
+{
+    if (prev && prev->writer && prev->partition == pe->partition &&
+        (prev->topic == pe->topic || !strcmp(prev->topic, pe->topic)))
+        return prev->writer;
+    lw_writer_name(pe->topic, pe->partition, name, cap);
+    return lw_dict_id(d, name);
+}
+
+static lw_err_t intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    const char **names = malloc(2 * f->n * sizeof *names);
+    char(*wn)[LW_WRITER_NAME_MAX] = NULL; /* new writers' names: a few after an assignment */
+    size_t nn = 0, nw = 0, wcap = 0;
+    char name[LW_WRITER_NAME_MAX];
+    lw_err_t err = LW_ERR_NOMEM;
+    if (!names)
+        goto done;
+    for (size_t i = 0; i < f->n; i++) {
+        pending_ev_t *pe = &f->ev[i];
+        if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
+            names[nn++] = pe->ev.platform_id;
+        if (!(pe->lender = lw_dict_id(st->dict, pe->ev.lender_id)))
+            names[nn++] = pe->ev.lender_id;
+        pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
+        if (!pe->writer && (nw == 0 || strcmp(wn[nw - 1], name))) {
+            void *g = lw_array_grow(wn, &wcap, nw + 1, sizeof *wn, 4);
+            if (!g)
+                goto done;
+            wn = g;
+            memcpy(wn[nw++], name, sizeof name);
+        }
+    }
+    const char **all = nw ? realloc(names, (nn + nw) * sizeof *names) : names;
+    if (!all)
+        goto done;
+    names = all;
+    for (size_t k = 0; k < nw; k++)
+        names[nn++] = wn[k];
+    err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
+    if (err == LW_ERR_TRANSIENT)
+        err = conn_error(st, st->rc, errstr, errstr_size);
+    for (size_t i = 0; err == LW_OK && nn && i < f->n; i++) {
+        pending_ev_t *pe = &f->ev[i];
+        if (!pe->platform)
+            pe->platform = lw_dict_id(st->dict, pe->ev.platform_id);
+        if (!pe->lender)
+            pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
+        if (!pe->writer)
+            pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
+    }
+done:
+    free(names);
+    free(wn);
+    return err;
+}
+
 /* ---- Step 0: the borrowers of the flush ---------------------------------------- */
 
 static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
@@ -555,6 +618,7 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
             s->first = pe;
             s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = false;
+            s->fence_epoch = 0;
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
             s->held = NULL;
@@ -772,6 +836,7 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
         pending_ev_t *pe = &f->ev[i];
         const lw_event_t *ev = &pe->ev;
         lw_bapply_out_t o;
+        results[i].fence_epoch = 0;
         if (s->fenced) {
             results[i].code = LW_APPLY_FENCED;
             results[i].n_alerts = 0;
@@ -779,11 +844,13 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
             continue;
         }
         lw_apply_code_t code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender,
-                                               pe->partition, pe->epoch, &f->json, &o);
+                                               pe->writer, pe->epoch, &f->json, &o);
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
+        if (code == LW_APPLY_FENCED)
+            results[i].fence_epoch = s->st.fence_epoch;
         pe->alert0 = f->nalerts;
         if (o.changed)
             s->dirty = true;
@@ -925,7 +992,7 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
             ok = put_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
         if (ok && nshared >= 1)
             ok = put_str(b, LW_REDIS_ALERT_STREAM);
-        ok = ok && put_int(b, g->partition) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
+        ok = ok && put_int(b, g->writer) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
         for (size_t q = i; ok && q < j; q++) {
             slot_t *s = &f->slots[f->order[q]];
             size_t nops = 0;
@@ -1003,9 +1070,13 @@ static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t err
                 if (err == LW_OK)
                     err = reply_error(r, "write script", errstr, errstr_size);
             } else {
+                /* 0 written, else the stamp's epoch that refused the write */
                 for (size_t k = 0; k < c->n; k++)
-                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer == 1)
-                        f->slots[f->order[c->first + k]].fenced = true;
+                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
+                        slot_t *s = &f->slots[f->order[c->first + k]];
+                        s->fenced = true;
+                        s->fence_epoch = r->element[k]->integer;
+                    }
             }
             freeReplyObject(r);
         }
@@ -1227,31 +1298,10 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
     if ((err = ensure_conn(st, f, errstr, errstr_size)))
         return err;
 
-    /* ids for new platform and lender names, before any state refers to them */
-    const char **names = malloc(2 * f->n * sizeof *names);
-    if (!names)
-        return LW_ERR_NOMEM;
-    size_t nn = 0;
-    for (size_t i = 0; i < f->n; i++) {
-        pending_ev_t *pe = &f->ev[i];
-        if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
-            names[nn++] = pe->ev.platform_id;
-        if (!(pe->lender = lw_dict_id(st->dict, pe->ev.lender_id)))
-            names[nn++] = pe->ev.lender_id;
-    }
-    err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
-    free(names);
-    if (err == LW_ERR_TRANSIENT)
-        return conn_error(st, st->rc, errstr, errstr_size);
-    if (err)
+    /* ids for new platform and lender names, and for the writers' names
+     * (fence stamps), before any state refers to them */
+    if ((err = intern_names(st, f, errstr, errstr_size)))
         return err;
-    for (size_t i = 0; nn && i < f->n; i++) {
-        pending_ev_t *pe = &f->ev[i];
-        if (!pe->platform)
-            pe->platform = lw_dict_id(st->dict, pe->ev.platform_id);
-        if (!pe->lender)
-            pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
-    }
 
     if ((err = gather_slots(st, f)) || (err = read_states(st, f, errstr, errstr_size)))
         return err;
@@ -1291,6 +1341,7 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
         res->ack_us = now;
         if (f->slots[pe->slot].fenced) {
             res->code = LW_APPLY_FENCED;
+            res->fence_epoch = f->slots[pe->slot].fence_epoch;
             continue;
         }
         for (size_t k = 0; k < pe->na && k < LW_RULES_MAX; k++) {
@@ -1416,6 +1467,37 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
     if (!err && !st->sent)
         err = lw_store_flush_commit(st, errstr, errstr_size);
     return err ? err : lw_store_flush_end(st, errstr, errstr_size);
+}
+
+/* KEYS[1] the epoch key, ARGV[1] ours, ARGV[2] the epoch to go above. */
+static const char raise_lua[] = "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+                                "if cur ~= tonumber(ARGV[1]) then return {0, cur} end\n"
+                                "local e = tonumber(ARGV[2]) + 1\n"
+                                "redis.call('SET', KEYS[1], e)\n"
+                                "return {1, e}\n";
+
+lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partition, int64_t ours,
+                              int64_t above, bool *is_ours, int64_t *now, char *errstr,
+                              size_t errstr_size)
+{
+    if (!st->rc)
+        return conn_error(st, NULL, errstr, errstr_size);
+    char ek[256];
+    lw_epoch_key(topic, partition, ek, sizeof ek);
+    redisReply *r = redisCommand(st->rc, "EVAL %s 1 %s %lld %lld", raise_lua, ek, (long long)ours,
+                                 (long long)above);
+    if (!r)
+        return conn_error(st, st->rc, errstr, errstr_size);
+    lw_err_t err = LW_OK;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER) {
+        *is_ours = r->element[0]->integer == 1;
+        *now = r->element[1]->integer;
+    } else {
+        err = reply_error(r, "epoch raise", errstr, errstr_size);
+    }
+    freeReplyObject(r);
+    return err;
 }
 
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,

@@ -1,6 +1,7 @@
 -- write.lua - writes a chunk of borrowers' new states, with the alerts their
 -- events raised or cleared, in one atomic call per borrower chunk, refusing
--- a borrower whose stored fence stamp is newer than the writer's.
+-- a borrower whose stored fence stamp is newer than the writer's: the same
+-- writer (topic and partition, as an id of lw:strings) at a newer epoch.
 --
 -- This is the write path without strict fencing (Redis Cluster: one
 -- borrower per call, one slot). With strict fencing (one Redis, the default)
@@ -11,23 +12,25 @@
 --
 -- KEYS[1..n] b:{borrower} of each borrower (distinct)
 -- KEYS[n+1]  lw:alerts (declared when STREAM)
--- ARGV[1..3] partition epoch n; then per borrower:
+-- ARGV[1..3] writer epoch n; then per borrower:
 --            state     the new state string (layout in consumers/README.md)
 --            nops      then nops operations, in the order they happened:
 --            'F' rule json alert_id severity platform lender  an alert fired
 --            'C' rule                                          a rule cleared
 --
--- Returns one integer per borrower: 0 written, 1 fenced (nothing written):
--- its stored fence stamp has a newer epoch of the same partition.
+-- Returns one integer per borrower: 0 written, else fenced (nothing
+-- written): the epoch of its stored fence stamp, newer for the same writer.
 
 local n = tonumber(ARGV[3])
-local part, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local writer, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 local SKEY = KEYS[n + 1]
 local byte, sub = string.byte, string.sub
 
--- The fence stamp: the varints after the version byte (partition + 1, epoch).
+-- The fence stamp: the varints after the version byte (writer, epoch). A
+-- layout version 2 stamp named a partition without its topic: no writer.
 local function stamp(s)
+    if byte(s, 1) ~= 3 then return 0, 0 end
     local vals, i = {}, 2
     for k = 1, 2 do
         local v, m = 0, 1
@@ -40,23 +43,24 @@ local function stamp(s)
         until b < 128
         vals[k] = v
     end
-    return vals[1] - 1, vals[2]
+    return vals[1], vals[2]
 end
 
 local kv, a = {}, 4
 for i = 1, n do
     local k, nops = KEYS[i], tonumber(ARGV[a + 1])
-    local ok = true
+    local ok, e = true, 0
     local old = redis.call('GET', k)
     if old then
-        local p, e = stamp(old)
-        ok = not (p == part and epoch < e)
+        local w
+        w, e = stamp(old)
+        ok = not (w == writer and writer ~= 0 and epoch < e)
     end
     if ok then
         kv[#kv + 1] = k
         kv[#kv + 1] = ARGV[a]
     end
-    out[i] = ok and 0 or 1
+    out[i] = ok and 0 or e
     a = a + 2
     local ak = 'a:' .. sub(k, 3)
     for _ = 1, nops do

@@ -31,6 +31,8 @@ static void usage(FILE *f)
         "  --from-beginning     start every partition at its first offset (rebuild)\n"
         "  --until-caught-up    stop once lag is 0 on every assigned partition\n"
         "  --exit-on-idle SECS  stop after SECS without a message\n"
+        "  --stall-timeout SECS a partition fenced but still assigned this long: stop\n"
+        "                       with an error instead of holding it (default 30; 0 never)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
         "                       to Redis (default 2000)\n"
         "  --no-strict-fencing  no WATCHed partition epoch keys and MULTI/EXEC: a write\n"
@@ -77,6 +79,7 @@ int main(int argc, char **argv)
         O_BEGIN,
         O_CAUGHT,
         O_IDLE,
+        O_STALL,
         O_BATCH,
         O_NOSTRICT,
         O_NOSTREAM,
@@ -99,6 +102,7 @@ int main(int argc, char **argv)
         {"from-beginning", no_argument, NULL, O_BEGIN},
         {"until-caught-up", no_argument, NULL, O_CAUGHT},
         {"exit-on-idle", required_argument, NULL, O_IDLE},
+        {"stall-timeout", required_argument, NULL, O_STALL},
         {"batch", required_argument, NULL, O_BATCH},
         {"no-strict-fencing", no_argument, NULL, O_NOSTRICT},
         {"no-alert-stream", no_argument, NULL, O_NOSTREAM},
@@ -189,6 +193,7 @@ int main(int argc, char **argv)
             free(kv);
             return 0;
         case O_IDLE:
+        case O_STALL:
         case O_BATCH:
         case O_MAXLEN:
         case O_STATUS:
@@ -196,6 +201,7 @@ int main(int argc, char **argv)
                 (o == O_BATCH && v == 0) || (o == O_MAXLEN && v == 0)) {
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
                         o == O_IDLE     ? "exit-on-idle"
+                        : o == O_STALL  ? "stall-timeout"
                         : o == O_BATCH  ? "batch"
                         : o == O_MAXLEN ? "stream-maxlen"
                                         : "status");
@@ -204,6 +210,8 @@ int main(int argc, char **argv)
             }
             if (o == O_IDLE)
                 c.exit_on_idle_s = (int)v;
+            else if (o == O_STALL)
+                c.stall_s = (int)v;
             else if (o == O_BATCH)
                 c.batch_max = (size_t)v;
             else if (o == O_MAXLEN)

@@ -87,7 +87,7 @@ typedef enum lw_apply_code {
     LW_APPLY_APPLIED = 0,
     LW_APPLY_DUPLICATE = 1,    /* sequence equal to the stored one / application seen */
     LW_APPLY_OUT_OF_ORDER = 2, /* older sequence than the stored one: ignored */
-    LW_APPLY_FENCED = 3,       /* writer's partition epoch is stale: nothing written */
+    LW_APPLY_FENCED = 3,       /* writer's (topic, partition) epoch is stale: nothing written */
 } lw_apply_code_t;
 
 typedef struct lw_apply_result {
@@ -95,7 +95,10 @@ typedef struct lw_apply_result {
     size_t n_alerts;
     const char *alert_json[LW_RULES_MAX]; /* valid until the next lw_store_flush() */
     size_t alert_len[LW_RULES_MAX];
-    int64_t ack_us; /* wall clock (lw_now_us) when Redis's reply to its call was read */
+    int64_t ack_us;      /* wall clock (lw_now_us) when Redis's reply to its call was read */
+    int64_t fence_epoch; /* LW_APPLY_FENCED: the epoch of the borrower's fence stamp that
+                          * refused it (same topic and partition, newer epoch); 0 when the
+                          * partition's epoch key had moved on (strict fencing) */
 } lw_apply_result_t;
 
 typedef struct lw_store_s lw_store_t;
@@ -170,6 +173,13 @@ void lw_store_discard(lw_store_t *st);
 /* INCR of the partition epoch key: the new epoch. */
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
                              char *errstr, size_t errstr_size);
+/* After a fence: if the partition's epoch key still holds ours (nobody took
+ * the partition since), sets it to above + 1 (*ours true, *now the new
+ * epoch): the key had gone back below the borrowers' stamps. Otherwise
+ * changes nothing (*ours false, *now the key's epoch, 0 if it is gone). */
+lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partition, int64_t ours,
+                              int64_t above, bool *is_ours, int64_t *now, char *errstr,
+                              size_t errstr_size);
 /* Time from the last ended flush's begin to its end, microseconds (with two
  * batches in the pipeline this spans the work on the next batch too). */
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
@@ -196,6 +206,8 @@ typedef struct lw_exposure_conf {
     bool until_caught_up;
     int exit_on_idle_s; /* 0: never */
     int status_every_s; /* status line period */
+    int stall_s;        /* a partition fenced but still ours this long: stop with an
+                         * error (0: never); default 30 */
     size_t batch_max;   /* events per Redis pipeline */
     lw_script_opts_t script;
     const char *consumer_id; /* metrics key suffix; NULL: host:pid */
