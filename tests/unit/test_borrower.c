@@ -1,6 +1,6 @@
 /*
  * test_borrower.c - a borrower's state and the rules, without Redis
- * (consumers/exposure/src/borrower.c): the state string's round trip and its
+ * (consumers/state/src/bstate.c, consumers/exposure/src/borrower.c): the state string's round trip and its
  * refusal of damaged bytes, the sequence rule, the window, each rule firing
  * and clearing, and fencing.
  */

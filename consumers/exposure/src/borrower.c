@@ -1,5 +1,5 @@
 /*
- * borrower.c - one borrower's exposure: its state string and the rules.
+ * borrower.c - one borrower's events and rules, applied to its decoded state.
  *
  * The consumer that owns a partition is the only writer of its borrowers
  * (partition epochs fence the others), so it reads a borrower (MGET),
@@ -7,21 +7,7 @@
  * publishes; it decides nothing. That keeps Redis at one read and one write
  * per borrower and batch, instead of a Lua interpreter per event.
  *
- * The state string (layout version 3, consumers/README.md) is varints, so
- * a borrower with three loans fits in about 90 bytes:
- *
- *   u8 version | fence writer | fence epoch | t | open-alert mask |
- *   2*n_loans + has income | n_win | [income | t - income_at] |
- *   loans: platform id | lender id | loan_id | status + 8*product +
- *          32*(past_due > 0) + 64*(limit > 0) + 128*dpd | sequence |
- *          outstanding | [past_due] | [limit] | t - updated_at
- *   window entries: t - at | 6 bytes idh | 4 bytes lender hash
- *
- * Every number is an unsigned LEB128 varint (amounts and times are validated
- * non-negative); platform and lender are ids of dict.c's shared string table.
- * A loan_id is a byte: its length, bit 7 set when the characters follow
- * packed 6 bits each (ids drawn from the base64url alphabet, as platforms'
- * ids usually are: 20 characters in 15 bytes), else the bytes as they are.
+ * The state string's layout and its codec are in consumers/state/src/bstate.c.
  */
 #include "exposure_int.h"
 
@@ -39,316 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- Buffers -------------------------------------------------------------- */
-
-bool lw_sbuf_reserve(lw_sbuf_t *b, size_t more)
-{
-    if (b->len + more <= b->cap)
-        return true;
-    size_t nc = b->cap ? b->cap * 2 : 4096;
-    while (nc < b->len + more)
-        nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (!np)
-        return false;
-    b->p = np;
-    b->cap = nc;
-    return true;
-}
-
-void *lw_array_grow(void *arr, size_t *cap, size_t need, size_t elem, size_t first)
-{
-    if (need <= *cap && arr)
-        return arr;
-    size_t nc = *cap ? *cap * 2 : first; /* never NULL for success, even for 0 elements */
-    while (nc < need)
-        nc *= 2;
-    void *na = realloc(arr, nc * elem);
-    if (na)
-        *cap = nc;
-    return na;
-}
-
-void lw_sbuf_free(lw_sbuf_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-void lw_bstate_reset(lw_bstate_t *s)
-{
-    s->t = 0;
-    s->mask = 0;
-    s->fence_writer = 0;
-    s->fence_epoch = 0;
-    s->has_income = false;
-    s->income_fen = s->income_at = 0;
-    s->n_loans = 0;
-    s->n_win = 0;
-}
-
-void lw_bstate_free(lw_bstate_t *s)
-{
-    if (!s)
-        return;
-    free(s->loans);
-    free(s->win);
-    memset(s, 0, sizeof *s);
-}
-
-static bool loans_room(lw_bstate_t *s, size_t n)
-{
-    lw_bloan_t *nl = lw_array_grow(s->loans, &s->cap_loans, n, sizeof *nl, 4);
-    return nl ? (s->loans = nl, true) : false;
-}
-
-static bool win_room(lw_bstate_t *s, size_t n)
-{
-    lw_bwin_t *nw = lw_array_grow(s->win, &s->cap_win, n, sizeof *nw, 4);
-    return nw ? (s->win = nw, true) : false;
-}
-
-/* ---- Encoding --------------------------------------------------------------- */
-
-typedef struct cur {
-    const unsigned char *p, *end;
-} cur_t;
-
-static bool get_uv(cur_t *c, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (c->p == c->end)
-            return false;
-        unsigned char b = *c->p++;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return true;
-        }
-    }
-    return false; /* longer than 10 bytes */
-}
-
-/* A varint that must fit a non-negative int64 below max. */
-static bool get_i(cur_t *c, int64_t max, int64_t *v)
-{
-    uint64_t u;
-    if (!get_uv(c, &u) || u > (uint64_t)max)
-        return false;
-    *v = (int64_t)u;
-    return true;
-}
-
-static bool get_le(cur_t *c, int n, uint64_t *v)
-{
-    if (c->end - c->p < n)
-        return false;
-    uint64_t x = 0;
-    for (int i = n - 1; i >= 0; i--)
-        x = (x << 8) | c->p[i];
-    c->p += n;
-    *v = x;
-    return true;
-}
-
-static char *put_uv(char *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (char)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (char)v;
-    return p;
-}
-
-static char *put_le(char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++, v >>= 8)
-        *p++ = (char)(v & 0xff);
-    return p;
-}
-
-/* ---- Loan ids: 6 bits a character when they are base64url -------------------- */
-
-static char *put_loan_id(char *p, const char *id)
-{
-    size_t n = strlen(id);
-    size_t i = 0;
-    while (i < n && lw_b64url_value((unsigned char)id[i]) >= 0)
-        i++;
-    if (i < n) { /* not base64url: as it is */
-        *p++ = (char)n;
-        memcpy(p, id, n);
-        return p + n;
-    }
-    *p++ = (char)(0x80 | n);
-    uint32_t acc = 0;
-    int bits = 0;
-    for (i = 0; i < n; i++) {
-        acc = acc << 6 | (uint32_t)lw_b64url_value((unsigned char)id[i]);
-        bits += 6;
-        while (bits >= 8) {
-            bits -= 8;
-            *p++ = (char)(acc >> bits);
-        }
-    }
-    if (bits > 0)
-        *p++ = (char)(acc << (8 - bits));
-    return p;
-}
-
-static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
-{
-    if (c->p == c->end)
-        return false;
-    unsigned char h = *c->p++;
-    size_t n = h & 0x7f;
-    if (n == 0 || n > LW_ID_MAX)
-        return false;
-    if (!(h & 0x80)) {
-        if ((size_t)(c->end - c->p) < n || memchr(c->p, 0, n))
-            return false;
-        memcpy(out, c->p, n);
-        out[n] = '\0';
-        c->p += n;
-        return true;
-    }
-    size_t nb = (6 * n + 7) / 8;
-    if ((size_t)(c->end - c->p) < nb)
-        return false;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t k = 0;
-    for (size_t i = 0; i < nb; i++) {
-        acc = acc << 8 | c->p[i];
-        bits += 8;
-        while (bits >= 6 && k < n) {
-            bits -= 6;
-            out[k++] = lw_b64url_alphabet[(acc >> bits) & 63];
-        }
-    }
-    out[n] = '\0';
-    c->p += nb;
-    return true;
-}
-
-/* A loan's first varint: status | product << 3 | these | days_past_due << 7;
- * a zero past due or limit (most loans) is not written at all. */
-#define SD_PAST_DUE 32
-#define SD_LIMIT    64
-
-lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
-{
-    cur_t c = {buf, (const unsigned char *)buf + len};
-    int64_t writer, nl, nw, v;
-    lw_bstate_reset(s);
-    if (len < 1)
-        return LW_ERR_PARSE;
-    const int version = *c.p++;
-    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V2) ||
-        !get_i(&c, UINT32_MAX, &writer) || !get_i(&c, INT64_MAX, &s->fence_epoch) ||
-        !get_i(&c, LW_STATE_NUM_MAX, &s->t) || !get_uv(&c, &s->mask) ||
-        !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
-        return LW_ERR_PARSE;
-    /* a version 2 stamp named a partition of some topic: no writer can be
-     * told from it, so it fences nobody (the next write stamps it anew) */
-    s->fence_writer = version == LW_STATE_VERSION ? (uint32_t)writer : 0;
-    if (!s->fence_writer)
-        s->fence_epoch = 0;
-    bool income = nl & 1;
-    nl >>= 1;
-    /* a loan is >= 8 bytes and an entry >= 11: a corrupt count allocates little */
-    if ((size_t)(nl + nw) > len / 8)
-        return LW_ERR_PARSE;
-    if (!loans_room(s, (size_t)nl) || !win_room(s, (size_t)nw))
-        return LW_ERR_NOMEM;
-    if (income) {
-        s->has_income = true;
-        if (!get_i(&c, LW_STATE_NUM_MAX, &s->income_fen) || !get_i(&c, s->t, &v))
-            return LW_ERR_PARSE;
-        s->income_at = s->t - v;
-    }
-    for (int64_t i = 0; i < nl; i++) {
-        lw_bloan_t *l = &s->loans[i];
-        int64_t pl, ld, sd;
-        if (!get_i(&c, UINT32_MAX, &pl) || !get_i(&c, UINT32_MAX, &ld) || pl == 0 || ld == 0)
-            return LW_ERR_PARSE;
-        if (!get_loan_id(&c, l->loan_id))
-            return LW_ERR_PARSE;
-        l->past_due_fen = l->credit_limit_fen = 0;
-        if (!get_i(&c, (int64_t)INT32_MAX << 7 | 127, &sd) || (sd & 7) >= LW_LOAN_STATUS__CNT ||
-            ((sd >> 3) & 3) >= LW_PRODUCT__CNT || !get_i(&c, LW_STATE_NUM_MAX, &l->sequence) ||
-            !get_i(&c, LW_STATE_NUM_MAX, &l->outstanding_fen) ||
-            ((sd & SD_PAST_DUE) && !get_i(&c, LW_STATE_NUM_MAX, &l->past_due_fen)) ||
-            ((sd & SD_LIMIT) && !get_i(&c, LW_STATE_NUM_MAX, &l->credit_limit_fen)) ||
-            !get_i(&c, s->t, &v))
-            return LW_ERR_PARSE;
-        l->platform = (uint32_t)pl;
-        l->lender = (uint32_t)ld;
-        l->status = (lw_loan_status_t)(sd & 7);
-        l->product = (lw_product_t)((sd >> 3) & 3);
-        l->days_past_due = (int32_t)(sd >> 7);
-        l->updated_at = s->t - v;
-    }
-    for (int64_t i = 0; i < nw; i++) {
-        lw_bwin_t *w = &s->win[i];
-        uint64_t idh, lh;
-        if (!get_i(&c, s->t, &v) || !get_le(&c, 6, &idh) || !get_le(&c, 4, &lh))
-            return LW_ERR_PARSE;
-        w->at = s->t - v;
-        w->idh = idh;
-        w->lh = (uint32_t)lh;
-    }
-    if (c.p != c.end)
-        return LW_ERR_PARSE;
-    s->n_loans = (size_t)nl;
-    s->n_win = (size_t)nw;
-    return LW_OK;
-}
-
-bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
-{
-    /* 8 header varints; a loan: 7 varints + 1 + 64; an entry 10 + 10 */
-    if (!lw_sbuf_reserve(out, 1 + 8 * 10 + 20 + s->n_loans * (7 * 10 + 65) + s->n_win * 20))
-        return false;
-    char *p = out->p + out->len;
-    *p++ = LW_STATE_VERSION;
-    p = put_uv(p, s->fence_writer);
-    p = put_uv(p, (uint64_t)s->fence_epoch);
-    p = put_uv(p, (uint64_t)s->t);
-    p = put_uv(p, s->mask);
-    p = put_uv(p, (uint64_t)s->n_loans << 1 | (s->has_income ? 1 : 0));
-    p = put_uv(p, s->n_win);
-    if (s->has_income) {
-        p = put_uv(p, (uint64_t)s->income_fen);
-        p = put_uv(p, (uint64_t)(s->t - s->income_at));
-    }
-    for (size_t i = 0; i < s->n_loans; i++) {
-        const lw_bloan_t *l = &s->loans[i];
-        p = put_uv(p, l->platform);
-        p = put_uv(p, l->lender);
-        p = put_loan_id(p, l->loan_id);
-        p = put_uv(p, (uint64_t)l->days_past_due << 7 | (l->credit_limit_fen ? SD_LIMIT : 0) |
-                          (l->past_due_fen ? SD_PAST_DUE : 0) | (uint64_t)l->product << 3 |
-                          l->status);
-        p = put_uv(p, (uint64_t)l->sequence);
-        p = put_uv(p, (uint64_t)l->outstanding_fen);
-        if (l->past_due_fen)
-            p = put_uv(p, (uint64_t)l->past_due_fen);
-        if (l->credit_limit_fen)
-            p = put_uv(p, (uint64_t)l->credit_limit_fen);
-        p = put_uv(p, (uint64_t)(s->t - l->updated_at));
-    }
-    for (size_t i = 0; i < s->n_win; i++) {
-        p = put_uv(p, (uint64_t)(s->t - s->win[i].at));
-        p = put_le(p, s->win[i].idh, 6);
-        p = put_le(p, s->win[i].lh, 4);
-    }
-    out->len = (size_t)(p - out->p);
-    return true;
-}
 
 /* ---- Alerts ------------------------------------------------------------------- */
 
@@ -559,7 +235,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
         adding = klen > 0 && at > newt - LW_WINDOW_KEEP_MS;
-        if (!loans_room(s, s->n_loans + 1)) {
+        if (!lw_bstate_loans_room(s, s->n_loans + 1)) {
             out->nomem = true;
             return LW_APPLY_DUPLICATE;
         }
@@ -628,7 +304,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     s->n_win = kept;
     if (adding) {
-        if (!win_room(s, s->n_win + 1)) {
+        if (!lw_bstate_win_room(s, s->n_win + 1)) {
             out->nomem = true;
             return LW_APPLY_DUPLICATE;
         }

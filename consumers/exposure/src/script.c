@@ -1,6 +1,6 @@
 /*
- * script.c - builds the write script (its options compiled in) and the key
- * names of a borrower's state string and open-alert hash.
+ * script.c - builds the write script (its options compiled in), and the
+ * names of a partition's epoch key and of its writer.
  *
  * The options become Lua constants prepended to write.lua, so they cost no
  * ARGV parsing per call and the script's SHA names the exact variant.
@@ -20,20 +20,6 @@ void lw_script_opts_init(lw_script_opts_t *o)
     o->alert_stream = true;
     o->stream_maxlen = 100000;
     o->chunk_max = 0;
-}
-
-void lw_state_key(const char *borrower_id, char *buf, size_t cap)
-{
-    char k[LW_STATE_KEY_MAX];
-    lw_borrower_key('b', borrower_id, k);
-    snprintf(buf, cap, "%s", k);
-}
-
-void lw_alerts_key(const char *borrower_id, char *buf, size_t cap)
-{
-    char k[LW_STATE_KEY_MAX];
-    lw_borrower_key('a', borrower_id, k);
-    snprintf(buf, cap, "%s", k);
 }
 
 void lw_writer_name(const char *topic, int32_t partition, char *buf, size_t cap)

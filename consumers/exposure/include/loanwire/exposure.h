@@ -17,6 +17,7 @@
 
 #include "loanwire/error.h"
 #include "loanwire/event.h"
+#include "loanwire/state.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -103,11 +104,6 @@ typedef struct lw_apply_result {
 
 typedef struct lw_store_s lw_store_t;
 
-/* Key of a borrower's packed state string: "b:{<id>}" (buf >= LW_STATE_KEY_MAX). */
-#define LW_STATE_KEY_MAX 40
-void lw_state_key(const char *borrower_id, char *buf, size_t cap);
-/* Key of a borrower's open-alert hash (rule id -> alert JSON): "a:{<id>}". */
-void lw_alerts_key(const char *borrower_id, char *buf, size_t cap);
 /* Partition epoch key: "lw:epoch:<topic>:<partition>". */
 void lw_epoch_key(const char *topic, int32_t partition, char *buf, size_t cap);
 

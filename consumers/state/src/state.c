@@ -7,7 +7,7 @@
  * borrower.c derives them for its rules (active = ACTIVE or DELINQUENT; a
  * window counts entries with event time > last_event_at - window).
  */
-#include "exposure_int.h"
+#include "state_int.h"
 
 #include "loanwire/id.h"
 

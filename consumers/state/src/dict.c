@@ -12,7 +12,7 @@
  * Cluster: it is only ever read or written on its own, never inside a
  * borrower's script.
  */
-#include "exposure_int.h"
+#include "state_int.h"
 
 #include "loanwire/hash.h"
 

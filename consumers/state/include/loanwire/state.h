@@ -79,6 +79,12 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
                        bool *found, char *errstr, size_t errstr_size);
 void lw_borrower_state_clear(lw_borrower_state_t *st);
 
+/* Key of a borrower's packed state string: "b:{<id>}" (buf >= LW_STATE_KEY_MAX). */
+#define LW_STATE_KEY_MAX 40
+void lw_state_key(const char *borrower_id, char *buf, size_t cap);
+/* Key of a borrower's open-alert hash (rule id -> alert JSON): "a:{<id>}". */
+void lw_alerts_key(const char *borrower_id, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif
