@@ -399,16 +399,17 @@ static void test_fencing(void **state)
 
 /* The alert id is hex(sha1(borrower|rule|event_id))[0..32): computed here
  * with Redis's own SHA1 through a tiny independent script. */
-static void expect_alert_id(const char *json, const char *bid, const char *rule, const char *evid)
+static void expect_alert_id(const lw_alert_t *al, const char *bid, const char *rule,
+                            const char *evid)
 {
     char src[256];
     snprintf(src, sizeof src, "%s|%s|%s", bid, rule, evid);
     redisReply *r = redisCommand(g_rc, "EVAL %s 0 %s", "return redis.sha1hex(ARGV[1])", src);
     assert_non_null(r);
     char want[64];
-    snprintf(want, sizeof want, "{\"alert_id\":\"%.32s\"", r->str);
+    snprintf(want, sizeof want, "%.32s", r->str);
     freeReplyObject(r);
-    assert_memory_equal(json, want, strlen(want));
+    assert_string_equal(al->alert_id, want);
 }
 
 /* A redelivered trigger (older than the loan's state now) hands its one
@@ -419,7 +420,7 @@ static void expect_replay(lw_store_t *st, const lw_event_t *trigger, const char 
     lw_apply_result_t r = apply(st, trigger);
     assert_int_equal(r.code, LW_APPLY_OUT_OF_ORDER);
     assert_int_equal(r.n_alerts, 1);
-    expect_alert_id(r.alert_json[0], trigger->borrower_id, rule, trigger->event_id);
+    expect_alert_id(r.alerts[0], trigger->borrower_id, rule, trigger->event_id);
     assert_int_equal(stream_len(), stream);
 }
 
@@ -435,11 +436,11 @@ static void test_rule_income_cap(void **state)
     lw_event_t c = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 2, T0 + 2, 10000001);
     lw_apply_result_t r = apply(st, &c);
     assert_int_equal(r.n_alerts, 1);
-    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"income_cap\""));
-    assert_non_null(strstr(r.alert_json[0], "\"limit\":30000000,"));
-    assert_non_null(strstr(r.alert_json[0], "\"total_outstanding_fen\":30000001,"));
-    assert_non_null(strstr(r.alert_json[0], "\"annual_income_fen\":null"));
-    expect_alert_id(r.alert_json[0], BID_A, "income_cap", c.event_id);
+    assert_string_equal(r.alerts[0]->rule_id, "income_cap");
+    assert_int_equal(r.alerts[0]->limit, 30000000);
+    assert_int_equal(r.alerts[0]->total_outstanding_fen, 30000001);
+    assert_false(r.alerts[0]->has_annual_income);
+    expect_alert_id(r.alerts[0], BID_A, "income_cap", c.event_id);
     assert_int_equal(stream_len(), 1);
     /* still above: no second alert */
     lw_event_t d = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 3, T0 + 3, 12000000);
@@ -473,9 +474,9 @@ static void test_rule_income_cap(void **state)
     lw_event_t f = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I3", "l3", 1, T0 + 5, 1);
     r = apply(st, &f);
     assert_int_equal(r.n_alerts, 1);
-    assert_non_null(strstr(r.alert_json[0], "\"limit\":20000000,"));
-    assert_non_null(strstr(r.alert_json[0], "\"annual_income_fen\":60000001,"));
-    expect_alert_id(r.alert_json[0], BID_A, "income_cap", f.event_id);
+    assert_int_equal(r.alerts[0]->limit, 20000000);
+    assert_int_equal(r.alerts[0]->annual_income_fen, 60000001);
+    expect_alert_id(r.alerts[0], BID_A, "income_cap", f.event_id);
     /* a redelivery of the trigger while the alert is open hands it back */
     lw_apply_result_t again = apply(st, &f);
     assert_int_equal(again.code, LW_APPLY_DUPLICATE);
@@ -506,10 +507,10 @@ static void test_rule_multi_lender(void **state)
             mk(BID_A, LW_EVENT_DRAWDOWN, "p", loan, lenders[i], 1, T0 + i * 40 * DAY, 100);
         lw_apply_result_t r = apply(st, &e);
         for (size_t k = 0; k < r.n_alerts; k++)
-            if (strstr(r.alert_json[k], "\"rule_id\":\"multi_lender\"")) {
+            if (!strcmp(r.alerts[k]->rule_id, "multi_lender")) {
                 fired++;
                 fired_at = i;
-                assert_non_null(strstr(r.alert_json[k], "\"active_lenders\":4,"));
+                assert_int_equal(r.alerts[k]->active_lenders, 4);
             }
     }
     assert_int_equal(fired, 1);
@@ -526,7 +527,7 @@ static void test_rule_multi_lender(void **state)
     lw_event_t n = mk(BID_A, LW_EVENT_DRAWDOWN, "q", "M9", "l9", 1, T0 + 302 * DAY, 100);
     lw_apply_result_t r = apply(st, &n);
     assert_int_equal(r.n_alerts, 1);
-    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"multi_lender\""));
+    assert_string_equal(r.alerts[0]->rule_id, "multi_lender");
     lw_store_destroy(st);
 }
 
@@ -556,9 +557,9 @@ static void test_rule_stacking(void **state)
     lw_event_t nl = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "N1", "s5", 1, T0 + 6 * DAY, 100);
     lw_apply_result_t r = apply(st, &nl);
     assert_int_equal(r.n_alerts, 1);
-    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"stacking\""));
-    assert_non_null(strstr(r.alert_json[0], "\"window_count\":5,"));
-    assert_non_null(strstr(r.alert_json[0], "\"window_ms\":604800000,"));
+    assert_string_equal(r.alerts[0]->rule_id, "stacking");
+    assert_int_equal(r.alerts[0]->window_count, 5);
+    assert_int_equal(r.alerts[0]->window_ms, 604800000);
     /* another in the window: still open, no new alert */
     lw_event_t nl2 = mk(BID_A, LW_EVENT_CREDIT_LINE, "p", "N2", "s6", 1, T0 + 6 * DAY + 1, 0);
     assert_int_equal(apply(st, &nl2).n_alerts, 0);
@@ -616,8 +617,8 @@ static void test_rule_borrow_while_delinquent(void **state)
     lw_event_t dd = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D2", "l2", 3, T0 + 5, 1900);
     lw_apply_result_t r = apply(st, &dd);
     assert_int_equal(r.n_alerts, 1);
-    assert_non_null(strstr(r.alert_json[0], "\"rule_id\":\"borrow_while_delinquent\""));
-    assert_non_null(strstr(r.alert_json[0], "\"severity\":\"CRITICAL\""));
+    assert_string_equal(r.alerts[0]->rule_id, "borrow_while_delinquent");
+    assert_string_equal(lw_severity_name(r.alerts[0]->severity), "CRITICAL");
     /* again while still delinquent: no second alert */
     lw_event_t dd2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D3", "l3", 1, T0 + 6, 100);
     assert_int_equal(apply(st, &dd2).n_alerts, 0);

@@ -51,44 +51,6 @@ void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event
 }
 
 /* Appends s as a JSON string. */
-static bool json_str(lw_sbuf_t *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (!lw_sbuf_reserve(b, 6 * n + 2))
-        return false;
-    char *p = b->p + b->len;
-    *p++ = '"';
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            *p++ = '\\';
-            *p++ = (char)ch;
-        } else if (ch < 0x20) {
-            p += sprintf(p, "\\u%04x", ch);
-        } else {
-            *p++ = (char)ch;
-        }
-    }
-    *p++ = '"';
-    b->len = (size_t)(p - b->p);
-    return true;
-}
-
-static bool json_raw(lw_sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool json_raw(lw_sbuf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    if (!lw_sbuf_reserve(b, 256))
-        return false;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= b->cap - b->len)
-        return false;
-    b->len += (size_t)n;
-    return true;
-}
-
 /* What the rules look at, derived from the state after the event. */
 typedef struct aggr {
     int64_t total;
@@ -100,42 +62,42 @@ typedef struct fire_ctx {
     const lw_event_t *ev;
     const aggr_t *a;
     const lw_bstate_t *s;
-    lw_sbuf_t *json;
+    lw_alert_vec_t *alerts;
     lw_bapply_out_t *out;
 } fire_ctx_t;
 
+/* The alert a rule raised, as one struct: the store renders its JSON for
+ * Redis and the consumer its Avro for Kafka from it, each once. */
 static bool fire(fire_ctx_t *f, int ri, const lw_rule_t *r, int64_t limit, int64_t wcount,
                  int64_t wms, const char *reason)
 {
     const lw_event_t *ev = f->ev;
-    size_t k = f->out->n_fired, off = f->json->len;
-    lw_alert_id(ev->borrower_id, r->id, ev->event_id, f->out->alert_id[k]);
-    char inc[24] = "null";
-    if (f->s->has_income)
-        snprintf(inc, sizeof inc, "%" PRId64, f->s->income_fen);
-    bool ok =
-        json_raw(f->json, "{\"alert_id\":\"%s\",\"borrower_id\":", f->out->alert_id[k]) &&
-        json_str(f->json, ev->borrower_id) && json_raw(f->json, ",\"rule_id\":") &&
-        json_str(f->json, r->id) &&
-        json_raw(f->json,
-                 ",\"rule_version\":%" PRId32 ",\"severity\":\"%s\",\"reason\":", r->version,
-                 lw_severity_name(r->severity)) &&
-        json_str(f->json, reason) &&
-        json_raw(f->json,
-                 ",\"total_outstanding_fen\":%" PRId64 ",\"active_lenders\":%" PRId32
-                 ",\"active_loans\":%" PRId32 ",\"window_count\":%" PRId64 ",\"window_ms\":%" PRId64
-                 ",\"annual_income_fen\":%s,\"limit\":%" PRId64 ",\"trigger_event_id\":",
-                 f->a->total, f->a->nlend, f->a->nact, wcount, wms, inc, limit) &&
-        json_str(f->json, ev->event_id) && json_raw(f->json, ",\"trigger_platform_id\":") &&
-        json_str(f->json, ev->platform_id) && json_raw(f->json, ",\"trigger_lender_id\":") &&
-        json_str(f->json, ev->lender_id) &&
-        json_raw(f->json, ",\"raised_at\":%" PRId64 "}", ev->occurred_at);
-    if (!ok)
+    lw_alert_t *al = lw_array_grow(f->alerts->v, &f->alerts->cap, f->alerts->n + 1, sizeof *al, 16);
+    if (!al)
         return false;
-    f->out->fired[k] = ri;
-    f->out->json_off[k] = off;
-    f->out->json_len[k] = f->json->len - off;
-    f->out->n_fired++;
+    f->alerts->v = al;
+    al += f->alerts->n;
+    memset(al, 0, sizeof *al);
+    lw_alert_id(ev->borrower_id, r->id, ev->event_id, al->alert_id);
+    memcpy(al->borrower_id, ev->borrower_id, sizeof al->borrower_id);
+    snprintf(al->rule_id, sizeof al->rule_id, "%s", r->id);
+    al->rule_version = r->version;
+    al->severity = r->severity;
+    snprintf(al->reason, sizeof al->reason, "%s", reason);
+    al->total_outstanding_fen = f->a->total;
+    al->active_lenders = f->a->nlend;
+    al->active_loans = f->a->nact;
+    al->window_count = (int32_t)wcount;
+    al->window_ms = wms;
+    al->has_annual_income = f->s->has_income;
+    al->annual_income_fen = f->s->has_income ? f->s->income_fen : 0;
+    al->limit = limit;
+    memcpy(al->trigger_event_id, ev->event_id, sizeof al->trigger_event_id);
+    memcpy(al->trigger_platform_id, ev->platform_id, sizeof al->trigger_platform_id);
+    memcpy(al->trigger_lender_id, ev->lender_id, sizeof al->trigger_lender_id);
+    al->raised_at = ev->occurred_at;
+    f->out->fired[f->out->n_fired++] = ri;
+    f->alerts->n++;
     return true;
 }
 
@@ -186,7 +148,7 @@ static bool is_active(lw_loan_status_t st)
 
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
                                 uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
-                                lw_sbuf_t *json, lw_bapply_out_t *out)
+                                lw_alert_vec_t *alerts, lw_bapply_out_t *out)
 {
     out->changed = out->nomem = false;
     out->n_fired = out->n_cleared = 0;
@@ -314,7 +276,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
 
     /* Rules, on the state after this event (event time only). The reason
      * text is only made for an alert that fires. */
-    fire_ctx_t f = {ev, &a, s, json, out};
+    fire_ctx_t f = {ev, &a, s, alerts, out};
     uint64_t newmask = s->mask;
     char reason[256];
     for (size_t ri = 0; ri < rules->n; ri++) {

@@ -223,27 +223,19 @@ static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *r
             m->partition, m->offset, reason);
 }
 
-static void produce_alert(exp_ctx_t *x, const char *json, size_t len)
+static void produce_alert(exp_ctx_t *x, const lw_alert_t *al)
 {
-    lw_alert_t al;
-    lw_field_error_t ferr;
     unsigned char buf[LW_CODEC_MAX_ALERT];
     size_t n;
-    if (lw_alert_from_json(json, len, &al, &ferr) != LW_OK) {
+    if (lw_codec_encode_alert(x->codec, al, buf, sizeof buf, &n) != LW_OK) {
         x->c.produce_failed++;
-        lw_error("alert from the script does not parse (%s: %s): %.*s", ferr.field, ferr.reason,
-                 (int)len, json);
-        return;
-    }
-    if (lw_codec_encode_alert(x->codec, &al, buf, sizeof buf, &n) != LW_OK) {
-        x->c.produce_failed++;
-        lw_error("alert %s does not encode", al.alert_id);
+        lw_error("alert %s does not encode", al->alert_id);
         return;
     }
     for (;;) {
         rd_kafka_resp_err_t err =
             rd_kafka_producev(x->prod, RD_KAFKA_V_TOPIC(x->conf->alerts_topic),
-                              RD_KAFKA_V_KEY(al.borrower_id, strlen(al.borrower_id)),
+                              RD_KAFKA_V_KEY(al->borrower_id, strlen(al->borrower_id)),
                               RD_KAFKA_V_VALUE(buf, n), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_OPAQUE(inflight_opaque(x)), RD_KAFKA_V_END);
         if (!err)
@@ -265,9 +257,9 @@ static void produce_alert(exp_ctx_t *x, const char *json, size_t len)
         return;
     }
     f->alerted = na;
-    f->alerted[f->nalerted++] = borrower_hash(al.borrower_id);
+    f->alerted[f->nalerted++] = borrower_hash(al->borrower_id);
     for (size_t i = 0; i < lw_rules_count(x->rules); i++)
-        if (!strcmp(lw_rules_get(x->rules, i)->id, al.rule_id))
+        if (!strcmp(lw_rules_get(x->rules, i)->id, al->rule_id))
             x->c.alerts_by_rule[i]++;
     x->c.alerts++;
 }
@@ -713,12 +705,12 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         }
         if (r->code != LW_APPLY_FENCED)
             for (size_t a = 0; a < r->n_alerts; a++)
-                produce_alert(x, r->alert_json[a], r->alert_len[a]);
+                produce_alert(x, r->alerts[a]);
         if (x->lat_state && r->code == LW_APPLY_APPLIED)
             record_latency(x, b->msg[b->idx[k]], r);
     }
     if (!x->fatal && x->c.produce_failed != b->failed0) {
-        /* an alert from the store did not parse or encode */
+        /* an alert did not encode */
         x->fatal = true;
         snprintf(x->fatal_msg, sizeof x->fatal_msg,
                  "alerts or dead letters not acknowledged by the broker; offsets not committed");

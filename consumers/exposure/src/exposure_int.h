@@ -24,27 +24,35 @@ struct lw_rules_s {
     lw_rule_t rules[LW_RULES_MAX];
 };
 
-/* What one event did beyond its code: the alerts it fired (their JSON in the
- * caller's buffer) and the rules it cleared, in rule order. */
+/* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */
+#define LW_ALERT_JSON_MAX 4096
+
+/* Alerts built by the rules, one struct each, appended as they fire. */
+typedef struct lw_alert_vec {
+    lw_alert_t *v;
+    size_t n, cap;
+} lw_alert_vec_t;
+
+/* What one event did beyond its code: the rules that fired (their alerts
+ * appended to the caller's vector, in this order) and the rules it cleared,
+ * in rule order. */
 typedef struct lw_bapply_out {
     bool changed; /* the state must be written */
     bool nomem;   /* out of memory: the state is unusable */
     size_t n_fired, n_cleared;
     int fired[LW_RULES_MAX]; /* rule index */
-    size_t json_off[LW_RULES_MAX], json_len[LW_RULES_MAX];
-    char alert_id[LW_RULES_MAX][33];
     int cleared[LW_RULES_MAX];
 } lw_bapply_out_t;
 
 /* Applies one valid event to its borrower's state (event time only): the
  * sequence rule, the 30-day window, then every rule on the new state. platform
- * and lender are the event's string ids. Fired alerts' JSON is appended to
- * json. writer is the id of the event's (topic, partition) (lw_store_writer_name());
+ * and lender are the event's string ids. Fired alerts are appended to
+ * alerts. writer is the id of the event's (topic, partition) (lw_store_writer_name());
  * returns LW_APPLY_FENCED when the state carries a newer epoch of the same
  * writer (nothing changed; s->fence_epoch says which). */
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
                                 uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
-                                lw_sbuf_t *json, lw_bapply_out_t *out);
+                                lw_alert_vec_t *alerts, lw_bapply_out_t *out);
 /* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
 void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
 

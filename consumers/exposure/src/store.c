@@ -39,6 +39,7 @@
 
 #include "loanwire/conf.h"
 #include "loanwire/hash.h"
+#include "loanwire/json.h"
 #include "loanwire/log.h"
 #include "loanwire/redis.h"
 
@@ -90,13 +91,9 @@ typedef struct op {
     size_t ev;
     int rule;
     bool fire;
-    size_t json_off, json_len;
-    char alert_id[33];
+    size_t json_off, json_len; /* a fired alert's JSON in the flush's json */
+    size_t alert;              /* and its struct in the flush's alerts */
 } op_t;
-
-typedef struct alert_ref {
-    size_t off, len; /* in json */
-} alert_ref_t;
 
 /* Strict: an HGETALL a:{..} queued in the MULTI for a replayed slot. */
 typedef struct hg_ref {
@@ -136,10 +133,9 @@ typedef struct flush {
     redisReply *exec; /* strict: the EXEC reply, until the next flush */
     op_t *ops;
     size_t nops, ops_cap;
-    alert_ref_t *alerts;
-    size_t nalerts, alerts_cap;
-    lw_sbuf_t json; /* alert JSON of the flush */
-    size_t *order;  /* write order of dirty slots */
+    lw_alert_vec_t alerts; /* fired or handed back, in event order (pending_ev_t.alert0) */
+    lw_sbuf_t json;        /* alert JSON of the flush */
+    size_t *order;         /* write order of dirty slots */
     chunk_t *chunks;
     size_t nchunks;
     lw_apply_result_t *results; /* the caller's, until the flush ends */
@@ -791,7 +787,7 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
 /* ---- Step 2: apply -------------------------------------------------------------- */
 
 static bool add_op(flush_t *f, size_t slot, size_t ev, int rule, bool fire, size_t off, size_t len,
-                   const char *alert_id)
+                   size_t alert)
 {
     op_t *no = lw_array_grow(f->ops, &f->ops_cap, f->nops + 1, sizeof *no, 256);
     if (!no)
@@ -804,8 +800,7 @@ static bool add_op(flush_t *f, size_t slot, size_t ev, int rule, bool fire, size
     o->fire = fire;
     o->json_off = off;
     o->json_len = len;
-    if (alert_id)
-        memcpy(o->alert_id, alert_id, 33);
+    o->alert = alert;
     slot_t *s = &f->slots[slot];
     if (s->op_last == NONE)
         s->op_first = f->nops;
@@ -815,13 +810,18 @@ static bool add_op(flush_t *f, size_t slot, size_t ev, int rule, bool fire, size
     return true;
 }
 
-static bool add_alert(flush_t *f, size_t off, size_t len)
+/* The JSON Redis keeps of alert a (a:{..} and the stream): rendered once from
+ * the struct by the codec's field table, so it reads back as the same alert. */
+static bool render_alert(flush_t *f, size_t a, size_t *off, size_t *len)
 {
-    alert_ref_t *na = lw_array_grow(f->alerts, &f->alerts_cap, f->nalerts + 1, sizeof *na, 256);
-    if (!na)
+    if (!lw_sbuf_reserve(&f->json, LW_ALERT_JSON_MAX))
         return false;
-    f->alerts = na;
-    f->alerts[f->nalerts++] = (alert_ref_t){off, len};
+    int n = lw_alert_to_json(&f->alerts.v[a], f->json.p + f->json.len, LW_ALERT_JSON_MAX);
+    if (n < 0)
+        return false;
+    *off = f->json.len;
+    *len = (size_t)n;
+    f->json.len += (size_t)n;
     return true;
 }
 
@@ -840,27 +840,29 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
         if (s->fenced) {
             results[i].code = LW_APPLY_FENCED;
             results[i].n_alerts = 0;
-            pe->alert0 = f->nalerts;
+            pe->alert0 = f->alerts.n;
             continue;
         }
+        pe->alert0 = f->alerts.n;
         lw_apply_code_t code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender,
-                                               pe->writer, pe->epoch, &f->json, &o);
+                                               pe->writer, pe->epoch, &f->alerts, &o);
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
         if (code == LW_APPLY_FENCED)
             results[i].fence_epoch = s->st.fence_epoch;
-        pe->alert0 = f->nalerts;
         if (o.changed)
             s->dirty = true;
-        for (size_t k = 0; k < o.n_fired; k++)
-            if (!add_alert(f, o.json_off[k], o.json_len[k]) ||
-                !add_op(f, slot, i, o.fired[k], true, o.json_off[k], o.json_len[k], o.alert_id[k]))
+        for (size_t k = 0; k < o.n_fired; k++) {
+            size_t off, len;
+            if (!render_alert(f, pe->alert0 + k, &off, &len) ||
+                !add_op(f, slot, i, o.fired[k], true, off, len, pe->alert0 + k))
                 return LW_ERR_NOMEM;
+        }
         pe->na = o.n_fired;
         for (size_t k = 0; k < o.n_cleared; k++)
-            if (!add_op(f, slot, i, o.cleared[k], false, 0, 0, NULL))
+            if (!add_op(f, slot, i, o.cleared[k], false, 0, 0, NONE))
                 return LW_ERR_NOMEM;
         /* a repeat may be the redelivery of an event whose alert was never
          * published (a crash between Redis and Kafka): publish it again */
@@ -882,27 +884,29 @@ static lw_err_t hand_back(flush_t *f, char *errstr, size_t errstr_size)
         const redisReply *r = s->alerts ? s->alerts : s->held;
         if (!pe->replay || !r)
             continue;
-        size_t first = f->nalerts;
+        size_t first = f->alerts.n;
         for (size_t k = 0; k + 1 < r->elements; k += 2) {
             const redisReply *field = r->element[k], *v = r->element[k + 1];
-            /* a value is alert JSON: {"alert_id":"<32 hex>",... */
-            if (field->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len < 45)
+            if (field->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
                 continue;
-            char rule[LW_ID_MAX + 1], id[33];
-            snprintf(rule, sizeof rule, "%s", field->str[0] == '~' ? field->str + 1 : field->str);
-            lw_alert_id(pe->ev.borrower_id, rule, pe->ev.event_id, id);
-            if (memcmp(v->str + 13, id, 32))
-                continue;
-            size_t off = f->json.len;
-            if (!lw_sbuf_reserve(&f->json, v->len) || !add_alert(f, off, v->len)) {
+            lw_alert_t *al =
+                lw_array_grow(f->alerts.v, &f->alerts.cap, f->alerts.n + 1, sizeof *al, 16);
+            if (!al) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return LW_ERR_NOMEM;
             }
-            memcpy(f->json.p + off, v->str, v->len);
-            f->json.len += v->len;
+            f->alerts.v = al;
+            al += f->alerts.n;
+            /* stored data read back: a value that is not an alert is skipped */
+            lw_field_error_t ferr;
+            char rule[LW_ID_MAX + 1], id[33];
+            snprintf(rule, sizeof rule, "%s", field->str[0] == '~' ? field->str + 1 : field->str);
+            lw_alert_id(pe->ev.borrower_id, rule, pe->ev.event_id, id);
+            if (lw_alert_from_json(v->str, v->len, al, &ferr) == LW_OK && !strcmp(al->alert_id, id))
+                f->alerts.n++;
         }
         pe->alert0 = first;
-        pe->na = f->nalerts - first;
+        pe->na = f->alerts.n - first;
     }
     return LW_OK;
 }
@@ -1011,8 +1015,9 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
                 const lw_event_t *ev = &f->ev[op->ev].ev;
                 ok = put_bulk(b, "F", 1) && put_str(b, r->id) &&
                      put_bulk(b, f->json.p + op->json_off, op->json_len) &&
-                     put_str(b, op->alert_id) && put_str(b, lw_severity_name(r->severity)) &&
-                     put_str(b, ev->platform_id) && put_str(b, ev->lender_id);
+                     put_str(b, f->alerts.v[op->alert].alert_id) &&
+                     put_str(b, lw_severity_name(r->severity)) && put_str(b, ev->platform_id) &&
+                     put_str(b, ev->lender_id);
             }
         }
         if (!ok)
@@ -1179,9 +1184,10 @@ static lw_err_t build_tail(lw_store_t *st, flush_t *f)
                 if (ok && st->opts.alert_stream) {
                     ok = put_cmd_hdr(b, 20, "XADD") && put_str(b, LW_REDIS_ALERT_STREAM) &&
                          put_str(b, "MAXLEN") && put_str(b, "~") && put_str(b, maxlen) &&
-                         put_str(b, "*") && put_str(b, "alert_id") && put_str(b, op->alert_id) &&
-                         put_str(b, "borrower_id") && put_str(b, s->first->ev.borrower_id) &&
-                         put_str(b, "rule_id") && put_str(b, r->id) && put_str(b, "severity") &&
+                         put_str(b, "*") && put_str(b, "alert_id") &&
+                         put_str(b, f->alerts.v[op->alert].alert_id) && put_str(b, "borrower_id") &&
+                         put_str(b, s->first->ev.borrower_id) && put_str(b, "rule_id") &&
+                         put_str(b, r->id) && put_str(b, "severity") &&
                          put_str(b, lw_severity_name(r->severity)) && put_str(b, "platform_id") &&
                          put_str(b, ev->platform_id) && put_str(b, "lender_id") &&
                          put_str(b, ev->lender_id) && put_str(b, "json") &&
@@ -1267,7 +1273,7 @@ static void flush_free(flush_t *f)
     free(f->map);
     free(f->groups);
     free(f->ops);
-    free(f->alerts);
+    free(f->alerts.v);
     lw_sbuf_free(&f->json);
     free(f->order);
     free(f->chunks);
@@ -1285,7 +1291,7 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
     f->exec = NULL;
     f->json.len = 0;
     f->nops = 0;
-    f->nalerts = 0;
+    f->alerts.n = 0;
     f->nqueued = 0;
     f->aborted = false;
     if (f->rc && (f->failed || f->invalid)) {
@@ -1345,9 +1351,7 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
             continue;
         }
         for (size_t k = 0; k < pe->na && k < LW_RULES_MAX; k++) {
-            const alert_ref_t *a = &f->alerts[pe->alert0 + k];
-            res->alert_json[k] = f->json.p + a->off;
-            res->alert_len[k] = a->len;
+            res->alerts[k] = &f->alerts.v[pe->alert0 + k];
         }
         res->n_alerts = pe->na < LW_RULES_MAX ? pe->na : LW_RULES_MAX;
     }

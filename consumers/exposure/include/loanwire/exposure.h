@@ -94,8 +94,8 @@ typedef enum lw_apply_code {
 typedef struct lw_apply_result {
     lw_apply_code_t code;
     size_t n_alerts;
-    const char *alert_json[LW_RULES_MAX]; /* valid until the next lw_store_flush() */
-    size_t alert_len[LW_RULES_MAX];
+    const lw_alert_t *alerts[LW_RULES_MAX]; /* fired, or handed back by a repeat; valid
+                                             * until the next flush begins */
     int64_t ack_us;      /* wall clock (lw_now_us) when Redis's reply to its call was read */
     int64_t fence_epoch; /* LW_APPLY_FENCED: the epoch of the borrower's fence stamp that
                           * refused it (same topic and partition, newer epoch); 0 when the
