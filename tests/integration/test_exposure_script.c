@@ -750,34 +750,41 @@ static void test_flush_pipelined(void **state)
     enum { N = 500 }; /* > LW_CHUNK_DEFAULT: several MSET chunks */
     static lw_apply_result_t r1[N], r2[N];
     char errstr[512];
+    lw_flush_t *f1 = NULL, *f2 = NULL, *f3 = NULL;
     append_many(st, N, "L1", 1, 100, 0, 1);
-    assert_false(lw_store_flying(st));
-    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
-    assert_true(lw_store_flying(st));
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r1, NULL, &f1, errstr, sizeof errstr), LW_OK);
+    assert_non_null(f1);
+    assert_int_equal(lw_store_flush_commit(st, f1, errstr, sizeof errstr), LW_OK);
     /* the same borrowers, another loan: staged while the first write is in flight */
     append_many(st, N, "L2", 1, 50, 0, 1);
     assert_int_equal(lw_store_pending(st), 2 * N);
-    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r2, NULL, &f2, errstr, sizeof errstr), LW_OK);
+    assert_non_null(f2);
+    assert_true(f1 != f2);
     /* one staged and one in flight: no room for more */
     lw_event_t late = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 1);
     assert_int_equal(lw_store_append(st, &late, "t", 0, 1), LW_ERR_INVALID_ARG);
-    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
-    /* committing before the write in flight ended is refused */
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
+    assert_int_equal(lw_store_flush_begin(st, r2, NULL, &f3, errstr, sizeof errstr),
+                     LW_ERR_INVALID_ARG);
+    assert_null(f3);
+    /* committing before the write in flight ended is refused, and so is
+     * ending a flush that was never sent */
+    assert_int_equal(lw_store_flush_commit(st, f2, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
+    assert_int_equal(lw_store_flush_end(st, f2, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
     /* the caller's commands have a connection of their own */
     redisReply *r = redisCommand(lw_store_redis(st), "PING");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_STATUS);
     assert_string_equal(r->str, "PONG");
     freeReplyObject(r);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, f1, errstr, sizeof errstr), LW_OK);
     expect_codes(r1, N, LW_APPLY_APPLIED);
     assert_true(r1[0].ack_us > 0);
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    /* an ended flush is the store's again: ending it twice is refused */
+    assert_int_equal(lw_store_flush_end(st, f1, errstr, sizeof errstr), LW_ERR_INVALID_ARG);
+    assert_int_equal(lw_store_flush_commit(st, f2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, f2, errstr, sizeof errstr), LW_OK);
     expect_codes(r2, N, LW_APPLY_APPLIED);
-    assert_false(lw_store_flying(st));
     assert_int_equal(lw_store_pending(st), 0);
     /* both loans: the second flush saw the first one's write */
     assert_int_equal(outstanding_of(0), 150);
@@ -786,19 +793,21 @@ static void test_flush_pipelined(void **state)
     /* discarded in flight: the write in flight stays written, the staged
      * one is never executed, the queue is empty and the store usable */
     append_many(st, N, "L1", 2, 200, 0, 1);
-    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r1, NULL, &f1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(st, f1, errstr, sizeof errstr), LW_OK);
     append_many(st, N, "L2", 2, 400, 0, 1);
-    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r2, NULL, &f2, errstr, sizeof errstr), LW_OK);
     lw_store_discard(st);
-    assert_false(lw_store_flying(st));
     assert_int_equal(lw_store_pending(st), 0);
     assert_int_equal(outstanding_of(7), 250); /* 200 + 50 */
     lw_event_t one = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X", "l", 1, T0, 5);
     assert_int_equal(apply(st, &one).code, LW_APPLY_APPLIED);
-    /* steps with nothing to do are no-ops */
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    /* nothing queued: begin hands out no flush, and steps of none are no-ops */
+    f1 = f2;
+    assert_int_equal(lw_store_flush_begin(st, r1, NULL, &f1, errstr, sizeof errstr), LW_OK);
+    assert_null(f1);
+    assert_int_equal(lw_store_flush_commit(st, NULL, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, NULL, errstr, sizeof errstr), LW_OK);
     lw_store_destroy(st);
 }
 
@@ -816,15 +825,16 @@ static void test_staged_after_abort(void **state)
     int64_t ep = 0;
     assert_int_equal(lw_store_epoch_next(st, "t", 0, &ep, errstr, sizeof errstr), LW_OK);
     FILE *tap = rebalance_tap(st);
+    lw_flush_t *f1 = NULL, *f2 = NULL;
     append_many(st, N, "L1", 1, 100, 0, ep); /* its MULTI moves partition 0 on */
-    assert_int_equal(lw_store_flush_begin(st, r1, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r1, NULL, &f1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(st, f1, errstr, sizeof errstr), LW_OK);
     append_many(st, N, "L2", 1, 50, 1, 1); /* partition 1: not fenced */
-    assert_int_equal(lw_store_flush_begin(st, r2, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_begin(st, r2, NULL, &f2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, f1, errstr, sizeof errstr), LW_OK);
     expect_codes(r1, N, LW_APPLY_FENCED);
-    assert_int_equal(lw_store_flush_commit(st, errstr, sizeof errstr), LW_OK);
-    assert_int_equal(lw_store_flush_end(st, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(st, f2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(st, f2, errstr, sizeof errstr), LW_OK);
     expect_codes(r2, N, LW_APPLY_APPLIED);
     tap_close(st, tap);
     assert_true(g_taps >= 2);

@@ -96,8 +96,9 @@ typedef struct batch {
     size_t *idx;    /* store entry -> msg index */
     size_t nev;     /* store entries */
     lw_apply_result_t *results;
-    uint64_t seq;     /* its in-flight record */
-    uint64_t failed0; /* produce failures before it */
+    lw_flush_t *flush; /* the store's, from its begin to its end */
+    uint64_t seq;      /* its in-flight record */
+    uint64_t failed0;  /* produce failures before it */
 } batch_t;
 
 typedef struct exp_ctx {
@@ -111,7 +112,6 @@ typedef struct exp_ctx {
      * and the one whose write Redis executes meanwhile (NULL when none) */
     batch_t bufs[2];
     batch_t *fill, *staged, *fly;
-    uint64_t rec; /* in-flight record that deliveries produced now count on */
     part_state_t parts[MAX_PARTS];
     counters_t c;
     bool fatal;
@@ -179,13 +179,13 @@ static uint64_t borrower_hash(const char *id)
     return h ? h : 1; /* 0 is kept for "empty" */
 }
 
-/* Opaque of the current batch's deliveries (its in-flight sequence). */
-static void *inflight_opaque(exp_ctx_t *x)
+/* A delivery's opaque: the in-flight record (batch) it counts on. */
+static void *inflight_opaque(uint64_t rec)
 {
-    return (void *)(uintptr_t)x->rec;
+    return (void *)(uintptr_t)rec;
 }
 
-static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *reason)
+static void produce_dlq(exp_ctx_t *x, uint64_t rec, const rd_kafka_message_t *m, const char *reason)
 {
     rd_kafka_headers_t *src = NULL, *h;
     if (rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR && src)
@@ -203,7 +203,7 @@ static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *r
         rd_kafka_resp_err_t err = rd_kafka_producev(
             x->prod, RD_KAFKA_V_TOPIC(x->conf->dlq_topic), RD_KAFKA_V_KEY(m->key, m->key_len),
             RD_KAFKA_V_VALUE(m->payload, m->len), RD_KAFKA_V_HEADERS(h),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(inflight_opaque(x)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(inflight_opaque(rec)),
             RD_KAFKA_V_END);
         if (!err)
             break;
@@ -217,13 +217,13 @@ static void produce_dlq(exp_ctx_t *x, const rd_kafka_message_t *m, const char *r
                  rd_kafka_err2str(err));
         return;
     }
-    x->inflight[x->rec % INFLIGHT_MAX].pending++;
+    x->inflight[rec % INFLIGHT_MAX].pending++;
     x->c.dead_letters++;
     lw_warn("dead letter %s [%" PRId32 "] @%" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
             m->partition, m->offset, reason);
 }
 
-static void produce_alert(exp_ctx_t *x, const lw_alert_t *al)
+static void produce_alert(exp_ctx_t *x, uint64_t rec, const lw_alert_t *al)
 {
     unsigned char buf[LW_CODEC_MAX_ALERT];
     size_t n;
@@ -237,7 +237,7 @@ static void produce_alert(exp_ctx_t *x, const lw_alert_t *al)
             rd_kafka_producev(x->prod, RD_KAFKA_V_TOPIC(x->conf->alerts_topic),
                               RD_KAFKA_V_KEY(al->borrower_id, strlen(al->borrower_id)),
                               RD_KAFKA_V_VALUE(buf, n), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(inflight_opaque(x)), RD_KAFKA_V_END);
+                              RD_KAFKA_V_OPAQUE(inflight_opaque(rec)), RD_KAFKA_V_END);
         if (!err)
             break;
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -248,7 +248,7 @@ static void produce_alert(exp_ctx_t *x, const lw_alert_t *al)
         snprintf(x->fatal_msg, sizeof x->fatal_msg, "alert produce: %s", rd_kafka_err2str(err));
         return;
     }
-    inflight_t *f = &x->inflight[x->rec % INFLIGHT_MAX];
+    inflight_t *f = &x->inflight[rec % INFLIGHT_MAX];
     f->pending++;
     uint64_t *na = lw_array_grow(f->alerted, &f->alerted_cap, f->nalerted + 1, sizeof *na, 16);
     if (!na) {
@@ -403,14 +403,15 @@ static bool alert_conflict(exp_ctx_t *x, uint64_t cur, const char *const *borrow
     return false;
 }
 
-/* lw_store_alerts_cb: before the store writes a batch that changes these
- * borrowers' alerts, their earlier alerts must be acknowledged. The batch
- * being flushed is x->rec. */
-static lw_err_t store_alerts_cb(void *opaque, const char *const *borrowers, size_t n, char *errstr,
-                                size_t errstr_size)
+/* lw_store_alerts_cb: before the store writes a batch (the flush's opaque)
+ * that changes these borrowers' alerts, their earlier alerts must be
+ * acknowledged. */
+static lw_err_t store_alerts_cb(void *opaque, void *flush_opaque, const char *const *borrowers,
+                                size_t n, char *errstr, size_t errstr_size)
 {
     exp_ctx_t *x = opaque;
-    if (!alert_conflict(x, x->rec, borrowers, n) || inflight_wait(x, x->rec))
+    const batch_t *b = flush_opaque;
+    if (!alert_conflict(x, b->seq, borrowers, n) || inflight_wait(x, b->seq))
         return LW_OK;
     snprintf(errstr, errstr_size, "%s",
              x->fatal_msg[0] ? x->fatal_msg
@@ -519,11 +520,11 @@ static lw_err_t store_step(exp_ctx_t *x, store_step_t step, batch_t *b, char *es
 {
     switch (step) {
     case STEP_BEGIN:
-        return lw_store_flush_begin(x->store, b->results, es, es_size);
+        return lw_store_flush_begin(x->store, b->results, b, &b->flush, es, es_size);
     case STEP_COMMIT:
-        return lw_store_flush_commit(x->store, es, es_size);
+        return lw_store_flush_commit(x->store, b->flush, es, es_size);
     case STEP_END:
-        return lw_store_flush_end(x->store, es, es_size);
+        return lw_store_flush_end(x->store, b->flush, es, es_size);
     }
     return LW_ERR_INVALID_ARG;
 }
@@ -570,6 +571,7 @@ static void batch_release(batch_t *b)
         rd_kafka_message_destroy(b->msg[i]);
     b->n = 0;
     b->nev = 0;
+    b->flush = NULL;
 }
 
 /* ---- Fences ---------------------------------------------------------------- */
@@ -684,7 +686,6 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
     int64_t store_off[MAX_PARTS];
     bool touched[MAX_PARTS];
 
-    x->rec = b->seq;
     for (size_t k = 0; k < b->nev; k++) {
         const lw_apply_result_t *r = &b->results[k];
         int32_t p = b->msg[b->idx[k]]->partition;
@@ -705,7 +706,7 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         }
         if (r->code != LW_APPLY_FENCED)
             for (size_t a = 0; a < r->n_alerts; a++)
-                produce_alert(x, r->alerts[a]);
+                produce_alert(x, b->seq, r->alerts[a]);
         if (x->lat_state && r->code == LW_APPLY_APPLIED)
             record_latency(x, b->msg[b->idx[k]], r);
     }
@@ -745,9 +746,9 @@ static void batch_land(exp_ctx_t *x)
     batch_t *b = x->fly;
     if (b) {
         x->fly = NULL;
-        /* a redo inside the end asks store_alerts_cb about this batch: it may
-         * wait for older batches' alerts, never for its own record */
-        x->rec = b->seq;
+        /* a redo inside the end asks store_alerts_cb about this batch (the
+         * flush's opaque): it may wait for older batches' alerts, never for
+         * its own record */
         if (store_run(x, STEP_END, b))
             batch_settle(x, b);
         batch_release(b);
@@ -757,7 +758,6 @@ static void batch_land(exp_ctx_t *x)
     }
     b = x->staged;
     if (b) {
-        x->rec = b->seq; /* for store_alerts_cb */
         if (!store_run(x, STEP_COMMIT, b))
             return;
         x->staged = NULL;
@@ -779,7 +779,8 @@ static void batch_launch(exp_ctx_t *x)
     if (x->if_tail - x->if_head >= INFLIGHT_MAX && !inflight_wait(x, x->if_tail - INFLIGHT_MAX + 1))
         return;
     inflight_t *f = inflight_open(x);
-    b->seq = x->rec = f->seq;
+    b->seq = f->seq;
+    b->flush = NULL;
     b->failed0 = x->c.produce_failed;
     b->nev = 0;
     x->c.batches++;
@@ -791,7 +792,7 @@ static void batch_launch(exp_ctx_t *x)
             continue;
         x->c.consumed++;
         if (!b->ok[i]) {
-            produce_dlq(x, m, decode(x, m, &b->ev[i], why, sizeof why));
+            produce_dlq(x, b->seq, m, decode(x, m, &b->ev[i], why, sizeof why));
             continue;
         }
         if (lw_store_append(x->store, &b->ev[i], cf->topic, p, x->parts[p].epoch) != LW_OK) {

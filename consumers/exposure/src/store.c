@@ -107,12 +107,19 @@ typedef struct chunk {
     size_t first, n;
 } chunk_t;
 
-/* One flush's working set (kept between flushes to reuse the memory). There
- * are two, so that one batch can be read and applied while Redis executes
- * the other's write; each has a connection of its own. Which one is staged
- * (read, applied, the MULTI's body sent, no EXEC yet) and which one is sent
- * (EXEC sent, results not handed out) the store says; the other one queues. */
-typedef struct flush {
+/* Where a flush is in its life: events queue in it, begin stages it (read,
+ * applied, the MULTI's body sent, no EXEC yet), commit sends it (EXEC sent,
+ * results not handed out), end hands its results out and it queues again. */
+typedef enum flush_state { FL_QUEUE = 0, FL_STAGED, FL_SENT } flush_state_t;
+
+/* One flush's working set (kept between flushes to reuse the memory), the
+ * lw_flush_t the caller holds from begin to end. There are two, so that one
+ * batch can be read and applied while Redis executes the other's write; each
+ * has a connection of its own. Its state is the only record of which one is
+ * staged and which one is sent. */
+typedef struct lw_flush_s {
+    flush_state_t state;
+    void *opaque; /* the caller's, handed to the alerts callback */
     redisContext *rc;
     bool failed;  /* its last attempt failed: events kept, done again from the read */
     bool invalid; /* staged on states of a write that then failed: read again */
@@ -159,13 +166,20 @@ struct lw_store_s {
     lw_sbuf_t buf;   /* RESP of a pipeline */
     lw_sbuf_t state; /* one encoded state */
     flush_t fl[2];   /* events queue in the one neither staged nor sent */
-    flush_t *sent;   /* whose write is in flight, or NULL */
-    flush_t *staged; /* staged, or NULL */
     int64_t last_rtt_us;
     int64_t last_ack_us;
 };
 
 static void flush_free(flush_t *f);
+
+/* The flush in a state, or NULL: at most one is staged and one sent. */
+static flush_t *flush_in(lw_store_t *st, flush_state_t state)
+{
+    for (int i = 0; i < 2; i++)
+        if (st->fl[i].state == state)
+            return &st->fl[i];
+    return NULL;
+}
 
 /* ---- Connection --------------------------------------------------------------- */
 
@@ -223,7 +237,7 @@ static void drop_all(lw_store_t *st)
         flush_t *f = &st->fl[i];
         redisFree(f->rc);
         f->rc = NULL;
-        if (f == st->staged || f == st->sent)
+        if (f->state != FL_QUEUE)
             f->failed = true;
     }
 }
@@ -328,16 +342,14 @@ static lw_err_t alerts_check(lw_store_t *st, flush_t *f, char *errstr, size_t er
         st->alerted = na;
         st->alerted[n++] = s->first->ev.borrower_id;
     }
-    return n ? st->alerts_cb(st->alerts_opaque, st->alerted, n, errstr, errstr_size) : LW_OK;
+    return n ? st->alerts_cb(st->alerts_opaque, f->opaque, st->alerted, n, errstr, errstr_size)
+             : LW_OK;
 }
 
 /* The flush events are queued in: the one neither staged nor sent. */
 static flush_t *next_flush(lw_store_t *st)
 {
-    for (int i = 0; i < 2; i++)
-        if (&st->fl[i] != st->staged && &st->fl[i] != st->sent)
-            return &st->fl[i];
-    return NULL;
+    return flush_in(st, FL_QUEUE);
 }
 
 size_t lw_store_pending(const lw_store_t *st)
@@ -349,6 +361,8 @@ static void flush_reset(flush_t *f)
 {
     f->n = 0;
     f->failed = f->invalid = false;
+    f->state = FL_QUEUE;
+    f->opaque = NULL;
 }
 
 static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
@@ -357,20 +371,15 @@ static void drop_open_multi(flush_t *f);
 void lw_store_discard(lw_store_t *st)
 {
     char es[256];
+    flush_t *sent = flush_in(st, FL_SENT), *staged = flush_in(st, FL_STAGED);
     /* a write in flight: read its replies, so its connection stays usable */
-    if (st->sent && st->sent->rc && !st->sent->failed && st->opts.strict_fencing)
-        recv_multi(st, st->sent, es, sizeof es);
+    if (sent && sent->rc && !sent->failed && st->opts.strict_fencing)
+        recv_multi(st, sent, es, sizeof es);
     /* a staged MULTI that will never be executed */
-    if (st->staged)
-        drop_open_multi(st->staged);
+    if (staged)
+        drop_open_multi(staged);
     flush_reset(&st->fl[0]);
     flush_reset(&st->fl[1]);
-    st->sent = st->staged = NULL;
-}
-
-bool lw_store_flying(const lw_store_t *st)
-{
-    return st->staged || st->sent;
 }
 
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
@@ -578,8 +587,8 @@ static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
  * could run before the write. */
 static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
 {
-    flush_t *c =
-        st->opts.strict_fencing && st->sent && st->sent != f && !st->sent->failed ? st->sent : NULL;
+    flush_t *sent = flush_in(st, FL_SENT);
+    flush_t *c = st->opts.strict_fencing && sent && sent != f && !sent->failed ? sent : NULL;
     size_t need = 64;
     while (need < 2 * f->n)
         need *= 2;
@@ -1388,11 +1397,12 @@ static lw_err_t flush_error(flush_t *f, lw_err_t err, char *errstr, size_t errst
     return err;
 }
 
-lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                              size_t errstr_size)
+lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, void *opaque,
+                              lw_flush_t **flush, char *errstr, size_t errstr_size)
 {
     flush_t *f = next_flush(st);
-    if (!f || st->staged) {
+    *flush = NULL;
+    if (!f || flush_in(st, FL_STAGED)) {
         snprintf(errstr, errstr_size, "a flush is already staged");
         return LW_ERR_INVALID_ARG;
     }
@@ -1400,23 +1410,26 @@ lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *
         return LW_OK;
     f->t0 = lw_mono_us();
     f->results = results;
+    f->opaque = opaque;
     lw_err_t err = flush_stage(st, f, errstr, errstr_size);
     if (err) {
         drop_open_multi(f);
         return flush_error(f, err, errstr, errstr_size);
     }
     f->failed = f->invalid = false;
-    st->staged = f;
+    f->state = FL_STAGED;
+    *flush = f;
     return LW_OK;
 }
 
-lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size)
+lw_err_t lw_store_flush_commit(lw_store_t *st, lw_flush_t *f, char *errstr, size_t errstr_size)
 {
-    flush_t *f = st->staged;
     if (!f)
         return LW_OK;
-    if (st->sent) {
-        snprintf(errstr, errstr_size, "the write in flight must end first");
+    if (f->state != FL_STAGED || flush_in(st, FL_SENT)) {
+        snprintf(errstr, errstr_size, "%s",
+                 f->state != FL_STAGED ? "that flush is not staged"
+                                       : "the write in flight must end first");
         return LW_ERR_INVALID_ARG;
     }
     lw_err_t err = LW_OK;
@@ -1428,16 +1441,18 @@ lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size)
     if (err)
         return flush_error(f, err, errstr, errstr_size);
     f->failed = f->invalid = false;
-    st->sent = f;
-    st->staged = NULL;
+    f->state = FL_SENT;
     return LW_OK;
 }
 
-lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size)
+lw_err_t lw_store_flush_end(lw_store_t *st, lw_flush_t *f, char *errstr, size_t errstr_size)
 {
-    flush_t *f = st->sent;
     if (!f)
         return LW_OK;
+    if (f->state != FL_SENT) {
+        snprintf(errstr, errstr_size, "that flush was not sent");
+        return LW_ERR_INVALID_ARG;
+    }
     bool redone = f->failed;
     lw_err_t err =
         redone ? flush_once(st, f, errstr, errstr_size) : flush_finish(st, f, errstr, errstr_size);
@@ -1453,12 +1468,12 @@ lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size)
     st->last_rtt_us = lw_mono_us() - f->t0;
     st->last_ack_us = lw_now_us();
     /* the staged flush took its states from the write as first applied */
-    if ((err || redone) && st->staged)
-        st->staged->invalid = true;
+    flush_t *staged = flush_in(st, FL_STAGED);
+    if ((err || redone) && staged)
+        staged->invalid = true;
     if (err)
         return flush_error(f, err, errstr, errstr_size);
     flush_reset(f);
-    st->sent = NULL;
     return LW_OK;
 }
 
@@ -1466,11 +1481,12 @@ lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr
                         size_t errstr_size)
 {
     lw_err_t err = LW_OK;
-    if (!st->staged && !st->sent)
-        err = lw_store_flush_begin(st, results, errstr, errstr_size);
-    if (!err && !st->sent)
-        err = lw_store_flush_commit(st, errstr, errstr_size);
-    return err ? err : lw_store_flush_end(st, errstr, errstr_size);
+    lw_flush_t *f = flush_in(st, FL_SENT);
+    if (!f && !(f = flush_in(st, FL_STAGED)))
+        err = lw_store_flush_begin(st, results, NULL, &f, errstr, errstr_size);
+    if (!err && f && f->state == FL_STAGED)
+        err = lw_store_flush_commit(st, f, errstr, errstr_size);
+    return err ? err : lw_store_flush_end(st, f, errstr, errstr_size);
 }
 
 /* KEYS[1] the epoch key, ARGV[1] ours, ARGV[2] the epoch to go above. */

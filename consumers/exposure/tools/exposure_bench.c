@@ -119,6 +119,7 @@ int main(int argc, char **argv)
     size_t counts[4] = {0}, alerts = 0, nres[2] = {0, 0};
     int cur = 0;
     bool flying = false;
+    lw_flush_t *fl[2] = {NULL, NULL}; /* staged, then in flight */
     int64_t t0 = lw_mono_us();
     for (size_t i = 0;; i += batch) {
         size_t m = i < n ? (n - i < batch ? n - i : batch) : 0;
@@ -128,9 +129,11 @@ int main(int argc, char **argv)
                 return 1;
             }
         nres[cur] = m;
-        if ((m && lw_store_flush_begin(st, res[cur], errstr, sizeof errstr) != LW_OK) ||
-            lw_store_flush_end(st, errstr, sizeof errstr) != LW_OK ||
-            lw_store_flush_commit(st, errstr, sizeof errstr) != LW_OK) {
+        fl[cur] = NULL;
+        if ((m &&
+             lw_store_flush_begin(st, res[cur], NULL, &fl[cur], errstr, sizeof errstr) != LW_OK) ||
+            lw_store_flush_end(st, fl[!cur], errstr, sizeof errstr) != LW_OK ||
+            lw_store_flush_commit(st, fl[cur], errstr, sizeof errstr) != LW_OK) {
             fprintf(stderr, "flush: %s\n", errstr);
             return 1;
         }

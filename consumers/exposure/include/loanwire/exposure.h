@@ -130,39 +130,43 @@ size_t lw_store_pending(const lw_store_t *st);
  * (idempotent). NOSCRIPT is handled inside (reload, resend). */
 lw_err_t lw_store_flush(lw_store_t *st, lw_apply_result_t *results, char *errstr,
                         size_t errstr_size);
+/* One flush of queued events, from begin to end: the store's, lent to the
+ * caller (never freed by it) until its end succeeds. */
+typedef struct lw_flush_s lw_flush_t;
+
 /* Called by the flush once the batch is applied in memory and before
- * anything is written, with the borrowers whose alerts the write changes (an
- * alert fired or cleared; ids valid during the call). LW_OK lets the write
- * go; anything else ends the flush with that error and the callback's
- * errstr. The consumer waits here for the broker to acknowledge an earlier
- * alert of one of them, which the write could otherwise overwrite. */
-typedef lw_err_t lw_store_alerts_cb(void *opaque, const char *const *borrowers, size_t n,
-                                    char *errstr, size_t errstr_size);
+ * anything is written, with the flush's opaque (given to begin) and the
+ * borrowers whose alerts the write changes (an alert fired or cleared; ids
+ * valid during the call). LW_OK lets the write go; anything else ends the
+ * flush with that error and the callback's errstr. The consumer waits here
+ * for the broker to acknowledge an earlier alert of one of them, which the
+ * write could otherwise overwrite. */
+typedef lw_err_t lw_store_alerts_cb(void *opaque, void *flush_opaque, const char *const *borrowers,
+                                    size_t n, char *errstr, size_t errstr_size);
 void lw_store_set_alerts_cb(lw_store_t *st, lw_store_alerts_cb *cb, void *opaque);
 /* The same in three steps, so that one batch is read and applied while
  * Redis executes the write of the one before:
- *   begin  stages the queued events: reads their borrowers (a borrower of
- *          the write in flight takes the state that write leaves, without a
- *          read), applies them and, with strict fencing, sends the MULTI's
- *          body; nothing executes yet;
+ *   begin  stages the queued events as *flush (NULL when none were queued):
+ *          reads their borrowers (a borrower of the write in flight takes the
+ *          state that write leaves, without a read), applies them and, with
+ *          strict fencing, sends the MULTI's body; nothing executes yet;
  *   commit asks the alerts callback, then sends the staged write (EXEC);
  *          the write in flight must have ended;
  *   end    reads the replies of the write in flight and fills in the
  *          results begin was given (done again from the read if a rebalance
- *          aborted it; that redo asks the alerts callback again).
+ *          aborted it; that redo asks the alerts callback again); the flush
+ *          is the store's again.
  * At most one flush is staged and one in flight; events appended meanwhile
  * queue for the next begin. results must stay valid until end. A failed
  * step keeps its events and says so; after lw_store_reconnect() the same
  * call does it again from the read (an end that failed marks the staged
  * flush, which took states from it, to be read again at its commit).
- * lw_store_flush() runs whatever steps are left, so calling it again after
- * an error retries. */
-lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, char *errstr,
-                              size_t errstr_size);
-lw_err_t lw_store_flush_commit(lw_store_t *st, char *errstr, size_t errstr_size);
-lw_err_t lw_store_flush_end(lw_store_t *st, char *errstr, size_t errstr_size);
-/* Whether a flush is staged or in flight. */
-bool lw_store_flying(const lw_store_t *st);
+ * Commit and end of a NULL flush do nothing. lw_store_flush() runs whatever
+ * steps are left, so calling it again after an error retries. */
+lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, void *opaque,
+                              lw_flush_t **flush, char *errstr, size_t errstr_size);
+lw_err_t lw_store_flush_commit(lw_store_t *st, lw_flush_t *flush, char *errstr, size_t errstr_size);
+lw_err_t lw_store_flush_end(lw_store_t *st, lw_flush_t *flush, char *errstr, size_t errstr_size);
 /* Drops every queued and staged event; a write in flight is dropped after
  * its replies are read (what it wrote stays written). */
 void lw_store_discard(lw_store_t *st);
