@@ -7,7 +7,8 @@
 #                           --redis-cluster N: a Redis Cluster of N masters (N >= 3),
 #                             each with one replica (2N redis-server processes);
 #                           --kafka-brokers M: M KRaft brokers, each also a
-#                             controller voter (M >= 1; 1 is the default).
+#                             controller voter (1 is the default; 0: no Kafka,
+#                             a Redis-only stack beside another stack's broker).
 #                           The shape and ports are recorded in the stack folder,
 #                           so every other command needs no flags.
 #   ./deploy/stack.sh down      stop what `up` started (by recorded pid)
@@ -19,15 +20,17 @@
 #   ./deploy/stack.sh start NAME    start it again with its own data and config
 #   ./deploy/stack.sh kafka-stop | kafka-start | redis-restart   (fault tests)
 #
-# Ports: Redis node i listens on LOANWIRE_REDIS_PORT + i - 1 (cluster bus:
-# that + 10000); Kafka broker i on LOANWIRE_KAFKA_PORT + 2(i - 1) and its
-# controller on LOANWIRE_CONTROLLER_PORT + 2(i - 1), so one broker keeps the
-# ports it always had.
+# Ports: Redis node i listens on LOANWIRE_REDIS_PORT + i - 1, its cluster bus
+# on LOANWIRE_REDIS_BUS_PORT + i - 1 (default: Redis port + 10000; keep it
+# below 32768, Linux's ephemeral range, where an outgoing connection can hold
+# it); Kafka broker i on LOANWIRE_KAFKA_PORT + 2(i - 1) and its controller on
+# LOANWIRE_CONTROLLER_PORT + 2(i - 1), so one broker keeps its usual ports.
 #
 # Environment:
 #   LOANWIRE_STACK_DIR      data, logs and pids (default: <repo>/.stack)
 #   LOANWIRE_KAFKA_PORT     broker port (9092); LOANWIRE_CONTROLLER_PORT (port+1)
 #   LOANWIRE_REDIS_PORT     Redis port (6379)
+#   LOANWIRE_REDIS_BUS_PORT cluster bus port of the first node (Redis port + 10000)
 #   LOANWIRE_REDIS_NODE_TIMEOUT  cluster-node-timeout in ms (3000): how long a
 #                           dead master takes to be failed over
 #   LOANWIRE_KAFKA_HEAP     heap of each broker (512m)
@@ -53,11 +56,14 @@ if [ "${1:-}" != up ] && [ -f "$shape_file" ]; then
   LW_REDIS_PORT=$redis_port
   LW_KAFKA_PORT=$kafka_port
   LW_CONTROLLER_PORT=$controller_port
+  LW_REDIS_BUS_PORT=${bus_port:-$((redis_port + 10000))}
 fi
+LW_REDIS_BUS_PORT=${LW_REDIS_BUS_PORT:-${LOANWIRE_REDIS_BUS_PORT:-$((LW_REDIS_PORT + 10000))}}
 node_timeout=${LOANWIRE_REDIS_NODE_TIMEOUT:-3000}
 
 redis_nodes() { if [ "$redis_cluster" -gt 0 ]; then echo $((redis_cluster * 2)); else echo 1; fi; }
 redis_port_of() { echo $((LW_REDIS_PORT + $1 - 1)); }
+bus_port_of() { echo $((LW_REDIS_BUS_PORT + $1 - 1)); }
 kafka_port_of() { echo $((LW_KAFKA_PORT + 2 * ($1 - 1))); }
 controller_port_of() { echo $((LW_CONTROLLER_PORT + 2 * ($1 - 1))); }
 # One broker and one Redis keep the folders they always had.
@@ -77,7 +83,7 @@ redis_url() { echo "${LOANWIRE_REDIS:-$own_redis}"; }
 # addresses in LOANWIRE_BOOTSTRAP / LOANWIRE_REDIS mean "external, start none".
 forget_own_addresses() {
   local i
-  [ "${LOANWIRE_BOOTSTRAP:-}" = "$(own_bootstrap)" ] && unset LOANWIRE_BOOTSTRAP
+  [ "$kafka_brokers" -gt 0 ] && [ "${LOANWIRE_BOOTSTRAP:-}" = "$(own_bootstrap)" ] && unset LOANWIRE_BOOTSTRAP
   for ((i = 1; i <= $(redis_nodes); i++)); do
     [ "${LOANWIRE_REDIS:-}" = "redis://127.0.0.1:$(redis_port_of "$i")" ] && unset LOANWIRE_REDIS
   done
@@ -186,6 +192,7 @@ kafka_up() {
     lw_say "kafka: using existing cluster $LOANWIRE_BOOTSTRAP"
     return 0
   fi
+  [ "$kafka_brokers" -gt 0 ] || return 0
   [ -n "${KAFKA_HOME:-}" ] || lw_kafka_fetch
   command -v java >/dev/null || lw_die "java not found (./deploy/install-deps.sh installs it)"
   local i cluster_id= started=()
@@ -217,6 +224,7 @@ kafka_up() {
 
 kafka_down() {
   [ -n "${LOANWIRE_BOOTSTRAP:-}" ] && return 0
+  [ "$kafka_brokers" -gt 0 ] || return 0
   if [ "$kafka_brokers" -le 1 ]; then
     stop_pid kafka "$(kafka_dir_of 1)/pid" 60
     return 0
@@ -247,8 +255,10 @@ redis_spawn() {
   mkdir -p "$d"
   local cluster=()
   if [ "$redis_cluster" -gt 0 ]; then
+    local bus; bus=$(bus_port_of "$i")
+    port_open "$bus" && lw_die "cluster bus port $bus is taken by another process (set LOANWIRE_REDIS_BUS_PORT)"
     cluster=(--cluster-enabled yes --cluster-config-file nodes.conf
-             --cluster-node-timeout "$node_timeout")
+             --cluster-node-timeout "$node_timeout" --cluster-port "$bus")
   fi
   lw_say "redis-$i: starting on 127.0.0.1:$port"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$d" \
@@ -397,6 +407,8 @@ status() {
   local rc=0 i
   if [ -n "${LOANWIRE_BOOTSTRAP:-}" ]; then
     echo "kafka: external $LOANWIRE_BOOTSTRAP"
+  elif [ "$kafka_brokers" -eq 0 ]; then
+    echo "kafka: none in this stack"
   elif [ "$kafka_brokers" -le 1 ]; then
     if pid_alive "$(kafka_dir_of 1)/pid" && kafka_answers 1; then
       echo "kafka: up, pid $(cat "$(kafka_dir_of 1)/pid"), bootstrap $(bootstrap)"
@@ -437,7 +449,8 @@ status() {
 }
 
 print_env() {
-  echo "export LOANWIRE_BOOTSTRAP=$(bootstrap)"
+  [ "$kafka_brokers" -eq 0 ] && [ -z "${LOANWIRE_BOOTSTRAP:-}" ] ||
+    echo "export LOANWIRE_BOOTSTRAP=$(bootstrap)"
   echo "export LOANWIRE_REDIS=$(redis_url)"
 }
 
@@ -462,7 +475,7 @@ choose_shape() {
   done
   [[ $want_redis =~ ^[0-9]+$ ]] && { [ "$want_redis" -eq 0 ] || [ "$want_redis" -ge 3 ]; } ||
     lw_die "--redis-cluster needs a number of masters >= 3 (Redis Cluster's minimum)"
-  [[ $want_kafka =~ ^[0-9]+$ ]] && [ "$want_kafka" -ge 1 ] || lw_die "--kafka-brokers needs a number >= 1"
+  [[ $want_kafka =~ ^[0-9]+$ ]] || lw_die "--kafka-brokers needs a number (0: no Kafka)"
   if [ -f "$shape_file" ]; then
     # shellcheck disable=SC1090
     . "$shape_file"
@@ -484,6 +497,7 @@ kafka_brokers=$kafka_brokers
 redis_port=$LW_REDIS_PORT
 kafka_port=$LW_KAFKA_PORT
 controller_port=$LW_CONTROLLER_PORT
+bus_port=$LW_REDIS_BUS_PORT
 EOF
   forget_own_addresses
 }
@@ -494,7 +508,7 @@ case "${1:-}" in
     choose_shape "$@"
     redis_up
     kafka_up
-    echo "Kafka bootstrap: $(bootstrap)"
+    [ "$kafka_brokers" -eq 0 ] && [ -z "${LOANWIRE_BOOTSTRAP:-}" ] || echo "Kafka bootstrap: $(bootstrap)"
     echo "Redis URL:       $(redis_url)"
     ;;
   down)
