@@ -78,6 +78,11 @@ struct lw_rcluster {
     int *masters;                    /* node indexes of masters, in map order */
     int n_masters, cap_masters;
     bool stale; /* reload the map before the next round */
+    /*
+     * A batch sent and not yet received: its replies are still on the
+     * connections, so any other call would read them as its own.
+     */
+    const lw_rcluster_batch_t *busy;
     lw_rcluster_stats_t stats;
     lw_rcluster_batch_t *one; /* the batch behind lw_rcluster_command* */
 };
@@ -501,10 +506,28 @@ static lw_rcluster_err_t refresh_from(lw_rcluster_t *c, int i, char *errstr, siz
     return err;
 }
 
+static lw_rcluster_err_t refresh_map(lw_rcluster_t *c, char *errstr, size_t errstr_size);
+
+static bool busy(const lw_rcluster_t *c, char *errstr, size_t errstr_size)
+{
+    if (c->busy)
+        seterr(errstr, errstr_size, "a batch is in flight on this handle (recv it first, or use "
+                                    "a second handle for a second pipeline)");
+    return c->busy != NULL;
+}
+
 lw_rcluster_err_t lw_rcluster_refresh(lw_rcluster_t *c, char *errstr, size_t errstr_size)
 {
     if (!c)
         return LW_RCLUSTER_ERR_INVALID_ARG;
+    if (busy(c, errstr, errstr_size))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
+    return refresh_map(c, errstr, errstr_size);
+}
+
+/* The reload itself, also used inside a batch's rounds (when the batch owns the handle). */
+static lw_rcluster_err_t refresh_map(lw_rcluster_t *c, char *errstr, size_t errstr_size)
+{
     if (!c->cluster) {
         c->stale = false;
         return LW_RCLUSTER_OK;
@@ -521,7 +544,8 @@ lw_rcluster_err_t lw_rcluster_refresh(lw_rcluster_t *c, char *errstr, size_t err
         free(tried);
         return LW_RCLUSTER_ERR_NOMEM;
     }
-    memcpy(m, c->masters, (size_t)order_masters * sizeof *m);
+    if (order_masters)
+        memcpy(m, c->masters, (size_t)order_masters * sizeof *m);
     for (int k = 0; k < order_masters + n; k++) {
         int i = k < order_masters ? m[k] : k - order_masters;
         if (i >= n || tried[i])
@@ -621,7 +645,7 @@ lw_rcluster_err_t lw_rcluster_new(const lw_redis_url_t *url, const lw_rcluster_o
         /* The map names TCP addresses; keep the socket only as a way to ask for it. */
         err = refresh_from(c, seed, errstr, errstr_size);
     } else {
-        err = lw_rcluster_refresh(c, errstr, errstr_size);
+        err = refresh_map(c, errstr, errstr_size);
     }
     if (err) {
         lw_rcluster_destroy(c);
@@ -691,6 +715,8 @@ redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr,
         seterr(errstr, errstr_size, "no master %d", i);
         return NULL;
     }
+    if (busy(c, errstr, errstr_size))
+        return NULL;
     lw_rcluster_err_t err;
     return node_ctx(c, c->masters[i], &err, errstr, errstr_size);
 }
@@ -711,6 +737,12 @@ void lw_rcluster_batch_reset(lw_rcluster_batch_t *b)
 {
     if (!b)
         return;
+    if (b->sent && b->c->busy == b) {
+        /* Dropped in flight: its replies would be read by the next call; reconnect instead. */
+        for (int i = 0; i < b->c->n_nodes; i++)
+            node_close(b->c, i, false);
+        b->c->busy = NULL;
+    }
     for (size_t i = 0; i < b->n_cmds; i++) {
         redisFreeCommand(b->cmds[i].buf);
         freeReplyObject(b->cmds[i].reply);
@@ -1074,6 +1106,9 @@ lw_rcluster_err_t lw_rcluster_batch_send(lw_rcluster_batch_t *b, char *errstr, s
         seterr(errstr, errstr_size, "batch already sent (recv or reset it first)");
         return LW_RCLUSTER_ERR_INVALID_ARG;
     }
+    if (busy(b->c, errstr, errstr_size))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
+    b->c->busy = b;
     b->sent = true;
     b->n_waits = 0;
     for (size_t i = 0; i < b->n_groups; i++) {
@@ -1092,10 +1127,16 @@ lw_rcluster_err_t lw_rcluster_batch_send(lw_rcluster_batch_t *b, char *errstr, s
     }
     lw_rcluster_err_t err = LW_RCLUSTER_OK;
     if (b->c->stale)
-        lw_rcluster_refresh(b->c, NULL, 0); /* a failure shows in the round */
+        refresh_map(b->c, NULL, 0); /* a failure shows in the round */
     err = round_send(b);
-    if (err)
+    if (err) {
+        /* Replies of what was written stay unread: start afresh on new connections. */
+        for (int i = 0; i < b->c->n_nodes; i++)
+            node_close(b->c, i, false);
+        b->sent = false;
+        b->c->busy = NULL;
         seterr(errstr, errstr_size, "%s", lw_rcluster_err2str(err));
+    }
     return err;
 }
 
@@ -1150,13 +1191,17 @@ lw_rcluster_err_t lw_rcluster_batch_recv(lw_rcluster_batch_t *b, char *errstr, s
             c->stale = true;
         }
         if (c->stale)
-            lw_rcluster_refresh(c, NULL, 0); /* a failure shows in the next round */
+            refresh_map(c, NULL, 0); /* a failure shows in the next round */
         err = round_send(b);
         if (err)
             break;
     }
+    if (err) /* NOMEM mid-round: replies may be left unread on the connections */
+        for (int i = 0; i < c->n_nodes; i++)
+            node_close(c, i, false);
     b->sent = false;
     b->n_pend = 0;
+    c->busy = NULL;
     if (err) {
         seterr(errstr, errstr_size, "%s", lw_rcluster_err2str(err));
         return err;
@@ -1189,6 +1234,8 @@ lw_rcluster_err_t lw_rcluster_batch_wait(lw_rcluster_batch_t *b, int numreplicas
         seterr(errstr, errstr_size, "wait: bad arguments or recv not done");
         return LW_RCLUSTER_ERR_INVALID_ARG;
     }
+    if (busy(b->c, errstr, errstr_size))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
     lw_rcluster_t *c = b->c;
     b->n_waits = 0;
     /* One entry per node where a group ran; a connection reopened since cannot vouch. */
@@ -1300,7 +1347,7 @@ static lw_rcluster_err_t one_run(lw_rcluster_t *c, redisReply **reply, char *err
 
 static lw_rcluster_err_t one_prepare(lw_rcluster_t *c, int slot, redisReply **reply)
 {
-    if (!c || !reply || slot < 0 || slot >= LW_RCLUSTER_SLOTS)
+    if (!c || !reply || slot < 0 || slot >= LW_RCLUSTER_SLOTS || c->busy)
         return LW_RCLUSTER_ERR_INVALID_ARG;
     *reply = NULL;
     if (!c->one && !(c->one = lw_rcluster_batch_new(c)))
@@ -1346,8 +1393,10 @@ lw_rcluster_err_t lw_rcluster_on_masters(lw_rcluster_t *c, int argc, const char 
 {
     if (!c || argc <= 0 || !argv)
         return LW_RCLUSTER_ERR_INVALID_ARG;
+    if (busy(c, errstr, errstr_size))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
     if (c->stale)
-        lw_rcluster_refresh(c, NULL, 0);
+        refresh_map(c, NULL, 0);
     char *buf = NULL;
     int len = redisFormatCommandArgv(&buf, argc, argv, argvlen);
     if (len < 0)
@@ -1361,7 +1410,8 @@ lw_rcluster_err_t lw_rcluster_on_masters(lw_rcluster_t *c, int argc, const char 
         redisFreeCommand(buf);
         return LW_RCLUSTER_ERR_NOMEM;
     }
-    memcpy(nodes, c->masters, (size_t)nm * sizeof *nodes);
+    if (nm)
+        memcpy(nodes, c->masters, (size_t)nm * sizeof *nodes);
     lw_rcluster_err_t first = LW_RCLUSTER_OK;
     char why[320] = "";
     for (int i = 0; i < nm; i++) {

@@ -180,6 +180,12 @@ static void test_routing_all_masters(void **state)
         add_borrower(b, tag, val);
     }
     assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
+    /* While the batch's replies wait on the connections, nothing else may read them. */
+    redisReply *busy = NULL;
+    assert_int_equal(lw_rcluster_command(c, 0, &busy, errstr, sizeof errstr, "PING"),
+                     LW_RCLUSTER_ERR_INVALID_ARG);
+    assert_null(busy);
+    assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_ERR_INVALID_ARG);
     lw_rcluster_err_t err = lw_rcluster_batch_recv(b, errstr, sizeof errstr);
     if (err)
         fail_msg("recv: %s", errstr);

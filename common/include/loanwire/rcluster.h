@@ -38,6 +38,13 @@
  * send, reset or destroy; a reply from lw_rcluster_command*() belongs to the
  * caller (freeReplyObject). Every _destroy(NULL) is a no-op. Not thread-safe:
  * one handle and its batches per thread.
+ *
+ * One batch in flight per handle: between a batch's send and its recv the
+ * replies wait on the handle's connections, so every other call on the handle
+ * (commands, another send, refresh, WAIT, master_context) is refused with
+ * INVALID_ARG. A second pipeline (the store's two flushes) takes a second
+ * handle. A batch reset or destroyed in flight closes the handle's connections
+ * (they reopen on demand) rather than leave its replies to the next caller.
  */
 #ifndef LOANWIRE_RCLUSTER_H
 #define LOANWIRE_RCLUSTER_H
