@@ -14,10 +14,10 @@
 
 #define P 0x1021u
 /* One table entry: the CRC of byte b shifted in with 8 steps of the polynomial. */
-#define S1(v) ((uint16_t)(((unsigned)(v) << 1) ^ ((((unsigned)(v) >> 15) & 1u) * P)))
-#define S8(v) S1(S1(S1(S1(S1(S1(S1(S1((uint16_t)(v)))))))))
-#define E(b)  S8((unsigned)(b) << 8)
-#define R4(b) E(b), E((b) + 1), E((b) + 2), E((b) + 3)
+#define S1(v)  ((uint16_t)(((unsigned)(v) << 1) ^ ((((unsigned)(v) >> 15) & 1u) * P)))
+#define S8(v)  S1(S1(S1(S1(S1(S1(S1(S1((uint16_t)(v)))))))))
+#define E(b)   S8((unsigned)(b) << 8)
+#define R4(b)  E(b), E((b) + 1), E((b) + 2), E((b) + 3)
 #define R16(b) R4(b), R4((b) + 4), R4((b) + 8), R4((b) + 12)
 #define R64(b) R16(b), R16((b) + 16), R16((b) + 32), R16((b) + 48)
 

@@ -101,13 +101,13 @@ typedef struct rc_group {
     size_t first, n; /* its commands: b->cmds[first .. first+n) */
     bool multi;      /* holds MULTI: resent whole */
     int state;
-    int node;     /* the node of the next attempt; -1: the map's owner */
-    bool asking;  /* the next attempt follows an ASK */
-    int hops;     /* MOVED/ASK followed since the last pause */
+    int node;      /* the node of the next attempt; -1: the map's owner */
+    bool asking;   /* the next attempt follows an ASK */
+    int hops;      /* MOVED/ASK followed since the last pause */
     bool in_round; /* sent in the current round */
     bool lost;     /* a reply of the round was lost with its connection */
-    int landed;   /* DONE: the node it ran on */
-    unsigned gen; /* DONE: that node's connection generation then */
+    int landed;    /* DONE: the node it ran on */
+    unsigned gen;  /* DONE: that node's connection generation then */
     lw_rcluster_err_t err;
     char why[320]; /* the last retriable cause, for errstr */
 } rc_group_t;
@@ -133,7 +133,7 @@ struct lw_rcluster_batch {
     size_t n_groups, cap_groups;
     rc_pend_t *pend;
     size_t n_pend, cap_pend;
-    bool sent;    /* send ran; recv reads */
+    bool sent;     /* send ran; recv reads */
     bool in_multi; /* appending inside MULTI */
     int *touched;  /* nodes written in the current round */
     size_t n_touched, cap_touched;
@@ -208,7 +208,8 @@ static bool has_prefix(const char *s, size_t len, const char *p)
     return len >= n && memcmp(s, p, n) == 0 && (len == n || s[n] == ' ');
 }
 
-/* "MOVED 3999 127.0.0.1:6381": slot, then host:port split at the last ':' (IPv6 hosts have colons). */
+/* "MOVED 3999 127.0.0.1:6381": slot, then host:port split at the last ':' (IPv6 hosts have colons).
+ */
 static bool parse_target(const char *s, size_t len, lw_rc_redirect_t *out)
 {
     char buf[320];
@@ -511,8 +512,9 @@ static lw_rcluster_err_t refresh_map(lw_rcluster_t *c, char *errstr, size_t errs
 static bool busy(const lw_rcluster_t *c, char *errstr, size_t errstr_size)
 {
     if (c->busy)
-        seterr(errstr, errstr_size, "a batch is in flight on this handle (recv it first, or use "
-                                    "a second handle for a second pipeline)");
+        seterr(errstr, errstr_size,
+               "a batch is in flight on this handle (recv it first, or use "
+               "a second handle for a second pipeline)");
     return c->busy != NULL;
 }
 
@@ -708,8 +710,7 @@ int lw_rcluster_slot_master(const lw_rcluster_t *c, int slot)
     return -1;
 }
 
-redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr,
-                                         size_t errstr_size)
+redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr, size_t errstr_size)
 {
     if (!c || i < 0 || i >= c->n_masters) {
         seterr(errstr, errstr_size, "no master %d", i);
@@ -835,8 +836,8 @@ static lw_rcluster_err_t add_formatted(lw_rcluster_batch_t *b, char *buf, int le
     return LW_RCLUSTER_OK;
 }
 
-lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc,
-                                                const char **argv, const size_t *argvlen)
+lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc, const char **argv,
+                                                const size_t *argvlen)
 {
     if (!b || !b->n_groups || b->sent || argc <= 0 || !argv)
         return LW_RCLUSTER_ERR_INVALID_ARG;
@@ -963,7 +964,8 @@ static lw_rcluster_err_t round_send(lw_rcluster_batch_t *b)
             if (cmd->reply) /* answered in an earlier round (groups without MULTI) */
                 continue;
             if (g->asking && !cmd->queued) {
-                if (redisAppendFormattedCommand(ctx, ASKING_CMD, sizeof ASKING_CMD - 1) != REDIS_OK ||
+                if (redisAppendFormattedCommand(ctx, ASKING_CMD, sizeof ASKING_CMD - 1) !=
+                        REDIS_OK ||
                     !pend_add(b, node, gi, 0, true))
                     return LW_RCLUSTER_ERR_NOMEM;
             }
@@ -1032,8 +1034,8 @@ static lw_rcluster_err_t judge(lw_rcluster_batch_t *b, bool *pause)
             rc_cmd_t *cmd = &b->cmds[i];
             lw_rc_kind_t kd = lw_rcluster__classify(cmd->reply, &red);
             /* MOVED outranks the rest: it says where the slot is now. */
-            if (kd != LW_RC_REPLY && (first.kind == LW_RC_REPLY ||
-                                      (kd == LW_RC_MOVED && first.kind != LW_RC_MOVED)))
+            if (kd != LW_RC_REPLY &&
+                (first.kind == LW_RC_REPLY || (kd == LW_RC_MOVED && first.kind != LW_RC_MOVED)))
                 first = red;
             if (kd != LW_RC_REPLY) {
                 freeReplyObject(cmd->reply);
@@ -1357,8 +1359,8 @@ static lw_rcluster_err_t one_prepare(lw_rcluster_t *c, int slot, redisReply **re
 }
 
 lw_rcluster_err_t lw_rcluster_command_argv(lw_rcluster_t *c, int slot, int argc, const char **argv,
-                                           const size_t *argvlen, redisReply **reply,
-                                           char *errstr, size_t errstr_size)
+                                           const size_t *argvlen, redisReply **reply, char *errstr,
+                                           size_t errstr_size)
 {
     lw_rcluster_err_t err = one_prepare(c, slot, reply);
     if (!err)
@@ -1370,8 +1372,8 @@ lw_rcluster_err_t lw_rcluster_command_argv(lw_rcluster_t *c, int slot, int argc,
     return one_run(c, reply, errstr, errstr_size);
 }
 
-lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply,
-                                      char *errstr, size_t errstr_size, const char *fmt, ...)
+lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
+                                      size_t errstr_size, const char *fmt, ...)
 {
     lw_rcluster_err_t err = one_prepare(c, slot, reply);
     if (!err) {

@@ -41,7 +41,6 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
                                            size_t errstr_size);
 
 /* Records one MOVED: slot now belongs to host:port (a new node is added). */
-lw_rcluster_err_t lw_rcluster__apply_moved(lw_rcluster_t *c, int slot, const char *host,
-                                           int port);
+lw_rcluster_err_t lw_rcluster__apply_moved(lw_rcluster_t *c, int slot, const char *host, int port);
 
 #endif /* LW_RCLUSTER_INT_H */

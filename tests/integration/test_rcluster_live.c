@@ -239,7 +239,8 @@ static void test_routing_all_masters(void **state)
     assert_int_equal(lw_rcluster_batch_group(b, slot), 0);
     assert_int_equal(lw_rcluster_batch_appendf(b, "SET %s 41 EX 600", key), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_appendf(b, "INCR %s", key), LW_RCLUSTER_OK);
-    assert_int_equal(lw_rcluster_batch_appendf(b, "HSET %s f v", key), LW_RCLUSTER_OK); /* WRONGTYPE */
+    assert_int_equal(lw_rcluster_batch_appendf(b, "HSET %s f v", key),
+                     LW_RCLUSTER_OK); /* WRONGTYPE */
     assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_recv(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_group_reply(b, 0, 1)->integer, 42);
@@ -251,9 +252,9 @@ static void test_routing_all_masters(void **state)
     /* One command on every master. */
     int pongs = 0;
     const char *ping[] = {"PING"};
-    assert_int_equal(lw_rcluster_on_masters(c, 1, ping, NULL, count_pong, &pongs, errstr,
-                                            sizeof errstr),
-                     LW_RCLUSTER_OK);
+    assert_int_equal(
+        lw_rcluster_on_masters(c, 1, ping, NULL, count_pong, &pongs, errstr, sizeof errstr),
+        LW_RCLUSTER_OK);
     assert_int_equal(pongs, 3);
     lw_rcluster_stats_t st;
     lw_rcluster_stats(c, &st);
@@ -313,7 +314,8 @@ static void node_id(const char *host, int port, char *out, size_t cap)
     redisFree(r);
 }
 
-/* Moves every key of the slot to dst, then gives dst the slot: what redis-cli --cluster reshard does. */
+/* Moves every key of the slot to dst, then gives dst the slot: what redis-cli --cluster reshard
+ * does. */
 static void *finish_migration(void *arg)
 {
     migration_t *m = arg;
@@ -518,10 +520,11 @@ static int stack(const char *args, char *out, size_t cap)
         exit(1);
     }
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "env -u LOANWIRE_REDIS -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR='%s' '%s/deploy/stack.sh' "
-             "%s 2>&1",
-             dir, src, args);
+    snprintf(
+        cmd, sizeof cmd,
+        "env -u LOANWIRE_REDIS -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR='%s' '%s/deploy/stack.sh' "
+        "%s 2>&1",
+        dir, src, args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = out ? fread(out, 1, cap - 1, p) : 0;
@@ -615,7 +618,8 @@ static void test_failover_kill_master(void **state)
          * the old one has resynced) is written again, as the consumer redelivers.
          */
         int tries = 0;
-        while ((err = lw_rcluster_batch_wait(b, 1, 1000, errstr, sizeof errstr)) != LW_RCLUSTER_OK) {
+        while ((err = lw_rcluster_batch_wait(b, 1, 1000, errstr, sizeof errstr)) !=
+               LW_RCLUSTER_OK) {
             assert_int_equal(err, LW_RCLUSTER_ERR_NOT_REPLICATED);
             fprintf(stderr, "round %d: %s: writing the batch again\n", round, errstr);
             rewrites++;
@@ -630,7 +634,8 @@ static void test_failover_kill_master(void **state)
     }
     lw_rcluster_stats_t st;
     lw_rcluster_stats(c, &st);
-    fprintf(stderr, "failover: conn_lost %llu, backoffs %llu, moved %llu, refreshes %llu, rewrites %d\n",
+    fprintf(stderr,
+            "failover: conn_lost %llu, backoffs %llu, moved %llu, refreshes %llu, rewrites %d\n",
             (unsigned long long)st.conn_lost, (unsigned long long)st.backoffs,
             (unsigned long long)st.moved, (unsigned long long)st.refreshes, rewrites);
     assert_true(st.conn_lost >= 1);

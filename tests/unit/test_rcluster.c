@@ -42,14 +42,12 @@ static void test_crc16_and_slots(void **state)
         const char *key;
         int slot;
     } v[] = {
-        {"foo", 12182},
-        {"bar", 5061},
-        {"user1000", 3443},
-        {"{user1000}.following", 3443}, /* the tag alone is hashed */
-        {"foo{}{bar}", 8363},           /* empty first tag: the whole key */
-        {"foo{{bar}}zap", 4015},        /* tag is "{bar": first '{', first '}' after it */
-        {"{bar", 4015},                 /* no '}': the whole key */
-        {"foo{bar}{zap}", 5061},        /* only the first tag counts */
+        {"foo", 12182},          {"bar", 5061},
+        {"user1000", 3443},      {"{user1000}.following", 3443}, /* the tag alone is hashed */
+        {"foo{}{bar}", 8363},    /* empty first tag: the whole key */
+        {"foo{{bar}}zap", 4015}, /* tag is "{bar": first '{', first '}' after it */
+        {"{bar", 4015},          /* no '}': the whole key */
+        {"foo{bar}{zap}", 5061}, /* only the first tag counts */
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         assert_int_equal(lw_rcluster_keyslot(v[i].key, strlen(v[i].key)), v[i].slot);
@@ -79,23 +77,24 @@ static void test_classify_replies(void **state)
 {
     REDIRECT("-MOVED 3999 127.0.0.1:6381\r\n", LW_RC_MOVED, 3999, "127.0.0.1", 6381);
     REDIRECT("-ASK 3999 127.0.0.1:6381\r\n", LW_RC_ASK, 3999, "127.0.0.1", 6381);
-    REDIRECT("-MOVED 0 :7001\r\n", LW_RC_MOVED, 0, "", 7001); /* unknown endpoint */
+    REDIRECT("-MOVED 0 :7001\r\n", LW_RC_MOVED, 0, "", 7001);           /* unknown endpoint */
     REDIRECT("-ASK 16383 ::1:7002\r\n", LW_RC_ASK, 16383, "::1", 7002); /* IPv6 */
     REDIRECT("-MOVED 5 redis-3.internal:6379\r\n", LW_RC_MOVED, 5, "redis-3.internal", 6379);
-    REDIRECT("-TRYAGAIN Multiple keys request during rehashing of slot\r\n", LW_RC_TRYAGAIN, -1,
-             "", 0);
+    REDIRECT("-TRYAGAIN Multiple keys request during rehashing of slot\r\n", LW_RC_TRYAGAIN, -1, "",
+             0);
     REDIRECT("-CLUSTERDOWN The cluster is down\r\n", LW_RC_CLUSTERDOWN, -1, "", 0);
     REDIRECT("-CLUSTERDOWN Hash slot not served\r\n", LW_RC_CLUSTERDOWN, -1, "", 0);
-    REDIRECT("-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
-             LW_RC_CLUSTERDOWN, -1, "", 0);
+    REDIRECT(
+        "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+        LW_RC_CLUSTERDOWN, -1, "", 0);
     REDIRECT("-LOADING Redis is loading the dataset in memory\r\n", LW_RC_LOADING, -1, "", 0);
     REDIRECT("-READONLY You can't write against a read only replica.\r\n", LW_RC_LOADING, -1, "",
              0);
     /* The command's own errors are the caller's, not the router's. */
     REDIRECT("-EXECABORT Transaction discarded because of previous errors.\r\n", LW_RC_REPLY, -1,
              "", 0);
-    REDIRECT("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
-             LW_RC_REPLY, -1, "", 0);
+    REDIRECT("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", LW_RC_REPLY,
+             -1, "", 0);
     REDIRECT("-ERR unknown command 'FOO'\r\n", LW_RC_REPLY, -1, "", 0);
     REDIRECT("-CROSSSLOT Keys in request don't hash to the same slot\r\n", LW_RC_REPLY, -1, "", 0);
     REDIRECT("+OK\r\n", LW_RC_REPLY, -1, "", 0);
@@ -122,12 +121,16 @@ static void test_classify_replies(void **state)
     freeReplyObject(r);
 }
 
-/* CLUSTER SLOTS of stack.sh's cluster (Redis 7.0.15): 3 masters on 27001-27003, replicas 27004-27006. */
+/* CLUSTER SLOTS of stack.sh's cluster (Redis 7.0.15): 3 masters on 27001-27003, replicas
+ * 27004-27006. */
 static const char SLOTS[] =
-    "*3\r\n*4\r\n:0\r\n:5460\r\n*4\r\n$9\r\n127.0.0.1\r\n:27001\r\n$40\r\neb71f2380012b8967028553ae6"
+    "*3\r\n*4\r\n:0\r\n:5460\r\n*4\r\n$9\r\n127.0.0.1\r\n:27001\r\n$"
+    "40\r\neb71f2380012b8967028553ae6"
     "0c98d3c3e5ffa7\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:27006\r\n$40\r\n425bb157aeb5bf7204344f50b984"
-    "0680fe15361e\r\n*0\r\n*4\r\n:5461\r\n:10922\r\n*4\r\n$9\r\n127.0.0.1\r\n:27002\r\n$40\r\n9402359"
-    "679231835c9f9137ff4b4deaf225f42a2\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:27004\r\n$40\r\n40bae9ff7d8"
+    "0680fe15361e\r\n*0\r\n*4\r\n:5461\r\n:10922\r\n*4\r\n$9\r\n127.0.0.1\r\n:27002\r\n$"
+    "40\r\n9402359"
+    "679231835c9f9137ff4b4deaf225f42a2\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:27004\r\n$"
+    "40\r\n40bae9ff7d8"
     "8eb0c6abb587d0c174c948af52508\r\n*0\r\n*4\r\n:10923\r\n:16383\r\n*4\r\n$9\r\n127.0.0.1\r\n:270"
     "03\r\n$40\r\n942740eb081e091d8de2a82051071529867af63e\r\n*0\r\n*4\r\n$9\r\n127.0.0.1\r\n:27005"
     "\r\n$40\r\nab67f1f94801e2fe5e854d331f8fb1bd62900a30\r\n*0\r\n";
@@ -232,17 +235,24 @@ static void test_bad_slot_maps(void **state)
         {B("+OK\r\n"), LW_RCLUSTER_ERR_PROTOCOL},
         {B("*0\r\n"), LW_RCLUSTER_ERR_CLUSTERDOWN}, /* a node outside any cluster */
         {B("*1\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL},
-        {B("*1\r\n*2\r\n:0\r\n:5\r\n"), LW_RCLUSTER_ERR_PROTOCOL},                           /* no master */
-        {B("*1\r\n*3\r\n:9\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL},     /* end < start */
-        {B("*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL}, /* past the last */
+        {B("*1\r\n*2\r\n:0\r\n:5\r\n"), LW_RCLUSTER_ERR_PROTOCOL}, /* no master */
+        {B("*1\r\n*3\r\n:9\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* end < start */
+        {B("*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* past the last */
         {B("*1\r\n*3\r\n:-1\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL},
-        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$1\r\nh\r\n:0\r\n"), LW_RCLUSTER_ERR_PROTOCOL},     /* port 0 */
-        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n:1\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL},          /* host not a string */
-        {B("*1\r\n*3\r\n:0\r\n:5\r\n*1\r\n$1\r\nh\r\n"), LW_RCLUSTER_ERR_PROTOCOL},           /* no port */
+        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$1\r\nh\r\n:0\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* port 0 */
+        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n:1\r\n:1\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* host not a string */
+        {B("*1\r\n*3\r\n:0\r\n:5\r\n*1\r\n$1\r\nh\r\n"), LW_RCLUSTER_ERR_PROTOCOL}, /* no port */
         {B("*1\r\n*3\r\n$1\r\n0\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL},
-        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$0\r\n\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL}, /* "" without origin */
-        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$3\r\nh\0h\r\n:1\r\n"), LW_RCLUSTER_ERR_PROTOCOL}, /* NUL in host */
-        {B("*2\r\n*3\r\n:0\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n*3\r\n:6\r\n:9\r\n*2\r\n$1\r\nh\r\n:99999\r\n"),
+        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$0\r\n\r\n:1\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* "" without origin */
+        {B("*1\r\n*3\r\n:0\r\n:5\r\n*2\r\n$3\r\nh\0h\r\n:1\r\n"),
+         LW_RCLUSTER_ERR_PROTOCOL}, /* NUL in host */
+        {B("*2\r\n*3\r\n:0\r\n:5\r\n*2\r\n$1\r\nh\r\n:1\r\n*3\r\n:6\r\n:9\r\n*2\r\n$1\r\nh\r\n:"
+           "99999\r\n"),
          LW_RCLUSTER_ERR_PROTOCOL}, /* the second entry is bad: nothing of the first applies */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -267,7 +277,8 @@ static void test_batch_building_and_errors(void **state)
     lw_rcluster_t *c = offline();
     lw_rcluster_batch_t *b = lw_rcluster_batch_new(c);
     assert_non_null(b);
-    assert_int_equal(lw_rcluster_batch_appendf(b, "PING"), LW_RCLUSTER_ERR_INVALID_ARG); /* no group */
+    assert_int_equal(lw_rcluster_batch_appendf(b, "PING"),
+                     LW_RCLUSTER_ERR_INVALID_ARG); /* no group */
     assert_int_equal(lw_rcluster_batch_group(b, -1), -1);
     assert_int_equal(lw_rcluster_batch_group(b, LW_RCLUSTER_SLOTS), -1);
     assert_int_equal(lw_rcluster_batch_group(b, 42), 0);

@@ -94,12 +94,12 @@ void lw_rcluster_opts_init(lw_rcluster_opts_t *o);
 
 /* Counters since the handle was made, for metrics and tests. */
 typedef struct lw_rcluster_stats {
-    uint64_t moved;      /* MOVED replies followed */
-    uint64_t ask;        /* ASK replies followed */
-    uint64_t backoffs;   /* pauses after a retriable failure */
-    uint64_t refreshes;  /* slot maps loaded */
-    uint64_t connects;   /* connections opened */
-    uint64_t conn_lost;  /* connections that broke */
+    uint64_t moved;     /* MOVED replies followed */
+    uint64_t ask;       /* ASK replies followed */
+    uint64_t backoffs;  /* pauses after a retriable failure */
+    uint64_t refreshes; /* slot maps loaded */
+    uint64_t connects;  /* connections opened */
+    uint64_t conn_lost; /* connections that broke */
 } lw_rcluster_stats_t;
 
 typedef struct lw_rcluster lw_rcluster_t;
@@ -149,8 +149,7 @@ int lw_rcluster_slot_master(const lw_rcluster_t *c, int slot);
  * Master i's connection, opened if needed; borrowed (the handle frees it), for
  * tools that walk one node (SCAN, blocking XREAD). NULL with errstr on failure.
  */
-redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr,
-                                         size_t errstr_size);
+redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr, size_t errstr_size);
 
 /*
  * One command routed by slot (lw_rcluster_keyslot of its key), with the same
@@ -158,11 +157,11 @@ redisContext *lw_rcluster_master_context(lw_rcluster_t *c, int i, char *errstr,
  * (it may be an error reply such as WRONGTYPE: the command ran and failed).
  */
 lw_rcluster_err_t lw_rcluster_command_argv(lw_rcluster_t *c, int slot, int argc, const char **argv,
-                                           const size_t *argvlen, redisReply **reply,
-                                           char *errstr, size_t errstr_size);
+                                           const size_t *argvlen, redisReply **reply, char *errstr,
+                                           size_t errstr_size);
 /* As above with a hiredis format string ("GET %b", key, len). */
-lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply,
-                                      char *errstr, size_t errstr_size, const char *fmt, ...);
+lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
+                                      size_t errstr_size, const char *fmt, ...);
 
 /*
  * Runs one command on every master, pipelined: all written, then all read.
@@ -187,23 +186,21 @@ void lw_rcluster_batch_reset(lw_rcluster_batch_t *b);
 /* Starts a group for slot (0..16383); returns its index, or -1 (bad slot, no memory). */
 int lw_rcluster_batch_group(lw_rcluster_batch_t *b, int slot);
 /* Appends a command to the latest group (copied). INVALID_ARG without a group. */
-lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc,
-                                                const char **argv, const size_t *argvlen);
+lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc, const char **argv,
+                                                const size_t *argvlen);
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...);
 
 /*
  * Writes every group to the master of its slot, all nodes before any reply
  * is read. A node that cannot be reached now is retried by recv.
  */
-lw_rcluster_err_t lw_rcluster_batch_send(lw_rcluster_batch_t *b, char *errstr,
-                                         size_t errstr_size);
+lw_rcluster_err_t lw_rcluster_batch_send(lw_rcluster_batch_t *b, char *errstr, size_t errstr_size);
 /*
  * Reads every reply, redirecting and retrying per group. OK when every group
  * is done; else the first unfinished group's error (done groups keep their
  * replies, see lw_rcluster_group_err).
  */
-lw_rcluster_err_t lw_rcluster_batch_recv(lw_rcluster_batch_t *b, char *errstr,
-                                         size_t errstr_size);
+lw_rcluster_err_t lw_rcluster_batch_recv(lw_rcluster_batch_t *b, char *errstr, size_t errstr_size);
 
 size_t lw_rcluster_batch_groups(const lw_rcluster_batch_t *b);
 /* OK when the group ran (its replies may still hold command errors). */
