@@ -4,7 +4,10 @@
 # and ASan+UBSan), starts a private stack (Kafka + Redis on their own ports
 # and folder, so a running demo stack is left alone), runs every test through
 # ctest, fuzzes the decoders briefly, and stops what it started, also on
-# failure or Ctrl-C. Exits non-zero on any failure.
+# failure or Ctrl-C. Exits non-zero on any failure. Beside that stack it runs a
+# Redis Cluster of 3 masters with a replica each (fresh every run, Redis only,
+# ports from LOANWIRE_TEST_CLUSTER_PORT, 17001, cluster bus ports + 10000, under
+# .stack-test-cluster/) for the tests that need one (LOANWIRE_REDIS_CLUSTER).
 #
 #   ./tests/run.sh              everything
 #   LW_TEST_QUICK=1 ./tests/run.sh   skip the sanitizer build and fuzzing
@@ -24,6 +27,13 @@ export LOANWIRE_KAFKA_PORT=${LOANWIRE_KAFKA_PORT:-19092}
 export LOANWIRE_CONTROLLER_PORT=${LOANWIRE_CONTROLLER_PORT:-19093}
 export LOANWIRE_REDIS_PORT=${LOANWIRE_REDIS_PORT:-16379}
 unset LOANWIRE_BOOTSTRAP LOANWIRE_REDIS
+cluster_dir=$root/.stack-test-cluster
+cluster_port=${LOANWIRE_TEST_CLUSTER_PORT:-17001}
+# The cluster stack is driven by its folder (stack.sh records shape and ports there).
+cluster_stack() {
+  env -u LOANWIRE_REDIS -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR="$cluster_dir" \
+      LOANWIRE_REDIS_PORT="$cluster_port" ./deploy/stack.sh "$@"
+}
 
 step "installing dependencies"
 ./deploy/install-deps.sh
@@ -37,10 +47,15 @@ cmake -S . -B build -DLW_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 
 started=0
+cluster_started=0
 stop_stack() {
   if [ "$started" = 1 ]; then
     step "stopping the test stack"
     ./deploy/stack.sh down || true
+  fi
+  if [ "$cluster_started" = 1 ]; then
+    step "stopping the test Redis Cluster"
+    cluster_stack down || true
   fi
 }
 trap stop_stack EXIT
@@ -50,6 +65,14 @@ step "starting the test stack"
 started=1
 ./deploy/stack.sh up
 eval "$(./deploy/stack.sh env)"
+
+step "starting a fresh test Redis Cluster (3 masters, 3 replicas) on 127.0.0.1:$cluster_port+"
+cluster_started=1
+[ ! -f "$cluster_dir/shape" ] || cluster_stack down || true
+rm -rf "$cluster_dir"
+cluster_stack up --redis-cluster 3 --kafka-brokers 0
+export LOANWIRE_REDIS_CLUSTER=redis://127.0.0.1:$cluster_port
+export LOANWIRE_REDIS_CLUSTER_STACK_DIR=$cluster_dir
 
 step "running every test (ctest)"
 rc=0
