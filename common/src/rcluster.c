@@ -51,6 +51,8 @@
 
 #include "loanwire/redis.h"
 
+#include <inttypes.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -846,6 +848,18 @@ lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc
     return add_formatted(b, buf, len);
 }
 
+lw_rcluster_err_t lw_rcluster_batch_append_formatted(lw_rcluster_batch_t *b, const char *cmd,
+                                                     size_t len)
+{
+    if (!b || !b->n_groups || b->sent || !cmd || !len || len > INT32_MAX)
+        return LW_RCLUSTER_ERR_INVALID_ARG;
+    char *buf = malloc(len);
+    if (!buf)
+        return LW_RCLUSTER_ERR_NOMEM;
+    memcpy(buf, cmd, len);
+    return add_formatted(b, buf, (int)len);
+}
+
 static lw_rcluster_err_t batch_vappendf(lw_rcluster_batch_t *b, const char *fmt, va_list ap)
 {
     if (!b || !b->n_groups || b->sent || !fmt)
@@ -1372,21 +1386,27 @@ lw_rcluster_err_t lw_rcluster_command_argv(lw_rcluster_t *c, int slot, int argc,
     return one_run(c, reply, errstr, errstr_size);
 }
 
-lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
-                                      size_t errstr_size, const char *fmt, ...)
+lw_rcluster_err_t lw_rcluster_vcommand(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
+                                       size_t errstr_size, const char *fmt, va_list ap)
 {
     lw_rcluster_err_t err = one_prepare(c, slot, reply);
-    if (!err) {
-        va_list ap;
-        va_start(ap, fmt);
+    if (!err)
         err = batch_vappendf(c->one, fmt, ap);
-        va_end(ap);
-    }
     if (err) {
         seterr(errstr, errstr_size, "%s", lw_rcluster_err2str(err));
         return err;
     }
     return one_run(c, reply, errstr, errstr_size);
+}
+
+lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
+                                      size_t errstr_size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lw_rcluster_err_t err = lw_rcluster_vcommand(c, slot, reply, errstr, errstr_size, fmt, ap);
+    va_end(ap);
+    return err;
 }
 
 lw_rcluster_err_t lw_rcluster_on_masters(lw_rcluster_t *c, int argc, const char **argv,
@@ -1454,4 +1474,36 @@ lw_rcluster_err_t lw_rcluster_on_masters(lw_rcluster_t *c, int argc, const char 
     free(nodes);
     redisFreeCommand(buf);
     return first;
+}
+
+/* ---- Slot tags --------------------------------------------------------------- */
+
+/* The smallest decimal number whose string hashes to each slot: found once,
+ * by counting up (every slot is hit before 200,000). */
+static uint32_t slot_tags[LW_RCLUSTER_SLOTS];
+static pthread_once_t slot_tags_once = PTHREAD_ONCE_INIT;
+
+static void slot_tags_fill(void)
+{
+    size_t left = LW_RCLUSTER_SLOTS;
+    bool seen[LW_RCLUSTER_SLOTS] = {false};
+    for (uint32_t n = 0; left > 0; n++) {
+        char d[12];
+        int len = snprintf(d, sizeof d, "%" PRIu32, n);
+        int slot = lw_rcluster_crc16(d, (size_t)len) & (LW_RCLUSTER_SLOTS - 1);
+        if (!seen[slot]) {
+            seen[slot] = true;
+            slot_tags[slot] = n;
+            left--;
+        }
+    }
+}
+
+size_t lw_rcluster_slot_tag(int slot, char *buf, size_t cap)
+{
+    if (slot < 0 || slot >= LW_RCLUSTER_SLOTS || cap == 0)
+        return 0;
+    pthread_once(&slot_tags_once, slot_tags_fill);
+    int n = snprintf(buf, cap, "%" PRIu32, slot_tags[slot]);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -52,6 +52,7 @@
 #include "loanwire/conf.h"
 
 #include <hiredis/hiredis.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -117,6 +118,14 @@ uint16_t lw_rcluster_crc16(const void *buf, size_t len);
  */
 int lw_rcluster_keyslot(const void *key, size_t len);
 
+/*
+ * A hash tag for slot: the smallest decimal number whose string hashes to it,
+ * written to buf (NUL-terminated); its length, 0 for a bad slot or a small buf.
+ * A key "name:{TAG}" lives in that slot, so a per-slot key (an alert stream
+ * beside the borrowers of the slot) can take part in their transactions.
+ */
+size_t lw_rcluster_slot_tag(int slot, char *buf, size_t cap);
+
 /* ---- The handle ----------------------------------------------------------- */
 
 /*
@@ -162,6 +171,8 @@ lw_rcluster_err_t lw_rcluster_command_argv(lw_rcluster_t *c, int slot, int argc,
 /* As above with a hiredis format string ("GET %b", key, len). */
 lw_rcluster_err_t lw_rcluster_command(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
                                       size_t errstr_size, const char *fmt, ...);
+lw_rcluster_err_t lw_rcluster_vcommand(lw_rcluster_t *c, int slot, redisReply **reply, char *errstr,
+                                       size_t errstr_size, const char *fmt, va_list ap);
 
 /*
  * Runs one command on every master, pipelined: all written, then all read.
@@ -189,6 +200,10 @@ int lw_rcluster_batch_group(lw_rcluster_batch_t *b, int slot);
 lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc, const char **argv,
                                                 const size_t *argvlen);
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...);
+/* Appends a command already in RESP (cmd[0, len), copied), as callers that
+ * build their pipelines in RESP have it. */
+lw_rcluster_err_t lw_rcluster_batch_append_formatted(lw_rcluster_batch_t *b, const char *cmd,
+                                                     size_t len);
 
 /*
  * Writes every group to the master of its slot, all nodes before any reply

@@ -1005,17 +1005,19 @@ static bool group_caught_up(exp_ctx_t *x)
 
 static void publish_metrics(exp_ctx_t *x, double rate)
 {
-    redisContext *rc = lw_store_redis(x->store);
-    if (!rc)
+    char key[200];
+    snprintf(key, sizeof key, "lw:metrics:%s", x->consumer_id);
+    /* the hash and the registry may sit on two masters of a cluster */
+    redisContext *rc = lw_store_redis_for(x->store, key);
+    redisContext *rs = lw_store_redis_for(x->store, "lw:metrics:consumers");
+    if (!rc || !rs)
         return;
     enum { MAXA = 16 + 2 * LW_RULES_MAX + 2 * MAX_PARTS };
     static const char *argv[4 + MAXA * 2];
     static size_t lens[4 + MAXA * 2];
     static char vals[MAXA][32];
     static char names[MAXA][300];
-    char key[200];
     int a = 0, v = 0;
-    snprintf(key, sizeof key, "lw:metrics:%s", x->consumer_id);
     argv[a++] = "HSET";
     argv[a++] = key;
 #define PUT(name, fmt, val)                                                                        \
@@ -1063,12 +1065,13 @@ static void publish_metrics(exp_ctx_t *x, double rate)
     redisAppendCommand(rc, "DEL %s", key);
     redisAppendCommandArgv(rc, a, argv, lens);
     redisAppendCommand(rc, "EXPIRE %s 15", key);
-    redisAppendCommand(rc, "SADD lw:metrics:consumers %s", x->consumer_id);
     redisAppendCommand(rc, "EXEC");
+    redisAppendCommand(rs, "SADD lw:metrics:consumers %s", x->consumer_id);
     for (int i = 0; i < 6; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
-            lw_warn("metrics to Redis: %s", rc->errstr);
+        redisContext *c = i < 5 ? rc : rs;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+            lw_warn("metrics to Redis: %s", c->errstr);
             lw_store_reconnect(x->store, key, sizeof key); /* next batch retries anyway */
             return;
         }

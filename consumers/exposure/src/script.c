@@ -20,6 +20,8 @@ void lw_script_opts_init(lw_script_opts_t *o)
     o->alert_stream = true;
     o->stream_maxlen = 100000;
     o->chunk_max = 0;
+    o->wait_replicas = 0;
+    o->wait_timeout_ms = 1000;
 }
 
 void lw_writer_name(const char *topic, int32_t partition, char *buf, size_t cap)

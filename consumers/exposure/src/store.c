@@ -35,7 +35,7 @@
  * and lender names get their ids (dict.c) before step 1. NOSCRIPT is mended
  * here by loading the script again and resending what it refused.
  */
-#include "exposure_int.h"
+#include "store_int.h"
 
 #include "loanwire/conf.h"
 #include "loanwire/hash.h"
@@ -44,131 +44,11 @@
 #include "loanwire/redis.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define NONE SIZE_MAX
-
-/* One queued event. */
-typedef struct pending_ev {
-    lw_event_t ev;
-    const char *topic;
-    int32_t partition;
-    int64_t epoch;
-    uint32_t writer;           /* id of "@topic:partition", its fence stamp */
-    size_t slot;               /* its borrower in slots[] */
-    uint32_t platform, lender; /* string ids */
-    size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
-    size_t next;               /* the next event of its borrower, or NONE */
-    bool replay;               /* a repeat of an event that may have raised alerts */
-} pending_ev_t;
-
-/* One distinct borrower of the flush. */
-typedef struct slot {
-    const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
-    lw_bstate_t st;            /* arrays kept across flushes */
-    bool dirty, fenced, replay;
-    bool cached;              /* its state came from the flush in flight, not from a read */
-    int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
-    size_t group;             /* its (topic, partition, epoch) in groups[] */
-    size_t op_first, op_last; /* its operations in ops[], in order */
-    size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
-    redisReply *alerts;       /* HGETALL a:{..} when replayed (owned) */
-    const redisReply *held;   /* strict: the same, an element of the EXEC reply */
-} slot_t;
-
-/* The writer of a partition in this flush: its epoch is checked once. */
-typedef struct group {
-    const pending_ev_t *first; /* its topic, partition, epoch */
-    bool fenced;
-} group_t;
-
-/* An alert fired or a rule cleared, for write.lua. */
-typedef struct op {
-    size_t next;
-    size_t ev;
-    int rule;
-    bool fire;
-    size_t json_off, json_len; /* a fired alert's JSON in the flush's json */
-    size_t alert;              /* and its struct in the flush's alerts */
-} op_t;
-
-/* Strict: an HGETALL a:{..} queued in the MULTI for a replayed slot. */
-typedef struct hg_ref {
-    size_t pos; /* its reply's index in the EXEC reply */
-    size_t slot;
-} hg_ref_t;
-
-/* One EVALSHA of the write pipeline: slots order[first .. first+n). */
-typedef struct chunk {
-    size_t off, len; /* in buf */
-    size_t first, n;
-} chunk_t;
-
-/* Where a flush is in its life: events queue in it, begin stages it (read,
- * applied, the MULTI's body sent, no EXEC yet), commit sends it (EXEC sent,
- * results not handed out), end hands its results out and it queues again. */
-typedef enum flush_state { FL_QUEUE = 0, FL_STAGED, FL_SENT } flush_state_t;
-
-/* One flush's working set (kept between flushes to reuse the memory), the
- * lw_flush_t the caller holds from begin to end. There are two, so that one
- * batch can be read and applied while Redis executes the other's write; each
- * has a connection of its own. Its state is the only record of which one is
- * staged and which one is sent. */
-typedef struct lw_flush_s {
-    flush_state_t state;
-    void *opaque; /* the caller's, handed to the alerts callback */
-    redisContext *rc;
-    bool failed;  /* its last attempt failed: events kept, done again from the read */
-    bool invalid; /* staged on states of a write that then failed: read again */
-    /* queued events */
-    pending_ev_t *ev;
-    size_t n, ncap;
-    slot_t *slots;
-    size_t nslots, slot_cap;
-    size_t *map; /* open addressing: slot index + 1, 0 empty */
-    size_t map_cap;
-    group_t *groups;
-    size_t ngroups, groups_cap;
-    size_t nqueued;  /* strict: commands between MULTI and EXEC; 0: UNWATCH only */
-    bool aborted;    /* strict: EXEC refused (an epoch key moved since WATCH) */
-    size_t streamed; /* strict: slots [0, streamed) are queued in the MULTI */
-    hg_ref_t *hg;    /* strict: the HGETALLs queued for replayed slots */
-    size_t nhg, hg_cap;
-    redisReply *exec; /* strict: the EXEC reply, until the next flush */
-    op_t *ops;
-    size_t nops, ops_cap;
-    lw_alert_vec_t alerts; /* fired or handed back, in event order (pending_ev_t.alert0) */
-    lw_sbuf_t json;        /* alert JSON of the flush */
-    size_t *order;         /* write order of dirty slots */
-    chunk_t *chunks;
-    size_t nchunks;
-    lw_apply_result_t *results; /* the caller's, until the flush ends */
-    int64_t t0;                 /* when it began */
-} flush_t;
-
-struct lw_store_s {
-    redisContext *rc; /* control: names, epochs, the caller's commands */
-    lw_redis_url_t url;
-    const lw_rules_t *rules;
-    char *script;
-    char sha[41];
-    lw_script_opts_t opts;
-    size_t chunk_max;
-    FILE *tap;
-    lw_store_alerts_cb *alerts_cb;
-    void *alerts_opaque;
-    const char **alerted; /* borrowers handed to alerts_cb */
-    size_t alerted_cap;
-    lw_dict_t *dict;
-    lw_sbuf_t buf;   /* RESP of a pipeline */
-    lw_sbuf_t state; /* one encoded state */
-    flush_t fl[2];   /* events queue in the one neither staged nor sent */
-    int64_t last_rtt_us;
-    int64_t last_ack_us;
-};
 
 static void flush_free(flush_t *f);
 
@@ -197,6 +77,11 @@ static redisContext *connect_one(lw_store_t *st, lw_err_t *err, char *errstr, si
 static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     lw_err_t err;
+    if (st->cl) {
+        /* another Redis (or one that lost data) may number names differently */
+        lw_dict_clear(st->dict);
+        return lw_storec_connect(st, errstr, errstr_size);
+    }
     redisContext *rc = connect_one(st, &err, errstr, errstr_size);
     if (!rc)
         return err;
@@ -223,6 +108,8 @@ static lw_err_t store_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 static lw_err_t ensure_conn(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
+    if (st->cl)
+        return lw_storec_ensure(st, f, errstr, errstr_size);
     if (!f->rc)
         f->rc = connect_one(st, &err, errstr, errstr_size);
     return err;
@@ -237,6 +124,7 @@ static void drop_all(lw_store_t *st)
         flush_t *f = &st->fl[i];
         redisFree(f->rc);
         f->rc = NULL;
+        lw_storec_drop(f);
         if (f->state != FL_QUEUE)
             f->failed = true;
     }
@@ -254,13 +142,31 @@ lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
         goto fail;
     st->rules = rules;
     st->opts = *opts;
+    /* a cluster node's URL: routed by slot, one borrower a call, fenced by
+     * the borrowers' stamps (no WATCH across slots) */
+    lw_rcluster_err_t ce = lw_rcluster_new(&st->url, NULL, &st->cl, errstr, errstr_size);
+    if (ce) {
+        if (!lw_rcluster_err_is_retriable(ce))
+            goto fail;
+        st->cl = NULL; /* no answer now: connect as to one Redis, which says why */
+    } else if (!lw_rcluster_is_cluster(st->cl)) {
+        lw_rcluster_destroy(st->cl);
+        st->cl = NULL;
+    } else {
+        if (st->opts.strict_fencing)
+            lw_info("Redis Cluster at %s:%d: writes fenced by the borrowers' stamps (no "
+                    "strict fencing across slots), one borrower a call",
+                    st->url.host, st->url.port);
+        st->opts.strict_fencing = false;
+        st->opts.chunk_max = 1;
+    }
     /* one borrower key per call when neither shared key is declared (Redis
      * Cluster: a call must stay in one slot) */
-    if (opts->chunk_max)
-        st->chunk_max = opts->chunk_max;
+    if (st->opts.chunk_max)
+        st->chunk_max = st->opts.chunk_max;
     else
-        st->chunk_max = opts->strict_fencing || opts->alert_stream ? LW_CHUNK_DEFAULT : 1;
-    st->script = lw_script_build(opts);
+        st->chunk_max = st->opts.strict_fencing || st->opts.alert_stream ? LW_CHUNK_DEFAULT : 1;
+    st->script = lw_script_build(&st->opts);
     st->dict = lw_dict_new();
     if (!st->script || !st->dict) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -281,6 +187,7 @@ void lw_store_destroy(lw_store_t *st)
     redisFree(st->rc);
     for (int i = 0; i < 2; i++)
         flush_free(&st->fl[i]);
+    lw_rcluster_destroy(st->cl);
     free(st->script);
     lw_dict_destroy(st->dict);
     lw_sbuf_free(&st->buf);
@@ -402,66 +309,6 @@ lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic
     return LW_OK;
 }
 
-/* ---- RESP ------------------------------------------------------------------------ */
-
-/* Decimal digits of v into p (no NUL); returns the length. */
-static size_t fmt_i64(char *p, int64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t o = 0;
-    if (v < 0)
-        p[o++] = '-';
-    while (n)
-        p[o++] = tmp[--n];
-    return o;
-}
-
-static bool put_hdr(lw_sbuf_t *b, char c, int64_t n)
-{
-    if (!lw_sbuf_reserve(b, 32))
-        return false;
-    char *p = b->p + b->len;
-    *p++ = c;
-    p += fmt_i64(p, n);
-    *p++ = '\r';
-    *p++ = '\n';
-    b->len = (size_t)(p - b->p);
-    return true;
-}
-
-static bool put_bulk(lw_sbuf_t *b, const void *s, size_t n)
-{
-    if (!put_hdr(b, '$', (int64_t)n) || !lw_sbuf_reserve(b, n + 2))
-        return false;
-    memcpy(b->p + b->len, s, n);
-    memcpy(b->p + b->len + n, "\r\n", 2);
-    b->len += n + 2;
-    return true;
-}
-
-static bool put_str(lw_sbuf_t *b, const char *s)
-{
-    return put_bulk(b, s, strlen(s));
-}
-
-static bool put_int(lw_sbuf_t *b, int64_t v)
-{
-    char tmp[24];
-    return put_bulk(b, tmp, fmt_i64(tmp, v));
-}
-
-static bool put_key(lw_sbuf_t *b, char prefix, const char *bid)
-{
-    char k[LW_STATE_KEY_MAX];
-    return put_bulk(b, k, lw_borrower_key(prefix, bid, k));
-}
-
 static lw_err_t conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size)
 {
     snprintf(errstr, errstr_size, "Redis %s:%d: %s", st->url.host, st->url.port,
@@ -492,7 +339,8 @@ static lw_err_t send_raw(lw_store_t *st, flush_t *f, size_t off, size_t len, cha
     return LW_OK;
 }
 
-static lw_err_t reply_error(const redisReply *r, const char *what, char *errstr, size_t errstr_size)
+lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
+                              size_t errstr_size)
 {
     snprintf(errstr, errstr_size, "%s: unexpected reply (type %d): %s", what, r->type,
              r->type == REDIS_REPLY_ERROR ? r->str : "");
@@ -546,7 +394,12 @@ static lw_err_t intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t er
     names = all;
     for (size_t k = 0; k < nw; k++)
         names[nn++] = wn[k];
-    err = nn ? lw_dict_intern(st->dict, st->rc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
+    redisContext *drc = st->rc;
+    if (nn && st->cl && !(drc = lw_storec_context(st, LW_DICT_KEY, errstr, errstr_size))) {
+        err = LW_ERR_TRANSIENT;
+        goto done;
+    }
+    err = nn ? lw_dict_intern(st->dict, drc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
     if (err == LW_ERR_TRANSIENT)
         err = conn_error(st, st->rc, errstr, errstr_size);
     for (size_t i = 0; err == LW_OK && nn && i < f->n; i++) {
@@ -669,11 +522,12 @@ static bool put_epoch_reads(lw_store_t *st, flush_t *f)
     lw_sbuf_t *b = &st->buf;
     char ek[256];
     for (int pass = 0; pass < 2; pass++) {
-        if (!put_hdr(b, '*', 1 + (int64_t)f->ngroups) || !put_str(b, pass ? "MGET" : "WATCH"))
+        if (!lw_resp_hdr(b, '*', 1 + (int64_t)f->ngroups) ||
+            !lw_resp_str(b, pass ? "MGET" : "WATCH"))
             return false;
         for (size_t g = 0; g < f->ngroups; g++) {
             lw_epoch_key(f->groups[g].first->topic, f->groups[g].first->partition, ek, sizeof ek);
-            if (!put_str(b, ek))
+            if (!lw_resp_str(b, ek))
                 return false;
         }
     }
@@ -690,9 +544,9 @@ static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t er
     }
     lw_err_t err = LW_OK;
     if (w->type != REDIS_REPLY_STATUS)
-        err = reply_error(w, "WATCH", errstr, errstr_size);
+        err = lw_store_reply_error(w, "WATCH", errstr, errstr_size);
     else if (m->type != REDIS_REPLY_ARRAY || m->elements != f->ngroups)
-        err = reply_error(m, "MGET (epochs)", errstr, errstr_size);
+        err = lw_store_reply_error(m, "MGET (epochs)", errstr, errstr_size);
     for (size_t g = 0; err == LW_OK && g < f->ngroups; g++) {
         const redisReply *e = m->element[g];
         long long cur = e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
@@ -705,19 +559,18 @@ static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t er
     return err;
 }
 
-static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot);
 static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
                              size_t errstr_size);
 
 /* A slot's state from its value in an MGET reply (nil: a new borrower). */
-static lw_err_t load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size)
+lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size)
 {
     if (r->type == REDIS_REPLY_NIL) {
         lw_bstate_reset(&s->st);
         return LW_OK;
     }
     if (r->type != REDIS_REPLY_STRING)
-        return reply_error(r, "MGET (a state)", errstr, errstr_size);
+        return lw_store_reply_error(r, "MGET (a state)", errstr, errstr_size);
     lw_err_t e = lw_bstate_decode(&s->st, r->str, r->len);
     if (e == LW_ERR_NOMEM) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -748,10 +601,12 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
         size_t m = 0, j = i;
         for (; j < f->nslots && m < st->chunk_max; j++)
             m += !f->slots[j].cached;
-        if (m && (!put_hdr(&st->buf, '*', 1 + (int64_t)m) || !put_bulk(&st->buf, "MGET", 4)))
+        if (m &&
+            (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4)))
             return LW_ERR_NOMEM;
         for (; i < j; i++)
-            if (!f->slots[i].cached && !put_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
+            if (!f->slots[i].cached &&
+                !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
                 return LW_ERR_NOMEM;
     }
     lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
@@ -774,16 +629,16 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
                 if (redisGetReply(f->rc, (void **)&mr) != REDIS_OK || !mr)
                     return conn_error(st, f->rc, errstr, errstr_size);
                 if (err == LW_OK && mr->type != REDIS_REPLY_ARRAY)
-                    err = reply_error(mr, "MGET", errstr, errstr_size);
+                    err = lw_store_reply_error(mr, "MGET", errstr, errstr_size);
             }
             if (mr->type == REDIS_REPLY_ARRAY && k < mr->elements)
                 r = mr->element[k];
             else if (err == LW_OK)
-                err = reply_error(mr, "MGET (too few values)", errstr, errstr_size);
+                err = lw_store_reply_error(mr, "MGET (too few values)", errstr, errstr_size);
         }
         if (err == LW_OK && r)
-            err = load_state(s, r, errstr, errstr_size);
-        if (err == LW_OK && (err = apply_slot(st, f, i)) == LW_ERR_NOMEM)
+            err = lw_store_load_state(s, r, errstr, errstr_size);
+        if (err == LW_OK && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
         /* strict: queue each chunk's writes while Redis answers the rest */
         if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
@@ -837,7 +692,7 @@ static bool render_alert(flush_t *f, size_t a, size_t *off, size_t *len)
 /* Applies one borrower's events in order. Borrowers are independent, so
  * read_states() calls this as each state arrives, while Redis is still
  * working through the rest of the batch's reads. */
-static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
+lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
 {
     lw_apply_result_t *results = f->results;
     slot_t *s = &f->slots[slot];
@@ -885,7 +740,7 @@ static lw_err_t apply_slot(lw_store_t *st, flush_t *f, size_t slot)
  * since (a crash may have lost their first publication): those in its
  * borrower's a:{..} (HGETALL, read by read_alerts or held in the EXEC
  * reply) whose alert id is the one this event makes for their rule. */
-static lw_err_t hand_back(flush_t *f, char *errstr, size_t errstr_size)
+lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size)
 {
     for (size_t e = 0; e < f->n; e++) {
         pending_ev_t *pe = &f->ev[e];
@@ -930,8 +785,8 @@ static lw_err_t read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t err
     for (size_t i = 0; i < f->nslots; i++) {
         if (!f->slots[i].replay)
             continue;
-        if (!put_hdr(&st->buf, '*', 2) || !put_bulk(&st->buf, "HGETALL", 7) ||
-            !put_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id))
+        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
+            !lw_resp_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id))
             return LW_ERR_NOMEM;
         nask++;
     }
@@ -945,9 +800,9 @@ static lw_err_t read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t err
         if (redisGetReply(f->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
             return conn_error(st, f->rc, errstr, errstr_size);
         if (s->alerts->type != REDIS_REPLY_ARRAY)
-            err = reply_error(s->alerts, "HGETALL", errstr, errstr_size);
+            err = lw_store_reply_error(s->alerts, "HGETALL", errstr, errstr_size);
     }
-    return err ? err : hand_back(f, errstr, errstr_size);
+    return err ? err : lw_store_hand_back(f, errstr, errstr_size);
 }
 
 static void free_alert_replies(flush_t *f)
@@ -998,35 +853,47 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         c->off = st->buf.len;
         c->first = i;
         c->n = m;
+        char sk[64];
+        const char *bid0 = f->slots[f->order[i]].first->ev.borrower_id;
+        if (st->cl) { /* one borrower a chunk: its slot, and that slot's stream */
+            char key[LW_STATE_KEY_MAX];
+            c->slot = lw_rcluster_keyslot(key, lw_borrower_key('b', bid0, key));
+            if (!lw_storec_stream_key(bid0, sk, sizeof sk))
+                return LW_ERR_NOMEM;
+        } else {
+            c->slot = 0;
+            snprintf(sk, sizeof sk, "%s", LW_REDIS_ALERT_STREAM);
+        }
         lw_sbuf_t *b = &st->buf;
-        bool ok = put_hdr(b, '*', (int64_t)nargs) && put_bulk(b, "EVALSHA", 7) &&
-                  put_bulk(b, st->sha, 40) && put_int(b, (int64_t)m + nshared);
+        bool ok = lw_resp_hdr(b, '*', (int64_t)nargs) && lw_resp_bulk(b, "EVALSHA", 7) &&
+                  lw_resp_bulk(b, st->sha, 40) && lw_resp_int(b, (int64_t)m + nshared);
         for (size_t q = i; ok && q < j; q++)
-            ok = put_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
+            ok = lw_resp_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
         if (ok && nshared >= 1)
-            ok = put_str(b, LW_REDIS_ALERT_STREAM);
-        ok = ok && put_int(b, g->writer) && put_int(b, g->epoch) && put_int(b, (int64_t)m);
+            ok = lw_resp_str(b, sk);
+        ok = ok && lw_resp_int(b, g->writer) && lw_resp_int(b, g->epoch) &&
+             lw_resp_int(b, (int64_t)m);
         for (size_t q = i; ok && q < j; q++) {
             slot_t *s = &f->slots[f->order[q]];
             size_t nops = 0;
             for (size_t o = s->op_first; o != NONE; o = f->ops[o].next)
                 nops++;
             st->state.len = 0;
-            ok = lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len) &&
-                 put_int(b, (int64_t)nops);
+            ok = lw_bstate_encode(&s->st, &st->state) &&
+                 lw_resp_bulk(b, st->state.p, st->state.len) && lw_resp_int(b, (int64_t)nops);
             for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
                 const op_t *op = &f->ops[o];
                 const lw_rule_t *r = &st->rules->rules[op->rule];
                 if (!op->fire) {
-                    ok = put_bulk(b, "C", 1) && put_str(b, r->id);
+                    ok = lw_resp_bulk(b, "C", 1) && lw_resp_str(b, r->id);
                     continue;
                 }
                 const lw_event_t *ev = &f->ev[op->ev].ev;
-                ok = put_bulk(b, "F", 1) && put_str(b, r->id) &&
-                     put_bulk(b, f->json.p + op->json_off, op->json_len) &&
-                     put_str(b, f->alerts.v[op->alert].alert_id) &&
-                     put_str(b, lw_severity_name(r->severity)) && put_str(b, ev->platform_id) &&
-                     put_str(b, ev->lender_id);
+                ok = lw_resp_bulk(b, "F", 1) && lw_resp_str(b, r->id) &&
+                     lw_resp_bulk(b, f->json.p + op->json_off, op->json_len) &&
+                     lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
+                     lw_resp_str(b, lw_severity_name(r->severity)) &&
+                     lw_resp_str(b, ev->platform_id) && lw_resp_str(b, ev->lender_id);
             }
         }
         if (!ok)
@@ -1082,7 +949,7 @@ static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t err
                 todo[nnext++] = todo[i];
             } else if (r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
                 if (err == LW_OK)
-                    err = reply_error(r, "write script", errstr, errstr_size);
+                    err = lw_store_reply_error(r, "write script", errstr, errstr_size);
             } else {
                 /* 0 written, else the stamp's epoch that refused the write */
                 for (size_t k = 0; k < c->n; k++)
@@ -1107,7 +974,7 @@ static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t err
  * rule cleared the alert moves to "~rule" (HSET + HDEL). */
 static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
 {
-    return put_hdr(b, '*', argc) && put_str(b, cmd);
+    return lw_resp_hdr(b, '*', argc) && lw_resp_str(b, cmd);
 }
 
 /* Moves a cleared alert to "~rule" (kept, so a redelivered trigger can
@@ -1146,8 +1013,9 @@ static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr
             if (!s->dirty || s->fenced)
                 continue;
             st->state.len = 0;
-            ok = put_key(b, 'b', s->first->ev.borrower_id) &&
-                 lw_bstate_encode(&s->st, &st->state) && put_bulk(b, st->state.p, st->state.len);
+            ok = lw_resp_key(b, 'b', s->first->ev.borrower_id) &&
+                 lw_bstate_encode(&s->st, &st->state) &&
+                 lw_resp_bulk(b, st->state.p, st->state.len);
         }
         f->nqueued++;
     }
@@ -1160,7 +1028,7 @@ static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr
             return LW_ERR_NOMEM;
         f->hg = ng;
         f->hg[f->nhg++] = (hg_ref_t){f->nqueued, i};
-        ok = put_cmd_hdr(b, 2, "HGETALL") && put_key(b, 'a', s->first->ev.borrower_id);
+        ok = put_cmd_hdr(b, 2, "HGETALL") && lw_resp_key(b, 'a', s->first->ev.borrower_id);
         f->nqueued++;
     }
     return ok ? send_raw(st, f, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
@@ -1187,26 +1055,28 @@ static lw_err_t build_tail(lw_store_t *st, flush_t *f)
             if (op->fire) {
                 const lw_event_t *ev = &f->ev[op->ev].ev;
                 const char *j = f->json.p + op->json_off;
-                ok = put_cmd_hdr(b, 4, "HSET") && put_key(b, 'a', s->first->ev.borrower_id) &&
-                     put_str(b, r->id) && put_bulk(b, j, op->json_len);
+                ok = put_cmd_hdr(b, 4, "HSET") && lw_resp_key(b, 'a', s->first->ev.borrower_id) &&
+                     lw_resp_str(b, r->id) && lw_resp_bulk(b, j, op->json_len);
                 f->nqueued++;
                 if (ok && st->opts.alert_stream) {
-                    ok = put_cmd_hdr(b, 20, "XADD") && put_str(b, LW_REDIS_ALERT_STREAM) &&
-                         put_str(b, "MAXLEN") && put_str(b, "~") && put_str(b, maxlen) &&
-                         put_str(b, "*") && put_str(b, "alert_id") &&
-                         put_str(b, f->alerts.v[op->alert].alert_id) && put_str(b, "borrower_id") &&
-                         put_str(b, s->first->ev.borrower_id) && put_str(b, "rule_id") &&
-                         put_str(b, r->id) && put_str(b, "severity") &&
-                         put_str(b, lw_severity_name(r->severity)) && put_str(b, "platform_id") &&
-                         put_str(b, ev->platform_id) && put_str(b, "lender_id") &&
-                         put_str(b, ev->lender_id) && put_str(b, "json") &&
-                         put_bulk(b, j, op->json_len);
+                    ok = put_cmd_hdr(b, 20, "XADD") && lw_resp_str(b, LW_REDIS_ALERT_STREAM) &&
+                         lw_resp_str(b, "MAXLEN") && lw_resp_str(b, "~") &&
+                         lw_resp_str(b, maxlen) && lw_resp_str(b, "*") &&
+                         lw_resp_str(b, "alert_id") &&
+                         lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
+                         lw_resp_str(b, "borrower_id") &&
+                         lw_resp_str(b, s->first->ev.borrower_id) && lw_resp_str(b, "rule_id") &&
+                         lw_resp_str(b, r->id) && lw_resp_str(b, "severity") &&
+                         lw_resp_str(b, lw_severity_name(r->severity)) &&
+                         lw_resp_str(b, "platform_id") && lw_resp_str(b, ev->platform_id) &&
+                         lw_resp_str(b, "lender_id") && lw_resp_str(b, ev->lender_id) &&
+                         lw_resp_str(b, "json") && lw_resp_bulk(b, j, op->json_len);
                     f->nqueued++;
                 }
                 continue;
             }
-            ok = put_cmd_hdr(b, 5, "EVAL") && put_str(b, move_script) && put_str(b, "1") &&
-                 put_key(b, 'a', s->first->ev.borrower_id) && put_str(b, r->id);
+            ok = put_cmd_hdr(b, 5, "EVAL") && lw_resp_str(b, move_script) && lw_resp_str(b, "1") &&
+                 lw_resp_key(b, 'a', s->first->ev.borrower_id) && lw_resp_str(b, r->id);
             f->nqueued++;
         }
     }
@@ -1236,13 +1106,13 @@ static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errs
             if (last && f->nqueued && r->type == REDIS_REPLY_NIL)
                 f->aborted = true; /* a watched epoch key moved: nothing was written */
             else if (last && f->nqueued && r->type != REDIS_REPLY_ARRAY)
-                err = reply_error(r, "EXEC", errstr, errstr_size);
+                err = lw_store_reply_error(r, "EXEC", errstr, errstr_size);
             else if (!last && r->type != REDIS_REPLY_STATUS)
-                err = reply_error(r, "MULTI", errstr, errstr_size);
+                err = lw_store_reply_error(r, "MULTI", errstr, errstr_size);
             for (size_t k = 0;
                  err == LW_OK && last && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++)
                 if (r->element[k]->type == REDIS_REPLY_ERROR)
-                    err = reply_error(r->element[k], "EXEC", errstr, errstr_size);
+                    err = lw_store_reply_error(r->element[k], "EXEC", errstr, errstr_size);
         }
         if (err == LW_OK && last && f->nqueued && r->type == REDIS_REPLY_ARRAY) {
             f->exec = r; /* holds the HGETALL replies the results hand back */
@@ -1259,19 +1129,20 @@ static lw_err_t hold_alerts(flush_t *f, char *errstr, size_t errstr_size)
     for (size_t k = 0; k < f->nhg; k++) {
         const hg_ref_t *h = &f->hg[k];
         if (!f->exec || h->pos >= f->exec->elements)
-            return reply_error(f->exec, "EXEC", errstr, errstr_size);
+            return lw_store_reply_error(f->exec, "EXEC", errstr, errstr_size);
         const redisReply *r = f->exec->element[h->pos];
         if (r->type != REDIS_REPLY_ARRAY)
-            return reply_error(r, "HGETALL", errstr, errstr_size);
+            return lw_store_reply_error(r, "HGETALL", errstr, errstr_size);
         f->slots[h->slot].held = r;
     }
-    return hand_back(f, errstr, errstr_size);
+    return lw_store_hand_back(f, errstr, errstr_size);
 }
 
 /* ---- Flush --------------------------------------------------------------------------- */
 
 static void flush_free(flush_t *f)
 {
+    lw_storec_drop(f);
     for (size_t i = 0; i < f->slot_cap; i++) {
         freeReplyObject(f->slots[i].alerts);
         lw_bstate_free(&f->slots[i].st);
@@ -1308,7 +1179,7 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
         redisFree(f->rc);
         f->rc = NULL;
     }
-    if (!st->rc)
+    if (!st->rc && !st->cl)
         return conn_error(st, NULL, errstr, errstr_size);
     if ((err = ensure_conn(st, f, errstr, errstr_size)))
         return err;
@@ -1318,7 +1189,13 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
     if ((err = intern_names(st, f, errstr, errstr_size)))
         return err;
 
-    if ((err = gather_slots(st, f)) || (err = read_states(st, f, errstr, errstr_size)))
+    if ((err = gather_slots(st, f)))
+        return err;
+    if (st->cl)
+        return (err = lw_storec_read(st, f, errstr, errstr_size))
+                   ? err
+                   : lw_storec_read_alerts(st, f, errstr, errstr_size);
+    if ((err = read_states(st, f, errstr, errstr_size)))
         return err;
     return st->opts.strict_fencing ? stream_chunk(st, f, f->nslots, errstr, errstr_size)
                                    : read_alerts(st, f, errstr, errstr_size);
@@ -1336,18 +1213,45 @@ static lw_err_t flush_write(lw_store_t *st, flush_t *f, char *errstr, size_t err
         return (err = build_tail(st, f)) ? err : send_multi(st, f, errstr, errstr_size);
     err = build_writes(st, f);
     free_alert_replies(f);
-    return err ? err : send_writes(st, f, errstr, errstr_size);
+    if (err)
+        return err;
+    return st->cl ? lw_storec_write(st, f, errstr, errstr_size)
+                  : send_writes(st, f, errstr, errstr_size);
 }
 
 /* Reads the write's replies (strict) and hands the results out. */
+/* One Redis with replicas: the flush's writes count as done once WAIT says
+ * enough replicas have them (Redis replicates asynchronously; a failover can
+ * take back what only the master had, and its offsets must not move). */
+static lw_err_t wait_replicas(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    redisReply *r =
+        redisCommand(f->rc, "WAIT %d %d", st->opts.wait_replicas, st->opts.wait_timeout_ms);
+    if (!r)
+        return conn_error(st, f->rc, errstr, errstr_size);
+    lw_err_t err = LW_OK;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        err = lw_store_reply_error(r, "WAIT", errstr, errstr_size);
+    } else if (r->integer < st->opts.wait_replicas) {
+        snprintf(errstr, errstr_size, "WAIT: %lld of %d replicas have the write after %d ms",
+                 r->integer, st->opts.wait_replicas, st->opts.wait_timeout_ms);
+        err = LW_ERR_TRANSIENT;
+    }
+    freeReplyObject(r);
+    return err;
+}
+
 static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
     if (st->opts.strict_fencing && (err = recv_multi(st, f, errstr, errstr_size)))
         return err;
-    int64_t now = lw_now_us();
     if (f->aborted)
         return LW_OK; /* lw_store_flush_end() does it again */
+    /* on a cluster the write's WAIT was part of the write */
+    if (!st->cl && st->opts.wait_replicas > 0 && (err = wait_replicas(st, f, errstr, errstr_size)))
+        return err;
+    int64_t now = lw_now_us();
     if (st->opts.strict_fencing && (err = hold_alerts(f, errstr, errstr_size)))
         return err;
     for (size_t i = 0; i < f->n; i++) {
@@ -1496,25 +1400,48 @@ static const char raise_lua[] = "local cur = tonumber(redis.call('GET', KEYS[1])
                                 "redis.call('SET', KEYS[1], e)\n"
                                 "return {1, e}\n";
 
+/* A command on the control connection, or routed by key on a cluster; the
+ * reply is the caller's. */
+static lw_err_t control(lw_store_t *st, const char *key, redisReply **reply, char *errstr,
+                        size_t errstr_size, const char *fmt, ...)
+{
+    va_list ap;
+    *reply = NULL;
+    if (st->cl) {
+        va_start(ap, fmt);
+        lw_rcluster_err_t e = lw_rcluster_vcommand(st->cl, lw_rcluster_keyslot(key, strlen(key)),
+                                                   reply, errstr, errstr_size, fmt, ap);
+        va_end(ap);
+        return e == LW_RCLUSTER_OK               ? LW_OK
+               : e == LW_RCLUSTER_ERR_NOMEM      ? LW_ERR_NOMEM
+               : lw_rcluster_err_is_retriable(e) ? LW_ERR_TRANSIENT
+                                                 : LW_ERR_REDIS;
+    }
+    if (!st->rc)
+        return conn_error(st, NULL, errstr, errstr_size);
+    va_start(ap, fmt);
+    *reply = redisvCommand(st->rc, fmt, ap);
+    va_end(ap);
+    return *reply ? LW_OK : conn_error(st, st->rc, errstr, errstr_size);
+}
+
 lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partition, int64_t ours,
                               int64_t above, bool *is_ours, int64_t *now, char *errstr,
                               size_t errstr_size)
 {
-    if (!st->rc)
-        return conn_error(st, NULL, errstr, errstr_size);
     char ek[256];
     lw_epoch_key(topic, partition, ek, sizeof ek);
-    redisReply *r = redisCommand(st->rc, "EVAL %s 1 %s %lld %lld", raise_lua, ek, (long long)ours,
-                                 (long long)above);
-    if (!r)
-        return conn_error(st, st->rc, errstr, errstr_size);
-    lw_err_t err = LW_OK;
+    redisReply *r;
+    lw_err_t err = control(st, ek, &r, errstr, errstr_size, "EVAL %s 1 %s %lld %lld", raise_lua, ek,
+                           (long long)ours, (long long)above);
+    if (err)
+        return err;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER) {
         *is_ours = r->element[0]->integer == 1;
         *now = r->element[1]->integer;
     } else {
-        err = reply_error(r, "epoch raise", errstr, errstr_size);
+        err = lw_store_reply_error(r, "epoch raise", errstr, errstr_size);
     }
     freeReplyObject(r);
     return err;
@@ -1523,13 +1450,12 @@ lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partiti
 lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partition, int64_t *epoch,
                              char *errstr, size_t errstr_size)
 {
-    if (!st->rc)
-        return conn_error(st, NULL, errstr, errstr_size);
     char ek[256];
     lw_epoch_key(topic, partition, ek, sizeof ek);
-    redisReply *r = redisCommand(st->rc, "INCR %s", ek);
-    if (!r)
-        return conn_error(st, st->rc, errstr, errstr_size);
+    redisReply *r;
+    lw_err_t err = control(st, ek, &r, errstr, errstr_size, "INCR %s", ek);
+    if (err)
+        return err;
     if (st->tap) {
         char *cmd = NULL;
         int len = redisFormatCommand(&cmd, "INCR %s", ek);
@@ -1537,7 +1463,6 @@ lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partitio
             fwrite(cmd, 1, (size_t)len, st->tap);
         redisFreeCommand(cmd);
     }
-    lw_err_t err = LW_OK;
     if (r->type == REDIS_REPLY_INTEGER) {
         *epoch = r->integer;
     } else {
@@ -1547,4 +1472,10 @@ lw_err_t lw_store_epoch_next(lw_store_t *st, const char *topic, int32_t partitio
     }
     freeReplyObject(r);
     return err;
+}
+
+redisContext *lw_store_redis_for(lw_store_t *st, const char *key)
+{
+    char es[256];
+    return st->cl ? lw_storec_context(st, key, es, sizeof es) : st->rc;
 }

@@ -31,6 +31,11 @@ static void usage(FILE *f)
         "  --from-beginning     start every partition at its first offset (rebuild)\n"
         "  --until-caught-up    stop once lag is 0 on every assigned partition\n"
         "  --exit-on-idle SECS  stop after SECS without a message\n"
+        "  --wait-replicas N    a batch counts as written (and its offsets may move) only\n"
+        "                       once WAIT says N replicas have it, on every master it\n"
+        "                       touched (default 0: the master's word)\n"
+        "  --wait-timeout MS    WAIT's timeout; short of replicas, the batch is redone\n"
+        "                       (default 1000)\n"
         "  --stall-timeout SECS a partition fenced but still assigned this long: stop\n"
         "                       with an error instead of holding it (default 30; 0 never)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
@@ -80,6 +85,8 @@ int main(int argc, char **argv)
         O_CAUGHT,
         O_IDLE,
         O_STALL,
+        O_WAITN,
+        O_WAITMS,
         O_BATCH,
         O_NOSTRICT,
         O_NOSTREAM,
@@ -103,6 +110,8 @@ int main(int argc, char **argv)
         {"until-caught-up", no_argument, NULL, O_CAUGHT},
         {"exit-on-idle", required_argument, NULL, O_IDLE},
         {"stall-timeout", required_argument, NULL, O_STALL},
+        {"wait-replicas", required_argument, NULL, O_WAITN},
+        {"wait-timeout", required_argument, NULL, O_WAITMS},
         {"batch", required_argument, NULL, O_BATCH},
         {"no-strict-fencing", no_argument, NULL, O_NOSTRICT},
         {"no-alert-stream", no_argument, NULL, O_NOSTREAM},
@@ -194,6 +203,8 @@ int main(int argc, char **argv)
             return 0;
         case O_IDLE:
         case O_STALL:
+        case O_WAITN:
+        case O_WAITMS:
         case O_BATCH:
         case O_MAXLEN:
         case O_STATUS:
@@ -202,6 +213,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
                         o == O_IDLE     ? "exit-on-idle"
                         : o == O_STALL  ? "stall-timeout"
+                        : o == O_WAITN  ? "wait-replicas"
+                        : o == O_WAITMS ? "wait-timeout"
                         : o == O_BATCH  ? "batch"
                         : o == O_MAXLEN ? "stream-maxlen"
                                         : "status");
@@ -212,6 +225,10 @@ int main(int argc, char **argv)
                 c.exit_on_idle_s = (int)v;
             else if (o == O_STALL)
                 c.stall_s = (int)v;
+            else if (o == O_WAITN)
+                c.script.wait_replicas = (int)v;
+            else if (o == O_WAITMS)
+                c.script.wait_timeout_ms = (int)v;
             else if (o == O_BATCH)
                 c.batch_max = (size_t)v;
             else if (o == O_MAXLEN)

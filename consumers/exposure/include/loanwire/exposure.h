@@ -70,8 +70,11 @@ typedef struct lw_script_opts {
                           * (single Redis only); else write.lua with per-borrower stamps */
     bool alert_stream;   /* XADD alerts to LW_REDIS_ALERT_STREAM with the state */
     int64_t stream_maxlen;
-    size_t chunk_max; /* borrowers per write call; 0: LW_CHUNK_DEFAULT, or 1 when neither
-                       * strict_fencing nor alert_stream (Redis Cluster: one slot a call) */
+    size_t chunk_max;    /* borrowers per write call; 0: LW_CHUNK_DEFAULT, or 1 when neither
+                          * strict_fencing nor alert_stream (Redis Cluster: one slot a call) */
+    int wait_replicas;   /* a write is done once WAIT says this many replicas have it
+                          * (every master it touched, on a cluster); 0: the master's word */
+    int wait_timeout_ms; /* WAIT's timeout; short of replicas by then: the flush is redone */
 } lw_script_opts_t;
 
 /* Borrowers per write call by default: amortises the per-call cost, keeps one call short. */
@@ -188,6 +191,10 @@ int64_t lw_store_last_ack_us(const lw_store_t *st);
 /* The control connection (for metrics and reads; may change on reconnect);
  * flushes use connections of their own. */
 struct redisContext *lw_store_redis(lw_store_t *st);
+/* The connection serving key: the control connection on one Redis, the
+ * control handle's connection to the key's master on a cluster (NULL when
+ * none can be had now). Borrowed, for single-key commands. */
+struct redisContext *lw_store_redis_for(lw_store_t *st, const char *key);
 
 /* ---- The consumer --------------------------------------------------------- */
 

@@ -1,0 +1,277 @@
+/*
+ * store_cluster.c - the store's reads and writes on a Redis Cluster, routed
+ * by hash slot through lw_rcluster.
+ *
+ * Every key of one borrower carries its hash tag ({borrower_id}), so one
+ * borrower is one slot, and that is the atomic unit: a flush reads each
+ * borrower with a GET in its own group, applies the events in C exactly as
+ * on one Redis (store.c), and writes each changed borrower with one call of
+ * write.lua in its own group, with the alert stream entry on the stream of
+ * that slot, lw:alerts:{TAG} (TAG from lw_rcluster_slot_tag()). All groups of
+ * a step go to every master before any reply is read; MOVED, ASK, TRYAGAIN,
+ * CLUSTERDOWN and a failover are lw_rcluster's to ride out, resending a
+ * group whole.
+ *
+ * Fencing is the borrower's stamp, checked inside write.lua: a write by an
+ * older epoch of the same (topic, partition) is refused, whenever it comes
+ * (consumers/README.md, "Zombie fencing" (b)). No key can be WATCHed across
+ * slots, so there is no strict mode here.
+ *
+ * Durability: with opts.wait_replicas a write counts as done only once every
+ * master it touched says (WAIT) that many replicas have it; until then the
+ * flush fails as transient and is done again, so the consumer stores no
+ * offset for writes a failover could still take back.
+ */
+#include "store_int.h"
+
+#include "loanwire/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An lw_rcluster error as the store's: worth retrying, or not. */
+static lw_err_t cl_error(lw_rcluster_err_t e)
+{
+    if (e == LW_RCLUSTER_OK)
+        return LW_OK;
+    if (e == LW_RCLUSTER_ERR_NOMEM)
+        return LW_ERR_NOMEM;
+    return lw_rcluster_err_is_retriable(e) ? LW_ERR_TRANSIENT : LW_ERR_REDIS;
+}
+
+static int key_slot(char prefix, const char *bid)
+{
+    char k[LW_STATE_KEY_MAX];
+    return lw_rcluster_keyslot(k, lw_borrower_key(prefix, bid, k));
+}
+
+size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap)
+{
+    char tag[16];
+    if (!lw_rcluster_slot_tag(key_slot('b', bid), tag, sizeof tag))
+        return 0;
+    int n = snprintf(buf, cap, "%s:{%s}", LW_REDIS_ALERT_STREAM, tag);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* ---- Connections -------------------------------------------------------------- */
+
+/* SCRIPT LOAD on every master (a script lives on one node; a replica promoted
+ * by a failover has none until it is loaded there). */
+typedef struct load_ctx {
+    char sha[41];
+    bool bad;
+    char why[256];
+} load_ctx_t;
+
+static void load_cb(void *opaque, int master, const char *host, int port, const redisReply *r,
+                    lw_rcluster_err_t err)
+{
+    load_ctx_t *lc = opaque;
+    (void)master;
+    if (r && r->type == REDIS_REPLY_STRING && r->len == 40) {
+        memcpy(lc->sha, r->str, 40);
+        lc->sha[40] = '\0';
+        return;
+    }
+    lc->bad = true;
+    snprintf(lc->why, sizeof lc->why, "SCRIPT LOAD on %s:%d: %s", host, port,
+             r && r->type == REDIS_REPLY_ERROR ? r->str : lw_rcluster_err2str(err));
+}
+
+static lw_err_t load_script(lw_store_t *st, lw_rcluster_t *cl, char *errstr, size_t errstr_size)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", st->script};
+    size_t lens[3] = {6, 4, strlen(st->script)};
+    load_ctx_t lc = {{0}, false, {0}};
+    lw_rcluster_err_t e =
+        lw_rcluster_on_masters(cl, 3, argv, lens, load_cb, &lc, errstr, errstr_size);
+    if (lc.bad)
+        snprintf(errstr, errstr_size, "%s", lc.why);
+    if (e || lc.bad)
+        return e ? cl_error(e) : LW_ERR_TRANSIENT;
+    memcpy(st->sha, lc.sha, sizeof st->sha);
+    return LW_OK;
+}
+
+lw_err_t lw_storec_connect(lw_store_t *st, char *errstr, size_t errstr_size)
+{
+    lw_rcluster_err_t e = lw_rcluster_refresh(st->cl, errstr, errstr_size);
+    if (e)
+        return cl_error(e);
+    return load_script(st, st->cl, errstr, errstr_size);
+}
+
+lw_err_t lw_storec_ensure(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    if (!f->cl) {
+        lw_rcluster_opts_t o;
+        lw_rcluster_opts_init(&o);
+        o.timeout_ms = 30000; /* a whole batch's pipeline, as on one Redis */
+        lw_rcluster_err_t e = lw_rcluster_new(&st->url, &o, &f->cl, errstr, errstr_size);
+        if (e)
+            return cl_error(e);
+    }
+    if (!f->bat && !(f->bat = lw_rcluster_batch_new(f->cl))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    return LW_OK;
+}
+
+void lw_storec_drop(flush_t *f)
+{
+    lw_rcluster_batch_destroy(f->bat);
+    f->bat = NULL;
+    lw_rcluster_destroy(f->cl);
+    f->cl = NULL;
+}
+
+redisContext *lw_storec_context(lw_store_t *st, const char *key, char *errstr, size_t errstr_size)
+{
+    int m = lw_rcluster_slot_master(st->cl, lw_rcluster_keyslot(key, strlen(key)));
+    if (m < 0) {
+        snprintf(errstr, errstr_size, "no master serves the slot of %s", key);
+        return NULL;
+    }
+    return lw_rcluster_master_context(st->cl, m, errstr, errstr_size);
+}
+
+/* ---- A flush ------------------------------------------------------------------ */
+
+/* Sends the batch's groups and reads every reply (redirected and retried
+ * inside lw_rcluster). */
+static lw_err_t run_batch(flush_t *f, char *errstr, size_t errstr_size)
+{
+    lw_rcluster_err_t e = lw_rcluster_batch_send(f->bat, errstr, errstr_size);
+    if (!e)
+        e = lw_rcluster_batch_recv(f->bat, errstr, errstr_size);
+    return cl_error(e);
+}
+
+lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    lw_rcluster_batch_reset(f->bat);
+    for (size_t i = 0; i < f->nslots; i++) {
+        char k[LW_STATE_KEY_MAX];
+        size_t n = lw_borrower_key('b', f->slots[i].first->ev.borrower_id, k);
+        if (lw_rcluster_batch_group(f->bat, lw_rcluster_keyslot(k, n)) < 0 ||
+            lw_rcluster_batch_appendf(f->bat, "GET %b", k, n) != LW_RCLUSTER_OK)
+            return LW_ERR_NOMEM;
+    }
+    lw_err_t err = run_batch(f, errstr, errstr_size);
+    for (size_t i = 0; i < f->nslots && err == LW_OK; i++) {
+        const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
+        if (!r) {
+            snprintf(errstr, errstr_size, "GET b:{%s}: no reply",
+                     f->slots[i].first->ev.borrower_id);
+            return LW_ERR_TRANSIENT;
+        }
+        if ((err = lw_store_load_state(&f->slots[i], r, errstr, errstr_size)) == LW_OK &&
+            (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
+            snprintf(errstr, errstr_size, "out of memory");
+    }
+    return err;
+}
+
+lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    (void)st;
+    lw_rcluster_batch_reset(f->bat);
+    size_t nask = 0;
+    for (size_t i = 0; i < f->nslots; i++) {
+        if (!f->slots[i].replay)
+            continue;
+        char k[LW_STATE_KEY_MAX];
+        size_t n = lw_borrower_key('a', f->slots[i].first->ev.borrower_id, k);
+        if (lw_rcluster_batch_group(f->bat, lw_rcluster_keyslot(k, n)) < 0 ||
+            lw_rcluster_batch_appendf(f->bat, "HGETALL %b", k, n) != LW_RCLUSTER_OK)
+            return LW_ERR_NOMEM;
+        nask++;
+    }
+    if (nask == 0)
+        return LW_OK;
+    lw_err_t err = run_batch(f, errstr, errstr_size);
+    for (size_t i = 0, g = 0; i < f->nslots && err == LW_OK; i++) {
+        slot_t *s = &f->slots[i];
+        if (!s->replay)
+            continue;
+        /* borrowed from the batch, read by lw_store_hand_back() below */
+        s->held = lw_rcluster_group_reply(f->bat, g++, 0);
+        if (!s->held || s->held->type != REDIS_REPLY_ARRAY)
+            err = s->held ? lw_store_reply_error(s->held, "HGETALL", errstr, errstr_size)
+                          : LW_ERR_TRANSIENT;
+    }
+    if (err == LW_OK)
+        err = lw_store_hand_back(f, errstr, errstr_size);
+    for (size_t i = 0; i < f->nslots; i++)
+        f->slots[i].held = NULL;
+    return err;
+}
+
+lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    size_t *todo = malloc((f->nchunks ? f->nchunks : 1) * sizeof *todo);
+    if (!todo)
+        return LW_ERR_NOMEM;
+    size_t ntodo = f->nchunks;
+    for (size_t i = 0; i < ntodo; i++)
+        todo[i] = i;
+    lw_err_t err = LW_OK;
+    for (int round = 0; ntodo > 0 && err == LW_OK; round++) {
+        if (round == 3) {
+            snprintf(errstr, errstr_size, "Redis keeps answering NOSCRIPT");
+            err = LW_ERR_TRANSIENT;
+            break;
+        }
+        if (round > 0) {
+            if ((err = load_script(st, f->cl, errstr, errstr_size)) != LW_OK)
+                break;
+            lw_warn("a master had lost the write script (NOSCRIPT: a failover?); loaded it again");
+        }
+        lw_rcluster_batch_reset(f->bat);
+        for (size_t i = 0; i < ntodo; i++) {
+            const chunk_t *c = &f->chunks[todo[i]];
+            if (st->tap)
+                fwrite(st->buf.p + c->off, 1, c->len, st->tap);
+            if (lw_rcluster_batch_group(f->bat, c->slot) < 0 ||
+                lw_rcluster_batch_append_formatted(f->bat, st->buf.p + c->off, c->len)) {
+                free(todo);
+                return LW_ERR_NOMEM;
+            }
+        }
+        if ((err = run_batch(f, errstr, errstr_size)) != LW_OK)
+            break;
+        size_t nnext = 0;
+        for (size_t i = 0; i < ntodo; i++) {
+            const chunk_t *c = &f->chunks[todo[i]];
+            const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
+            if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+                todo[nnext++] = todo[i];
+            } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
+                if (err == LW_OK)
+                    err = r ? lw_store_reply_error(r, "write script", errstr, errstr_size)
+                            : LW_ERR_TRANSIENT;
+            } else {
+                /* 0 written, else the stamp's epoch that refused the write */
+                for (size_t k = 0; k < c->n; k++)
+                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
+                        slot_t *s = &f->slots[f->order[c->first + k]];
+                        s->fenced = true;
+                        s->fence_epoch = r->element[k]->integer;
+                    }
+            }
+        }
+        /* the writes of this round on replicas too, before any offset moves */
+        if (err == LW_OK && st->opts.wait_replicas > 0) {
+            lw_rcluster_err_t e = lw_rcluster_batch_wait(
+                f->bat, st->opts.wait_replicas, st->opts.wait_timeout_ms, errstr, errstr_size);
+            if (e)
+                err = cl_error(e);
+        }
+        ntodo = nnext;
+    }
+    free(todo);
+    return err;
+}

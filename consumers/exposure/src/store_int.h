@@ -1,0 +1,187 @@
+/*
+ * store_int.h - the store's private types, shared by its files:
+ *
+ *   store.c          the flush life cycle (append, begin, commit, end), the
+ *                    borrowers of a flush, applying their events, names, epochs
+ *   resp.c           commands built as RESP
+ *   store_cluster.c  the same reads and writes routed by hash slot over a
+ *                    Redis Cluster (lw_rcluster)
+ *
+ * A flush on one Redis talks over its own redisContext (rc); on a cluster over
+ * its own lw_rcluster_t handle (cl), since one handle carries one batch at a
+ * time and two flushes are in the pipeline.
+ */
+#ifndef LOANWIRE_STORE_INT_H
+#define LOANWIRE_STORE_INT_H
+
+#include "exposure_int.h"
+
+#include "loanwire/conf.h"
+#include "loanwire/rcluster.h"
+
+#include <stdint.h>
+
+#define NONE SIZE_MAX
+
+/* One queued event. */
+typedef struct pending_ev {
+    lw_event_t ev;
+    const char *topic;
+    int32_t partition;
+    int64_t epoch;
+    uint32_t writer;           /* id of "@topic:partition", its fence stamp */
+    size_t slot;               /* its borrower in slots[] */
+    uint32_t platform, lender; /* string ids */
+    size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
+    size_t next;               /* the next event of its borrower, or NONE */
+    bool replay;               /* a repeat of an event that may have raised alerts */
+} pending_ev_t;
+
+/* One distinct borrower of the flush. */
+typedef struct slot {
+    const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
+    lw_bstate_t st;            /* arrays kept across flushes */
+    bool dirty, fenced, replay;
+    bool cached;              /* its state came from the flush in flight, not from a read */
+    int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
+    size_t group;             /* its (topic, partition, epoch) in groups[] */
+    size_t op_first, op_last; /* its operations in ops[], in order */
+    size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
+    redisReply *alerts;       /* HGETALL a:{..} when replayed (owned) */
+    const redisReply *held;   /* strict: the same, an element of the EXEC reply */
+} slot_t;
+
+/* The writer of a partition in this flush: its epoch is checked once. */
+typedef struct group {
+    const pending_ev_t *first; /* its topic, partition, epoch */
+    bool fenced;
+} group_t;
+
+/* An alert fired or a rule cleared, for write.lua. */
+typedef struct op {
+    size_t next;
+    size_t ev;
+    int rule;
+    bool fire;
+    size_t json_off, json_len; /* a fired alert's JSON in the flush's json */
+    size_t alert;              /* and its struct in the flush's alerts */
+} op_t;
+
+/* Strict: an HGETALL a:{..} queued in the MULTI for a replayed slot. */
+typedef struct hg_ref {
+    size_t pos; /* its reply's index in the EXEC reply */
+    size_t slot;
+} hg_ref_t;
+
+/* One EVALSHA of the write pipeline: slots order[first .. first+n). */
+typedef struct chunk {
+    size_t off, len; /* in buf */
+    size_t first, n;
+    int slot; /* a cluster: the hash slot of its one borrower */
+} chunk_t;
+
+/* Where a flush is in its life: events queue in it, begin stages it (read,
+ * applied, the MULTI's body sent, no EXEC yet), commit sends it (EXEC sent,
+ * results not handed out), end hands its results out and it queues again. */
+typedef enum flush_state { FL_QUEUE = 0, FL_STAGED, FL_SENT } flush_state_t;
+
+/* One flush's working set (kept between flushes to reuse the memory), the
+ * lw_flush_t the caller holds from begin to end. There are two, so that one
+ * batch can be read and applied while Redis executes the other's write; each
+ * has a connection of its own. Its state is the only record of which one is
+ * staged and which one is sent. */
+typedef struct lw_flush_s {
+    flush_state_t state;
+    void *opaque;             /* the caller's, handed to the alerts callback */
+    redisContext *rc;         /* one Redis */
+    lw_rcluster_t *cl;        /* a cluster: its own handle... */
+    lw_rcluster_batch_t *bat; /* ...and batch */
+    bool failed;              /* its last attempt failed: events kept, done again from the read */
+    bool invalid;             /* staged on states of a write that then failed: read again */
+    /* queued events */
+    pending_ev_t *ev;
+    size_t n, ncap;
+    slot_t *slots;
+    size_t nslots, slot_cap;
+    size_t *map; /* open addressing: slot index + 1, 0 empty */
+    size_t map_cap;
+    group_t *groups;
+    size_t ngroups, groups_cap;
+    size_t nqueued;  /* strict: commands between MULTI and EXEC; 0: UNWATCH only */
+    bool aborted;    /* strict: EXEC refused (an epoch key moved since WATCH) */
+    size_t streamed; /* strict: slots [0, streamed) are queued in the MULTI */
+    hg_ref_t *hg;    /* strict: the HGETALLs queued for replayed slots */
+    size_t nhg, hg_cap;
+    redisReply *exec; /* strict: the EXEC reply, until the next flush */
+    op_t *ops;
+    size_t nops, ops_cap;
+    lw_alert_vec_t alerts; /* fired or handed back, in event order (pending_ev_t.alert0) */
+    lw_sbuf_t json;        /* alert JSON of the flush */
+    size_t *order;         /* write order of dirty slots */
+    chunk_t *chunks;
+    size_t nchunks;
+    lw_apply_result_t *results; /* the caller's, until the flush ends */
+    int64_t t0;                 /* when it began */
+} flush_t;
+
+struct lw_store_s {
+    redisContext *rc;  /* control: names, epochs, the caller's commands (one Redis) */
+    lw_rcluster_t *cl; /* control on a cluster (NULL on one Redis) */
+    lw_redis_url_t url;
+    const lw_rules_t *rules;
+    char *script;
+    char sha[41];
+    lw_script_opts_t opts;
+    size_t chunk_max;
+    FILE *tap;
+    lw_store_alerts_cb *alerts_cb;
+    void *alerts_opaque;
+    const char **alerted; /* borrowers handed to alerts_cb */
+    size_t alerted_cap;
+    lw_dict_t *dict;
+    lw_sbuf_t buf;   /* RESP of a pipeline */
+    lw_sbuf_t state; /* one encoded state */
+    flush_t fl[2];   /* events queue in the one neither staged nor sent */
+    int64_t last_rtt_us;
+    int64_t last_ack_us;
+};
+
+/* ---- Shared by the store's files (store.c) --------------------------------------- */
+
+/* A slot's state from its value in a GET/MGET reply (nil: a new borrower). */
+lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size);
+/* Applies one borrower's events in order (the rules, its alerts and ops). */
+lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
+/* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
+lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
+/* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
+lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
+                              size_t errstr_size);
+
+/* ---- On a cluster (store_cluster.c) ---------------------------------------------- */
+
+/* The alert stream of a borrower's slot, "lw:alerts:{TAG}", into buf; its length. */
+size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap);
+/* Refreshes the control handle's map and loads the write script on every master. */
+lw_err_t lw_storec_connect(lw_store_t *st, char *errstr, size_t errstr_size);
+/* The flush's own handle and batch, made when first needed. */
+lw_err_t lw_storec_ensure(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+void lw_storec_drop(flush_t *f); /* closes them; NULL members are fine */
+/* The control handle's connection to the master of key's slot (borrowed). */
+redisContext *lw_storec_context(lw_store_t *st, const char *key, char *errstr, size_t errstr_size);
+/* Step 1 on a cluster: a GET per borrower, all masters at once, then apply. */
+lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* The a:{..} of replayed borrowers, handed back. */
+lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Step 3: the chunks build_writes made, one group each; NOSCRIPT and WAIT. */
+lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+
+/* ---- RESP (resp.c) ------------------------------------------------------------ */
+
+bool lw_resp_hdr(lw_sbuf_t *b, char c, int64_t n);
+bool lw_resp_bulk(lw_sbuf_t *b, const void *s, size_t n);
+bool lw_resp_str(lw_sbuf_t *b, const char *s);
+bool lw_resp_int(lw_sbuf_t *b, int64_t v);
+bool lw_resp_key(lw_sbuf_t *b, char prefix, const char *bid);
+
+#endif
