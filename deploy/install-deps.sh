@@ -18,6 +18,7 @@ packages=(
   redis-server redis-tools kcat
   openjdk-17-jre-headless maven
   python3 python3-pip curl procps
+  help2man libsystemd-dev systemd
 )
 
 missing=()

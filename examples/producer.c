@@ -64,8 +64,8 @@ int main(int argc, char **argv)
         return 2;
     }
     conf = lw_producer_conf_new();
-    if (!conf || lw_producer_conf_set(conf, "bootstrap.servers", argv[1], errstr,
-                                      sizeof errstr) != LW_OK ||
+    if (!conf ||
+        lw_producer_conf_set(conf, "bootstrap.servers", argv[1], errstr, sizeof errstr) != LW_OK ||
         lw_producer_conf_set(conf, "topic", argv[2], errstr, sizeof errstr) != LW_OK) {
         fprintf(stderr, "configuration: %s\n", conf ? errstr : "out of memory");
         lw_producer_conf_destroy(conf);
