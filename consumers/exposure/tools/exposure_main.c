@@ -126,6 +126,13 @@ static lw_check_t kafka_knows_topic(const lw_exposure_conf_t *c, char *errstr, s
             return LW_BAD_CONF;
         }
     }
+    /* a producer's metadata request may create the topic on a broker with
+     * auto.create.topics.enable (Kafka's default), with the broker's default
+     * partition count: asking must not do that */
+    if (rd_kafka_conf_set(kc, "allow.auto.create.topics", "false", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(kc);
+        return LW_BAD_CONF;
+    }
     lw_conf_route_logs(kc);
     if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size)))
         return LW_BAD_CONF; /* rd_kafka_new() freed kc */
