@@ -16,7 +16,7 @@ packages=(
   librdkafka-dev libavro-dev libhiredis-dev libjansson-dev libmicrohttpd-dev
   libcmocka-dev libssl-dev
   redis-server redis-tools kcat
-  openjdk-17-jre-headless maven
+  openjdk-17-jre-headless openjdk-17-jdk-headless maven
   python3 python3-pip curl procps
   help2man libsystemd-dev systemd
 )
@@ -40,9 +40,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   service redis-server stop >/dev/null 2>&1 || true
 fi
 
-# Python peers used only by tests (independent Avro implementation).
+# Python peers used only by tests (independent Avro implementation) and by
+# schemas/READING.md's Python recipe (fastavro, confluent-kafka).
 py_missing=()
 python3 -c 'import fastavro' 2>/dev/null || py_missing+=(fastavro)
+python3 -c 'import confluent_kafka' 2>/dev/null || py_missing+=(confluent-kafka)
 if [ ${#py_missing[@]} -gt 0 ]; then
   lw_say "installing Python test peers: ${py_missing[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_missing[@]}" 2>/dev/null ||
