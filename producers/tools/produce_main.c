@@ -77,8 +77,7 @@ int main(int argc, char **argv)
         {"rejects", required_argument, NULL, 'r'}, {"dry-run", no_argument, NULL, 'n'},
         {"strict", no_argument, NULL, O_STRICT},   {"quiet", no_argument, NULL, 'q'},
         {"stamp", no_argument, NULL, O_STAMP},     {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *topic = NULL, *config = NULL, *key_file = NULL;
     const char **xs;
     int nx = 0, c, rc;
