@@ -18,7 +18,8 @@ packages=(
   redis-server redis-tools kcat
   openjdk-17-jre-headless openjdk-17-jdk-headless maven
   python3 python3-pip curl procps
-  help2man libsystemd-dev systemd
+  help2man libsystemd-dev systemd man-db
+  stunnel4 openssl
 )
 
 missing=()
