@@ -74,8 +74,8 @@ static void usage(FILE *f)
         "knows the topic, just before the consumer joins its group.\n"
         "\n"
         "Exit status: 0 stopped cleanly (SIGINT/SIGTERM, --until-caught-up,\n"
-        "--exit-on-idle); 1 could not start (Redis, Kafka, rules file) or failed\n"
-        "hard; 2 usage error.\n",
+        "--exit-on-idle); 1 could not start (Redis, Kafka, rules file), failed hard,\n"
+        "or was stopped during an outage with a batch left uncommitted; 2 usage error.\n",
         LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
         LW_DEFAULT_REDIS, LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
 }
