@@ -91,7 +91,8 @@ LW_API const char *lw_schema_embedded(size_t i, const char **json);
 LW_API const char *lw_schema_current(lw_record_kind_t kind);
 
 /* The loanwire-avro program (encode, decode, fingerprint, canonical); its
- * main() only calls this. Returns the process exit status. */
+ * main() only calls this. Returns the process exit status. Not exported by
+ * libloanwire-producer (no LW_API): it belongs to the program. */
 int lw_avro_tool_main(int argc, char **argv);
 
 #ifdef __cplusplus
