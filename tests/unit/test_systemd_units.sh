@@ -16,6 +16,9 @@ tmp=$(mktemp -d "${LW_TMP_DIR:-/tmp}/units.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
 check() { if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL $1"; fail=$((fail + 1)); fi; }
+# grep reading all its input: `cmd | grep -q` can kill cmd with SIGPIPE, which
+# pipefail then reports as a failure
+has() { grep "$@" >/dev/null; }
 
 command -v systemd-analyze >/dev/null ||
   { echo "FAIL: systemd-analyze is missing (Debian package systemd; ./deploy/install-deps.sh installs it)"; exit 1; }
@@ -73,7 +76,7 @@ set +a
 "$build/bin/loanwire-exposure" --consumer-id h-1 --status 60 $LOANWIRE_EXPOSURE_OPTS --print-script >/dev/null 2>"$tmp/err"
 check "exposure.env's LOANWIRE_EXPOSURE_OPTS parse ($(head -c 200 "$tmp/err"))" '[ $? = 0 ]'
 check "query.env's LOANWIRE_QUERY_OPTS are documented options" \
-  'for o in $LOANWIRE_QUERY_OPTS; do case $o in --*) "$build/bin/loanwire-query" --help | grep -q -- "$o " || exit 1;; esac; done'
+  'for o in $LOANWIRE_QUERY_OPTS; do case $o in --*) "$build/bin/loanwire-query" --help | has -- "$o " || exit 1;; esac; done'
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
