@@ -23,8 +23,10 @@ deps=(
   "libjansson-dev pc:jansson" "libmicrohttpd-dev pc:libmicrohttpd" "libcmocka-dev pc:cmocka"
   "libssl-dev pc:libcrypto"
   "redis-server cmd:redis-server" "redis-tools cmd:redis-cli" "kcat cmd:kcat"
-  "openjdk-17-jre-headless cmd:java" "maven cmd:mvn"
+  "openjdk-17-jre-headless cmd:java" "openjdk-17-jdk-headless cmd:javac" "maven cmd:mvn"
   "python3 cmd:python3" "python3-pip py:pip" "curl cmd:curl" "procps cmd:pkill"
+  "help2man cmd:help2man" "libsystemd-dev pc:libsystemd" "systemd cmd:systemd-analyze"
+  "man-db cmd:man" "stunnel4 cmd:stunnel4" "openssl cmd:openssl"
 )
 packages=()
 for d in "${deps[@]}"; do packages+=("${d%% *}"); done
@@ -41,8 +43,11 @@ check_deps() {
       py:*) python3 -c "import ${probe#py:}" 2>/dev/null ;;
     esac || { lw_say "missing: ${probe#*:} (Debian package $pkg: apt-get install $pkg)"; bad=1; }
   done
-  python3 -c 'import fastavro' 2>/dev/null ||
-    { lw_say "missing: python module fastavro (PyPI: python3 -m pip install fastavro)"; bad=1; }
+  local m
+  for m in fastavro confluent_kafka; do
+    python3 -c "import $m" 2>/dev/null ||
+      { lw_say "missing: python module $m (PyPI: python3 -m pip install ${m//_/-})"; bad=1; }
+  done
   return $bad
 }
 if [ "${1:-}" = --check ]; then
@@ -69,9 +74,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   service redis-server stop >/dev/null 2>&1 || true
 fi
 
-# Python peers used only by tests (independent Avro implementation).
+# Python peers used only by tests (independent Avro implementation) and by
+# schemas/READING.md's Python recipe (fastavro, confluent-kafka).
 py_missing=()
 python3 -c 'import fastavro' 2>/dev/null || py_missing+=(fastavro)
+python3 -c 'import confluent_kafka' 2>/dev/null || py_missing+=(confluent-kafka)
 if [ ${#py_missing[@]} -gt 0 ]; then
   lw_say "installing Python test peers: ${py_missing[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_missing[@]}" 2>/dev/null ||

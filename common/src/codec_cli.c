@@ -8,6 +8,7 @@
 #include "codec_int.h"
 #include "loanwire/json.h"
 #include "loanwire/validate.h"
+#include "loanwire/version.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -39,6 +40,7 @@ static const char lw_avro_usage[] =
     "                reason) and skipped; the exit status is then 1\n"
     "  --no-validate encode without the domain checks of lw_event_validate()\n"
     "  -h, --help    this text\n"
+    "  -V, --version print the version and exit\n"
     "\n"
     "Events given as JSON must carry borrower_id; national_id (a raw id) is refused here\n"
     "because pseudonymising needs the platform key (use loanwire-produce).\n"
@@ -372,6 +374,9 @@ int lw_avro_tool_main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(lw_avro_usage, stdout);
             return 0;
+        } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+            printf("loanwire-avro %s\n", LW_VERSION);
+            return fflush(stdout) ? 1 : 0;
         } else if (!strcmp(a, "--lines")) {
             c.lines = true;
         } else if (!strcmp(a, "--no-validate")) {

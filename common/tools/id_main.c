@@ -10,6 +10,7 @@
  */
 #include "loanwire/id.h"
 #include "loanwire/log.h"
+#include "loanwire/version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -34,6 +35,7 @@ static void usage(FILE *fp)
                 "  -k, --key-file FILE  shared key: >= 64 hex digits on one line, mode 0600\n"
                 "                       (default: $LOANWIRE_ID_KEY_FILE)\n"
                 "  -h, --help           this text\n"
+                "  -V, --version        print the version and exit\n"
                 "\n"
                 "Exit status: 0 all ids converted, 1 some id refused, 2 usage or key error.\n");
 }
@@ -56,6 +58,7 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"key-file", required_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     const char *key_file = getenv("LOANWIRE_ID_KEY_FILE");
     char err[512];
@@ -63,13 +66,16 @@ int main(int argc, char **argv)
     int c, bad = 0;
 
     lw_log_init(argv[0], LW_LOG_INFO);
-    while ((c = getopt_long(argc, argv, "k:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "k:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'k':
             key_file = optarg;
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("loanwire-id %s\n", LW_VERSION);
             return 0;
         default:
             usage(stderr);

@@ -13,6 +13,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -54,7 +55,8 @@ static void usage(FILE *fp)
             "      --dlq-partitions N      dead-letter topic partitions (default 1)\n"
             "      --replication R         replication factor (default 1; use 3 in production)\n"
             "      --retention-ms MS       events topic retention (default -1: keep forever)\n"
-            "      --events-topic NAME     default %s\n"
+            "  -t, --topic NAME            events topic (default %s); --events-topic is\n"
+            "                              the same option\n"
             "      --alerts-topic NAME     default %s\n"
             "      --dlq-topic NAME        default %s\n"
             "  -F, --config FILE           librdkafka properties file (TLS/SASL settings)\n"
@@ -63,6 +65,7 @@ static void usage(FILE *fp)
             "                              wait for the metadata to show the topics ready/gone\n"
             "                              (default 30000)\n"
             "  -h, --help                  this text\n"
+            "  -V, --version               print the version and exit\n"
             "\n"
             "Exit status: 0 done, 1 a request failed, 2 usage or configuration error.\n",
             LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS);
@@ -467,11 +470,13 @@ int main(int argc, char **argv)
                                          {"replication", required_argument, NULL, O_REPL},
                                          {"retention-ms", required_argument, NULL, O_RET},
                                          {"events-topic", required_argument, NULL, O_ET},
+                                         {"topic", required_argument, NULL, 't'},
                                          {"alerts-topic", required_argument, NULL, O_AT},
                                          {"dlq-topic", required_argument, NULL, O_DT},
                                          {"config", required_argument, NULL, 'F'},
                                          {"timeout-ms", required_argument, NULL, O_TMO},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     topics_opts_t o = {.brokers = lw_conf_default_bootstrap(),
                        .names = {LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS},
@@ -483,7 +488,7 @@ int main(int argc, char **argv)
     int c, rc;
 
     lw_log_init(argv[0], LW_LOG_INFO);
-    while ((c = getopt_long(argc, argv, "b:F:X:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:t:F:X:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
             o.brokers = optarg;
@@ -521,6 +526,7 @@ int main(int argc, char **argv)
             }
             o.retention_ms = optarg;
             break;
+        case 't':
         case O_ET:
         case O_AT:
         case O_DT:
@@ -528,7 +534,7 @@ int main(int argc, char **argv)
                 lw_error("empty topic name");
                 return 2;
             }
-            o.names[c - O_ET] = optarg;
+            o.names[c == 't' ? 0 : c - O_ET] = optarg;
             break;
         case O_TMO:
             if (parse_int_opt("timeout-ms", optarg, 100, 3600000, &o.timeout_ms))
@@ -536,6 +542,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("loanwire-topics %s\n", LW_VERSION);
             return 0;
         default:
             usage(stderr);

@@ -11,6 +11,7 @@
 #include "loanwire/conf.h"
 #include "loanwire/json.h"
 #include "loanwire/log.h"
+#include "loanwire/version.h"
 #ifdef LW_GEN_HAVE_PRODUCER
 #include "loanwire/producer.h"
 #endif
@@ -83,10 +84,11 @@ static void gen_usage(FILE *f)
             "                       (validated, single-object Avro, keyed by borrower_id)\n"
             "  -b, --brokers LIST   bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
             "  -t, --topic NAME     topic (default %s)\n"
-            "  --config FILE        librdkafka properties file (key=value lines)\n"
+            "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
             "  -X KEY=VALUE         librdkafka property, repeatable; applied after --config\n"
             "\n"
             "  -h, --help           this text\n"
+            "  -V, --version        print the version and exit\n"
             "\n"
             "A progress line is drawn on stderr when it is a terminal; a summary (events\n"
             "by type, borrowers, over-borrowers by kind) is always logged at the end.\n"
@@ -152,8 +154,7 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
         O_RAMP,
         O_IDKEY,
         O_DURATION,
-        O_KAFKA,
-        O_CONFIG
+        O_KAFKA
     };
     static const struct option longopts[] = {
         {"seed", required_argument, NULL, O_SEED},
@@ -170,8 +171,9 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
         {"kafka", no_argument, NULL, O_KAFKA},
         {"brokers", required_argument, NULL, 'b'},
         {"topic", required_argument, NULL, 't'},
-        {"config", required_argument, NULL, O_CONFIG},
+        {"config", required_argument, NULL, 'F'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -179,7 +181,7 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
 
     lw_gen_conf_init(&o->gen);
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":n:r:o:b:t:X:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":n:r:o:b:t:F:X:hV", longopts, NULL)) != -1) {
         switch (c) {
         case O_SEED:
             if (!gen_parse_u64(optarg, UINT64_MAX, &o->gen.seed))
@@ -237,7 +239,7 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
         case 't':
             o->topic = optarg;
             break;
-        case O_CONFIG:
+        case 'F':
             o->config = optarg;
             break;
         case 'X':
@@ -249,6 +251,9 @@ static int gen_parse(int argc, char **argv, gen_opts_t *o)
             break;
         case 'h':
             gen_usage(stdout);
+            exit(0);
+        case 'V':
+            printf("loanwire-gen %s\n", LW_VERSION);
             exit(0);
         case ':':
             lw_error("option %s needs a value (see --help)", argv[optind - 1]);

@@ -10,6 +10,7 @@
 #include "loanwire/id.h"
 #include "loanwire/log.h"
 #include "loanwire/producer.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -45,8 +46,9 @@ static void usage(FILE *fp)
             "  -t, --topic NAME       topic (default %s)\n"
             "  -F, --config FILE      librdkafka properties file (key=value lines)\n"
             "  -X key=value           librdkafka property, after --config (repeatable)\n"
-            "  -k, --id-key FILE      key file to pseudonymise a raw \"national_id\" field\n"
-            "                         into borrower_id (>= 64 hex digits, mode 0600)\n"
+            "  -I, --id-key FILE      key file to pseudonymise a raw \"national_id\" field\n"
+            "                         into borrower_id (>= 64 hex digits, mode 0600;\n"
+            "                         it was -k: kcat's -k is the message key)\n"
             "  -r, --rejects FILE     one rejects file for all inputs (default FILE.rejects\n"
             "                         per input, loanwire-rejects.jsonl for stdin)\n"
             "  -n, --dry-run          validate only, send nothing\n"
@@ -56,6 +58,7 @@ static void usage(FILE *fp)
             "      --strict           exit 3 when any line was rejected\n"
             "  -q, --quiet            no summary line\n"
             "  -h, --help             this text\n"
+            "  -V, --version          print the version and exit\n"
             "\n"
             "Exit status: 0 every valid event delivered (rejected lines do not count\n"
             "unless --strict); 1 some event not delivered, or an I/O error; 2 usage,\n"
@@ -70,11 +73,11 @@ int main(int argc, char **argv)
     enum { O_STRICT = 256, O_STAMP };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
-        {"config", required_argument, NULL, 'F'},  {"id-key", required_argument, NULL, 'k'},
+        {"config", required_argument, NULL, 'F'},  {"id-key", required_argument, NULL, 'I'},
         {"rejects", required_argument, NULL, 'r'}, {"dry-run", no_argument, NULL, 'n'},
         {"strict", no_argument, NULL, O_STRICT},   {"quiet", no_argument, NULL, 'q'},
         {"stamp", no_argument, NULL, O_STAMP},     {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *topic = NULL, *config = NULL, *key_file = NULL;
     const char **xs;
     int nx = 0, c, rc;
@@ -91,7 +94,7 @@ int main(int argc, char **argv)
     xs = calloc((size_t)argc, sizeof *xs);
     if (!xs)
         return LW_EXIT_USAGE;
-    while ((c = getopt_long(argc, argv, "b:t:F:X:k:r:nqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:t:F:X:I:r:nqhV", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
             brokers = optarg;
@@ -105,7 +108,7 @@ int main(int argc, char **argv)
         case 'X':
             xs[nx++] = optarg;
             break;
-        case 'k':
+        case 'I':
             key_file = optarg;
             break;
         case 'r':
@@ -125,6 +128,10 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            free(xs);
+            return LW_EXIT_OK;
+        case 'V':
+            printf("loanwire-produce %s\n", LW_VERSION);
             free(xs);
             return LW_EXIT_OK;
         default:

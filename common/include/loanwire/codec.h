@@ -16,6 +16,8 @@
 #ifndef LOANWIRE_CODEC_H
 #define LOANWIRE_CODEC_H
 
+#include "loanwire/api.h"
+
 #include "loanwire/error.h"
 #include "loanwire/event.h"
 
@@ -38,8 +40,8 @@ typedef enum lw_record_kind {
 typedef struct lw_codec_s lw_codec_t;
 
 /* Creates a codec with every embedded schema. NULL on failure (errstr says why). */
-lw_codec_t *lw_codec_new(char *errstr, size_t errstr_size);
-void lw_codec_destroy(lw_codec_t *codec); /* NULL is fine */
+LW_API lw_codec_t *lw_codec_new(char *errstr, size_t errstr_size);
+LW_API void lw_codec_destroy(lw_codec_t *codec); /* NULL is fine */
 
 /*
  * Encodes with the current schema into buf (capacity cap). On success
@@ -49,10 +51,10 @@ void lw_codec_destroy(lw_codec_t *codec); /* NULL is fine */
  */
 #define LW_CODEC_MAX_EVENT 1024
 #define LW_CODEC_MAX_ALERT 2048
-lw_err_t lw_codec_encode_event(lw_codec_t *codec, const lw_event_t *ev, void *buf, size_t cap,
-                               size_t *out_len);
-lw_err_t lw_codec_encode_alert(lw_codec_t *codec, const lw_alert_t *al, void *buf, size_t cap,
-                               size_t *out_len);
+LW_API lw_err_t lw_codec_encode_event(lw_codec_t *codec, const lw_event_t *ev, void *buf,
+                                      size_t cap, size_t *out_len);
+LW_API lw_err_t lw_codec_encode_alert(lw_codec_t *codec, const lw_alert_t *al, void *buf,
+                                      size_t cap, size_t *out_len);
 
 /*
  * Decodes one framed record written with any known schema version of the
@@ -62,13 +64,13 @@ lw_err_t lw_codec_encode_alert(lw_codec_t *codec, const lw_alert_t *al, void *bu
  * enum symbol we do not know). errstr names the field and the reason.
  * Decoding does not run lw_event_validate().
  */
-lw_err_t lw_codec_decode_event(lw_codec_t *codec, const void *buf, size_t len, lw_event_t *ev,
-                               char *errstr, size_t errstr_size);
-lw_err_t lw_codec_decode_alert(lw_codec_t *codec, const void *buf, size_t len, lw_alert_t *al,
-                               char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_codec_decode_event(lw_codec_t *codec, const void *buf, size_t len,
+                                      lw_event_t *ev, char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_codec_decode_alert(lw_codec_t *codec, const void *buf, size_t len,
+                                      lw_alert_t *al, char *errstr, size_t errstr_size);
 
 /* Which kind of record a frame carries (by fingerprint); -1 if unknown. */
-int lw_codec_record_kind(lw_codec_t *codec, const void *buf, size_t len);
+LW_API int lw_codec_record_kind(lw_codec_t *codec, const void *buf, size_t len);
 
 /* ---- Schemas, canonical form and fingerprints --------------------------- */
 
@@ -77,19 +79,20 @@ int lw_codec_record_kind(lw_codec_t *codec, const void *buf, size_t len);
  * Canonical Form for Schemas"). Returns a malloc'd string the caller frees,
  * or NULL with errstr set.
  */
-char *lw_schema_canonical(const char *schema_json, char *errstr, size_t errstr_size);
+LW_API char *lw_schema_canonical(const char *schema_json, char *errstr, size_t errstr_size);
 
 /* CRC-64-AVRO (Rabin) fingerprint of bytes, as the Avro spec defines it. */
-uint64_t lw_fingerprint64(const void *data, size_t len);
+LW_API uint64_t lw_fingerprint64(const void *data, size_t len);
 
 /* Embedded schemas: path under schemas/ (e.g. "LoanEvent.avsc",
  * "v1/LoanEvent.avsc") and JSON text; NULL when i is past the end. */
-const char *lw_schema_embedded(size_t i, const char **json);
+LW_API const char *lw_schema_embedded(size_t i, const char **json);
 /* JSON text of the current schema of a kind (static storage). */
-const char *lw_schema_current(lw_record_kind_t kind);
+LW_API const char *lw_schema_current(lw_record_kind_t kind);
 
 /* The loanwire-avro program (encode, decode, fingerprint, canonical); its
- * main() only calls this. Returns the process exit status. */
+ * main() only calls this. Returns the process exit status. Not exported by
+ * libloanwire-producer (no LW_API): it belongs to the program. */
 int lw_avro_tool_main(int argc, char **argv);
 
 #ifdef __cplusplus

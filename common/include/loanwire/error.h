@@ -9,6 +9,8 @@
 #ifndef LOANWIRE_ERROR_H
 #define LOANWIRE_ERROR_H
 
+#include "loanwire/api.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -38,8 +40,8 @@ typedef enum lw_err {
     LW_ERR__CNT
 } lw_err_t;
 
-const char *lw_err2str(lw_err_t err);
-bool lw_err_is_retriable(lw_err_t err);
+LW_API const char *lw_err2str(lw_err_t err);
+LW_API bool lw_err_is_retriable(lw_err_t err);
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,8 @@
 #ifndef LOANWIRE_EVENT_H
 #define LOANWIRE_EVENT_H
 
+#include "loanwire/api.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,13 +103,13 @@ typedef struct lw_alert {
 } lw_alert_t;
 
 /* Symbol names ("DRAWDOWN", "REVOLVING", "CRITICAL"); NULL when out of range. */
-const char *lw_event_type_name(lw_event_type_t t);
-const char *lw_product_name(lw_product_t p);
-const char *lw_severity_name(lw_severity_t s);
+LW_API const char *lw_event_type_name(lw_event_type_t t);
+LW_API const char *lw_product_name(lw_product_t p);
+LW_API const char *lw_severity_name(lw_severity_t s);
 /* Parse a symbol name; returns -1 when unknown. */
-int lw_event_type_parse(const char *name);
-int lw_product_parse(const char *name);
-int lw_severity_parse(const char *name);
+LW_API int lw_event_type_parse(const char *name);
+LW_API int lw_product_parse(const char *name);
+LW_API int lw_severity_parse(const char *name);
 
 #ifdef __cplusplus
 }

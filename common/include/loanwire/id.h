@@ -12,6 +12,8 @@
 #ifndef LOANWIRE_ID_H
 #define LOANWIRE_ID_H
 
+#include "loanwire/api.h"
+
 #include "loanwire/error.h"
 #include "loanwire/event.h"
 
@@ -29,20 +31,23 @@ typedef struct lw_id_key_s lw_id_key_t;
 
 /* Loads a key file: hex digits (>= 64 of them) on one line. A file readable
  * by group or others is refused. NULL on failure with errstr set. */
-lw_id_key_t *lw_id_key_load(const char *path, char *errstr, size_t errstr_size);
+LW_API lw_id_key_t *lw_id_key_load(const char *path, char *errstr, size_t errstr_size);
 /* A key from raw bytes (tests, embedding). */
-lw_id_key_t *lw_id_key_new(const unsigned char *key, size_t len, char *errstr, size_t errstr_size);
-void lw_id_key_destroy(lw_id_key_t *key); /* NULL is fine; wipes the key */
+LW_API lw_id_key_t *lw_id_key_new(const unsigned char *key, size_t len, char *errstr,
+                                  size_t errstr_size);
+LW_API void lw_id_key_destroy(lw_id_key_t *key); /* NULL is fine; wipes the key */
 
 /* Normalises raw into out (cap bytes). LW_ERR_BAD_ID with errstr on failure. */
-lw_err_t lw_id_normalise(const char *raw, char *out, size_t cap, char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_id_normalise(const char *raw, char *out, size_t cap, char *errstr,
+                                size_t errstr_size);
 
 /* Normalises and pseudonymises: out receives LW_BORROWER_ID_LEN chars + NUL. */
-lw_err_t lw_id_pseudonymise(const lw_id_key_t *key, const char *raw,
-                            char out[LW_BORROWER_ID_LEN + 1], char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_id_pseudonymise(const lw_id_key_t *key, const char *raw,
+                                   char out[LW_BORROWER_ID_LEN + 1], char *errstr,
+                                   size_t errstr_size);
 
 /* True when s has the form of a borrower id (22 base64url characters). */
-bool lw_borrower_id_is_valid(const char *s);
+LW_API bool lw_borrower_id_is_valid(const char *s);
 
 /* The base64url alphabet (RFC 4648 section 5, value order) and the value of
  * one of its characters, -1 for any other byte. */

@@ -13,6 +13,8 @@
 #ifndef LOANWIRE_JSON_H
 #define LOANWIRE_JSON_H
 
+#include "loanwire/api.h"
+
 #include "loanwire/error.h"
 #include "loanwire/event.h"
 
@@ -35,14 +37,15 @@ typedef struct lw_field_error {
  * to "CNY"). Unknown fields are an error. raw_id, if non-NULL, has room for
  * LW_ID_MAX+1 bytes and receives the "national_id" value or "".
  */
-lw_err_t lw_event_from_json(const char *text, size_t len, lw_event_t *ev, char *raw_id,
-                            lw_field_error_t *ferr);
+LW_API lw_err_t lw_event_from_json(const char *text, size_t len, lw_event_t *ev, char *raw_id,
+                                   lw_field_error_t *ferr);
 
 /* Writes ev as one line of compact JSON (no newline) into buf. Returns the
  * length, or -1 when cap is too small. */
-int lw_event_to_json(const lw_event_t *ev, char *buf, size_t cap);
-int lw_alert_to_json(const lw_alert_t *al, char *buf, size_t cap);
-lw_err_t lw_alert_from_json(const char *text, size_t len, lw_alert_t *al, lw_field_error_t *ferr);
+LW_API int lw_event_to_json(const lw_event_t *ev, char *buf, size_t cap);
+LW_API int lw_alert_to_json(const lw_alert_t *al, char *buf, size_t cap);
+LW_API lw_err_t lw_alert_from_json(const char *text, size_t len, lw_alert_t *al,
+                                   lw_field_error_t *ferr);
 
 #ifdef __cplusplus
 }

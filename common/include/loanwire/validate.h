@@ -10,6 +10,8 @@
 #ifndef LOANWIRE_VALIDATE_H
 #define LOANWIRE_VALIDATE_H
 
+#include "loanwire/api.h"
+
 #include "loanwire/error.h"
 #include "loanwire/event.h"
 #include "loanwire/json.h"
@@ -18,7 +20,7 @@
 extern "C" {
 #endif
 
-lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr);
+LW_API lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr);
 
 #ifdef __cplusplus
 }

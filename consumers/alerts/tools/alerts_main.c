@@ -5,6 +5,7 @@
 #include "loanwire/alerts.h"
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -24,7 +25,8 @@ static void usage(FILE *fp)
             "  --source kafka|redis  where to read (default kafka)\n"
             "  -b, --brokers LIST    Kafka bootstrap (default $LOANWIRE_BOOTSTRAP or %s)\n"
             "  -t, --topic NAME      Kafka topic (default %s)\n"
-            "  -X key=value          librdkafka property (repeatable); -F FILE properties file\n"
+            "  -F, --config FILE     librdkafka properties file (key=value lines)\n"
+            "  -X key=value          librdkafka property (repeatable; after --config)\n"
             "  --redis URL           redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
             "  -g, --group NAME      consumer group: Kafka default loanwire-alerts-$USER,\n"
             "                        Redis stream group default loanwire-alerts\n"
@@ -39,11 +41,14 @@ static void usage(FILE *fp)
             "Output:\n"
             "  --json                JSON Lines (the default when stdout is not a terminal)\n"
             "  --text                aligned lines (the default on a terminal)\n"
-            "  -v, --verbose, -h, --help\n"
+            "  -v, --verbose, -h, --help, -V, --version\n"
             "\n"
             "An alert is acknowledged (Kafka offset stored and committed / Redis XACK) only\n"
             "after it was printed, so a restart resumes without gaps or repeats; repeats of\n"
-            "an alert_id within a run are dropped. SIGINT/SIGTERM: acknowledge, exit 0.\n",
+            "an alert_id within a run are dropped. SIGINT/SIGTERM: acknowledge, exit 0.\n"
+            "\n"
+            "Exit status: 0 done (caught up, --count reached, or stopped by a signal);\n"
+            "1 usage error, or Kafka/Redis failed.\n",
             LW_DEFAULT_BOOTSTRAP, LW_TOPIC_ALERTS, LW_DEFAULT_REDIS);
 }
 
@@ -65,6 +70,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"source", required_argument, NULL, O_SOURCE},
                                          {"brokers", required_argument, NULL, 'b'},
                                          {"topic", required_argument, NULL, 't'},
+                                         {"config", required_argument, NULL, 'F'},
                                          {"redis", required_argument, NULL, O_REDIS},
                                          {"group", required_argument, NULL, 'g'},
                                          {"consumer", required_argument, NULL, O_CONSUMER},
@@ -80,6 +86,7 @@ int main(int argc, char **argv)
                                          {"text", no_argument, NULL, O_TEXT},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     lw_alerts_conf_t conf;
     lw_alerts_filter_t *filter = lw_alerts_filter_new();
@@ -93,7 +100,7 @@ int main(int argc, char **argv)
     if (!filter)
         return 1;
     lw_alerts_conf_init(&conf);
-    while ((c = getopt_long(argc, argv, "b:t:g:X:F:fn:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:t:g:X:F:fn:vhV", opts, NULL)) != -1) {
         switch (c) {
         case O_SOURCE:
             if (strcmp(optarg, "kafka") == 0)
@@ -169,6 +176,10 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            lw_alerts_filter_destroy(filter);
+            return 0;
+        case 'V':
+            printf("loanwire-alerts %s\n", LW_VERSION);
             lw_alerts_filter_destroy(filter);
             return 0;
         default:

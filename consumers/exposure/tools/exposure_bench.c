@@ -13,6 +13,7 @@
 #include "loanwire/conf.h"
 #include "loanwire/json.h"
 #include "loanwire/log.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -25,22 +26,31 @@ static void usage(FILE *f)
                "                               [--dump FILE] EVENTS.jsonl\n"
                "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
                "prints events/s; --dump also writes every command sent to Redis to FILE (RESP,\n"
-               "for redis-cli --pipe).\n");
+               "for redis-cli --pipe).\n"
+               "\n"
+               "  -h, --help       this text\n"
+               "  -V, --version    print the version and exit\n"
+               "\n"
+               "Exit status: 0 done, 1 Redis or input error, 2 usage error.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"redis", required_argument, NULL, 'r'}, {"batch", required_argument, NULL, 'b'},
-        {"dump", required_argument, NULL, 'd'},  {"no-strict-fencing", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"redis", required_argument, NULL, 'r'},
+        {"batch", required_argument, NULL, 'b'},
+        {"dump", required_argument, NULL, 'd'},
+        {"no-strict-fencing", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
     const char *url = lw_conf_default_redis(), *dump = NULL;
     size_t batch = 2000;
     lw_script_opts_t so;
     lw_script_opts_init(&so);
     int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         switch (o) {
         case 'r':
             url = optarg;
@@ -56,6 +66,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("loanwire-exposure-bench %s\n", LW_VERSION);
             return 0;
         default:
             usage(stderr);

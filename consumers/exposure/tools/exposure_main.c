@@ -1,14 +1,33 @@
 /*
  * exposure_main.c - loanwire-exposure: options in, lw_exposure_run() out.
+ *
+ * Under systemd (Type=notify, deploy/systemd/loanwire-exposure@.service) the
+ * service is ready once this consumer can work: main() waits until Redis
+ * answers PING and the broker returns the events topic's metadata, with the
+ * same URL, brokers and librdkafka properties the consumer then uses, sends
+ * READY=1 and starts lw_exposure_run(). The check lives here because the
+ * consumer's start is one call (lw_exposure_run() connects and runs); when
+ * the library offers a separate connect step, READY=1 belongs after it.
+ * Without $NOTIFY_SOCKET nothing is checked or sent.
  */
 #include "loanwire/conf.h"
 #include "loanwire/exposure.h"
 #include "loanwire/log.h"
+#include "loanwire/redis.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+enum {
+    LW_EXIT_OK = 0,    /* stopped cleanly: signal, --until-caught-up, --exit-on-idle */
+    LW_EXIT_FAIL = 1,  /* could not start (Redis, Kafka, rules) or failed hard */
+    LW_EXIT_USAGE = 2, /* bad option or value */
+};
 
 static void usage(FILE *f)
 {
@@ -18,15 +37,15 @@ static void usage(FILE *f)
         "Keeps every borrower's exposure in Redis from the loan-event topic, evaluates\n"
         "the over-indebtedness rules and publishes alerts. Run several in one group to\n"
         "scale out.\n\n"
-        "  --brokers LIST       bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
-        "  --group ID           consumer group (default loanwire-exposure)\n"
-        "  --topic NAME         loan events (default %s)\n"
+        "  -b, --brokers LIST   bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
+        "  -g, --group ID       consumer group (default loanwire-exposure)\n"
+        "  -t, --topic NAME     loan events (default %s)\n"
         "  --alerts-topic NAME  alerts out (default %s)\n"
         "  --dlq-topic NAME     dead letters out (default %s)\n"
         "  --redis URL          redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
         "  --rules FILE         rules file (default: the built-in pack, see\n"
         "                       consumers/exposure/rules.default)\n"
-        "  --config FILE        librdkafka properties file\n"
+        "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
         "  -X key=value         librdkafka property (repeatable; after --config)\n"
         "  --from-beginning     start every partition at its first offset (rebuild)\n"
         "  --until-caught-up    stop once lag is 0 on every assigned partition\n"
@@ -55,9 +74,119 @@ static void usage(FILE *f)
         "                       {\"state\":{count,p50_us,p99_us,p999_us,max_us},\"alert\":{..}}\n"
         "  --print-script       print the Redis write script and exit\n"
         "  -v, --verbose        debug logging\n"
-        "  -h, --help           this text\n",
+        "  -h, --help           this text\n"
+        "  -V, --version        print the version and exit\n"
+        "\n"
+        "Under systemd (Type=notify) READY=1 is sent once Redis answers and the broker\n"
+        "knows the topic, just before the consumer joins its group.\n"
+        "\n"
+        "Exit status: 0 stopped cleanly (SIGINT/SIGTERM, --until-caught-up,\n"
+        "--exit-on-idle); 1 could not start (Redis, Kafka, rules file), failed hard,\n"
+        "or was stopped during an outage with a batch left uncommitted; 2 usage error.\n",
         LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
         LW_DEFAULT_REDIS, LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
+}
+
+/* What a readiness check found: go on, wait and retry, or give up (a
+ * configuration error that retrying cannot mend). */
+typedef enum { LW_UP, LW_WAIT, LW_BAD_CONF } lw_check_t;
+
+/* Redis answers PING at the consumer's URL (as the consumer will connect). */
+static lw_check_t redis_answers(const char *url, char *errstr, size_t errstr_size)
+{
+    lw_redis_url_t u;
+    redisContext *rc;
+    redisReply *r;
+    bool ok;
+
+    if (lw_redis_url_parse(url, &u, errstr, errstr_size) != LW_OK)
+        return LW_BAD_CONF;
+    if (!(rc = lw_redis_connect(&u, 2000, NULL, errstr, errstr_size)))
+        return LW_WAIT;
+    r = redisCommand(rc, "PING");
+    ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        snprintf(errstr, errstr_size, "Redis %s: no answer to PING", url);
+    freeReplyObject(r);
+    redisFree(rc);
+    return ok ? LW_UP : LW_WAIT;
+}
+
+/* The broker returns the topic's metadata, through the consumer's settings. */
+static lw_check_t kafka_knows_topic(const lw_exposure_conf_t *c, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt;
+    rd_kafka_resp_err_t e;
+    rd_kafka_t *rk;
+    lw_check_t ret = LW_WAIT;
+
+    if (rd_kafka_conf_set(kc, "bootstrap.servers", c->brokers, errstr, errstr_size) ||
+        (c->config_file && lw_conf_load_file(kc, c->config_file, errstr, errstr_size) != LW_OK)) {
+        rd_kafka_conf_destroy(kc);
+        return LW_BAD_CONF;
+    }
+    for (size_t i = 0; i < c->n_kafka_kv; i++) {
+        if (lw_conf_set_kv(kc, c->kafka_kv[i], errstr, errstr_size) != LW_OK) {
+            rd_kafka_conf_destroy(kc);
+            return LW_BAD_CONF;
+        }
+    }
+    /* a producer's metadata request may create the topic on a broker with
+     * auto.create.topics.enable (Kafka's default), with the broker's default
+     * partition count: asking must not do that */
+    if (rd_kafka_conf_set(kc, "allow.auto.create.topics", "false", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(kc);
+        return LW_BAD_CONF;
+    }
+    lw_conf_route_logs(kc);
+    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size)))
+        return LW_BAD_CONF; /* rd_kafka_new() freed kc */
+    rkt = rd_kafka_topic_new(rk, c->topic, NULL);
+    e = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+    if (e)
+        snprintf(errstr, errstr_size, "Kafka %s: %s", c->brokers, rd_kafka_err2str(e));
+    else if (md->topic_cnt != 1 || md->topics[0].err)
+        snprintf(
+            errstr, errstr_size, "Kafka %s: topic %s: %s", c->brokers, c->topic,
+            rd_kafka_err2str(md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+    else
+        ret = LW_UP;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return ret;
+}
+
+/*
+ * Waits (1 s apart, until stopped) for Redis and the broker, then tells
+ * systemd the service is ready. LW_UP when ready (or not under systemd),
+ * LW_WAIT when a signal came first, LW_BAD_CONF with errstr set.
+ */
+static lw_check_t notify_ready(const lw_exposure_conf_t *c, char *errstr, size_t errstr_size)
+{
+    struct timespec second = {1, 0};
+    lw_check_t r;
+
+    if (!getenv("NOTIFY_SOCKET"))
+        return LW_UP;
+    while (!lw_stop_requested()) {
+        r = redis_answers(c->redis_url, errstr, errstr_size);
+        if (r == LW_UP)
+            r = kafka_knows_topic(c, errstr, errstr_size);
+        if (r == LW_UP) {
+            sd_notifyf(0, "READY=1\nSTATUS=consuming %s in group %s", c->topic, c->group);
+            return LW_UP;
+        }
+        if (r == LW_BAD_CONF)
+            return LW_BAD_CONF;
+        sd_notifyf(0, "STATUS=waiting: %s", errstr);
+        lw_warn("not ready: %s (retry in 1 s)", errstr);
+        nanosleep(&second, NULL);
+    }
+    return LW_WAIT;
 }
 
 static bool parse_pos(const char *s, long long max, long long *out)
@@ -73,14 +202,10 @@ static bool parse_pos(const char *s, long long max, long long *out)
 int main(int argc, char **argv)
 {
     enum {
-        O_BROKERS = 256,
-        O_GROUP,
-        O_TOPIC,
-        O_ALERTS,
+        O_ALERTS = 256,
         O_DLQ,
         O_REDIS,
         O_RULES,
-        O_CONFIG,
         O_BEGIN,
         O_CAUGHT,
         O_IDLE,
@@ -98,14 +223,14 @@ int main(int argc, char **argv)
         O_LATENCY
     };
     static const struct option opts[] = {
-        {"brokers", required_argument, NULL, O_BROKERS},
-        {"group", required_argument, NULL, O_GROUP},
-        {"topic", required_argument, NULL, O_TOPIC},
+        {"brokers", required_argument, NULL, 'b'},
+        {"group", required_argument, NULL, 'g'},
+        {"topic", required_argument, NULL, 't'},
         {"alerts-topic", required_argument, NULL, O_ALERTS},
         {"dlq-topic", required_argument, NULL, O_DLQ},
         {"redis", required_argument, NULL, O_REDIS},
         {"rules", required_argument, NULL, O_RULES},
-        {"config", required_argument, NULL, O_CONFIG},
+        {"config", required_argument, NULL, 'F'},
         {"from-beginning", no_argument, NULL, O_BEGIN},
         {"until-caught-up", no_argument, NULL, O_CAUGHT},
         {"exit-on-idle", required_argument, NULL, O_IDLE},
@@ -123,6 +248,7 @@ int main(int argc, char **argv)
         {"latency-out", required_argument, NULL, O_LATENCY},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     lw_exposure_conf_t c;
@@ -135,15 +261,15 @@ int main(int argc, char **argv)
 
     lw_exposure_conf_init(&c);
     c.kafka_kv = kv;
-    while ((o = getopt_long(argc, argv, "X:vh", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "b:g:t:F:X:vhV", opts, NULL)) != -1) {
         switch (o) {
-        case O_BROKERS:
+        case 'b':
             c.brokers = optarg;
             break;
-        case O_GROUP:
+        case 'g':
             c.group = optarg;
             break;
-        case O_TOPIC:
+        case 't':
             c.topic = optarg;
             break;
         case O_ALERTS:
@@ -158,7 +284,7 @@ int main(int argc, char **argv)
         case O_RULES:
             c.rules_file = optarg;
             break;
-        case O_CONFIG:
+        case 'F':
             c.config_file = optarg;
             break;
         case O_BEGIN:
@@ -187,7 +313,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --chunk (1..4096)\n",
                         optarg);
                 free(kv);
-                return 2;
+                return LW_EXIT_USAGE;
             }
             c.script.chunk_max = (size_t)v;
             break;
@@ -200,7 +326,11 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             free(kv);
-            return 0;
+            return LW_EXIT_OK;
+        case 'V':
+            printf("loanwire-exposure %s\n", LW_VERSION);
+            free(kv);
+            return LW_EXIT_OK;
         case O_IDLE:
         case O_STALL:
         case O_WAITN:
@@ -219,7 +349,7 @@ int main(int argc, char **argv)
                         : o == O_MAXLEN ? "stream-maxlen"
                                         : "status");
                 free(kv);
-                return 2;
+                return LW_EXIT_USAGE;
             }
             if (o == O_IDLE)
                 c.exit_on_idle_s = (int)v;
@@ -239,13 +369,13 @@ int main(int argc, char **argv)
         default:
             usage(stderr);
             free(kv);
-            return 2;
+            return LW_EXIT_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "loanwire-exposure: unexpected argument '%s'\n", argv[optind]);
         free(kv);
-        return 2;
+        return LW_EXIT_USAGE;
     }
     lw_log_init("loanwire-exposure", level);
 
@@ -258,11 +388,23 @@ int main(int argc, char **argv)
     }
 
     lw_signals_install();
+    switch (notify_ready(&c, errstr, sizeof errstr)) {
+    case LW_UP:
+        break;
+    case LW_WAIT: /* stopped while waiting */
+        free(kv);
+        return LW_EXIT_OK;
+    case LW_BAD_CONF:
+        lw_error("%s", errstr);
+        free(kv);
+        return LW_EXIT_FAIL;
+    }
     lw_err_t err = lw_exposure_run(&c, errstr, sizeof errstr);
     free(kv);
+    sd_notify(0, "STOPPING=1");
     if (err) {
         lw_error("%s", errstr);
-        return 1;
+        return LW_EXIT_FAIL;
     }
-    return 0;
+    return LW_EXIT_OK;
 }

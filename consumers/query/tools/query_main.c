@@ -1,16 +1,23 @@
 /*
  * query_main.c - loanwire-query: options, then the server or a one-off
  * lookup (--borrower). The work is in lw_query (consumers/query/src).
+ *
+ * Under systemd (Type=notify, deploy/systemd/loanwire-query.service) READY=1
+ * goes out once lw_query_start() returned, i.e. the socket is bound and
+ * listening and the workers run; STOPPING=1 when a signal ends the server.
+ * Without $NOTIFY_SOCKET sd_notify() does nothing.
  */
 #include "loanwire/conf.h"
 #include "loanwire/id.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
+#include "loanwire/version.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 static void usage(FILE *fp)
@@ -29,13 +36,18 @@ static void usage(FILE *fp)
             "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
             "  -h, --help         this text\n"
+            "  -V, --version      print the version and exit\n"
             "\n"
             "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
             "  /healthz   PING Redis: 200 or 503 (no token)\n"
             "  /metrics   Prometheus text (no token)\n"
-            "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n",
+            "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n"
+            "Under systemd (Type=notify) READY=1 is sent once the server listens.\n"
+            "\n"
+            "Exit status: 0 stopped by SIGINT/SIGTERM (or --borrower found); 1 could not\n"
+            "start, or a usage error; --borrower as above.\n",
             LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
             LW_QUERY_DEFAULT_THREADS, LW_QUERY_ALERTS_MAX, LW_QUERY_ALERTS_DEFAULT);
 }
@@ -77,15 +89,12 @@ static int lookup_one(const char *redis_url, const char *bid)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"redis", required_argument, NULL, 'r'},
-                                         {"listen", required_argument, NULL, 'l'},
-                                         {"tokens", required_argument, NULL, 't'},
-                                         {"no-auth", no_argument, NULL, 'N'},
-                                         {"threads", required_argument, NULL, 'T'},
-                                         {"borrower", required_argument, NULL, 'b'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"redis", required_argument, NULL, 'r'},   {"listen", required_argument, NULL, 'l'},
+        {"tokens", required_argument, NULL, 't'},  {"no-auth", no_argument, NULL, 'N'},
+        {"threads", required_argument, NULL, 'T'}, {"borrower", required_argument, NULL, 'b'},
+        {"verbose", no_argument, NULL, 'v'},       {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     lw_query_conf_t conf;
     const char *borrower = NULL;
     char errstr[512];
@@ -95,7 +104,7 @@ int main(int argc, char **argv)
 
     lw_query_conf_init(&conf);
     conf.redis_url = lw_conf_default_redis();
-    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
         switch (c) {
         case 'r':
             conf.redis_url = optarg;
@@ -125,6 +134,9 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'V':
+            printf("loanwire-query %s\n", LW_VERSION);
+            return 0;
         default:
             usage(stderr);
             return 1;
@@ -145,8 +157,10 @@ int main(int argc, char **argv)
     }
     lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q), conf.redis_url,
             conf.no_auth ? "NO AUTHENTICATION" : "bearer tokens");
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%d", conf.host, lw_query_port(q));
     while (!lw_stop_requested())
         usleep(100 * 1000);
+    sd_notify(0, "STOPPING=1");
     lw_info("stopping");
     lw_query_stop(q);
     return 0;

@@ -24,6 +24,8 @@
 #ifndef LOANWIRE_PRODUCER_H
 #define LOANWIRE_PRODUCER_H
 
+#include "loanwire/api.h"
+
 #include "loanwire/codec.h"
 #include "loanwire/error.h"
 #include "loanwire/event.h"
@@ -46,27 +48,28 @@ typedef void(lw_producer_failed_cb)(const lw_event_t *ev, lw_err_t err, const ch
 typedef void(lw_producer_delivered_cb)(const lw_event_t *ev, int32_t partition, int64_t offset,
                                        void *opaque, void *cb_opaque);
 
-lw_producer_conf_t *lw_producer_conf_new(void);
-void lw_producer_conf_destroy(lw_producer_conf_t *conf); /* NULL is fine */
+LW_API lw_producer_conf_t *lw_producer_conf_new(void);
+LW_API void lw_producer_conf_destroy(lw_producer_conf_t *conf); /* NULL is fine */
 /* Loanwire keys: "topic"; anything else goes to librdkafka. */
-lw_err_t lw_producer_conf_set(lw_producer_conf_t *conf, const char *key, const char *value,
-                              char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_producer_conf_set(lw_producer_conf_t *conf, const char *key, const char *value,
+                                     char *errstr, size_t errstr_size);
 /* A librdkafka properties file and -X key=value, as loanwire/conf.h. */
-lw_err_t lw_producer_conf_load_file(lw_producer_conf_t *conf, const char *path, char *errstr,
-                                    size_t errstr_size);
-lw_err_t lw_producer_conf_set_kv(lw_producer_conf_t *conf, const char *kv, char *errstr,
-                                 size_t errstr_size);
-void lw_producer_conf_set_callbacks(lw_producer_conf_t *conf, lw_producer_delivered_cb *delivered,
-                                    lw_producer_failed_cb *failed, void *cb_opaque);
+LW_API lw_err_t lw_producer_conf_load_file(lw_producer_conf_t *conf, const char *path, char *errstr,
+                                           size_t errstr_size);
+LW_API lw_err_t lw_producer_conf_set_kv(lw_producer_conf_t *conf, const char *kv, char *errstr,
+                                        size_t errstr_size);
+LW_API void lw_producer_conf_set_callbacks(lw_producer_conf_t *conf,
+                                           lw_producer_delivered_cb *delivered,
+                                           lw_producer_failed_cb *failed, void *cb_opaque);
 /* Stamp every message with a "lw-sent-us" header (wall-clock microseconds at
  * send, decimal text) for end-to-end latency figures (loanwire-exposure
  * --latency-out). Off by default: a header costs librdkafka allocations per
  * message and the broker bytes and work per record. */
-void lw_producer_conf_set_stamp(lw_producer_conf_t *conf, bool stamp);
+LW_API void lw_producer_conf_set_stamp(lw_producer_conf_t *conf, bool stamp);
 
 /* Takes ownership of conf (also on failure). */
-lw_producer_t *lw_producer_new(lw_producer_conf_t *conf, char *errstr, size_t errstr_size);
-void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
+LW_API lw_producer_t *lw_producer_new(lw_producer_conf_t *conf, char *errstr, size_t errstr_size);
+LW_API void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
 
 /*
  * Validates, encodes and enqueues ev. LW_ERR_VALIDATION (errstr "field:
@@ -74,34 +77,35 @@ void lw_producer_destroy(lw_producer_t *p); /* flushes briefly; NULL is fine */
  * delivery reports), not returned. With lw_producer_conf_set_stamp() the
  * message carries a "lw-sent-us" header (wall-clock microseconds at send).
  */
-lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
-                          size_t errstr_size);
+LW_API lw_err_t lw_producer_send(lw_producer_t *p, const lw_event_t *ev, void *opaque, char *errstr,
+                                 size_t errstr_size);
 /*
  * What lw_producer_send() does before it enqueues, with the caller's codec (a
  * codec serves one thread): validates ev and encodes it into buf (cap at
  * least LW_CODEC_MAX_EVENT). LW_ERR_VALIDATION with errstr "field: reason",
  * or the encoder's error with errstr "encode: ...".
  */
-lw_err_t lw_producer_encode(lw_codec_t *codec, const lw_event_t *ev, void *buf, size_t cap,
-                            size_t *len, char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_producer_encode(lw_codec_t *codec, const lw_event_t *ev, void *buf, size_t cap,
+                                   size_t *len, char *errstr, size_t errstr_size);
 /*
  * Enqueues a message the caller made with lw_producer_encode(), keyed by its
  * LW_BORROWER_ID_LEN-byte borrower_id. Nothing is checked here: for callers that encode on a thread
  * of their own (lw_jsonl_run). Back-pressure, stamp and errors as
  * lw_producer_send(); the payload is copied, the caller keeps it.
  */
-lw_err_t lw_producer_send_encoded(lw_producer_t *p, const char *key, const void *payload,
-                                  size_t len, void *opaque, char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_producer_send_encoded(lw_producer_t *p, const char *key, const void *payload,
+                                         size_t len, void *opaque, char *errstr,
+                                         size_t errstr_size);
 /* Serves delivery reports; call regularly when not sending. */
-void lw_producer_poll(lw_producer_t *p, int timeout_ms);
+LW_API void lw_producer_poll(lw_producer_t *p, int timeout_ms);
 /* Waits until every enqueued event has its delivery report, or the timeout.
  * LW_OK when nothing is outstanding. */
-lw_err_t lw_producer_flush(lw_producer_t *p, int timeout_ms);
+LW_API lw_err_t lw_producer_flush(lw_producer_t *p, int timeout_ms);
 
 /* Gives up on every event not yet acknowledged: each is handed to the failure
  * callback (reason "purged") before this returns. For a quick stop (SIGINT)
  * after a bounded flush; lw_producer_destroy() does the same after its flush. */
-void lw_producer_purge(lw_producer_t *p);
+LW_API void lw_producer_purge(lw_producer_t *p);
 
 typedef struct lw_producer_stats {
     uint64_t sent;      /* accepted by send() */
@@ -111,7 +115,7 @@ typedef struct lw_producer_stats {
     uint64_t in_flight; /* sent - delivered - failed */
 } lw_producer_stats_t;
 
-void lw_producer_stats(const lw_producer_t *p, lw_producer_stats_t *out);
+LW_API void lw_producer_stats(const lw_producer_t *p, lw_producer_stats_t *out);
 
 #ifdef __cplusplus
 }
