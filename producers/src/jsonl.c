@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,9 +154,27 @@ static FILE *lw_rejects_fp(lw_jsonl_t *j, int idx)
             return r->fp;
         }
     }
-    r->fp = fopen(r->path, "w");
+    /* Refused lines are kept verbatim, raw national ids included: the file
+     * is created 0600 whatever the umask, and an existing regular file that
+     * group or others may read is narrowed to its owner (never chmod a
+     * device such as /dev/null). */
+    int fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+        fchmod(fd, st.st_mode & 0700) != 0) {
+        lw_error("rejects file %s is accessible by group or others (mode %03o) and cannot be "
+                 "narrowed: %s",
+                 r->path, (unsigned)(st.st_mode & 0777), strerror(errno));
+        close(fd);
+        j->sum.io_error = true;
+        r->shared_with = -2;
+        return NULL;
+    }
+    r->fp = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!r->fp) {
         lw_error("cannot write rejects file %s: %s", r->path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         j->sum.io_error = true;
         r->shared_with = -2;
         return NULL;
