@@ -111,6 +111,7 @@ def main():
         sys.exit(1)
     with tempfile.TemporaryDirectory(dir=TMP) as work:
         rejects_mode(work)
+        long_line(work)
     if failures:
         print("%d check(s) failed:" % len(failures), file=sys.stderr)
         for f in failures:
