@@ -19,7 +19,9 @@ static void usage(FILE *fp)
             "Usage: loanwire-query [options]\n"
             "Serves borrowers' exposure and recent alerts from the bureau's Redis over HTTP.\n"
             "\n"
-            "  --redis URL        redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
+            "  --redis URL        redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default\n"
+            "                     $LOANWIRE_REDIS or %s); USER and PASSWORD\n"
+            "                     percent-encoded; never logged\n"
             "  --listen HOST:PORT numeric address to bind (default %s:%d; PORT 0 = any)\n"
             "  --tokens FILE      bearer tokens, one per line (# comments); must not be\n"
             "                     accessible by group or others (chmod 600)\n"
@@ -143,7 +145,8 @@ int main(int argc, char **argv)
         lw_error("%s", errstr);
         return 1;
     }
-    lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q), conf.redis_url,
+    lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q),
+            lw_redis_url_redact(conf.redis_url, errstr, sizeof errstr),
             conf.no_auth ? "NO AUTHENTICATION" : "bearer tokens");
     while (!lw_stop_requested())
         usleep(100 * 1000);
