@@ -248,6 +248,7 @@ def part_a(port, tokens_ok, tmpdir):
     rcli("HSET", "lw:metrics:c2", "events_applied", "23", "dead_letters", "1",
          "alerts:balance_cap", "1", "alerts:stacking_7d", "4", "lag:loanwire.loan-events:1", "0",
          "redis_rtt_us", "1250000")
+    rcli("SADD", "lw:metrics:consumers", "c1", "c2")  # the registry /metrics reads
     st, hd, body = http(port, "/metrics", token=None)
     check(st == 200 and hd.get("Content-Type", "").startswith("text/plain"),
           "/metrics 200 text/plain without token")

@@ -124,7 +124,9 @@ void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char 
 char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t *counts);
 void lw_metrics_agg_destroy(lw_metrics_agg_t *agg); /* NULL is fine */
 
-/* Reads every lw:metrics:* hash (SCAN) into agg and renders the text. */
+/* Reads the hash lw:metrics:<id> of every id in the set lw:metrics:consumers
+ * (SMEMBERS, then the HGETALLs pipelined: no SCAN, O(consumers)), drops ids
+ * whose hash expired from the set, and renders the text. */
 lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
                                char *errstr, size_t errstr_size);
 
