@@ -2,14 +2,24 @@
 """test_query_hardening.py - loanwire-query against hostile clients, real Redis (DB 8).
 
 Each part is a fault of issue 21 that this test found before its fix:
+  slowloris  1000 connections from 50 loopback addresses (127.0.0.2-51), each
+             holding a partial request and sending a header line every second:
+             with the default limits a real client (127.0.0.1) is still
+             answered within 3 s, again and again (before: a cap of 1000 left
+             it waiting); with --max-per-ip 20 --header-timeout 3 one address
+             keeps only 20 connections, and a trickling connection is closed
+             by the server within the header deadline, bytes or not.
   metrics    /metrics makes no SCAN (INFO commandstats after CONFIG RESETSTAT,
              20,000 keys in the database): one SMEMBERS and one HGETALL per
              registered consumer; an expired consumer leaves the registry.
 Fails loudly when Redis is not there; every server it starts, it stops.
 """
+import errno
 import json
 import os
 import re
+import resource
+import select
 import signal
 import socket
 import subprocess
@@ -104,6 +114,136 @@ def http(port, path, token=TOKEN, timeout=10):
         return e.code, e.read().decode()
 
 
+SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+
+
+def slow_open(port, src, n, timeout=5):
+    """n sockets from address src, each having sent a partial request; those
+    the server closed or refused within timeout are closed here and not
+    returned."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind((src, 0))
+        err = s.connect_ex(("127.0.0.1", port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            continue
+        socks.append(s)
+    deadline = time.time() + timeout
+    pending = list(socks)
+    while pending and time.time() < deadline:
+        _, w, _ = select.select([], pending, [], 0.2)
+        for s in w:
+            pending.remove(s)
+    for s in pending:
+        socks.remove(s)
+        s.close()
+    live = []
+    for s in socks:
+        try:
+            s.send(SLOW_HEAD)
+            live.append(s)
+        except OSError:
+            s.close()
+    return live
+
+
+def still_open(socks):
+    """The sockets the server has not closed (no EOF, no reset); the others
+    are closed here."""
+    live = []
+    for s in socks:
+        try:
+            r, _, _ = select.select([s], [], [], 0)
+            if r and s.recv(1024) == b"":
+                raise OSError("closed by the server")
+            live.append(s)
+        except OSError:
+            s.close()
+    return live
+
+
+def trickle(socks, i):
+    """One header line on every socket (a slowloris client's heartbeat)."""
+    live = []
+    for s in socks:
+        try:
+            s.send(b"X-Slow-%d: %d\r\n" % (i, i))
+            live.append(s)
+        except OSError:
+            s.close()
+    return still_open(live)
+
+
+def served(port, timeout=3.0):
+    t0 = time.time()
+    try:
+        st, _ = http(port, "/healthz", token=None, timeout=timeout)
+    except (OSError, urllib.error.URLError):
+        return False, time.time() - t0
+    return st in (200, 503), time.time() - t0
+
+
+def part_slowloris(tokens):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    # Default limits, 1000 slow connections from 50 addresses, 20 each.
+    srv = Server(tokens)
+    socks = []
+    try:
+        for a in range(2, 52):
+            socks += slow_open(srv.port, "127.0.0.%d" % a, 20)
+        check(len(socks) >= 950, "1000 slow connections opened (%d held)" % len(socks))
+        ok = []
+        for i in range(5):
+            socks = trickle(socks, i)
+            good, dt = served(srv.port)
+            ok.append(good)
+            print("     real client: %s in %.2f s, %d slow connections open"
+                  % ("answered" if good else "NOT answered", dt, len(socks)))
+            time.sleep(1)
+        check(all(ok), "a real client is answered within 3 s while the slow connections are "
+              "open (%s)" % ok)
+    finally:
+        for s in socks:
+            s.close()
+        rc, log = srv.stop()
+    check(rc == 0, "server exits 0 after the slow clients")
+
+    # Tight limits: per-address cap and the header deadline.
+    srv = Server(tokens, ["--max-per-ip", "20", "--header-timeout", "3", "--max-connections",
+                          "500"])
+    socks = []
+    try:
+        socks = slow_open(srv.port, "127.0.0.60", 100)
+        time.sleep(0.5)
+        socks = still_open(socks)
+        check(len(socks) == 20, "--max-per-ip 20: one address keeps 20 of 100 connections "
+              "(%d)" % len(socks))
+        good, dt = served(srv.port)
+        check(good, "another address is answered meanwhile (%.2f s)" % dt)
+        t0 = time.time()
+        while socks and time.time() - t0 < 8:
+            socks = trickle(socks, int(time.time() - t0))
+            time.sleep(0.5)
+        gone = time.time() - t0
+        check(not socks and 2.0 <= gone <= 5.0,
+              "--header-timeout 3: connections still sending header lines are closed after "
+              "~3 s (%d left after %.1f s)" % (len(socks), gone))
+        good, dt = served(srv.port)
+        check(good, "a real client is answered after the deadline purge (%.2f s)" % dt)
+    finally:
+        for s in socks:
+            s.close()
+        rc, log = srv.stop()
+    check(rc == 0, "server exits 0")
+    check(log.count("\n") < 400, "the refused connections did not flood the log (%d lines)"
+          % log.count("\n"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def commandstats():
     out = {}
     for line in rcli("INFO", "commandstats").splitlines():
@@ -146,6 +286,7 @@ def main():
         with open(tokens, "w") as fp:
             fp.write(TOKEN + "\n")
         os.chmod(tokens, 0o600)
+        part_slowloris(tokens)
         srv = Server(tokens)
         try:
             part_metrics(srv)

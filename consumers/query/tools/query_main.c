@@ -7,6 +7,7 @@
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,13 @@ static void usage(FILE *fp)
             "                     accessible by group or others (chmod 600)\n"
             "  --no-auth          serve data endpoints without tokens (development only)\n"
             "  --threads N        worker threads, each with its own Redis connection (%d)\n"
+            "  --max-connections N\n"
+            "                     open connections in all; more are refused (%d)\n"
+            "  --max-per-ip N     open connections from one client address (%d)\n"
+            "  --header-timeout S seconds a connection has to send a request's headers,\n"
+            "                     from connecting or from its previous answer; then it\n"
+            "                     is closed however slowly bytes still come (%d)\n"
+            "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit:\n"
             "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
@@ -39,7 +47,9 @@ static void usage(FILE *fp)
             "  /metrics   Prometheus text (no token)\n"
             "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n",
             LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
-            LW_QUERY_DEFAULT_THREADS, LW_QUERY_ALERTS_MAX, LW_QUERY_ALERTS_DEFAULT);
+            LW_QUERY_DEFAULT_THREADS, LW_QUERY_DEFAULT_MAX_CONNECTIONS, LW_QUERY_DEFAULT_MAX_PER_IP,
+            LW_QUERY_DEFAULT_HEADER_TIMEOUT, LW_QUERY_DEFAULT_IDLE_TIMEOUT, LW_QUERY_ALERTS_MAX,
+            LW_QUERY_ALERTS_DEFAULT);
 }
 
 static int lookup_one(const char *redis_url, const char *bid)
@@ -84,6 +94,10 @@ int main(int argc, char **argv)
                                          {"tokens", required_argument, NULL, 't'},
                                          {"no-auth", no_argument, NULL, 'N'},
                                          {"threads", required_argument, NULL, 'T'},
+                                         {"max-connections", required_argument, NULL, 'C'},
+                                         {"max-per-ip", required_argument, NULL, 'P'},
+                                         {"header-timeout", required_argument, NULL, 'H'},
+                                         {"idle-timeout", required_argument, NULL, 'I'},
                                          {"borrower", required_argument, NULL, 'b'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
@@ -118,6 +132,33 @@ int main(int argc, char **argv)
         case 'T':
             conf.threads = atoi(optarg);
             break;
+        case 'C':
+        case 'P':
+        case 'H':
+        case 'I': {
+            char *end;
+            long v;
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > 1000000) {
+                fprintf(stderr, "loanwire-query: --%s needs a positive integer, got \"%s\"\n",
+                        c == 'C'   ? "max-connections"
+                        : c == 'P' ? "max-per-ip"
+                        : c == 'H' ? "header-timeout"
+                                   : "idle-timeout",
+                        optarg);
+                return 1;
+            }
+            if (c == 'C')
+                conf.max_connections = (int)v;
+            else if (c == 'P')
+                conf.max_per_ip = (int)v;
+            else if (c == 'H')
+                conf.header_timeout = (int)v;
+            else
+                conf.idle_timeout = (int)v;
+            break;
+        }
         case 'b':
             borrower = optarg;
             break;

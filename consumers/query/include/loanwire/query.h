@@ -37,6 +37,12 @@ extern "C" {
 #define LW_QUERY_MAX_URL         2048 /* path + query string; longer gets 414 */
 #define LW_QUERY_ALERTS_MAX      1000 /* largest limit= of /v1/alerts */
 #define LW_QUERY_ALERTS_DEFAULT  100
+/* Against slow clients (slowloris): connections held open while their
+ * headers trickle in. Every limit is an option of lw_query_conf_t. */
+#define LW_QUERY_DEFAULT_MAX_CONNECTIONS 10000 /* in all */
+#define LW_QUERY_DEFAULT_MAX_PER_IP      64    /* from one client address */
+#define LW_QUERY_DEFAULT_HEADER_TIMEOUT  10    /* s to send a request's headers */
+#define LW_QUERY_DEFAULT_IDLE_TIMEOUT    30    /* s without any byte either way */
 
 /* ---- Bearer tokens ------------------------------------------------------- */
 
@@ -139,6 +145,12 @@ typedef struct lw_query_conf {
     const char *tokens_path; /* NULL only with no_auth */
     bool no_auth;            /* data endpoints open: development only */
     int threads;
+    int max_connections; /* open connections in all (MHD refuses more) */
+    int max_per_ip;      /* open connections from one client address */
+    int header_timeout;  /* seconds from connect, or from the previous answer on
+                            a kept-alive connection, until the request's headers
+                            are complete; then the connection is closed */
+    int idle_timeout;    /* seconds without a byte received or sent */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);
