@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *lw_conf_default_bootstrap(void)
 {
@@ -95,6 +96,7 @@ lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr
     ssize_t n;
     unsigned long lineno = 0;
     lw_err_t err = LW_OK;
+    struct stat st;
 
     if (!conf || !path) {
         snprintf(errstr, errstr_size, "no configuration or file given");
@@ -104,6 +106,23 @@ lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr
     if (!fp) {
         snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return LW_ERR_IO;
+    }
+    /* The file holds sasl.password and ssl.key.password: refused, like the
+     * token and id-key files, when group or others have any access to it
+     * (fstat on the open file: the mode checked is the file read). A pipe
+     * (-F <(...)) is 0600 and passes. */
+    if (fstat(fileno(fp), &st) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        fclose(fp);
+        return LW_ERR_IO;
+    }
+    if (st.st_mode & 077) {
+        snprintf(errstr, errstr_size,
+                 "%s: properties file is accessible by group or others (mode %03o) and may "
+                 "hold passwords; run chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        fclose(fp);
+        return LW_ERR_CONFIG;
     }
     while ((n = getline(&line, &linecap, fp)) >= 0) {
         char reason[512];

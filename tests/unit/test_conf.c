@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char tmpdir[256];
 
@@ -28,6 +29,7 @@ static const char *write_file(const char *name, const char *text)
     assert_non_null(fp);
     fputs(text, fp);
     fclose(fp);
+    chmod(path, 0600); /* properties files may hold passwords: 0600 or refused */
     return path;
 }
 
@@ -95,6 +97,33 @@ static void test_load_file(void **state)
     snprintf(want, sizeof want, "%s/missing.properties", tmpdir);
     assert_int_equal(lw_conf_load_file(conf, want, err, sizeof err), LW_ERR_IO);
     assert_non_null(strstr(err, "missing.properties"));
+    rd_kafka_conf_destroy(conf);
+}
+
+/* Issue 21 item 11: -F FILE may hold sasl.password; like the token and key
+ * files it is refused when group or others have any access. */
+static void test_load_file_mode(void **state)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    const char *p;
+
+    (void)state;
+    p = write_file("secret.properties", "sasl.password=hunter2\n");
+    assert_int_equal(lw_conf_load_file(conf, p, err, sizeof err), LW_OK);
+    assert_conf(conf, "sasl.password", "hunter2");
+    static const mode_t bad[] = {0644, 0640, 0604, 0660, 0602};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        chmod(p, bad[i]);
+        err[0] = '\0';
+        if (lw_conf_load_file(conf, p, err, sizeof err) != LW_ERR_CONFIG)
+            fail_msg("properties file of mode %03o accepted", (unsigned)bad[i]);
+        assert_non_null(strstr(err, "chmod 600"));
+        assert_non_null(strstr(err, "secret.properties"));
+        assert_null(strstr(err, "hunter2"));
+    }
+    chmod(p, 0400);
+    assert_int_equal(lw_conf_load_file(conf, p, err, sizeof err), LW_OK);
     rd_kafka_conf_destroy(conf);
 }
 
@@ -273,8 +302,11 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_set_kv),    cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_redis_url), cmocka_unit_test(test_redis_url_credentials),
+        cmocka_unit_test(test_set_kv),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_load_file_mode),
+        cmocka_unit_test(test_redis_url),
+        cmocka_unit_test(test_redis_url_credentials),
         cmocka_unit_test(test_defaults),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -9,6 +9,9 @@
      process's memory stays bounded (a 256 MiB line through a pipe, the
      child's peak RSS under 64 MiB; before, the buffer grew to hold the whole
      line) (issue 21 item 10).
+  3. -F FILE may hold sasl.password: a file that group or others may read is
+     refused at start (exit 2, "chmod 600"), before any broker is contacted
+     (issue 21 item 11).
 """
 import os
 import resource
@@ -105,6 +108,27 @@ def long_line(work):
           "a line of exactly 1 MiB (+ CR) is parsed, and kept whole when refused")
 
 
+def properties_mode(work):
+    props = os.path.join(work, "kafka.properties")
+    with open(props, "w") as fp:
+        fp.write("sasl.password=hunter2-secret\n")
+    src = os.path.join(work, "one.jsonl")
+    with open(src, "w") as fp:
+        fp.write("{}\n")
+    for mode_, want in ((0o644, 2), (0o640, 2), (0o600, None)):
+        os.chmod(props, mode_)
+        r = subprocess.run([PRODUCE, "-b", "127.0.0.1:1", "-X", "message.timeout.ms=1000",
+                            "-q", "-F", props, src], capture_output=True, text=True, timeout=60)
+        if want is not None:
+            check(r.returncode == want and "chmod 600" in r.stderr
+                  and "hunter2" not in r.stderr,
+                  "-F file of mode %03o refused (exit %d: %s)"
+                  % (mode_, r.returncode, r.stderr.strip()[-160:]))
+        else:
+            check("chmod 600" not in r.stderr and "properties file" not in r.stderr,
+                  "-F file of mode 600 accepted (exit %d)" % r.returncode)
+
+
 def main():
     if not os.access(PRODUCE, os.X_OK):
         print("FAIL: %s is not built" % PRODUCE, file=sys.stderr)
@@ -112,6 +136,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=TMP) as work:
         rejects_mode(work)
         long_line(work)
+        properties_mode(work)
     if failures:
         print("%d check(s) failed:" % len(failures), file=sys.stderr)
         for f in failures:

@@ -33,7 +33,9 @@ const char *lw_conf_default_redis(void);
 
 /* Sets one "key=value" on conf. */
 lw_err_t lw_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, char *errstr, size_t errstr_size);
-/* Applies a properties file ("file:line: ..." in errstr on failure). */
+/* Applies a properties file ("file:line: ..." in errstr on failure). A file
+ * that group or others may access is refused (LW_ERR_CONFIG): it may hold
+ * sasl.password. */
 lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr,
                            size_t errstr_size);
 
