@@ -32,7 +32,7 @@ REDIS = os.environ.get("LOANWIRE_REDIS", "redis://127.0.0.1:6379")
 BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
 DB = 9
 UNIQ = "%d-%d" % (os.getpid(), int(time.time()))
-TOKEN = "t0k-" + UNIQ
+TOKEN = "t0k-%s-%s" % (UNIQ, "Zq8rLmW3xY0pVbNd")  # >= 22 characters: 128 bits
 failures = []
 
 
@@ -187,7 +187,7 @@ def part_a(port, tokens_ok, tmpdir):
     st, hd, _ = http(port, "/v1/borrowers/%s/exposure" % bid, token=None)
     check(st == 401 and hd.get("WWW-Authenticate", "").startswith("Bearer"),
           "exposure without token: 401 + WWW-Authenticate: Bearer")
-    st, _, _ = http(port, "/v1/alerts", token="wrong")
+    st, _, _ = http(port, "/v1/alerts", token="wrong-token-but-long-enough-0123")
     check(st == 401, "alerts with a wrong token: 401")
     st, _, _ = http(port, "/v1/borrowers/%s/exposure" % bid)
     check(st == 404, "unknown borrower: 404")
@@ -402,7 +402,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=TMP) as td:
         tokens = os.path.join(td, "tokens")
         with open(tokens, "w") as fp:
-            fp.write("# test tokens\n\nother-token\n%s\n" % TOKEN)
+            fp.write("# test tokens\n\nother-token-7fQ2mX9kLp4RtV8w\n%s\n" % TOKEN)
         os.chmod(tokens, 0o600)
         srv = Server(tokens)
         try:

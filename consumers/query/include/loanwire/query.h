@@ -52,10 +52,14 @@ typedef struct lw_tokens_s lw_tokens_t;
  * Loads a token file: one token per line, blank lines and lines starting
  * with '#' ignored, surrounding white space trimmed. Refused (NULL, errstr
  * says why) when the file is readable or writable by group or others, when
- * it holds no token, or when a token has characters outside RFC 6750's
- * b64token set. Only SHA-256 digests of the tokens are kept in memory.
+ * it holds no token, when a token has characters outside RFC 6750's
+ * b64token set, or when a token is shorter than lw_token_min_len() (under
+ * 128 bits: e.g. fewer than 22 base64url or 32 hex characters). Only SHA-256
+ * digests of the tokens are kept in memory.
  */
 lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size);
+/* The length a token of tok's character classes needs for 128 bits. */
+size_t lw_token_min_len(const char *tok, size_t len);
 size_t lw_tokens_count(const lw_tokens_t *tk);
 /* True when authorization is "Bearer <token>" for a known token. Compares
  * digests of every known token in constant time (no early exit). */
