@@ -181,8 +181,10 @@ def mk_alert(i, rule):
 def part_a(port, tokens_ok, tmpdir):
     # --- status codes ---
     st, hd, body = http(port, "/healthz", token=None)
-    check(st == 200 and json.loads(body)["status"] == "ok"
-          and isinstance(json.loads(body)["redis_rtt_us"], int), "healthz 200 without token")
+    check(st == 200 and json.loads(body) == {"status": "up"}, "healthz 200 without token")
+    st, hd, body = http(port, "/healthz")
+    check(st == 200 and json.loads(body)["status"] == "up"
+          and isinstance(json.loads(body)["redis_rtt_us"], int), "healthz 200 with the round trip")
     bid = "A" * 22
     st, hd, _ = http(port, "/v1/borrowers/%s/exposure" % bid, token=None)
     check(st == 401 and hd.get("WWW-Authenticate", "").startswith("Bearer"),

@@ -9,6 +9,11 @@ Each part is a fault of issue 21 that this test found before its fix:
              it waiting); with --max-per-ip 20 --header-timeout 3 one address
              keeps only 20 connections, and a trickling connection is closed
              by the server within the header deadline, bytes or not.
+  http       a NUL inside a header value is refused (400), not cut (the token
+             before it used to authenticate); HTTP/1.1 without Host is 400;
+             /healthz without a token says only {"status":"up"} or
+             {"status":"down"} (no Redis address, no error text); a token
+             file holding a token under 128 bits is refused at start.
   metrics    /metrics makes no SCAN (INFO commandstats after CONFIG RESETSTAT,
              20,000 keys in the database): one SMEMBERS and one HGETALL per
              registered consumer; an expired consumer leaves the registry.
@@ -244,6 +249,78 @@ def part_slowloris(tokens):
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def raw(port, data, timeout=5):
+    """Sends data as it is; (status, body) of the answer."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        c.sendall(data)
+        buf = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+    finally:
+        c.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    return (int(m.group(1)) if m else 0), body.decode(errors="replace")
+
+
+def part_http(tokens, td):
+    srv = Server(tokens)
+    try:
+        auth = b"Authorization: Bearer " + TOKEN.encode()
+        st, _ = raw(srv.port, b"GET /v1/alerts HTTP/1.1\r\nHost: x\r\n" + auth
+                    + b"\r\nConnection: close\r\n\r\n")
+        check(st == 200, "control: the token authenticates (%d)" % st)
+        st, body = raw(srv.port, b"GET /v1/alerts HTTP/1.1\r\nHost: x\r\n" + auth
+                       + b"\x00junk\r\nConnection: close\r\n\r\n")
+        check(st == 400, "Authorization: Bearer <token>\\0junk is refused with 400 (%d %s)"
+              % (st, body))
+        st, _ = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\x00\r\n"
+                    b"Connection: close\r\n\r\n")
+        check(st == 400, "a NUL at the end of any header value: 400 (%d)" % st)
+        st, _ = raw(srv.port, b"GET /healthz HTTP/1.1\nHost:x\nConnection:close\n\n")
+        check(st == 200, "bare LF line ends and no space after ':' are fine (%d)" % st)
+        st, body = raw(srv.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        check(st == 400 and "Host" in body, "HTTP/1.1 without Host: 400 (%d %s)" % (st, body))
+        st, _ = raw(srv.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        check(st == 200, "HTTP/1.0 without Host: 200 (%d)" % st)
+        st, body = http(srv.port, "/healthz", token=None)
+        check(st == 200 and json.loads(body) == {"status": "up"},
+              "/healthz without a token: only {\"status\":\"up\"} (%s)" % body)
+        st, body = http(srv.port, "/healthz")
+        check(st == 200 and json.loads(body)["status"] == "up"
+              and isinstance(json.loads(body).get("redis_rtt_us"), int),
+              "/healthz with a token: up and the Redis round trip (%s)" % body)
+    finally:
+        srv.stop()
+    # Redis down: a port nothing listens on.
+    dead = free_port()
+    srv = Server(tokens, redis="redis://127.0.0.1:%d/0" % dead)
+    try:
+        st, body = http(srv.port, "/healthz", token=None)
+        check(st == 503 and json.loads(body) == {"status": "down"},
+              "/healthz without a token, Redis down: only {\"status\":\"down\"} (%d %s)"
+              % (st, body))
+        st, body = http(srv.port, "/healthz")
+        check(st == 503 and json.loads(body)["status"] == "down" and str(dead) in body,
+              "/healthz with a token, Redis down: the error is shown (%s)" % body)
+    finally:
+        srv.stop()
+    # A weak token is refused at start.
+    weak = os.path.join(td, "tokens-weak")
+    with open(weak, "w") as fp:
+        fp.write(TOKEN + "\n" + "t0k-12345\n")
+    os.chmod(weak, 0o600)
+    p = subprocess.run([os.path.join(BIN, "loanwire-query"), "--redis", RURL, "--listen",
+                        "127.0.0.1:%d" % free_port(), "--tokens", weak], capture_output=True,
+                       text=True, timeout=20)
+    check(p.returncode != 0 and ":2: token too weak" in p.stderr and "t0k-12345" not in p.stderr,
+          "a token of 9 characters is refused at start (%s)" % p.stderr.strip()[-200:])
+
+
 def commandstats():
     out = {}
     for line in rcli("INFO", "commandstats").splitlines():
@@ -286,6 +363,7 @@ def main():
         with open(tokens, "w") as fp:
             fp.write(TOKEN + "\n")
         os.chmod(tokens, 0o600)
+        part_http(tokens, td)
         part_slowloris(tokens)
         srv = Server(tokens)
         try:

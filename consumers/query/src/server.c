@@ -271,6 +271,39 @@ static enum MHD_Result lw_count_unknown(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
+/* Adds up the bytes of the header lines as MHD parsed them. */
+static enum MHD_Result lw_sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    size_t *sum = cls;
+    *sum += key_size + 2 + value_size + 2; /* "key: value\r\n" */
+    return MHD_YES;
+}
+
+/*
+ * False when the request's header section holds bytes its parsed lines do
+ * not account for. This libmicrohttpd (0.9.75) ends a header value at a NUL
+ * byte and drops the rest of the line, so "Authorization: Bearer <token>\0junk"
+ * reached us as "Bearer <token>" while a proxy in front may have seen (and
+ * judged) another value; nothing in its API shows the NUL. What it does give
+ * is the exact size of the header section, which must then be at most the
+ * request line plus "key: value\r\n" per header plus the closing CRLF. The
+ * price: more than one space after a colon, or after the method or URI, is
+ * refused too; HTTP clients send one.
+ */
+static bool lw_header_bytes_ok(struct MHD_Connection *conn, const lw_req_t *req, const char *method,
+                               const char *version)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t want = strlen(method) + 1 + req->uri_len + 1 + strlen(version) + 2 + 2;
+
+    if (!ci)
+        return true; /* cannot tell: the request line and headers are as parsed */
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, lw_sum_header, &want);
+    return ci->header_size <= want;
+}
+
 /* Copies s for a log line: no query string, no control characters. */
 static void lw_log_safe(char *out, size_t cap, const char *s)
 {
@@ -287,7 +320,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     lw_query_t *q = cls;
     lw_req_t *req = *con_cls;
     char bid[LW_BORROWER_ID_LEN + 1], errstr[512], *body = NULL;
-    bool bad_id, found;
+    bool bad_id, found, authed;
     lw_route_t route;
     redisContext *rc;
     lw_err_t err;
@@ -308,13 +341,24 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
                                 "request bodies are not accepted");
     if (req->uri_len > LW_QUERY_MAX_URL)
         return lw_respond_error(q, req, conn, 414, "uri_too_long", "request URI too long");
+    if (!lw_header_bytes_ok(conn, req, method, version))
+        return lw_respond_error(q, req, conn, 400, "bad_request",
+                                "malformed header line (a NUL byte, or more than one space "
+                                "after a colon)");
+    /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without
+     * Host; MHD (at its default strictness) lets it through. */
+    if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+        return lw_respond_error(q, req, conn, 400, "bad_request",
+                                "an HTTP/1.1 request needs a Host header");
 
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
-    if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !q->no_auth &&
-        !lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                                MHD_HTTP_HEADER_AUTHORIZATION)))
+    authed = q->no_auth ||
+             lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                    MHD_HTTP_HEADER_AUTHORIZATION));
+    if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");
     if (route == LW_ROUTE_EXPOSURE && bad_id)
@@ -323,13 +367,16 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
 
     rc = lw_thread_redis(q, errstr, sizeof errstr);
     if (!rc) {
+        lw_warn("redis: %s", errstr);
         if (route == LW_ROUTE_HEALTHZ) {
-            json_t *o = json_pack("{s:s, s:s}", "status", "unavailable", "error", errstr);
+            /* Redis's address and error only for a caller with a token:
+             * /healthz is open to anyone who can reach the port. */
+            json_t *o = authed ? json_pack("{s:s, s:s}", "status", "down", "error", errstr)
+                               : json_pack("{s:s}", "status", "down");
             body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
             json_decref(o);
             return body ? lw_respond(q, req, conn, 503, "application/json", body, true) : MHD_NO;
         }
-        lw_warn("redis: %s", errstr);
         return lw_respond_error(q, req, conn, 503, "unavailable", "Redis is not reachable");
     }
 
@@ -339,10 +386,12 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         redisReply *r = redisCommand(rc, "PING");
         int64_t rtt = lw_mono_us() - t0;
         bool ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        json_t *o =
-            ok ? json_pack("{s:s, s:I}", "status", "ok", "redis_rtt_us", (json_int_t)rtt)
-               : json_pack("{s:s, s:s}", "status", "unavailable", "error",
-                           r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rc->errstr);
+        const char *why = r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rc->errstr;
+        json_t *o = !authed ? json_pack("{s:s}", "status", ok ? "up" : "down")
+                    : ok ? json_pack("{s:s, s:I}", "status", "up", "redis_rtt_us", (json_int_t)rtt)
+                         : json_pack("{s:s, s:s}", "status", "down", "error", why);
+        if (!ok)
+            lw_warn("healthz: redis: %s", why);
         if (r)
             freeReplyObject(r);
         lw_thread_redis_check(q, rc);

@@ -44,7 +44,8 @@ static void usage(FILE *fp)
             "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
-            "  /healthz   PING Redis: 200 or 503 (no token)\n"
+            "  /healthz   PING Redis: 200 {\"status\":\"up\"} or 503 {\"status\":\"down\"}\n"
+            "             (no token; with one, also the round trip or the error)\n"
             "  /metrics   Prometheus text (no token)\n"
             "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n",
             LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
