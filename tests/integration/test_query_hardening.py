@@ -14,6 +14,9 @@ Each part is a fault of issue 21 that this test found before its fix:
              /healthz without a token says only {"status":"up"} or
              {"status":"down"} (no Redis address, no error text); a token
              file holding a token under 128 bits is refused at start.
+  render     a loan whose loan id and lender name are not UTF-8 is in the
+             exposure answer with those escaped (as \\xNN), never dropped while the
+             totals count it; the log says which borrower.
   metrics    /metrics makes no SCAN (INFO commandstats after CONFIG RESETSTAT,
              20,000 keys in the database): one SMEMBERS and one HGETALL per
              registered consumer; an expired consumer leaves the registry.
@@ -321,6 +324,58 @@ def part_http(tokens, td):
           "a token of 9 characters is refused at start (%s)" % p.stderr.strip()[-200:])
 
 
+def uv(x):
+    b = bytearray()
+    while x >= 0x80:
+        b.append(x & 0x7F | 0x80)
+        x >>= 7
+    return bytes(b + bytes([x]))
+
+
+def state_v2(loans, t=1767225600000):
+    """A borrower state string, layout version 2 (consumers/README.md), no
+    income, no window entries, no open alerts. loans: (platform string id,
+    lender string id, loan id bytes, sequence, outstanding)."""
+    b = bytes([2]) + uv(0) + uv(0) + uv(t) + uv(0) + uv(2 * len(loans)) + uv(0)
+    for pid, lid, loan, seq, out in loans:
+        b += uv(pid) + uv(lid) + bytes([len(loan)]) + loan + uv(0 | 1 << 3) + uv(seq) + uv(out)
+        b += uv(0)  # updated_at = t
+    return b
+
+
+def redis_raw(*args):
+    """One command with binary arguments, over a socket (redis-cli would mangle them)."""
+    c = socket.create_connection((RHOST, RPORT), timeout=10)
+    try:
+        for cmd in ([b"SELECT", str(DB).encode()], list(args)):
+            c.sendall(b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a)
+                                                      for a in cmd))
+            r = c.recv(4096)
+            if r.startswith(b"-"):
+                raise RuntimeError("redis %r: %r" % (cmd[0], r))
+    finally:
+        c.close()
+
+
+def part_render(srv):
+    bid = "RenderTestBorrower0001"
+    redis_raw(b"HSET", b"lw:strings", b"i:1", b"JD", b"i:2", b"BANK\xff\xfe", b"i:3", b"ANT")
+    st = state_v2([(1, 2, b"L-\xc3\x28-1", 5, 1000), (3, 3, b"OK-2", 2, 500)])
+    redis_raw(b"SET", b"b:{%s}" % bid.encode(), st)
+    code, body = http(srv.port, "/v1/borrowers/%s/exposure" % bid)
+    doc = json.loads(body) if code == 200 else {}
+    loans = {l["loan_id"]: l for l in doc.get("loans", [])}
+    check(code == 200 and len(loans) == 2,
+          "both loans are in the answer (%d, %d loans: %s)" % (code, len(loans), body[:300]))
+    check(doc.get("total_outstanding_fen") == 1500 and doc.get("active_loans") == 2
+          and sum(l["outstanding_fen"] for l in loans.values()) == 1500,
+          "the totals equal the loans listed")
+    bad = loans.get("L-\\xc3(-1", {})
+    check(bad.get("lender_id") == "BANK\\xff\\xfe" and bad.get("platform_id") == "JD",
+          "invalid bytes rendered as \\xNN (%s)" % bad)
+    check(loans.get("OK-2", {}).get("lender_id") == "ANT", "a valid loan is untouched")
+
+
 def commandstats():
     out = {}
     for line in rcli("INFO", "commandstats").splitlines():
@@ -367,10 +422,13 @@ def main():
         part_slowloris(tokens)
         srv = Server(tokens)
         try:
+            part_render(srv)
             part_metrics(srv)
         finally:
             rc, log = srv.stop()
         check(rc == 0, "loanwire-query exits 0 on SIGTERM")
+        check("RenderTestBorrower0001: loan 0 has a platform, loan or lender id that is not "
+              "UTF-8" in log, "the escaped loan is logged with its borrower")
     rcli("FLUSHDB")
     if failures:
         print("%d check(s) failed:" % len(failures), file=sys.stderr)
