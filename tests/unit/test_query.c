@@ -236,6 +236,23 @@ static void test_token_strength(void **state)
     }
 }
 
+/* A NUL byte in a token line is refused, not a cut (fuzz_tokens found the
+ * rest of such a line silently dropped). */
+static void test_token_nul(void **state)
+{
+    static const char text[] = "AbCdEfGhIjKlMnOpQrStUv\0junk\n";
+    char err[512];
+    const char *path = write_file("tokens-nul", "", 0600);
+    FILE *fp = fopen(path, "w");
+
+    (void)state;
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, sizeof text - 1, fp), sizeof text - 1);
+    fclose(fp);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    assert_non_null(strstr(err, ":1: NUL byte"));
+}
+
 static void test_metrics_render(void **state)
 {
     lw_metrics_agg_t *agg = lw_metrics_agg_new();
@@ -322,8 +339,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route),          cmocka_unit_test(test_alerts_params),
         cmocka_unit_test(test_listen),         cmocka_unit_test(test_tokens),
-        cmocka_unit_test(test_token_strength), cmocka_unit_test(test_metrics_render),
-        cmocka_unit_test(test_status_slots),
+        cmocka_unit_test(test_token_strength), cmocka_unit_test(test_token_nul),
+        cmocka_unit_test(test_metrics_render), cmocka_unit_test(test_status_slots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -97,14 +97,31 @@ lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
         fclose(fp);
         return NULL;
     }
-    while (fgets(line, sizeof line, fp)) {
-        size_t len = strlen(line);
+    for (;;) {
+        size_t len = 0;
+        bool nul = false;
         char *s = line, *e;
+        int ch;
 
+        /* getc, not fgets: fgets cannot show a NUL byte, and the part of a
+         * line after one was silently dropped (found by fuzz_tokens). */
+        while ((ch = getc(fp)) != EOF && ch != '\n') {
+            nul |= ch == '\0';
+            if (len < sizeof line - 1)
+                line[len] = (char)ch;
+            len++;
+        }
+        if (ch == EOF && len == 0)
+            break;
         lineno++;
-        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(fp)) {
+        if (len > LW_TOKEN_MAX) {
             snprintf(errstr, errstr_size, "%s:%d: token longer than %d characters", path, lineno,
                      LW_TOKEN_MAX);
+            goto fail;
+        }
+        line[len] = '\0';
+        if (nul) {
+            snprintf(errstr, errstr_size, "%s:%d: NUL byte in line", path, lineno);
             goto fail;
         }
         while (isspace((unsigned char)*s))
