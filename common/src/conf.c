@@ -226,9 +226,12 @@ const char *lw_redis_url_redact(const char *url, char *out, size_t cap)
         return out;
     }
     colon = memchr(auth, ':', (size_t)(at - auth));
-    if (colon) /* user:password@ - the user name is not a secret */
+    /* user:password@ - the user name is not a secret, but only a first
+     * segment without '@' is surely one: in "redis://@@pw@h:/@x" the parser
+     * takes "@@pw" for the password (found by fuzz_redis_url) */
+    if (colon && !memchr(auth, '@', (size_t)(colon - auth)))
         snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
-    else /* password@ alone */
+    else /* password@ alone, or no telling: all of it */
         snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, at);
     return out;
 }

@@ -257,6 +257,12 @@ static void test_redis_url_credentials(void **state)
                         "unix:///tmp/r@x.sock");
     assert_string_equal(lw_redis_url_redact("u:SEKRIT@h", out, sizeof out), "u:***@h");
     assert_string_equal(lw_redis_url_redact(NULL, out, sizeof out), "(none)");
+    /* fuzz_redis_url: the parser's password "@@@@" is before the first ':' */
+    assert_string_equal(lw_redis_url_redact("redis://@@@@@is:/@@@b", out, sizeof out),
+                        "redis://***@b");
+    assert_int_equal(lw_redis_url_parse("redis://@@@@@is:/@@@b", &u, err, sizeof err),
+                     LW_ERR_CONFIG);
+    assert_null(strstr(err, "@@@@"));
     assert_string_equal(lw_redis_url_redact("redis://u:SEKRIT@h", out, 4), "red");
 
     /* The parsed form for log lines. */
