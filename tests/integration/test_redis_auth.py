@@ -77,10 +77,10 @@ def healthz(port):
         return e.code, e.read().decode()
 
 
-def query_server(url, log):
+def query_server(url, log, tokens):
     port = free_port()
     p = subprocess.Popen([os.path.join(BIN, "loanwire-query"), "--redis", url, "--listen",
-                          "127.0.0.1:%d" % port, "--no-auth"], stderr=log)
+                          "127.0.0.1:%d" % port, "--tokens", tokens], stderr=log)
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
@@ -122,6 +122,10 @@ def main():
     bad_url = "redis://%s:%s@%s:%d/%d" % (USER, ENC + "x", RHOST, RPORT, DB)
     try:
         with tempfile.TemporaryDirectory(dir=TMP) as td:
+            tokens = os.path.join(td, "tokens")
+            with open(tokens, "w") as fp:
+                fp.write("redis-auth-test-token-0123456789abcdef\n")
+            os.chmod(tokens, 0o600)
             # One-off lookup: connects and AUTHs as the ACL user (3 = unknown borrower).
             p = subprocess.run([os.path.join(BIN, "loanwire-query"), "--redis", url,
                                 "--borrower", "Z" * 22], capture_output=True, text=True,
@@ -133,7 +137,7 @@ def main():
             # The server: start-up line redacted, /healthz up.
             logpath = os.path.join(td, "query.log")
             with open(logpath, "w") as log:
-                srv, port = query_server(url, log)
+                srv, port = query_server(url, log, tokens)
                 try:
                     st, body = healthz(port)
                     check(st == 200, "/healthz 200 through the ACL user (%d %s)" % (st, body))
@@ -147,7 +151,7 @@ def main():
             # Wrong password: 503, nothing about Redis in the answer, nothing secret logged.
             logpath = os.path.join(td, "query-bad.log")
             with open(logpath, "w") as log:
-                srv, port = query_server(bad_url, log)
+                srv, port = query_server(bad_url, log, tokens)
                 try:
                     st, body = healthz(port)
                     check(st == 503 and body.strip() == '{"status":"down"}',
