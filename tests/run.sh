@@ -3,7 +3,7 @@
 # installs what is missing, builds from clean folders (normal with -Werror,
 # and ASan+UBSan), starts a private stack (Kafka + Redis on their own ports
 # and folder, so a running demo stack is left alone), runs every test through
-# ctest, fuzzes the decoders briefly, and stops what it started, also on
+# ctest, fuzzes every target briefly, and stops what it started, also on
 # failure or Ctrl-C. Exits non-zero on any failure. Beside that stack it runs a
 # Redis Cluster of 3 masters with a replica each (fresh every run, Redis only,
 # ports from LOANWIRE_TEST_CLUSTER_PORT, 17001, cluster bus ports + 10000, under
@@ -88,8 +88,8 @@ if [ -z "${LW_TEST_QUICK:-}" ] && [ ${#ctest_args[@]} -eq 0 ]; then
       ctest --output-on-failure -L unit) || rc=1
 
   if [ -x tests/fuzz/run.sh ]; then
-    step "fuzzing the decoders briefly"
-    tests/fuzz/run.sh "${LW_FUZZ_SECONDS:-30}" || rc=1
+    step "fuzzing every target briefly (the decoders 30 s, the others 15 s)"
+    tests/fuzz/run.sh ${LW_FUZZ_SECONDS:+"$LW_FUZZ_SECONDS"} || rc=1
   fi
   if [ -x bench/run.sh ]; then
     step "benchmark scripts smoke run (bench/run.sh --quick; no time is asserted)"

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *lw_conf_default_bootstrap(void)
 {
@@ -95,6 +96,7 @@ lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr
     ssize_t n;
     unsigned long lineno = 0;
     lw_err_t err = LW_OK;
+    struct stat st;
 
     if (!conf || !path) {
         snprintf(errstr, errstr_size, "no configuration or file given");
@@ -104,6 +106,23 @@ lw_err_t lw_conf_load_file(rd_kafka_conf_t *conf, const char *path, char *errstr
     if (!fp) {
         snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return LW_ERR_IO;
+    }
+    /* The file holds sasl.password and ssl.key.password: refused, like the
+     * token and id-key files, when group or others have any access to it
+     * (fstat on the open file: the mode checked is the file read). A pipe
+     * (-F <(...)) is 0600 and passes. */
+    if (fstat(fileno(fp), &st) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        fclose(fp);
+        return LW_ERR_IO;
+    }
+    if (st.st_mode & 077) {
+        snprintf(errstr, errstr_size,
+                 "%s: properties file is accessible by group or others (mode %03o) and may "
+                 "hold passwords; run chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        fclose(fp);
+        return LW_ERR_CONFIG;
     }
     while ((n = getline(&line, &linecap, fp)) >= 0) {
         char reason[512];
@@ -171,10 +190,109 @@ static int lw_parse_int(const char *s, size_t len, long lo, long hi, long *out)
     return 0;
 }
 
+/* The message names the URL without its password: errors end up in logs. */
 static lw_err_t lw_url_fail(char *errstr, size_t errstr_size, const char *url, const char *why)
 {
-    snprintf(errstr, errstr_size, "redis URL \"%.200s\": %s", url, why);
+    char safe[256];
+
+    snprintf(errstr, errstr_size, "redis URL \"%s\": %s",
+             lw_redis_url_redact(url, safe, sizeof safe), why);
     return LW_ERR_CONFIG;
+}
+
+const char *lw_redis_url_redact(const char *url, char *out, size_t cap)
+{
+    const char *auth, *at = NULL, *colon;
+
+    if (!out || cap == 0)
+        return "";
+    if (!url) {
+        snprintf(out, cap, "(none)");
+        return out;
+    }
+    if (strncmp(url, "unix://", 7) == 0) { /* no credentials in this form */
+        snprintf(out, cap, "%s", url);
+        return out;
+    }
+    auth = strstr(url, "://");
+    auth = auth ? auth + 3 : url;
+    /* The last '@' anywhere: a mistyped password may hold '/' or '?', and an
+     * error message about that very URL must not print it either. */
+    for (const char *c = auth; *c; c++)
+        if (*c == '@')
+            at = c;
+    if (!at) {
+        snprintf(out, cap, "%s", url);
+        return out;
+    }
+    colon = memchr(auth, ':', (size_t)(at - auth));
+    /* user:password@ - the user name is not a secret, but only a first
+     * segment without '@' is surely one: in "redis://@@pw@h:/@x" the parser
+     * takes "@@pw" for the password (found by fuzz_redis_url) */
+    if (colon && !memchr(auth, '@', (size_t)(colon - auth)))
+        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
+    else /* password@ alone, or no telling: all of it */
+        snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, at);
+    return out;
+}
+
+const char *lw_redis_url_format(const lw_redis_url_t *u, char *out, size_t cap)
+{
+    if (!out || cap == 0)
+        return "";
+    if (!u)
+        snprintf(out, cap, "(none)");
+    else if (u->path[0])
+        snprintf(out, cap, "unix://%s?db=%d", u->path, u->db);
+    else
+        snprintf(out, cap, "redis://%s%s%s%s%s%s:%d/%d", u->user, u->password[0] ? ":***" : "",
+                 u->user[0] || u->password[0] ? "@" : "", strchr(u->host, ':') ? "[" : "", u->host,
+                 strchr(u->host, ':') ? "]" : "", u->port, u->db);
+    return out;
+}
+
+static int lw_hexdigit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..len) into out (cap bytes, terminated): RFC 3986
+ * userinfo, so a password may hold ':', '@', '/' or any byte as %XX. A '%'
+ * without two hex digits, a decoded NUL (it would cut the string short) or
+ * a result that does not fit is refused with why set. */
+static int lw_pct_decode(const char *s, size_t len, char *out, size_t cap, const char **why)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= len || lw_hexdigit((unsigned char)s[i + 1]) < 0 ||
+                lw_hexdigit((unsigned char)s[i + 2]) < 0) {
+                *why = "'%' must be followed by two hex digits (percent-encoding)";
+                return -1;
+            }
+            c = lw_hexdigit((unsigned char)s[i + 1]) << 4 | lw_hexdigit((unsigned char)s[i + 2]);
+            i += 2;
+            if (c == 0) {
+                *why = "%00 (a NUL byte) is not allowed";
+                return -1;
+            }
+        }
+        if (j + 1 >= cap) {
+            *why = "too long";
+            return -1;
+        }
+        out[j++] = (char)c;
+    }
+    out[j] = '\0';
+    return 0;
 }
 
 /* unix:///path/to/sock[?db=N] */
@@ -201,7 +319,19 @@ static lw_err_t lw_redis_url_unix(const char *url, const char *rest, lw_redis_ur
     return LW_OK;
 }
 
+static lw_err_t lw_redis_url_parse_in(const char *url, lw_redis_url_t *out, char *errstr,
+                                      size_t errstr_size);
+
 lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr, size_t errstr_size)
+{
+    lw_err_t err = lw_redis_url_parse_in(url, out, errstr, errstr_size);
+    if (err != LW_OK && out) /* no password left behind in a URL that failed */
+        memset(out, 0, sizeof *out);
+    return err;
+}
+
+static lw_err_t lw_redis_url_parse_in(const char *url, lw_redis_url_t *out, char *errstr,
+                                      size_t errstr_size)
 {
     const char *p, *at, *slash, *hostend, *colon;
     size_t hlen;
@@ -218,7 +348,7 @@ lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr, 
         return lw_redis_url_unix(url, url + 7, out, errstr, errstr_size);
     if (strncmp(url, "redis://", 8) != 0)
         return lw_url_fail(errstr, errstr_size, url,
-                           "expected redis://[:password@]host[:port][/db] or unix:///path");
+                           "expected redis://[[user]:password@]host[:port][/db] or unix:///path");
     p = url + 8;
 
     /* Authority ends at the first '/', the userinfo at the last '@' before it
@@ -230,14 +360,24 @@ lw_err_t lw_redis_url_parse(const char *url, lw_redis_url_t *out, char *errstr, 
         if (*c == '@')
             at = c;
     if (at) {
-        /* [user]:password@ - the user part (Redis 6 ACL) is not kept. */
+        /* user:password@ (a Redis 6 ACL user: AUTH user password), :password@
+         * (the default user), or password@ alone (as before ACLs; a user
+         * without a password has nothing to AUTH with). Both parts are
+         * percent-decoded. */
         const char *pc = memchr(p, ':', (size_t)(at - p));
-        const char *pw = pc ? pc + 1 : p;
-        size_t pwlen = (size_t)(at - pw);
-        if (pwlen >= sizeof out->password)
-            return lw_url_fail(errstr, errstr_size, url, "password too long");
-        memcpy(out->password, pw, pwlen);
-        out->password[pwlen] = '\0';
+        const char *pw = pc ? pc + 1 : p, *why = NULL;
+        char msg[128];
+
+        if (pc && lw_pct_decode(p, (size_t)(pc - p), out->user, sizeof out->user, &why) != 0) {
+            snprintf(msg, sizeof msg, "user name: %s", why);
+            return lw_url_fail(errstr, errstr_size, url, msg);
+        }
+        if (lw_pct_decode(pw, (size_t)(at - pw), out->password, sizeof out->password, &why) != 0) {
+            snprintf(msg, sizeof msg, "password: %s", why);
+            return lw_url_fail(errstr, errstr_size, url, msg);
+        }
+        if (out->user[0] && !out->password[0])
+            return lw_url_fail(errstr, errstr_size, url, "a user name needs a password");
         p = at + 1;
     }
 

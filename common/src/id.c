@@ -290,7 +290,24 @@ lw_err_t lw_id_normalise(const char *raw, char *out, size_t cap, char *errstr, s
                               "ends in '%c', expected '%c'",
                               buf[17], want);
     }
-    /* 15 digits (legacy PRC id) and other ids of 5..32 characters pass as they are. */
+    /* A first-generation (15-digit) PRC id names the same person as its
+     * 18-digit form, so both must hash alike: GB 11643-1999 turns one into
+     * the other by inserting the century "19" after the 6-digit area code
+     * (every 15-digit id was issued to people born in 1900-1999) and
+     * appending the ISO 7064 MOD 11-2 check character. Other ids of 5..32
+     * characters pass as they are. */
+    if (n == 15) {
+        for (i = 0; i < 15 && isdigit((unsigned char)buf[i]); i++)
+            ;
+        if (i == 15) {
+            memmove(buf + 8, buf + 6, 9);
+            buf[6] = '1';
+            buf[7] = '9';
+            buf[17] = lw_prc_check_char(buf);
+            buf[18] = '\0';
+            n = 18;
+        }
+    }
     if (n + 1 > cap) {
         if (errstr && errstr_size)
             snprintf(errstr, errstr_size, "output buffer too small for normalised id");

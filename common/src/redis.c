@@ -35,9 +35,20 @@ redisContext *lw_redis_connect(const lw_redis_url_t *url, int timeout_ms, lw_err
     }
     redisSetTimeout(rc, tv);
     char what[32];
-    if (url->password[0] && !redis_setup(rc, "AUTH", redisCommand(rc, "AUTH %s", url->password),
-                                         err, errstr, errstr_size))
+    /* AUTH with the URL's user when it names one (a Redis 6 ACL user), else
+     * as the default user. The error is Redis's, which never repeats the
+     * password; errstr names the user, not the secret. */
+    if (url->user[0]) {
+        char what_user[160];
+        snprintf(what_user, sizeof what_user, "AUTH as user %s", url->user);
+        if (!redis_setup(rc, what_user, redisCommand(rc, "AUTH %s %s", url->user, url->password),
+                         err, errstr, errstr_size))
+            goto fail;
+    } else if (url->password[0] &&
+               !redis_setup(rc, "AUTH", redisCommand(rc, "AUTH %s", url->password), err, errstr,
+                            errstr_size)) {
         goto fail;
+    }
     snprintf(what, sizeof what, "SELECT %d", url->db);
     if (url->db &&
         !redis_setup(rc, what, redisCommand(rc, "SELECT %d", url->db), err, errstr, errstr_size))

@@ -31,10 +31,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#define LW_LINE_MAX       (1024 * 1024) /* longer lines are refused, still copied */
+/* Longer lines are refused without being kept: the reader skips to the next
+ * newline, so its buffer never holds more than about twice this. */
+#define LW_LINE_MAX       (1024 * 1024)
 #define LW_WARN_MAX       100           /* reject messages on stderr before going quiet */
 #define LW_LINE_BITS      40            /* opaque = input index << 40 | line number */
 #define LW_MAX_INPUTS     (1 << 20)
@@ -153,9 +156,27 @@ static FILE *lw_rejects_fp(lw_jsonl_t *j, int idx)
             return r->fp;
         }
     }
-    r->fp = fopen(r->path, "w");
+    /* Refused lines are kept verbatim, raw national ids included: the file
+     * is created 0600 whatever the umask, and an existing regular file that
+     * group or others may read is narrowed to its owner (never chmod a
+     * device such as /dev/null). */
+    int fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+        fchmod(fd, st.st_mode & 0700) != 0) {
+        lw_error("rejects file %s is accessible by group or others (mode %03o) and cannot be "
+                 "narrowed: %s",
+                 r->path, (unsigned)(st.st_mode & 0777), strerror(errno));
+        close(fd);
+        j->sum.io_error = true;
+        r->shared_with = -2;
+        return NULL;
+    }
+    r->fp = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!r->fp) {
         lw_error("cannot write rejects file %s: %s", r->path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         j->sum.io_error = true;
         r->shared_with = -2;
         return NULL;
@@ -190,8 +211,9 @@ static void lw_reject(lw_jsonl_t *j, int idx, uint64_t lineno, const char *field
         pthread_mutex_unlock(&j->rej_mu);
         return;
     }
+    /* text NULL: a line too long to keep; the comment alone accounts for it. */
     if (fprintf(fp, "# %s:%" PRIu64 ": %s\n", lw_src_name(j->inputs[idx]), lineno, why) < 0 ||
-        fwrite(text, 1, len, fp) != len || fputc('\n', fp) == EOF) {
+        (text && (fwrite(text, 1, len, fp) != len || fputc('\n', fp) == EOF))) {
         if (!j->sum.io_error)
             lw_error("writing rejects file %s: %s", j->rej[idx].path, strerror(errno));
         j->sum.io_error = true;
@@ -430,8 +452,11 @@ static void lw_jsonl_line(lw_jsonl_t *j, lw_producer_t *p, int idx, uint64_t lin
 /* Input lines come out of one big buffer: read(2) straight into it and
  * memchr for the newline, instead of getline() copying each line out of
  * stdio's buffer. read() returns whatever a pipe has, so a live feed on stdin
- * is still handled line by line as it arrives. The buffer grows for a line
- * longer than itself (such a line is refused, but copied whole). */
+ * is still handled line by line as it arrives. A line longer than
+ * LW_LINE_MAX is not kept: once that many bytes without a newline are in
+ * the buffer they are dropped, and so is the rest of the line as it is read,
+ * so memory stays bounded by a line without end (a 512 MB line once took
+ * 1.1 GB). */
 #define LW_READ_BUF (1 << 20)
 
 typedef struct lw_linebuf {
@@ -439,11 +464,20 @@ typedef struct lw_linebuf {
     size_t cap, start, end; /* unread bytes are buf[start..end) */
     size_t scanned;         /* buf[start..scanned) holds no newline */
     bool eof;
+    bool skipping;    /* inside a line longer than LW_LINE_MAX: dropping it */
+    uint64_t skipped; /* bytes of that line dropped so far */
     lw_pipe_t *pipe; /* published before each read(): a live feed must not wait in a block */
 } lw_linebuf_t;
 
+static size_t lw_len_add(uint64_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : (size_t)(a + b);
+}
+
 /* Next line without its '\n' (a last line may lack one). Returns 1 with a
- * line, 0 at the end of input, -1 on a read error or out of memory (errno). */
+ * line, 2 for a line longer than LW_LINE_MAX (dropped; *len its length, up to
+ * SIZE_MAX), 0 at the end of input, -1 on a read error or out of memory
+ * (errno). */
 static int lw_next_line(int fd, lw_linebuf_t *b, const char **line, size_t *len)
 {
     for (;;) {
@@ -453,16 +487,34 @@ static int lw_next_line(int fd, lw_linebuf_t *b, const char **line, size_t *len)
             *line = b->buf + b->start;
             *len = (size_t)(nl - *line);
             b->start = b->scanned = (size_t)(nl - b->buf) + 1;
+            if (b->skipping) {
+                b->skipping = false;
+                *len = lw_len_add(b->skipped, *len);
+                *line = NULL;
+                return 2;
+            }
             return 1;
         }
         b->scanned = b->end;
         if (b->eof) {
-            if (b->start == b->end)
+            if (b->start == b->end && !b->skipping)
                 return 0;
             *line = b->buf + b->start;
             *len = b->end - b->start;
             b->start = b->scanned = b->end;
+            if (b->skipping) {
+                b->skipping = false;
+                *len = lw_len_add(b->skipped, *len);
+                *line = NULL;
+                return 2;
+            }
             return 1;
+        }
+        if (b->end - b->start > LW_LINE_MAX + 1) { /* + 1: a CR before the newline */
+            /* Too long to be an event: drop what we have, then the rest. */
+            b->skipped = b->skipping ? b->skipped + (b->end - b->start) : b->end - b->start;
+            b->skipping = true;
+            b->start = b->scanned = b->end = 0;
         }
         if (b->start > 0) { /* keep the partial line, make room after it */
             memmove(b->buf, b->buf + b->start, b->end - b->start);
@@ -523,6 +575,16 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
         size_t len, k;
 
         rc = lw_next_line(fd, &lb, &line, &len);
+        if (rc == 2) {
+            char why[96];
+            lineno++;
+            j->sum.read++;
+            j->sum.rejected++;
+            snprintf(why, sizeof why, "line longer than %d bytes (%zu%s bytes), not copied",
+                     LW_LINE_MAX, len, len == SIZE_MAX ? " or more" : "");
+            lw_reject(j, idx, lineno, NULL, why, NULL, 0);
+            continue;
+        }
         if (rc <= 0) {
             if (rc < 0 && !lw_stop_requested()) {
                 lw_error("reading %s: %s", lw_src_name(name), strerror(errno));
@@ -542,9 +604,9 @@ static void lw_jsonl_input(lw_jsonl_t *j, lw_producer_t *p, int idx)
         if (memchr(line, '\0', len)) {
             j->sum.rejected++;
             lw_reject(j, idx, lineno, NULL, "line contains a NUL byte", line, len);
-        } else if (len > LW_LINE_MAX) {
+        } else if (len > LW_LINE_MAX) { /* LW_LINE_MAX + 1 bytes, the last not a CR */
             j->sum.rejected++;
-            lw_reject(j, idx, lineno, NULL, "line longer than 1 MiB", line, len);
+            lw_reject(j, idx, lineno, NULL, "line longer than 1048576 bytes, not copied", NULL, 0);
         } else {
             lw_jsonl_line(j, p, idx, lineno, line, len);
         }

@@ -32,7 +32,7 @@ REDIS = os.environ.get("LOANWIRE_REDIS", "redis://127.0.0.1:6379")
 BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
 DB = 9
 UNIQ = "%d-%d" % (os.getpid(), int(time.time()))
-TOKEN = "t0k-" + UNIQ
+TOKEN = "t0k-%s-%s" % (UNIQ, "Zq8rLmW3xY0pVbNd")  # >= 22 characters: 128 bits
 failures = []
 
 
@@ -181,13 +181,15 @@ def mk_alert(i, rule):
 def part_a(port, tokens_ok, tmpdir):
     # --- status codes ---
     st, hd, body = http(port, "/healthz", token=None)
-    check(st == 200 and json.loads(body)["status"] == "ok"
-          and isinstance(json.loads(body)["redis_rtt_us"], int), "healthz 200 without token")
+    check(st == 200 and json.loads(body) == {"status": "up"}, "healthz 200 without token")
+    st, hd, body = http(port, "/healthz")
+    check(st == 200 and json.loads(body)["status"] == "up"
+          and isinstance(json.loads(body)["redis_rtt_us"], int), "healthz 200 with the round trip")
     bid = "A" * 22
     st, hd, _ = http(port, "/v1/borrowers/%s/exposure" % bid, token=None)
     check(st == 401 and hd.get("WWW-Authenticate", "").startswith("Bearer"),
           "exposure without token: 401 + WWW-Authenticate: Bearer")
-    st, _, _ = http(port, "/v1/alerts", token="wrong")
+    st, _, _ = http(port, "/v1/alerts", token="wrong-token-but-long-enough-0123")
     check(st == 401, "alerts with a wrong token: 401")
     st, _, _ = http(port, "/v1/borrowers/%s/exposure" % bid)
     check(st == 404, "unknown borrower: 404")
@@ -248,6 +250,7 @@ def part_a(port, tokens_ok, tmpdir):
     rcli("HSET", "lw:metrics:c2", "events_applied", "23", "dead_letters", "1",
          "alerts:balance_cap", "1", "alerts:stacking_7d", "4", "lag:loanwire.loan-events:1", "0",
          "redis_rtt_us", "1250000")
+    rcli("SADD", "lw:metrics:consumers", "c1", "c2")  # the registry /metrics reads
     st, hd, body = http(port, "/metrics", token=None)
     check(st == 200 and hd.get("Content-Type", "").startswith("text/plain"),
           "/metrics 200 text/plain without token")
@@ -401,7 +404,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=TMP) as td:
         tokens = os.path.join(td, "tokens")
         with open(tokens, "w") as fp:
-            fp.write("# test tokens\n\nother-token\n%s\n" % TOKEN)
+            fp.write("# test tokens\n\nother-token-7fQ2mX9kLp4RtV8w\n%s\n" % TOKEN)
         os.chmod(tokens, 0o600)
         srv = Server(tokens)
         try:

@@ -167,10 +167,45 @@ static void test_format(void **state)
     assert_non_null(strstr(buf, "310,000.00 CNY"));
     assert_non_null(strstr(buf, "5 in 7d"));
     assert_null(strchr(buf, '\n'));
-    assert_non_null(strstr(buf, "over the cap next line"));
+    assert_non_null(strstr(buf, "over the cap\\x0anext line"));
     /* Truncation keeps a terminated string. */
     assert_int_equal(lw_alert_format_line(&a, buf, 10), 9);
     assert_int_equal(strlen(buf), 9);
+}
+
+/* Issue 21 item 8: an alert's strings come from the wire; none of them may
+ * put a control sequence on the reader's terminal. */
+static void test_format_escapes_controls(void **state)
+{
+    char buf[2048], esc[64];
+    lw_alert_t a = mk("x", "balance_cap", LW_SEVERITY_CRITICAL, "ant", "bank1", B1);
+
+    (void)state;
+    snprintf(a.rule_id, sizeof a.rule_id, "\x1b[2Jcap\x07");
+    snprintf(a.borrower_id, sizeof a.borrower_id,
+             "B\x1b]0;owned\x07\x9b"
+             "1m");
+    snprintf(a.reason, sizeof a.reason,
+             "r\x1b[31m \xc2\x9b"
+             "2J \x7f \\x1b \xe4\xb8\xad");
+    assert_true(lw_alert_format_line(&a, buf, sizeof buf) > 0);
+    for (const unsigned char *c = (const unsigned char *)buf; *c; c++)
+        if (*c < 0x20 || *c == 0x7f || *c == 0x9b)
+            fail_msg("control byte 0x%02x in the text line: %s", *c, buf);
+    assert_null(strstr(buf, "\xc2\x9b"));
+    assert_non_null(strstr(buf, "\\x1b[2Jcap\\x07"));
+    assert_non_null(strstr(buf, "B\\x1b]0;owned\\x07\\x9b1m"));
+    assert_non_null(strstr(buf, "r\\x1b[31m \\u009b2J \\x7f \\\\x1b \xe4\xb8\xad"));
+
+    /* The escaper alone: plain text unchanged, never half an escape. */
+    assert_int_equal(lw_alerts_text_escape("stacking", esc, sizeof esc), 8);
+    assert_string_equal(esc, "stacking");
+    assert_int_equal(lw_alerts_text_escape("ab\x1b", esc, 5), 2);
+    assert_string_equal(esc, "ab");
+    assert_int_equal(lw_alerts_text_escape("\xe4\xb8\xad", esc, 3), 0);      /* no half character */
+    assert_int_equal(lw_alerts_text_escape("\xe4\xb8", esc, sizeof esc), 8); /* cut: bytes */
+    assert_string_equal(esc, "\\xe4\\xb8");
+    assert_int_equal(lw_alerts_text_escape("\xed\xa0\x80", esc, sizeof esc), 12); /* surrogate */
 }
 
 int main(void)
@@ -180,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_filter_severity),
         cmocka_unit_test(test_seen),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_format_escapes_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

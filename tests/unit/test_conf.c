@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char tmpdir[256];
 
@@ -28,6 +29,7 @@ static const char *write_file(const char *name, const char *text)
     assert_non_null(fp);
     fputs(text, fp);
     fclose(fp);
+    chmod(path, 0600); /* properties files may hold passwords: 0600 or refused */
     return path;
 }
 
@@ -98,6 +100,33 @@ static void test_load_file(void **state)
     rd_kafka_conf_destroy(conf);
 }
 
+/* Issue 21 item 11: -F FILE may hold sasl.password; like the token and key
+ * files it is refused when group or others have any access. */
+static void test_load_file_mode(void **state)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    const char *p;
+
+    (void)state;
+    p = write_file("secret.properties", "sasl.password=hunter2\n");
+    assert_int_equal(lw_conf_load_file(conf, p, err, sizeof err), LW_OK);
+    assert_conf(conf, "sasl.password", "hunter2");
+    static const mode_t bad[] = {0644, 0640, 0604, 0660, 0602};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        chmod(p, bad[i]);
+        err[0] = '\0';
+        if (lw_conf_load_file(conf, p, err, sizeof err) != LW_ERR_CONFIG)
+            fail_msg("properties file of mode %03o accepted", (unsigned)bad[i]);
+        assert_non_null(strstr(err, "chmod 600"));
+        assert_non_null(strstr(err, "secret.properties"));
+        assert_null(strstr(err, "hunter2"));
+    }
+    chmod(p, 0400);
+    assert_int_equal(lw_conf_load_file(conf, p, err, sizeof err), LW_OK);
+    rd_kafka_conf_destroy(conf);
+}
+
 static void test_redis_url(void **state)
 {
     lw_redis_url_t u;
@@ -124,6 +153,7 @@ static void test_redis_url(void **state)
 
     assert_int_equal(lw_redis_url_parse("redis://user:pw@h:1/", &u, err, sizeof err), LW_OK);
     assert_string_equal(u.password, "pw");
+    assert_string_equal(u.user, "user");
     assert_int_equal(u.db, 0);
 
     assert_int_equal(lw_redis_url_parse("redis://[::1]:6390/2", &u, err, sizeof err), LW_OK);
@@ -164,6 +194,86 @@ static void test_redis_url(void **state)
     assert_int_equal(lw_redis_url_parse(NULL, &u, err, sizeof err), LW_ERR_INVALID_ARG);
 }
 
+/* Issue 21 item 6: the ACL user is kept, user and password are
+ * percent-decoded, and no error message or log form shows the password. */
+static void test_redis_url_credentials(void **state)
+{
+    lw_redis_url_t u;
+    char err[512], out[600];
+
+    (void)state;
+    assert_int_equal(lw_redis_url_parse("redis://lw%2Duser:p%40ss%3Aw%2Frd%25x@127.0.0.1:6380/3",
+                                        &u, err, sizeof err),
+                     LW_OK);
+    assert_string_equal(u.user, "lw-user");
+    assert_string_equal(u.password, "p@ss:w/rd%x");
+    assert_string_equal(u.host, "127.0.0.1");
+    assert_int_equal(u.port, 6380);
+    assert_int_equal(u.db, 3);
+    /* A raw '@' in the password still works (the last '@' ends the userinfo). */
+    assert_int_equal(lw_redis_url_parse("redis://:a@b@h", &u, err, sizeof err), LW_OK);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "a@b");
+    /* "password@" without ':' is the default user's password, as before. */
+    assert_int_equal(lw_redis_url_parse("redis://sekrit@h", &u, err, sizeof err), LW_OK);
+    assert_string_equal(u.user, "");
+    assert_string_equal(u.password, "sekrit");
+
+    /* Refused, and the message does not hold the secret part. */
+    static const char *bad[] = {
+        "redis://u:SEKRIT%zz@h", "redis://u:SEKRIT%4@h",     "redis://u:SEKRIT%@h",
+        "redis://u:SEKRIT%00@h", "redis://u%zz:SEKRIT@h",    "redis://u:@h",
+        "redis://u:SEKRIT@h:0",  "redis://u:SEKRIT@h:99999", "redis://u:SEKRIT@h/x",
+        "redis://:SEKRIT/x@h",   "http://u:SEKRIT@h",        "u:SEKRIT@h:6379",
+        "redis://:SEKRIT@",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        if (lw_redis_url_parse(bad[i], &u, err, sizeof err) == LW_OK)
+            fail_msg("bad URL accepted: \"%s\"", bad[i]);
+        if (strlen(err) == 0 || strstr(err, "SEKRIT"))
+            fail_msg("URL #%zu: error shows the password: %s", i, err);
+        assert_string_equal(u.password, ""); /* nothing half-decoded left behind */
+    }
+    {
+        char longpw[400];
+        memset(longpw, 'P', sizeof longpw);
+        snprintf(longpw, sizeof longpw, "redis://:%0300d@h", 7);
+        assert_int_equal(lw_redis_url_parse(longpw, &u, err, sizeof err), LW_ERR_CONFIG);
+        assert_null(strstr(err, "0000000007"));
+    }
+
+    /* Redaction of a URL string, parsed or not. */
+    assert_string_equal(lw_redis_url_redact("redis://u:SEKRIT@h:1/2", out, sizeof out),
+                        "redis://u:***@h:1/2");
+    assert_string_equal(lw_redis_url_redact("redis://:SEKRIT@h", out, sizeof out),
+                        "redis://:***@h");
+    assert_string_equal(lw_redis_url_redact("redis://SEKRIT@h", out, sizeof out), "redis://***@h");
+    assert_string_equal(lw_redis_url_redact("redis://:SE/KR?IT@h", out, sizeof out),
+                        "redis://:***@h");
+    assert_string_equal(lw_redis_url_redact("redis://127.0.0.1:6379/0", out, sizeof out),
+                        "redis://127.0.0.1:6379/0");
+    assert_string_equal(lw_redis_url_redact("unix:///tmp/r@x.sock", out, sizeof out),
+                        "unix:///tmp/r@x.sock");
+    assert_string_equal(lw_redis_url_redact("u:SEKRIT@h", out, sizeof out), "u:***@h");
+    assert_string_equal(lw_redis_url_redact(NULL, out, sizeof out), "(none)");
+    /* fuzz_redis_url: the parser's password "@@@@" is before the first ':' */
+    assert_string_equal(lw_redis_url_redact("redis://@@@@@is:/@@@b", out, sizeof out),
+                        "redis://***@b");
+    assert_int_equal(lw_redis_url_parse("redis://@@@@@is:/@@@b", &u, err, sizeof err),
+                     LW_ERR_CONFIG);
+    assert_null(strstr(err, "@@@@"));
+    assert_string_equal(lw_redis_url_redact("redis://u:SEKRIT@h", out, 4), "red");
+
+    /* The parsed form for log lines. */
+    assert_int_equal(lw_redis_url_parse("redis://lw:SEKRIT@[::1]:7/2", &u, err, sizeof err), LW_OK);
+    assert_string_equal(lw_redis_url_format(&u, out, sizeof out), "redis://lw:***@[::1]:7/2");
+    assert_int_equal(lw_redis_url_parse("redis://h", &u, err, sizeof err), LW_OK);
+    assert_string_equal(lw_redis_url_format(&u, out, sizeof out), "redis://h:6379/0");
+    assert_int_equal(lw_redis_url_parse("unix:///s?db=4", &u, err, sizeof err), LW_OK);
+    assert_string_equal(lw_redis_url_format(&u, out, sizeof out), "unix:///s?db=4");
+}
+
 static void test_defaults(void **state)
 {
     (void)state;
@@ -200,7 +310,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_kv),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_load_file_mode),
         cmocka_unit_test(test_redis_url),
+        cmocka_unit_test(test_redis_url_credentials),
         cmocka_unit_test(test_defaults),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -135,8 +135,9 @@ static void test_pseudonymise(void **state)
     assert_int_equal(lw_id_pseudonymise(k, "  110105-1949 1231-002x\n", out2, err, sizeof err),
                      LW_OK);
     assert_string_equal(out, out2);
+    /* 15 digits: hashed as its 18-digit form 110105191949123101 (GB 11643-1999). */
     assert_int_equal(lw_id_pseudonymise(k, "110105194912310", out, err, sizeof err), LW_OK);
-    assert_string_equal(out, "6p0re3RAgF4ZQ7T35yen8A");
+    assert_string_equal(out, "kL7S9Bu9z3T5_Njhzrlwhg");
     assert_int_equal(lw_id_pseudonymise(k, "e1234-5678", out, err, sizeof err), LW_OK);
     assert_string_equal(out, "W_39KgXDBtO5nfOAuHrDLg");
     /* A bad id is refused, and the error does not echo it. */
@@ -170,6 +171,43 @@ static void test_check_digit(void **state)
     }
 }
 
+/* GB 11643-1999: a 15-digit id becomes its 18-digit form before hashing. The
+ * expected forms were computed outside this code (Python, with the standard's
+ * "10X98765432" table indexed by the weighted sum mod 11), and the first pair
+ * is the standard's own example. */
+static void test_legacy_15_digit(void **state)
+{
+    static const char *pairs[][2] = {
+        {"110105491231002", "11010519491231002X"},      {"130503670401001", "130503196704010016"},
+        {"440524800101001", "440524198001010013"},      {"320311770706001", "320311197707060018"},
+        {"510105851203234", "510105198512032342"},      {"120104600101552", "120104196001015526"},
+        {" 1101-0549 1231-002 ", "11010519491231002X"},
+    };
+    unsigned char keyb[32];
+    char out[40], err[256], b15[LW_BORROWER_ID_LEN + 1], b18[LW_BORROWER_ID_LEN + 1];
+    lw_id_key_t *k;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof keyb; i++)
+        keyb[i] = (unsigned char)i;
+    k = lw_id_key_new(keyb, sizeof keyb, err, sizeof err);
+    assert_non_null(k);
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        if (lw_id_normalise(pairs[i][0], out, sizeof out, err, sizeof err) != LW_OK)
+            fail_msg("15-digit id #%zu refused: %s", i, err);
+        if (strcmp(out, pairs[i][1]) != 0)
+            fail_msg("15-digit id #%zu: normalised to %s, expected %s", i, out, pairs[i][1]);
+        /* Its 18-digit form passes the check digit as it is. */
+        assert_int_equal(lw_id_normalise(pairs[i][1], out, sizeof out, err, sizeof err), LW_OK);
+        assert_string_equal(out, pairs[i][1]);
+        /* One person, one pseudonym. */
+        assert_int_equal(lw_id_pseudonymise(k, pairs[i][0], b15, err, sizeof err), LW_OK);
+        assert_int_equal(lw_id_pseudonymise(k, pairs[i][1], b18, err, sizeof err), LW_OK);
+        assert_string_equal(b15, b18);
+    }
+    lw_id_key_destroy(k);
+}
+
 static void test_normalise(void **state)
 {
     char out[40], err[256];
@@ -180,9 +218,9 @@ static void test_normalise(void **state)
     assert_string_equal(out, "11010519491231002X");
     assert_int_equal(lw_id_normalise("g1234567-8", out, sizeof out, err, sizeof err), LW_OK);
     assert_string_equal(out, "G12345678");
-    /* Legacy 15-digit ids pass as they are. */
-    assert_int_equal(lw_id_normalise("110105491231002", out, sizeof out, err, sizeof err), LW_OK);
-    assert_string_equal(out, "110105491231002");
+    /* A 15-character id that is not all digits is no PRC id: as it is. */
+    assert_int_equal(lw_id_normalise("A10105491231002", out, sizeof out, err, sizeof err), LW_OK);
+    assert_string_equal(out, "A10105491231002");
     /* Refused: empty, too short, too long, bad characters, too small a buffer. */
     assert_int_equal(lw_id_normalise("   ", out, sizeof out, err, sizeof err), LW_ERR_BAD_ID);
     assert_non_null(strstr(err, "empty"));
@@ -321,7 +359,7 @@ static void test_cli(void **state)
 
     snprintf(cmd, sizeof cmd, "'%s/loanwire-id' -k '%s' 110105194912310 2>/dev/null", bin, key);
     assert_int_equal(sh(cmd, out, sizeof out), 0);
-    assert_string_equal(out, "6p0re3RAgF4ZQ7T35yen8A\n");
+    assert_string_equal(out, "kL7S9Bu9z3T5_Njhzrlwhg\n"); /* its 18-digit form */
 
     key = write_key("cli-loose.key",
                     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", 0644);
@@ -351,10 +389,15 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc4231_vectors), cmocka_unit_test(test_b64url),
-        cmocka_unit_test(test_pseudonymise),    cmocka_unit_test(test_check_digit),
-        cmocka_unit_test(test_normalise),       cmocka_unit_test(test_borrower_id_form),
-        cmocka_unit_test(test_key_file),        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_rfc4231_vectors),
+        cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_pseudonymise),
+        cmocka_unit_test(test_check_digit),
+        cmocka_unit_test(test_normalise),
+        cmocka_unit_test(test_legacy_15_digit),
+        cmocka_unit_test(test_borrower_id_form),
+        cmocka_unit_test(test_key_file),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

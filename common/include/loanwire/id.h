@@ -8,6 +8,9 @@
  *
  * Normalisation: trim, drop spaces and hyphens, upper-case. An 18-character
  * PRC resident identity number must pass its ISO 7064 MOD 11-2 check digit.
+ * A 15-digit (first-generation) PRC id is upgraded to its 18-digit form
+ * first (GB 11643-1999: "19" inserted after the 6-digit area code, then the
+ * check digit), so both forms of one person's id give one borrower_id.
  */
 #ifndef LOANWIRE_ID_H
 #define LOANWIRE_ID_H

@@ -255,13 +255,84 @@ void lw_fen_format(int64_t fen, char *buf, size_t cap)
     snprintf(buf, cap, "%s%s.%02u", fen < 0 ? "-" : "", grouped, (unsigned)(u % 100));
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when s does not start
+ * one (stray continuation byte, overlong form, surrogate, past U+10FFFF, or
+ * cut short by the end of the string). */
+static size_t lw_utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, cp = c & 0x07;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+size_t lw_alerts_text_escape(const char *in, char *out, size_t cap)
+{
+    const unsigned char *s = (const unsigned char *)in;
+    size_t j = 0;
+
+    if (cap == 0)
+        return 0;
+    while (s && *s) {
+        size_t n = lw_utf8_seq(s);
+        char esc[8];
+        const char *put;
+        size_t plen;
+
+        /* C0 controls, DEL, the C1 controls U+0080..U+009F (U+009B is CSI
+         * on many terminals), bytes that are not UTF-8, and the backslash
+         * that starts every escape, so an escape cannot be forged. */
+        if (n == 0 || *s < 0x20 || *s == 0x7f || *s == '\\' ||
+            (n == 2 && s[0] == 0xc2 && s[1] < 0xa0)) {
+            if (*s == '\\')
+                snprintf(esc, sizeof esc, "\\\\");
+            else if (n == 2)
+                snprintf(esc, sizeof esc, "\\u%04x", (unsigned)s[1]);
+            else
+                snprintf(esc, sizeof esc, "\\x%02x", (unsigned)*s);
+            put = esc;
+            plen = strlen(esc);
+            n = n ? n : 1;
+        } else {
+            put = (const char *)s;
+            plen = n;
+        }
+        if (j + plen >= cap) /* never half an escape or half a character */
+            break;
+        memcpy(out + j, put, plen);
+        j += plen;
+        s += n;
+    }
+    out[j] = '\0';
+    return j;
+}
+
 int lw_alert_format_line(const lw_alert_t *al, char *buf, size_t cap)
 {
-    char when[32] = "?", out[40], win[48] = "", reason[LW_TEXT_MAX];
+    char when[32] = "?", out[40], win[48] = "", reason[LW_TEXT_MAX * 6];
+    char rule[LW_ID_MAX * 6 + 1], borrower[LW_BORROWER_ID_LEN * 6 + 1];
     time_t t = (time_t)(al->raised_at / 1000);
     struct tm tm;
     const char *sev = lw_severity_name(al->severity);
-    size_t j = 0;
     int n;
 
     if (gmtime_r(&t, &tm))
@@ -274,12 +345,14 @@ int lw_alert_format_line(const lw_alert_t *al, char *buf, size_t cap)
         else
             snprintf(win, sizeof win, "  %d in %" PRId64 "h", (int)al->window_count, h);
     }
-    /* The reason comes from the wire: no control characters on a terminal. */
-    for (const char *c = al->reason; *c && j + 1 < sizeof reason; c++)
-        reason[j++] = ((unsigned char)*c < 0x20 || *c == 0x7f) ? ' ' : *c;
-    reason[j] = '\0';
+    /* Every string comes from the wire (a Kafka topic or a Redis stream that
+     * anyone with write access fills): an ESC in rule_id could clear or
+     * rewrite the reader's terminal, so no control character gets through. */
+    lw_alerts_text_escape(al->reason, reason, sizeof reason);
+    lw_alerts_text_escape(al->rule_id, rule, sizeof rule);
+    lw_alerts_text_escape(al->borrower_id, borrower, sizeof borrower);
     n = snprintf(buf, cap, "%-20s  %-8s  %-22s  %-22s  %16s CNY  loans %-3d lenders %-3d%s  %s",
-                 when, sev ? sev : "?", al->rule_id, al->borrower_id, out, (int)al->active_loans,
+                 when, sev ? sev : "?", rule, borrower, out, (int)al->active_loans,
                  (int)al->active_lenders, win, reason);
     if (n < 0)
         return 0;

@@ -1194,9 +1194,9 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         backoff_sleep(&backoff);
     }
     lw_store_set_alerts_cb(x->store, store_alerts_cb, x);
-    lw_info("Redis %s: write script %s loaded (%zu rules, strict fencing %s)", cf->redis_url,
-            lw_store_script_sha(x->store), lw_rules_count(x->rules),
-            cf->script.strict_fencing ? "on" : "off");
+    lw_info("Redis %s: write script %s loaded (%zu rules, strict fencing %s)",
+            lw_redis_url_redact(cf->redis_url, (char[512]){0}, 512), lw_store_script_sha(x->store),
+            lw_rules_count(x->rules), cf->script.strict_fencing ? "on" : "off");
 
     /* alerts and dead-letter producer: idempotent, never gives up on a message */
     rd_kafka_conf_t *pc = rd_kafka_conf_new();

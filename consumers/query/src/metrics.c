@@ -3,7 +3,8 @@
  * query service's own request counts, in Prometheus text format 0.0.4.
  *
  * Each loanwire-exposure instance keeps a hash lw:metrics:<consumer-id>
- * (consumers/README.md names the fields). Counters are summed over every
+ * (consumers/README.md names the fields) and adds its id to the set
+ * lw:metrics:consumers, which is all this reads: no SCAN. Counters are summed over every
  * consumer; a partition's lag is taken as the largest any consumer reports
  * (a stale hash left by a former owner can only overstate it); the Redis
  * round trip is per consumer. Counts print as integers.
@@ -16,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LW_METRICS_PREFIX "lw:metrics:"
+#define LW_METRICS_PREFIX   "lw:metrics:"
+#define LW_METRICS_REGISTRY "lw:metrics:consumers" /* the consumers SADD their id here */
 
 typedef struct lw_kv {
     char *a, *b; /* rule, or topic+partition, or consumer */
@@ -270,60 +272,102 @@ char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t
     return b.p;
 }
 
+/* Error text of a failed reply (r may be NULL: then the context's). */
+static const char *lw_reply_err(const redisContext *rc, const redisReply *r)
+{
+    return !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply";
+}
+
 lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
                                char *errstr, size_t errstr_size)
 {
     lw_metrics_agg_t *agg = lw_metrics_agg_new();
-    char cursor[32] = "0";
+    redisReply *ids = NULL;
     lw_err_t err = LW_OK;
+    const redisReply **stale = NULL;
+    size_t n = 0, n_stale = 0;
 
     *text = NULL;
     if (!agg) {
         snprintf(errstr, errstr_size, "out of memory");
         return LW_ERR_NOMEM;
     }
-    /* SCAN, not KEYS: never block Redis for the whole keyspace. */
-    do {
-        redisReply *r = redisCommand(rc, "SCAN %s MATCH %s* COUNT 100", cursor, LW_METRICS_PREFIX);
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-            snprintf(errstr, errstr_size, "redis SCAN: %s",
-                     !r                             ? rc->errstr
-                     : r->type == REDIS_REPLY_ERROR ? r->str
-                                                    : "unexpected reply");
-            if (r)
-                freeReplyObject(r);
+    /* The registry every consumer SADDs its id to, not a walk of the
+     * keyspace: a SCAN of lw:metrics:* cost ~10,000 calls per request at a
+     * million keys and let anyone without a token load Redis. The cost is
+     * now one SMEMBERS plus one pipelined HGETALL per registered consumer. */
+    ids = redisCommand(rc, "SMEMBERS %s", LW_METRICS_REGISTRY);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errstr_size, "redis SMEMBERS %s: %s", LW_METRICS_REGISTRY,
+                 lw_reply_err(rc, ids));
+        err = LW_ERR_REDIS;
+        goto out;
+    }
+    stale = calloc(ids->elements ? ids->elements : 1, sizeof *stale);
+    if (!stale) {
+        snprintf(errstr, errstr_size, "out of memory");
+        err = LW_ERR_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < ids->elements; i++) {
+        const redisReply *id = ids->element[i];
+        if (id->type != REDIS_REPLY_STRING)
+            continue;
+        if (redisAppendCommand(rc, "HGETALL %s%b", LW_METRICS_PREFIX, id->str, id->len) !=
+            REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis HGETALL: %s", rc->errstr);
             err = LW_ERR_REDIS;
-            break;
+            goto out;
         }
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements && err == LW_OK; i++) {
-            const char *key = r->element[1]->element[i]->str;
-            redisReply *h = redisCommand(rc, "HGETALL %s", key);
-            if (!h) {
-                snprintf(errstr, errstr_size, "redis HGETALL %s: %s", key, rc->errstr);
-                err = LW_ERR_REDIS;
-                break;
-            }
-            /* A key of another type under the prefix is skipped, not fatal. */
-            if (h->type == REDIS_REPLY_ARRAY)
-                for (size_t j = 0; j + 1 < h->elements; j += 2)
-                    if (h->element[j]->type == REDIS_REPLY_STRING &&
-                        h->element[j + 1]->type == REDIS_REPLY_STRING)
-                        lw_metrics_agg_add(agg, key + strlen(LW_METRICS_PREFIX), h->element[j]->str,
-                                           h->element[j + 1]->str);
-            freeReplyObject(h);
+        n++;
+    }
+    for (size_t i = 0, k = 0; k < n; i++) {
+        const redisReply *id = ids->element[i];
+        redisReply *h = NULL;
+
+        if (id->type != REDIS_REPLY_STRING)
+            continue;
+        k++;
+        if (redisGetReply(rc, (void **)&h) != REDIS_OK || !h) {
+            snprintf(errstr, errstr_size, "redis HGETALL %s%s: %s", LW_METRICS_PREFIX, id->str,
+                     rc->errstr);
+            err = LW_ERR_REDIS;
+            goto out; /* the connection is broken: the caller drops it */
+        }
+        /* An empty hash is a consumer gone for more than its 15 s EXPIRE; a
+         * key of another type is not ours. Both are skipped, not fatal. */
+        if (h->type == REDIS_REPLY_ARRAY && h->elements == 0)
+            stale[n_stale++] = id;
+        if (h->type == REDIS_REPLY_ARRAY)
+            for (size_t j = 0; j + 1 < h->elements; j += 2)
+                if (h->element[j]->type == REDIS_REPLY_STRING &&
+                    h->element[j + 1]->type == REDIS_REPLY_STRING)
+                    lw_metrics_agg_add(agg, id->str, h->element[j]->str, h->element[j + 1]->str);
+        freeReplyObject(h);
+    }
+    /* Forget consumers whose hash expired, so the set stays as small as the
+     * live group. A consumer that publishes again between our HGETALL and
+     * this SREM is gone from the set for a second at most: every publish
+     * SADDs it back. A refusal (a read-only ACL user) changes nothing here. */
+    for (size_t i = 0; i < n_stale; i++) {
+        redisReply *r =
+            redisCommand(rc, "SREM %s %b", LW_METRICS_REGISTRY, stale[i]->str, stale[i]->len);
+        if (!r) {
+            snprintf(errstr, errstr_size, "redis SREM %s: %s", LW_METRICS_REGISTRY, rc->errstr);
+            err = LW_ERR_REDIS;
+            goto out;
         }
         freeReplyObject(r);
-    } while (err == LW_OK && strcmp(cursor, "0") != 0);
-
-    if (err == LW_OK) {
-        *text = lw_metrics_agg_render(agg, counts);
-        if (!*text) {
-            snprintf(errstr, errstr_size, "out of memory");
-            err = LW_ERR_NOMEM;
-        }
     }
+    *text = lw_metrics_agg_render(agg, counts);
+    if (!*text) {
+        snprintf(errstr, errstr_size, "out of memory");
+        err = LW_ERR_NOMEM;
+    }
+out:
+    free(stale);
+    if (ids)
+        freeReplyObject(ids);
     lw_metrics_agg_destroy(agg);
     return err;
 }

@@ -26,16 +26,73 @@ redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, si
 
 /* ---- Exposure ------------------------------------------------------------ */
 
-static json_t *lw_loan_to_json(const lw_loan_state_t *l)
+/*
+ * A JSON string for a name or id read from Redis. The producer only sends
+ * UTF-8, but the state and the lw:strings table are bytes anyone with write
+ * access to Redis may change, and jansson refuses a string that is not
+ * UTF-8: json_pack() then fails, and the loan used to vanish from the answer
+ * while the totals still counted it. Such a string is rendered escaped
+ * instead: each byte that is not part of valid UTF-8 as \xNN, and a
+ * backslash as \\ (so the escaped form is unambiguous), and *escaped is set
+ * so the caller can log it. NULL only when out of memory.
+ */
+static json_t *lw_json_str(const char *s, bool *escaped)
+{
+    json_t *j = json_string(s);
+    char *buf, *o;
+
+    if (j)
+        return j;
+    buf = malloc(strlen(s) * 4 + 1);
+    if (!buf)
+        return NULL;
+    o = buf;
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        size_t n = *c < 0x80   ? 1
+                   : *c < 0xc2 ? 0
+                   : *c < 0xe0 ? 2
+                   : *c < 0xf0 ? 3
+                   : *c < 0xf5 ? 4
+                               : 0;
+        for (size_t k = 1; k < n; k++)
+            if ((c[k] & 0xc0) != 0x80) /* also stops at the NUL */
+                n = 0;
+        /* overlong 3- and 4-byte forms, surrogates, beyond U+10FFFF */
+        if ((n == 3 && ((c[0] == 0xe0 && c[1] < 0xa0) || (c[0] == 0xed && c[1] >= 0xa0))) ||
+            (n == 4 && ((c[0] == 0xf0 && c[1] < 0x90) || (c[0] == 0xf4 && c[1] >= 0x90))))
+            n = 0;
+        if (n == 0) {
+            o += sprintf(o, "\\x%02x", *c);
+            c++;
+        } else if (*c == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+            c++;
+        } else {
+            memcpy(o, c, n);
+            o += n;
+            c += n;
+        }
+    }
+    *o = '\0';
+    j = json_string(buf);
+    free(buf);
+    *escaped = true;
+    return j;
+}
+
+static json_t *lw_loan_to_json(const lw_loan_state_t *l, bool *escaped)
 {
     const char *product = lw_product_name(l->product);
     const char *status = lw_loan_status_name(l->status);
 
-    return json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:i, s:I, s:I, s:I}", "platform_id",
-                     l->platform_id, "loan_id", l->loan_id, "lender_id", l->lender_id, "product",
-                     product, "status", status, "outstanding_fen", (json_int_t)l->outstanding_fen,
-                     "credit_limit_fen", (json_int_t)l->credit_limit_fen, "days_past_due",
-                     (int)l->days_past_due, "past_due_fen", (json_int_t)l->past_due_fen, "sequence",
+    return json_pack("{s:o, s:o, s:o, s:s?, s:s?, s:I, s:I, s:i, s:I, s:I, s:I}", "platform_id",
+                     lw_json_str(l->platform_id, escaped), "loan_id",
+                     lw_json_str(l->loan_id, escaped), "lender_id",
+                     lw_json_str(l->lender_id, escaped), "product", product, "status", status,
+                     "outstanding_fen", (json_int_t)l->outstanding_fen, "credit_limit_fen",
+                     (json_int_t)l->credit_limit_fen, "days_past_due", (int)l->days_past_due,
+                     "past_due_fen", (json_int_t)l->past_due_fen, "sequence",
                      (json_int_t)l->sequence, "updated_at", (json_int_t)l->updated_at);
 }
 
@@ -57,7 +114,7 @@ static const char *lw_entry_field(const redisReply *fields, const char *name)
  * borrower's open-alert hash "a:{<id>}" under the rule id (consumers/README.md),
  * where lw_state_read() finds the open rules, so one HMGET fetches them all. */
 static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, json_t *arr,
-                                    char *errstr, size_t errstr_size)
+                                    const lw_borrower_state_t *st, char *errstr, size_t errstr_size)
 {
     size_t n = json_array_size(arr), i;
     const char **argv;
@@ -80,10 +137,9 @@ static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, j
     snprintf(key, sizeof key, "a:{%s}", borrower_id);
     argv[0] = "HMGET";
     argv[1] = key;
-    json_array_foreach(arr, i, oa)
-    {
-        snprintf(fields[i], sizeof fields[i], "%s",
-                 json_string_value(json_object_get(oa, "rule_id")));
+    /* The stored rule ids, not the JSON's: those may be escaped. */
+    for (i = 0; i < n; i++) {
+        snprintf(fields[i], sizeof fields[i], "%s", st->open_alerts[i]);
         argv[i + 2] = fields[i];
     }
     r = redisCommandArgv(rc, (int)(n + 2), argv, NULL);
@@ -135,19 +191,46 @@ lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char 
         return err;
     }
 
+    /* Every loan the totals count is in the answer, or there is no answer:
+     * a loan that cannot be rendered fails the request (out of memory). */
     loans = json_array();
-    for (size_t i = 0; i < st.n_loans; i++)
-        json_array_append_new(loans, lw_loan_to_json(&st.loans[i]));
     open = json_array();
-    for (size_t i = 0; i < st.n_open_alerts; i++)
-        json_array_append_new(open, json_pack("{s:s, s:n}", "rule_id", st.open_alerts[i], "alert"));
-    err = lw_open_alerts_fill(rc, borrower_id, open, errstr, errstr_size);
-    if (err != LW_OK) {
-        json_decref(loans);
-        json_decref(open);
-        lw_borrower_state_clear(&st);
-        return err;
+    if (!loans || !open) {
+        err = LW_ERR_NOMEM;
+        snprintf(errstr, errstr_size, "out of memory building JSON");
+        goto fail;
     }
+    for (size_t i = 0; i < st.n_loans; i++) {
+        bool escaped = false;
+        if (json_array_append_new(loans, lw_loan_to_json(&st.loans[i], &escaped)) != 0) {
+            err = LW_ERR_NOMEM;
+            snprintf(errstr, errstr_size, "out of memory building JSON (loan %zu)", i);
+            goto fail;
+        }
+        if (escaped)
+            fprintf(stderr,
+                    "WARN loanwire-query: borrower %s: loan %zu has a platform, loan or lender "
+                    "id that is not UTF-8; answered with it escaped (\\xNN)\n",
+                    borrower_id, i);
+    }
+    for (size_t i = 0; i < st.n_open_alerts; i++) {
+        bool escaped = false;
+        if (json_array_append_new(open, json_pack("{s:o, s:n}", "rule_id",
+                                                  lw_json_str(st.open_alerts[i], &escaped),
+                                                  "alert")) != 0) {
+            err = LW_ERR_NOMEM;
+            snprintf(errstr, errstr_size, "out of memory building JSON (open alert %zu)", i);
+            goto fail;
+        }
+        if (escaped)
+            fprintf(stderr,
+                    "WARN loanwire-query: borrower %s: open alert %zu has a rule id that is not "
+                    "UTF-8; answered with it escaped (\\xNN)\n",
+                    borrower_id, i);
+    }
+    err = lw_open_alerts_fill(rc, borrower_id, open, &st, errstr, errstr_size);
+    if (err != LW_OK)
+        goto fail;
 
     doc = json_pack(
         "{s:s, s:I, s:I, s:i, s:i, s:i, s:I, s:o, s:{s:o, s:o, s:o}, s:o, s:o}", "borrower_id",
@@ -170,6 +253,11 @@ lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char 
         return LW_ERR_NOMEM;
     }
     return LW_OK;
+fail:
+    json_decref(loans);
+    json_decref(open);
+    lw_borrower_state_clear(&st);
+    return err;
 }
 
 /* ---- Alerts -------------------------------------------------------------- */

@@ -7,6 +7,15 @@
  * Requests are answered on the first call of the access handler: nothing
  * here reads a body, so any request announcing one gets 413 straight away.
  * One access line per request goes to stderr when MHD reports completion.
+ *
+ * Slow clients (slowloris: many connections, each sending a header line now
+ * and then) are held off three ways: MHD refuses more than max_per_ip
+ * connections from one address and more than max_connections in all, and
+ * a watchdog thread closes any connection whose request headers are not
+ * complete header_timeout seconds after it opened (or after its previous
+ * answer). MHD's own timeout is one of inactivity, which a byte every few
+ * seconds resets for ever; the watchdog's deadline is not reset by
+ * anything but a complete request.
  */
 #include "loanwire/log.h"
 #include "loanwire/query.h"
@@ -17,10 +26,23 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* One open connection, for the header deadline. Linked in q->conns from
+ * MHD's STARTED notification to its CLOSED one, which MHD sends before it
+ * closes the socket: under conn_mu, fd is always still this connection's. */
+typedef struct lw_conn {
+    struct lw_conn *prev, *next;
+    int fd;
+    int64_t deadline_us; /* lw_mono_us() by which headers must be in; 0: none */
+} lw_conn_t;
 
 struct lw_query_s {
     struct MHD_Daemon *mhd;
@@ -30,6 +52,14 @@ struct lw_query_s {
     int port;
     pthread_key_t rc_key;
     _Atomic uint64_t counts[LW_QUERY_STATUS_SLOTS];
+    int64_t header_timeout_us;
+    pthread_mutex_t conn_mu;
+    pthread_cond_t stop_cv;
+    lw_conn_t conns; /* list head (a sentinel) */
+    bool stopping;   /* under conn_mu */
+    bool watchdog_started;
+    pthread_t watchdog;
+    _Atomic uint64_t header_timeouts; /* connections closed by the watchdog */
 };
 
 /* One per request, from the URI log callback to the completion callback. */
@@ -46,6 +76,108 @@ typedef struct lw_req {
 static void lw_rc_free(void *p)
 {
     redisFree(p);
+}
+
+/* Sets the header deadline of the connection conn (0: none). */
+static void lw_conn_deadline(lw_query_t *q, struct MHD_Connection *conn, int64_t deadline_us)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    lw_conn_t *c = ci ? ci->socket_context : NULL;
+
+    if (!c)
+        return;
+    pthread_mutex_lock(&q->conn_mu);
+    c->deadline_us = deadline_us;
+    pthread_mutex_unlock(&q->conn_mu);
+}
+
+static void lw_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode code)
+{
+    lw_query_t *q = cls;
+    lw_conn_t *c;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || !(c = calloc(1, sizeof *c)))
+            return; /* untracked: MHD's idle timeout still applies */
+        c->fd = ci->connect_fd;
+        c->deadline_us = lw_mono_us() + q->header_timeout_us;
+        pthread_mutex_lock(&q->conn_mu);
+        c->next = q->conns.next;
+        c->prev = &q->conns;
+        q->conns.next->prev = c;
+        q->conns.next = c;
+        pthread_mutex_unlock(&q->conn_mu);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && (c = *socket_context) != NULL) {
+        pthread_mutex_lock(&q->conn_mu);
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        pthread_mutex_unlock(&q->conn_mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* Closes connections past their header deadline. shutdown(), not close():
+ * the socket stays MHD's, which sees the end of the stream on its next read
+ * and closes and forgets the connection the usual way. */
+static void *lw_watchdog(void *arg)
+{
+    lw_query_t *q = arg;
+
+    pthread_mutex_lock(&q->conn_mu);
+    while (!q->stopping) {
+        struct timespec ts;
+        int64_t now = lw_mono_us();
+        uint64_t n = 0;
+
+        for (lw_conn_t *c = q->conns.next; c != &q->conns; c = c->next) {
+            if (c->deadline_us && now > c->deadline_us) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->deadline_us = 0;
+                n++;
+            }
+        }
+        if (n)
+            atomic_fetch_add(&q->header_timeouts, n);
+        /* 100 ms: the deadline is in seconds; a scan of 10,000 entries costs
+         * a few microseconds. */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&q->stop_cv, &q->conn_mu, &ts);
+    }
+    pthread_mutex_unlock(&q->conn_mu);
+    return NULL;
+}
+
+/* MHD's own messages (a refused connection over a limit, among others)
+ * through lw_warn, at most 10 a second: under a flood of connections they
+ * would otherwise fill the log as fast as the flood comes. */
+static void lw_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static _Atomic int64_t window;
+    static _Atomic int in_window;
+    int64_t sec = lw_mono_us() / 1000000;
+    char msg[512];
+    size_t n;
+
+    if (atomic_exchange(&window, sec) != sec)
+        atomic_store(&in_window, 0);
+    if (atomic_fetch_add(&in_window, 1) >= 10)
+        return;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    lw_warn("http: %s", msg);
 }
 
 /* This thread's Redis context, connecting when there is none. */
@@ -139,6 +271,39 @@ static enum MHD_Result lw_count_unknown(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
+/* Adds up the bytes of the header lines as MHD parsed them. */
+static enum MHD_Result lw_sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    size_t *sum = cls;
+    *sum += key_size + 2 + value_size + 2; /* "key: value\r\n" */
+    return MHD_YES;
+}
+
+/*
+ * False when the request's header section holds bytes its parsed lines do
+ * not account for. This libmicrohttpd (0.9.75) ends a header value at a NUL
+ * byte and drops the rest of the line, so "Authorization: Bearer <token>\0junk"
+ * reached us as "Bearer <token>" while a proxy in front may have seen (and
+ * judged) another value; nothing in its API shows the NUL. What it does give
+ * is the exact size of the header section, which must then be at most the
+ * request line plus "key: value\r\n" per header plus the closing CRLF. The
+ * price: more than one space after a colon, or after the method or URI, is
+ * refused too; HTTP clients send one.
+ */
+static bool lw_header_bytes_ok(struct MHD_Connection *conn, const lw_req_t *req, const char *method,
+                               const char *version)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t want = strlen(method) + 1 + req->uri_len + 1 + strlen(version) + 2 + 2;
+
+    if (!ci)
+        return true; /* cannot tell: the request line and headers are as parsed */
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, lw_sum_header, &want);
+    return ci->header_size <= want;
+}
+
 /* Copies s for a log line: no query string, no control characters. */
 static void lw_log_safe(char *out, size_t cap, const char *s)
 {
@@ -155,7 +320,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     lw_query_t *q = cls;
     lw_req_t *req = *con_cls;
     char bid[LW_BORROWER_ID_LEN + 1], errstr[512], *body = NULL;
-    bool bad_id, found;
+    bool bad_id, found, authed;
     lw_route_t route;
     redisContext *rc;
     lw_err_t err;
@@ -166,6 +331,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0; /* discard a body that still arrives */
         return MHD_YES;
     }
+    lw_conn_deadline(q, conn, 0); /* the headers are complete */
     lw_log_safe(req->method, sizeof req->method, method);
     lw_log_safe(req->path, sizeof req->path, url);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
@@ -175,13 +341,24 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
                                 "request bodies are not accepted");
     if (req->uri_len > LW_QUERY_MAX_URL)
         return lw_respond_error(q, req, conn, 414, "uri_too_long", "request URI too long");
+    if (!lw_header_bytes_ok(conn, req, method, version))
+        return lw_respond_error(q, req, conn, 400, "bad_request",
+                                "malformed header line (a NUL byte, or more than one space "
+                                "after a colon)");
+    /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without
+     * Host; MHD (at its default strictness) lets it through. */
+    if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+        return lw_respond_error(q, req, conn, 400, "bad_request",
+                                "an HTTP/1.1 request needs a Host header");
 
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
-    if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !q->no_auth &&
-        !lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                                MHD_HTTP_HEADER_AUTHORIZATION)))
+    authed = q->no_auth ||
+             lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                    MHD_HTTP_HEADER_AUTHORIZATION));
+    if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");
     if (route == LW_ROUTE_EXPOSURE && bad_id)
@@ -190,13 +367,16 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
 
     rc = lw_thread_redis(q, errstr, sizeof errstr);
     if (!rc) {
+        lw_warn("redis: %s", errstr);
         if (route == LW_ROUTE_HEALTHZ) {
-            json_t *o = json_pack("{s:s, s:s}", "status", "unavailable", "error", errstr);
+            /* Redis's address and error only for a caller with a token:
+             * /healthz is open to anyone who can reach the port. */
+            json_t *o = authed ? json_pack("{s:s, s:s}", "status", "down", "error", errstr)
+                               : json_pack("{s:s}", "status", "down");
             body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
             json_decref(o);
             return body ? lw_respond(q, req, conn, 503, "application/json", body, true) : MHD_NO;
         }
-        lw_warn("redis: %s", errstr);
         return lw_respond_error(q, req, conn, 503, "unavailable", "Redis is not reachable");
     }
 
@@ -206,10 +386,12 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         redisReply *r = redisCommand(rc, "PING");
         int64_t rtt = lw_mono_us() - t0;
         bool ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        json_t *o =
-            ok ? json_pack("{s:s, s:I}", "status", "ok", "redis_rtt_us", (json_int_t)rtt)
-               : json_pack("{s:s, s:s}", "status", "unavailable", "error",
-                           r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rc->errstr);
+        const char *why = r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rc->errstr;
+        json_t *o = !authed ? json_pack("{s:s}", "status", ok ? "up" : "down")
+                    : ok ? json_pack("{s:s, s:I}", "status", "up", "redis_rtt_us", (json_int_t)rtt)
+                         : json_pack("{s:s, s:s}", "status", "down", "error", why);
+        if (!ok)
+            lw_warn("healthz: redis: %s", why);
         if (r)
             freeReplyObject(r);
         lw_thread_redis_check(q, rc);
@@ -282,6 +464,7 @@ static void *lw_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
 static void lw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    lw_query_t *q = cls;
     lw_req_t *req = *con_cls;
     const union MHD_ConnectionInfo *ci;
     char addr[INET6_ADDRSTRLEN + 8] = "-", path[256], meth[16];
@@ -303,6 +486,8 @@ static void lw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     free(req);
     *con_cls = NULL;
+    /* A kept-alive connection has the same time for its next request. */
+    lw_conn_deadline(q, conn, lw_mono_us() + q->header_timeout_us);
 }
 
 void lw_query_conf_init(lw_query_conf_t *conf)
@@ -311,10 +496,49 @@ void lw_query_conf_init(lw_query_conf_t *conf)
     snprintf(conf->host, sizeof conf->host, "%s", LW_QUERY_DEFAULT_HOST);
     conf->port = LW_QUERY_DEFAULT_PORT;
     conf->threads = LW_QUERY_DEFAULT_THREADS;
+    conf->max_connections = LW_QUERY_DEFAULT_MAX_CONNECTIONS;
+    conf->max_per_ip = LW_QUERY_DEFAULT_MAX_PER_IP;
+    conf->header_timeout = LW_QUERY_DEFAULT_HEADER_TIMEOUT;
+    conf->idle_timeout = LW_QUERY_DEFAULT_IDLE_TIMEOUT;
+}
+
+/* Each connection takes a descriptor: raises the soft RLIMIT_NOFILE toward
+ * what max_connections needs (up to the hard limit) and returns how many
+ * connections fit, leaving room for Redis connections, logs and MHD's own. */
+static int lw_fit_connections(int want, int threads)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)want + (rlim_t)threads + 64;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return want;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        long fit = (long)rl.rlim_cur - threads - 64;
+        return fit < 1 ? 1 : (int)fit;
+    }
+    return want;
+}
+
+static void lw_watchdog_stop(lw_query_t *q)
+{
+    if (!q->watchdog_started)
+        return;
+    pthread_mutex_lock(&q->conn_mu);
+    q->stopping = true;
+    pthread_cond_signal(&q->stop_cv);
+    pthread_mutex_unlock(&q->conn_mu);
+    pthread_join(q->watchdog, NULL);
+    q->watchdog_started = false;
 }
 
 lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t errstr_size)
 {
+    int max_conns;
     lw_query_t *q;
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -340,6 +564,14 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         snprintf(errstr, errstr_size, "port must be 0..65535 and threads 1..256");
         return NULL;
     }
+    if (conf->max_connections < 1 || conf->max_connections > 1000000 || conf->max_per_ip < 1 ||
+        conf->max_per_ip > conf->max_connections || conf->header_timeout < 1 ||
+        conf->header_timeout > 3600 || conf->idle_timeout < 1 || conf->idle_timeout > 3600) {
+        snprintf(errstr, errstr_size,
+                 "max connections must be 1..1000000, per IP 1..max connections, and the "
+                 "header and idle timeouts 1..3600 s");
+        return NULL;
+    }
     if (!conf->no_auth && !conf->tokens_path) {
         snprintf(errstr, errstr_size,
                  "no --tokens FILE given (use --no-auth only for local development)");
@@ -359,29 +591,56 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         return NULL;
     }
     q->no_auth = conf->no_auth;
+    q->header_timeout_us = (int64_t)conf->header_timeout * 1000000;
+    q->conns.next = q->conns.prev = &q->conns;
+    pthread_mutex_init(&q->conn_mu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&q->stop_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     if (pthread_key_create(&q->rc_key, lw_rc_free) != 0) {
         snprintf(errstr, errstr_size, "pthread_key_create failed");
-        lw_tokens_destroy(q->tokens);
-        free(q);
-        return NULL;
+        goto fail;
     }
+    max_conns = lw_fit_connections(conf->max_connections, conf->threads);
+    if (max_conns < conf->max_connections)
+        lw_warn("at most %d connections: the descriptor limit (ulimit -n) leaves no room for %d",
+                max_conns, conf->max_connections);
+    if (pthread_create(&q->watchdog, NULL, lw_watchdog, q) != 0) {
+        snprintf(errstr, errstr_size, "cannot start the header-deadline thread");
+        pthread_key_delete(q->rc_key);
+        goto fail;
+    }
+    q->watchdog_started = true;
     q->mhd = MHD_start_daemon(
-        flags, (uint16_t)conf->port, NULL, NULL, lw_handle, q, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads,
-        MHD_OPTION_URI_LOG_CALLBACK, lw_uri_log, q, MHD_OPTION_NOTIFY_COMPLETED, lw_completed, q,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+        flags, (uint16_t)conf->port, NULL, NULL, lw_handle, q,
+        /* first, or MHD prints what comes before it its own way */
+        MHD_OPTION_EXTERNAL_LOGGER, lw_mhd_log, q, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)conf->threads, MHD_OPTION_URI_LOG_CALLBACK,
+        lw_uri_log, q, MHD_OPTION_NOTIFY_COMPLETED, lw_completed, q, MHD_OPTION_NOTIFY_CONNECTION,
+        lw_notify_connection, q, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)conf->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)conf->idle_timeout,
+        MHD_OPTION_END);
     if (!q->mhd) {
         snprintf(errstr, errstr_size, "cannot listen on %s:%d (in use or not permitted?)",
                  conf->host, conf->port);
         pthread_key_delete(q->rc_key);
-        lw_tokens_destroy(q->tokens);
-        free(q);
-        return NULL;
+        goto fail;
     }
     di = MHD_get_daemon_info(q->mhd, MHD_DAEMON_INFO_BIND_PORT);
     q->port = di && di->port ? di->port : conf->port;
     return q;
+fail:
+    lw_watchdog_stop(q);
+    pthread_cond_destroy(&q->stop_cv);
+    pthread_mutex_destroy(&q->conn_mu);
+    lw_tokens_destroy(q->tokens);
+    free(q);
+    return NULL;
 }
 
 int lw_query_port(const lw_query_t *q)
@@ -399,8 +658,13 @@ void lw_query_stop(lw_query_t *q)
 {
     if (!q)
         return;
-    /* Joins the pool threads; their Redis contexts are freed as they end. */
+    /* Joins the pool threads; their Redis contexts are freed as they end.
+     * The watchdog goes after them: it may shutdown() only sockets MHD has
+     * not closed yet, and MHD tells it (CLOSED) before it closes one. */
     MHD_stop_daemon(q->mhd);
+    lw_watchdog_stop(q);
+    pthread_cond_destroy(&q->stop_cv);
+    pthread_mutex_destroy(&q->conn_mu);
     pthread_key_delete(q->rc_key);
     lw_tokens_destroy(q->tokens);
     free(q);

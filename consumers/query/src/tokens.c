@@ -25,6 +25,29 @@ static bool lw_token_char_ok(char c)
     return isalnum((unsigned char)c) || strchr("-._~+/=", c) != NULL;
 }
 
+/*
+ * Characters a token of tok's kind needs for 128 bits if it is random: 39
+ * when it is all decimal digits (log2 10 = 3.3 bits each), 32 when all hex
+ * digits (4 bits), else 22 (base64url, 6 bits; 128 / 6 rounded up). Trailing
+ * '=' padding carries nothing. A guess, not a measure of entropy: it refuses
+ * the short ("secret", "t0k-123") and the hex or decimal strings an operator
+ * cut too short, and takes any random base64url token of 22 characters.
+ */
+size_t lw_token_min_len(const char *tok, size_t len)
+{
+    bool dec = true, hexl = true, hexu = true;
+
+    while (len > 0 && tok[len - 1] == '=')
+        len--;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        dec &= isdigit(c) != 0;
+        hexl &= isdigit(c) || (c >= 'a' && c <= 'f');
+        hexu &= isdigit(c) || (c >= 'A' && c <= 'F');
+    }
+    return dec ? 39 : hexl || hexu ? 32 : 22;
+}
+
 static lw_err_t lw_tokens_add(lw_tokens_t *tk, const char *tok, size_t len)
 {
     void *nd = realloc(tk->digest, (tk->n + 1) * sizeof *tk->digest);
@@ -74,14 +97,31 @@ lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
         fclose(fp);
         return NULL;
     }
-    while (fgets(line, sizeof line, fp)) {
-        size_t len = strlen(line);
+    for (;;) {
+        size_t len = 0;
+        bool nul = false;
         char *s = line, *e;
+        int ch;
 
+        /* getc, not fgets: fgets cannot show a NUL byte, and the part of a
+         * line after one was silently dropped (found by fuzz_tokens). */
+        while ((ch = getc(fp)) != EOF && ch != '\n') {
+            nul |= ch == '\0';
+            if (len < sizeof line - 1)
+                line[len] = (char)ch;
+            len++;
+        }
+        if (ch == EOF && len == 0)
+            break;
         lineno++;
-        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(fp)) {
+        if (len > LW_TOKEN_MAX) {
             snprintf(errstr, errstr_size, "%s:%d: token longer than %d characters", path, lineno,
                      LW_TOKEN_MAX);
+            goto fail;
+        }
+        line[len] = '\0';
+        if (nul) {
+            snprintf(errstr, errstr_size, "%s:%d: NUL byte in line", path, lineno);
             goto fail;
         }
         while (isspace((unsigned char)*s))
@@ -96,6 +136,20 @@ lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
                 snprintf(errstr, errstr_size,
                          "%s:%d: token has a character outside A-Z a-z 0-9 - . _ ~ + / =", path,
                          lineno);
+                goto fail;
+            }
+        }
+        {
+            size_t tlen = (size_t)(e - s), need = lw_token_min_len(s, tlen);
+            while (tlen > 0 && s[tlen - 1] == '=') /* padding carries nothing */
+                tlen--;
+            /* A short token is guessed, whatever the server does about it. */
+            if (tlen < need) {
+                snprintf(errstr, errstr_size,
+                         "%s:%d: token too weak: %zu characters of its kind carry less than 128 "
+                         "bits; use at least %zu (e.g. 22 base64url or 32 hex characters: "
+                         "openssl rand -base64 24 | tr '+/' '-_')",
+                         path, lineno, tlen, need);
                 goto fail;
             }
         }

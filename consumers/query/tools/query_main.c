@@ -13,6 +13,7 @@
 #include "loanwire/query.h"
 #include "loanwire/version.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +27,22 @@ static void usage(FILE *fp)
             "Usage: loanwire-query [options]\n"
             "Serves borrowers' exposure and recent alerts from the bureau's Redis over HTTP.\n"
             "\n"
-            "  --redis URL        redis://HOST:PORT[/DB] (default $LOANWIRE_REDIS or %s)\n"
+            "  --redis URL        redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default\n"
+            "                     $LOANWIRE_REDIS or %s); USER and PASSWORD\n"
+            "                     percent-encoded; never logged\n"
             "  --listen HOST:PORT numeric address to bind (default %s:%d; PORT 0 = any)\n"
             "  --tokens FILE      bearer tokens, one per line (# comments); must not be\n"
-            "                     accessible by group or others (chmod 600)\n"
+            "                     accessible by group or others (chmod 600); each of\n"
+            "                     >= 128 bits: 22 base64url or 32 hex characters\n"
             "  --no-auth          serve data endpoints without tokens (development only)\n"
             "  --threads N        worker threads, each with its own Redis connection (%d)\n"
+            "  --max-connections N\n"
+            "                     open connections in all; more are refused (%d)\n"
+            "  --max-per-ip N     open connections from one client address (%d)\n"
+            "  --header-timeout S seconds a connection has to send a request's headers,\n"
+            "                     from connecting or from its previous answer; then it\n"
+            "                     is closed however slowly bytes still come (%d)\n"
+            "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit:\n"
             "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
@@ -41,7 +52,8 @@ static void usage(FILE *fp)
             "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
-            "  /healthz   PING Redis: 200 or 503 (no token)\n"
+            "  /healthz   PING Redis: 200 {\"status\":\"up\"} or 503 {\"status\":\"down\"}\n"
+            "             (no token; with one, also the round trip or the error)\n"
             "  /metrics   Prometheus text (no token)\n"
             "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n"
             "Under systemd (Type=notify) READY=1 is sent once the server listens.\n"
@@ -49,7 +61,9 @@ static void usage(FILE *fp)
             "Exit status: 0 stopped by SIGINT/SIGTERM (or --borrower found); 1 could not\n"
             "start, or a usage error; --borrower as above.\n",
             LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
-            LW_QUERY_DEFAULT_THREADS, LW_QUERY_ALERTS_MAX, LW_QUERY_ALERTS_DEFAULT);
+            LW_QUERY_DEFAULT_THREADS, LW_QUERY_DEFAULT_MAX_CONNECTIONS, LW_QUERY_DEFAULT_MAX_PER_IP,
+            LW_QUERY_DEFAULT_HEADER_TIMEOUT, LW_QUERY_DEFAULT_IDLE_TIMEOUT, LW_QUERY_ALERTS_MAX,
+            LW_QUERY_ALERTS_DEFAULT);
 }
 
 static int lookup_one(const char *redis_url, const char *bid)
@@ -89,12 +103,20 @@ static int lookup_one(const char *redis_url, const char *bid)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"redis", required_argument, NULL, 'r'},   {"listen", required_argument, NULL, 'l'},
-        {"tokens", required_argument, NULL, 't'},  {"no-auth", no_argument, NULL, 'N'},
-        {"threads", required_argument, NULL, 'T'}, {"borrower", required_argument, NULL, 'b'},
-        {"verbose", no_argument, NULL, 'v'},       {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"redis", required_argument, NULL, 'r'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"tokens", required_argument, NULL, 't'},
+                                         {"no-auth", no_argument, NULL, 'N'},
+                                         {"threads", required_argument, NULL, 'T'},
+                                         {"max-connections", required_argument, NULL, 'C'},
+                                         {"max-per-ip", required_argument, NULL, 'P'},
+                                         {"header-timeout", required_argument, NULL, 'H'},
+                                         {"idle-timeout", required_argument, NULL, 'I'},
+                                         {"borrower", required_argument, NULL, 'b'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
     lw_query_conf_t conf;
     const char *borrower = NULL;
     char errstr[512];
@@ -125,6 +147,33 @@ int main(int argc, char **argv)
         case 'T':
             conf.threads = atoi(optarg);
             break;
+        case 'C':
+        case 'P':
+        case 'H':
+        case 'I': {
+            char *end;
+            long v;
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > 1000000) {
+                fprintf(stderr, "loanwire-query: --%s needs a positive integer, got \"%s\"\n",
+                        c == 'C'   ? "max-connections"
+                        : c == 'P' ? "max-per-ip"
+                        : c == 'H' ? "header-timeout"
+                                   : "idle-timeout",
+                        optarg);
+                return 1;
+            }
+            if (c == 'C')
+                conf.max_connections = (int)v;
+            else if (c == 'P')
+                conf.max_per_ip = (int)v;
+            else if (c == 'H')
+                conf.header_timeout = (int)v;
+            else
+                conf.idle_timeout = (int)v;
+            break;
+        }
         case 'b':
             borrower = optarg;
             break;
@@ -155,7 +204,8 @@ int main(int argc, char **argv)
         lw_error("%s", errstr);
         return 1;
     }
-    lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q), conf.redis_url,
+    lw_info("listening on %s:%d (redis %s, %s)", conf.host, lw_query_port(q),
+            lw_redis_url_redact(conf.redis_url, errstr, sizeof errstr),
             conf.no_auth ? "NO AUTHENTICATION" : "bearer tokens");
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%d", conf.host, lw_query_port(q));
     while (!lw_stop_requested())

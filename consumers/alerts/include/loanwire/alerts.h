@@ -67,8 +67,17 @@ void lw_alerts_seen_destroy(lw_alerts_seen_t *s); /* NULL is fine */
 
 /* One aligned, human-readable line (no newline): time (UTC, event time),
  * severity, rule, borrower, outstanding in yuan, loans, lenders, window
- * count, reason. Returns the length (truncated to cap-1 if need be). */
+ * count, reason. Returns the length (truncated to cap-1 if need be). The
+ * strings are escaped with lw_alerts_text_escape(). */
 int lw_alert_format_line(const lw_alert_t *al, char *buf, size_t cap);
+
+/* Copies in to out (cap bytes, always terminated) for a terminal: C0
+ * controls, DEL and bytes that are not UTF-8 become \xNN, the C1 controls
+ * U+0080..U+009F become \uNNNN, a backslash becomes \\; valid UTF-8 text
+ * stays as it is. Stops before an escape or character that would not fit.
+ * Returns the length written. */
+size_t lw_alerts_text_escape(const char *in, char *out, size_t cap);
+
 /* Fen as yuan text: -123456 -> "-1,234.56". */
 void lw_fen_format(int64_t fen, char *buf, size_t cap);
 

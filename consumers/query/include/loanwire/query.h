@@ -37,6 +37,12 @@ extern "C" {
 #define LW_QUERY_MAX_URL         2048 /* path + query string; longer gets 414 */
 #define LW_QUERY_ALERTS_MAX      1000 /* largest limit= of /v1/alerts */
 #define LW_QUERY_ALERTS_DEFAULT  100
+/* Against slow clients (slowloris): connections held open while their
+ * headers trickle in. Every limit is an option of lw_query_conf_t. */
+#define LW_QUERY_DEFAULT_MAX_CONNECTIONS 10000 /* in all */
+#define LW_QUERY_DEFAULT_MAX_PER_IP      64    /* from one client address */
+#define LW_QUERY_DEFAULT_HEADER_TIMEOUT  10    /* s to send a request's headers */
+#define LW_QUERY_DEFAULT_IDLE_TIMEOUT    30    /* s without any byte either way */
 
 /* ---- Bearer tokens ------------------------------------------------------- */
 
@@ -46,10 +52,14 @@ typedef struct lw_tokens_s lw_tokens_t;
  * Loads a token file: one token per line, blank lines and lines starting
  * with '#' ignored, surrounding white space trimmed. Refused (NULL, errstr
  * says why) when the file is readable or writable by group or others, when
- * it holds no token, or when a token has characters outside RFC 6750's
- * b64token set. Only SHA-256 digests of the tokens are kept in memory.
+ * it holds no token, when a token has characters outside RFC 6750's
+ * b64token set, or when a token is shorter than lw_token_min_len() (under
+ * 128 bits: e.g. fewer than 22 base64url or 32 hex characters). Only SHA-256
+ * digests of the tokens are kept in memory.
  */
 lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size);
+/* The length a token of tok's character classes needs for 128 bits. */
+size_t lw_token_min_len(const char *tok, size_t len);
 size_t lw_tokens_count(const lw_tokens_t *tk);
 /* True when authorization is "Bearer <token>" for a known token. Compares
  * digests of every known token in constant time (no early exit). */
@@ -124,7 +134,9 @@ void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char 
 char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t *counts);
 void lw_metrics_agg_destroy(lw_metrics_agg_t *agg); /* NULL is fine */
 
-/* Reads every lw:metrics:* hash (SCAN) into agg and renders the text. */
+/* Reads the hash lw:metrics:<id> of every id in the set lw:metrics:consumers
+ * (SMEMBERS, then the HGETALLs pipelined: no SCAN, O(consumers)), drops ids
+ * whose hash expired from the set, and renders the text. */
 lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
                                char *errstr, size_t errstr_size);
 
@@ -137,6 +149,12 @@ typedef struct lw_query_conf {
     const char *tokens_path; /* NULL only with no_auth */
     bool no_auth;            /* data endpoints open: development only */
     int threads;
+    int max_connections; /* open connections in all (MHD refuses more) */
+    int max_per_ip;      /* open connections from one client address */
+    int header_timeout;  /* seconds from connect, or from the previous answer on
+                            a kept-alive connection, until the request's headers
+                            are complete; then the connection is closed */
+    int idle_timeout;    /* seconds without a byte received or sent */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);
