@@ -139,8 +139,12 @@ def test_exposure_waits_for_redis():
 def test_exposure_flags_and_topic(redis_url):
     topic = f"lwtest.sd.{os.getpid()}.{int(time.time() * 1000)}"
     props = os.path.join(TMP, f"sd.{os.getpid()}.properties")
-    with open(props, "w") as f:
+    # 0600: a properties file may hold sasl.password, and every program refuses one
+    # that group or others can read
+    fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(f"# read after -b, so this broker is the one used\nbootstrap.servers={BOOT}\n")
+    os.chmod(props, 0o600)
     feed = os.path.join(TMP, f"sd.{os.getpid()}.jsonl")
     r = run([f"{BIN}/loanwire-gen", "--events", "40", "--seed", str(os.getpid()), "-o", feed])
     check("gen: 40 events", r.returncode == 0, r.stderr)
