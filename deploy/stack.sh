@@ -179,9 +179,14 @@ kafka_spawn() {
   echo $! >"$d/pid"
 }
 
+# Answers, or has died (no use waiting for a JVM that exited at start).
+kafka_answers_or_died() {
+  kafka_answers "$1" || ! pid_alive "$(kafka_dir_of "$1")/pid"
+}
+
 kafka_wait() {
   local i=$1 secs=$2 d; d=$(kafka_dir_of "$i")
-  if ! wait_for kafka "$secs" kafka_answers "$i"; then
+  if ! wait_for kafka "$secs" kafka_answers_or_died "$i" || ! kafka_answers "$i"; then
     tail -n 30 "$d/kafka.log" >&2
     lw_die "kafka-$i did not answer on 127.0.0.1:$(kafka_port_of "$i") within $secs s (log: $d/kafka.log)"
   fi
@@ -396,7 +401,9 @@ start_one() {
     local i=${name#*-}
     case $name in
       redis-*) redis_spawn "$i" ;;
-      kafka-*) kafka_write_config "$i"; kafka_spawn "$i"; kafka_wait "$i" 90 ;;
+      kafka-*)
+        [ -n "${KAFKA_HOME:-}" ] || lw_kafka_fetch
+        kafka_write_config "$i"; kafka_spawn "$i"; kafka_wait "$i" 90 ;;
     esac
     return 0
   done < <(processes)
