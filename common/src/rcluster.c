@@ -855,6 +855,54 @@ static lw_rcluster_err_t batch_vappendf(lw_rcluster_batch_t *b, const char *fmt,
     return add_formatted(b, buf, len);
 }
 
+/*
+ * True when buf is exactly one command in RESP: "*N\r\n" then N bulk strings
+ * "$len\r\n<len bytes>\r\n", nothing after. Replies are paired with commands
+ * by count, so a buffer holding two commands (or half of one) would shift
+ * every later reply onto the wrong command: refused instead.
+ */
+static bool resp_one_command(const char *buf, size_t len)
+{
+    size_t i = 0;
+    long long n = -1;
+    for (long long part = -1; part < 0 || part < n; part++) {
+        if (i >= len || buf[i] != (part < 0 ? '*' : '$'))
+            return false;
+        long long v = 0;
+        size_t j = i + 1;
+        for (; j < len && buf[j] >= '0' && buf[j] <= '9' && v < (1LL << 40); j++)
+            v = v * 10 + (buf[j] - '0');
+        if (j == i + 1 || j + 1 >= len || buf[j] != '\r' || buf[j + 1] != '\n')
+            return false;
+        i = j + 2;
+        if (part < 0) {
+            if (v < 1 || v > INT32_MAX)
+                return false;
+            n = v;
+            continue;
+        }
+        if ((unsigned long long)v > len - i || len - i - (size_t)v < 2 || buf[i + v] != '\r' ||
+            buf[i + v + 1] != '\n')
+            return false;
+        i += (size_t)v + 2;
+    }
+    return i == len;
+}
+
+lw_rcluster_err_t lw_rcluster_batch_append_resp(lw_rcluster_batch_t *b, const char *resp,
+                                                size_t len)
+{
+    if (!b || !b->n_groups || b->sent || !resp || len > INT32_MAX || !resp_one_command(resp, len))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
+    /* A copy from the same allocator hiredis uses, so redisFreeCommand frees it like the rest. */
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return LW_RCLUSTER_ERR_NOMEM;
+    memcpy(copy, resp, len);
+    copy[len] = '\0';
+    return add_formatted(b, copy, (int)len);
+}
+
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...)
 {
     va_list ap;

@@ -405,6 +405,7 @@ static void test_migration_ask_tryagain_moved(void **state)
     freeReplyObject(cmd_ok(rs, "CLUSTER SETSLOT %d MIGRATING %s", m.slot, m.dst_id));
 
     /* 1. A new borrower in the migrating slot: the source ASKs, the group lands on dst. */
+    redisReply *r0;
     char key2[160];
     lw_rcluster_stats_t before, after;
     lw_rcluster_stats(c, &before);
@@ -414,6 +415,19 @@ static void test_migration_ask_tryagain_moved(void **state)
     assert_int_equal(lw_rcluster_batch_appendf(b, "MULTI"), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_appendf(b, "SET %s n1 EX 3600", key2), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_appendf(b, "EXEC"), LW_RCLUSTER_OK);
+    /*
+     * And a plain group (no MULTI): a SET of a new key (ASK: resent alone to dst
+     * with ASKING) between two GETs of the key still on the source (answered
+     * there, kept, not repeated). The SET comes as pre-built RESP.
+     */
+    char keyp[160], resp[512];
+    snprintf(keyp, sizeof keyp, "lwt:p:{%s}", tag);
+    int rl = snprintf(resp, sizeof resp, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$2\r\np1\r\n",
+                      strlen(keyp), keyp);
+    assert_int_equal(lw_rcluster_batch_group(b, m.slot), 1);
+    assert_int_equal(lw_rcluster_batch_appendf(b, "GET %s", key), LW_RCLUSTER_OK);
+    assert_int_equal(lw_rcluster_batch_append_resp(b, resp, (size_t)rl), LW_RCLUSTER_OK);
+    assert_int_equal(lw_rcluster_batch_appendf(b, "GET %s", key), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
     lw_rcluster_err_t err = lw_rcluster_batch_recv(b, errstr, sizeof errstr);
     if (err)
@@ -421,9 +435,17 @@ static void test_migration_ask_tryagain_moved(void **state)
     const redisReply *e = lw_rcluster_group_reply(b, 0, 2);
     assert_int_equal(e->type, REDIS_REPLY_ARRAY);
     assert_string_equal(e->element[0]->str, "OK");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 0)->str, "old");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 1)->str, "OK");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 2)->str, "old");
     lw_rcluster_stats(c, &after);
-    assert_true(after.ask > before.ask);
+    assert_int_equal(after.ask - before.ask, 2); /* one per group */
     assert_int_equal(after.moved, before.moved);
+    freeReplyObject(cmd_ok(rd, "ASKING"));
+    r0 = cmd_ok(rd, "GET %s", keyp);
+    assert_int_equal(r0->type, REDIS_REPLY_STRING);
+    assert_string_equal(r0->str, "p1");
+    freeReplyObject(r0);
     redisReply *r = cmd_ok(rd, "ASKING");
     freeReplyObject(r);
     r = cmd_ok(rd, "GET %s", key2);
@@ -476,8 +498,9 @@ static void test_migration_ask_tryagain_moved(void **state)
     /* (the map reload after each pause found dst as owner, so no MOVED was needed here) */
 
     /* Everything is on dst now, with the transaction's values, whole. */
-    r = cmd_ok(rd, "MGET %s %s %s %s", key, key2, key3, key4);
-    assert_int_equal(r->elements, 4);
+    r = cmd_ok(rd, "MGET %s %s %s %s %s", key, key2, key3, key4, keyp);
+    assert_int_equal(r->elements, 5);
+    assert_string_equal(r->element[4]->str, "p1");
     assert_string_equal(r->element[0]->str, "old");
     assert_string_equal(r->element[1]->str, "n1");
     assert_string_equal(r->element[2]->str, "new");

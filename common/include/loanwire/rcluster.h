@@ -189,6 +189,13 @@ int lw_rcluster_batch_group(lw_rcluster_batch_t *b, int slot);
 lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc, const char **argv,
                                                 const size_t *argvlen);
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...);
+/*
+ * Appends one command already in RESP ("*N\r\n$len\r\narg\r\n..."), copied:
+ * for callers that build their protocol themselves. INVALID_ARG unless the
+ * buffer is exactly one complete command.
+ */
+lw_rcluster_err_t lw_rcluster_batch_append_resp(lw_rcluster_batch_t *b, const char *resp,
+                                                size_t len);
 
 /*
  * Writes every group to the master of its slot, all nodes before any reply
