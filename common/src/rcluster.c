@@ -41,7 +41,7 @@
  *     that connection. If the connection that wrote a group broke and was
  *     reopened, the new one has written nothing and WAIT would vouch for
  *     nothing: each node counts its connections (gen), and a node whose
- *     connection changed since a group landed there is reported as not
+ *     connection changed since a command of the batch ran there is reported as not
  *     replicated rather than asked.
  *   - Money, ids and keys pass through untouched: this file never looks inside
  *     a command beyond its name (MULTI/EXEC), nor inside a reply beyond its
@@ -92,6 +92,8 @@ typedef struct rc_cmd {
     size_t len;
     bool queued;       /* after MULTI, up to and with EXEC: no ASKING before it */
     redisReply *reply; /* final reply; NULL until answered */
+    int node;          /* the node that answered it, and its connection generation: */
+    unsigned gen;      /* a plain group's commands may have run on two nodes (ASK) */
 } rc_cmd_t;
 
 enum { G_PENDING, G_DONE, G_FAILED };
@@ -106,8 +108,7 @@ typedef struct rc_group {
     int hops;      /* MOVED/ASK followed since the last pause */
     bool in_round; /* sent in the current round */
     bool lost;     /* a reply of the round was lost with its connection */
-    int landed;    /* DONE: the node it ran on */
-    unsigned gen;  /* DONE: that node's connection generation then */
+    int landed;    /* the node of the current round; DONE: the last one */
     lw_rcluster_err_t err;
     char why[320]; /* the last retriable cause, for errstr */
 } rc_group_t;
@@ -823,6 +824,8 @@ static lw_rcluster_err_t add_formatted(lw_rcluster_batch_t *b, char *buf, int le
     cmd->buf = buf;
     cmd->len = (size_t)len;
     cmd->reply = NULL;
+    cmd->node = -1;
+    cmd->gen = 0;
     if (resp_name_is(buf, (size_t)len, "MULTI")) {
         g->multi = true;
         b->in_multi = true;
@@ -1054,6 +1057,8 @@ static void round_read(lw_rcluster_batch_t *b)
         rc_cmd_t *cmd = &b->cmds[p->cmd];
         freeReplyObject(cmd->reply);
         cmd->reply = r;
+        cmd->node = p->node;
+        cmd->gen = c->nodes[p->node].gen;
         if (!r)
             b->groups[p->g].lost = true;
     }
@@ -1096,7 +1101,6 @@ static lw_rcluster_err_t judge(lw_rcluster_batch_t *b, bool *pause)
             g->state = G_DONE;
             g->err = LW_RCLUSTER_OK;
             g->landed = node;
-            g->gen = c->nodes[node].gen;
             continue;
         }
         if (g->multi) /* nothing of a transaction ran: send it all again */
@@ -1288,22 +1292,31 @@ lw_rcluster_err_t lw_rcluster_batch_wait(lw_rcluster_batch_t *b, int numreplicas
         return LW_RCLUSTER_ERR_INVALID_ARG;
     lw_rcluster_t *c = b->c;
     b->n_waits = 0;
-    /* One entry per node where a group ran; a connection reopened since cannot vouch. */
+    /*
+     * One entry per node where a command of a finished group ran (a plain group
+     * can have run partly on an ASK target); a connection reopened since
+     * cannot vouch for it.
+     */
     for (size_t i = 0; i < b->n_groups; i++) {
         rc_group_t *g = &b->groups[i];
-        if (g->state != G_DONE || g->landed < 0)
+        if (g->state != G_DONE)
             continue;
-        size_t k;
-        for (k = 0; k < b->n_waits; k++)
-            if (b->waits[k].node == g->landed)
-                break;
-        bool same = c->nodes[g->landed].ctx && c->nodes[g->landed].gen == g->gen;
-        if (k == b->n_waits) {
-            if (!grow((void **)&b->waits, &b->cap_waits, b->n_waits, sizeof *b->waits))
-                return LW_RCLUSTER_ERR_NOMEM;
-            b->waits[b->n_waits++] = (rc_wait_t){g->landed, same ? 0 : -1};
-        } else if (!same) {
-            b->waits[k].replicas = -1;
+        for (size_t ci = g->first; ci < g->first + g->n; ci++) {
+            const rc_cmd_t *cmd = &b->cmds[ci];
+            if (cmd->node < 0 || cmd->node >= c->n_nodes)
+                continue;
+            size_t k;
+            for (k = 0; k < b->n_waits; k++)
+                if (b->waits[k].node == cmd->node)
+                    break;
+            bool same = c->nodes[cmd->node].ctx && c->nodes[cmd->node].gen == cmd->gen;
+            if (k == b->n_waits) {
+                if (!grow((void **)&b->waits, &b->cap_waits, b->n_waits, sizeof *b->waits))
+                    return LW_RCLUSTER_ERR_NOMEM;
+                b->waits[b->n_waits++] = (rc_wait_t){cmd->node, same ? 0 : -1};
+            } else if (!same) {
+                b->waits[k].replicas = -1;
+            }
         }
     }
     char cmd[64];

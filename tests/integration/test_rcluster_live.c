@@ -440,6 +440,11 @@ static void test_migration_ask_tryagain_moved(void **state)
     assert_string_equal(lw_rcluster_group_reply(b, 1, 2)->str, "old");
     lw_rcluster_stats(c, &after);
     assert_int_equal(after.ask - before.ask, 2); /* one per group */
+    /* The plain group ran on both nodes: WAIT asks both. */
+    err = lw_rcluster_batch_wait(b, 1, 2000, errstr, sizeof errstr);
+    if (err)
+        fail_msg("wait during migration: %s", errstr);
+    assert_int_equal(lw_rcluster_batch_wait_nodes(b), 2);
     assert_int_equal(after.moved, before.moved);
     freeReplyObject(cmd_ok(rd, "ASKING"));
     r0 = cmd_ok(rd, "GET %s", keyp);
