@@ -69,6 +69,9 @@ controller_port_of() { echo $((LW_CONTROLLER_PORT + 2 * ($1 - 1))); }
 # One broker and one Redis keep the folders they always had.
 redis_dir_of() { if [ "$redis_cluster" -gt 0 ]; then echo "$LW_STACK_DIR/redis-$1"; else echo "$LW_STACK_DIR/redis"; fi; }
 kafka_dir_of() { if [ "$kafka_brokers" -gt 1 ]; then echo "$LW_STACK_DIR/kafka-$1"; else echo "$LW_STACK_DIR/kafka"; fi; }
+# Names in messages: "kafka"/"redis" for a single server, as always; pids says kafka-1/redis-1.
+kafka_name() { if [ "$kafka_brokers" -gt 1 ]; then echo "kafka-$1"; else echo kafka; fi; }
+redis_name() { if [ "$redis_cluster" -gt 0 ]; then echo "redis-$1"; else echo redis; fi; }
 
 own_bootstrap() {
   local i s=
@@ -164,7 +167,7 @@ kafka_format() {
   # shellcheck disable=SC2046
   java $(kafka_jopts "$d") -cp "$(kafka_classpath)" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$d/server.properties" >"$d/format.log" 2>&1 ||
-      { cat "$d/format.log" >&2; lw_die "kafka-$i: formatting storage failed"; }
+      { cat "$d/format.log" >&2; lw_die "$(kafka_name "$i"): formatting storage failed"; }
 }
 
 # Starts broker i (its config and storage exist) without waiting.
@@ -172,7 +175,7 @@ kafka_spawn() {
   local i=$1 d; d=$(kafka_dir_of "$i")
   local port; port=$(kafka_port_of "$i")
   port_open "$port" && lw_die "port $port is taken by another process (set LOANWIRE_KAFKA_PORT)"
-  lw_say "kafka-$i: starting $LW_KAFKA_VERSION on 127.0.0.1:$port"
+  lw_say "$(kafka_name "$i"): starting $LW_KAFKA_VERSION on 127.0.0.1:$port"
   # shellcheck disable=SC2046
   nohup setsid java $(kafka_jopts "$d") -cp "$(kafka_classpath)" kafka.Kafka "$d/server.properties" \
       >"$d/kafka.log" 2>&1 </dev/null &
@@ -188,7 +191,7 @@ kafka_wait() {
   local i=$1 secs=$2 d; d=$(kafka_dir_of "$i")
   if ! wait_for kafka "$secs" kafka_answers_or_died "$i" || ! kafka_answers "$i"; then
     tail -n 30 "$d/kafka.log" >&2
-    lw_die "kafka-$i did not answer on 127.0.0.1:$(kafka_port_of "$i") within $secs s (log: $d/kafka.log)"
+    lw_die "$(kafka_name "$i") did not answer on 127.0.0.1:$(kafka_port_of "$i") within $secs s (log: $d/kafka.log)"
   fi
 }
 
@@ -265,14 +268,14 @@ redis_spawn() {
     cluster=(--cluster-enabled yes --cluster-config-file nodes.conf
              --cluster-node-timeout "$node_timeout" --cluster-port "$bus")
   fi
-  lw_say "redis-$i: starting on 127.0.0.1:$port"
+  lw_say "$(redis_name "$i"): starting on 127.0.0.1:$port"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$d" \
       --appendonly yes --appendfsync everysec --save "" \
       --daemonize yes --pidfile "$d/pid" --logfile "$d/redis.log" \
       --protected-mode yes "${cluster[@]}" >/dev/null
   if ! wait_for redis 20 redis_answers "$i"; then
     tail -n 20 "$d/redis.log" >&2
-    lw_die "redis-$i did not answer on 127.0.0.1:$port"
+    lw_die "$(redis_name "$i") did not answer on 127.0.0.1:$port"
   fi
 }
 
@@ -297,7 +300,7 @@ redis_up() {
   local i
   for ((i = 1; i <= $(redis_nodes); i++)); do
     if pid_alive "$(redis_dir_of "$i")/pid"; then
-      wait_for redis 20 redis_answers "$i" || lw_die "redis-$i (pid $(cat "$(redis_dir_of "$i")/pid")) does not answer"
+      wait_for redis 20 redis_answers "$i" || lw_die "$(redis_name "$i") (pid $(cat "$(redis_dir_of "$i")/pid")) does not answer"
     else
       redis_spawn "$i"
     fi
