@@ -436,10 +436,16 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
                 return LW_RCLUSTER_ERR_PROTOCOL;
             }
     }
+    /* Built aside and swapped in at the end: out of memory midway keeps the old map too. */
     int16_t slot[LW_RCLUSTER_SLOTS];
     for (int s = 0; s < LW_RCLUSTER_SLOTS; s++)
         slot[s] = -1;
-    c->n_masters = 0;
+    int *masters = malloc((r->elements + 1) * sizeof *masters);
+    int n_masters = 0;
+    if (!masters) {
+        seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
+        return LW_RCLUSTER_ERR_NOMEM;
+    }
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
         char host[256];
@@ -449,19 +455,25 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
             reply_addr(e->element[k], origin_host, host, sizeof host, &port);
             int n = node_get(c, host, port);
             if (n < 0) {
+                free(masters);
                 seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
                 return LW_RCLUSTER_ERR_NOMEM;
             }
             if (k == 2) {
-                if (!master_add(c, n)) {
-                    seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
-                    return LW_RCLUSTER_ERR_NOMEM;
-                }
+                int j = 0;
+                while (j < n_masters && masters[j] != n)
+                    j++;
+                if (j == n_masters)
+                    masters[n_masters++] = n;
                 for (long long s = e->element[0]->integer; s <= e->element[1]->integer; s++)
                     slot[s] = (int16_t)n;
             }
         }
     }
+    free(c->masters);
+    c->masters = masters;
+    c->n_masters = n_masters;
+    c->cap_masters = (int)r->elements + 1;
     memcpy(c->slot, slot, sizeof slot);
     c->stale = false;
     c->stats.refreshes++;

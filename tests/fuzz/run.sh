@@ -11,10 +11,10 @@ build=${LW_FUZZ_BUILD_DIR:-$src/build-fuzz}
 # Everything with ASan+UBSan; the library also with coverage so libFuzzer can steer.
 CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
-cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_state loanwire-avro >/dev/null
+cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_rcluster fuzz_state loanwire-avro >/dev/null
 
 corpus=$build/fuzz-corpus
-mkdir -p "$corpus/decode" "$corpus/json" "$corpus/state"
+mkdir -p "$corpus/decode" "$corpus/json" "$corpus/state" "$corpus/rcluster"
 fix=$src/tests/support/fixtures
 cp "$fix"/*.avro "$corpus/decode/"
 cp "$fix"/*.json "$corpus/json/"
@@ -52,8 +52,12 @@ open(sys.argv[1] + "/two", "wb").write(state(
      (3, 3, b"WLD-77", 2 | 32, [1, 0, 7, 0])],
     [(1000, 0x123456789ABC, 0xDEADBEEF), (5000, 0x0F0F0F0F0F0F | 1, 7)], 36000000))
 PY
+# Redis replies the cluster client reads: a CLUSTER SLOTS map, redirects, errors.
+printf '*2\r\n*3\r\n:0\r\n:8191\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$1\r\na\r\n*4\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n*2\r\n$1\r\n?\r\n:7002\r\n' >"$corpus/rcluster/slots"
+printf -- '-MOVED 3999 127.0.0.1:6381\r\n-ASK 12 ::1:7002\r\n-TRYAGAIN x\r\n' >"$corpus/rcluster/redirects"
+printf '*3\r\n$3\r\nSET\r\n$6\r\nb:{42}\r\n$1\r\nv\r\n' >"$corpus/rcluster/command"
 rc=0
-for t in fuzz_decode fuzz_json fuzz_state; do
+for t in fuzz_decode fuzz_json fuzz_rcluster fuzz_state; do
     echo "fuzz: $t for ${secs}s"
     (cd "$build" && "./bin/$t" -max_total_time="$secs" -print_final_stats=1 "$corpus/${t#fuzz_}" \
         2>"$build/$t.log") || { echo "fuzz: $t FAILED, see $build/$t.log"; tail -30 "$build/$t.log"; rc=1; }
