@@ -1246,6 +1246,8 @@ lw_rcluster_err_t lw_rcluster_batch_recv(lw_rcluster_batch_t *b, char *errstr, s
             }
         if (!pending)
             break;
+        if (b->n_touched == 0) /* nothing could be sent: never spin without a pause */
+            pause = true;
         if (pause) {
             if (now_ms() - start + delay > c->opts.retry_ms)
                 break;
