@@ -281,7 +281,9 @@ redis_spawn() {
 
 cluster_info() { redis-cli -h 127.0.0.1 -p "$(redis_port_of "$1")" cluster info 2>/dev/null | tr -d '\r'; }
 
-# Every node sees the whole cluster: state ok, all 16384 slots served.
+# Every node sees the whole cluster (state ok, all 16384 slots served), and
+# every replica has finished its first sync: until then WAIT 1 cannot succeed
+# and a master's failure could not be failed over.
 redis_cluster_ok() {
   local i info
   for ((i = 1; i <= $(redis_nodes); i++)); do
@@ -289,6 +291,13 @@ redis_cluster_ok() {
     grep -qx 'cluster_state:ok' <<<"$info" || return 1
     grep -qx 'cluster_slots_ok:16384' <<<"$info" || return 1
     grep -qx "cluster_known_nodes:$(redis_nodes)" <<<"$info" || return 1
+    info=$(redis-cli -h 127.0.0.1 -p "$(redis_port_of "$i")" info replication 2>/dev/null | tr -d '\r')
+    if grep -qx 'role:master' <<<"$info"; then
+      grep -q '^slave0:.*state=online' <<<"$info" || return 1
+    else
+      grep -qx 'master_link_status:up' <<<"$info" || return 1
+      grep -qx 'master_sync_in_progress:0' <<<"$info" || return 1
+    fi
   done
 }
 
@@ -317,7 +326,7 @@ redis_up() {
         { cat "$LW_STACK_DIR/redis-cluster-create.log" >&2; lw_die "redis-cli --cluster create failed"; }
   fi
   wait_for redis 60 redis_cluster_ok ||
-      { cluster_info 1 >&2; lw_die "redis cluster not ok (all slots served, all nodes known) within 60 s"; }
+      { cluster_info 1 >&2; lw_die "redis cluster not ok (all slots served, all nodes known, replicas in sync) within 60 s"; }
 }
 
 redis_down() {

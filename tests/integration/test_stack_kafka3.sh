@@ -15,7 +15,9 @@ src=${LW_SOURCE_DIR:?run through ctest}
 port=${LOANWIRE_TEST_KAFKA3_PORT:-19192}
 export LOANWIRE_STACK_DIR=${LW_TMP_DIR:-/tmp}/stack-kafka3
 export LOANWIRE_KAFKA_PORT=$port LOANWIRE_CONTROLLER_PORT=$((port + 1))
+# LOANWIRE_REDIS names another server than this stack's own port, so it starts no Redis.
 export LOANWIRE_REDIS=${LOANWIRE_REDIS:-redis://127.0.0.1:6379}
+export LOANWIRE_REDIS_PORT=$((port + 7))
 unset LOANWIRE_BOOTSTRAP
 stack() { "$src/deploy/stack.sh" "$@"; }
 pass=0 fail=0
