@@ -615,6 +615,9 @@ static void test_failover_kill_master(void **state)
         fail_msg("no running process on port %d in stack.sh pids", vport);
 
     lw_rcluster_batch_t *b = lw_rcluster_batch_new(c);
+    /* A second client with a 300 ms budget: it must give up in time, retriably. */
+    lw_rcluster_t *quick = connect_cluster(300);
+    lw_rcluster_batch_t *qb = lw_rcluster_batch_new(quick);
     int rewrites = 0;
     for (int round = 1; round <= ROUNDS; round++) {
         write_round(b, run, N, round);
@@ -629,6 +632,32 @@ static void test_failover_kill_master(void **state)
             snprintf(errstr, sizeof errstr, "kill %s", name);
             if (stack(errstr, out, sizeof out) != 0)
                 fail_msg("stack.sh kill %s: %s", name, out);
+            /*
+             * The quick client writes the same round and runs out of budget
+             * long before the failover: a retriable error, the groups of the
+             * live masters done, those of the dead one not.
+             */
+            write_round(qb, run, N, round);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            assert_int_equal(lw_rcluster_batch_send(qb, errstr, sizeof errstr), LW_RCLUSTER_OK);
+            lw_rcluster_err_t qerr = lw_rcluster_batch_recv(qb, errstr, sizeof errstr);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            fprintf(stderr, "quick client: %s after %ld ms: %s\n", lw_rcluster_err2str(qerr), ms,
+                    errstr);
+            assert_int_not_equal(qerr, LW_RCLUSTER_OK);
+            assert_true(lw_rcluster_err_is_retriable(qerr));
+            assert_true(ms < 2000 + 2000); /* the budget, plus one connect timeout at most */
+            size_t done = 0, failed = 0;
+            for (size_t g = 0; g < lw_rcluster_batch_groups(qb); g++) {
+                lw_rcluster_err_t ge = lw_rcluster_group_err(qb, g);
+                if (ge == LW_RCLUSTER_OK)
+                    done++;
+                else if (lw_rcluster_err_is_retriable(ge))
+                    failed++;
+            }
+            assert_true(done > 0 && failed > 0 && done + failed == N);
         }
         assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
         lw_rcluster_err_t err = lw_rcluster_batch_recv(b, errstr, sizeof errstr);
@@ -692,6 +721,8 @@ static void test_failover_kill_master(void **state)
     }
     lw_rcluster_batch_destroy(b);
     lw_rcluster_destroy(c);
+    lw_rcluster_batch_destroy(qb);
+    lw_rcluster_destroy(quick);
 
     /* Leave the cluster whole for the next test: 3 masters, each with a replica. */
     for (int i = 0; i < 100; i++) {
