@@ -69,6 +69,9 @@ controller_port_of() { echo $((LW_CONTROLLER_PORT + 2 * ($1 - 1))); }
 # One broker and one Redis keep the folders they always had.
 redis_dir_of() { if [ "$redis_cluster" -gt 0 ]; then echo "$LW_STACK_DIR/redis-$1"; else echo "$LW_STACK_DIR/redis"; fi; }
 kafka_dir_of() { if [ "$kafka_brokers" -gt 1 ]; then echo "$LW_STACK_DIR/kafka-$1"; else echo "$LW_STACK_DIR/kafka"; fi; }
+# Names in messages: "kafka"/"redis" for a single server, as always; pids says kafka-1/redis-1.
+kafka_name() { if [ "$kafka_brokers" -gt 1 ]; then echo "kafka-$1"; else echo kafka; fi; }
+redis_name() { if [ "$redis_cluster" -gt 0 ]; then echo "redis-$1"; else echo redis; fi; }
 
 own_bootstrap() {
   local i s=
@@ -164,7 +167,7 @@ kafka_format() {
   # shellcheck disable=SC2046
   java $(kafka_jopts "$d") -cp "$(kafka_classpath)" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$d/server.properties" >"$d/format.log" 2>&1 ||
-      { cat "$d/format.log" >&2; lw_die "kafka-$i: formatting storage failed"; }
+      { cat "$d/format.log" >&2; lw_die "$(kafka_name "$i"): formatting storage failed"; }
 }
 
 # Starts broker i (its config and storage exist) without waiting.
@@ -172,18 +175,23 @@ kafka_spawn() {
   local i=$1 d; d=$(kafka_dir_of "$i")
   local port; port=$(kafka_port_of "$i")
   port_open "$port" && lw_die "port $port is taken by another process (set LOANWIRE_KAFKA_PORT)"
-  lw_say "kafka-$i: starting $LW_KAFKA_VERSION on 127.0.0.1:$port"
+  lw_say "$(kafka_name "$i"): starting $LW_KAFKA_VERSION on 127.0.0.1:$port"
   # shellcheck disable=SC2046
   nohup setsid java $(kafka_jopts "$d") -cp "$(kafka_classpath)" kafka.Kafka "$d/server.properties" \
       >"$d/kafka.log" 2>&1 </dev/null &
   echo $! >"$d/pid"
 }
 
+# Answers, or has died (no use waiting for a JVM that exited at start).
+kafka_answers_or_died() {
+  kafka_answers "$1" || ! pid_alive "$(kafka_dir_of "$1")/pid"
+}
+
 kafka_wait() {
   local i=$1 secs=$2 d; d=$(kafka_dir_of "$i")
-  if ! wait_for kafka "$secs" kafka_answers "$i"; then
+  if ! wait_for kafka "$secs" kafka_answers_or_died "$i" || ! kafka_answers "$i"; then
     tail -n 30 "$d/kafka.log" >&2
-    lw_die "kafka-$i did not answer on 127.0.0.1:$(kafka_port_of "$i") within $secs s (log: $d/kafka.log)"
+    lw_die "$(kafka_name "$i") did not answer on 127.0.0.1:$(kafka_port_of "$i") within $secs s (log: $d/kafka.log)"
   fi
 }
 
@@ -260,20 +268,22 @@ redis_spawn() {
     cluster=(--cluster-enabled yes --cluster-config-file nodes.conf
              --cluster-node-timeout "$node_timeout" --cluster-port "$bus")
   fi
-  lw_say "redis-$i: starting on 127.0.0.1:$port"
+  lw_say "$(redis_name "$i"): starting on 127.0.0.1:$port"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$d" \
       --appendonly yes --appendfsync everysec --save "" \
       --daemonize yes --pidfile "$d/pid" --logfile "$d/redis.log" \
       --protected-mode yes "${cluster[@]}" >/dev/null
   if ! wait_for redis 20 redis_answers "$i"; then
     tail -n 20 "$d/redis.log" >&2
-    lw_die "redis-$i did not answer on 127.0.0.1:$port"
+    lw_die "$(redis_name "$i") did not answer on 127.0.0.1:$port"
   fi
 }
 
 cluster_info() { redis-cli -h 127.0.0.1 -p "$(redis_port_of "$1")" cluster info 2>/dev/null | tr -d '\r'; }
 
-# Every node sees the whole cluster: state ok, all 16384 slots served.
+# Every node sees the whole cluster (state ok, all 16384 slots served), and
+# every replica has finished its first sync: until then WAIT 1 cannot succeed
+# and a master's failure could not be failed over.
 redis_cluster_ok() {
   local i info
   for ((i = 1; i <= $(redis_nodes); i++)); do
@@ -281,6 +291,13 @@ redis_cluster_ok() {
     grep -qx 'cluster_state:ok' <<<"$info" || return 1
     grep -qx 'cluster_slots_ok:16384' <<<"$info" || return 1
     grep -qx "cluster_known_nodes:$(redis_nodes)" <<<"$info" || return 1
+    info=$(redis-cli -h 127.0.0.1 -p "$(redis_port_of "$i")" info replication 2>/dev/null | tr -d '\r')
+    if grep -qx 'role:master' <<<"$info"; then
+      grep -q '^slave0:.*state=online' <<<"$info" || return 1
+    else
+      grep -qx 'master_link_status:up' <<<"$info" || return 1
+      grep -qx 'master_sync_in_progress:0' <<<"$info" || return 1
+    fi
   done
 }
 
@@ -292,7 +309,7 @@ redis_up() {
   local i
   for ((i = 1; i <= $(redis_nodes); i++)); do
     if pid_alive "$(redis_dir_of "$i")/pid"; then
-      wait_for redis 20 redis_answers "$i" || lw_die "redis-$i (pid $(cat "$(redis_dir_of "$i")/pid")) does not answer"
+      wait_for redis 20 redis_answers "$i" || lw_die "$(redis_name "$i") (pid $(cat "$(redis_dir_of "$i")/pid")) does not answer"
     else
       redis_spawn "$i"
     fi
@@ -309,7 +326,7 @@ redis_up() {
         { cat "$LW_STACK_DIR/redis-cluster-create.log" >&2; lw_die "redis-cli --cluster create failed"; }
   fi
   wait_for redis 60 redis_cluster_ok ||
-      { cluster_info 1 >&2; lw_die "redis cluster not ok (all slots served, all nodes known) within 60 s"; }
+      { cluster_info 1 >&2; lw_die "redis cluster not ok (all slots served, all nodes known, replicas in sync) within 60 s"; }
 }
 
 redis_down() {
@@ -396,7 +413,9 @@ start_one() {
     local i=${name#*-}
     case $name in
       redis-*) redis_spawn "$i" ;;
-      kafka-*) kafka_write_config "$i"; kafka_spawn "$i"; kafka_wait "$i" 90 ;;
+      kafka-*)
+        [ -n "${KAFKA_HOME:-}" ] || lw_kafka_fetch
+        kafka_write_config "$i"; kafka_spawn "$i"; kafka_wait "$i" 90 ;;
     esac
     return 0
   done < <(processes)

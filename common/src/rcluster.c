@@ -41,7 +41,7 @@
  *     that connection. If the connection that wrote a group broke and was
  *     reopened, the new one has written nothing and WAIT would vouch for
  *     nothing: each node counts its connections (gen), and a node whose
- *     connection changed since a group landed there is reported as not
+ *     connection changed since a command of the batch ran there is reported as not
  *     replicated rather than asked.
  *   - Money, ids and keys pass through untouched: this file never looks inside
  *     a command beyond its name (MULTI/EXEC), nor inside a reply beyond its
@@ -94,6 +94,8 @@ typedef struct rc_cmd {
     size_t len;
     bool queued;       /* after MULTI, up to and with EXEC: no ASKING before it */
     redisReply *reply; /* final reply; NULL until answered */
+    int node;          /* the node that answered it, and its connection generation: */
+    unsigned gen;      /* a plain group's commands may have run on two nodes (ASK) */
 } rc_cmd_t;
 
 enum { G_PENDING, G_DONE, G_FAILED };
@@ -108,8 +110,7 @@ typedef struct rc_group {
     int hops;      /* MOVED/ASK followed since the last pause */
     bool in_round; /* sent in the current round */
     bool lost;     /* a reply of the round was lost with its connection */
-    int landed;    /* DONE: the node it ran on */
-    unsigned gen;  /* DONE: that node's connection generation then */
+    int landed;    /* the node of the current round; DONE: the last one */
     lw_rcluster_err_t err;
     char why[320]; /* the last retriable cause, for errstr */
 } rc_group_t;
@@ -437,10 +438,16 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
                 return LW_RCLUSTER_ERR_PROTOCOL;
             }
     }
+    /* Built aside and swapped in at the end: out of memory midway keeps the old map too. */
     int16_t slot[LW_RCLUSTER_SLOTS];
     for (int s = 0; s < LW_RCLUSTER_SLOTS; s++)
         slot[s] = -1;
-    c->n_masters = 0;
+    int *masters = malloc((r->elements + 1) * sizeof *masters);
+    int n_masters = 0;
+    if (!masters) {
+        seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
+        return LW_RCLUSTER_ERR_NOMEM;
+    }
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
         char host[256];
@@ -450,19 +457,25 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
             reply_addr(e->element[k], origin_host, host, sizeof host, &port);
             int n = node_get(c, host, port);
             if (n < 0) {
+                free(masters);
                 seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
                 return LW_RCLUSTER_ERR_NOMEM;
             }
             if (k == 2) {
-                if (!master_add(c, n)) {
-                    seterr(errstr, errstr_size, "CLUSTER SLOTS: out of memory");
-                    return LW_RCLUSTER_ERR_NOMEM;
-                }
+                int j = 0;
+                while (j < n_masters && masters[j] != n)
+                    j++;
+                if (j == n_masters)
+                    masters[n_masters++] = n;
                 for (long long s = e->element[0]->integer; s <= e->element[1]->integer; s++)
                     slot[s] = (int16_t)n;
             }
         }
     }
+    free(c->masters);
+    c->masters = masters;
+    c->n_masters = n_masters;
+    c->cap_masters = (int)r->elements + 1;
     memcpy(c->slot, slot, sizeof slot);
     c->stale = false;
     c->stats.refreshes++;
@@ -825,6 +838,8 @@ static lw_rcluster_err_t add_formatted(lw_rcluster_batch_t *b, char *buf, int le
     cmd->buf = buf;
     cmd->len = (size_t)len;
     cmd->reply = NULL;
+    cmd->node = -1;
+    cmd->gen = 0;
     if (resp_name_is(buf, (size_t)len, "MULTI")) {
         g->multi = true;
         b->in_multi = true;
@@ -848,18 +863,6 @@ lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc
     return add_formatted(b, buf, len);
 }
 
-lw_rcluster_err_t lw_rcluster_batch_append_formatted(lw_rcluster_batch_t *b, const char *cmd,
-                                                     size_t len)
-{
-    if (!b || !b->n_groups || b->sent || !cmd || !len || len > INT32_MAX)
-        return LW_RCLUSTER_ERR_INVALID_ARG;
-    char *buf = malloc(len);
-    if (!buf)
-        return LW_RCLUSTER_ERR_NOMEM;
-    memcpy(buf, cmd, len);
-    return add_formatted(b, buf, (int)len);
-}
-
 static lw_rcluster_err_t batch_vappendf(lw_rcluster_batch_t *b, const char *fmt, va_list ap)
 {
     if (!b || !b->n_groups || b->sent || !fmt)
@@ -867,6 +870,54 @@ static lw_rcluster_err_t batch_vappendf(lw_rcluster_batch_t *b, const char *fmt,
     char *buf = NULL;
     int len = redisvFormatCommand(&buf, fmt, ap);
     return add_formatted(b, buf, len);
+}
+
+/*
+ * True when buf is exactly one command in RESP: "*N\r\n" then N bulk strings
+ * "$len\r\n<len bytes>\r\n", nothing after. Replies are paired with commands
+ * by count, so a buffer holding two commands (or half of one) would shift
+ * every later reply onto the wrong command: refused instead.
+ */
+static bool resp_one_command(const char *buf, size_t len)
+{
+    size_t i = 0;
+    long long n = -1;
+    for (long long part = -1; part < 0 || part < n; part++) {
+        if (i >= len || buf[i] != (part < 0 ? '*' : '$'))
+            return false;
+        long long v = 0;
+        size_t j = i + 1;
+        for (; j < len && buf[j] >= '0' && buf[j] <= '9' && v < (1LL << 40); j++)
+            v = v * 10 + (buf[j] - '0');
+        if (j == i + 1 || j + 1 >= len || buf[j] != '\r' || buf[j + 1] != '\n')
+            return false;
+        i = j + 2;
+        if (part < 0) {
+            if (v < 1 || v > INT32_MAX)
+                return false;
+            n = v;
+            continue;
+        }
+        if ((unsigned long long)v > len - i || len - i - (size_t)v < 2 || buf[i + v] != '\r' ||
+            buf[i + v + 1] != '\n')
+            return false;
+        i += (size_t)v + 2;
+    }
+    return i == len;
+}
+
+lw_rcluster_err_t lw_rcluster_batch_append_resp(lw_rcluster_batch_t *b, const char *resp,
+                                                size_t len)
+{
+    if (!b || !b->n_groups || b->sent || !resp || len > INT32_MAX || !resp_one_command(resp, len))
+        return LW_RCLUSTER_ERR_INVALID_ARG;
+    /* A copy from the same allocator hiredis uses, so redisFreeCommand frees it like the rest. */
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return LW_RCLUSTER_ERR_NOMEM;
+    memcpy(copy, resp, len);
+    copy[len] = '\0';
+    return add_formatted(b, copy, (int)len);
 }
 
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...)
@@ -1020,6 +1071,8 @@ static void round_read(lw_rcluster_batch_t *b)
         rc_cmd_t *cmd = &b->cmds[p->cmd];
         freeReplyObject(cmd->reply);
         cmd->reply = r;
+        cmd->node = p->node;
+        cmd->gen = c->nodes[p->node].gen;
         if (!r)
             b->groups[p->g].lost = true;
     }
@@ -1062,7 +1115,6 @@ static lw_rcluster_err_t judge(lw_rcluster_batch_t *b, bool *pause)
             g->state = G_DONE;
             g->err = LW_RCLUSTER_OK;
             g->landed = node;
-            g->gen = c->nodes[node].gen;
             continue;
         }
         if (g->multi) /* nothing of a transaction ran: send it all again */
@@ -1196,6 +1248,8 @@ lw_rcluster_err_t lw_rcluster_batch_recv(lw_rcluster_batch_t *b, char *errstr, s
             }
         if (!pending)
             break;
+        if (b->n_touched == 0) /* nothing could be sent: never spin without a pause */
+            pause = true;
         if (pause) {
             if (now_ms() - start + delay > c->opts.retry_ms)
                 break;
@@ -1254,22 +1308,31 @@ lw_rcluster_err_t lw_rcluster_batch_wait(lw_rcluster_batch_t *b, int numreplicas
         return LW_RCLUSTER_ERR_INVALID_ARG;
     lw_rcluster_t *c = b->c;
     b->n_waits = 0;
-    /* One entry per node where a group ran; a connection reopened since cannot vouch. */
+    /*
+     * One entry per node where a command of a finished group ran (a plain group
+     * can have run partly on an ASK target); a connection reopened since
+     * cannot vouch for it.
+     */
     for (size_t i = 0; i < b->n_groups; i++) {
         rc_group_t *g = &b->groups[i];
-        if (g->state != G_DONE || g->landed < 0)
+        if (g->state != G_DONE)
             continue;
-        size_t k;
-        for (k = 0; k < b->n_waits; k++)
-            if (b->waits[k].node == g->landed)
-                break;
-        bool same = c->nodes[g->landed].ctx && c->nodes[g->landed].gen == g->gen;
-        if (k == b->n_waits) {
-            if (!grow((void **)&b->waits, &b->cap_waits, b->n_waits, sizeof *b->waits))
-                return LW_RCLUSTER_ERR_NOMEM;
-            b->waits[b->n_waits++] = (rc_wait_t){g->landed, same ? 0 : -1};
-        } else if (!same) {
-            b->waits[k].replicas = -1;
+        for (size_t ci = g->first; ci < g->first + g->n; ci++) {
+            const rc_cmd_t *cmd = &b->cmds[ci];
+            if (cmd->node < 0 || cmd->node >= c->n_nodes)
+                continue;
+            size_t k;
+            for (k = 0; k < b->n_waits; k++)
+                if (b->waits[k].node == cmd->node)
+                    break;
+            bool same = c->nodes[cmd->node].ctx && c->nodes[cmd->node].gen == cmd->gen;
+            if (k == b->n_waits) {
+                if (!grow((void **)&b->waits, &b->cap_waits, b->n_waits, sizeof *b->waits))
+                    return LW_RCLUSTER_ERR_NOMEM;
+                b->waits[b->n_waits++] = (rc_wait_t){cmd->node, same ? 0 : -1};
+            } else if (!same) {
+                b->waits[k].replicas = -1;
+            }
         }
     }
     char cmd[64];

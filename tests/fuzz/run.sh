@@ -30,11 +30,11 @@ rt=$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)
 CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
 new_targets="fuzz_redis_url fuzz_id fuzz_route fuzz_tokens fuzz_rules"
-cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_state $new_targets loanwire-avro \
-    >/dev/null
+cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_rcluster fuzz_state $new_targets \
+    loanwire-avro >/dev/null
 
 corpus=$build/fuzz-corpus
-mkdir -p "$corpus/decode" "$corpus/json" "$corpus/state"
+mkdir -p "$corpus/decode" "$corpus/json" "$corpus/state" "$corpus/rcluster"
 fix=$src/tests/support/fixtures
 cp "$fix"/*.avro "$corpus/decode/"
 cp "$fix"/*.json "$corpus/json/"
@@ -77,8 +77,12 @@ for t in $new_targets; do
     mkdir -p "$corpus/${t#fuzz_}"
     cp "$src/tests/fuzz/corpus/${t#fuzz_}"/* "$corpus/${t#fuzz_}/"
 done
+# Redis replies the cluster client reads: a CLUSTER SLOTS map, redirects, errors.
+printf '*2\r\n*3\r\n:0\r\n:8191\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$1\r\na\r\n*4\r\n:8192\r\n:16383\r\n*2\r\n$0\r\n\r\n:7001\r\n*2\r\n$1\r\n?\r\n:7002\r\n' >"$corpus/rcluster/slots"
+printf -- '-MOVED 3999 127.0.0.1:6381\r\n-ASK 12 ::1:7002\r\n-TRYAGAIN x\r\n' >"$corpus/rcluster/redirects"
+printf '*3\r\n$3\r\nSET\r\n$6\r\nb:{42}\r\n$1\r\nv\r\n' >"$corpus/rcluster/command"
 rc=0
-for t in fuzz_decode fuzz_json fuzz_state $new_targets; do
+for t in fuzz_decode fuzz_json fuzz_rcluster fuzz_state $new_targets; do
     case " $new_targets " in *" $t "*) s=$new_secs;; *) s=$old_secs;; esac
     echo "fuzz: $t for ${s}s"
     (cd "$build" && "./bin/$t" -max_total_time="$s" -print_final_stats=1 "$corpus/${t#fuzz_}" \

@@ -46,15 +46,22 @@ static const char *cluster_url(void)
     return u;
 }
 
-static lw_rcluster_t *connect_url(const char *u, const lw_rcluster_opts_t *opts)
+static lw_rcluster_t *connect_url(const char *u, const lw_rcluster_opts_t *opts, bool cluster)
 {
     lw_redis_url_t url;
     char errstr[512];
-    if (lw_redis_url_parse(u, &url, errstr, sizeof errstr) != LW_OK)
-        lw_test_fail_server("Redis", u, errstr);
     lw_rcluster_t *c = NULL;
-    if (lw_rcluster_new(&url, opts, &c, errstr, sizeof errstr) != LW_RCLUSTER_OK)
-        lw_test_fail_server("Redis", u, errstr);
+    if (lw_redis_url_parse(u, &url, errstr, sizeof errstr) != LW_OK ||
+        lw_rcluster_new(&url, opts, &c, errstr, sizeof errstr) != LW_RCLUSTER_OK) {
+        if (!cluster)
+            lw_test_fail_server("Redis", u, errstr);
+        fprintf(stderr,
+                "FAIL: the Redis Cluster is not reachable at %s (%s).\n"
+                "      Start one with ./deploy/stack.sh up --redis-cluster 3 (or run "
+                "./tests/run.sh),\n      or point LOANWIRE_REDIS_CLUSTER at a node of one.\n",
+                u, errstr);
+        exit(1);
+    }
     return c;
 }
 
@@ -63,7 +70,7 @@ static lw_rcluster_t *connect_cluster(int retry_ms)
     lw_rcluster_opts_t o;
     lw_rcluster_opts_init(&o);
     o.retry_ms = retry_ms;
-    lw_rcluster_t *c = connect_url(cluster_url(), &o);
+    lw_rcluster_t *c = connect_url(cluster_url(), &o, true);
     if (!lw_rcluster_is_cluster(c)) {
         fprintf(stderr, "FAIL: %s is a single Redis, not a cluster node (cluster_enabled:0)\n",
                 cluster_url());
@@ -267,7 +274,7 @@ static void test_routing_all_masters(void **state)
 static void test_single_instance(void **state)
 {
     char errstr[512], run[64], tag[96];
-    lw_rcluster_t *c = connect_url(lw_test_redis_url(), NULL);
+    lw_rcluster_t *c = connect_url(lw_test_redis_url(), NULL, false);
     assert_false(lw_rcluster_is_cluster(c));
     assert_int_equal(lw_rcluster_master_count(c), 1);
     assert_int_equal(lw_rcluster_slot_master(c, 0), 0);
@@ -405,6 +412,7 @@ static void test_migration_ask_tryagain_moved(void **state)
     freeReplyObject(cmd_ok(rs, "CLUSTER SETSLOT %d MIGRATING %s", m.slot, m.dst_id));
 
     /* 1. A new borrower in the migrating slot: the source ASKs, the group lands on dst. */
+    redisReply *r0;
     char key2[160];
     lw_rcluster_stats_t before, after;
     lw_rcluster_stats(c, &before);
@@ -414,6 +422,19 @@ static void test_migration_ask_tryagain_moved(void **state)
     assert_int_equal(lw_rcluster_batch_appendf(b, "MULTI"), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_appendf(b, "SET %s n1 EX 3600", key2), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_appendf(b, "EXEC"), LW_RCLUSTER_OK);
+    /*
+     * And a plain group (no MULTI): a SET of a new key (ASK: resent alone to dst
+     * with ASKING) between two GETs of the key still on the source (answered
+     * there, kept, not repeated). The SET comes as pre-built RESP.
+     */
+    char keyp[160], resp[512];
+    snprintf(keyp, sizeof keyp, "lwt:p:{%s}", tag);
+    int rl = snprintf(resp, sizeof resp, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$2\r\np1\r\n",
+                      strlen(keyp), keyp);
+    assert_int_equal(lw_rcluster_batch_group(b, m.slot), 1);
+    assert_int_equal(lw_rcluster_batch_appendf(b, "GET %s", key), LW_RCLUSTER_OK);
+    assert_int_equal(lw_rcluster_batch_append_resp(b, resp, (size_t)rl), LW_RCLUSTER_OK);
+    assert_int_equal(lw_rcluster_batch_appendf(b, "GET %s", key), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
     lw_rcluster_err_t err = lw_rcluster_batch_recv(b, errstr, sizeof errstr);
     if (err)
@@ -421,9 +442,22 @@ static void test_migration_ask_tryagain_moved(void **state)
     const redisReply *e = lw_rcluster_group_reply(b, 0, 2);
     assert_int_equal(e->type, REDIS_REPLY_ARRAY);
     assert_string_equal(e->element[0]->str, "OK");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 0)->str, "old");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 1)->str, "OK");
+    assert_string_equal(lw_rcluster_group_reply(b, 1, 2)->str, "old");
     lw_rcluster_stats(c, &after);
-    assert_true(after.ask > before.ask);
+    assert_int_equal(after.ask - before.ask, 2); /* one per group */
+    /* The plain group ran on both nodes: WAIT asks both. */
+    err = lw_rcluster_batch_wait(b, 1, 2000, errstr, sizeof errstr);
+    if (err)
+        fail_msg("wait during migration: %s", errstr);
+    assert_int_equal(lw_rcluster_batch_wait_nodes(b), 2);
     assert_int_equal(after.moved, before.moved);
+    freeReplyObject(cmd_ok(rd, "ASKING"));
+    r0 = cmd_ok(rd, "GET %s", keyp);
+    assert_int_equal(r0->type, REDIS_REPLY_STRING);
+    assert_string_equal(r0->str, "p1");
+    freeReplyObject(r0);
     redisReply *r = cmd_ok(rd, "ASKING");
     freeReplyObject(r);
     r = cmd_ok(rd, "GET %s", key2);
@@ -476,8 +510,9 @@ static void test_migration_ask_tryagain_moved(void **state)
     /* (the map reload after each pause found dst as owner, so no MOVED was needed here) */
 
     /* Everything is on dst now, with the transaction's values, whole. */
-    r = cmd_ok(rd, "MGET %s %s %s %s", key, key2, key3, key4);
-    assert_int_equal(r->elements, 4);
+    r = cmd_ok(rd, "MGET %s %s %s %s %s", key, key2, key3, key4, keyp);
+    assert_int_equal(r->elements, 5);
+    assert_string_equal(r->element[4]->str, "p1");
     assert_string_equal(r->element[0]->str, "old");
     assert_string_equal(r->element[1]->str, "n1");
     assert_string_equal(r->element[2]->str, "new");
@@ -580,6 +615,9 @@ static void test_failover_kill_master(void **state)
         fail_msg("no running process on port %d in stack.sh pids", vport);
 
     lw_rcluster_batch_t *b = lw_rcluster_batch_new(c);
+    /* A second client with a 300 ms budget: it must give up in time, retriably. */
+    lw_rcluster_t *quick = connect_cluster(300);
+    lw_rcluster_batch_t *qb = lw_rcluster_batch_new(quick);
     int rewrites = 0;
     for (int round = 1; round <= ROUNDS; round++) {
         write_round(b, run, N, round);
@@ -594,6 +632,32 @@ static void test_failover_kill_master(void **state)
             snprintf(errstr, sizeof errstr, "kill %s", name);
             if (stack(errstr, out, sizeof out) != 0)
                 fail_msg("stack.sh kill %s: %s", name, out);
+            /*
+             * The quick client writes the same round and runs out of budget
+             * long before the failover: a retriable error, the groups of the
+             * live masters done, those of the dead one not.
+             */
+            write_round(qb, run, N, round);
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            assert_int_equal(lw_rcluster_batch_send(qb, errstr, sizeof errstr), LW_RCLUSTER_OK);
+            lw_rcluster_err_t qerr = lw_rcluster_batch_recv(qb, errstr, sizeof errstr);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            fprintf(stderr, "quick client: %s after %ld ms: %s\n", lw_rcluster_err2str(qerr), ms,
+                    errstr);
+            assert_int_not_equal(qerr, LW_RCLUSTER_OK);
+            assert_true(lw_rcluster_err_is_retriable(qerr));
+            assert_true(ms < 2000 + 2000); /* the budget, plus one connect timeout at most */
+            size_t done = 0, failed = 0;
+            for (size_t g = 0; g < lw_rcluster_batch_groups(qb); g++) {
+                lw_rcluster_err_t ge = lw_rcluster_group_err(qb, g);
+                if (ge == LW_RCLUSTER_OK)
+                    done++;
+                else if (lw_rcluster_err_is_retriable(ge))
+                    failed++;
+            }
+            assert_true(done > 0 && failed > 0 && done + failed == N);
         }
         assert_int_equal(lw_rcluster_batch_send(b, errstr, sizeof errstr), LW_RCLUSTER_OK);
         lw_rcluster_err_t err = lw_rcluster_batch_recv(b, errstr, sizeof errstr);
@@ -657,6 +721,8 @@ static void test_failover_kill_master(void **state)
     }
     lw_rcluster_batch_destroy(b);
     lw_rcluster_destroy(c);
+    lw_rcluster_batch_destroy(qb);
+    lw_rcluster_destroy(quick);
 
     /* Leave the cluster whole for the next test: 3 masters, each with a replica. */
     for (int i = 0; i < 100; i++) {

@@ -287,9 +287,32 @@ static void test_batch_building_and_errors(void **state)
     assert_int_equal(lw_rcluster_batch_append_argv(b, 3, argv, NULL), LW_RCLUSTER_OK);
     assert_int_equal(lw_rcluster_batch_append_argv(b, 0, argv, NULL), LW_RCLUSTER_ERR_INVALID_ARG);
     assert_int_equal(lw_rcluster_batch_appendf(b, "EXEC"), LW_RCLUSTER_OK);
+    /* Pre-built RESP: exactly one complete command, or refused. */
+    static const char one[] = "*3\r\n$3\r\nSET\r\n$4\r\nk{x}\r\n$2\r\nv\n\r\n";
+    assert_int_equal(lw_rcluster_batch_append_resp(b, one, sizeof one - 1), LW_RCLUSTER_OK);
+    static const char *const bad[] = {
+        "",
+        "*0\r\n",
+        "*1\r\n",
+        "*1\r\n$4\r\nPING",
+        "*1\r\n$4\r\nPING\r",
+        "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n", /* two commands */
+        "*1\r\n$5\r\nPING\r\n",
+        "*1\r\n$3\r\nPING\r\n",
+        "*2\r\n$4\r\nPING\r\n",
+        "*1\r\n:4\r\nPING\r\n",
+        "PING\r\n",
+        "*-1\r\n",
+        "*1\r\n$99999999999999999999\r\nx\r\n",
+        "*99999999999\r\n$1\r\nx\r\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(lw_rcluster_batch_append_resp(b, bad[i], strlen(bad[i])),
+                         LW_RCLUSTER_ERR_INVALID_ARG);
+    assert_int_equal(lw_rcluster_batch_append_resp(b, NULL, 0), LW_RCLUSTER_ERR_INVALID_ARG);
+    assert_int_equal(lw_rcluster_group_size(b, 0), 4);
     assert_int_equal(lw_rcluster_batch_group(b, 7), 1);
     assert_int_equal(lw_rcluster_batch_groups(b), 2);
-    assert_int_equal(lw_rcluster_group_size(b, 0), 3);
     assert_int_equal(lw_rcluster_group_size(b, 1), 0);
     assert_int_equal(lw_rcluster_group_size(b, 2), 0);
     assert_null(lw_rcluster_group_reply(b, 0, 0));

@@ -200,10 +200,13 @@ int lw_rcluster_batch_group(lw_rcluster_batch_t *b, int slot);
 lw_rcluster_err_t lw_rcluster_batch_append_argv(lw_rcluster_batch_t *b, int argc, const char **argv,
                                                 const size_t *argvlen);
 lw_rcluster_err_t lw_rcluster_batch_appendf(lw_rcluster_batch_t *b, const char *fmt, ...);
-/* Appends a command already in RESP (cmd[0, len), copied), as callers that
- * build their pipelines in RESP have it. */
-lw_rcluster_err_t lw_rcluster_batch_append_formatted(lw_rcluster_batch_t *b, const char *cmd,
-                                                     size_t len);
+/*
+ * Appends one command already in RESP ("*N\r\n$len\r\narg\r\n..."), copied:
+ * for callers that build their protocol themselves. INVALID_ARG unless the
+ * buffer is exactly one complete command.
+ */
+lw_rcluster_err_t lw_rcluster_batch_append_resp(lw_rcluster_batch_t *b, const char *resp,
+                                                size_t len);
 
 /*
  * Writes every group to the master of its slot, all nodes before any reply

@@ -236,7 +236,7 @@ lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr
             if (st->tap)
                 fwrite(st->buf.p + c->off, 1, c->len, st->tap);
             if (lw_rcluster_batch_group(f->bat, c->slot) < 0 ||
-                lw_rcluster_batch_append_formatted(f->bat, st->buf.p + c->off, c->len)) {
+                lw_rcluster_batch_append_resp(f->bat, st->buf.p + c->off, c->len)) {
                 free(todo);
                 return LW_ERR_NOMEM;
             }
