@@ -130,11 +130,17 @@ def main():
     for key in epoch_keys(r10, tz):
         r10.cmd("INCR", key)  # a newer owner, as far as Redis can tell
     produce(tz, a1[4000:8000], os.path.join(TMP, f"fence-z2-{tag}.jsonl"))
-    try:
-        rc = p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+    # while it waits for a rebalance that never comes, its metrics say so
+    seen_fenced, rc, deadline = 0, None, time.time() + 60
+    while rc is None and time.time() < deadline:
+        for key in r10.cmd("KEYS", f"lw:metrics:*:{p.pid}"):
+            v = r10.cmd("HGET", key, "partitions_fenced")
+            seen_fenced = max(seen_fenced, int(v or 0))
+        rc = p.poll()
+        time.sleep(0.2)
+    if rc is None:
         p.kill()
-        rc = None
+    check(seen_fenced >= 1, "the metrics never showed a fenced partition (partitions_fenced)")
     logf.seek(0)
     zlog = logf.read()
     check(rc is not None and rc != 0, f"the fenced consumer did not stop with an error (rc {rc})")

@@ -273,6 +273,8 @@ static void test_metrics_render(void **state)
     lw_metrics_agg_add(agg, "c1", "lag:loanwire.loan-events:0", "10");
     lw_metrics_agg_add(agg, "c1", "redis_rtt_us", "1500");
     lw_metrics_agg_add(agg, "c1", "not_a_number", "x");
+    lw_metrics_agg_add(agg, "c1", "partitions_fenced", "2");
+    lw_metrics_agg_add(agg, "c1", "stalled_s", "17");
     lw_metrics_agg_add(agg, "c2", "events_consumed", "30");
     lw_metrics_agg_add(agg, "c2", "events_applied", "23");
     lw_metrics_agg_add(agg, "c2", "duplicates", "7");
@@ -302,6 +304,9 @@ static void test_metrics_render(void **state)
     assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c1\"} 0.001500\n"));
     assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c2\"} 2.000000\n"));
     assert_non_null(strstr(text, "\nloanwire_consumers 2\n"));
+    assert_non_null(strstr(text, "# TYPE loanwire_partitions_fenced gauge\n"));
+    assert_non_null(strstr(text, "\nloanwire_partitions_fenced{consumer=\"c1\"} 2\n"));
+    assert_non_null(strstr(text, "\nloanwire_consumer_stalled_seconds{consumer=\"c1\"} 17\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"200\"} 5\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"404\"} 2\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"other\"} 1\n"));

@@ -59,6 +59,8 @@ struct lw_metrics_agg_s {
     lw_kvs_t alerts; /* a = rule */
     lw_kvs_t lag;    /* a = topic, b = partition */
     lw_kvs_t rtt;    /* a = consumer */
+    lw_kvs_t fenced; /* a = consumer: partitions whose writes are refused */
+    lw_kvs_t stall;  /* a = consumer: seconds lag has stood while nothing was consumed */
 };
 
 lw_metrics_agg_t *lw_metrics_agg_new(void)
@@ -82,6 +84,8 @@ void lw_metrics_agg_destroy(lw_metrics_agg_t *agg)
     lw_kvs_free(&agg->alerts);
     lw_kvs_free(&agg->lag);
     lw_kvs_free(&agg->rtt);
+    lw_kvs_free(&agg->fenced);
+    lw_kvs_free(&agg->stall);
     free(agg->last_consumer);
     free(agg);
 }
@@ -157,6 +161,12 @@ void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char 
             kv->v = v;
     } else if (strcmp(field, "redis_rtt_us") == 0) {
         if ((kv = lw_kvs_get(&agg->rtt, consumer, NULL)))
+            kv->v = v;
+    } else if (strcmp(field, "partitions_fenced") == 0) {
+        if ((kv = lw_kvs_get(&agg->fenced, consumer, NULL)))
+            kv->v = v;
+    } else if (strcmp(field, "stalled_s") == 0) {
+        if ((kv = lw_kvs_get(&agg->stall, consumer, NULL)))
             kv->v = v;
     }
 }
@@ -254,6 +264,23 @@ char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t
         lw_bprintf(&b, "loanwire_redis_rtt_seconds{consumer=\"");
         lw_blabel(&b, agg->rtt.v[i].a);
         lw_bprintf(&b, "\"} %lld.%06lld\n", us / 1000000, us % 1000000);
+    }
+    /* a consumer holding fenced partitions, or lag standing while nothing is
+     * consumed, is stuck: alert on either above 0 */
+    lw_bhead(&b, "loanwire_partitions_fenced", "gauge",
+             "Assigned partitions whose writes are being refused, by consumer (it stops with an "
+             "error after --stall-timeout).");
+    for (size_t i = 0; i < agg->fenced.n; i++) {
+        lw_bprintf(&b, "loanwire_partitions_fenced{consumer=\"");
+        lw_blabel(&b, agg->fenced.v[i].a);
+        lw_bprintf(&b, "\"} %lld\n", agg->fenced.v[i].v);
+    }
+    lw_bhead(&b, "loanwire_consumer_stalled_seconds", "gauge",
+             "How long a consumer's lag has stood above 0 while it consumed nothing (0: moving).");
+    for (size_t i = 0; i < agg->stall.n; i++) {
+        lw_bprintf(&b, "loanwire_consumer_stalled_seconds{consumer=\"");
+        lw_blabel(&b, agg->stall.v[i].a);
+        lw_bprintf(&b, "\"} %lld\n", agg->stall.v[i].v);
     }
     lw_bhead(&b, "loanwire_query_requests_total", "counter",
              "HTTP requests answered by this loanwire-query, by status code.");
