@@ -299,10 +299,10 @@ class Bench:
     def row(self, step, what, ours, raw="", ratio="", target="", met=""):
         self.rows.append((step, what, ours, raw, ratio, target, met))
 
-    def exposure_args(self, topic, group, cid, extra=()):
+    def exposure_args(self, topic, group, cid, extra=(), url=None):
         return [self.prog("loanwire-exposure"), "--brokers", self.bs, "--topic", topic,
                 "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--redis", self.url, "--group", group, "--consumer-id", cid,
+                "--redis", url or self.url, "--group", group, "--consumer-id", cid,
                 "--status", "5"] + list(extra)
 
     def redis_applied(self, cids):
@@ -466,7 +466,7 @@ class Bench:
     def step_producer(self):
         a = self.a
         n = a.events
-        say("==> [1/5] producer: generating %s events (%s borrowers) to a file (not timed)" % (
+        say("==> [1/6] producer: generating %s events (%s borrowers) to a file (not timed)" % (
             fmt_int(n), fmt_int(a.borrowers)))
         self.run([self.prog("loanwire-gen"), "--events", str(n), "--borrowers",
                   str(a.borrowers), "-o", self.feed], log=os.path.join(self.work, "gen.log"))
@@ -682,7 +682,7 @@ class Bench:
 
     def step_catchup(self):
         n = self.a.events
-        say("==> [2/5] consumer catch-up: %s events, 1 loanwire-exposure, empty Redis" %
+        say("==> [2/6] consumer catch-up: %s events, 1 loanwire-exposure, empty Redis" %
             fmt_int(n))
         rate, dt, cpu, stats, mem = self.catchup(1, "c1")
         self.c1 = (rate, dt, cpu)
@@ -792,7 +792,7 @@ class Bench:
                                   fmt_int(self.a.rates[-1][0]), fmt_rate(self.c1[0]),
                                   fmt_int(top)))
             self.a.rates[-1] = (top, self.a.rates[-1][1])
-        say("==> [3/5] end-to-end latency: paced feeds %s" % ", ".join(
+        say("==> [3/6] end-to-end latency: paced feeds %s" % ", ".join(
             "%s/s for %d s" % (fmt_int(r), d) for r, d in self.a.rates))
         helptxt = subprocess.run([self.prog("loanwire-exposure"), "--help"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
@@ -949,7 +949,7 @@ class Bench:
     # -- step 4: memory ------------------------------------------------------------------
 
     def step_memory(self):
-        say("==> [4/5] memory: %s borrowers x 3 active loans through the consumer's store"
+        say("==> [4/6] memory: %s borrowers x 3 active loans through the consumer's store"
             % fmt_int(self.a.mem_borrowers))
         script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
                                 stdout=subprocess.PIPE, check=True).stdout
@@ -1075,7 +1075,7 @@ class Bench:
 
     def step_scaleout(self):
         n = self.a.events
-        say("==> [5/5] scale-out: 2 loanwire-exposure processes in one group, %s events" %
+        say("==> [5/6] scale-out: 2 loanwire-exposure processes in one group, %s events" %
             fmt_int(n))
         rate, dt, cpu, stats, _ = self.catchup(2, "c2")
         msg = self.verify_state("scale-out (2 consumers)", sample=min(self.a.sample, 200))
@@ -1096,6 +1096,95 @@ class Bench:
                  "%.1f / %.1f µs (1 consumer)" % (us1, self.c1[2].us_per("loanwire-exposure", n))
                  if r1 else "", "", "", "")
         self.r.cmd("FLUSHALL")
+
+    # -- step 6: the same catch-up on a Redis Cluster --
+
+    def cluster_masters(self):
+        """(host, port) of every master of the bench cluster, from CLUSTER SLOTS."""
+        h, p = self.a.cluster.split("//")[-1].split("/")[0].split(":")
+        slots = Redis(h, int(p)).cmd("CLUSTER", "SLOTS")
+        return sorted({(r[2][0].decode(), int(r[2][1])) for r in slots})
+
+    def cluster_catchup(self, nproc, label, extra=()):
+        """nproc consumers --until-caught-up on step 1's topic into the flushed cluster; CPU
+        of the consumers and of every redis-server of the cluster (masters and replicas)."""
+        n = self.a.events
+        masters = self.cluster_masters()
+        for h, p in masters:
+            Redis(h, p).cmd("FLUSHALL")
+        self.wait_quiet("cluster catch-up")
+        pids = {}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LOANWIRE_REDIS", "LOANWIRE_BOOTSTRAP", "LOANWIRE_REDIS_PORT")}
+        env["LOANWIRE_STACK_DIR"] = self.a.cluster_stack_dir or ""
+        for line in subprocess.run(["bash", os.path.join(self.a.root, "deploy", "stack.sh"),
+                                    "pids"], env=env, stdout=subprocess.PIPE,
+                                   text=True).stdout.split("\n"):
+            f = line.split()
+            if len(f) == 3 and f[0].startswith("redis-") and f[1].isdigit():
+                pids["redis-server " + f[0]] = int(f[1])
+        group = "bench-%s-%s" % (label, self.run_id)
+        cids = ["bench-%s-%d" % (label, i) for i in range(nproc)]
+        procs, logs = [], []
+        if not pids:
+            raise BenchError("stack.sh pids named no redis-server of the cluster (%s)" %
+                             self.a.cluster_stack_dir)
+        with CpuSampler(dict(self.fixed_pids, **pids)) as cpu:
+            t0 = time.monotonic()
+            for cid in cids:
+                log = os.path.join(self.work, "exposure-%s.log" % cid)
+                logs.append(log)
+                p = subprocess.Popen(self.exposure_args(self.events_topic, group, cid,
+                                                        ["--from-beginning", "--until-caught-up",
+                                                         "--status", "1"] + list(extra),
+                                                        url=self.a.cluster),
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+                procs.append(p)
+                cpu.add("loanwire-exposure" + ("" if nproc == 1 else "#%d" % len(procs)), p.pid)
+            self.wait_progress(procs, "%d consumer(s) on the cluster" % nproc, cpu=cpu)
+            dt = time.monotonic() - t0
+        for p, log in zip(procs, logs):
+            if p.returncode != 0:
+                raise BenchError("loanwire-exposure (cluster) exited %d: %s" % (
+                    p.returncode, open(log, errors="replace").read()[-1200:]))
+        stats = [self.parse_stopped(log) for log in logs]
+        consumed = sum(s.get("consumed", 0) for s in stats)
+        if consumed < n:
+            raise BenchError("cluster consumers consumed %d events, the topic has %d" % (
+                consumed, n))
+        keys = sum(Redis(h, p).cmd("DBSIZE") for h, p in masters)
+        say("cluster, %d consumer(s)%s: %s events in %.2f s = %s events/s; %d keys; CPU: %s" % (
+            nproc, " " + " ".join(extra) if extra else "", fmt_int(n), dt, fmt_rate(n / dt),
+            keys, cpu.text()))
+        return n / dt, dt, cpu, stats
+
+    def step_cluster(self):
+        n = self.a.events
+        if not self.a.cluster:
+            raise BenchError("step 6 needs --cluster (bench/run.sh starts one)")
+        say("==> [6/6] Redis Cluster (3 masters, 1 replica each): catch-up of %s events with 1 "
+            "and 2 consumers, and with --wait-replicas 1" % fmt_int(n))
+        r1, dt1, cpu1, st1 = self.cluster_catchup(1, "k1")
+        r2, dt2, cpu2, st2 = self.cluster_catchup(2, "k2")
+        rw, dtw, cpuw, stw = self.cluster_catchup(1, "kw", ["--wait-replicas", "1",
+                                                           "--wait-timeout", "5000"])
+        single = self.c1[0] if getattr(self, "c1", None) else None
+        us_c = cpu1.us_per("loanwire-exposure", n)
+        us_r = cpu1.us_per("redis-server", n)
+        self.notes.append("Cluster catch-up: 1 consumer %.2f s, 2 consumers %.2f s, 1 consumer "
+                          "with WAIT %.2f s. CPU (1 consumer) %s." % (dt1, dt2, dtw, cpu1.text()))
+        self.row("6 cluster", "catch-up events/s, 3-master cluster, 1 consumer (vs one Redis, "
+                 "step 2)", fmt_rate(r1), fmt_rate(single) + " (one Redis)" if single else "",
+                 "%.2f" % (r1 / single) if single else "", "≥ 0.8",
+                 ("yes" if r1 >= 0.8 * single else "no") if single else "")
+        self.row("6 cluster", "catch-up events/s, 2 consumers in one group (vs 1)",
+                 fmt_rate(r2), fmt_rate(r1) + " (1 consumer)", "%.2f" % (r2 / r1), "≥ 1.0",
+                 "yes" if r2 >= r1 else "no")
+        self.row("6 cluster", "CPU µs per event: loanwire-exposure / all redis-server (1 consumer)",
+                 "%.2f / %.2f µs" % (us_c, us_r), "", "", "consumer ≤ 2.1 µs",
+                 "yes" if us_c <= 2.1 else "no")
+        self.row("6 cluster", "catch-up events/s with --wait-replicas 1 (WAIT per batch)",
+                 fmt_rate(rw), fmt_rate(r1) + " (no WAIT)", "%.2f" % (rw / r1), "", "")
 
     @staticmethod
     def saturation(cpu):
@@ -1196,7 +1285,11 @@ def main():
     ap.add_argument("--mem-borrowers", type=int, help="step 4 (1,000,000; quick 10,000)")
     ap.add_argument("--mem-borrowers-recent", type=int,
                     help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
-    ap.add_argument("--steps", default="1,2,3,4,5", help="steps to run (2 and 5 need 1)")
+    ap.add_argument("--steps", default="1,2,3,4,5,6", help="steps to run (2, 5 and 6 need 1; "
+                    "6 needs --cluster)")
+    ap.add_argument("--cluster", help="redis://HOST:PORT of a Redis Cluster node (step 6; "
+                    "FLUSHALLed!)")
+    ap.add_argument("--cluster-stack-dir", help="its stack folder (for the redis pids)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--publish", metavar="MD", help="on success, put the report into MD "
                     "between its results:begin / results:end markers (BENCHMARKS.md)")
@@ -1210,7 +1303,7 @@ def main():
     a.steady = (1000, 3) if q else (10000, 20)
     a.sample = 200 if q else 300
     steps = {int(s) for s in a.steps.split(",") if s}
-    if steps & {2, 5}:
+    if steps & {2, 5, 6}:
         steps.add(1)  # they consume step 1's topic and model
 
     b = Bench(a)
@@ -1219,7 +1312,7 @@ def main():
     rc = 0
     try:
         for k, fn in ((1, b.step_producer), (2, b.step_catchup), (3, b.step_latency),
-                      (4, b.step_memory), (5, b.step_scaleout)):
+                      (4, b.step_memory), (5, b.step_scaleout), (6, b.step_cluster)):
             if k in steps:
                 fn()
     except BenchError as e:

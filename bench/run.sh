@@ -13,8 +13,10 @@
 # Starts a private stack (Kafka 49092/49093, Redis 46379, folder bench/.stack; override
 # with LW_BENCH_KAFKA_PORT / LW_BENCH_CONTROLLER_PORT / LW_BENCH_REDIS_PORT /
 # LW_BENCH_STACK_DIR — never the LOANWIRE_* of the caller's stack, since the bench stack
-# is wiped), fresh each run, so a test or demo stack is left alone; stops it at
-# the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
+# is wiped), and for step 6 a Redis Cluster of 3 masters with a replica each
+# (127.0.0.1:21001-21006, bus 31001+, below the ephemeral ports; bench/.stack-cluster; LW_BENCH_CLUSTER_PORT /
+# LW_BENCH_CLUSTER_BUS_PORT / LW_BENCH_CLUSTER_DIR), both fresh each run, so a test or
+# demo stack is left alone; stops them at the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
 # missing. Writes the markdown table to bench/results/latest.md. No time is asserted;
 # exits non-zero when a step fails or a count does not match.
 set -euo pipefail
@@ -65,12 +67,23 @@ for t in kcat redis-cli python3; do
   command -v "$t" >/dev/null || { echo "error: $t not found (./deploy/install-deps.sh)" >&2; exit 1; }
 done
 
+# Step 6's Redis Cluster (3 masters, 1 replica each), a stack of its own.
+cluster_dir=${LW_BENCH_CLUSTER_DIR:-$root/bench/.stack-cluster}
+cluster_port=${LW_BENCH_CLUSTER_PORT:-21001}
+cluster_bus=${LW_BENCH_CLUSTER_BUS_PORT:-31001}
+cluster_stack() {
+  env -u LOANWIRE_REDIS -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR="$cluster_dir" \
+      LOANWIRE_REDIS_PORT="$cluster_port" LOANWIRE_REDIS_BUS_PORT="$cluster_bus" \
+      ./deploy/stack.sh "$@"
+}
+
 started=0
 stop_stack() {
   local rc=$?
   if [ "$started" = 1 ]; then
     step "stopping the bench stack"
     ./deploy/stack.sh down || true
+    cluster_stack down >/dev/null 2>&1 || true
   fi
   exit $rc
 }
@@ -84,9 +97,14 @@ rm -rf "$LOANWIRE_STACK_DIR"
 started=1
 ./deploy/stack.sh up
 eval "$(./deploy/stack.sh env)"
+step "starting a fresh bench Redis Cluster (127.0.0.1:$cluster_port+, $cluster_dir)"
+cluster_stack down >/dev/null 2>&1 || true
+rm -rf "$cluster_dir"
+cluster_stack up --redis-cluster 3 --kafka-brokers 0
 
 mkdir -p bench/results
 step "running the benchmarks${quick:+ (quick)}"
 python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$src" \
   --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
+  --cluster "redis://127.0.0.1:$cluster_port" --cluster-stack-dir "$cluster_dir" \
   --work "$root/bench/.work" --out "$root/bench/results/latest.md" "${args[@]}"
