@@ -856,8 +856,7 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         char sk[64];
         const char *bid0 = f->slots[f->order[i]].first->ev.borrower_id;
         if (st->cl) { /* one borrower a chunk: its slot, and that slot's stream */
-            char key[LW_STATE_KEY_MAX];
-            c->slot = lw_rcluster_keyslot(key, lw_borrower_key('b', bid0, key));
+            c->slot = lw_storec_slot(bid0);
             if (!lw_storec_stream_key(bid0, sk, sizeof sk))
                 return LW_ERR_NOMEM;
         } else {
@@ -1412,10 +1411,7 @@ static lw_err_t control(lw_store_t *st, const char *key, redisReply **reply, cha
         lw_rcluster_err_t e = lw_rcluster_vcommand(st->cl, lw_rcluster_keyslot(key, strlen(key)),
                                                    reply, errstr, errstr_size, fmt, ap);
         va_end(ap);
-        return e == LW_RCLUSTER_OK               ? LW_OK
-               : e == LW_RCLUSTER_ERR_NOMEM      ? LW_ERR_NOMEM
-               : lw_rcluster_err_is_retriable(e) ? LW_ERR_TRANSIENT
-                                                 : LW_ERR_REDIS;
+        return lw_storec_error(e);
     }
     if (!st->rc)
         return conn_error(st, NULL, errstr, errstr_size);

@@ -30,8 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* An lw_rcluster error as the store's: worth retrying, or not. */
-static lw_err_t cl_error(lw_rcluster_err_t e)
+lw_err_t lw_storec_error(lw_rcluster_err_t e)
 {
     if (e == LW_RCLUSTER_OK)
         return LW_OK;
@@ -40,16 +39,16 @@ static lw_err_t cl_error(lw_rcluster_err_t e)
     return lw_rcluster_err_is_retriable(e) ? LW_ERR_TRANSIENT : LW_ERR_REDIS;
 }
 
-static int key_slot(char prefix, const char *bid)
+int lw_storec_slot(const char *bid)
 {
     char k[LW_STATE_KEY_MAX];
-    return lw_rcluster_keyslot(k, lw_borrower_key(prefix, bid, k));
+    return lw_rcluster_keyslot(k, lw_borrower_key('b', bid, k));
 }
 
 size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap)
 {
     char tag[16];
-    if (!lw_rcluster_slot_tag(key_slot('b', bid), tag, sizeof tag))
+    if (!lw_rcluster_slot_tag(lw_storec_slot(bid), tag, sizeof tag))
         return 0;
     int n = snprintf(buf, cap, "%s:{%s}", LW_REDIS_ALERT_STREAM, tag);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
@@ -90,7 +89,7 @@ static lw_err_t load_script(lw_store_t *st, lw_rcluster_t *cl, char *errstr, siz
     if (lc.bad)
         snprintf(errstr, errstr_size, "%s", lc.why);
     if (e || lc.bad)
-        return e ? cl_error(e) : LW_ERR_TRANSIENT;
+        return e ? lw_storec_error(e) : LW_ERR_TRANSIENT;
     memcpy(st->sha, lc.sha, sizeof st->sha);
     return LW_OK;
 }
@@ -99,7 +98,7 @@ lw_err_t lw_storec_connect(lw_store_t *st, char *errstr, size_t errstr_size)
 {
     lw_rcluster_err_t e = lw_rcluster_refresh(st->cl, errstr, errstr_size);
     if (e)
-        return cl_error(e);
+        return lw_storec_error(e);
     return load_script(st, st->cl, errstr, errstr_size);
 }
 
@@ -111,7 +110,7 @@ lw_err_t lw_storec_ensure(lw_store_t *st, flush_t *f, char *errstr, size_t errst
         o.timeout_ms = 30000; /* a whole batch's pipeline, as on one Redis */
         lw_rcluster_err_t e = lw_rcluster_new(&st->url, &o, &f->cl, errstr, errstr_size);
         if (e)
-            return cl_error(e);
+            return lw_storec_error(e);
     }
     if (!f->bat && !(f->bat = lw_rcluster_batch_new(f->cl))) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -147,7 +146,7 @@ static lw_err_t run_batch(flush_t *f, char *errstr, size_t errstr_size)
     lw_rcluster_err_t e = lw_rcluster_batch_send(f->bat, errstr, errstr_size);
     if (!e)
         e = lw_rcluster_batch_recv(f->bat, errstr, errstr_size);
-    return cl_error(e);
+    return lw_storec_error(e);
 }
 
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
@@ -268,7 +267,7 @@ lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr
             lw_rcluster_err_t e = lw_rcluster_batch_wait(
                 f->bat, st->opts.wait_replicas, st->opts.wait_timeout_ms, errstr, errstr_size);
             if (e)
-                err = cl_error(e);
+                err = lw_storec_error(e);
         }
         ntodo = nnext;
     }

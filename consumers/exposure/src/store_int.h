@@ -160,6 +160,10 @@ lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errst
 
 /* ---- On a cluster (store_cluster.c) ---------------------------------------------- */
 
+/* An lw_rcluster error as the store's: LW_ERR_TRANSIENT when worth retrying. */
+lw_err_t lw_storec_error(lw_rcluster_err_t e);
+/* The hash slot of a borrower (all its keys carry {borrower_id}). */
+int lw_storec_slot(const char *bid);
 /* The alert stream of a borrower's slot, "lw:alerts:{TAG}", into buf; its length. */
 size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap);
 /* Refreshes the control handle's map and loads the write script on every master. */
