@@ -1546,13 +1546,27 @@ lw_rcluster_err_t lw_rcluster_on_masters(lw_rcluster_t *c, int argc, const char 
 static uint32_t slot_tags[LW_RCLUSTER_SLOTS];
 static pthread_once_t slot_tags_once = PTHREAD_ONCE_INIT;
 
+/* Decimal digits of n into d (no NUL); their count. */
+static int put_decimal(char *d, uint32_t n)
+{
+    char t[10];
+    int k = 0, len = 0;
+    do {
+        t[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (k)
+        d[len++] = t[--k];
+    return len;
+}
+
 static void slot_tags_fill(void)
 {
     size_t left = LW_RCLUSTER_SLOTS;
     bool seen[LW_RCLUSTER_SLOTS] = {false};
     for (uint32_t n = 0; left > 0; n++) {
-        char d[12];
-        int len = snprintf(d, sizeof d, "%" PRIu32, n);
+        char d[10];
+        int len = put_decimal(d, n);
         int slot = lw_rcluster_crc16(d, (size_t)len) & (LW_RCLUSTER_SLOTS - 1);
         if (!seen[slot]) {
             seen[slot] = true;
@@ -1564,9 +1578,10 @@ static void slot_tags_fill(void)
 
 size_t lw_rcluster_slot_tag(int slot, char *buf, size_t cap)
 {
-    if (slot < 0 || slot >= LW_RCLUSTER_SLOTS || cap == 0)
+    if (slot < 0 || slot >= LW_RCLUSTER_SLOTS || cap < 11)
         return 0;
     pthread_once(&slot_tags_once, slot_tags_fill);
-    int n = snprintf(buf, cap, "%" PRIu32, slot_tags[slot]);
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    int n = put_decimal(buf, slot_tags[slot]);
+    buf[n] = '\0';
+    return (size_t)n;
 }

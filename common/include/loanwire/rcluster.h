@@ -120,7 +120,8 @@ int lw_rcluster_keyslot(const void *key, size_t len);
 
 /*
  * A hash tag for slot: the smallest decimal number whose string hashes to it,
- * written to buf (NUL-terminated); its length, 0 for a bad slot or a small buf.
+ * written to buf (NUL-terminated, cap >= 11); its length, 0 for a bad slot or
+ * a small buf.
  * A key "name:{TAG}" lives in that slot, so a per-slot key (an alert stream
  * beside the borrowers of the slot) can take part in their transactions.
  */

@@ -441,7 +441,10 @@ static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
 static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
 {
     flush_t *sent = flush_in(st, FL_SENT);
-    flush_t *c = st->opts.strict_fencing && sent && sent != f && !sent->failed ? sent : NULL;
+    /* (on a cluster too: its write is sent at commit and read at end, so a
+     * read of the same borrower could run before it) */
+    flush_t *c =
+        (st->opts.strict_fencing || st->cl) && sent && sent != f && !sent->failed ? sent : NULL;
     size_t need = 64;
     while (need < 2 * f->n)
         need *= 2;
@@ -1214,7 +1217,7 @@ static lw_err_t flush_write(lw_store_t *st, flush_t *f, char *errstr, size_t err
     free_alert_replies(f);
     if (err)
         return err;
-    return st->cl ? lw_storec_write(st, f, errstr, errstr_size)
+    return st->cl ? lw_storec_write_send(st, f, errstr, errstr_size)
                   : send_writes(st, f, errstr, errstr_size);
 }
 
@@ -1247,7 +1250,8 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
         return err;
     if (f->aborted)
         return LW_OK; /* lw_store_flush_end() does it again */
-    /* on a cluster the write's WAIT was part of the write */
+    if (st->cl && (err = lw_storec_write_end(st, f, errstr, errstr_size)))
+        return err;
     if (!st->cl && st->opts.wait_replicas > 0 && (err = wait_replicas(st, f, errstr, errstr_size)))
         return err;
     int64_t now = lw_now_us();

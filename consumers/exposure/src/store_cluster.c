@@ -47,11 +47,17 @@ int lw_storec_slot(const char *bid)
 
 size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap)
 {
+    /* once per changed borrower: no printf */
+    static const char pre[] = LW_REDIS_ALERT_STREAM ":{";
     char tag[16];
-    if (!lw_rcluster_slot_tag(lw_storec_slot(bid), tag, sizeof tag))
+    size_t n = lw_rcluster_slot_tag(lw_storec_slot(bid), tag, sizeof tag);
+    if (!n || sizeof pre + n + 1 > cap)
         return 0;
-    int n = snprintf(buf, cap, "%s:{%s}", LW_REDIS_ALERT_STREAM, tag);
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    memcpy(buf, pre, sizeof pre - 1);
+    memcpy(buf + sizeof pre - 1, tag, n);
+    buf[sizeof pre - 1 + n] = '}';
+    buf[sizeof pre + n] = '\0';
+    return sizeof pre + n;
 }
 
 /* ---- Connections -------------------------------------------------------------- */
@@ -152,23 +158,34 @@ static lw_err_t run_batch(flush_t *f, char *errstr, size_t errstr_size)
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_rcluster_batch_reset(f->bat);
+    /* each GET built as RESP here (hiredis's formatter was an eighth of the
+     * consumer's instructions on a cluster); a borrower of the write in
+     * flight takes the state it leaves (cached), not a read that could run
+     * before it */
     for (size_t i = 0; i < f->nslots; i++) {
-        char k[LW_STATE_KEY_MAX];
-        size_t n = lw_borrower_key('b', f->slots[i].first->ev.borrower_id, k);
-        if (lw_rcluster_batch_group(f->bat, lw_rcluster_keyslot(k, n)) < 0 ||
-            lw_rcluster_batch_appendf(f->bat, "GET %b", k, n) != LW_RCLUSTER_OK)
+        const char *bid = f->slots[i].first->ev.borrower_id;
+        if (f->slots[i].cached)
+            continue;
+        st->buf.len = 0;
+        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "GET", 3) ||
+            !lw_resp_key(&st->buf, 'b', bid) ||
+            lw_rcluster_batch_group(f->bat, lw_storec_slot(bid)) < 0 ||
+            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
             return LW_ERR_NOMEM;
     }
-    lw_err_t err = run_batch(f, errstr, errstr_size);
-    for (size_t i = 0; i < f->nslots && err == LW_OK; i++) {
-        const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
-        if (!r) {
-            snprintf(errstr, errstr_size, "GET b:{%s}: no reply",
-                     f->slots[i].first->ev.borrower_id);
-            return LW_ERR_TRANSIENT;
+    lw_err_t err = lw_rcluster_batch_groups(f->bat) ? run_batch(f, errstr, errstr_size) : LW_OK;
+    for (size_t i = 0, g = 0; i < f->nslots && err == LW_OK; i++) {
+        if (!f->slots[i].cached) {
+            const redisReply *r = lw_rcluster_group_reply(f->bat, g++, 0);
+            if (!r) {
+                snprintf(errstr, errstr_size, "GET b:{%s}: no reply",
+                         f->slots[i].first->ev.borrower_id);
+                return LW_ERR_TRANSIENT;
+            }
+            if ((err = lw_store_load_state(&f->slots[i], r, errstr, errstr_size)) != LW_OK)
+                break;
         }
-        if ((err = lw_store_load_state(&f->slots[i], r, errstr, errstr_size)) == LW_OK &&
-            (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
+        if ((err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
     }
     return err;
@@ -176,16 +193,17 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
 
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    (void)st;
     lw_rcluster_batch_reset(f->bat);
     size_t nask = 0;
     for (size_t i = 0; i < f->nslots; i++) {
         if (!f->slots[i].replay)
             continue;
-        char k[LW_STATE_KEY_MAX];
-        size_t n = lw_borrower_key('a', f->slots[i].first->ev.borrower_id, k);
-        if (lw_rcluster_batch_group(f->bat, lw_rcluster_keyslot(k, n)) < 0 ||
-            lw_rcluster_batch_appendf(f->bat, "HGETALL %b", k, n) != LW_RCLUSTER_OK)
+        const char *bid = f->slots[i].first->ev.borrower_id;
+        st->buf.len = 0;
+        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
+            !lw_resp_key(&st->buf, 'a', bid) ||
+            lw_rcluster_batch_group(f->bat, lw_storec_slot(bid)) < 0 ||
+            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
             return LW_ERR_NOMEM;
         nask++;
     }
@@ -209,68 +227,60 @@ lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t 
     return err;
 }
 
-lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+lw_err_t lw_storec_write_send(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    size_t *todo = malloc((f->nchunks ? f->nchunks : 1) * sizeof *todo);
-    if (!todo)
-        return LW_ERR_NOMEM;
-    size_t ntodo = f->nchunks;
-    for (size_t i = 0; i < ntodo; i++)
-        todo[i] = i;
-    lw_err_t err = LW_OK;
-    for (int round = 0; ntodo > 0 && err == LW_OK; round++) {
-        if (round == 3) {
-            snprintf(errstr, errstr_size, "Redis keeps answering NOSCRIPT");
-            err = LW_ERR_TRANSIENT;
-            break;
-        }
-        if (round > 0) {
-            if ((err = load_script(st, f->cl, errstr, errstr_size)) != LW_OK)
-                break;
-            lw_warn("a master had lost the write script (NOSCRIPT: a failover?); loaded it again");
-        }
-        lw_rcluster_batch_reset(f->bat);
-        for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &f->chunks[todo[i]];
-            if (st->tap)
-                fwrite(st->buf.p + c->off, 1, c->len, st->tap);
-            if (lw_rcluster_batch_group(f->bat, c->slot) < 0 ||
-                lw_rcluster_batch_append_resp(f->bat, st->buf.p + c->off, c->len)) {
-                free(todo);
-                return LW_ERR_NOMEM;
-            }
-        }
-        if ((err = run_batch(f, errstr, errstr_size)) != LW_OK)
-            break;
-        size_t nnext = 0;
-        for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &f->chunks[todo[i]];
-            const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
-            if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
-                todo[nnext++] = todo[i];
-            } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
-                if (err == LW_OK)
-                    err = r ? lw_store_reply_error(r, "write script", errstr, errstr_size)
-                            : LW_ERR_TRANSIENT;
-            } else {
-                /* 0 written, else the stamp's epoch that refused the write */
-                for (size_t k = 0; k < c->n; k++)
-                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
-                        slot_t *s = &f->slots[f->order[c->first + k]];
-                        s->fenced = true;
-                        s->fence_epoch = r->element[k]->integer;
-                    }
-            }
-        }
-        /* the writes of this round on replicas too, before any offset moves */
-        if (err == LW_OK && st->opts.wait_replicas > 0) {
-            lw_rcluster_err_t e = lw_rcluster_batch_wait(
-                f->bat, st->opts.wait_replicas, st->opts.wait_timeout_ms, errstr, errstr_size);
-            if (e)
-                err = lw_storec_error(e);
-        }
-        ntodo = nnext;
+    lw_rcluster_batch_reset(f->bat);
+    for (size_t i = 0; i < f->nchunks; i++) {
+        const chunk_t *c = &f->chunks[i];
+        if (st->tap)
+            fwrite(st->buf.p + c->off, 1, c->len, st->tap);
+        if (lw_rcluster_batch_group(f->bat, c->slot) < 0 ||
+            lw_rcluster_batch_append_resp(f->bat, st->buf.p + c->off, c->len))
+            return LW_ERR_NOMEM;
     }
-    free(todo);
+    return f->nchunks ? lw_storec_error(lw_rcluster_batch_send(f->bat, errstr, errstr_size))
+                      : LW_OK;
+}
+
+lw_err_t lw_storec_write_end(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    if (!f->nchunks)
+        return LW_OK;
+    lw_err_t err = lw_storec_error(lw_rcluster_batch_recv(f->bat, errstr, errstr_size));
+    bool noscript = false;
+    for (size_t i = 0; i < f->nchunks && err == LW_OK; i++) {
+        const chunk_t *c = &f->chunks[i];
+        const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
+        if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
+            noscript = true;
+        } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
+            err =
+                r ? lw_store_reply_error(r, "write script", errstr, errstr_size) : LW_ERR_TRANSIENT;
+        } else {
+            /* 0 written, else the stamp's epoch that refused the write */
+            for (size_t k = 0; k < c->n; k++)
+                if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
+                    slot_t *s = &f->slots[f->order[c->first + k]];
+                    s->fenced = true;
+                    s->fence_epoch = r->element[k]->integer;
+                }
+        }
+    }
+    /* a master promoted by a failover has no script: load it everywhere and
+     * have the flush done again (its writes are idempotent) */
+    if (err == LW_OK && noscript) {
+        if ((err = load_script(st, f->cl, errstr, errstr_size)) == LW_OK) {
+            lw_warn("a master had lost the write script (NOSCRIPT: a failover?); loaded it "
+                    "again, the batch is redone");
+            snprintf(errstr, errstr_size,
+                     "NOSCRIPT on a master; the write script was loaded "
+                     "again");
+            err = LW_ERR_TRANSIENT;
+        }
+    }
+    /* the writes on replicas too, before any offset moves */
+    if (err == LW_OK && st->opts.wait_replicas > 0)
+        err = lw_storec_error(lw_rcluster_batch_wait(
+            f->bat, st->opts.wait_replicas, st->opts.wait_timeout_ms, errstr, errstr_size));
     return err;
 }

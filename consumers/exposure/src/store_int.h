@@ -177,8 +177,13 @@ redisContext *lw_storec_context(lw_store_t *st, const char *key, char *errstr, s
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* The a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
-/* Step 3: the chunks build_writes made, one group each; NOSCRIPT and WAIT. */
-lw_err_t lw_storec_write(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Step 3, in two halves so that Redis executes one flush's writes while the
+ * next is read and applied: send the chunks build_writes made, one group
+ * each (commit); read the replies, then WAIT when asked (end). NOSCRIPT
+ * loads the script on every master and fails the flush as transient, so it
+ * is done again. */
+lw_err_t lw_storec_write_send(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+lw_err_t lw_storec_write_end(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 
 /* ---- RESP (resp.c) ------------------------------------------------------------ */
 
