@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BID  "ABCDEFGHIJKLMNOPQRSTUV"
 #define T0   1767225600000LL
@@ -342,6 +343,161 @@ static void test_multi_lender_stacking_delinquent(void **state)
     free(json.v);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Issue 21 item 2: one borrower with thousands of lenders. Counting distinct
+ * lenders pairwise made 4000 drawdowns from distinct lenders take 68 s (59
+ * events/s); with a hash set it is a pass per event. The alert that fires at
+ * the end counts every lender exactly. */
+static void test_many_lenders(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    const int n = 4000;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char loan[16], lender[16];
+        snprintf(loan, sizeof loan, "L%d", i);
+        snprintf(lender, sizeof lender, "bank%d", i);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loan, lender, 1, T0 + i * 1000LL, 100);
+        assert_int_equal(lw_bstate_apply(&s, g_rules, &e, 1, (uint32_t)i + 1, 1, 1, &al, &o),
+                         LW_APPLY_APPLIED);
+    }
+    double t1 = now_s();
+    /* a big drawdown from one more lender: income_cap fires, counting all */
+    lw_event_t big = mk(LW_EVENT_DRAWDOWN, "BIG", "bankX", 1, T0 + n * 1000LL, 40000000);
+    size_t before = al.n;
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &big, 1, (uint32_t)n + 1, 1, 1, &al, &o),
+                     LW_APPLY_APPLIED);
+    assert_int_equal(al.n, before + 1);
+    assert_string_equal(al.v[before].rule_id, "income_cap");
+    assert_int_equal(al.v[before].active_lenders, n + 1);
+    assert_int_equal(al.v[before].active_loans, n + 1);
+    assert_int_equal(al.v[before].total_outstanding_fen, 100LL * n + 40000000);
+    lw_bstate_free(&s);
+    /* 3000 applications from distinct lenders (window entries): 15.5 s before */
+    double t2 = now_s();
+    for (int i = 0; i < 3000; i++) {
+        char loan[16], lender[16];
+        snprintf(loan, sizeof loan, "A%d", i);
+        snprintf(lender, sizeof lender, "bank%d", i);
+        lw_event_t e = mk(LW_EVENT_APPLICATION, loan, lender, 1, T0 + i * 1000LL, 0);
+        assert_int_equal(lw_bstate_apply(&s, g_rules, &e, 1, (uint32_t)i + 1, 1, 1, &al, &o),
+                         LW_APPLY_APPLIED);
+    }
+    double t3 = now_s();
+    print_message("many lenders: %d drawdowns from distinct lenders %.3f s, 3000 applications "
+                  "%.3f s\n",
+                  n, t1 - t0, t3 - t2);
+    /* generous for sanitizer builds; the pairwise count took 68 s + 15.5 s */
+    assert_true(t1 - t0 < 5.0);
+    assert_true(t3 - t2 < 5.0);
+    lw_bstate_free(&s);
+    free(al.v);
+}
+
+/* Limits per borrower: the event past a limit is refused with its reason and
+ * changes nothing; other events of the borrower still apply. */
+static void test_limits(void **state)
+{
+    (void)state;
+    lw_rules_t *rules = lw_rules_default();
+    lw_rules_set_limits(rules, 10, 12);
+    assert_int_equal(lw_rules_max_loans(rules), 10);
+    assert_int_equal(lw_rules_max_window(rules), 12);
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    for (int i = 0; i < 10; i++) {
+        char loan[16];
+        snprintf(loan, sizeof loan, "L%d", i);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loan, "a", 1, T0 + i * HOUR, 100);
+        assert_int_equal(lw_bstate_apply(&s, rules, &e, 1, 1, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    }
+    lw_sbuf_t a = {0}, b = {0};
+    assert_true(lw_bstate_encode(&s, &a));
+    lw_event_t e = mk(LW_EVENT_DRAWDOWN, "L10", "a", 1, T0 + 11 * HOUR, 100);
+    assert_int_equal(lw_bstate_apply(&s, rules, &e, 1, 1, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "--max-loans 10"));
+    assert_false(o.changed);
+    assert_true(lw_bstate_encode(&s, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len); /* not applied in part */
+    /* an existing loan still changes */
+    lw_event_t r = mk(LW_EVENT_REPAYMENT, "L3", "a", 2, T0 + 12 * HOUR, 50);
+    assert_int_equal(lw_bstate_apply(&s, rules, &r, 1, 1, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    /* window entries: 10 new loans + 2 applications, the 13th entry refused */
+    for (int i = 0; i < 2; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "A%d", i);
+        lw_event_t ap = mk(LW_EVENT_APPLICATION, id, "b", 1, T0 + 13 * HOUR, 0);
+        assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    }
+    lw_event_t ap = mk(LW_EVENT_APPLICATION, "A2", "b", 1, T0 + 13 * HOUR, 0);
+    assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "--max-window-entries 12"));
+    assert_int_equal(s.n_win, 12);
+    /* 31 days on, the old entries are pruned and it applies */
+    ap.occurred_at = T0 + 31 * DAY;
+    assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.n_win, 1);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+    lw_bstate_free(&s);
+    free(al.v);
+    lw_rules_destroy(rules);
+}
+
+/* Item 4: a stored state whose total would pass INT64_MAX (1100 loans of
+ * 2^53 fen: a state string may hold them) refuses the event, with its
+ * reason, instead of overflowing (UB). */
+static void test_overflow_refused(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    assert_true(lw_bstate_loans_room(&s, 1100));
+    s.t = T0;
+    for (size_t i = 0; i < 1100; i++) {
+        lw_bloan_t *l = &s.loans[s.n_loans++];
+        memset(l, 0, sizeof *l);
+        l->platform = 1;
+        l->lender = (uint32_t)i + 1;
+        snprintf(l->loan_id, sizeof l->loan_id, "O%zu", i);
+        l->status = LW_LOAN_ACTIVE;
+        l->sequence = 1;
+        l->outstanding_fen = LW_STATE_NUM_MAX;
+        l->updated_at = T0;
+    }
+    lw_sbuf_t a = {0}, b = {0};
+    assert_true(lw_bstate_encode(&s, &a));
+    lw_bstate_t d = {0};
+    assert_int_equal(lw_bstate_decode(&d, a.p, a.len), LW_OK); /* such a state decodes */
+    lw_event_t r = mk(LW_EVENT_REPAYMENT, "O7", "a", 2, T0 + HOUR, 5);
+    assert_int_equal(lw_bstate_apply(&d, g_rules, &r, 1, 8, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "overflow"));
+    assert_true(lw_bstate_encode(&d, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len);
+    /* a new loan too: put back, not kept */
+    lw_event_t n = mk(LW_EVENT_DRAWDOWN, "NEW", "a", 1, T0 + HOUR, 5);
+    assert_int_equal(lw_bstate_apply(&d, g_rules, &n, 1, 8, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_int_equal(d.n_loans, 1100);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+    lw_bstate_free(&s);
+    lw_bstate_free(&d);
+    free(al.v);
+}
+
 int main(void)
 {
     g_rules = lw_rules_default();
@@ -351,6 +507,9 @@ int main(void)
         cmocka_unit_test(test_sequence_rule),
         cmocka_unit_test(test_income_cap_and_fence),
         cmocka_unit_test(test_multi_lender_stacking_delinquent),
+        cmocka_unit_test(test_many_lenders),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_overflow_refused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lw_rules_destroy(g_rules);

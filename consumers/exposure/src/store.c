@@ -714,8 +714,11 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
+        results[i].reason[0] = '\0';
         if (code == LW_APPLY_FENCED)
             results[i].fence_epoch = s->st.fence_epoch;
+        if (code == LW_APPLY_REFUSED) /* nothing changed: the consumer dead-letters it */
+            memcpy(results[i].reason, o.reason, sizeof o.reason);
         if (o.changed)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++) {

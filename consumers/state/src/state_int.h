@@ -11,7 +11,9 @@
 #include "loanwire/state.h"
 
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Layout version: first byte of a borrower's state string (consumers/README.md).
@@ -41,6 +43,62 @@ static inline size_t lw_borrower_key(char prefix, const char *bid, char *buf)
 /* Bit 32 of the open-alert mask (bit i: rule i is open): a:{..} holds
  * something, an open alert or a rule's last cleared one. */
 #define LW_MASK_HIST ((uint64_t)1 << 32)
+
+/* ---- Distinct counts in one pass ------------------------------------------ */
+
+/* A set of 64-bit keys (open addressing, linear probing), for counting
+ * distinct lenders or platforms in one pass over a borrower's loans or
+ * window entries: the pairwise comparison it replaces cost O(n^2) per event
+ * and let one borrower with thousands of lenders stall a consumer (issue
+ * 21). Up to 32 keys live on the stack; beyond, the table is malloc'd at
+ * twice the expected count (the caller knows it: the number of loans or
+ * entries), so it never grows and a probe stays short. */
+typedef struct lw_kset {
+    uint64_t *slot; /* key + 1; 0 is empty */
+    size_t mask;
+    size_t n;
+    uint64_t local[64];
+} lw_kset_t;
+
+/* Room for up to `most` keys; false when out of memory. */
+static inline bool lw_kset_init(lw_kset_t *k, size_t most)
+{
+    size_t cap = 64;
+    while (cap < 2 * most)
+        cap <<= 1;
+    k->n = 0;
+    k->mask = cap - 1;
+    if (cap == 64) {
+        k->slot = k->local;
+        memset(k->local, 0, sizeof k->local);
+        return true;
+    }
+    k->slot = calloc(cap, sizeof *k->slot);
+    return k->slot != NULL;
+}
+
+static inline void lw_kset_free(lw_kset_t *k)
+{
+    if (k->slot != k->local)
+        free(k->slot);
+    k->slot = NULL;
+}
+
+/* Adds key (below 2^64 - 1); true when it was not there. At most `most`
+ * keys (lw_kset_init) may be added. */
+static inline bool lw_kset_add(lw_kset_t *k, uint64_t key)
+{
+    uint64_t v = key + 1;
+    size_t i = (size_t)((v * 0x9E3779B97F4A7C15ULL) >> 32) & k->mask;
+    while (k->slot[i]) {
+        if (k->slot[i] == v)
+            return false;
+        i = (i + 1) & k->mask;
+    }
+    k->slot[i] = v;
+    k->n++;
+    return true;
+}
 
 /* ---- A borrower's state, decoded (bstate.c) ------------------------------- */
 
