@@ -19,6 +19,8 @@
 
 /* Window entries are kept this long behind the borrower's latest event. */
 #define LW_WINDOW_KEEP_MS LW_WINDOW_30D
+_Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit below LW_MASK_HIST");
+
 struct lw_rules_s {
     size_t n;
     lw_rule_t rules[LW_RULES_MAX];
