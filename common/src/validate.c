@@ -177,7 +177,8 @@ lw_err_t lw_event_validate_at(const lw_event_t *ev, int64_t now_ms, lw_field_err
                     ev->occurred_at);
     /* past events (backfills) are fine; the future only within the bound */
     const int64_t ahead = lw_validate_max_future_ms();
-    if (ahead > 0 && ev->occurred_at > now_ms + ahead)
+    int64_t by;
+    if (ahead > 0 && (__builtin_sub_overflow(ev->occurred_at, now_ms, &by) || by > ahead))
         return fail(ferr, "occurred_at",
                     "%" PRId64 " ms is more than %" PRId64 " ms ahead of the clock (%" PRId64
                     " ms); a clock or unit error would blind the windows of this borrower",
