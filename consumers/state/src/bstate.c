@@ -332,9 +332,11 @@ void lw_bstate_bind(lw_bstate_t *s, const uint32_t *rule_ids, size_t n_rules)
     s->n_rules = n_rules;
 }
 
-/* The open rule ids to write: dormant ones, then the mask's, at most
+/* The open rule ids to write: dormant ones and the mask's, at most
  * LW_BSTATE_OPEN_MAX (a state with more dormant ids than that is absurd:
- * the oldest dormant ones give way). */
+ * the oldest dormant ones give way), ascending and each once, so the bytes
+ * do not depend on the order of the pack (a replay under a reordered pack
+ * changes no byte). */
 static size_t open_ids(const lw_bstate_t *s, uint32_t ids[LW_BSTATE_OPEN_MAX])
 {
     size_t n = 0, nbound = 0;
@@ -349,7 +351,20 @@ static size_t open_ids(const lw_bstate_t *s, uint32_t ids[LW_BSTATE_OPEN_MAX])
         ids[n++] = s->open[i];
     for (size_t i = 0; i < nbound; i++)
         ids[n++] = bound[i];
-    return n;
+    /* insertion sort of at most 64, dropping repeats */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = ids[i];
+        size_t j = m;
+        while (j > 0 && ids[j - 1] > v)
+            j--;
+        if (j > 0 && ids[j - 1] == v)
+            continue;
+        memmove(&ids[j + 1], &ids[j], (m - j) * sizeof *ids);
+        ids[j] = v;
+        m++;
+    }
+    return m;
 }
 
 bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
