@@ -60,9 +60,9 @@ static inline size_t lw_borrower_key(char prefix, const char *bid, char *buf)
  * distinct lenders or platforms in one pass over a borrower's loans or
  * window entries: the pairwise comparison it replaces cost O(n^2) per event
  * and let one borrower with thousands of lenders stall a consumer (issue
- * 21). Up to 32 keys live on the stack; beyond, the table is malloc'd at
- * twice the expected count (the caller knows it: the number of loans or
- * entries), so it never grows and a probe stays short. */
+ * 21). The table has twice as many slots as keys can come (the caller
+ * knows: the number of loans or entries), so it never grows and a probe
+ * stays short; up to 32 keys it lives on the stack, beyond it is malloc'd. */
 typedef struct lw_kset {
     uint64_t *slot; /* key + 1; 0 is empty */
     size_t mask;
@@ -73,14 +73,14 @@ typedef struct lw_kset {
 /* Room for up to `most` keys; false when out of memory. */
 static inline bool lw_kset_init(lw_kset_t *k, size_t most)
 {
-    size_t cap = 64;
+    size_t cap = 8; /* the usual borrower: a few loans, 8 slots to clear */
     while (cap < 2 * most)
         cap <<= 1;
     k->n = 0;
     k->mask = cap - 1;
-    if (cap == 64) {
+    if (cap <= 64) {
         k->slot = k->local;
-        memset(k->local, 0, sizeof k->local);
+        memset(k->local, 0, cap * sizeof *k->local);
         return true;
     }
     k->slot = calloc(cap, sizeof *k->slot);
