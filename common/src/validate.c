@@ -9,8 +9,10 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define LW_MIN_TIME_MS 946684800000LL  /* 2000-01-01T00:00:00Z */
 #define LW_MAX_TIME_MS 4102444800000LL /* 2100-01-01T00:00:00Z */
@@ -20,6 +22,19 @@
 /* ISO 4217 codes accepted in currency; extend when a platform needs one. */
 static const char *const lw_currencies[] = {"CNY", "HKD", "MOP", "TWD", "USD", "EUR", "JPY",
                                             "GBP", "SGD", "KRW", "AUD", "CAD", "CHF", NULL};
+
+/* Relaxed: a setting written once at start and read per event. */
+static _Atomic int64_t lw_max_future_ms = LW_MAX_FUTURE_MS_DEFAULT;
+
+void lw_validate_set_max_future_ms(int64_t ms)
+{
+    atomic_store_explicit(&lw_max_future_ms, ms > 0 ? ms : 0, memory_order_relaxed);
+}
+
+int64_t lw_validate_max_future_ms(void)
+{
+    return atomic_load_explicit(&lw_max_future_ms, memory_order_relaxed);
+}
 
 static lw_err_t fail(lw_field_error_t *ferr, const char *field, const char *fmt, ...)
 {
@@ -117,6 +132,13 @@ static lw_err_t check_amount(int64_t v, const char *field, lw_field_error_t *fer
 
 lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return lw_event_validate_at(ev, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, ferr);
+}
+
+lw_err_t lw_event_validate_at(const lw_event_t *ev, int64_t now_ms, lw_field_error_t *ferr)
+{
     lw_err_t err;
     size_t n;
 
@@ -147,10 +169,20 @@ lw_err_t lw_event_validate(const lw_event_t *ev, lw_field_error_t *ferr)
         return fail(ferr, "product", "unknown product %d", (int)ev->product);
     if (ev->sequence <= 0)
         return fail(ferr, "sequence", "must be > 0 (got %" PRId64 ")", ev->sequence);
+    if (ev->sequence >= LW_SEQUENCE_LIMIT)
+        return fail(ferr, "sequence", "%" PRId64 " is not below 2^53", ev->sequence);
     if (ev->occurred_at < LW_MIN_TIME_MS || ev->occurred_at >= LW_MAX_TIME_MS)
         return fail(ferr, "occurred_at",
                     "%" PRId64 " ms is not between 2000-01-01 and 2100-01-01 (ms since epoch)",
                     ev->occurred_at);
+    /* past events (backfills) are fine; the future only within the bound */
+    const int64_t ahead = lw_validate_max_future_ms();
+    int64_t by;
+    if (ahead > 0 && (__builtin_sub_overflow(ev->occurred_at, now_ms, &by) || by > ahead))
+        return fail(ferr, "occurred_at",
+                    "%" PRId64 " ms is more than %" PRId64 " ms ahead of the clock (%" PRId64
+                    " ms); a clock or unit error would blind the windows of this borrower",
+                    ev->occurred_at, ahead, now_ms);
     if ((err = check_amount(ev->amount_fen, "amount_fen", ferr)) ||
         (err = check_amount(ev->outstanding_fen, "outstanding_fen", ferr)) ||
         (err = check_amount(ev->credit_limit_fen, "credit_limit_fen", ferr)) ||

@@ -10,8 +10,10 @@
 #include "loanwire/id.h"
 #include "loanwire/log.h"
 #include "loanwire/producer.h"
+#include "loanwire/validate.h"
 #include "loanwire/version.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -55,6 +57,9 @@ static void usage(FILE *fp)
             "      --stamp            add a header lw-sent-us (wall-clock microseconds at\n"
             "                         send) to every message, for loanwire-exposure\n"
             "                         --latency-out; off by default (it costs both sides)\n"
+            "      --max-future SECS  reject an event dated more than SECS ahead of this\n"
+            "                         host's clock (default %lld = 24 h; 0: no bound);\n"
+            "                         events in the past are always accepted\n"
             "      --strict           exit 3 when any line was rejected\n"
             "  -q, --quiet            no summary line\n"
             "  -h, --help             this text\n"
@@ -65,19 +70,25 @@ static void usage(FILE *fp)
             "configuration, key or unreadable input; 3 --strict and lines rejected;\n"
             "130 stopped by SIGINT/SIGTERM (sent events flushed for up to 10 s, the rest\n"
             "reported to the rejects file).\n",
-            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS);
+            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, (long long)(LW_MAX_FUTURE_MS_DEFAULT / 1000));
 }
 
 int main(int argc, char **argv)
 {
-    enum { O_STRICT = 256, O_STAMP };
-    static const struct option opts[] = {
-        {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
-        {"config", required_argument, NULL, 'F'},  {"id-key", required_argument, NULL, 'I'},
-        {"rejects", required_argument, NULL, 'r'}, {"dry-run", no_argument, NULL, 'n'},
-        {"strict", no_argument, NULL, O_STRICT},   {"quiet", no_argument, NULL, 'q'},
-        {"stamp", no_argument, NULL, O_STAMP},     {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    enum { O_STRICT = 256, O_STAMP, O_FUTURE };
+    static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
+                                         {"topic", required_argument, NULL, 't'},
+                                         {"config", required_argument, NULL, 'F'},
+                                         {"id-key", required_argument, NULL, 'I'},
+                                         {"rejects", required_argument, NULL, 'r'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"strict", no_argument, NULL, O_STRICT},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"stamp", no_argument, NULL, O_STAMP},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"max-future", required_argument, NULL, O_FUTURE},
+                                         {NULL, 0, NULL, 0}};
     const char *brokers = NULL, *topic = NULL, *config = NULL, *key_file = NULL;
     const char **xs;
     int nx = 0, c, rc;
@@ -123,6 +134,18 @@ int main(int argc, char **argv)
         case O_STAMP:
             stamp = true;
             break;
+        case O_FUTURE: {
+            char *end;
+            errno = 0;
+            long long secs = strtoll(optarg, &end, 10);
+            if (errno || end == optarg || *end || secs < 0 || secs > 1000000000LL) {
+                fprintf(stderr, "loanwire-produce: bad number '%s' for --max-future\n", optarg);
+                free(xs);
+                return LW_EXIT_USAGE;
+            }
+            lw_validate_set_max_future_ms(secs * 1000);
+            break;
+        }
         case 'q':
             quiet = true;
             break;

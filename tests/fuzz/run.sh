@@ -2,9 +2,9 @@
 # tests/fuzz/run.sh [SECONDS] - build the libFuzzer targets with clang in their
 # own folder (build-fuzz/ under the repo, or $LW_FUZZ_BUILD_DIR) and run each.
 #
-# Without SECONDS (CI, tests/run.sh): the decoders (decode, json, state) 30 s
-# each, the others (redis_url, id, route, tokens, rules) 15 s each, ~3 min in
-# all. With SECONDS: every target that long (a longer hunt).
+# Without SECONDS (CI, tests/run.sh): the decoders (decode, json, rcluster,
+# state) 30 s each, the others (redis_url, id, route, tokens, rules, apply,
+# state_read) 15 s each. With SECONDS: every target that long (a longer hunt).
 #
 # Seeds: the decoders' corpus is made here by loanwire-avro and a state
 # encoder; the other targets start from the minimised corpus kept in the repo
@@ -46,8 +46,9 @@ for t in APPLICATION CREDIT_LINE DRAWDOWN REPAYMENT DELINQUENCY WRITE_OFF CLOSUR
     echo "$j" | "$build/bin/loanwire-avro" encode --no-validate --schema v1 > "$corpus/decode/seed$i.v1.avro"
     i=$((i+1))
 done
-# borrower state strings (layout version 2, consumers/README.md): none, and
-# two loans + income + two window entries
+# borrower state strings (layout version 4, consumers/README.md; 3 and 2 are
+# still read): none, two loans + income + two window entries + two open rules
+# (ids 5 and 9 of lw:strings), and the same in the older layouts' mask
 python3 - "$corpus/state" <<'PY'
 import sys
 def uv(x):
@@ -57,8 +58,9 @@ def uv(x):
         x >>= 7
     return bytes(b + bytes([x]))
 t = 1767225600000
-def state(loans, win, inc):
-    b = bytes([2]) + uv(4) + uv(7) + uv(t) + uv(1 | 1 << 32)
+def state(loans, win, inc, version=4):
+    b = bytes([version]) + uv(4) + uv(7) + uv(t)
+    b += uv(2 * 2 + 1) + uv(5) + uv(9) if version == 4 else uv(1 | 4 | 1 << 32)
     b += uv(2 * len(loans) + (1 if inc else 0)) + uv(len(win))
     b += uv(inc) + uv(86400000) if inc else b""
     for pid, lid, loan, sd, nums in loans:
@@ -66,11 +68,13 @@ def state(loans, win, inc):
     for d, idh, lh in win:
         b += uv(d) + idh.to_bytes(6, "little") + lh.to_bytes(4, "little")
     return b
+two = ([(1, 2, b"HB-1", 0 | 1 << 3 | 64 | 3 << 7, [3, 150000, 500000, 3600000]),
+        (3, 3, b"WLD-77", 2 | 32, [1, 0, 7, 0])],
+       [(1000, 0x123456789ABC, 0xDEADBEEF), (5000, 0x0F0F0F0F0F0F | 1, 7)], 36000000)
 open(sys.argv[1] + "/empty", "wb").write(state([], [], None))
-open(sys.argv[1] + "/two", "wb").write(state(
-    [(1, 2, b"HB-1", 0 | 1 << 3 | 64 | 3 << 7, [3, 150000, 500000, 3600000]),
-     (3, 3, b"WLD-77", 2 | 32, [1, 0, 7, 0])],
-    [(1000, 0x123456789ABC, 0xDEADBEEF), (5000, 0x0F0F0F0F0F0F | 1, 7)], 36000000))
+open(sys.argv[1] + "/two", "wb").write(state(*two))
+open(sys.argv[1] + "/two.v3", "wb").write(state(*two, version=3))
+open(sys.argv[1] + "/two.v2", "wb").write(state(*two, version=2))
 PY
 for t in $new_targets; do
     rm -rf "$corpus/${t#fuzz_}"
@@ -86,6 +90,19 @@ for t in fuzz_decode fuzz_json fuzz_rcluster fuzz_state $new_targets; do
     case " $new_targets " in *" $t "*) s=$new_secs;; *) s=$old_secs;; esac
     echo "fuzz: $t for ${s}s"
     (cd "$build" && "./bin/$t" -max_total_time="$s" -print_final_stats=1 "$corpus/${t#fuzz_}" \
+        2>"$build/$t.log") || { echo "fuzz: $t FAILED, see $build/$t.log"; tail -30 "$build/$t.log"; rc=1; }
+    grep -E "stat::number_of_executed_units|Done" "$build/$t.log" | tail -2 || true
+done
+
+# The state code (issue 21): lw_bstate_apply() with the rules, and reading +
+# summing a state as loanwire-query does. Seeds: the minimised corpus kept in
+# tests/fuzz/corpus/<target>/ (crashers found are added there as regression
+# inputs), copied so that a run does not grow the repository's copy.
+cmake --build "$build" -j2 --target fuzz_apply fuzz_state_read >/dev/null
+for t in fuzz_apply fuzz_state_read; do
+    rm -rf "$corpus/$t" && mkdir -p "$corpus/$t" && cp "$src/tests/fuzz/corpus/$t"/* "$corpus/$t/"
+    echo "fuzz: $t for ${new_secs}s"
+    (cd "$build" && "./bin/$t" -max_total_time="$new_secs" -print_final_stats=1 "$corpus/$t" \
         2>"$build/$t.log") || { echo "fuzz: $t FAILED, see $build/$t.log"; tail -30 "$build/$t.log"; rc=1; }
     grep -E "stat::number_of_executed_units|Done" "$build/$t.log" | tail -2 || true
 done

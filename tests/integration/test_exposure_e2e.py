@@ -157,21 +157,28 @@ class Names:
 
 
 def decode_state(raw, name):
-    """A borrower's state string, layout version 3 (consumers/README.md), decoded here
+    """A borrower's state string, layout version 4 (consumers/README.md), decoded here
     independently of borrower.c: u8 version, then varints fence writer (an id of
-    lw:strings naming "@topic:partition"), fence epoch, t, open-alert mask, 2 * n_loans + has income, n_win, [income,
-    t - income_at]; per loan: platform id, lender id, loan_id (u8 length, bit 7 set when
-    the characters follow packed 6 bits each in the base64url alphabet), status +
-    8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
+    lw:strings naming "@topic:partition"), fence epoch, t, 2 * n_open + has alert history,
+    n_open open rule ids (ids of lw:strings naming the rules), 2 * n_loans + has income,
+    n_win, [income, t - income_at]; per loan: platform id, lender id, loan_id (u8 length,
+    bit 7 set when the characters follow packed 6 bits each in the base64url alphabet),
+    status + 8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
     outstanding, [past_due], [limit], t - updated_at;
     per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
-    application), 4 bytes lender hash."""
-    assert raw[0] == 3, "layout version %r" % raw[0]
+    application), 4 bytes lender hash. "open" is the sorted rule names, "hist" the bit."""
+    assert raw[0] == 4, "layout version %r" % raw[0]
     h, i = [], 1
-    for _ in range(6):
+    for _ in range(4):
         v, i = uvarint(raw, i)
         h.append(v)
-    writer, epoch, t, mask, nl2, nw = h
+    writer, epoch, t, alerts = h
+    open_rules = []
+    for _ in range(alerts >> 1):
+        rid, i = uvarint(raw, i)
+        open_rules.append(name(rid))
+    nl2, i = uvarint(raw, i)
+    nw, i = uvarint(raw, i)
     nl = nl2 >> 1
     inc = inc_at = None
     if nl2 & 1:
@@ -201,7 +208,8 @@ def decode_state(raw, name):
         i += 10
         w.append((t - d, idh, lh))
     assert i == len(raw), "trailing bytes in a state string"
-    return {"fence": (writer, epoch), "t": t, "mask": mask, "inc": inc, "inc_at": inc_at,
+    return {"fence": (writer, epoch), "t": t, "open": sorted(open_rules), "hist": alerts & 1,
+            "inc": inc, "inc_at": inc_at,
             "loans": loans, "win": w}
 
 
@@ -242,6 +250,11 @@ def snapshot(r):
         st = decode_state(r.cmd("GET", key), name)
         del st["fence"]
         snap[key] = st
+        # the state's open rules (by id) are the open fields of its alert hash
+        akey = b"a:" + key[2:]
+        fields = [f.decode() for f in (r.cmd("HKEYS", akey) or [])]
+        check(st["open"] == sorted(f for f in fields if not f.startswith("~")),
+              f"{key}: open rules {st['open']} but alert hash fields {fields}")
     for key in r.scan("a:{*}"):
         h = r.cmd("HGETALL", key)
         snap[key] = sorted(zip(h[0::2], h[1::2]))
@@ -507,7 +520,7 @@ def avro_encode_unchecked(ev):
 
 
 def poison(tag):
-    """Garbage, an unknown fingerprint and an invalid event among good ones."""
+    """Garbage, an unknown fingerprint, an invalid event and one dated 2096 among good ones."""
     topic = f"lw-test-exp-poison-{tag}"
     create_topic(topic, 1)
     create_topic(topic + ".dlq", 1)
@@ -524,10 +537,16 @@ def poison(tag):
     bad = dict(good[0])
     bad["sequence"] = 0  # breaks validation, encodes fine
     enc = avro_encode_unchecked(bad)
+    # issue 21 item 13: one event dated 2096 (a unit bug) would blind the
+    # borrower's windows for good; the consumer dead-letters it instead
+    future = dict(good[0])
+    future["event_id"] = good[0]["event_id"] + "-2096"
+    future["occurred_at"] = 4000000000000
     files = []
     for name, data in (("garbage", b"\x00not avro at all\xff"),
                        ("unknown", b"\xc3\x01" + bytes(8) + enc[10:]),
-                       ("invalid", enc)):
+                       ("invalid", enc),
+                       ("future", avro_encode_unchecked(future))):
         path = os.path.join(TMP, f"poison-{name}-{tag}.bin")
         open(path, "wb").write(data)
         files.append(path)
@@ -543,7 +562,9 @@ def poison(tag):
                         "%k|%h|%S\n"], stdout=subprocess.PIPE, timeout=60, text=True,
                        errors="replace")
     lines = [l for l in p.stdout.splitlines() if l]
-    check(len(lines) == 3, f"poison: {len(lines)} dead letters, want 3")
+    check(len(lines) == 4, f"poison: {len(lines)} dead letters, want 4")
+    check(sum("ahead of the clock" in l for l in lines) == 1,
+          "poison: the event dated 2096 is not dead-lettered for its time")
     offs = set()
     for l in lines:
         key, hdrs, size = l.split("|", 2)
@@ -554,7 +575,7 @@ def poison(tag):
         check(h.get("lw-error", "") != "", "poison: lw-error")
         offs.add(int(h.get("lw-source-offset", -1)))
         print("  dead letter:", h.get("lw-error"), "offset", h.get("lw-source-offset"))
-    check(offs == {half, half + 1, half + 2}, f"poison: source offsets {sorted(offs)}")
+    check(offs == {half, half + 1, half + 2, half + 3}, f"poison: source offsets {sorted(offs)}")
     check(sorted(int(s) for s in [l.rsplit("|", 1)[1] for l in lines]) ==
           sorted(os.path.getsize(f) for f in files), "poison: original bytes not kept")
     for f in files + [feed, feed + ".a", feed + ".b"]:

@@ -909,6 +909,218 @@ static void test_pipeline_many(void **state)
     lw_store_destroy(st);
 }
 
+/* ---- Issue 21 --------------------------------------------------------------- */
+
+static lw_store_t *store_with(const lw_rules_t *rules)
+{
+    char errstr[512];
+    lw_script_opts_t o;
+    lw_script_opts_init(&o);
+    lw_store_t *st = lw_store_new(g_url, rules, &o, errstr, sizeof errstr);
+    if (!st)
+        lw_test_fail_server("Redis", g_url, errstr);
+    return st;
+}
+
+static lw_rules_t *rules_of(const char *text)
+{
+    char err[256];
+    lw_rules_t *r = lw_rules_parse(text, "test", err, sizeof err);
+    if (!r)
+        fail_msg("%s", err);
+    return r;
+}
+
+static bool alert_open(const char *bid, const char *rule)
+{
+    lw_borrower_state_t s = readb(bid);
+    bool open = false;
+    for (size_t i = 0; i < s.n_open_alerts; i++)
+        open |= !strcmp(s.open_alerts[i], rule);
+    lw_borrower_state_clear(&s);
+    return open;
+}
+
+#define PACK_DEFAULT                                                                               \
+    "income_cap 1 CRITICAL cap_fen=30000000 income_divisor=3\n"                                    \
+    "multi_lender 1 WARNING min_lenders=4\n"                                                       \
+    "stacking 1 WARNING min_lenders=5 window=7d\n"                                                 \
+    "borrow_while_delinquent 1 CRITICAL\n"
+
+/* Item 12: an open alert belongs to its rule id, whatever the consumer is
+ * restarted with: the pack reordered (the issue's case), a rule added, a
+ * rule removed and put back, a rule's version and thresholds changed. Each
+ * step is a restart: a new store (process) with the edited pack. */
+static void test_pack_edits_across_restart(void **state)
+{
+    (void)state;
+    flushdb();
+    lw_rules_t *def = rules_of(PACK_DEFAULT);
+    lw_rules_t *moved = rules_of("stacking 1 WARNING min_lenders=5 window=7d\n"
+                                 "income_cap 1 CRITICAL cap_fen=30000000 income_divisor=3\n"
+                                 "multi_lender 1 WARNING min_lenders=4\n"
+                                 "borrow_while_delinquent 1 CRITICAL\n");
+    lw_rules_t *added =
+        rules_of("big_cap 1 CRITICAL kind=income_cap cap_fen=35000000\n" PACK_DEFAULT);
+    lw_rules_t *removed = rules_of("multi_lender 1 WARNING min_lenders=4\n"
+                                   "stacking 1 WARNING min_lenders=5 window=7d\n");
+    lw_rules_t *raised = rules_of("multi_lender 1 WARNING min_lenders=4\n"
+                                  "income_cap 2 CRITICAL cap_fen=90000000 income_divisor=3\n");
+    int64_t seq = 1, at = T0;
+    lw_store_t *st = store_with(def);
+    lw_event_t e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 31000000);
+    lw_apply_result_t r = apply(st, &e);
+    assert_int_equal(r.n_alerts, 1);
+    assert_string_equal(r.alerts[0]->rule_id, "income_cap");
+    lw_store_destroy(st);
+
+    /* reordered: the same episode, no second alert */
+    st = store_with(moved);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 32000000);
+    assert_int_equal(apply(st, &e).n_alerts, 0);
+    assert_true(alert_open(BID_A, "income_cap"));
+    lw_store_destroy(st);
+
+    /* a rule added at the top: income_cap stays open; the new rule starts
+     * closed and fires when its own condition holds */
+    st = store_with(added);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 34000000);
+    assert_int_equal(apply(st, &e).n_alerts, 0);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 36000000);
+    r = apply(st, &e);
+    assert_int_equal(r.n_alerts, 1);
+    assert_string_equal(r.alerts[0]->rule_id, "big_cap");
+    lw_store_destroy(st);
+
+    /* removed: kept open (dormant) while out of the pack; put back: still
+     * the same episode */
+    st = store_with(removed);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 37000000);
+    assert_int_equal(apply(st, &e).n_alerts, 0);
+    assert_true(alert_open(BID_A, "income_cap"));
+    lw_store_destroy(st);
+    st = store_with(def);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 38000000);
+    assert_int_equal(apply(st, &e).n_alerts, 0);
+    assert_true(alert_open(BID_A, "income_cap"));
+    lw_store_destroy(st);
+
+    /* version 2 with a cap no longer passed: cleared at the next event */
+    st = store_with(raised);
+    e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 38000001);
+    assert_int_equal(apply(st, &e).n_alerts, 0);
+    assert_false(alert_open(BID_A, "income_cap"));
+    assert_true(alert_open(BID_A, "big_cap")); /* dormant now: big_cap is not in this pack */
+    lw_store_destroy(st);
+    assert_int_equal(stream_len(), 2); /* income_cap once, big_cap once */
+    lw_rules_destroy(def);
+    lw_rules_destroy(moved);
+    lw_rules_destroy(added);
+    lw_rules_destroy(removed);
+    lw_rules_destroy(raised);
+}
+
+static void set_state(const char *bid, const lw_bstate_t *bs)
+{
+    lw_sbuf_t b = {0};
+    char key[64];
+    assert_true(lw_bstate_encode(bs, &b));
+    lw_state_key(bid, key, sizeof key);
+    redisReply *r = redisCommand(g_rc, "SET %s %b", key, b.p, b.len);
+    assert_non_null(r);
+    freeReplyObject(r);
+    r = redisCommand(g_rc, "HSET lw:strings i:1 p i:2 l n:p 1 n:l 2 # 2");
+    freeReplyObject(r);
+    lw_sbuf_free(&b);
+}
+
+/* Items 3 and 4 on the reading side (lw_state_read, what loanwire-query
+ * answers): a window's distinct lenders are counted exactly (stopped at 256
+ * before), and a state whose total overflows int64 is an error (503 in the
+ * API), never undefined behaviour or a wrapped total. */
+static void test_state_read_exact_and_checked(void **state)
+{
+    (void)state;
+    flushdb();
+    lw_bstate_t bs = {0};
+    bs.t = T0 + 30 * DAY;
+    assert_true(lw_bstate_win_room(&bs, 4000));
+    for (size_t i = 0; i < 4000; i++)
+        bs.win[bs.n_win++] = (lw_bwin_t){bs.t - (int64_t)i * 600000, (uint64_t)i << 1 | 1,
+                                         (uint32_t)(0x9E3779B1u * (i + 1))};
+    set_state(BID_A, &bs);
+    lw_borrower_state_t s = readb(BID_A);
+    /* one entry every 10 minutes: at > t - 24 h for i < 144, t - 7 d for i < 1008 */
+    assert_int_equal(s.applications[LW_WIN_24H], 144);
+    assert_int_equal(s.distinct_lenders[LW_WIN_24H], 144);
+    assert_int_equal(s.distinct_lenders[LW_WIN_7D], 1008);
+    assert_int_equal(s.applications[LW_WIN_30D], 4000);
+    assert_int_equal(s.distinct_lenders[LW_WIN_30D], 4000);
+    lw_borrower_state_clear(&s);
+
+    lw_bstate_reset(&bs);
+    bs.t = T0;
+    assert_true(lw_bstate_loans_room(&bs, 1100));
+    for (size_t i = 0; i < 1100; i++) {
+        lw_bloan_t *l = &bs.loans[bs.n_loans++];
+        memset(l, 0, sizeof *l);
+        l->platform = 1;
+        l->lender = 2;
+        snprintf(l->loan_id, sizeof l->loan_id, "O%zu", i);
+        l->status = LW_LOAN_ACTIVE;
+        l->sequence = 1;
+        l->outstanding_fen = LW_STATE_NUM_MAX;
+        l->updated_at = T0;
+    }
+    set_state(BID_B, &bs);
+    lw_borrower_state_t o;
+    bool found;
+    char errstr[256];
+    lw_err_t err = lw_state_read(g_rc, BID_B, &o, &found, errstr, sizeof errstr);
+    assert_int_not_equal(err, LW_OK);
+    assert_non_null(strstr(errstr, "exceeds"));
+    lw_borrower_state_clear(&o);
+    lw_bstate_free(&bs);
+
+    /* the consumer refuses an event on that state: a dead letter with why */
+    lw_store_t *st = store_open(true);
+    lw_event_t e = mk(BID_B, LW_EVENT_REPAYMENT, "p", "O5", "l", 2, T0 + 1, 10);
+    lw_apply_result_t r = apply(st, &e);
+    assert_int_equal(r.code, LW_APPLY_REFUSED);
+    assert_non_null(strstr(r.reason, "overflow"));
+    lw_store_destroy(st);
+}
+
+/* Item 2 through the store: past --max-loans the event is refused with its
+ * reason, nothing is written; the borrower's other events still apply. */
+static void test_limit_refused(void **state)
+{
+    (void)state;
+    flushdb();
+    lw_rules_t *rules = lw_rules_default();
+    lw_rules_set_limits(rules, 3, 0);
+    lw_store_t *st = store_with(rules);
+    for (int i = 0; i < 3; i++) {
+        char loan[8];
+        snprintf(loan, sizeof loan, "M%d", i);
+        lw_event_t e = mk(BID_C, LW_EVENT_DRAWDOWN, "p", loan, "l", 1, T0 + i, 100);
+        assert_int_equal(apply(st, &e).code, LW_APPLY_APPLIED);
+    }
+    char *before = dump(BID_C);
+    lw_event_t e = mk(BID_C, LW_EVENT_DRAWDOWN, "p", "M3", "l", 1, T0 + 5, 100);
+    lw_apply_result_t r = apply(st, &e);
+    assert_int_equal(r.code, LW_APPLY_REFUSED);
+    assert_non_null(strstr(r.reason, "--max-loans 3"));
+    char *after = dump(BID_C);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    e = mk(BID_C, LW_EVENT_REPAYMENT, "p", "M1", "l", 2, T0 + 6, 50);
+    assert_int_equal(apply(st, &e).code, LW_APPLY_APPLIED);
+    lw_store_destroy(st);
+    lw_rules_destroy(rules);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -926,6 +1138,9 @@ int main(void)
         cmocka_unit_test(test_flush_pipelined),
         cmocka_unit_test(test_staged_after_abort),
         cmocka_unit_test(test_rebalance_races_stream),
+        cmocka_unit_test(test_pack_edits_across_restart),
+        cmocka_unit_test(test_state_read_exact_and_checked),
+        cmocka_unit_test(test_limit_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BID  "ABCDEFGHIJKLMNOPQRSTUV"
 #define T0   1767225600000LL
@@ -24,6 +25,9 @@
 #define DAY  (24 * HOUR)
 
 static lw_rules_t *g_rules;
+/* The rules' ids in lw:strings, as the store interns them (layout version 4
+ * names open alerts by them). */
+static const uint32_t g_rule_ids[LW_RULES_MAX] = {101, 102, 103, 104, 105, 106, 107, 108};
 
 static lw_event_t mk(lw_event_type_t t, const char *loan, const char *lender, int64_t seq,
                      int64_t at, int64_t out)
@@ -48,6 +52,7 @@ static lw_event_t mk(lw_event_type_t t, const char *loan, const char *lender, in
 static lw_apply_code_t apply(lw_bstate_t *s, const lw_event_t *e, lw_alert_vec_t *json,
                              lw_bapply_out_t *o)
 {
+    lw_bstate_bind(s, g_rule_ids, lw_rules_count(g_rules));
     return lw_bstate_apply(s, g_rules, e, 1, (uint32_t)(unsigned char)e->lender_id[0], 1, 1, json,
                            o);
 }
@@ -58,6 +63,7 @@ static void roundtrip(const lw_bstate_t *s)
     lw_bstate_t d = {0};
     assert_true(lw_bstate_encode(s, &a));
     assert_int_equal(lw_bstate_decode(&d, a.p, a.len), LW_OK);
+    lw_bstate_bind(&d, g_rule_ids, lw_rules_count(g_rules));
     assert_true(lw_bstate_encode(&d, &b));
     assert_int_equal(a.len, b.len);
     assert_memory_equal(a.p, b.p, a.len);
@@ -342,6 +348,381 @@ static void test_multi_lender_stacking_delinquent(void **state)
     free(json.v);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Issue 21 item 2: one borrower with thousands of lenders. Counting distinct
+ * lenders pairwise made 4000 drawdowns from distinct lenders take 68 s (59
+ * events/s); with a hash set it is a pass per event. The alert that fires at
+ * the end counts every lender exactly. */
+static void test_many_lenders(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    const int n = 4000;
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char loan[16], lender[16];
+        snprintf(loan, sizeof loan, "L%d", i);
+        snprintf(lender, sizeof lender, "bank%d", i);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loan, lender, 1, T0 + i * 1000LL, 100);
+        assert_int_equal(lw_bstate_apply(&s, g_rules, &e, 1, (uint32_t)i + 1, 1, 1, &al, &o),
+                         LW_APPLY_APPLIED);
+    }
+    double t1 = now_s();
+    /* a big drawdown from one more lender: income_cap fires, counting all */
+    lw_event_t big = mk(LW_EVENT_DRAWDOWN, "BIG", "bankX", 1, T0 + n * 1000LL, 40000000);
+    size_t before = al.n;
+    assert_int_equal(lw_bstate_apply(&s, g_rules, &big, 1, (uint32_t)n + 1, 1, 1, &al, &o),
+                     LW_APPLY_APPLIED);
+    assert_int_equal(al.n, before + 1);
+    assert_string_equal(al.v[before].rule_id, "income_cap");
+    assert_int_equal(al.v[before].active_lenders, n + 1);
+    assert_int_equal(al.v[before].active_loans, n + 1);
+    assert_int_equal(al.v[before].total_outstanding_fen, 100LL * n + 40000000);
+    lw_bstate_free(&s);
+    /* 3000 applications from distinct lenders (window entries): 15.5 s before */
+    double t2 = now_s();
+    for (int i = 0; i < 3000; i++) {
+        char loan[16], lender[16];
+        snprintf(loan, sizeof loan, "A%d", i);
+        snprintf(lender, sizeof lender, "bank%d", i);
+        lw_event_t e = mk(LW_EVENT_APPLICATION, loan, lender, 1, T0 + i * 1000LL, 0);
+        assert_int_equal(lw_bstate_apply(&s, g_rules, &e, 1, (uint32_t)i + 1, 1, 1, &al, &o),
+                         LW_APPLY_APPLIED);
+    }
+    double t3 = now_s();
+    print_message("many lenders: %d drawdowns from distinct lenders %.3f s, 3000 applications "
+                  "%.3f s\n",
+                  n, t1 - t0, t3 - t2);
+    /* generous for sanitizer builds; the pairwise count took 68 s + 15.5 s */
+    assert_true(t1 - t0 < 5.0);
+    assert_true(t3 - t2 < 5.0);
+    lw_bstate_free(&s);
+    free(al.v);
+}
+
+/* Limits per borrower: the event past a limit is refused with its reason and
+ * changes nothing; other events of the borrower still apply. */
+static void test_limits(void **state)
+{
+    (void)state;
+    lw_rules_t *rules = lw_rules_default();
+    lw_rules_set_limits(rules, 10, 12);
+    assert_int_equal(lw_rules_max_loans(rules), 10);
+    assert_int_equal(lw_rules_max_window(rules), 12);
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    for (int i = 0; i < 10; i++) {
+        char loan[16];
+        snprintf(loan, sizeof loan, "L%d", i);
+        lw_event_t e = mk(LW_EVENT_DRAWDOWN, loan, "a", 1, T0 + i * HOUR, 100);
+        assert_int_equal(lw_bstate_apply(&s, rules, &e, 1, 1, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    }
+    lw_sbuf_t a = {0}, b = {0};
+    assert_true(lw_bstate_encode(&s, &a));
+    lw_event_t e = mk(LW_EVENT_DRAWDOWN, "L10", "a", 1, T0 + 11 * HOUR, 100);
+    assert_int_equal(lw_bstate_apply(&s, rules, &e, 1, 1, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "--max-loans 10"));
+    assert_false(o.changed);
+    assert_true(lw_bstate_encode(&s, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len); /* not applied in part */
+    /* an existing loan still changes */
+    lw_event_t r = mk(LW_EVENT_REPAYMENT, "L3", "a", 2, T0 + 12 * HOUR, 50);
+    assert_int_equal(lw_bstate_apply(&s, rules, &r, 1, 1, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    /* window entries: 10 new loans + 2 applications, the 13th entry refused */
+    for (int i = 0; i < 2; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "A%d", i);
+        lw_event_t ap = mk(LW_EVENT_APPLICATION, id, "b", 1, T0 + 13 * HOUR, 0);
+        assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    }
+    lw_event_t ap = mk(LW_EVENT_APPLICATION, "A2", "b", 1, T0 + 13 * HOUR, 0);
+    assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "--max-window-entries 12"));
+    assert_int_equal(s.n_win, 12);
+    /* 31 days on, the old entries are pruned and it applies */
+    ap.occurred_at = T0 + 31 * DAY;
+    assert_int_equal(lw_bstate_apply(&s, rules, &ap, 1, 2, 1, 1, &al, &o), LW_APPLY_APPLIED);
+    assert_int_equal(s.n_win, 1);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+    lw_bstate_free(&s);
+    free(al.v);
+    lw_rules_destroy(rules);
+}
+
+/* Item 4: a stored state whose total would pass INT64_MAX (1100 loans of
+ * 2^53 fen: a state string may hold them) refuses the event, with its
+ * reason, instead of overflowing (UB). */
+static void test_overflow_refused(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    assert_true(lw_bstate_loans_room(&s, 1100));
+    s.t = T0;
+    for (size_t i = 0; i < 1100; i++) {
+        lw_bloan_t *l = &s.loans[s.n_loans++];
+        memset(l, 0, sizeof *l);
+        l->platform = 1;
+        l->lender = (uint32_t)i + 1;
+        snprintf(l->loan_id, sizeof l->loan_id, "O%zu", i);
+        l->status = LW_LOAN_ACTIVE;
+        l->sequence = 1;
+        l->outstanding_fen = LW_STATE_NUM_MAX;
+        l->updated_at = T0;
+    }
+    lw_sbuf_t a = {0}, b = {0};
+    assert_true(lw_bstate_encode(&s, &a));
+    lw_bstate_t d = {0};
+    assert_int_equal(lw_bstate_decode(&d, a.p, a.len), LW_OK); /* such a state decodes */
+    lw_event_t r = mk(LW_EVENT_REPAYMENT, "O7", "a", 2, T0 + HOUR, 5);
+    assert_int_equal(lw_bstate_apply(&d, g_rules, &r, 1, 8, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "overflow"));
+    assert_true(lw_bstate_encode(&d, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len);
+    /* a new loan too: put back, not kept */
+    lw_event_t n = mk(LW_EVENT_DRAWDOWN, "NEW", "a", 1, T0 + HOUR, 5);
+    assert_int_equal(lw_bstate_apply(&d, g_rules, &n, 1, 8, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_int_equal(d.n_loans, 1100);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+    lw_bstate_free(&s);
+    lw_bstate_free(&d);
+    free(al.v);
+}
+
+/* ---- Issue 21 item 12: open alerts by rule id across edits of the pack ---- */
+
+/* The pack's rule ids as lw:strings would number them: by name, so every
+ * pack gives a rule the same id. */
+static uint32_t name_id(const char *id)
+{
+    static const char *names[] = {"income_cap",    "multi_lender",
+                                  "stacking",      "borrow_while_delinquent",
+                                  "income_cap_v2", "big_cap"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(names[i], id))
+            return (uint32_t)(201 + i);
+    fail_msg("unknown rule %s", id);
+    return 0;
+}
+
+typedef struct pack {
+    lw_rules_t *r;
+    uint32_t ids[LW_RULES_MAX];
+} pack_t;
+
+static pack_t pack(const char *text)
+{
+    pack_t p;
+    char err[256];
+    p.r = lw_rules_parse(text, "test", err, sizeof err);
+    if (!p.r)
+        fail_msg("%s", err);
+    for (size_t i = 0; i < lw_rules_count(p.r); i++)
+        p.ids[i] = name_id(lw_rules_get(p.r, i)->id);
+    return p;
+}
+
+/* "A restart": the state string written under one pack, read under another. */
+static void restart(lw_bstate_t *s, const pack_t *p)
+{
+    lw_sbuf_t b = {0};
+    assert_true(lw_bstate_encode(s, &b));
+    assert_int_equal((unsigned char)b.p[0], LW_STATE_VERSION);
+    assert_int_equal(lw_bstate_decode(s, b.p, b.len), LW_OK);
+    lw_bstate_bind(s, p->ids, lw_rules_count(p->r));
+    lw_sbuf_free(&b);
+}
+
+static size_t pos(const pack_t *p, const char *id)
+{
+    const lw_rule_t *r = lw_rules_find(p->r, id);
+    assert_non_null(r);
+    return (size_t)(r - lw_rules_get(p->r, 0));
+}
+
+static bool is_open(const lw_bstate_t *s, const pack_t *p, const char *id)
+{
+    return s->mask & ((uint64_t)1 << pos(p, id));
+}
+
+static size_t fires(const pack_t *p, lw_bstate_t *s, const lw_event_t *e, const char *id)
+{
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    lw_bstate_bind(s, p->ids, lw_rules_count(p->r));
+    assert_int_equal(
+        lw_bstate_apply(s, p->r, e, 1, (uint32_t)(unsigned char)e->lender_id[0], 1, 1, &al, &o),
+        LW_APPLY_APPLIED);
+    size_t n = 0;
+    for (size_t k = 0; k < o.n_fired; k++)
+        n += !strcmp(lw_rules_get(p->r, (size_t)o.fired[k])->id, id);
+    free(al.v);
+    return n;
+}
+
+#define DEFAULT_PACK                                                                               \
+    "income_cap 1 CRITICAL cap_fen=30000000 income_divisor=3\n"                                    \
+    "multi_lender 1 WARNING min_lenders=4\n"                                                       \
+    "stacking 1 WARNING min_lenders=5 window=7d\n"                                                 \
+    "borrow_while_delinquent 1 CRITICAL\n"
+
+static void test_pack_edits(void **state)
+{
+    (void)state;
+    pack_t def = pack(DEFAULT_PACK);
+    /* the issue's case: the same four rules, stacking moved to the top */
+    pack_t moved = pack("stacking 1 WARNING min_lenders=5 window=7d\n"
+                        "income_cap 1 CRITICAL cap_fen=30000000 income_divisor=3\n"
+                        "multi_lender 1 WARNING min_lenders=4\n"
+                        "borrow_while_delinquent 1 CRITICAL\n");
+    /* a rule inserted first; income_cap removed; income_cap with a new
+     * version and a cap it no longer passes; the same, still passed */
+    pack_t added = pack("big_cap 1 CRITICAL kind=income_cap cap_fen=35000000\n" DEFAULT_PACK);
+    pack_t removed = pack("multi_lender 1 WARNING min_lenders=4\n"
+                          "stacking 1 WARNING min_lenders=5 window=7d\n");
+    pack_t raised = pack("income_cap 2 CRITICAL cap_fen=90000000 income_divisor=3\n"
+                         "multi_lender 1 WARNING min_lenders=4\n");
+    pack_t v2 = pack("multi_lender 1 WARNING min_lenders=4\n"
+                     "income_cap 2 WARNING cap_fen=20000000 income_divisor=3\n");
+
+    lw_bstate_t s = {0};
+    lw_event_t d1 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 1, T0, 31000000);
+    assert_int_equal(fires(&def, &s, &d1, "income_cap"), 1);
+    assert_true(is_open(&s, &def, "income_cap"));
+
+    /* reordered: still open at its new position, no second alert */
+    restart(&s, &moved);
+    assert_true(is_open(&s, &moved, "income_cap"));
+    assert_false(is_open(&s, &moved, "stacking"));
+    lw_event_t d2 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 2, T0 + HOUR, 32000000);
+    assert_int_equal(fires(&moved, &s, &d2, "income_cap"), 0);
+
+    /* added: the new rule starts closed and fires on its own condition at
+     * the borrower's next event; income_cap stays open, no second alert */
+    restart(&s, &added);
+    assert_true(is_open(&s, &added, "income_cap"));
+    assert_false(is_open(&s, &added, "big_cap"));
+    lw_event_t d3 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 3, T0 + 2 * HOUR, 36000000);
+    lw_bstate_t c = {0};
+    lw_sbuf_t keep = {0};
+    assert_true(lw_bstate_encode(&s, &keep));
+    assert_int_equal(lw_bstate_decode(&c, keep.p, keep.len), LW_OK);
+    assert_int_equal(fires(&added, &c, &d3, "income_cap"), 0);
+    lw_bstate_bind(&c, added.ids, lw_rules_count(added.r));
+    assert_true(is_open(&c, &added, "big_cap"));
+    lw_bstate_free(&c);
+    lw_sbuf_free(&keep);
+
+    /* removed: income_cap is kept open, dormant (nothing evaluates it), and
+     * written back; when it returns it is still open: no second alert */
+    restart(&s, &removed);
+    assert_int_equal(s.n_open, 1);
+    assert_int_equal(s.open[0], name_id("income_cap"));
+    lw_event_t d4 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 4, T0 + 3 * HOUR, 37000000);
+    assert_int_equal(fires(&removed, &s, &d4, "multi_lender"), 0);
+    restart(&s, &def);
+    assert_int_equal(s.n_open, 0);
+    assert_true(is_open(&s, &def, "income_cap"));
+    lw_event_t d5 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 5, T0 + 4 * HOUR, 38000000);
+    assert_int_equal(fires(&def, &s, &d5, "income_cap"), 0);
+
+    /* new version, threshold passed no more: it clears at the next event */
+    restart(&s, &raised);
+    assert_true(is_open(&s, &raised, "income_cap"));
+    lw_event_t d6 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 6, T0 + 5 * HOUR, 38000001);
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    assert_int_equal(lw_bstate_apply(&s, raised.r, &d6, 1, 'a', 1, 1, &al, &o), LW_APPLY_APPLIED);
+    assert_int_equal(o.n_fired, 0);
+    assert_int_equal(o.n_cleared, 1);
+    assert_int_equal(o.cleared[0], (int)pos(&raised, "income_cap"));
+    assert_false(is_open(&s, &raised, "income_cap"));
+    free(al.v);
+
+    /* new version, still passed (and a new severity): one episode, one alert */
+    restart(&s, &v2);
+    lw_event_t d7 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 7, T0 + 6 * HOUR, 38000002);
+    assert_int_equal(fires(&v2, &s, &d7, "income_cap"), 1); /* it had cleared above */
+    restart(&s, &def);
+    lw_event_t d8 = mk(LW_EVENT_DRAWDOWN, "L1", "a", 8, T0 + 7 * HOUR, 38000003);
+    assert_int_equal(fires(&def, &s, &d8, "income_cap"), 0); /* version 2 -> 1: same episode */
+
+    lw_bstate_free(&s);
+    pack_t all[] = {def, moved, added, removed, raised, v2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        lw_rules_destroy(all[i].r);
+}
+
+/* A version 3 state's mask is read by position in the pack in force; the
+ * state is written back as version 4, its open rules by id. */
+static void test_layout_v3_read(void **state)
+{
+    (void)state;
+    pack_t def = pack(DEFAULT_PACK);
+    /* v3: version, writer 4, epoch 7, t, mask (income_cap + stacking + hist), 0 loans, 0 entries */
+    unsigned char v3[32];
+    size_t n = 0;
+    v3[n++] = 3;
+    v3[n++] = 4;
+    v3[n++] = 7;
+    int64_t t = T0;
+    while (t >= 0x80) {
+        v3[n++] = (unsigned char)(t | 0x80);
+        t >>= 7;
+    }
+    v3[n++] = (unsigned char)t;
+    uint64_t m = 1 | 4 | LW_MASK_HIST;
+    while (m >= 0x80) {
+        v3[n++] = (unsigned char)(m | 0x80);
+        m >>= 7;
+    }
+    v3[n++] = (unsigned char)m;
+    v3[n++] = 0;
+    v3[n++] = 0;
+    lw_bstate_t s = {0};
+    assert_int_equal(lw_bstate_decode(&s, v3, n), LW_OK);
+    assert_int_equal(s.fence_writer, 4);
+    lw_bstate_bind(&s, def.ids, lw_rules_count(def.r));
+    assert_true(is_open(&s, &def, "income_cap"));
+    assert_true(is_open(&s, &def, "stacking"));
+    assert_false(is_open(&s, &def, "multi_lender"));
+    lw_sbuf_t b = {0};
+    assert_true(lw_bstate_encode(&s, &b));
+    assert_int_equal((unsigned char)b.p[0], 4);
+    /* header: 4, writer, epoch, t (6 bytes), 2*2+1, ids 201 and 203 (2 bytes each) */
+    assert_int_equal((unsigned char)b.p[9], 2 * 2 + 1);
+    /* no longer than the version 3 string: 2 id bytes + 1 instead of a 5-byte mask */
+    assert_true(b.len <= n + 4);
+    lw_bstate_t d = {0};
+    assert_int_equal(lw_bstate_decode(&d, b.p, b.len), LW_OK);
+    assert_int_equal(d.n_open, 2);
+    lw_bstate_bind(&d, def.ids, lw_rules_count(def.r));
+    assert_int_equal(d.mask, s.mask);
+    /* no alert ever: one byte, 0 */
+    lw_bstate_reset(&d);
+    b.len = 0;
+    assert_true(lw_bstate_encode(&d, &b));
+    assert_int_equal(b.len, 7); /* version, writer, epoch, t, alerts, loans, entries */
+    lw_sbuf_free(&b);
+    lw_bstate_free(&s);
+    lw_bstate_free(&d);
+    lw_rules_destroy(def.r);
+}
+
 int main(void)
 {
     g_rules = lw_rules_default();
@@ -351,6 +732,11 @@ int main(void)
         cmocka_unit_test(test_sequence_rule),
         cmocka_unit_test(test_income_cap_and_fence),
         cmocka_unit_test(test_multi_lender_stacking_delinquent),
+        cmocka_unit_test(test_many_lenders),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_overflow_refused),
+        cmocka_unit_test(test_pack_edits),
+        cmocka_unit_test(test_layout_v3_read),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lw_rules_destroy(g_rules);

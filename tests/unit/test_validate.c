@@ -87,6 +87,9 @@ static void each_rule(void **state)
     CASE(ev.event_type = (lw_event_type_t)99, "event_type", "unknown");
     CASE(ev.product = (lw_product_t)-1, "product", "unknown");
     CASE(ev.sequence = 0, "sequence", "> 0");
+    /* one bound for producer and consumer (issue 21 item 4) */
+    CASE(ev.sequence = LW_SEQUENCE_LIMIT, "sequence", "2^53");
+    CASE(ev.sequence = INT64_MAX, "sequence", "2^53");
     CASE(ev.occurred_at = 946684799999LL, "occurred_at", "2000-01-01");
     CASE(ev.occurred_at = 4102444800000LL, "occurred_at", "2100-01-01");
     CASE(ev.amount_fen = -1, "amount_fen", "negative");
@@ -109,6 +112,36 @@ static void each_rule(void **state)
     ev.annual_income_fen = -1;
     ev.term_months = -1;
     assert_int_equal(lw_event_validate(&ev, NULL), LW_OK);
+}
+
+/* Issue 21 item 13: an event dated too far ahead of the clock is refused
+ * (a unit or clock bug would blind the borrower's windows); the past is not. */
+static void future_bound(void **state)
+{
+    (void)state;
+    lw_field_error_t fe;
+    const int64_t now = 1767225600000LL; /* 2026-01-01 */
+    lw_event_t ev = good(LW_EVENT_APPLICATION);
+    ev.outstanding_fen = 0;
+    assert_int_equal(lw_validate_max_future_ms(), LW_MAX_FUTURE_MS_DEFAULT);
+    ev.occurred_at = now + LW_MAX_FUTURE_MS_DEFAULT;
+    assert_int_equal(lw_event_validate_at(&ev, now, &fe), LW_OK);
+    ev.occurred_at = now + LW_MAX_FUTURE_MS_DEFAULT + 1;
+    assert_int_equal(lw_event_validate_at(&ev, now, &fe), LW_ERR_VALIDATION);
+    assert_string_equal(fe.field, "occurred_at");
+    assert_non_null(strstr(fe.reason, "ahead of the clock"));
+    ev.occurred_at = 4000000000000LL; /* 2096: the issue's mis-dated event */
+    assert_int_equal(lw_event_validate(&ev, &fe), LW_ERR_VALIDATION);
+    assert_non_null(strstr(fe.reason, "ahead of the clock"));
+    ev.occurred_at = 946684800000LL; /* a backfill from 2000 */
+    assert_int_equal(lw_event_validate_at(&ev, now, &fe), LW_OK);
+    lw_validate_set_max_future_ms(60000);
+    ev.occurred_at = now + 60001;
+    assert_int_equal(lw_event_validate_at(&ev, now, &fe), LW_ERR_VALIDATION);
+    lw_validate_set_max_future_ms(0); /* off */
+    ev.occurred_at = 4000000000000LL;
+    assert_int_equal(lw_event_validate(&ev, &fe), LW_OK);
+    lw_validate_set_max_future_ms(LW_MAX_FUTURE_MS_DEFAULT);
 }
 
 static void per_type_rules(void **state)
@@ -270,7 +303,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(valid_events_pass), cmocka_unit_test(each_rule),
         cmocka_unit_test(per_type_rules),    cmocka_unit_test(ids_match_plain_rules),
-        cmocka_unit_test(currencies),
+        cmocka_unit_test(currencies),        cmocka_unit_test(future_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

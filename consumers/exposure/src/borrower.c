@@ -101,32 +101,26 @@ static bool fire(fire_ctx_t *f, int ri, const lw_rule_t *r, int64_t limit, int64
     return true;
 }
 
-/* Distinct lender hashes (and entries) in the window after `from`. */
+/* Distinct lender hashes (and entries) in the window after `from`: one
+ * pass through a hash set (lw_kset_t), so a borrower with thousands of
+ * lenders costs a pass, not a pass per lender. -1: out of memory. */
 static int64_t win_lenders(const lw_bstate_t *s, int64_t from, int64_t *count)
 {
-    uint32_t seen[64];
-    size_t nseen = 0;
-    int64_t n = 0, extra = 0;
+    lw_kset_t seen;
+    if (!lw_kset_init(&seen, s->n_win))
+        return -1;
+    int64_t n = 0;
     for (size_t i = 0; i < s->n_win; i++) {
         const lw_bwin_t *w = &s->win[i];
         if (w->at <= from)
             continue;
         n++;
-        bool dup = false;
-        for (size_t j = 0; j < nseen && !dup; j++)
-            dup = seen[j] == w->lh;
-        /* past 64 distinct lenders: compare with the entries before instead */
-        for (size_t j = 0; j < i && !dup && nseen == 64; j++)
-            dup = s->win[j].at > from && s->win[j].lh == w->lh;
-        if (dup)
-            continue;
-        if (nseen < 64)
-            seen[nseen++] = w->lh;
-        else
-            extra++;
+        lw_kset_add(&seen, w->lh);
     }
     *count = n;
-    return (int64_t)nseen + extra;
+    int64_t d = (int64_t)seen.n;
+    lw_kset_free(&seen);
+    return d;
 }
 
 static uint64_t sha_bits(const char *s, size_t n, int bytes)
@@ -144,6 +138,50 @@ static bool is_active(lw_loan_status_t st)
     return st == LW_LOAN_ACTIVE || st == LW_LOAN_DELINQUENT;
 }
 
+/* The event is not applied: why goes to the dead letter. */
+static lw_apply_code_t refuse(lw_bapply_out_t *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static lw_apply_code_t refuse(lw_bapply_out_t *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->reason, sizeof out->reason, fmt, ap);
+    va_end(ap);
+    return LW_APPLY_REFUSED;
+}
+
+/* Aggregates over active loans, with every sum checked: a state string is
+ * data read back from Redis, and amounts up to 2^53 each in thousands of
+ * loans can pass INT64_MAX. false: a sum would overflow (a is partial).
+ * Distinct lenders by one pass through a hash set of their string ids. */
+static bool aggregate(const lw_bstate_t *s, const lw_bloan_t *me, aggr_t *a, bool *nomem)
+{
+    lw_kset_t lenders;
+    *nomem = false;
+    memset(a, 0, sizeof *a);
+    if (!lw_kset_init(&lenders, s->n_loans)) {
+        *nomem = true;
+        return true;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < s->n_loans && ok; i++) {
+        const lw_bloan_t *l = &s->loans[i];
+        if (l->days_past_due > 0 && l->status != LW_LOAN_CLOSED) {
+            a->anydpd = true;
+            if (l != me)
+                a->otherdpd = true;
+        }
+        if (!is_active(l->status))
+            continue;
+        ok = !__builtin_add_overflow(a->total, l->outstanding_fen, &a->total);
+        a->nact++;
+        lw_kset_add(&lenders, l->lender);
+    }
+    a->nlend = (int32_t)lenders.n;
+    lw_kset_free(&lenders);
+    return ok;
+}
+
 /* ---- Applying one event ----------------------------------------------------- */
 
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
@@ -151,6 +189,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
                                 lw_alert_vec_t *alerts, lw_bapply_out_t *out)
 {
     out->changed = out->nomem = false;
+    out->reason[0] = '\0';
     out->n_fired = out->n_cleared = 0;
     if (writer && s->fence_writer == writer && epoch < s->fence_epoch)
         return LW_APPLY_FENCED;
@@ -197,6 +236,27 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
         adding = klen > 0 && at > newt - LW_WINDOW_KEEP_MS;
+        if (s->n_loans >= rules->max_loans)
+            return refuse(out,
+                          "limit: the borrower has %zu loans, the most one borrower may have "
+                          "(--max-loans %zu); a new loan is not applied",
+                          s->n_loans, rules->max_loans);
+    }
+    /* Window entries this event keeps (after pruning to newt) plus its own:
+     * checked before anything changes, so a refused event changes nothing. */
+    if (adding && s->n_win >= rules->max_window) {
+        size_t keep = 0;
+        for (size_t i = 0; i < s->n_win; i++)
+            keep += s->win[i].at > newt - LW_WINDOW_KEEP_MS;
+        if (keep >= rules->max_window)
+            return refuse(out,
+                          "limit: the borrower has %zu new loans and applications in 30 days, the "
+                          "most one borrower may have (--max-window-entries %zu); not applied",
+                          keep, rules->max_window);
+    }
+    bool opened = false;
+    lw_bloan_t before = {0};
+    if (!me && et != LW_EVENT_APPLICATION) {
         if (!lw_bstate_loans_room(s, s->n_loans + 1)) {
             out->nomem = true;
             return LW_APPLY_DUPLICATE;
@@ -205,8 +265,10 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         memset(me, 0, sizeof *me);
         me->platform = platform;
         memcpy(me->loan_id, ev->loan_id, strlen(ev->loan_id) + 1); /* validated: <= LW_ID_MAX */
+        opened = true;
     }
     if (me) {
+        before = *me;
         lw_loan_status_t st;
         if (et == LW_EVENT_WRITE_OFF)
             st = LW_LOAN_WRITTEN_OFF;
@@ -228,23 +290,25 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     }
 
-    /* Aggregates over active loans; "other" past due excludes this loan. */
-    aggr_t a = {0, 0, 0, false, false};
-    for (size_t i = 0; i < s->n_loans; i++) {
-        const lw_bloan_t *l = &s->loans[i];
-        if (l->days_past_due > 0 && l->status != LW_LOAN_CLOSED) {
-            a.anydpd = true;
-            if (l != me)
-                a.otherdpd = true;
-        }
-        if (!is_active(l->status))
-            continue;
-        a.total += l->outstanding_fen;
-        a.nact++;
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = is_active(s->loans[j].status) && s->loans[j].lender == l->lender;
-        a.nlend += !seen;
+    /* Aggregates over active loans; "other" past due excludes this loan. A
+     * total that would overflow int64 (only a state string with amounts
+     * near 2^53 in over a thousand loans can) refuses the event and puts
+     * the loan back as it was. */
+    aggr_t a;
+    bool nomem;
+    if (!aggregate(s, me, &a, &nomem)) {
+        if (opened)
+            s->n_loans--;
+        else if (me)
+            *me = before;
+        return refuse(out,
+                      "overflow: the borrower's total outstanding would exceed %" PRId64
+                      " fen (int64); not applied",
+                      INT64_MAX);
+    }
+    if (nomem) {
+        out->nomem = true;
+        return LW_APPLY_DUPLICATE;
     }
 
     if (ev->has_annual_income && (!s->has_income || at > s->income_at ||
@@ -301,6 +365,10 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
             limit = r->min_count;
             wcount =
                 s->n_win >= (size_t)limit || on ? win_lenders(s, newt - r->window_ms, &cnt) : 0;
+            if (wcount < 0) {
+                out->nomem = true;
+                return LW_APPLY_DUPLICATE;
+            }
             wms = r->window_ms;
             cond = wcount >= limit;
             clear = !cond;

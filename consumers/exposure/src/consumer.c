@@ -82,6 +82,7 @@ typedef struct inflight {
 
 typedef struct counters {
     uint64_t consumed, applied, duplicates, out_of_order, fenced, dead_letters, alerts;
+    uint64_t refused; /* LW_APPLY_REFUSED: also counted in dead_letters */
     uint64_t alerts_by_rule[LW_RULES_MAX];
     uint64_t batches, produce_failed;
 } counters_t;
@@ -442,10 +443,6 @@ static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t 
                  ev->currency);
         return why;
     }
-    if (ev->sequence >= LW_STATE_NUM_MAX) {
-        snprintf(why, cap, "validation: sequence: %" PRId64 " is not below 2^53", ev->sequence);
-        return why;
-    }
     return NULL;
 }
 
@@ -702,6 +699,12 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         case LW_APPLY_FENCED:
             x->c.fenced++;
             fence_note(x, p, r->fence_epoch);
+            break;
+        case LW_APPLY_REFUSED:
+            /* a limit per borrower or an overflow: never dropped silently;
+             * the offset moves on once the broker has the dead letter */
+            x->c.refused++;
+            produce_dlq(x, b->seq, b->msg[b->idx[k]], r->reason);
             break;
         }
         if (r->code != LW_APPLY_FENCED)
@@ -1012,7 +1015,7 @@ static void publish_metrics(exp_ctx_t *x, double rate)
     redisContext *rs = lw_store_redis_for(x->store, "lw:metrics:consumers");
     if (!rc || !rs)
         return;
-    enum { MAXA = 16 + 2 * LW_RULES_MAX + 2 * MAX_PARTS };
+    enum { MAXA = 20 + 2 * LW_RULES_MAX + 2 * MAX_PARTS };
     static const char *argv[4 + MAXA * 2];
     static size_t lens[4 + MAXA * 2];
     static char vals[MAXA][32];
@@ -1034,6 +1037,7 @@ static void publish_metrics(exp_ctx_t *x, double rate)
     PUT("out_of_order", "%" PRIu64, x->c.out_of_order);
     PUT("fenced", "%" PRIu64, x->c.fenced);
     PUT("dead_letters", "%" PRIu64, x->c.dead_letters);
+    PUT("refused", "%" PRIu64, x->c.refused);
     PUT("alerts", "%" PRIu64, x->c.alerts);
     PUT("batches", "%" PRIu64, x->c.batches);
     PUT("produce_failed", "%" PRIu64, x->c.produce_failed);
@@ -1178,6 +1182,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         ctx_destroy(x);
         return LW_ERR_CONFIG;
     }
+    lw_rules_set_limits(x->rules, cf->max_loans, cf->max_window);
     x->codec = lw_codec_new(errstr, errstr_size);
     if (!x->codec) {
         ctx_destroy(x);
@@ -1394,9 +1399,10 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         }
     }
     lw_info("stopped after %.1f s: consumed %" PRIu64 " applied %" PRIu64 " duplicates %" PRIu64
-            " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64,
+            " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64
+            " (refused by the state %" PRIu64 ")",
             (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
-            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters);
+            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused);
     if (x->lat_state)
         write_latency(x);
     ctx_destroy(x);

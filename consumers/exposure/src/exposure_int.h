@@ -19,9 +19,12 @@
 
 /* Window entries are kept this long behind the borrower's latest event. */
 #define LW_WINDOW_KEEP_MS LW_WINDOW_30D
+_Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit below LW_MASK_HIST");
+
 struct lw_rules_s {
     size_t n;
     lw_rule_t rules[LW_RULES_MAX];
+    size_t max_loans, max_window; /* limits per borrower (lw_rules_set_limits) */
 };
 
 /* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */
@@ -37,15 +40,20 @@ typedef struct lw_alert_vec {
  * appended to the caller's vector, in this order) and the rules it cleared,
  * in rule order. */
 typedef struct lw_bapply_out {
-    bool changed; /* the state must be written */
-    bool nomem;   /* out of memory: the state is unusable */
+    bool changed;                     /* the state must be written */
+    bool nomem;                       /* out of memory: the state is unusable */
+    char reason[LW_APPLY_REASON_MAX]; /* LW_APPLY_REFUSED: why (the state is unchanged) */
     size_t n_fired, n_cleared;
     int fired[LW_RULES_MAX]; /* rule index */
     int cleared[LW_RULES_MAX];
 } lw_bapply_out_t;
 
 /* Applies one valid event to its borrower's state (event time only): the
- * sequence rule, the 30-day window, then every rule on the new state. platform
+ * sequence rule, the 30-day window, then every rule on the new state. An
+ * event that would take the borrower past a limit of the pack, or make a
+ * total overflow int64, is LW_APPLY_REFUSED with out->reason, the state left
+ * as it was. Cost: linear in the borrower's loans and window entries (each
+ * distinct count is one pass through a hash set), bounded by the limits. platform
  * and lender are the event's string ids. Fired alerts are appended to
  * alerts. writer is the id of the event's (topic, partition) (lw_store_writer_name());
  * returns LW_APPLY_FENCED when the state carries a newer epoch of the same

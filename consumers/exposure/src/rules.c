@@ -49,7 +49,28 @@ static void rule_defaults(lw_rule_t *r, lw_rule_kind_t kind)
 
 static lw_rules_t *rules_alloc(void)
 {
-    return calloc(1, sizeof(lw_rules_t));
+    lw_rules_t *rs = calloc(1, sizeof(lw_rules_t));
+    if (rs) {
+        rs->max_loans = LW_MAX_LOANS_DEFAULT;
+        rs->max_window = LW_MAX_WINDOW_DEFAULT;
+    }
+    return rs;
+}
+
+void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window)
+{
+    rules->max_loans = max_loans ? max_loans : LW_MAX_LOANS_DEFAULT;
+    rules->max_window = max_window ? max_window : LW_MAX_WINDOW_DEFAULT;
+}
+
+size_t lw_rules_max_loans(const lw_rules_t *rules)
+{
+    return rules->max_loans;
+}
+
+size_t lw_rules_max_window(const lw_rules_t *rules)
+{
+    return rules->max_window;
 }
 
 lw_rules_t *lw_rules_default(void)

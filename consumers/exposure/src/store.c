@@ -366,13 +366,17 @@ static uint32_t writer_id(const lw_dict_t *d, const pending_ev_t *pe, const pend
 
 static lw_err_t intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
-    const char **names = malloc(2 * f->n * sizeof *names);
+    const char **names = malloc((2 * f->n + st->rules->n) * sizeof *names);
     char(*wn)[LW_WRITER_NAME_MAX] = NULL; /* new writers' names: a few after an assignment */
     size_t nn = 0, nw = 0, wcap = 0;
     char name[LW_WRITER_NAME_MAX];
     lw_err_t err = LW_ERR_NOMEM;
     if (!names)
         goto done;
+    /* the rules' ids: known after the first flush (and after a reconnect) */
+    for (size_t r = 0; r < st->rules->n; r++)
+        if (!(st->rule_ids[r] = lw_dict_id(st->dict, st->rules->rules[r].id)))
+            names[nn++] = st->rules->rules[r].id;
     for (size_t i = 0; i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
         if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
@@ -402,6 +406,9 @@ static lw_err_t intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t er
     err = nn ? lw_dict_intern(st->dict, drc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
     if (err == LW_ERR_TRANSIENT)
         err = conn_error(st, st->rc, errstr, errstr_size);
+    for (size_t r = 0; err == LW_OK && nn && r < st->rules->n; r++)
+        if (!st->rule_ids[r])
+            st->rule_ids[r] = lw_dict_id(st->dict, st->rules->rules[r].id);
     for (size_t i = 0; err == LW_OK && nn && i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
         if (!pe->platform)
@@ -699,6 +706,8 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
 {
     lw_apply_result_t *results = f->results;
     slot_t *s = &f->slots[slot];
+    /* open alerts by rule id (version 4) or position (3, 2) to mask bits */
+    lw_bstate_bind(&s->st, st->rule_ids, st->rules->n);
     for (size_t i = s->ev_first; i != NONE; i = f->ev[i].next) {
         pending_ev_t *pe = &f->ev[i];
         const lw_event_t *ev = &pe->ev;
@@ -717,8 +726,11 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
+        results[i].reason[0] = '\0';
         if (code == LW_APPLY_FENCED)
             results[i].fence_epoch = s->st.fence_epoch;
+        if (code == LW_APPLY_REFUSED) /* nothing changed: the consumer dead-letters it */
+            memcpy(results[i].reason, o.reason, sizeof o.reason);
         if (o.changed)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++) {

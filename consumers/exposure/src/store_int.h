@@ -139,6 +139,9 @@ struct lw_store_s {
     const char **alerted; /* borrowers handed to alerts_cb */
     size_t alerted_cap;
     lw_dict_t *dict;
+    /* rule i's id in lw:strings: states name their open alerts by it (layout
+     * version 4), so an edit of the pack moves no alert; set every flush */
+    uint32_t rule_ids[LW_RULES_MAX];
     lw_sbuf_t buf;   /* RESP of a pipeline */
     lw_sbuf_t state; /* one encoded state */
     flush_t fl[2];   /* events queue in the one neither staged nor sent */

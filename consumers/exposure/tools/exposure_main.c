@@ -12,6 +12,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/exposure.h"
+#include "loanwire/validate.h"
 #include "loanwire/log.h"
 #include "loanwire/redis.h"
 #include "loanwire/version.h"
@@ -59,6 +60,12 @@ static void usage(FILE *f)
         "                       (default 1000)\n"
         "  --stall-timeout SECS a partition fenced but still assigned this long: stop\n"
         "                       with an error instead of holding it (default 30; 0 never)\n"
+        "  --max-loans N        loans one borrower may have (default %d); an event\n"
+        "                       opening one more goes to the dead letters, with why\n"
+        "  --max-window-entries N  new loans + applications one borrower may have in\n"
+        "                       30 days (default %d); beyond: dead letters\n"
+        "  --max-future SECS    an event dated more than SECS ahead of this host's clock\n"
+        "                       goes to the dead letters (default %lld; 0: no bound)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
         "                       to Redis (default 2000)\n"
         "  --no-strict-fencing  no WATCHed partition epoch keys and MULTI/EXEC: a write\n"
@@ -86,7 +93,8 @@ static void usage(FILE *f)
         "--exit-on-idle); 1 could not start (Redis, Kafka, rules file), failed hard,\n"
         "or was stopped during an outage with a batch left uncommitted; 2 usage error.\n",
         LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
-        LW_DEFAULT_REDIS, LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
+        LW_DEFAULT_REDIS, LW_MAX_LOANS_DEFAULT, LW_MAX_WINDOW_DEFAULT,
+        (long long)(LW_MAX_FUTURE_MS_DEFAULT / 1000), LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
 }
 
 /* What a readiness check found: go on, wait and retry, or give up (a
@@ -222,7 +230,10 @@ int main(int argc, char **argv)
         O_ID,
         O_PRINT,
         O_CHUNK,
-        O_LATENCY
+        O_LATENCY,
+        O_MAXLOANS,
+        O_MAXWIN,
+        O_FUTURE
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -248,6 +259,9 @@ int main(int argc, char **argv)
         {"print-script", no_argument, NULL, O_PRINT},
         {"chunk", required_argument, NULL, O_CHUNK},
         {"latency-out", required_argument, NULL, O_LATENCY},
+        {"max-loans", required_argument, NULL, O_MAXLOANS},
+        {"max-window-entries", required_argument, NULL, O_MAXWIN},
+        {"max-future", required_argument, NULL, O_FUTURE},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -340,16 +354,22 @@ int main(int argc, char **argv)
         case O_BATCH:
         case O_MAXLEN:
         case O_STATUS:
+        case O_MAXLOANS:
+        case O_MAXWIN:
+        case O_FUTURE:
             if (!parse_pos(optarg, o == O_BATCH ? 100000 : 1000000000, &v) ||
-                (o == O_BATCH && v == 0) || (o == O_MAXLEN && v == 0)) {
+                ((o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN) && v == 0)) {
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
-                        o == O_IDLE     ? "exit-on-idle"
-                        : o == O_STALL  ? "stall-timeout"
-                        : o == O_WAITN  ? "wait-replicas"
-                        : o == O_WAITMS ? "wait-timeout"
-                        : o == O_BATCH  ? "batch"
-                        : o == O_MAXLEN ? "stream-maxlen"
-                                        : "status");
+                        o == O_IDLE       ? "exit-on-idle"
+                        : o == O_STALL    ? "stall-timeout"
+                        : o == O_WAITN    ? "wait-replicas"
+                        : o == O_WAITMS   ? "wait-timeout"
+                        : o == O_BATCH    ? "batch"
+                        : o == O_MAXLEN   ? "stream-maxlen"
+                        : o == O_MAXLOANS ? "max-loans"
+                        : o == O_MAXWIN   ? "max-window-entries"
+                        : o == O_FUTURE   ? "max-future"
+                                          : "status");
                 free(kv);
                 return LW_EXIT_USAGE;
             }
@@ -365,6 +385,12 @@ int main(int argc, char **argv)
                 c.batch_max = (size_t)v;
             else if (o == O_MAXLEN)
                 c.script.stream_maxlen = v;
+            else if (o == O_MAXLOANS)
+                c.max_loans = (size_t)v;
+            else if (o == O_MAXWIN)
+                c.max_window = (size_t)v;
+            else if (o == O_FUTURE)
+                lw_validate_set_max_future_ms(v * 1000);
             else
                 c.status_every_s = (int)v;
             break;

@@ -2,11 +2,11 @@
  * bstate.c - a borrower's state string: the bytes loanwire-exposure writes
  * to b:{<borrower_id>} and every reader decodes (consumers/README.md).
  *
- * The state string (layout version 3, consumers/README.md) is varints, so
+ * The state string (layout version 4, consumers/README.md) is varints, so
  * a borrower with three loans fits in about 90 bytes:
  *
- *   u8 version | fence writer | fence epoch | t | open-alert mask |
- *   2*n_loans + has income | n_win | [income | t - income_at] |
+ *   u8 version | fence writer | fence epoch | t | 2*n_open + has history |
+ *   n_open rule ids | 2*n_loans + has income | n_win | [income | t - income_at] |
  *   loans: platform id | lender id | loan_id | status + 8*product +
  *          32*(past_due > 0) + 64*(limit > 0) + 128*dpd | sequence |
  *          outstanding | [past_due] | [limit] | t - updated_at
@@ -17,6 +17,15 @@
  * A loan_id is a byte: its length, bit 7 set when the characters follow
  * packed 6 bits each (ids drawn from the base64url alphabet, as platforms'
  * ids usually are: 20 characters in 15 bytes), else the bytes as they are.
+ *
+ * Open alerts are named by rule id (the rule's id in lw:strings, one byte
+ * for the first 127 names), not by position in the pack: editing the pack
+ * (reorder, insert, remove) must not move an open alert to another rule
+ * (issue 21). A borrower with no open alert pays one byte, as the version 3
+ * mask did; one with some pays a byte per open rule instead of 5 bytes of
+ * mask. Versions 3 and 2 are still read, their mask by the rule order of the
+ * pack in force when read (the only order they can have meant, if the pack
+ * was not edited since they were written).
  */
 #include "state_int.h"
 
@@ -45,6 +54,10 @@ void lw_bstate_reset(lw_bstate_t *s)
 {
     s->t = 0;
     s->mask = 0;
+    s->n_open = 0;
+    s->open_pending = false;
+    s->rule_ids = NULL;
+    s->n_rules = 0;
     s->fence_writer = 0;
     s->fence_epoch = 0;
     s->has_income = false;
@@ -212,14 +225,35 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
     if (len < 1)
         return LW_ERR_PARSE;
     const int version = *c.p++;
-    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V2) ||
+    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V3 &&
+         version != LW_STATE_VERSION_V2) ||
         !get_i(&c, UINT32_MAX, &writer) || !get_i(&c, INT64_MAX, &s->fence_epoch) ||
-        !get_i(&c, LW_STATE_NUM_MAX, &s->t) || !get_uv(&c, &s->mask) ||
-        !get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
+        !get_i(&c, LW_STATE_NUM_MAX, &s->t))
+        return LW_ERR_PARSE;
+    if (version == LW_STATE_VERSION) {
+        /* open alerts by rule id: bound to the pack by lw_bstate_bind() */
+        int64_t a, id;
+        if (!get_i(&c, 2 * LW_BSTATE_OPEN_MAX + 1, &a))
+            return LW_ERR_PARSE;
+        s->mask = (a & 1) ? LW_MASK_HIST : 0;
+        s->n_open = (size_t)(a >> 1);
+        for (size_t i = 0; i < s->n_open; i++) {
+            if (!get_i(&c, UINT32_MAX, &id) || id == 0)
+                return LW_ERR_PARSE;
+            s->open[i] = (uint32_t)id;
+        }
+        /* an open alert means a:{..} exists */
+        if (s->n_open && !(a & 1))
+            return LW_ERR_PARSE;
+        s->open_pending = s->n_open > 0;
+    } else if (!get_uv(&c, &s->mask)) { /* by position in the pack in force */
+        return LW_ERR_PARSE;
+    }
+    if (!get_i(&c, INT32_MAX, &nl) || !get_i(&c, INT32_MAX, &nw))
         return LW_ERR_PARSE;
     /* a version 2 stamp named a partition of some topic: no writer can be
      * told from it, so it fences nobody (the next write stamps it anew) */
-    s->fence_writer = version == LW_STATE_VERSION ? (uint32_t)writer : 0;
+    s->fence_writer = version != LW_STATE_VERSION_V2 ? (uint32_t)writer : 0;
     if (!s->fence_writer)
         s->fence_epoch = 0;
     bool income = nl & 1;
@@ -273,17 +307,84 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
     return LW_OK;
 }
 
+void lw_bstate_bind(lw_bstate_t *s, const uint32_t *rule_ids, size_t n_rules)
+{
+    if (n_rules > LW_RULES_MAX_BITS)
+        n_rules = LW_RULES_MAX_BITS;
+    if (s->open_pending) {
+        size_t dormant = 0;
+        for (size_t i = 0; i < s->n_open; i++) {
+            size_t r = 0;
+            while (r < n_rules && rule_ids[r] != s->open[i])
+                r++;
+            if (r < n_rules)
+                s->mask |= (uint64_t)1 << r;
+            else
+                s->open[dormant++] = s->open[i];
+        }
+        s->n_open = dormant;
+        s->open_pending = false;
+    } else {
+        /* a version 3/2 mask (or a fresh state): bits by position */
+        s->mask &= LW_MASK_HIST | (((uint64_t)1 << n_rules) - 1);
+    }
+    s->rule_ids = rule_ids;
+    s->n_rules = n_rules;
+}
+
+/* The open rule ids to write: dormant ones and the mask's, at most
+ * LW_BSTATE_OPEN_MAX (a state with more dormant ids than that is absurd:
+ * the oldest dormant ones give way), ascending and each once, so the bytes
+ * do not depend on the order of the pack (a replay under a reordered pack
+ * changes no byte). */
+static size_t open_ids(const lw_bstate_t *s, uint32_t ids[LW_BSTATE_OPEN_MAX])
+{
+    size_t n = 0, nbound = 0;
+    uint32_t bound[LW_BSTATE_OPEN_MAX];
+    if (s->rule_ids)
+        for (size_t r = 0; r < s->n_rules; r++)
+            if (s->mask & ((uint64_t)1 << r))
+                bound[nbound++] = s->rule_ids[r];
+    size_t room = LW_BSTATE_OPEN_MAX - nbound;
+    size_t skip = s->n_open > room ? s->n_open - room : 0;
+    for (size_t i = skip; i < s->n_open; i++)
+        ids[n++] = s->open[i];
+    for (size_t i = 0; i < nbound; i++)
+        ids[n++] = bound[i];
+    /* insertion sort of at most 64, dropping repeats */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = ids[i];
+        size_t j = m;
+        while (j > 0 && ids[j - 1] > v)
+            j--;
+        if (j > 0 && ids[j - 1] == v)
+            continue;
+        memmove(&ids[j + 1], &ids[j], (m - j) * sizeof *ids);
+        ids[j] = v;
+        m++;
+    }
+    return m;
+}
+
 bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
 {
-    /* 8 header varints; a loan: 7 varints + 1 + 64; an entry 10 + 10 */
-    if (!lw_sbuf_reserve(out, 1 + 8 * 10 + 20 + s->n_loans * (7 * 10 + 65) + s->n_win * 20))
+    uint32_t ids[LW_BSTATE_OPEN_MAX];
+    size_t nids = open_ids(s, ids);
+    /* 8 header varints and the open ids; a loan: 7 varints + 1 + 64; an entry 10 + 10 */
+    if (!lw_sbuf_reserve(out,
+                         1 + 8 * 10 + 20 + nids * 5 + s->n_loans * (7 * 10 + 65) + s->n_win * 20))
         return false;
     char *p = out->p + out->len;
     *p++ = LW_STATE_VERSION;
     p = put_uv(p, s->fence_writer);
     p = put_uv(p, (uint64_t)s->fence_epoch);
     p = put_uv(p, (uint64_t)s->t);
-    p = put_uv(p, s->mask);
+    /* "has history" is kept with an open alert (a:{..} then exists) */
+    bool hist = (s->mask & LW_MASK_HIST) || nids > 0;
+    p = put_uv(p, (uint64_t)nids << 1 | (hist ? 1 : 0));
+    for (size_t i = 0; i < nids; i++)
+        p = put_uv(p, ids[i]);
     p = put_uv(p, (uint64_t)s->n_loans << 1 | (s->has_income ? 1 : 0));
     p = put_uv(p, s->n_win);
     if (s->has_income) {

@@ -11,6 +11,7 @@
 
 #include "loanwire/id.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,78 @@ done:
     return err;
 }
 
+/* Totals and window counts from a decoded state, as lw_bstate_apply()
+ * computes them for its rules: sums checked (a state string is data read
+ * back; thousands of amounts near 2^53 pass INT64_MAX: LW_ERR_REDIS, so the
+ * API answers 503 and logs errstr), distinct lenders and platforms by their
+ * string ids, and a window's distinct lenders by their hashes, each in one
+ * pass through a hash set, uncapped. */
+lw_err_t lw_state_derive(const lw_bstate_t *bs, lw_borrower_state_t *out, const char *what,
+                         char *errstr, size_t errstr_size)
+{
+    lw_kset_t lenders, platforms;
+    bool have_l = lw_kset_init(&lenders, bs->n_loans),
+         have_p = lw_kset_init(&platforms, bs->n_loans);
+    bool overflow = false;
+    out->last_event_at = bs->t;
+    out->total_outstanding_fen = out->past_due_fen = 0;
+    out->active_loans = out->active_lenders = out->active_platforms = 0;
+    if (!have_l || !have_p) {
+        if (have_l)
+            lw_kset_free(&lenders);
+        if (have_p)
+            lw_kset_free(&platforms);
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < bs->n_loans && !overflow; i++) {
+        const lw_bloan_t *l = &bs->loans[i];
+        if (l->status != LW_LOAN_ACTIVE && l->status != LW_LOAN_DELINQUENT)
+            continue;
+        overflow = __builtin_add_overflow(out->total_outstanding_fen, l->outstanding_fen,
+                                          &out->total_outstanding_fen) ||
+                   __builtin_add_overflow(out->past_due_fen, l->past_due_fen, &out->past_due_fen);
+        out->active_loans++;
+        lw_kset_add(&lenders, l->lender);
+        lw_kset_add(&platforms, l->platform);
+    }
+    out->active_lenders = (int32_t)lenders.n;
+    out->active_platforms = (int32_t)platforms.n;
+    lw_kset_free(&lenders);
+    lw_kset_free(&platforms);
+    if (overflow) {
+        snprintf(errstr, errstr_size,
+                 "borrower state %s: the total outstanding or past due of its %zu loans exceeds "
+                 "%" PRId64 " fen (int64); refusing to report it",
+                 what, bs->n_loans, INT64_MAX);
+        return LW_ERR_REDIS;
+    }
+
+    /* Windows, relative to the borrower's latest event time. */
+    static const int64_t wl[LW_WIN__CNT] = {LW_WINDOW_24H, LW_WINDOW_7D, LW_WINDOW_30D};
+    for (int k = 0; k < LW_WIN__CNT; k++) {
+        int64_t from = out->last_event_at - wl[k];
+        lw_kset_t seen;
+        if (!lw_kset_init(&seen, bs->n_win)) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return LW_ERR_NOMEM;
+        }
+        out->applications[k] = out->new_loans[k] = 0;
+        for (size_t e = 0; e < bs->n_win; e++) {
+            if (bs->win[e].at <= from)
+                continue;
+            if (bs->win[e].idh & 1)
+                out->applications[k]++;
+            else
+                out->new_loans[k]++;
+            lw_kset_add(&seen, bs->win[e].lh);
+        }
+        out->distinct_lenders[k] = (int32_t)seen.n;
+        lw_kset_free(&seen);
+    }
+    return LW_OK;
+}
+
 lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_state_t *out,
                        bool *found, char *errstr, size_t errstr_size)
 {
@@ -148,52 +221,11 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
                 a->element[i]->str[0] != '~') /* "~rule": a cleared alert, kept for replay */
                 snprintf(out->open_alerts[na++], LW_ID_MAX + 1, "%s", a->element[i]->str);
     }
-    size_t nl = out->n_loans;
     out->n_open_alerts = na;
 
-    /* Aggregates over active loans, as lw_bstate_apply() computes them. */
-    for (size_t i = 0; i < nl; i++) {
-        const lw_loan_state_t *l = &out->loans[i];
-        if (l->status != LW_LOAN_ACTIVE && l->status != LW_LOAN_DELINQUENT)
-            continue;
-        out->total_outstanding_fen += l->outstanding_fen;
-        out->active_loans++;
-        out->past_due_fen += l->past_due_fen;
-        bool seen_lender = false, seen_platform = false;
-        for (size_t j = 0; j < i; j++) {
-            const lw_loan_state_t *o = &out->loans[j];
-            if (o->status != LW_LOAN_ACTIVE && o->status != LW_LOAN_DELINQUENT)
-                continue;
-            seen_lender |= !strcmp(o->lender_id, l->lender_id);
-            seen_platform |= !strcmp(o->platform_id, l->platform_id);
-        }
-        out->active_lenders += !seen_lender;
-        out->active_platforms += !seen_platform;
-    }
-
-    /* Windows, relative to the borrower's latest event time. */
-    static const int64_t wl[LW_WIN__CNT] = {LW_WINDOW_24H, LW_WINDOW_7D, LW_WINDOW_30D};
-    for (int k = 0; k < LW_WIN__CNT; k++) {
-        int64_t from = out->last_event_at - wl[k];
-        uint32_t seen[256];
-        size_t nseen = 0;
-        for (size_t e = 0; e < bs.n_win; e++) {
-            int64_t at = bs.win[e].at;
-            uint64_t idh = bs.win[e].idh;
-            uint32_t lh = bs.win[e].lh;
-            if (at <= from)
-                continue;
-            if (idh & 1)
-                out->applications[k]++;
-            else
-                out->new_loans[k]++;
-            bool dup = false;
-            for (size_t s = 0; s < nseen; s++)
-                dup |= seen[s] == lh;
-            if (!dup && nseen < sizeof seen / sizeof seen[0])
-                seen[nseen++] = lh;
-        }
-        out->distinct_lenders[k] = (int32_t)nseen;
+    if ((err = lw_state_derive(&bs, out, key, errstr, errstr_size)) != LW_OK) {
+        lw_borrower_state_clear(out);
+        goto done;
     }
     *found = true;
 done:

@@ -11,14 +11,25 @@
 #include "loanwire/state.h"
 
 #include <hiredis/hiredis.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Layout version: first byte of a borrower's state string (consumers/README.md).
- * Version 2 (the fence stamp named a partition, without its topic) is still
- * read, as a state with no fence stamp; it is written as version 3. */
-#define LW_STATE_VERSION    3
+ * Version 4 names the open alerts by rule id (ids of lw:strings); versions 3
+ * and 2 held a mask by rule position, read against the pack in force (bit i:
+ * rule i); version 2's fence stamp named a partition without its topic and
+ * is read as no stamp. Every version read is written back as version 4. */
+#define LW_STATE_VERSION    4
+#define LW_STATE_VERSION_V3 3
 #define LW_STATE_VERSION_V2 2
+/* Open rule ids a state string may hold: the pack's (LW_RULES_MAX) and as
+ * many of rules no longer in the pack (dormant, kept as they were). */
+#define LW_BSTATE_OPEN_MAX 64
+/* Rules a pack may have (the mask's bits 0..31; bit 32 is LW_MASK_HIST):
+ * exposure.h's LW_RULES_MAX is held to it. */
+#define LW_RULES_MAX_BITS 32
 /* Numbers and times a state string holds are below 2^53 (what validation
  * lets through, and what JSON readers with doubles read exactly). */
 #define LW_STATE_NUM_MAX ((int64_t)1 << 53)
@@ -38,9 +49,66 @@ static inline size_t lw_borrower_key(char prefix, const char *bid, char *buf)
     return n + 4;
 }
 
-/* Bit 32 of the open-alert mask (bit i: rule i is open): a:{..} holds
- * something, an open alert or a rule's last cleared one. */
+/* Bit 32 of the in-memory open-alert mask (bit i: rule i of the bound pack
+ * is open): a:{..} holds something, an open alert or a rule's last cleared
+ * one. Stored as the low bit of the alerts varint. */
 #define LW_MASK_HIST ((uint64_t)1 << 32)
+
+/* ---- Distinct counts in one pass ------------------------------------------ */
+
+/* A set of 64-bit keys (open addressing, linear probing), for counting
+ * distinct lenders or platforms in one pass over a borrower's loans or
+ * window entries: the pairwise comparison it replaces cost O(n^2) per event
+ * and let one borrower with thousands of lenders stall a consumer (issue
+ * 21). The table has twice as many slots as keys can come (the caller
+ * knows: the number of loans or entries), so it never grows and a probe
+ * stays short; up to 32 keys it lives on the stack, beyond it is malloc'd. */
+typedef struct lw_kset {
+    uint64_t *slot; /* key + 1; 0 is empty */
+    size_t mask;
+    size_t n;
+    uint64_t local[64];
+} lw_kset_t;
+
+/* Room for up to `most` keys; false when out of memory. */
+static inline bool lw_kset_init(lw_kset_t *k, size_t most)
+{
+    size_t cap = 8; /* the usual borrower: a few loans, 8 slots to clear */
+    while (cap < 2 * most)
+        cap <<= 1;
+    k->n = 0;
+    k->mask = cap - 1;
+    if (cap <= 64) {
+        k->slot = k->local;
+        memset(k->local, 0, cap * sizeof *k->local);
+        return true;
+    }
+    k->slot = calloc(cap, sizeof *k->slot);
+    return k->slot != NULL;
+}
+
+static inline void lw_kset_free(lw_kset_t *k)
+{
+    if (k->slot != k->local)
+        free(k->slot);
+    k->slot = NULL;
+}
+
+/* Adds key (below 2^64 - 1); true when it was not there. At most `most`
+ * keys (lw_kset_init) may be added. */
+static inline bool lw_kset_add(lw_kset_t *k, uint64_t key)
+{
+    uint64_t v = key + 1;
+    size_t i = (size_t)((v * 0x9E3779B97F4A7C15ULL) >> 32) & k->mask;
+    while (k->slot[i]) {
+        if (k->slot[i] == v)
+            return false;
+        i = (i + 1) & k->mask;
+    }
+    k->slot[i] = v;
+    k->n++;
+    return true;
+}
 
 /* ---- A borrower's state, decoded (bstate.c) ------------------------------- */
 
@@ -62,8 +130,16 @@ typedef struct lw_bwin {
 } lw_bwin_t;
 
 typedef struct lw_bstate {
-    int64_t t;             /* latest event time */
-    uint64_t mask;         /* open alerts: bit i = rule i; LW_MASK_HIST */
+    int64_t t;     /* latest event time */
+    uint64_t mask; /* open alerts: bit i = rule i of the bound pack; LW_MASK_HIST */
+    /* Open rules by their lw:strings id. Decoded from version 4 and not yet
+     * bound: all of them (open_pending); after lw_bstate_bind(): only those
+     * of rules not in the pack (dormant), the others moved to mask bits. */
+    size_t n_open;
+    uint32_t open[LW_BSTATE_OPEN_MAX];
+    bool open_pending;
+    const uint32_t *rule_ids; /* bound pack: rule i's lw:strings id; NULL unbound */
+    size_t n_rules;
     uint32_t fence_writer; /* the last writer's id (lw:strings "@topic:partition"), 0 none */
     int64_t fence_epoch;
     bool has_income;
@@ -80,11 +156,24 @@ void lw_bstate_free(lw_bstate_t *s);
 /* Decodes a state string into s (reset first): LW_OK, LW_ERR_PARSE for a
  * malformed value or another layout version, LW_ERR_NOMEM. */
 lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len);
-/* Appends the encoding of s to out. */
+/* Binds s to a pack: rule_ids[i] is the lw:strings id of rule i (kept by
+ * pointer: it must outlive s's use). Open rule ids decoded from version 4
+ * become mask bits by id; a version 3/2 mask is already by position of the
+ * pack in force, and bits past the pack are dropped (no rule names them). */
+void lw_bstate_bind(lw_bstate_t *s, const uint32_t *rule_ids, size_t n_rules);
+/* Appends the encoding of s to out (layout version 4): the open rules are
+ * the dormant ids and, when bound, the ids of the mask's rules; unbound, a
+ * mask bit cannot be named and is not written. */
 bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out);
 /* Room for n loans / n window entries (false: out of memory, s unchanged). */
 bool lw_bstate_loans_room(lw_bstate_t *s, size_t n);
 bool lw_bstate_win_room(lw_bstate_t *s, size_t n);
+
+/* Totals and window counts of a decoded state into out (lw_state_read()'s
+ * figures; out's loans and alerts untouched). LW_ERR_REDIS with errstr
+ * naming `what` when a sum would overflow int64; LW_ERR_NOMEM. */
+lw_err_t lw_state_derive(const lw_bstate_t *bs, lw_borrower_state_t *out, const char *what,
+                         char *errstr, size_t errstr_size);
 
 /* ---- String ids for platforms, lenders and writers (dict.c) -------------- */
 

@@ -63,6 +63,16 @@ const lw_rule_t *lw_rules_get(const lw_rules_t *rules, size_t i); /* NULL past t
 const lw_rule_t *lw_rules_find(const lw_rules_t *rules, const char *id);
 const char *lw_rule_kind_name(lw_rule_kind_t k);
 
+/* Limits per borrower that go with a pack (consumers/README.md, "Limits").
+ * An event that would take a borrower past one is refused (LW_APPLY_REFUSED,
+ * a dead letter), never applied in part. They bound what one borrower costs
+ * per event and the size of its state string. 0 sets the default. */
+#define LW_MAX_LOANS_DEFAULT  4096 /* loans in the state (every loan ever seen) */
+#define LW_MAX_WINDOW_DEFAULT 4096 /* window entries: new loans + applications in 30 days */
+void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window);
+size_t lw_rules_max_loans(const lw_rules_t *rules);
+size_t lw_rules_max_window(const lw_rules_t *rules);
+
 /* ---- Script ------------------------------------------------------------- */
 
 typedef struct lw_script_opts {
@@ -92,7 +102,12 @@ typedef enum lw_apply_code {
     LW_APPLY_DUPLICATE = 1,    /* sequence equal to the stored one / application seen */
     LW_APPLY_OUT_OF_ORDER = 2, /* older sequence than the stored one: ignored */
     LW_APPLY_FENCED = 3,       /* writer's (topic, partition) epoch is stale: nothing written */
+    LW_APPLY_REFUSED = 4,      /* not applied, for the reason given (a limit per borrower, a
+                                * total that would overflow int64): the consumer sends the
+                                * event to the dead letters with it */
 } lw_apply_code_t;
+
+#define LW_APPLY_REASON_MAX 200
 
 typedef struct lw_apply_result {
     lw_apply_code_t code;
@@ -103,6 +118,7 @@ typedef struct lw_apply_result {
     int64_t fence_epoch; /* LW_APPLY_FENCED: the epoch of the borrower's fence stamp that
                           * refused it (same topic and partition, newer epoch); 0 when the
                           * partition's epoch key had moved on (strict fencing) */
+    char reason[LW_APPLY_REASON_MAX]; /* LW_APPLY_REFUSED: why, for the dead letter */
 } lw_apply_result_t;
 
 typedef struct lw_store_s lw_store_t;
@@ -205,7 +221,9 @@ typedef struct lw_exposure_conf {
     const char *alerts_topic;
     const char *dlq_topic;
     const char *redis_url;
-    const char *rules_file;  /* NULL: default pack */
+    const char *rules_file; /* NULL: default pack */
+    size_t max_loans;       /* limits per borrower (lw_rules_set_limits); 0: default */
+    size_t max_window;
     const char *config_file; /* librdkafka properties, or NULL */
     const char **kafka_kv;   /* -X key=value, n_kafka_kv of them */
     size_t n_kafka_kv;
