@@ -155,6 +155,8 @@ typedef struct lw_query_conf {
                             a kept-alive connection, until the request's headers
                             are complete; then the connection is closed */
     int idle_timeout;    /* seconds without a byte received or sent */
+    const char *web_dir; /* the dashboard's files; NULL: beside the binary
+                            (<bin>/../share/loanwire/web) */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);
