@@ -166,13 +166,15 @@
     const bcell = el('td');
     bcell.appendChild(b);
     const ms = typeof a.stream_id === 'string' ? Number(a.stream_id.split('-')[0]) : a.raised_at;
-    const tr = row([td(fmtTime(ms)), sevBadge(a.severity), td(a.rule_id), bcell,
+    const tr = row([td(fmtTime(ms).slice(11)), sevBadge(a.severity), td(a.rule_id), bcell,
       td(formatFen(a.total_outstanding_fen), 'num'), td(a.reason, 'reason')]);
     tr.dataset.streamId = a.stream_id || '';
     tr.dataset.rule = a.rule_id;
     tr.dataset.severity = a.severity;
-    tr.title = 'event time ' + fmtTime(a.raised_at) + ', alert ' + a.alert_id;
+    tr.title = 'recorded ' + fmtTime(ms) + ', event time ' + fmtTime(a.raised_at) + ', alert ' + a.alert_id;
     if (fresh) tr.classList.add('new');
+    tr.dataset.receivedAt = String(Date.now()); // when the page got it (the test's latency)
+    tr.dataset.live = fresh ? '1' : '0';
     tr.hidden = !matches(a);
     return tr;
   }
