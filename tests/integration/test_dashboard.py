@@ -368,6 +368,13 @@ try:
           "Alert history" in hist and "By lender" in hist,
           "look-up shows loans, windows, per lender, open alerts and alert history")
 
+    # Money in the page: integer fen to yuan, exact beyond 2^53 too.
+    cases = [0, 5, 99, 100, 123456, 1234567, -1234567, 100000000000, 9007199254740993]
+    got = js("""return arguments[0].map(v => window.lwFormatFen(
+        window.lwParseJSON('{"x_fen":' + v + '}').x_fen));""", [str(v) for v in cases])
+    check(got == [fen_text(v) for v in cases], "fen -> yuan formatting is exact (BigInt)",
+          "%s vs %s" % (got, [fen_text(v) for v in cases]))
+
     # ---- layout, screenshots -------------------------------------------------
     BOX = "const r = document.getElementById(arguments[0]).getBoundingClientRect(); return [r.left, r.top, r.width];"
     a, c = js(BOX, "alerts-panel"), js(BOX, "charts-panel")

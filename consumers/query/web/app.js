@@ -44,7 +44,9 @@
     const cents = (abs % 100n).toString().padStart(2, '0');
     return (neg ? '-' : '') + yuan + '.' + cents;
   }
-  window.lwFormatFen = formatFen; // for the test's cross-check
+  // For test_dashboard.py's cross-check of the money arithmetic.
+  window.lwFormatFen = formatFen;
+  window.lwParseJSON = parseJSON;
 
   /* ---- DOM helpers -------------------------------------------------------- */
 
