@@ -432,6 +432,33 @@ try:
           "sign out shows the sign-in form")
     st, _, body = http(port, "/v1/dashboard/stats", token=None, headers={"Cookie": old})
     check(st == 401, "the old session cookie no longer authorises")
+
+    # ---- a stop with a stream waiting (suspended) ------------------------------
+    sk = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sk.sendall(("GET /v1/alerts/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Authorization: Bearer %s\r\n\r\n" % TOKEN).encode())
+    head = sk.recv(4096).decode(errors="replace")
+    check(head.startswith("HTTP/1.1 200") and "text/event-stream" in head,
+          "a client with a token opens the alert stream", head[:80])
+    gen.send_signal(signal.SIGINT)  # no more alerts: the stream stays suspended
+    gen.wait(timeout=30)
+    time.sleep(1.5)
+    t = time.time()
+    query.send_signal(signal.SIGTERM)
+    try:
+        rc = query.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    check(rc == 0, "SIGTERM with a stream open: loanwire-query exits 0 (%.1f s)" % (time.time() - t),
+          str(rc))
+    try:
+        while sk.recv(4096):
+            pass
+        eof = True
+    except OSError:
+        eof = True
+    sk.close()
+    check(eof, "... and the stream is closed")
 finally:
     if driver:
         try:
