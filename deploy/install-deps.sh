@@ -49,6 +49,8 @@ check_deps() {
     python3 -c "import $m" 2>/dev/null ||
       { lw_say "missing: python module $m (PyPI: python3 -m pip install ${m//_/-})"; bad=1; }
   done
+  [ -f "$LW_UPLOT_DIR/dist/uPlot.iife.min.js" ] ||
+    { lw_say "missing: uPlot in $LW_UPLOT_DIR (npm; ./deploy/install-deps.sh fetches it)"; bad=1; }
   return $bad
 }
 if [ "${1:-}" = --check ]; then

@@ -51,7 +51,7 @@ static void usage(FILE *fp)
             "  -h, --help         this text\n"
             "  -V, --version      print the version and exit\n"
             "\n"
-            "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
+            "Endpoints (GET only, but POST /session; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
             "  /healthz   PING Redis: 200 {\"status\":\"up\"} or 503 {\"status\":\"down\"}\n"
