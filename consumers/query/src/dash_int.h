@@ -63,8 +63,8 @@ typedef struct lw_dash_s lw_dash_t;
 /* web_dir NULL: <directory of the executable>/../share/loanwire/web, which
  * is the build tree's copy and the installed one alike. Missing assets do
  * not stop the API: the page answers 503 and a warning says where it looked. */
-lw_dash_t *lw_dash_new(const char *web_dir, const lw_redis_url_t *redis, char *errstr,
-                       size_t errstr_size);
+lw_dash_t *lw_dash_new(const char *web_dir, bool cookie_secure, const lw_redis_url_t *redis,
+                       char *errstr, size_t errstr_size);
 void lw_dash_shutdown(lw_dash_t *d); /* before MHD_stop_daemon */
 void lw_dash_free(lw_dash_t *d);     /* after it; NULL is fine */
 

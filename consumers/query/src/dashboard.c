@@ -43,6 +43,7 @@ typedef struct lw_asset {
 struct lw_dash_s {
     char dir[PATH_MAX];
     bool assets_ok;
+    bool cookie_secure; /* behind an HTTPS proxy: the browser sends it on HTTPS only */
     lw_asset_t assets[7];
     lw_sessions_t *sessions;
     lw_feed_t *feed;
@@ -102,8 +103,8 @@ static void lw_default_web_dir(char *out, size_t cap)
         snprintf(out, cap, "share/loanwire/web"); /* a path too long to use */
 }
 
-lw_dash_t *lw_dash_new(const char *web_dir, const lw_redis_url_t *redis, char *errstr,
-                       size_t errstr_size)
+lw_dash_t *lw_dash_new(const char *web_dir, bool cookie_secure, const lw_redis_url_t *redis,
+                       char *errstr, size_t errstr_size)
 {
     lw_dash_t *d = calloc(1, sizeof *d);
 
@@ -116,6 +117,7 @@ lw_dash_t *lw_dash_new(const char *web_dir, const lw_redis_url_t *redis, char *e
         snprintf(d->dir, sizeof d->dir, "%s", web_dir);
     else
         lw_default_web_dir(d->dir, sizeof d->dir);
+    d->cookie_secure = cookie_secure;
     memcpy(d->assets, lw_asset_table, sizeof d->assets);
     d->assets_ok = true;
     for (size_t i = 0; i < sizeof d->assets / sizeof d->assets[0]; i++) {
@@ -290,8 +292,8 @@ struct MHD_Response *lw_dash_handle(lw_dash_t *d, struct MHD_Connection *conn, c
             return lw_dash_json(503, status, bytes, "unavailable", "no random bytes");
         if (!(resp = lw_dash_json(200, status, bytes, NULL, NULL)))
             return NULL;
-        snprintf(set, sizeof set, "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Strict",
-                 LW_DASH_COOKIE, id, LW_DASH_SESSION_TTL_S);
+        snprintf(set, sizeof set, "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Strict%s",
+                 LW_DASH_COOKIE, id, LW_DASH_SESSION_TTL_S, d->cookie_secure ? "; Secure" : "");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, set);
         return resp;
     }

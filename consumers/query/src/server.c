@@ -638,7 +638,8 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         return NULL;
     }
     q->no_auth = conf->no_auth;
-    if (!(q->dash = lw_dash_new(conf->web_dir, &q->redis, errstr, errstr_size))) {
+    if (!(q->dash =
+              lw_dash_new(conf->web_dir, conf->cookie_secure, &q->redis, errstr, errstr_size))) {
         lw_tokens_destroy(q->tokens);
         free(q);
         return NULL;

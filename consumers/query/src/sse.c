@@ -347,11 +347,21 @@ static void *lw_feed_main(void *arg)
         if (ok)
             ok = lw_feed_poll(f, rc, last, sizeof last);
         if (!ok) {
+            struct timespec ts;
             if (!warned)
-                lw_warn("dashboard feed: redis: %s", rc->err ? rc->errstr : "unexpected reply");
+                lw_warn("dashboard feed: redis: %s (retrying every second)",
+                        rc->err ? rc->errstr : "unexpected reply");
             warned = true;
             redisFree(rc); /* reconnect; last is kept, so nothing is skipped */
             rc = NULL;
+            /* A Redis that answers with errors (a cluster node's MOVED, a
+             * wrong type) would otherwise be asked again at once, for ever. */
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            pthread_mutex_lock(&f->mu);
+            if (!f->stopping)
+                pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            pthread_mutex_unlock(&f->mu);
         } else {
             warned = false;
         }

@@ -45,6 +45,8 @@ static void usage(FILE *fp)
             "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
             "  --web-dir DIR      the dashboard's files (default: ../share/loanwire/web\n"
             "                     beside this program)\n"
+            "  --cookie-secure    mark the dashboard's session cookie Secure (served\n"
+            "                     over HTTPS through a proxy such as stunnel)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit:\n"
             "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
@@ -119,6 +121,7 @@ int main(int argc, char **argv)
                                          {"idle-timeout", required_argument, NULL, 'I'},
                                          {"borrower", required_argument, NULL, 'b'},
                                          {"web-dir", required_argument, NULL, 'W'},
+                                         {"cookie-secure", no_argument, NULL, 'S'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -185,6 +188,9 @@ int main(int argc, char **argv)
             break;
         case 'W':
             conf.web_dir = optarg;
+            break;
+        case 'S':
+            conf.cookie_secure = true;
             break;
         case 'v':
             level = LW_LOG_DEBUG;

@@ -157,6 +157,7 @@ typedef struct lw_query_conf {
     int idle_timeout;    /* seconds without a byte received or sent */
     const char *web_dir; /* the dashboard's files; NULL: beside the binary
                             (<bin>/../share/loanwire/web) */
+    bool cookie_secure;  /* the session cookie says Secure (behind HTTPS) */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);
