@@ -398,11 +398,10 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
-    authed =
-        q->no_auth ||
-        lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                               MHD_HTTP_HEADER_AUTHORIZATION)) ||
-        lw_dash_session_ok(q->dash, conn); /* the dashboard's sign-in cookie */
+    authed = q->no_auth ||
+             lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                                    MHD_HTTP_HEADER_AUTHORIZATION));
+    authed = authed || lw_dash_session_ok(q->dash, conn); /* the dashboard's sign-in cookie */
     if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");

@@ -7,6 +7,8 @@
  *   /v1/alerts?since=&rule=&limit=         recent alerts from lw:alerts (token)
  *   /healthz                               PINGs Redis: 200 or 503 (open)
  *   /metrics                               Prometheus text (open)
+ *   /, /session, /v1/alerts/stream, /v1/dashboard/...
+ *                                          the browser dashboard (src/dashboard.c)
  *
  * The server is libmicrohttpd with an internal thread pool; each pool thread
  * keeps its own hiredis context (they are not thread-safe) and reconnects
