@@ -8,6 +8,7 @@
 #   share/loanwire/rules.default        the exposure consumer's default rules
 #   share/loanwire/schemas/             the Avro schemas, every version
 #   share/loanwire/systemd/             the service units (deploy/systemd/)
+#   share/loanwire/web/                 the dashboard loanwire-query serves (+ uPlot)
 include(GNUInstallDirs)
 
 # One line per program: its target and the NAME line of its man page.
@@ -79,3 +80,9 @@ install(DIRECTORY ${CMAKE_SOURCE_DIR}/schemas/
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/systemd/
   DESTINATION ${CMAKE_INSTALL_DATADIR}/loanwire/systemd
   FILES_MATCHING PATTERN "*.service" PATTERN "*.conf" PATTERN "*.env")
+
+# The dashboard's page and its charting library (uPlot, MIT, its LICENSE
+# beside it), which the installed loanwire-query serves from
+# ../share/loanwire/web relative to itself.
+install(DIRECTORY ${CMAKE_BINARY_DIR}/share/loanwire/web/
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/loanwire/web)

@@ -27,6 +27,7 @@ deps=(
   "python3 cmd:python3" "python3-pip py:pip" "curl cmd:curl" "procps cmd:pkill"
   "help2man cmd:help2man" "libsystemd-dev pc:libsystemd" "systemd cmd:systemd-analyze"
   "man-db cmd:man" "stunnel4 cmd:stunnel4" "openssl cmd:openssl"
+  "npm cmd:npm" "chromium cmd:chromium" "chromium-driver cmd:chromedriver"
 )
 packages=()
 for d in "${deps[@]}"; do packages+=("${d%% *}"); done
@@ -44,10 +45,12 @@ check_deps() {
     esac || { lw_say "missing: ${probe#*:} (Debian package $pkg: apt-get install $pkg)"; bad=1; }
   done
   local m
-  for m in fastavro confluent_kafka; do
+  for m in fastavro confluent_kafka selenium; do
     python3 -c "import $m" 2>/dev/null ||
       { lw_say "missing: python module $m (PyPI: python3 -m pip install ${m//_/-})"; bad=1; }
   done
+  [ -f "$LW_UPLOT_DIR/dist/uPlot.iife.min.js" ] ||
+    { lw_say "missing: uPlot in $LW_UPLOT_DIR (npm; ./deploy/install-deps.sh fetches it)"; bad=1; }
   return $bad
 }
 if [ "${1:-}" = --check ]; then
@@ -74,16 +77,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   service redis-server stop >/dev/null 2>&1 || true
 fi
 
-# Python peers used only by tests (independent Avro implementation) and by
-# schemas/READING.md's Python recipe (fastavro, confluent-kafka).
+# Python peers used only by tests (independent Avro implementation, the
+# dashboard's browser test) and by schemas/READING.md's Python recipe
+# (fastavro, confluent-kafka).
 py_missing=()
 python3 -c 'import fastavro' 2>/dev/null || py_missing+=(fastavro)
 python3 -c 'import confluent_kafka' 2>/dev/null || py_missing+=(confluent-kafka)
+# Selenium drives Debian's chromium (through chromium-driver) in test_dashboard.py.
+python3 -c 'import selenium' 2>/dev/null || py_missing+=(selenium)
 if [ ${#py_missing[@]} -gt 0 ]; then
   lw_say "installing Python test peers: ${py_missing[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_missing[@]}" 2>/dev/null ||
     python3 -m pip install -q --disable-pip-version-check --break-system-packages "${py_missing[@]}"
 fi
+
+# The dashboard's charting library, served by loanwire-query (no CDN).
+lw_uplot_fetch
 
 if [ -z "${LOANWIRE_SKIP_KAFKA:-}" ] && [ -z "${KAFKA_HOME:-}" ] && [ -z "${LOANWIRE_BOOTSTRAP:-}" ]; then
   lw_kafka_fetch

@@ -58,6 +58,11 @@ for h in producer codec error event id json validate api version; do
 done
 check "version.h says $version" 'grep -q "define LW_VERSION  *\"$version\"" "$P/include/loanwire/version.h"'
 check "rules file share/loanwire/rules.default" 'cmp -s "$P/share/loanwire/rules.default" "$src/consumers/exposure/rules.default"'
+for f in index.html app.js app.css favicon.svg; do
+  check "dashboard file share/loanwire/web/$f" 'cmp -s "$P/share/loanwire/web/$f" "$src/consumers/query/web/$f"'
+done
+check "uPlot (npm) installed beside the dashboard, with its licence" \
+  '[ -s "$P/share/loanwire/web/vendor/uPlot.iife.min.js" ] && [ -s "$P/share/loanwire/web/vendor/uPlot.min.css" ] && [ -s "$P/share/loanwire/web/vendor/LICENSE" ]'
 for s in $(cd "$src/schemas" && find . -name '*.avsc'); do
   check "schema $s installed" 'cmp -s "$P/share/loanwire/schemas/$s" "$src/schemas/$s"'
 done

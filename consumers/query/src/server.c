@@ -17,6 +17,7 @@
  * seconds resets for ever; the watchdog's deadline is not reset by
  * anything but a complete request.
  */
+#include "dash_int.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 
@@ -60,6 +61,7 @@ struct lw_query_s {
     bool watchdog_started;
     pthread_t watchdog;
     _Atomic uint64_t header_timeouts; /* connections closed by the watchdog */
+    lw_dash_t *dash;                  /* the browser dashboard (dashboard.c) */
 };
 
 /* One per request, from the URI log callback to the completion callback. */
@@ -217,6 +219,7 @@ static enum MHD_Result lw_respond(lw_query_t *q, lw_req_t *req, struct MHD_Conne
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    lw_dash_security_headers(resp);
     if (status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer realm=\"loanwire\"");
@@ -313,6 +316,43 @@ static void lw_log_safe(char *out, size_t cap, const char *s)
     out[j] = '\0';
 }
 
+/* A dashboard path (dashboard.c): the same authorisation as the API (a
+ * bearer token, or the session cookie the token was exchanged for), the
+ * same counting and access log. */
+static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_Connection *conn,
+                                      const char *url, const char *method)
+{
+    bool bearer =
+        q->no_auth ||
+        lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                               MHD_HTTP_HEADER_AUTHORIZATION));
+    bool authed = bearer || lw_dash_session_ok(q->dash, conn);
+    redisContext *rc = NULL;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    char errstr[512];
+    int status = 500;
+    size_t bytes = 0;
+
+    if (authed && lw_dash_needs_redis(url) && !(rc = lw_thread_redis(q, errstr, sizeof errstr)))
+        lw_warn("redis: %s", errstr);
+    resp = lw_dash_handle(q->dash, conn, url, method, authed, bearer, rc, &status, &bytes);
+    lw_thread_redis_check(q, rc);
+    if (!resp)
+        return lw_respond_error(q, req, conn, 500, "internal", "out of memory");
+    lw_dash_security_headers(resp);
+    if (status == 401)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"loanwire\"");
+    ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    req->answered = true;
+    req->status = status;
+    req->bytes = bytes;
+    atomic_fetch_add(&q->counts[lw_query_status_slot(status)], 1);
+    return ret;
+}
+
 static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -334,7 +374,8 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     lw_conn_deadline(q, conn, 0); /* the headers are complete */
     lw_log_safe(req->method, sizeof req->method, method);
     lw_log_safe(req->path, sizeof req->path, url);
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0)
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+        !(lw_dash_owns(url) && lw_dash_method_ok(url, method)))
         return lw_respond_error(q, req, conn, 405, "method_not_allowed", "only GET is served");
     if (lw_has_body(conn) || *upload_data_size > 0)
         return lw_respond_error(q, req, conn, 413, "payload_too_large",
@@ -352,12 +393,15 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         return lw_respond_error(q, req, conn, 400, "bad_request",
                                 "an HTTP/1.1 request needs a Host header");
 
+    if (lw_dash_owns(url))
+        return lw_dash_answer(q, req, conn, url, method);
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
     authed = q->no_auth ||
              lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                                     MHD_HTTP_HEADER_AUTHORIZATION));
+    authed = authed || lw_dash_session_ok(q->dash, conn); /* the dashboard's sign-in cookie */
     if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");
@@ -542,7 +586,9 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
     lw_query_t *q;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    /* Suspend/resume: the dashboard's alert streams wait suspended (sse.c). */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *di;
 
     memset(&ss, 0, sizeof ss);
@@ -591,6 +637,12 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         return NULL;
     }
     q->no_auth = conf->no_auth;
+    if (!(q->dash =
+              lw_dash_new(conf->web_dir, conf->cookie_secure, &q->redis, errstr, errstr_size))) {
+        lw_tokens_destroy(q->tokens);
+        free(q);
+        return NULL;
+    }
     q->header_timeout_us = (int64_t)conf->header_timeout * 1000000;
     q->conns.next = q->conns.prev = &q->conns;
     pthread_mutex_init(&q->conn_mu, NULL);
@@ -635,6 +687,7 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
     q->port = di && di->port ? di->port : conf->port;
     return q;
 fail:
+    lw_dash_free(q->dash);
     lw_watchdog_stop(q);
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);
@@ -661,7 +714,9 @@ void lw_query_stop(lw_query_t *q)
     /* Joins the pool threads; their Redis contexts are freed as they end.
      * The watchdog goes after them: it may shutdown() only sockets MHD has
      * not closed yet, and MHD tells it (CLOSED) before it closes one. */
+    lw_dash_shutdown(q->dash); /* ends the suspended alert streams first */
     MHD_stop_daemon(q->mhd);
+    lw_dash_free(q->dash);
     lw_watchdog_stop(q);
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);

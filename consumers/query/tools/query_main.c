@@ -43,18 +43,25 @@ static void usage(FILE *fp)
             "                     from connecting or from its previous answer; then it\n"
             "                     is closed however slowly bytes still come (%d)\n"
             "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
+            "  --web-dir DIR      the dashboard's files (default: ../share/loanwire/web\n"
+            "                     beside this program)\n"
+            "  --cookie-secure    mark the dashboard's session cookie Secure (served\n"
+            "                     over HTTPS through a proxy such as stunnel)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit:\n"
             "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
             "  -h, --help         this text\n"
             "  -V, --version      print the version and exit\n"
             "\n"
-            "Endpoints (GET only; 405 otherwise, 413 when a body is sent):\n"
+            "Endpoints (GET only, but POST /session; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
             "  /healthz   PING Redis: 200 {\"status\":\"up\"} or 503 {\"status\":\"down\"}\n"
             "             (no token; with one, also the round trip or the error)\n"
             "  /metrics   Prometheus text (no token)\n"
+            "Dashboard (a browser; sign in with a token for a session cookie):\n"
+            "  /  the page; POST /session (Authorization: Bearer) signs in;\n"
+            "  /v1/alerts/stream (Server-Sent Events), /v1/dashboard/stats: token or session\n"
             "One access line per request goes to stderr. SIGINT/SIGTERM stop the server.\n"
             "Under systemd (Type=notify) READY=1 is sent once the server listens.\n"
             "\n"
@@ -113,6 +120,8 @@ int main(int argc, char **argv)
                                          {"header-timeout", required_argument, NULL, 'H'},
                                          {"idle-timeout", required_argument, NULL, 'I'},
                                          {"borrower", required_argument, NULL, 'b'},
+                                         {"web-dir", required_argument, NULL, 'W'},
+                                         {"cookie-secure", no_argument, NULL, 'S'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -176,6 +185,12 @@ int main(int argc, char **argv)
         }
         case 'b':
             borrower = optarg;
+            break;
+        case 'W':
+            conf.web_dir = optarg;
+            break;
+        case 'S':
+            conf.cookie_secure = true;
             break;
         case 'v':
             level = LW_LOG_DEBUG;

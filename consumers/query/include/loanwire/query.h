@@ -7,6 +7,8 @@
  *   /v1/alerts?since=&rule=&limit=         recent alerts from lw:alerts (token)
  *   /healthz                               PINGs Redis: 200 or 503 (open)
  *   /metrics                               Prometheus text (open)
+ *   /, /session, /v1/alerts/stream, /v1/dashboard/...
+ *                                          the browser dashboard (src/dashboard.c)
  *
  * The server is libmicrohttpd with an internal thread pool; each pool thread
  * keeps its own hiredis context (they are not thread-safe) and reconnects
@@ -155,6 +157,9 @@ typedef struct lw_query_conf {
                             a kept-alive connection, until the request's headers
                             are complete; then the connection is closed */
     int idle_timeout;    /* seconds without a byte received or sent */
+    const char *web_dir; /* the dashboard's files; NULL: beside the binary
+                            (<bin>/../share/loanwire/web) */
+    bool cookie_secure;  /* the session cookie says Secure (behind HTTPS) */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);
