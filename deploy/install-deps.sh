@@ -29,20 +29,24 @@ deps=(
   "man-db cmd:man" "stunnel4 cmd:stunnel4" "openssl cmd:openssl"
   "npm cmd:npm" "chromium cmd:chromium" "chromium-driver cmd:chromedriver"
 )
-packages=()
-for d in "${deps[@]}"; do packages+=("${d%% *}"); done
+
+# Whether what a probe names is there (a command, a pkg-config module, ...).
+probe_ok() {
+  case "$1" in
+    cmd:*) command -v "${1#cmd:}" >/dev/null 2>&1 ;;
+    pc:*) pkg-config --exists "${1#pc:}" 2>/dev/null ;;
+    file:*) compgen -G "${1#file:}" >/dev/null ;;
+    py:*) python3 -c "import ${1#py:}" 2>/dev/null ;;
+  esac
+}
 
 # Probes every dependency; prints one line per missing one, naming its package.
 check_deps() {
   local d pkg probe bad=0
   for d in "${deps[@]}"; do
     pkg=${d%% *} probe=${d#* }
-    case "$probe" in
-      cmd:*) command -v "${probe#cmd:}" >/dev/null 2>&1 ;;
-      pc:*) pkg-config --exists "${probe#pc:}" 2>/dev/null ;;
-      file:*) compgen -G "${probe#file:}" >/dev/null ;;
-      py:*) python3 -c "import ${probe#py:}" 2>/dev/null ;;
-    esac || { lw_say "missing: ${probe#*:} (Debian package $pkg: apt-get install $pkg)"; bad=1; }
+    probe_ok "$probe" ||
+      { lw_say "missing: ${probe#*:} (Debian package $pkg: apt-get install $pkg)"; bad=1; }
   done
   local m
   for m in fastavro confluent_kafka selenium; do
@@ -58,9 +62,14 @@ if [ "${1:-}" = --check ]; then
   exit 0
 fi
 
+# A package is installed unless Debian has it or its tool is already there by
+# another way: the image's Node.js and npm come from NodeSource, and Debian's
+# npm conflicts with them ("held broken packages"), so asking for it would fail.
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for d in "${deps[@]}"; do
+  p=${d%% *}
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    probe_ok "${d#* }" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
