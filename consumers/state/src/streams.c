@@ -1,0 +1,559 @@
+/*
+ * streams.c - the alert streams read in time order (loanwire/streams.h): a
+ * k-way merge by entry id over per-stream buffers, filled in rounds by a
+ * fetch callback, and the callback that reads the streams through
+ * lw_rcluster.
+ *
+ * Why a merge of its own rather than "read everything and sort": on a cluster
+ * there is one stream per hash slot, 16384 of them, each up to MAXLEN long;
+ * the newest hundred alerts are a few entries of a few hundred streams. The
+ * merge reads one page per stream to learn where each stands, then only what
+ * the order needs: a stream is read further only while its frontier (the last
+ * id fetched) could still hide an entry that comes before the best one in
+ * hand. The cost is therefore one command per stream for the first round plus
+ * a few small rounds, and the bytes are one page per non-empty stream plus
+ * about twice what is handed out.
+ *
+ * The handing-out loop scans the live streams (those not yet at their end or
+ * still holding buffered entries) for the best head: O(live) per entry, a few
+ * milliseconds for 1000 entries over 16384 live streams, far below the round
+ * trips, and no heap to keep consistent across refills.
+ */
+#include "loanwire/streams.h"
+
+#include "loanwire/conf.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LW_SPAGE_MAX 1000 /* the largest COUNT a refill asks for */
+
+bool lw_sid_parse(const char *s, size_t len, lw_sid_t *out)
+{
+    uint64_t v[2] = {0, 0};
+    int part = 0;
+    size_t digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '-' && part == 0 && digits > 0) {
+            part = 1;
+            digits = 0;
+            continue;
+        }
+        if (c < '0' || c > '9' || digits >= 19) /* 19 digits always fit in 64 bits */
+            return false;
+        v[part] = v[part] * 10 + (uint64_t)(c - '0');
+        digits++;
+    }
+    if (part != 1 || digits == 0)
+        return false;
+    out->ms = v[0];
+    out->seq = v[1];
+    return true;
+}
+
+int lw_sid_cmp(lw_sid_t a, lw_sid_t b)
+{
+    if (a.ms != b.ms)
+        return a.ms < b.ms ? -1 : 1;
+    if (a.seq != b.seq)
+        return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+/* ---- The merge -------------------------------------------------------------- */
+
+typedef struct sent {
+    lw_sid_t id;
+    const void *p;
+} sent_t;
+
+typedef struct sstream {
+    sent_t *buf; /* buffered entries buf[head .. n) */
+    size_t head, n, cap;
+    lw_sfrom_t mode; /* where the next page starts: LW_SFROM_AFTER the frontier once fetched */
+    lw_sid_t from;
+    bool fetched; /* asked at least once since the start */
+    bool at_end;  /* its last page came back short */
+    size_t page;  /* COUNT of its next refill */
+} sstream_t;
+
+struct lw_smerge {
+    size_t ns;
+    sstream_t *s;
+    bool reverse;
+    lw_smerge_fetch_fn fetch;
+    void *opaque;
+    size_t first_page, hint;
+    size_t *live; /* streams not (at_end and empty), in index order */
+    size_t nlive;
+    lw_smerge_req_t *reqs; /* the round in progress */
+    size_t *got;
+    size_t rounds, pages;
+};
+
+/* (a, sa) comes strictly before (b, sb) in the merge's order. */
+static bool before(const lw_smerge_t *m, lw_sid_t a, size_t sa, lw_sid_t b, size_t sb)
+{
+    int c = lw_sid_cmp(a, b);
+    if (c != 0)
+        return m->reverse ? c > 0 : c < 0;
+    return sa < sb;
+}
+
+/* id lies strictly beyond `from` in the merge's direction. */
+static bool beyond(const lw_smerge_t *m, lw_sid_t id, lw_sid_t from)
+{
+    int c = lw_sid_cmp(id, from);
+    return m->reverse ? c < 0 : c > 0;
+}
+
+lw_smerge_t *lw_smerge_new(size_t nstreams, bool reverse, lw_smerge_fetch_fn fetch, void *opaque)
+{
+    if (nstreams == 0 || !fetch)
+        return NULL;
+    lw_smerge_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->ns = nstreams;
+    m->reverse = reverse;
+    m->fetch = fetch;
+    m->opaque = opaque;
+    m->first_page = 1;
+    m->hint = 1;
+    m->s = calloc(nstreams, sizeof *m->s);
+    m->live = malloc(nstreams * sizeof *m->live);
+    m->reqs = malloc(nstreams * sizeof *m->reqs);
+    m->got = malloc(nstreams * sizeof *m->got);
+    if (!m->s || !m->live || !m->reqs || !m->got) {
+        lw_smerge_destroy(m);
+        return NULL;
+    }
+    for (size_t i = 0; i < nstreams; i++)
+        m->live[i] = i;
+    m->nlive = nstreams;
+    return m;
+}
+
+void lw_smerge_destroy(lw_smerge_t *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; m->s && i < m->ns; i++)
+        free(m->s[i].buf);
+    free(m->s);
+    free(m->live);
+    free(m->reqs);
+    free(m->got);
+    free(m);
+}
+
+void lw_smerge_start(lw_smerge_t *m, lw_sfrom_t mode, lw_sid_t from)
+{
+    for (size_t i = 0; i < m->ns; i++) {
+        m->s[i].mode = mode;
+        m->s[i].from = from;
+    }
+}
+
+void lw_smerge_start_stream(lw_smerge_t *m, size_t i, lw_sfrom_t mode, lw_sid_t from)
+{
+    if (i < m->ns) {
+        m->s[i].mode = mode;
+        m->s[i].from = from;
+    }
+}
+
+void lw_smerge_first_page(lw_smerge_t *m, size_t count)
+{
+    m->first_page = count ? count : 1;
+}
+
+void lw_smerge_hint(lw_smerge_t *m, size_t hint)
+{
+    m->hint = hint ? hint : 1;
+}
+
+size_t lw_smerge_rounds(const lw_smerge_t *m)
+{
+    return m->rounds;
+}
+
+size_t lw_smerge_pages(const lw_smerge_t *m)
+{
+    return m->pages;
+}
+
+bool lw_smerge_put(lw_smerge_t *m, size_t i, lw_sid_t id, const void *payload)
+{
+    sstream_t *s = &m->s[m->reqs[i].stream];
+    /* a page must move forward from where it was asked to start */
+    if (s->mode == LW_SFROM_AFTER && !beyond(m, id, s->from))
+        return false;
+    if (s->mode == LW_SFROM_INCL && beyond(m, s->from, id))
+        return false;
+    if (s->n == s->cap) {
+        if (s->head > 0) { /* slide down what is left before growing */
+            memmove(s->buf, s->buf + s->head, (s->n - s->head) * sizeof *s->buf);
+            s->n -= s->head;
+            s->head = 0;
+        }
+        if (s->n == s->cap) {
+            size_t nc = s->cap ? 2 * s->cap : 4;
+            sent_t *nb = realloc(s->buf, nc * sizeof *nb);
+            if (!nb)
+                return false;
+            s->buf = nb;
+            s->cap = nc;
+        }
+    }
+    s->buf[s->n++] = (sent_t){id, payload};
+    s->mode = LW_SFROM_AFTER;
+    s->from = id;
+    m->got[i]++;
+    return true;
+}
+
+static size_t buffered(const sstream_t *s)
+{
+    return s->n - s->head;
+}
+
+/* Orders stream indexes by their head, best first (qsort has no context). */
+static const lw_smerge_t *g_sort_m;
+static int head_cmp(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    const sstream_t *sx = &g_sort_m->s[x], *sy = &g_sort_m->s[y];
+    if (before(g_sort_m, sx->buf[sx->head].id, x, sy->buf[sy->head].id, y))
+        return -1;
+    return before(g_sort_m, sy->buf[sy->head].id, y, sx->buf[sx->head].id, x) ? 1 : 0;
+}
+
+/*
+ * One round: the streams in need[0..nneed) (blocked: the merge cannot go on
+ * without them), plus those whose head is among the next `hint` and whose
+ * buffer is nearly dry, so they do not block one at a time later.
+ */
+static lw_err_t refill(lw_smerge_t *m, const size_t *need, size_t nneed, char *errstr,
+                       size_t errstr_size)
+{
+    size_t nreq = 0;
+    for (size_t k = 0; k < nneed; k++)
+        m->reqs[nreq++].stream = need[k];
+
+    /* the prefetch: streams with a head among the `hint` best heads */
+    size_t *heads = malloc((m->nlive ? m->nlive : 1) * sizeof *heads), nh = 0;
+    if (!heads) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    for (size_t k = 0; k < m->nlive; k++)
+        if (buffered(&m->s[m->live[k]]) > 0)
+            heads[nh++] = m->live[k];
+    if (nh > m->hint) {
+        g_sort_m = m; /* one thread per merge, and qsort returns before any other use */
+        qsort(heads, nh, sizeof *heads, head_cmp);
+        nh = m->hint;
+    }
+    for (size_t k = 0; k < nh; k++) {
+        const sstream_t *s = &m->s[heads[k]];
+        if (!s->at_end && buffered(s) < 2)
+            m->reqs[nreq++].stream = heads[k];
+    }
+    free(heads);
+
+    for (size_t i = 0; i < nreq; i++) {
+        sstream_t *s = &m->s[m->reqs[i].stream];
+        m->reqs[i].mode = s->mode;
+        m->reqs[i].from = s->from;
+        m->reqs[i].count = s->fetched ? s->page : m->first_page;
+        m->got[i] = 0;
+    }
+    m->rounds++;
+    m->pages += nreq;
+    lw_err_t err = m->fetch(m->opaque, m, m->reqs, nreq, errstr, errstr_size);
+    if (err != LW_OK)
+        return err;
+    for (size_t i = 0; i < nreq; i++) {
+        sstream_t *s = &m->s[m->reqs[i].stream];
+        s->at_end = m->got[i] < m->reqs[i].count;
+        s->page = s->fetched ? 2 * s->page : 2;
+        if (s->page > LW_SPAGE_MAX)
+            s->page = LW_SPAGE_MAX;
+        s->fetched = true;
+    }
+    return LW_OK;
+}
+
+lw_err_t lw_smerge_next(lw_smerge_t *m, const lw_sid_t *bound, lw_sid_t *id, size_t *stream,
+                        const void **payload, bool *end, char *errstr, size_t errstr_size)
+{
+    *end = false;
+    for (;;) {
+        /* the best buffered head; streams done for good leave the live list */
+        size_t best = SIZE_MAX, nl = 0;
+        for (size_t k = 0; k < m->nlive; k++) {
+            size_t i = m->live[k];
+            const sstream_t *s = &m->s[i];
+            if (s->at_end && buffered(s) == 0)
+                continue;
+            m->live[nl++] = i;
+            if (buffered(s) > 0 &&
+                (best == SIZE_MAX ||
+                 before(m, s->buf[s->head].id, i, m->s[best].buf[m->s[best].head].id, best)))
+                best = i;
+        }
+        m->nlive = nl;
+        const sent_t *e = best == SIZE_MAX ? NULL : &m->s[best].buf[m->s[best].head];
+
+        /* streams that may still hold an entry before e: dry, not at their
+         * end, never asked, or with a frontier e does not reach */
+        size_t nneed = 0;
+        for (size_t k = 0; k < m->nlive; k++) {
+            size_t i = m->live[k];
+            const sstream_t *s = &m->s[i];
+            if (s->at_end || buffered(s) > 0)
+                continue;
+            if (!s->fetched || !e || beyond(m, e->id, s->from))
+                m->reqs[nneed++].stream = i; /* refill() copies before overwriting */
+        }
+        if (nneed > 0) {
+            size_t *need = malloc(nneed * sizeof *need);
+            if (!need) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return LW_ERR_NOMEM;
+            }
+            for (size_t k = 0; k < nneed; k++)
+                need[k] = m->reqs[k].stream;
+            lw_err_t err = refill(m, need, nneed, errstr, errstr_size);
+            free(need);
+            if (err != LW_OK)
+                return err;
+            continue;
+        }
+        if (!e || (bound && !before(m, e->id, SIZE_MAX, *bound, SIZE_MAX))) {
+            *end = true;
+            return LW_OK;
+        }
+        *id = e->id;
+        if (stream)
+            *stream = best;
+        *payload = e->p;
+        m->s[best].head++;
+        if (m->s[best].head == m->s[best].n)
+            m->s[best].head = m->s[best].n = 0;
+        return LW_OK;
+    }
+}
+
+void lw_smerge_rearm(lw_smerge_t *m)
+{
+    for (size_t i = 0; i < m->ns; i++)
+        m->s[i].at_end = false;
+    for (size_t i = 0; i < m->ns; i++)
+        m->live[i] = i;
+    m->nlive = m->ns;
+}
+
+/* ---- The alert streams through lw_rcluster ------------------------------------ */
+
+size_t lw_alert_streams_count(const lw_rcluster_t *cl)
+{
+    return lw_rcluster_is_cluster(cl) ? LW_RCLUSTER_SLOTS : 1;
+}
+
+size_t lw_alert_stream_key(const lw_rcluster_t *cl, size_t i, char *buf, size_t cap)
+{
+    int n;
+    if (i >= lw_alert_streams_count(cl))
+        return 0;
+    if (!lw_rcluster_is_cluster(cl)) {
+        n = snprintf(buf, cap, "%s", LW_REDIS_ALERT_STREAM);
+    } else {
+        char tag[16];
+        if (!lw_rcluster_slot_tag((int)i, tag, sizeof tag))
+            return 0;
+        /* the spelling of lw_storec_stream_key(), the writer's */
+        n = snprintf(buf, cap, "%s:{%s}", LW_REDIS_ALERT_STREAM, tag);
+    }
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+int lw_alert_stream_slot(const lw_rcluster_t *cl, size_t i)
+{
+    if (lw_rcluster_is_cluster(cl))
+        return (int)i;
+    return lw_rcluster_keyslot(LW_REDIS_ALERT_STREAM, strlen(LW_REDIS_ALERT_STREAM));
+}
+
+/* One round's replies and the entries handed to the merge from them. */
+typedef struct am_round {
+    struct am_round *next;
+    lw_rcluster_batch_t *bat;
+    struct am_ent *ents;
+    size_t live; /* entries not handed out yet */
+} am_round_t;
+
+typedef struct am_ent {
+    const redisReply *e;
+    am_round_t *r;
+} am_ent_t;
+
+struct lw_alert_merge {
+    lw_rcluster_t *cl;
+    lw_smerge_t *m;
+    bool reverse;
+    am_round_t *rounds;
+};
+
+static void round_free(am_round_t *r)
+{
+    lw_rcluster_batch_destroy(r->bat);
+    free(r->ents);
+    free(r);
+}
+
+/* A range bound as XRANGE takes it: "-", "+", "<ms>-<seq>" or "(<ms>-<seq>". */
+static void range_arg(char *buf, size_t cap, lw_sfrom_t mode, lw_sid_t from, const char *open)
+{
+    if (mode == LW_SFROM_OPEN)
+        snprintf(buf, cap, "%s", open);
+    else
+        snprintf(buf, cap, "%s%" PRIu64 "-%" PRIu64, mode == LW_SFROM_AFTER ? "(" : "", from.ms,
+                 from.seq);
+}
+
+static lw_err_t am_fetch(void *opaque, lw_smerge_t *m, const lw_smerge_req_t *reqs, size_t n,
+                         char *errstr, size_t errstr_size)
+{
+    lw_alert_merge_t *am = opaque;
+    am_round_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->bat = lw_rcluster_batch_new(am->cl))) {
+        free(r);
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    r->next = am->rounds;
+    am->rounds = r;
+    const char *cmd = am->reverse ? "XREVRANGE" : "XRANGE";
+    for (size_t i = 0; i < n; i++) {
+        char key[64], start[48], cnt[24];
+        size_t kl = lw_alert_stream_key(am->cl, reqs[i].stream, key, sizeof key);
+        range_arg(start, sizeof start, reqs[i].mode, reqs[i].from, am->reverse ? "+" : "-");
+        snprintf(cnt, sizeof cnt, "%zu", reqs[i].count);
+        const char *argv[] = {cmd, key, start, am->reverse ? "-" : "+", "COUNT", cnt};
+        size_t argl[] = {strlen(cmd), kl, strlen(start), 1, 5, strlen(cnt)};
+        if (kl == 0 ||
+            lw_rcluster_batch_group(r->bat, lw_alert_stream_slot(am->cl, reqs[i].stream)) < 0 ||
+            lw_rcluster_batch_append_argv(r->bat, 6, argv, argl) != LW_RCLUSTER_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return LW_ERR_NOMEM;
+        }
+    }
+    char why[256] = "";
+    lw_rcluster_err_t ce = lw_rcluster_batch_send(r->bat, why, sizeof why);
+    if (!ce)
+        ce = lw_rcluster_batch_recv(r->bat, why, sizeof why);
+    if (ce) {
+        snprintf(errstr, errstr_size, "redis %s of the alert streams: %s", cmd,
+                 why[0] ? why : lw_rcluster_err2str(ce));
+        return ce == LW_RCLUSTER_ERR_NOMEM ? LW_ERR_NOMEM : LW_ERR_REDIS;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *g = lw_rcluster_group_reply(r->bat, i, 0);
+        if (!g || g->type != REDIS_REPLY_ARRAY) {
+            char key[64];
+            lw_alert_stream_key(am->cl, reqs[i].stream, key, sizeof key);
+            snprintf(errstr, errstr_size, "redis %s %s: %s", cmd, key,
+                     g && g->type == REDIS_REPLY_ERROR ? g->str : "unexpected reply");
+            return LW_ERR_REDIS;
+        }
+        total += g->elements;
+    }
+    if (total && !(r->ents = calloc(total, sizeof *r->ents))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *g = lw_rcluster_group_reply(r->bat, i, 0);
+        for (size_t j = 0; j < g->elements; j++) {
+            const redisReply *e = g->element[j];
+            lw_sid_t id;
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                e->element[0]->type != REDIS_REPLY_STRING ||
+                !lw_sid_parse(e->element[0]->str, e->element[0]->len, &id))
+                continue; /* not a stream entry: nothing to order it by */
+            r->ents[k] = (am_ent_t){e, r};
+            if (lw_smerge_put(m, i, id, &r->ents[k])) {
+                r->live++;
+                k++;
+            }
+        }
+    }
+    return LW_OK;
+}
+
+lw_alert_merge_t *lw_alert_merge_new(lw_rcluster_t *cl, bool reverse)
+{
+    if (!cl)
+        return NULL;
+    lw_alert_merge_t *am = calloc(1, sizeof *am);
+    if (!am)
+        return NULL;
+    am->cl = cl;
+    am->reverse = reverse;
+    am->m = lw_smerge_new(lw_alert_streams_count(cl), reverse, am_fetch, am);
+    if (!am->m) {
+        free(am);
+        return NULL;
+    }
+    return am;
+}
+
+lw_smerge_t *lw_alert_merge_engine(lw_alert_merge_t *am)
+{
+    return am->m;
+}
+
+lw_err_t lw_alert_merge_next(lw_alert_merge_t *am, const lw_sid_t *bound, lw_sid_t *id,
+                             size_t *stream, const redisReply **entry, bool *end, char *errstr,
+                             size_t errstr_size)
+{
+    /* rounds whose every entry was handed out (the caller is done with the
+     * last one by now) */
+    for (am_round_t **pp = &am->rounds; *pp;) {
+        am_round_t *r = *pp;
+        if (r->live == 0) {
+            *pp = r->next;
+            round_free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+    const void *p = NULL;
+    lw_err_t err = lw_smerge_next(am->m, bound, id, stream, &p, end, errstr, errstr_size);
+    if (err != LW_OK || *end)
+        return err;
+    const am_ent_t *ae = p;
+    ae->r->live--;
+    *entry = ae->e;
+    return LW_OK;
+}
+
+void lw_alert_merge_destroy(lw_alert_merge_t *am)
+{
+    if (!am)
+        return;
+    while (am->rounds) {
+        am_round_t *r = am->rounds;
+        am->rounds = r->next;
+        round_free(r);
+    }
+    lw_smerge_destroy(am->m);
+    free(am);
+}
