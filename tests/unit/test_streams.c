@@ -97,9 +97,9 @@ static int ent_cmp(const void *a, const void *b)
 {
     const ent_t *x = a, *y = b;
     int c = lw_sid_cmp(x->id, y->id);
-    if (c)
-        return g_rev ? -c : c;
-    return x->s < y->s ? -1 : x->s > y->s;
+    if (c == 0)
+        c = x->s < y->s ? -1 : x->s > y->s;
+    return g_rev ? -c : c; /* newest first is the same order backwards */
 }
 
 /* Every entry of w (from the start point), in the order the merge must give. */

@@ -88,6 +88,11 @@ done:
     return err;
 }
 
+static int rule_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_state_t *out,
                        bool *found, char *errstr, size_t errstr_size)
 {
@@ -169,6 +174,11 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
                 a->element[i]->str[0] != '~') /* "~rule": a cleared alert, kept for replay */
                 snprintf(out->open_alerts[na++], LW_ID_MAX + 1, "%s", a->element[i]->str);
     }
+    /* By rule id, not in HKEYS order: the hash's field order is its write
+     * history (a single Redis and a cluster write the fields in different
+     * steps), and the reader's answer must not depend on it. */
+    if (na > 1)
+        qsort(out->open_alerts, na, sizeof *out->open_alerts, rule_cmp);
     size_t nl = out->n_loans;
     out->n_open_alerts = na;
 

@@ -94,13 +94,15 @@ struct lw_smerge {
     size_t rounds, pages;
 };
 
-/* (a, sa) comes strictly before (b, sb) in the merge's order. */
+/* (a, sa) comes strictly before (b, sb) in the merge's order: by id, then by
+ * stream index, so a reverse merge gives exactly the forward order backwards
+ * (a page read newest first and turned round equals one read oldest first). */
 static bool before(const lw_smerge_t *m, lw_sid_t a, size_t sa, lw_sid_t b, size_t sb)
 {
     int c = lw_sid_cmp(a, b);
-    if (c != 0)
-        return m->reverse ? c > 0 : c < 0;
-    return sa < sb;
+    if (c == 0)
+        c = sa < sb ? -1 : sa > sb;
+    return m->reverse ? c > 0 : c < 0;
 }
 
 /* id lies strictly beyond `from` in the merge's direction. */

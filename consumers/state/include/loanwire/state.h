@@ -72,7 +72,7 @@ typedef struct lw_borrower_state {
     size_t n_loans;
     lw_loan_state_t *loans; /* n_loans entries, every loan ever seen */
     size_t n_open_alerts;
-    char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared */
+    char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared, sorted */
 } lw_borrower_state_t;
 
 /*

@@ -25,7 +25,8 @@
  *     hot stream needs a logarithmic number of one-command rounds.
  *
  * Ties between streams (the same id recorded by two masters) are broken by
- * stream index, so the order is total and the same on every run.
+ * stream index, so the order is total and the same on every run; a reverse
+ * merge gives exactly that order backwards.
  *
  * The engine is pure: it asks a fetch callback for pages and never touches
  * Redis itself, so the unit tests drive it with in-memory streams. The
