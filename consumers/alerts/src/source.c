@@ -49,8 +49,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define LW_SEEN_CAPACITY 100000
-#define LW_REDIS_BATCH   100
+#define LW_SEEN_CAPACITY  100000
+#define LW_REDIS_BATCH    100
 #define LW_REDIS_CONSUMER "loanwire-alerts"
 /* Between two polls of a cluster's streams: each poll is one XRANGE per slot
  * (16384 commands, ~5461 per master of three), so twice a second costs each
@@ -651,14 +651,13 @@ static void lw_time_cb(void *opaque, int master, const char *host, int port, con
 
 /* The smallest clock of the masters (TIME on each, at once): what any of them
  * records from now on has an entry id at or above it. */
-static lw_err_t lw_masters_clock(lw_rcluster_t *cl, uint64_t *ms, char *errstr,
-                                 size_t errstr_size)
+static lw_err_t lw_masters_clock(lw_rcluster_t *cl, uint64_t *ms, char *errstr, size_t errstr_size)
 {
     static const char *argv[] = {"TIME"};
     static const size_t argl[] = {4};
     lw_clock_t ck = {UINT64_MAX, false};
-    lw_rcluster_err_t ce = lw_rcluster_on_masters(cl, 1, argv, argl, lw_time_cb, &ck, errstr,
-                                                  errstr_size);
+    lw_rcluster_err_t ce =
+        lw_rcluster_on_masters(cl, 1, argv, argl, lw_time_cb, &ck, errstr, errstr_size);
     if (ce == LW_RCLUSTER_OK && (ck.bad || ck.min_ms == UINT64_MAX)) {
         snprintf(errstr, errstr_size, "redis TIME: unexpected reply");
         return LW_ERR_REDIS;
@@ -701,8 +700,7 @@ static lw_err_t lw_run_redis_cluster(const lw_alerts_conf_t *conf, lw_printer_t 
         goto out;
     }
     lw_smerge_t *m = lw_alert_merge_engine(am);
-    lw_smerge_start(m, conf->from_beginning ? LW_SFROM_OPEN : LW_SFROM_INCL,
-                    (lw_sid_t){now, 0});
+    lw_smerge_start(m, conf->from_beginning ? LW_SFROM_OPEN : LW_SFROM_INCL, (lw_sid_t){now, 0});
     lw_smerge_first_page(m, LW_CLUSTER_PAGE);
     lw_smerge_hint(m, LW_CLUSTER_PAGE);
     lw_info("Redis Cluster: following the %zu per-slot alert streams by polling every %d ms",
@@ -814,9 +812,8 @@ static lw_err_t lw_run_redis(const lw_alerts_conf_t *conf, lw_printer_t *pr, cha
             r = redisCommand(rc, "XREADGROUP GROUP %s %s COUNT %s BLOCK 1000 STREAMS %s >", group,
                              consumer, countbuf, LW_REDIS_ALERT_STREAM);
         else
-            r = redisCommand(rc, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s", group,
-                             consumer, countbuf, LW_REDIS_ALERT_STREAM,
-                             pending_done ? ">" : "0");
+            r = redisCommand(rc, "XREADGROUP GROUP %s %s COUNT %s STREAMS %s %s", group, consumer,
+                             countbuf, LW_REDIS_ALERT_STREAM, pending_done ? ">" : "0");
         if (!r) {
             snprintf(errstr, errstr_size, "redis XREADGROUP: %s", rc->errstr);
             err = LW_ERR_REDIS;
