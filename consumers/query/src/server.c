@@ -406,17 +406,24 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         int64_t t0 = lw_mono_us();
         lw_rcluster_err_t ce =
             lw_rcluster_on_masters(rc, 1, ping, pingl, lw_ping_cb, &pg, errstr, sizeof errstr);
-        int64_t rtt = lw_mono_us() - t0;
         bool ok = ce == LW_RCLUSTER_OK && pg.masters > 0 && pg.up == pg.masters;
+        if (!ok && lw_rcluster_is_cluster(rc)) {
+            /* This thread's map may predate a failover (a request that found
+             * no dead master since never reloaded it): reload and ask again,
+             * so a probe says down only for a master that is down now. */
+            lw_rcluster_refresh(rc, NULL, 0);
+            pg = (lw_ping_t){0, 0, ""};
+            t0 = lw_mono_us();
+            ce = lw_rcluster_on_masters(rc, 1, ping, pingl, lw_ping_cb, &pg, errstr, sizeof errstr);
+            ok = ce == LW_RCLUSTER_OK && pg.masters > 0 && pg.up == pg.masters;
+        }
+        int64_t rtt = lw_mono_us() - t0;
         const char *why = pg.why[0] ? pg.why : ce ? errstr : "no master";
         json_t *o = !authed ? json_pack("{s:s}", "status", ok ? "up" : "down")
                     : ok ? json_pack("{s:s, s:I}", "status", "up", "redis_rtt_us", (json_int_t)rtt)
                          : json_pack("{s:s, s:s}", "status", "down", "error", why);
-        if (!ok) {
+        if (!ok)
             lw_warn("healthz: redis: %s", why);
-            /* a master may have failed over: look again before the next probe */
-            lw_rcluster_refresh(rc, NULL, 0);
-        }
         body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(o);
         return body ? lw_respond(q, req, conn, ok ? 200 : 503, "application/json", body, true)
