@@ -239,6 +239,15 @@ static void test_merge_cost(void **state)
     assert_true(rounds <= 12); /* pages of 2, 4, ... 1000 */
     assert_true(pages <= LW_RCLUSTER_SLOTS + 250);
     world_free(w);
+
+    /* a single Redis: one stream read in pages of 1000 (rule=), as before */
+    w = world_new(1, true);
+    for (uint64_t t = 0; t < 20000; t++)
+        add(w, 0, 1000000 + t, 0);
+    check_merge(w, LW_SFROM_OPEN, (lw_sid_t){0, 0}, 100000, 1000, &rounds, &pages);
+    print_message("one stream, 20000 entries: %zu rounds\n", rounds);
+    assert_int_equal(rounds, 21); /* 20 full pages and the empty one that ends it */
+    world_free(w);
 }
 
 /* A follower: forward from a start, a bound (the watermark) holds back what

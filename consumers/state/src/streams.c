@@ -283,7 +283,9 @@ static lw_err_t refill(lw_smerge_t *m, const size_t *need, size_t nneed, char *e
     for (size_t i = 0; i < nreq; i++) {
         sstream_t *s = &m->s[m->reqs[i].stream];
         s->at_end = m->got[i] < m->reqs[i].count;
-        s->page = s->fetched ? 2 * s->page : 2;
+        /* twice the last page: a stream that keeps being needed is read in
+         * ever larger pages (a hot stream, or one stream on a single Redis) */
+        s->page = 2 * m->reqs[i].count;
         if (s->page > LW_SPAGE_MAX)
             s->page = LW_SPAGE_MAX;
         s->fetched = true;
