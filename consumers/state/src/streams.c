@@ -224,15 +224,28 @@ static size_t buffered(const sstream_t *s)
     return s->n - s->head;
 }
 
-/* Orders stream indexes by their head, best first (qsort has no context). */
-static const lw_smerge_t *g_sort_m;
-static int head_cmp(const void *a, const void *b)
+/* A stream's head, copied for sorting: qsort's comparator takes no context,
+ * and the query server runs merges on several threads at once. */
+typedef struct shead {
+    lw_sid_t id;
+    size_t s;
+} shead_t;
+
+static int shead_cmp(const shead_t *x, const shead_t *y)
 {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    const sstream_t *sx = &g_sort_m->s[x], *sy = &g_sort_m->s[y];
-    if (before(g_sort_m, sx->buf[sx->head].id, x, sy->buf[sy->head].id, y))
-        return -1;
-    return before(g_sort_m, sy->buf[sy->head].id, y, sx->buf[sx->head].id, x) ? 1 : 0;
+    int c = lw_sid_cmp(x->id, y->id);
+    return c ? c : x->s < y->s ? -1 : x->s > y->s;
+}
+
+/* Oldest first (a forward merge's best first), and newest first. */
+static int head_fwd(const void *a, const void *b)
+{
+    return shead_cmp(a, b);
+}
+
+static int head_rev(const void *a, const void *b)
+{
+    return shead_cmp(b, a);
 }
 
 /*
@@ -248,23 +261,25 @@ static lw_err_t refill(lw_smerge_t *m, const size_t *need, size_t nneed, char *e
         m->reqs[nreq++].stream = need[k];
 
     /* the prefetch: streams with a head among the `hint` best heads */
-    size_t *heads = malloc((m->nlive ? m->nlive : 1) * sizeof *heads), nh = 0;
+    shead_t *heads = malloc((m->nlive ? m->nlive : 1) * sizeof *heads);
+    size_t nh = 0;
     if (!heads) {
         snprintf(errstr, errstr_size, "out of memory");
         return LW_ERR_NOMEM;
     }
-    for (size_t k = 0; k < m->nlive; k++)
-        if (buffered(&m->s[m->live[k]]) > 0)
-            heads[nh++] = m->live[k];
+    for (size_t k = 0; k < m->nlive; k++) {
+        const sstream_t *s = &m->s[m->live[k]];
+        if (buffered(s) > 0)
+            heads[nh++] = (shead_t){s->buf[s->head].id, m->live[k]};
+    }
     if (nh > m->hint) {
-        g_sort_m = m; /* one thread per merge, and qsort returns before any other use */
-        qsort(heads, nh, sizeof *heads, head_cmp);
+        qsort(heads, nh, sizeof *heads, m->reverse ? head_rev : head_fwd);
         nh = m->hint;
     }
     for (size_t k = 0; k < nh; k++) {
-        const sstream_t *s = &m->s[heads[k]];
+        const sstream_t *s = &m->s[heads[k].s];
         if (!s->at_end && buffered(s) < 2)
-            m->reqs[nreq++].stream = heads[k];
+            m->reqs[nreq++].stream = heads[k].s;
     }
     free(heads);
 
