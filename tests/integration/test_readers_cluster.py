@@ -258,8 +258,15 @@ def main():
               "/v1/alerts stream_ids are not the entries' (id, slot) in order")
         st, body = srv.get("/v1/alerts?limit=100")
         newest = json.loads(body) if st == 200 else []
+        check(st == 200, f"/v1/alerts?limit=100: {st} {body[:200]}")
         check([a["alert_id"] for a in newest] == [t[1] for t in truth[-100:]],
               "/v1/alerts without since: not the newest 100, oldest first")
+        # the worker threads merge at the same time: every answer the same
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as ex:
+            answers = list(ex.map(lambda _: srv.get("/v1/alerts?limit=100"), range(24)))
+        check(all(a == (200, body) for a in answers),
+              "concurrent /v1/alerts calls gave different answers")
         rule = truth[len(truth) // 2][2]
         st, body = srv.get(f"/v1/alerts?rule={rule}&limit=50")
         want = [t[1] for t in truth if t[2] == rule][-50:]
