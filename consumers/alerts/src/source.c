@@ -625,52 +625,6 @@ static lw_err_t lw_redis_batch(redisContext *rc, const lw_alerts_conf_t *conf, c
 
 /* ---- Redis Cluster: the per-slot streams, polled ------------------------------ */
 
-typedef struct lw_clock {
-    uint64_t min_ms;
-    bool bad;
-} lw_clock_t;
-
-static void lw_time_cb(void *opaque, int master, const char *host, int port, const redisReply *r,
-                       lw_rcluster_err_t err)
-{
-    lw_clock_t *ck = opaque;
-    (void)master;
-    (void)host;
-    (void)port;
-    (void)err;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
-        ck->bad = true;
-        return;
-    }
-    uint64_t ms = strtoull(r->element[0]->str, NULL, 10) * 1000 +
-                  strtoull(r->element[1]->str, NULL, 10) / 1000;
-    if (ms < ck->min_ms)
-        ck->min_ms = ms;
-}
-
-/* The smallest clock of the masters (TIME on each, at once): what any of them
- * records from now on has an entry id at or above it. */
-static lw_err_t lw_masters_clock(lw_rcluster_t *cl, uint64_t *ms, char *errstr, size_t errstr_size)
-{
-    static const char *argv[] = {"TIME"};
-    static const size_t argl[] = {4};
-    lw_clock_t ck = {UINT64_MAX, false};
-    lw_rcluster_err_t ce =
-        lw_rcluster_on_masters(cl, 1, argv, argl, lw_time_cb, &ck, errstr, errstr_size);
-    if (ce == LW_RCLUSTER_OK && (ck.bad || ck.min_ms == UINT64_MAX)) {
-        snprintf(errstr, errstr_size, "redis TIME: unexpected reply");
-        return LW_ERR_REDIS;
-    }
-    if (ce != LW_RCLUSTER_OK) {
-        /* a master changed or died: look at the map again before the retry */
-        lw_rcluster_refresh(cl, NULL, 0);
-        return LW_ERR_REDIS;
-    }
-    *ms = ck.min_ms;
-    return LW_OK;
-}
-
 static lw_err_t lw_run_redis_cluster(const lw_alerts_conf_t *conf, lw_printer_t *pr,
                                      lw_rcluster_t *cl, char *errstr, size_t errstr_size)
 {
@@ -688,7 +642,7 @@ static lw_err_t lw_run_redis_cluster(const lw_alerts_conf_t *conf, lw_printer_t 
         return LW_ERR_CONFIG;
     }
     /* the start: the oldest entry, or the masters' clocks now */
-    while ((err = lw_masters_clock(cl, &now, errstr, errstr_size)) != LW_OK) {
+    while ((err = lw_alert_streams_clock(cl, &now, errstr, errstr_size)) != LW_OK) {
         if (!conf->follow || lw_stop_requested())
             goto out;
         lw_warn("%s; retrying", errstr);
@@ -712,7 +666,7 @@ static lw_err_t lw_run_redis_cluster(const lw_alerts_conf_t *conf, lw_printer_t 
         bool end = false;
 
         /* the watermark before the reads: later entries are at or above it */
-        if ((err = lw_masters_clock(cl, &now, errstr, errstr_size)) == LW_OK) {
+        if ((err = lw_alert_streams_clock(cl, &now, errstr, errstr_size)) == LW_OK) {
             bound = (lw_sid_t){now, 0};
             lw_smerge_rearm(m);
             while (!end && !lw_count_reached(pr)) {

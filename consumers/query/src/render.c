@@ -312,6 +312,24 @@ lw_err_t lw_query_alerts_json(lw_rcluster_t *cl, const lw_alerts_params_t *p, ch
         return LW_ERR_NOMEM;
     }
     lw_smerge_t *m = lw_alert_merge_engine(am);
+    /* On a cluster only entries below the masters' smallest clock are shown:
+     * one master may still record an entry with an id below one another
+     * master already gave, and a client paging with since= past it would
+     * never see it. What is held back (a few ms' worth) shows in the next
+     * call. A single stream's ids only grow, so a single Redis needs none. */
+    lw_sid_t bound = {UINT64_MAX, 0};
+    if (cluster) {
+        uint64_t now;
+        err = lw_alert_streams_clock(cl, &now, errstr, errstr_size);
+        if (err != LW_OK) {
+            lw_alert_merge_destroy(am);
+            json_decref(out);
+            return err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
+        }
+        bound = (lw_sid_t){now, 0};
+        if (reverse) /* newest first: start below the watermark */
+            lw_smerge_start(m, LW_SFROM_INCL, (lw_sid_t){now ? now - 1 : 0, UINT64_MAX});
+    }
     /* Without since: the newest `limit` alerts (read backwards, then turned
      * round); with since: forwards from it. Either way the answer is oldest
      * first, so a client pages by passing the last stream_id as since. */
@@ -340,7 +358,8 @@ lw_err_t lw_query_alerts_json(lw_rcluster_t *cl, const lw_alerts_params_t *p, ch
         json_t *al;
 
         lw_smerge_hint(m, p->has_rule ? batch : (size_t)p->limit - json_array_size(out));
-        err = lw_alert_merge_next(am, NULL, &id, &stream, &e, &end, errstr, errstr_size);
+        err = lw_alert_merge_next(am, cluster && !reverse ? &bound : NULL, &id, &stream, &e, &end,
+                                  errstr, errstr_size);
         if (err != LW_OK || end)
             break;
         scanned++;

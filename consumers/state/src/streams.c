@@ -438,6 +438,50 @@ int lw_alert_stream_slot(const lw_rcluster_t *cl, size_t i)
     return lw_rcluster_keyslot(LW_REDIS_ALERT_STREAM, strlen(LW_REDIS_ALERT_STREAM));
 }
 
+typedef struct lw_clock {
+    uint64_t min_ms;
+    bool bad;
+} lw_clock_t;
+
+static void time_cb(void *opaque, int master, const char *host, int port, const redisReply *r,
+                    lw_rcluster_err_t err)
+{
+    lw_clock_t *ck = opaque;
+    (void)master;
+    (void)host;
+    (void)port;
+    (void)err;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
+        ck->bad = true;
+        return;
+    }
+    uint64_t ms = strtoull(r->element[0]->str, NULL, 10) * 1000 +
+                  strtoull(r->element[1]->str, NULL, 10) / 1000;
+    if (ms < ck->min_ms)
+        ck->min_ms = ms;
+}
+
+lw_err_t lw_alert_streams_clock(lw_rcluster_t *cl, uint64_t *ms, char *errstr, size_t errstr_size)
+{
+    static const char *argv[] = {"TIME"};
+    static const size_t argl[] = {4};
+    lw_clock_t ck = {UINT64_MAX, false};
+    lw_rcluster_err_t ce =
+        lw_rcluster_on_masters(cl, 1, argv, argl, time_cb, &ck, errstr, errstr_size);
+    if (ce != LW_RCLUSTER_OK) {
+        /* a master changed or died: look at the map again before the retry */
+        lw_rcluster_refresh(cl, NULL, 0);
+        return LW_ERR_REDIS;
+    }
+    if (ck.bad || ck.min_ms == UINT64_MAX) {
+        snprintf(errstr, errstr_size, "redis TIME: unexpected reply");
+        return LW_ERR_REDIS;
+    }
+    *ms = ck.min_ms;
+    return LW_OK;
+}
+
 /* One round's replies and the entries handed to the merge from them. */
 typedef struct am_round {
     struct am_round *next;

@@ -135,6 +135,16 @@ size_t lw_alert_stream_key(const lw_rcluster_t *cl, size_t i, char *buf, size_t 
 int lw_alert_stream_slot(const lw_rcluster_t *cl, size_t i);
 
 /*
+ * The watermark of the alert streams: the smallest clock (TIME, in ms) of the
+ * masters, asked of all at once. An entry a master records after answering has
+ * an id at or above its clock, so every entry below *ms is already readable:
+ * a reader that shows only those never shows a later entry with a smaller id
+ * than one it showed (paging with since, following). LW_ERR_REDIS with errstr
+ * when a master does not answer (the map is reloaded for the next try).
+ */
+lw_err_t lw_alert_streams_clock(lw_rcluster_t *cl, uint64_t *ms, char *errstr, size_t errstr_size);
+
+/*
  * A merge of the alert streams of cl: each round is one lw_rcluster batch,
  * one group per stream asked (XRANGE or XREVRANGE ... COUNT n), so every
  * master gets its slots' commands pipelined and all masters work at once.
