@@ -284,7 +284,7 @@ fail:
  *     of `limit` entries (1000 with rule=), as the reads always did, and the
  *     answer is byte for byte what it was;
  *   - a cluster has one stream per hash slot, lw:alerts:{TAG}. One call costs
- *     a first round of one XREVRANGE (XRANGE with since=) per slot, COUNT 1:
+ *     TIME on every master (the watermark, below), then a first round of one XREVRANGE (XRANGE with since=) per slot, COUNT 1:
  *     16384 commands, pipelined on each master for the slots it serves (about
  *     5461 per master of three), all masters at once, one round trip; it
  *     returns one entry per non-empty stream. Then a few small rounds (usually
