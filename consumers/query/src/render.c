@@ -283,13 +283,15 @@ fail:
  *   - a single Redis has one stream, lw:alerts: the merge asks it for pages
  *     of `limit` entries (1000 with rule=), as the reads always did, and the
  *     answer is byte for byte what it was;
- *   - a cluster has one stream per hash slot, lw:alerts:{TAG}. One call costs
- *     TIME on every master (the watermark, below), then a first round of
- *     one XREVRANGE (XRANGE with since=) per slot, COUNT 1: 16384 commands, pipelined on each
- * master for the slots it serves (about 5461 per master of three), all masters at once, one round
- * trip; it returns one entry per non-empty stream. Then a few small rounds (usually one or two, at
- * most ~11 for one hot stream) read further only the streams whose next entries can still be among
- * the answer. Bytes: one entry per non-empty stream plus about twice the answer.
+ *   - a cluster has one stream per hash slot, lw:alerts:{TAG}. One call
+ *     costs TIME on every master (the watermark, below), then a first round
+ *     of one XREVRANGE (XRANGE with since=) per slot, COUNT 1: 16384
+ *     commands, pipelined on each master for the slots it serves (about 5461
+ *     per master of three), all masters at once, one round trip; it returns
+ *     one entry per non-empty stream. Then a few small rounds (usually one or
+ *     two, at most ~11 for one hot stream) read further only the streams
+ *     whose next entries can still be among the answer. Bytes: one entry per
+ *     non-empty stream plus about twice the answer.
  *
  * On a cluster two slots' streams may hold the same entry id, so the order is
  * by (id, slot) and stream_id names the slot ("<ms>-<seq>:<slot>"): passed
