@@ -71,6 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (ap.has_since && sscanf(ap.since_id, "%lld-%lld%c", &ms, &seq, &tail) != 2)
             abort();
+        if (ap.since_stream < -1 || ap.since_stream >= 16384 ||
+            (ap.since_stream >= 0 && !ap.since_exclusive))
+            abort();
         if (ap.has_rule) {
             size_t len = strlen(ap.rule);
             if (len == 0 || len > LW_ID_MAX)

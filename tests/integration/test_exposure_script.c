@@ -36,6 +36,7 @@
 
 static char g_url[300];
 static redisContext *g_rc;
+static lw_rcluster_t *g_cl; /* the reader's handle on the same database */
 static lw_rules_t *g_rules;
 
 static lw_store_t *store_open(bool strict)
@@ -67,6 +68,9 @@ static int setup(void **state)
     redisReply *r = redisCommand(g_rc, "SELECT %d", DB);
     assert_non_null(r);
     freeReplyObject(r);
+    lw_redis_url_t du;
+    assert_int_equal(lw_redis_url_parse(g_url, &du, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_rcluster_new(&du, NULL, &g_cl, errstr, sizeof errstr), LW_RCLUSTER_OK);
     g_rules = lw_rules_default();
     return 0;
 }
@@ -75,6 +79,7 @@ static int teardown(void **state)
 {
     flushdb();
     redisFree(g_rc);
+    lw_rcluster_destroy(g_cl);
     lw_rules_destroy(g_rules);
     return 0;
 }
@@ -122,7 +127,7 @@ static lw_borrower_state_t readb(const char *bid)
     lw_borrower_state_t s;
     bool found;
     char errstr[256];
-    assert_int_equal(lw_state_read(g_rc, bid, &s, &found, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_state_read(g_cl, bid, &s, &found, errstr, sizeof errstr), LW_OK);
     assert_true(found);
     return s;
 }
@@ -222,9 +227,9 @@ static void test_totals_sequence_rule(void **state)
     /* an unknown borrower is not found */
     bool found = true;
     char errstr[128];
-    assert_int_equal(lw_state_read(g_rc, BID_C, &s, &found, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_state_read(g_cl, BID_C, &s, &found, errstr, sizeof errstr), LW_OK);
     assert_false(found);
-    assert_int_equal(lw_state_read(g_rc, "nope", &s, &found, errstr, sizeof errstr),
+    assert_int_equal(lw_state_read(g_cl, "nope", &s, &found, errstr, sizeof errstr),
                      LW_ERR_INVALID_ARG);
     lw_store_destroy(st);
 }
@@ -328,7 +333,7 @@ static void test_state_read_malformed(void **state)
     for (size_t cut = 0; cut < len; cut++) {
         r = redisCommand(g_rc, "SET b:{" BID_B "} %b", good, cut);
         freeReplyObject(r);
-        lw_err_t err = lw_state_read(g_rc, BID_B, &s, &found, errstr, sizeof errstr);
+        lw_err_t err = lw_state_read(g_cl, BID_B, &s, &found, errstr, sizeof errstr);
         assert_int_equal(err, LW_ERR_REDIS);
         assert_non_null(strstr(errstr, "malformed"));
         assert_false(found);
@@ -339,7 +344,7 @@ static void test_state_read_malformed(void **state)
         bad[i] = (char)0xff;
         r = redisCommand(g_rc, "SET b:{" BID_B "} %b", bad, len);
         freeReplyObject(r);
-        lw_err_t err = lw_state_read(g_rc, BID_B, &s, &found, errstr, sizeof errstr);
+        lw_err_t err = lw_state_read(g_cl, BID_B, &s, &found, errstr, sizeof errstr);
         assert_true(err == LW_OK || err == LW_ERR_REDIS);
         if (err == LW_OK)
             lw_borrower_state_clear(&s);
@@ -1076,7 +1081,7 @@ static void test_state_read_exact_and_checked(void **state)
     lw_borrower_state_t o;
     bool found;
     char errstr[256];
-    lw_err_t err = lw_state_read(g_rc, BID_B, &o, &found, errstr, sizeof errstr);
+    lw_err_t err = lw_state_read(g_cl, BID_B, &o, &found, errstr, sizeof errstr);
     assert_int_not_equal(err, LW_OK);
     assert_non_null(strstr(errstr, "exceeds"));
     lw_borrower_state_clear(&o);

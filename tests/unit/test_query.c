@@ -100,6 +100,20 @@ static void test_alerts_params(void **state)
     assert_true(p.since_exclusive);
     assert_string_equal(p.since_id, "1700000000000-7");
     assert_int_equal(p.limit, 1);
+    assert_int_equal(p.since_stream, -1);
+    assert_int_equal(lw_alerts_params_parse(NULL, NULL, NULL, &p, err, sizeof err), LW_OK);
+    assert_int_equal(p.since_stream, -1);
+
+    /* a cluster's stream_id names its slot */
+    assert_int_equal(
+        lw_alerts_params_parse("1700000000000-7:16383", NULL, NULL, &p, err, sizeof err), LW_OK);
+    assert_true(p.since_exclusive);
+    assert_string_equal(p.since_id, "1700000000000-7");
+    assert_int_equal(p.since_stream, 16383);
+    const char *bad_slot[] = {"1-2:16384", "1-2:", "1-2:x", "1-2:-1", "1:2", "1-2:3:4"};
+    for (size_t i = 0; i < sizeof bad_slot / sizeof bad_slot[0]; i++)
+        assert_int_equal(lw_alerts_params_parse(bad_slot[i], NULL, NULL, &p, err, sizeof err),
+                         LW_ERR_INVALID_ARG);
 
     const char *bad_since[] = {"",    "-1",  "12-",    "-",
                                "abc", "1.5", "12-3-4", "99999999999999999999"};

@@ -78,13 +78,13 @@ bool lw_dash_session_ok(lw_dash_t *d, struct MHD_Connection *conn);
 /*
  * Answers a dashboard request. authed: a valid bearer token, or a live
  * session, or --no-auth; bearer: the request itself carried a valid bearer
- * token (signing in takes nothing else); rc: the thread's Redis context when
- * lw_dash_needs_redis(path), else NULL. Returns the response to queue with
+ * token (signing in takes nothing else); rc: the thread's Redis handle (one
+ * Redis or a cluster) when lw_dash_needs_redis(path), else NULL. Returns the response to queue with
  * *status, and its body size in *bytes (0 for a stream); NULL when out of
  * memory.
  */
 struct MHD_Response *lw_dash_handle(lw_dash_t *d, struct MHD_Connection *conn, const char *path,
-                                    const char *method, bool authed, bool bearer, redisContext *rc,
+                                    const char *method, bool authed, bool bearer, lw_rcluster_t *rc,
                                     int *status, size_t *bytes);
 /* True when lw_dash_handle needs the thread's Redis context for path. */
 bool lw_dash_needs_redis(const char *path);

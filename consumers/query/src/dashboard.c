@@ -228,18 +228,21 @@ static struct MHD_Response *lw_dash_json(int status, int *out_status, size_t *by
 /* The borrower's alert hash a:{id}: open alerts under their rule id, the
  * last cleared one of each rule under ~rule (consumers/README.md). One key,
  * one slot: the same call on a Redis Cluster node that owns it. */
-static struct MHD_Response *lw_dash_history(redisContext *rc, const char *id, int *status,
+static struct MHD_Response *lw_dash_history(lw_rcluster_t *cl, const char *id, int *status,
                                             size_t *bytes)
 {
     json_t *out = json_array();
-    redisReply *r;
-    char *body;
+    redisReply *r = NULL;
+    char *body, key[LW_STATE_KEY_MAX], why[256];
 
-    if (!rc || !out) {
+    if (!cl || !out) {
         json_decref(out);
         return lw_dash_json(503, status, bytes, "unavailable", "Redis is not reachable");
     }
-    r = redisCommand(rc, "HGETALL a:{%s}", id);
+    lw_alerts_key(id, key, sizeof key);
+    if (lw_rcluster_command(cl, lw_rcluster_keyslot(key, strlen(key)), &r, why, sizeof why,
+                            "HGETALL %s", key) != LW_RCLUSTER_OK)
+        r = NULL;
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
@@ -275,7 +278,7 @@ bool lw_dash_needs_redis(const char *path)
 }
 
 struct MHD_Response *lw_dash_handle(lw_dash_t *d, struct MHD_Connection *conn, const char *path,
-                                    const char *method, bool authed, bool bearer, redisContext *rc,
+                                    const char *method, bool authed, bool bearer, lw_rcluster_t *rc,
                                     int *status, size_t *bytes)
 {
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;

@@ -299,20 +299,31 @@ char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t
     return b.p;
 }
 
-/* Error text of a failed reply (r may be NULL: then the context's). */
-static const char *lw_reply_err(const redisContext *rc, const redisReply *r)
+/* Error text of a failed command: lw_rcluster's, or the reply's. */
+static const char *lw_reply_err(lw_rcluster_err_t ce, const char *why, const redisReply *r)
 {
-    return !r ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply";
+    return ce != LW_RCLUSTER_OK           ? why
+           : !r                           ? "no reply"
+           : r->type == REDIS_REPLY_ERROR ? r->str
+                                          : "unexpected reply";
 }
 
-lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
+static int lw_key_slot(const char *key)
+{
+    return lw_rcluster_keyslot(key, strlen(key));
+}
+
+lw_err_t lw_query_metrics_text(lw_rcluster_t *cl, const lw_query_counts_t *counts, char **text,
                                char *errstr, size_t errstr_size)
 {
     lw_metrics_agg_t *agg = lw_metrics_agg_new();
     redisReply *ids = NULL;
+    lw_rcluster_batch_t *bat = NULL;
     lw_err_t err = LW_OK;
-    const redisReply **stale = NULL;
+    lw_rcluster_err_t ce;
+    const redisReply **asked = NULL, **stale = NULL;
     size_t n = 0, n_stale = 0;
+    char why[256] = "";
 
     *text = NULL;
     if (!agg) {
@@ -322,45 +333,56 @@ lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts
     /* The registry every consumer SADDs its id to, not a walk of the
      * keyspace: a SCAN of lw:metrics:* cost ~10,000 calls per request at a
      * million keys and let anyone without a token load Redis. The cost is
-     * now one SMEMBERS plus one pipelined HGETALL per registered consumer. */
-    ids = redisCommand(rc, "SMEMBERS %s", LW_METRICS_REGISTRY);
-    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+     * now one SMEMBERS plus one HGETALL per registered consumer, each routed
+     * to its key's slot and all sent at once (one lw_rcluster batch: one
+     * pipeline per master that holds some, every master at the same time). */
+    ce = lw_rcluster_command(cl, lw_key_slot(LW_METRICS_REGISTRY), &ids, why, sizeof why,
+                             "SMEMBERS %s", LW_METRICS_REGISTRY);
+    if (ce != LW_RCLUSTER_OK || ids->type != REDIS_REPLY_ARRAY) {
         snprintf(errstr, errstr_size, "redis SMEMBERS %s: %s", LW_METRICS_REGISTRY,
-                 lw_reply_err(rc, ids));
+                 lw_reply_err(ce, why, ids));
         err = LW_ERR_REDIS;
         goto out;
     }
     stale = calloc(ids->elements ? ids->elements : 1, sizeof *stale);
-    if (!stale) {
+    asked = calloc(ids->elements ? ids->elements : 1, sizeof *asked);
+    bat = lw_rcluster_batch_new(cl);
+    if (!stale || !asked || !bat) {
         snprintf(errstr, errstr_size, "out of memory");
         err = LW_ERR_NOMEM;
         goto out;
     }
     for (size_t i = 0; i < ids->elements; i++) {
         const redisReply *id = ids->element[i];
+        char key[512];
+        int kl;
         if (id->type != REDIS_REPLY_STRING)
             continue;
-        if (redisAppendCommand(rc, "HGETALL %s%b", LW_METRICS_PREFIX, id->str, id->len) !=
-            REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis HGETALL: %s", rc->errstr);
+        kl = snprintf(key, sizeof key, "%s%s", LW_METRICS_PREFIX, id->str);
+        if (kl < 0 || (size_t)kl >= sizeof key)
+            continue; /* not an id any consumer writes */
+        if (lw_rcluster_batch_group(bat, lw_rcluster_keyslot(key, (size_t)kl)) < 0 ||
+            lw_rcluster_batch_appendf(bat, "HGETALL %b", key, (size_t)kl) != LW_RCLUSTER_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            err = LW_ERR_NOMEM;
+            goto out;
+        }
+        asked[n++] = id;
+    }
+    if (n > 0) {
+        ce = lw_rcluster_batch_send(bat, why, sizeof why);
+        if (ce == LW_RCLUSTER_OK)
+            ce = lw_rcluster_batch_recv(bat, why, sizeof why);
+        if (ce != LW_RCLUSTER_OK) {
+            snprintf(errstr, errstr_size, "redis HGETALL %s*: %s", LW_METRICS_PREFIX, why);
             err = LW_ERR_REDIS;
             goto out;
         }
-        n++;
     }
-    for (size_t i = 0, k = 0; k < n; i++) {
-        const redisReply *id = ids->element[i];
-        redisReply *h = NULL;
-
-        if (id->type != REDIS_REPLY_STRING)
+    for (size_t k = 0; k < n; k++) {
+        const redisReply *id = asked[k], *h = lw_rcluster_group_reply(bat, k, 0);
+        if (!h)
             continue;
-        k++;
-        if (redisGetReply(rc, (void **)&h) != REDIS_OK || !h) {
-            snprintf(errstr, errstr_size, "redis HGETALL %s%s: %s", LW_METRICS_PREFIX, id->str,
-                     rc->errstr);
-            err = LW_ERR_REDIS;
-            goto out; /* the connection is broken: the caller drops it */
-        }
         /* An empty hash is a consumer gone for more than its 15 s EXPIRE; a
          * key of another type is not ours. Both are skipped, not fatal. */
         if (h->type == REDIS_REPLY_ARRAY && h->elements == 0)
@@ -370,21 +392,21 @@ lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts
                 if (h->element[j]->type == REDIS_REPLY_STRING &&
                     h->element[j + 1]->type == REDIS_REPLY_STRING)
                     lw_metrics_agg_add(agg, id->str, h->element[j]->str, h->element[j + 1]->str);
-        freeReplyObject(h);
     }
     /* Forget consumers whose hash expired, so the set stays as small as the
      * live group. A consumer that publishes again between our HGETALL and
      * this SREM is gone from the set for a second at most: every publish
      * SADDs it back. A refusal (a read-only ACL user) changes nothing here. */
     for (size_t i = 0; i < n_stale; i++) {
-        redisReply *r =
-            redisCommand(rc, "SREM %s %b", LW_METRICS_REGISTRY, stale[i]->str, stale[i]->len);
-        if (!r) {
-            snprintf(errstr, errstr_size, "redis SREM %s: %s", LW_METRICS_REGISTRY, rc->errstr);
+        redisReply *r = NULL;
+        ce = lw_rcluster_command(cl, lw_key_slot(LW_METRICS_REGISTRY), &r, why, sizeof why,
+                                 "SREM %s %b", LW_METRICS_REGISTRY, stale[i]->str, stale[i]->len);
+        freeReplyObject(r);
+        if (ce != LW_RCLUSTER_OK) {
+            snprintf(errstr, errstr_size, "redis SREM %s: %s", LW_METRICS_REGISTRY, why);
             err = LW_ERR_REDIS;
             goto out;
         }
-        freeReplyObject(r);
     }
     *text = lw_metrics_agg_render(agg, counts);
     if (!*text) {
@@ -392,9 +414,10 @@ lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts
         err = LW_ERR_NOMEM;
     }
 out:
+    lw_rcluster_batch_destroy(bat);
     free(stale);
-    if (ids)
-        freeReplyObject(ids);
+    free(asked);
+    freeReplyObject(ids);
     lw_metrics_agg_destroy(agg);
     return err;
 }

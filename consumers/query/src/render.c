@@ -2,13 +2,16 @@
  * render.c - what loanwire-query answers with: the exposure document, the
  * alert list, the Prometheus text, plus the Redis connection it reads with.
  *
- * Everything here takes a redisContext the caller owns, so the server (one
- * context per worker thread) and the --borrower mode share it. Amounts stay
- * int64 fen end to end; jansson prints them as JSON integers.
+ * Everything here takes an lw_rcluster_t the caller owns (one per worker
+ * thread in the server, one for --borrower), made from the URL of a single
+ * Redis or of any node of a Redis Cluster: every key is routed by its slot, so
+ * the answers are the same bytes on both. Amounts stay int64 fen end to end;
+ * jansson prints them as JSON integers.
  */
 #include "loanwire/id.h"
 #include "loanwire/query.h"
 #include "loanwire/redis.h"
+#include "loanwire/streams.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -19,9 +22,18 @@
 /* How many entries /v1/alerts?rule= examines at most before answering. */
 #define LW_ALERTS_SCAN_MAX 100000
 
-redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size)
+lw_rcluster_t *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size)
 {
-    return lw_redis_connect(url, 2000, NULL, errstr, errstr_size);
+    lw_rcluster_opts_t o;
+    lw_rcluster_t *cl = NULL;
+    lw_rcluster_opts_init(&o);
+    o.timeout_ms = 2000;
+    /* A request rides out a failover (cluster-node-timeout plus the election,
+     * ~5 s with the stack's 3000 ms) but not a long outage: then 503. */
+    o.retry_ms = LW_QUERY_REDIS_RETRY_MS;
+    if (lw_rcluster_new(url, &o, &cl, errstr, errstr_size) != LW_RCLUSTER_OK)
+        return NULL;
+    return cl;
 }
 
 /* ---- Exposure ------------------------------------------------------------ */
@@ -113,14 +125,15 @@ static const char *lw_entry_field(const redisReply *fields, const char *name)
 /* Attaches each open rule's alert object. loanwire-exposure keeps it in the
  * borrower's open-alert hash "a:{<id>}" under the rule id (consumers/README.md),
  * where lw_state_read() finds the open rules, so one HMGET fetches them all. */
-static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, json_t *arr,
+static lw_err_t lw_open_alerts_fill(lw_rcluster_t *cl, const char *borrower_id, json_t *arr,
                                     const lw_borrower_state_t *st, char *errstr, size_t errstr_size)
 {
     size_t n = json_array_size(arr), i;
     const char **argv;
-    char key[64];
+    char key[64], why[256] = "";
     char(*fields)[LW_ID_MAX + 2];
-    redisReply *r;
+    redisReply *r = NULL;
+    lw_rcluster_err_t ce;
     json_t *oa;
     lw_err_t err = LW_OK;
 
@@ -142,10 +155,11 @@ static lw_err_t lw_open_alerts_fill(redisContext *rc, const char *borrower_id, j
         snprintf(fields[i], sizeof fields[i], "%s", st->open_alerts[i]);
         argv[i + 2] = fields[i];
     }
-    r = redisCommandArgv(rc, (int)(n + 2), argv, NULL);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+    ce = lw_rcluster_command_argv(cl, lw_rcluster_keyslot(key, strlen(key)), (int)(n + 2), argv,
+                                  NULL, &r, why, sizeof why);
+    if (ce != LW_RCLUSTER_OK || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
         snprintf(errstr, errstr_size, "redis HMGET %s: %s", key,
-                 !r                             ? rc->errstr
+                 ce != LW_RCLUSTER_OK           ? why
                  : r->type == REDIS_REPLY_ERROR ? r->str
                                                 : "unexpected reply");
         err = LW_ERR_REDIS;
@@ -171,8 +185,8 @@ static json_t *lw_window_json(const lw_borrower_state_t *st, int w)
                      (int)st->applications[w], "distinct_lenders", (int)st->distinct_lenders[w]);
 }
 
-lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char **json, bool *found,
-                                char *errstr, size_t errstr_size)
+lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char **json,
+                                bool *found, char *errstr, size_t errstr_size)
 {
     lw_borrower_state_t st;
     lw_err_t err;
@@ -185,7 +199,7 @@ lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char 
         return LW_ERR_INVALID_ARG;
     }
     memset(&st, 0, sizeof st);
-    err = lw_state_read(rc, borrower_id, &st, found, errstr, errstr_size);
+    err = lw_state_read(cl, borrower_id, &st, found, errstr, errstr_size);
     if (err != LW_OK || !*found) {
         lw_borrower_state_clear(&st);
         return err;
@@ -228,7 +242,7 @@ lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char 
                     "UTF-8; answered with it escaped (\\xNN)\n",
                     borrower_id, i);
     }
-    err = lw_open_alerts_fill(rc, borrower_id, open, &st, errstr, errstr_size);
+    err = lw_open_alerts_fill(cl, borrower_id, open, &st, errstr, errstr_size);
     if (err != LW_OK)
         goto fail;
 
@@ -262,79 +276,119 @@ fail:
 
 /* ---- Alerts -------------------------------------------------------------- */
 
-/* Appends the stream entries of reply r that match p to out, up to p->limit;
- * *last receives the id of the last entry looked at. */
-static void lw_alerts_take(const redisReply *r, const lw_alerts_params_t *p, json_t *out,
-                           char *last, size_t last_size)
+/*
+ * The alerts are read through the stream merge (loanwire/streams.h), one
+ * code path for both deployments:
+ *
+ *   - a single Redis has one stream, lw:alerts: the merge asks it for pages
+ *     of `limit` entries (1000 with rule=), as the reads always did, and the
+ *     answer is byte for byte what it was;
+ *   - a cluster has one stream per hash slot, lw:alerts:{TAG}. One call
+ *     costs TIME on every master (the watermark, below), then a first round
+ *     of one XREVRANGE (XRANGE with since=) per slot, COUNT 1: 16384
+ *     commands, pipelined on each master for the slots it serves (about 5461
+ *     per master of three), all masters at once, one round trip; it returns
+ *     one entry per non-empty stream. Then a few small rounds (usually one or
+ *     two, at most ~11 for one hot stream) read further only the streams
+ *     whose next entries can still be among the answer. Bytes: one entry per
+ *     non-empty stream plus about twice the answer.
+ *
+ * On a cluster two slots' streams may hold the same entry id, so the order is
+ * by (id, slot) and stream_id names the slot ("<ms>-<seq>:<slot>"): passed
+ * back as since, paging resumes exactly after it, ties included. And only
+ * entries below the masters' smallest clock are shown (the watermark), since
+ * a master may still record an entry below one another master already gave.
+ */
+lw_err_t lw_query_alerts_json(lw_rcluster_t *cl, const lw_alerts_params_t *p, char **json,
+                              char *errstr, size_t errstr_size)
 {
-    for (size_t i = 0; i < r->elements && json_array_size(out) < (size_t)p->limit; i++) {
-        const redisReply *e = r->element[i];
+    json_t *out = json_array();
+    bool reverse = !p->has_since, cluster = lw_rcluster_is_cluster(cl);
+    size_t scanned = 0, batch = p->has_rule ? 1000 : (size_t)p->limit;
+    lw_alert_merge_t *am = out ? lw_alert_merge_new(cl, reverse) : NULL;
+    lw_err_t err = LW_OK;
+
+    *json = NULL;
+    if (!am) {
+        json_decref(out);
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    lw_smerge_t *m = lw_alert_merge_engine(am);
+    /* On a cluster only entries below the masters' smallest clock are shown:
+     * one master may still record an entry with an id below one another
+     * master already gave, and a client paging with since= past it would
+     * never see it. What is held back (a few ms' worth) shows in the next
+     * call. A single stream's ids only grow, so a single Redis needs none. */
+    lw_sid_t bound = {UINT64_MAX, 0};
+    if (cluster) {
+        uint64_t now;
+        err = lw_alert_streams_clock(cl, &now, errstr, errstr_size);
+        if (err != LW_OK) {
+            lw_alert_merge_destroy(am);
+            json_decref(out);
+            return err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
+        }
+        bound = (lw_sid_t){now, 0};
+        if (reverse) /* newest first: start below the watermark */
+            lw_smerge_start(m, LW_SFROM_INCL, (lw_sid_t){now ? now - 1 : 0, UINT64_MAX});
+    }
+    /* Without since: the newest `limit` alerts (read backwards, then turned
+     * round); with since: forwards from it. Either way the answer is oldest
+     * first, so a client pages by passing the last stream_id as since. */
+    if (!reverse) {
+        lw_sid_t from;
+        if (!lw_sid_parse(p->since_id, strlen(p->since_id), &from)) {
+            snprintf(errstr, errstr_size, "since: bad stream id");
+            lw_alert_merge_destroy(am);
+            json_decref(out);
+            return LW_ERR_INVALID_ARG;
+        }
+        lw_smerge_start(m, p->since_exclusive ? LW_SFROM_AFTER : LW_SFROM_INCL, from);
+        /* after (id, slot): a later slot's entry with the same id comes next */
+        if (p->since_exclusive && cluster && p->since_stream >= 0)
+            for (size_t i = (size_t)p->since_stream + 1; i < lw_alert_streams_count(cl); i++)
+                lw_smerge_start_stream(m, i, LW_SFROM_INCL, from);
+    }
+    lw_smerge_first_page(m, cluster ? 1 : batch);
+    while (json_array_size(out) < (size_t)p->limit && scanned < LW_ALERTS_SCAN_MAX) {
+        lw_sid_t id;
+        size_t stream;
+        const redisReply *e;
+        bool end;
+        char sid[72], key[64];
         const char *rule, *js;
         json_t *al;
 
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-            e->element[0]->type != REDIS_REPLY_STRING)
-            continue;
-        snprintf(last, last_size, "%s", e->element[0]->str);
+        lw_smerge_hint(m, p->has_rule ? batch : (size_t)p->limit - json_array_size(out));
+        err = lw_alert_merge_next(am, cluster && !reverse ? &bound : NULL, &id, &stream, &e, &end,
+                                  errstr, errstr_size);
+        if (err != LW_OK || end)
+            break;
+        scanned++;
         rule = lw_entry_field(e->element[1], "rule_id");
         js = lw_entry_field(e->element[1], "json");
         if (p->has_rule && (!rule || strcmp(rule, p->rule) != 0))
             continue;
         if (!js || !(al = json_loads(js, 0, NULL)) || !json_is_object(al)) {
             /* Not ours to repair; visible in the stream under this id. */
-            fprintf(stderr, "WARN loanwire-query: %s entry %s has no valid json field\n",
-                    LW_REDIS_ALERT_STREAM, e->element[0]->str);
+            if (!lw_alert_stream_key(cl, stream, key, sizeof key))
+                snprintf(key, sizeof key, "%s", LW_REDIS_ALERT_STREAM);
+            fprintf(stderr, "WARN loanwire-query: %s entry %s has no valid json field\n", key,
+                    e->element[0]->str);
             continue;
         }
-        json_object_set_new(al, "stream_id", json_string(e->element[0]->str));
+        if (cluster)
+            snprintf(sid, sizeof sid, "%s:%zu", e->element[0]->str, stream);
+        else
+            snprintf(sid, sizeof sid, "%s", e->element[0]->str);
+        json_object_set_new(al, "stream_id", json_string(sid));
         json_array_append_new(out, al);
     }
-}
-
-lw_err_t lw_query_alerts_json(redisContext *rc, const lw_alerts_params_t *p, char **json,
-                              char *errstr, size_t errstr_size)
-{
-    json_t *out = json_array();
-    char cursor[72]; /* "(" + a stream id of up to 63 characters */
-    bool reverse = !p->has_since;
-    int batch = p->has_rule ? 1000 : p->limit;
-    size_t scanned = 0;
-
-    *json = NULL;
-    /* Without since: the newest `limit` alerts (read backwards, then turned
-     * round); with since: forwards from it. Either way the answer is oldest
-     * first, so a client pages by passing the last stream_id as since. */
-    if (reverse)
-        snprintf(cursor, sizeof cursor, "+");
-    else
-        snprintf(cursor, sizeof cursor, "%s%s", p->since_exclusive ? "(" : "", p->since_id);
-    while (json_array_size(out) < (size_t)p->limit && scanned < LW_ALERTS_SCAN_MAX) {
-        char last[64] = "";
-        redisReply *r;
-
-        if (reverse)
-            r = redisCommand(rc, "XREVRANGE %s %s - COUNT %d", LW_REDIS_ALERT_STREAM, cursor,
-                             batch);
-        else
-            r = redisCommand(rc, "XRANGE %s %s + COUNT %d", LW_REDIS_ALERT_STREAM, cursor, batch);
-        if (!r || r->type != REDIS_REPLY_ARRAY) {
-            snprintf(errstr, errstr_size, "redis %s: %s", reverse ? "XREVRANGE" : "XRANGE",
-                     !r                             ? rc->errstr
-                     : r->type == REDIS_REPLY_ERROR ? r->str
-                                                    : "unexpected reply");
-            if (r)
-                freeReplyObject(r);
-            json_decref(out);
-            return LW_ERR_REDIS;
-        }
-        lw_alerts_take(r, p, out, last, sizeof last);
-        scanned += r->elements;
-        if (r->elements < (size_t)batch || !last[0]) {
-            freeReplyObject(r);
-            break;
-        }
-        freeReplyObject(r);
-        snprintf(cursor, sizeof cursor, "(%s", last);
+    lw_alert_merge_destroy(am);
+    if (err != LW_OK) {
+        json_decref(out);
+        return err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
     }
     if (reverse) {
         size_t n = json_array_size(out);

@@ -78,14 +78,26 @@ lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char 
 {
     memset(out, 0, sizeof *out);
     out->limit = LW_QUERY_ALERTS_DEFAULT;
+    out->since_stream = -1;
 
     if (since) {
         const char *dash = strchr(since, '-');
         int64_t ms, seq = 0;
 
         if (dash) {
+            /* "<ms>-<seq>:<slot>": the stream_id of an alert read from a
+             * cluster, where two slots' streams can hold the same entry id */
+            const char *colon = strchr(dash + 1, ':');
+            size_t seqlen = colon ? (size_t)(colon - dash - 1) : strlen(dash + 1);
+            int64_t slot = -1;
+            if (colon && (!lw_parse_i64(colon + 1, strlen(colon + 1), &slot) || slot >= 16384)) {
+                snprintf(errstr, errstr_size,
+                         "since: expected milliseconds or a stream id <ms>-<seq>[:<slot>]");
+                return LW_ERR_INVALID_ARG;
+            }
+            out->since_stream = (int)slot;
             if (!lw_parse_i64(since, (size_t)(dash - since), &ms) ||
-                !lw_parse_i64(dash + 1, strlen(dash + 1), &seq)) {
+                !lw_parse_i64(dash + 1, seqlen, &seq)) {
                 snprintf(errstr, errstr_size,
                          "since: expected milliseconds or a stream id <ms>-<seq>");
                 return LW_ERR_INVALID_ARG;

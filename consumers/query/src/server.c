@@ -2,8 +2,11 @@
  * server.c - the HTTP side of loanwire-query (libmicrohttpd).
  *
  * An internal thread pool serves connections; a worker thread makes its own
- * hiredis context on first use (thread-specific data, freed when the thread
- * ends) and drops it after an I/O error so the next request reconnects.
+ * lw_rcluster handle on first use (thread-specific data, freed when the
+ * thread ends): from the URL of a single Redis or any cluster node, it routes
+ * every key to its slot's master and reopens a connection that broke, so a
+ * handle lives as long as its thread. Only a handle that could not be made
+ * (Redis down at the first request) is tried again by the next request.
  * Requests are answered on the first call of the access handler: nothing
  * here reads a body, so any request announcing one gets 413 straight away.
  * One access line per request goes to stderr when MHD reports completion.
@@ -77,7 +80,7 @@ typedef struct lw_req {
 
 static void lw_rc_free(void *p)
 {
-    redisFree(p);
+    lw_rcluster_destroy(p);
 }
 
 /* Sets the header deadline of the connection conn (0: none). */
@@ -182,25 +185,40 @@ static void lw_mhd_log(void *cls, const char *fmt, va_list ap)
     lw_warn("http: %s", msg);
 }
 
-/* This thread's Redis context, connecting when there is none. */
-static redisContext *lw_thread_redis(lw_query_t *q, char *errstr, size_t errstr_size)
+/* This thread's Redis handle, made when there is none. */
+static lw_rcluster_t *lw_thread_redis(lw_query_t *q, char *errstr, size_t errstr_size)
 {
-    redisContext *rc = pthread_getspecific(q->rc_key);
-    if (rc)
-        return rc;
-    rc = lw_query_redis_connect(&q->redis, errstr, errstr_size);
-    if (rc)
-        pthread_setspecific(q->rc_key, rc);
-    return rc;
+    lw_rcluster_t *cl = pthread_getspecific(q->rc_key);
+    if (cl)
+        return cl;
+    cl = lw_query_redis_connect(&q->redis, errstr, errstr_size);
+    if (cl)
+        pthread_setspecific(q->rc_key, cl);
+    return cl;
 }
 
-/* Drops this thread's context after an I/O error; the next call reconnects. */
-static void lw_thread_redis_check(lw_query_t *q, redisContext *rc)
+/* /healthz: PING on every master, all at once. On a cluster "up" means every
+ * master answered: a master down is a part of the borrowers unreadable. */
+typedef struct lw_ping {
+    int masters, up;
+    char why[256];
+} lw_ping_t;
+
+static void lw_ping_cb(void *opaque, int master, const char *host, int port, const redisReply *r,
+                       lw_rcluster_err_t err)
 {
-    if (rc && rc->err) {
-        pthread_setspecific(q->rc_key, NULL);
-        redisFree(rc);
+    lw_ping_t *pg = opaque;
+    (void)master;
+    pg->masters++;
+    if (r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0) {
+        pg->up++;
+        return;
     }
+    if (!pg->why[0])
+        snprintf(pg->why, sizeof pg->why, "%s:%d: %s", host, port,
+                 r && r->type == REDIS_REPLY_ERROR ? r->str
+                 : r                               ? "bad reply"
+                                                   : lw_rcluster_err2str(err));
 }
 
 static enum MHD_Result lw_respond(lw_query_t *q, lw_req_t *req, struct MHD_Connection *conn,
@@ -327,7 +345,7 @@ static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_C
         lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                                MHD_HTTP_HEADER_AUTHORIZATION));
     bool authed = bearer || lw_dash_session_ok(q->dash, conn);
-    redisContext *rc = NULL;
+    lw_rcluster_t *rc = NULL;
     struct MHD_Response *resp;
     enum MHD_Result ret;
     char errstr[512];
@@ -337,7 +355,6 @@ static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_C
     if (authed && lw_dash_needs_redis(url) && !(rc = lw_thread_redis(q, errstr, sizeof errstr)))
         lw_warn("redis: %s", errstr);
     resp = lw_dash_handle(q->dash, conn, url, method, authed, bearer, rc, &status, &bytes);
-    lw_thread_redis_check(q, rc);
     if (!resp)
         return lw_respond_error(q, req, conn, 500, "internal", "out of memory");
     lw_dash_security_headers(resp);
@@ -362,7 +379,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     char bid[LW_BORROWER_ID_LEN + 1], errstr[512], *body = NULL;
     bool bad_id, found, authed;
     lw_route_t route;
-    redisContext *rc;
+    lw_rcluster_t *rc;
     lw_err_t err;
 
     if (!req) /* no URI callback ran: cannot happen, refuse rather than crash */
@@ -426,19 +443,30 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
 
     switch (route) {
     case LW_ROUTE_HEALTHZ: {
+        static const char *ping[] = {"PING"};
+        static const size_t pingl[] = {4};
+        lw_ping_t pg = {0, 0, ""};
         int64_t t0 = lw_mono_us();
-        redisReply *r = redisCommand(rc, "PING");
+        lw_rcluster_err_t ce =
+            lw_rcluster_on_masters(rc, 1, ping, pingl, lw_ping_cb, &pg, errstr, sizeof errstr);
+        bool ok = ce == LW_RCLUSTER_OK && pg.masters > 0 && pg.up == pg.masters;
+        if (!ok && lw_rcluster_is_cluster(rc)) {
+            /* This thread's map may predate a failover (a request that found
+             * no dead master since never reloaded it): reload and ask again,
+             * so a probe says down only for a master that is down now. */
+            lw_rcluster_refresh(rc, NULL, 0);
+            pg = (lw_ping_t){0, 0, ""};
+            t0 = lw_mono_us();
+            ce = lw_rcluster_on_masters(rc, 1, ping, pingl, lw_ping_cb, &pg, errstr, sizeof errstr);
+            ok = ce == LW_RCLUSTER_OK && pg.masters > 0 && pg.up == pg.masters;
+        }
         int64_t rtt = lw_mono_us() - t0;
-        bool ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
-        const char *why = r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rc->errstr;
+        const char *why = pg.why[0] ? pg.why : ce ? errstr : "no master";
         json_t *o = !authed ? json_pack("{s:s}", "status", ok ? "up" : "down")
                     : ok ? json_pack("{s:s, s:I}", "status", "up", "redis_rtt_us", (json_int_t)rtt)
                          : json_pack("{s:s, s:s}", "status", "down", "error", why);
         if (!ok)
             lw_warn("healthz: redis: %s", why);
-        if (r)
-            freeReplyObject(r);
-        lw_thread_redis_check(q, rc);
         body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(o);
         return body ? lw_respond(q, req, conn, ok ? 200 : 503, "application/json", body, true)
@@ -448,7 +476,6 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         lw_query_counts_t counts;
         lw_query_counts_get(q, &counts);
         err = lw_query_metrics_text(rc, &counts, &body, errstr, sizeof errstr);
-        lw_thread_redis_check(q, rc);
         if (err != LW_OK) {
             lw_warn("metrics: %s", errstr);
             return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
@@ -471,7 +498,6 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         if (err != LW_OK)
             return lw_respond_error(q, req, conn, 400, "bad_request", errstr);
         err = lw_query_alerts_json(rc, &p, &body, errstr, sizeof errstr);
-        lw_thread_redis_check(q, rc);
         if (err != LW_OK) {
             lw_warn("alerts: %s", errstr);
             return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
@@ -480,7 +506,6 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     }
     case LW_ROUTE_EXPOSURE:
         err = lw_query_exposure_json(rc, bid, &body, &found, errstr, sizeof errstr);
-        lw_thread_redis_check(q, rc);
         if (err != LW_OK) {
             lw_warn("exposure %s: %s", bid, errstr);
             return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");

@@ -26,6 +26,8 @@
  */
 #include "dash_int.h"
 
+#include "loanwire/redis.h"
+
 #include "loanwire/log.h"
 #include "loanwire/state.h"
 
@@ -325,7 +327,7 @@ static void *lw_feed_main(void *arg)
             next_keepalive = now + LW_FEED_KEEPALIVE_S * 1000000LL;
         }
         pthread_mutex_unlock(&f->mu);
-        if (!rc && !(rc = lw_query_redis_connect(&f->url, errstr, sizeof errstr))) {
+        if (!rc && !(rc = lw_redis_connect(&f->url, 5000, NULL, errstr, sizeof errstr))) {
             struct timespec ts;
             if (!warned)
                 lw_warn("dashboard feed: redis: %s (retrying every second)", errstr);

@@ -29,7 +29,8 @@ static void usage(FILE *fp)
             "\n"
             "  --redis URL        redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default\n"
             "                     $LOANWIRE_REDIS or %s); USER and PASSWORD\n"
-            "                     percent-encoded; never logged\n"
+            "                     percent-encoded; never logged. A single Redis or any\n"
+            "                     node of a Redis Cluster (detected; DB 0 there)\n"
             "  --listen HOST:PORT numeric address to bind (default %s:%d; PORT 0 = any)\n"
             "  --tokens FILE      bearer tokens, one per line (# comments); must not be\n"
             "                     accessible by group or others (chmod 600); each of\n"
@@ -56,7 +57,8 @@ static void usage(FILE *fp)
             "Endpoints (GET only, but POST /session; 405 otherwise, 413 when a body is sent):\n"
             "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
-            "  /healthz   PING Redis: 200 {\"status\":\"up\"} or 503 {\"status\":\"down\"}\n"
+            "  /healthz   PING Redis (every master of a cluster): 200 {\"status\":\"up\"}\n"
+            "             or 503 {\"status\":\"down\"}\n"
             "             (no token; with one, also the round trip or the error)\n"
             "  /metrics   Prometheus text (no token)\n"
             "Dashboard (a browser; sign in with a token for a session cookie):\n"
@@ -76,7 +78,7 @@ static void usage(FILE *fp)
 static int lookup_one(const char *redis_url, const char *bid)
 {
     lw_redis_url_t u;
-    redisContext *rc;
+    lw_rcluster_t *rc;
     char errstr[512], *json = NULL;
     bool found;
     lw_err_t err;
@@ -94,7 +96,7 @@ static int lookup_one(const char *redis_url, const char *bid)
         return 1;
     }
     err = lw_query_exposure_json(rc, bid, &json, &found, errstr, sizeof errstr);
-    redisFree(rc);
+    lw_rcluster_destroy(rc);
     if (err != LW_OK) {
         lw_error("%s", errstr);
         return err == LW_ERR_INVALID_ARG ? 2 : 1;

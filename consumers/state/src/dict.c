@@ -10,7 +10,10 @@
  *
  * The hash is outside any borrower's hash slot, which is fine on Redis
  * Cluster: it is only ever read or written on its own, never inside a
- * borrower's script.
+ * borrower's script. The writer interns on the connection of the hash's
+ * master (the store picks it); readers resolve through lw_rcluster, which
+ * routes the HMGET to the slot of LW_DICT_KEY and rides out MOVED and
+ * failovers, on a cluster and on a single Redis alike.
  */
 #include "state_int.h"
 
@@ -200,7 +203,7 @@ lw_err_t lw_dict_intern(lw_dict_t *d, redisContext *rc, const char *const *names
     return err;
 }
 
-lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, size_t n,
+lw_err_t lw_dict_resolve(lw_dict_t *d, lw_rcluster_t *cl, const uint32_t *ids, size_t n,
                          char *errstr, size_t errstr_size)
 {
     size_t argc = 2;
@@ -208,6 +211,7 @@ lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, si
     size_t *argl = malloc((n + 2) * sizeof *argl);
     char(*f)[16] = malloc((n ? n : 1) * sizeof *f);
     uint32_t *want = malloc((n ? n : 1) * sizeof *want);
+    redisReply *r = NULL;
     lw_err_t err = LW_OK;
     if (!argv || !argl || !f || !want) {
         err = LW_ERR_NOMEM;
@@ -230,9 +234,16 @@ lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, si
     }
     if (nw == 0)
         goto done;
-    redisReply *r = redisCommandArgv(rc, (int)argc, argv, argl);
-    if (!r) {
-        err = conn_failed(rc, "HMGET " LW_DICT_KEY, errstr, errstr_size);
+    /* routed to the table's own slot, never the borrower's */
+    char why[256];
+    lw_rcluster_err_t ce =
+        lw_rcluster_command_argv(cl, lw_rcluster_keyslot(LW_DICT_KEY, strlen(LW_DICT_KEY)),
+                                 (int)argc, argv, argl, &r, why, sizeof why);
+    if (ce != LW_RCLUSTER_OK) {
+        snprintf(errstr, errstr_size, "Redis HMGET " LW_DICT_KEY ": %s", why);
+        err = ce == LW_RCLUSTER_ERR_NOMEM        ? LW_ERR_NOMEM
+              : lw_rcluster_err_is_retriable(ce) ? LW_ERR_TRANSIENT
+                                                 : LW_ERR_REDIS;
         goto done;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != nw) {
@@ -250,8 +261,8 @@ lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, si
             }
         }
     }
-    freeReplyObject(r);
 done:
+    freeReplyObject(r);
     if (err == LW_ERR_NOMEM)
         snprintf(errstr, errstr_size, "out of memory");
     free(argv);

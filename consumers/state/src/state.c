@@ -6,6 +6,11 @@
  * Totals and window counts are not stored; they are derived here exactly as
  * borrower.c derives them for its rules (active = ACTIVE or DELINQUENT; a
  * window counts entries with event time > last_event_at - window).
+ *
+ * Redis is reached through lw_rcluster, so a single Redis and a cluster take
+ * the same path: the borrower's two keys share its hash tag, hence a slot,
+ * and go as one group (one round trip to the master of that slot); the names
+ * come from lw:strings, a key of its own slot, in a second call routed there.
  */
 #include "state_int.h"
 
@@ -36,7 +41,7 @@ void lw_borrower_state_clear(lw_borrower_state_t *st)
 /* Decodes the string into out (loans allocated here), naming platforms and
  * lenders through dict.c's table: LW_OK, LW_ERR_PARSE (malformed or another
  * layout version), LW_ERR_REDIS (an id Redis cannot name) or LW_ERR_NOMEM. */
-static lw_err_t decode_state(redisContext *rc, const char *s, size_t len, lw_borrower_state_t *out,
+static lw_err_t decode_state(lw_rcluster_t *cl, const char *s, size_t len, lw_borrower_state_t *out,
                              lw_bstate_t *bs, char *errstr, size_t errstr_size)
 {
     lw_err_t err = lw_bstate_decode(bs, s, len);
@@ -58,7 +63,7 @@ static lw_err_t decode_state(redisContext *rc, const char *s, size_t len, lw_bor
         ids[2 * i] = bs->loans[i].platform;
         ids[2 * i + 1] = bs->loans[i].lender;
     }
-    if ((err = lw_dict_resolve(d, rc, ids, 2 * bs->n_loans, errstr, errstr_size)) != LW_OK) {
+    if ((err = lw_dict_resolve(d, cl, ids, 2 * bs->n_loans, errstr, errstr_size)) != LW_OK) {
         err = err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
         goto done;
     }
@@ -156,7 +161,12 @@ lw_err_t lw_state_derive(const lw_bstate_t *bs, lw_borrower_state_t *out, const 
     return LW_OK;
 }
 
-lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_state_t *out,
+static int rule_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_state_t *out,
                        bool *found, char *errstr, size_t errstr_size)
 {
     memset(out, 0, sizeof *out);
@@ -166,27 +176,43 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
                  borrower_id ? borrower_id : "(null)");
         return LW_ERR_INVALID_ARG;
     }
-    if (!rc) {
+    if (!cl) {
         snprintf(errstr, errstr_size, "no Redis connection");
         return LW_ERR_REDIS;
     }
     char key[LW_STATE_KEY_MAX], akey[LW_STATE_KEY_MAX];
     lw_state_key(borrower_id, key, sizeof key);
     lw_alerts_key(borrower_id, akey, sizeof akey);
-    /* one round trip: the state string and the open alerts' rule ids */
-    redisReply *r = NULL, *a = NULL;
+    /* one group, one round trip: the state string and the open alerts' rule
+     * ids, both in the borrower's slot */
+    lw_rcluster_batch_t *bat = lw_rcluster_batch_new(cl);
+    if (!bat) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    const redisReply *r = NULL, *a = NULL;
     lw_bstate_t bs = {0};
-    if (redisAppendCommand(rc, "GET %s", key) != REDIS_OK ||
-        redisAppendCommand(rc, "HKEYS %s", akey) != REDIS_OK ||
-        redisGetReply(rc, (void **)&r) != REDIS_OK || redisGetReply(rc, (void **)&a) != REDIS_OK) {
-        snprintf(errstr, errstr_size, "Redis GET %s: %s", key, rc->errstr);
-        freeReplyObject(r);
-        return LW_ERR_REDIS;
+    char why[256] = "";
+    lw_rcluster_err_t ce = LW_RCLUSTER_ERR_NOMEM;
+    if (lw_rcluster_batch_group(bat, lw_rcluster_keyslot(key, strlen(key))) >= 0 &&
+        lw_rcluster_batch_appendf(bat, "GET %s", key) == LW_RCLUSTER_OK &&
+        lw_rcluster_batch_appendf(bat, "HKEYS %s", akey) == LW_RCLUSTER_OK &&
+        (ce = lw_rcluster_batch_send(bat, why, sizeof why)) == LW_RCLUSTER_OK)
+        ce = lw_rcluster_batch_recv(bat, why, sizeof why);
+    if (ce == LW_RCLUSTER_OK) {
+        r = lw_rcluster_group_reply(bat, 0, 0);
+        a = lw_rcluster_group_reply(bat, 0, 1);
+    }
+    if (!r || !a) {
+        snprintf(errstr, errstr_size, "Redis GET %s: %s", key,
+                 why[0] ? why : lw_rcluster_err2str(ce ? ce : LW_RCLUSTER_ERR_IO));
+        lw_rcluster_batch_destroy(bat);
+        return ce == LW_RCLUSTER_ERR_NOMEM ? LW_ERR_NOMEM : LW_ERR_REDIS;
     }
     lw_err_t err = LW_OK;
     if ((r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) ||
         a->type != REDIS_REPLY_ARRAY) {
-        redisReply *bad = r->type == REDIS_REPLY_ERROR ? r : a;
+        const redisReply *bad = r->type == REDIS_REPLY_ERROR ? r : a;
         snprintf(errstr, errstr_size, "Redis GET %s / HKEYS %s: %s", key, akey,
                  bad->type == REDIS_REPLY_ERROR ? bad->str : "unexpected reply");
         err = LW_ERR_REDIS;
@@ -195,7 +221,7 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
     if (r->type == REDIS_REPLY_NIL)
         goto done;
     snprintf(out->borrower_id, sizeof out->borrower_id, "%s", borrower_id);
-    err = decode_state(rc, r->str, r->len, out, &bs, errstr, errstr_size);
+    err = decode_state(cl, r->str, r->len, out, &bs, errstr, errstr_size);
     if (err != LW_OK) {
         if (err == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
@@ -221,6 +247,11 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
                 a->element[i]->str[0] != '~') /* "~rule": a cleared alert, kept for replay */
                 snprintf(out->open_alerts[na++], LW_ID_MAX + 1, "%s", a->element[i]->str);
     }
+    /* By rule id, not in HKEYS order: the hash's field order is its write
+     * history (a single Redis and a cluster write the fields in different
+     * steps), and the reader's answer must not depend on it. */
+    if (na > 1)
+        qsort(out->open_alerts, na, sizeof *out->open_alerts, rule_cmp);
     out->n_open_alerts = na;
 
     if ((err = lw_state_derive(&bs, out, key, errstr, errstr_size)) != LW_OK) {
@@ -230,7 +261,6 @@ lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_st
     *found = true;
 done:
     lw_bstate_free(&bs);
-    freeReplyObject(r);
-    freeReplyObject(a);
+    lw_rcluster_batch_destroy(bat); /* r and a were the batch's */
     return err;
 }

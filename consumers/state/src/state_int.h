@@ -8,6 +8,7 @@
 #define LOANWIRE_STATE_INT_H
 
 #include "loanwire/buf.h"
+#include "loanwire/rcluster.h"
 #include "loanwire/state.h"
 
 #include <hiredis/hiredis.h>
@@ -191,8 +192,9 @@ const char *lw_dict_name(const lw_dict_t *d, uint32_t id); /* NULL: not known he
  * pipelined). LW_ERR_TRANSIENT when the connection failed. */
 lw_err_t lw_dict_intern(lw_dict_t *d, redisContext *rc, const char *const *names, size_t n,
                         FILE *tap, char *errstr, size_t errstr_size);
-/* Learns the names of ids not known here (one HMGET). */
-lw_err_t lw_dict_resolve(lw_dict_t *d, redisContext *rc, const uint32_t *ids, size_t n,
+/* Learns the names of ids not known here: one HMGET, routed to the slot of
+ * LW_DICT_KEY (a single Redis or any cluster node's handle). */
+lw_err_t lw_dict_resolve(lw_dict_t *d, lw_rcluster_t *cl, const uint32_t *ids, size_t n,
                          char *errstr, size_t errstr_size);
 
 #endif

@@ -11,8 +11,9 @@
  *                                          the browser dashboard (src/dashboard.c)
  *
  * The server is libmicrohttpd with an internal thread pool; each pool thread
- * keeps its own hiredis context (they are not thread-safe) and reconnects
- * after a Redis error. The pieces below the server (routing, parameters,
+ * keeps its own lw_rcluster handle (hiredis is not thread-safe), which works
+ * on a single Redis and on a Redis Cluster alike and reopens a connection
+ * that broke. The pieces below the server (routing, parameters,
  * tokens, JSON and metrics rendering) are exported so tests reach them
  * without a socket.
  */
@@ -22,6 +23,7 @@
 #include "loanwire/conf.h"
 #include "loanwire/error.h"
 #include "loanwire/event.h"
+#include "loanwire/rcluster.h"
 #include "loanwire/state.h"
 
 #include <hiredis/hiredis.h>
@@ -86,6 +88,7 @@ typedef struct lw_alerts_params {
     bool has_since;
     bool since_exclusive; /* since was a stream id: start after it */
     char since_id[48];    /* "<ms>-<seq>" */
+    int since_stream;     /* the ":<slot>" of a cluster's stream_id, else -1 */
     bool has_rule;
     char rule[LW_ID_MAX + 1];
     int limit;
@@ -93,7 +96,8 @@ typedef struct lw_alerts_params {
 
 /* Parses the /v1/alerts query parameters (NULL when absent). since is either
  * milliseconds (inclusive, on the stream id's time) or a stream id
- * "<ms>-<seq>" (exclusive). limit is 1..LW_QUERY_ALERTS_MAX. */
+ * "<ms>-<seq>" or, as a cluster gives them, "<ms>-<seq>:<slot>" (exclusive).
+ * limit is 1..LW_QUERY_ALERTS_MAX. */
 lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char *limit,
                                 lw_alerts_params_t *out, char *errstr, size_t errstr_size);
 
@@ -103,19 +107,26 @@ lw_err_t lw_query_listen_parse(const char *s, char *host, size_t host_size, int 
 
 /* ---- Rendering ----------------------------------------------------------- */
 
-/* Connects (2 s timeout), AUTHs and SELECTs the URL's database. */
-redisContext *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size);
+/* How long one request waits out a Redis failure (a failover) before 503. */
+#define LW_QUERY_REDIS_RETRY_MS 6000
+
+/* The reader's Redis handle: the URL of a single Redis (AUTH, SELECT of its
+ * database) or of any node of a Redis Cluster (detected, slot map loaded);
+ * 2 s per connect, read or write. The caller frees it (lw_rcluster_destroy). */
+lw_rcluster_t *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, size_t errstr_size);
 
 /*
  * The exposure document of one borrower as a malloc'd JSON string (caller
  * frees). *found false and *json NULL for an unknown borrower.
  * LW_ERR_INVALID_ARG for a malformed id, LW_ERR_REDIS when Redis fails.
  */
-lw_err_t lw_query_exposure_json(redisContext *rc, const char *borrower_id, char **json, bool *found,
-                                char *errstr, size_t errstr_size);
+lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char **json,
+                                bool *found, char *errstr, size_t errstr_size);
 
-/* Recent alerts from the stream as a JSON array (malloc'd), oldest first. */
-lw_err_t lw_query_alerts_json(redisContext *rc, const lw_alerts_params_t *p, char **json,
+/* Recent alerts from the stream as a JSON array (malloc'd), oldest first. On
+ * a cluster the per-slot streams are merged by entry id (loanwire/streams.h)
+ * and each stream_id carries its slot: "<ms>-<seq>:<slot>". */
+lw_err_t lw_query_alerts_json(lw_rcluster_t *cl, const lw_alerts_params_t *p, char **json,
                               char *errstr, size_t errstr_size);
 
 /* The query service's own request counters, by HTTP status. */
@@ -139,7 +150,7 @@ void lw_metrics_agg_destroy(lw_metrics_agg_t *agg); /* NULL is fine */
 /* Reads the hash lw:metrics:<id> of every id in the set lw:metrics:consumers
  * (SMEMBERS, then the HGETALLs pipelined: no SCAN, O(consumers)), drops ids
  * whose hash expired from the set, and renders the text. */
-lw_err_t lw_query_metrics_text(redisContext *rc, const lw_query_counts_t *counts, char **text,
+lw_err_t lw_query_metrics_text(lw_rcluster_t *cl, const lw_query_counts_t *counts, char **text,
                                char *errstr, size_t errstr_size);
 
 /* ---- Server -------------------------------------------------------------- */

@@ -4,12 +4,17 @@
  * loanwire-exposure writes this state (consumers/README.md documents the key
  * layout); loanwire-query and the tests read it through lw_state_read(), so
  * the layout has one owner and one reader. Figures are int64_t fen.
+ *
+ * The reader takes an lw_rcluster_t (loanwire/rcluster.h), made from the URL
+ * of a single Redis or of any node of a Redis Cluster: the client detects
+ * which, so there is one code path for both and no caller branches.
  */
 #ifndef LOANWIRE_STATE_H
 #define LOANWIRE_STATE_H
 
 #include "loanwire/error.h"
 #include "loanwire/event.h"
+#include "loanwire/rcluster.h"
 
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
@@ -67,15 +72,19 @@ typedef struct lw_borrower_state {
     size_t n_loans;
     lw_loan_state_t *loans; /* n_loans entries, every loan ever seen */
     size_t n_open_alerts;
-    char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared */
+    char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared, sorted */
 } lw_borrower_state_t;
 
 /*
- * Reads one borrower. LW_OK and *out filled (free with lw_borrower_state_clear);
- * LW_ERR_INVALID_ARG when the id is malformed; LW_ERR_REDIS with errstr when
- * Redis fails. *found is false (and out empty) for an unknown borrower.
+ * Reads one borrower: GET b:{id} and HKEYS a:{id} as one group on the
+ * borrower's slot (one round trip), then one HMGET of lw:strings, routed to
+ * that key's own slot, for the platform and lender names. LW_OK and *out
+ * filled (free with lw_borrower_state_clear); LW_ERR_INVALID_ARG when the id
+ * is malformed; LW_ERR_REDIS with errstr when Redis fails (after lw_rcluster's
+ * redirects and retries). *found is false (and out empty) for an unknown
+ * borrower. cl is used by this thread only for the call.
  */
-lw_err_t lw_state_read(redisContext *rc, const char *borrower_id, lw_borrower_state_t *out,
+lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_state_t *out,
                        bool *found, char *errstr, size_t errstr_size);
 void lw_borrower_state_clear(lw_borrower_state_t *st);
 
