@@ -30,7 +30,7 @@ local byte, sub = string.byte, string.sub
 -- The fence stamp: the varints after the version byte (writer, epoch). A
 -- layout version 2 stamp named a partition without its topic: no writer.
 local function stamp(s)
-    if byte(s, 1) ~= 3 then return 0, 0 end
+    if byte(s, 1) < 3 then return 0, 0 end
     local vals, i = {}, 2
     for k = 1, 2 do
         local v, m = 0, 1
