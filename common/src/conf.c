@@ -9,6 +9,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
+#include "text_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -251,17 +252,6 @@ const char *lw_redis_url_format(const lw_redis_url_t *u, char *out, size_t cap)
     return out;
 }
 
-static int lw_hexdigit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..len) into out (cap bytes, terminated): RFC 3986
  * userinfo, so a password may hold ':', '@', '/' or any byte as %XX. A '%'
  * without two hex digits, a decoded NUL (it would cut the string short) or
@@ -273,12 +263,12 @@ static int lw_pct_decode(const char *s, size_t len, char *out, size_t cap, const
     for (size_t i = 0; i < len; i++) {
         int c = (unsigned char)s[i];
         if (c == '%') {
-            if (i + 2 >= len || lw_hexdigit((unsigned char)s[i + 1]) < 0 ||
-                lw_hexdigit((unsigned char)s[i + 2]) < 0) {
+            if (i + 2 >= len || lw_hex_digit((unsigned char)s[i + 1]) < 0 ||
+                lw_hex_digit((unsigned char)s[i + 2]) < 0) {
                 *why = "'%' must be followed by two hex digits (percent-encoding)";
                 return -1;
             }
-            c = lw_hexdigit((unsigned char)s[i + 1]) << 4 | lw_hexdigit((unsigned char)s[i + 2]);
+            c = lw_hex_digit((unsigned char)s[i + 1]) << 4 | lw_hex_digit((unsigned char)s[i + 2]);
             i += 2;
             if (c == 0) {
                 *why = "%00 (a NUL byte) is not allowed";

@@ -20,6 +20,7 @@
  */
 #include "loanwire/id.h"
 #include "id_int.h"
+#include "text_int.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -111,17 +112,6 @@ lw_err_t lw_id_key_mac(const lw_id_key_t *key, const void *data, size_t len, uns
     return LW_OK;
 }
 
-static int lw_hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 lw_id_key_t *lw_id_key_load(const char *path, char *errstr, size_t errstr_size)
 {
     /* Room for the longest key in hex plus a newline and some slack, so an
@@ -184,7 +174,7 @@ lw_id_key_t *lw_id_key_load(const char *path, char *errstr, size_t errstr_size)
     while (i < end && (text[i] == ' ' || text[i] == '\t'))
         i++;
     for (; i < end; i++) {
-        int v = lw_hexval((unsigned char)text[i]);
+        int v = lw_hex_digit((unsigned char)text[i]);
         if (v < 0) {
             snprintf(errstr, errstr_size,
                      "%s: key file must hold hex digits on one line (bad byte at offset %zu)", path,

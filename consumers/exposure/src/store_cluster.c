@@ -155,6 +155,17 @@ static lw_err_t run_batch(flush_t *f, char *errstr, size_t errstr_size)
     return lw_storec_error(e);
 }
 
+/* A group of one command on one key of a borrower ("GET b:{id}",
+ * "HGETALL a:{id}"), in the borrower's slot, built as RESP. */
+static bool key_group(lw_store_t *st, flush_t *f, const char *cmd, char prefix, const char *bid)
+{
+    st->buf.len = 0;
+    return lw_resp_hdr(&st->buf, '*', 2) && lw_resp_str(&st->buf, cmd) &&
+           lw_resp_key(&st->buf, prefix, bid) &&
+           lw_rcluster_batch_group(f->bat, lw_storec_slot(bid)) >= 0 &&
+           lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) == LW_RCLUSTER_OK;
+}
+
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_rcluster_batch_reset(f->bat);
@@ -162,17 +173,9 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
      * consumer's instructions on a cluster); a borrower of the write in
      * flight takes the state it leaves (cached), not a read that could run
      * before it */
-    for (size_t i = 0; i < f->nslots; i++) {
-        const char *bid = f->slots[i].first->ev.borrower_id;
-        if (f->slots[i].cached)
-            continue;
-        st->buf.len = 0;
-        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "GET", 3) ||
-            !lw_resp_key(&st->buf, 'b', bid) ||
-            lw_rcluster_batch_group(f->bat, lw_storec_slot(bid)) < 0 ||
-            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
+    for (size_t i = 0; i < f->nslots; i++)
+        if (!f->slots[i].cached && !key_group(st, f, "GET", 'b', f->slots[i].first->ev.borrower_id))
             return LW_ERR_NOMEM;
-    }
     lw_err_t err = lw_rcluster_batch_groups(f->bat) ? run_batch(f, errstr, errstr_size) : LW_OK;
     for (size_t i = 0, g = 0; i < f->nslots && err == LW_OK; i++) {
         if (!f->slots[i].cached) {
@@ -198,12 +201,7 @@ lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t 
     for (size_t i = 0; i < f->nslots; i++) {
         if (!f->slots[i].replay)
             continue;
-        const char *bid = f->slots[i].first->ev.borrower_id;
-        st->buf.len = 0;
-        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
-            !lw_resp_key(&st->buf, 'a', bid) ||
-            lw_rcluster_batch_group(f->bat, lw_storec_slot(bid)) < 0 ||
-            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
+        if (!key_group(st, f, "HGETALL", 'a', f->slots[i].first->ev.borrower_id))
             return LW_ERR_NOMEM;
         nask++;
     }
