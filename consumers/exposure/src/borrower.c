@@ -236,6 +236,13 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
         adding = klen > 0 && at > newt - LW_WINDOW_KEEP_MS;
+        /* ... unless it is older than retention: it may be a pruned loan's */
+        if (lw_retain_stale(s, rules, at))
+            return refuse(out,
+                          "stale: an event for loan %s, which the state does not hold, dated "
+                          "more than --retain-ended behind the borrower's latest event; it may "
+                          "belong to a loan retention removed, so it is not applied",
+                          ev->loan_id);
         if (s->n_loans >= rules->max_loans)
             return refuse(out,
                           "limit: the borrower has %zu loans, the most one borrower may have "
@@ -417,6 +424,9 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     /* Nothing changed (an application already out of the window, a repeated
      * income): nothing is written, and it counts as a duplicate, so that
      * "applied" means "changed". */
+    /* Ended loans past their retention leave, by event time (retention.c). */
+    if (lw_retain_prune(s, rules))
+        changed = true;
     if (!changed && newmask == s->mask)
         return LW_APPLY_DUPLICATE;
     s->mask = newmask;

@@ -1183,6 +1183,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         return LW_ERR_CONFIG;
     }
     lw_rules_set_limits(x->rules, cf->max_loans, cf->max_window);
+    if (lw_rules_set_retention(x->rules, cf->retain_ended_ms, cf->retain_negative_ms, errstr,
+                               errstr_size)) {
+        ctx_destroy(x);
+        return LW_ERR_CONFIG;
+    }
     x->codec = lw_codec_new(errstr, errstr_size);
     if (!x->codec) {
         ctx_destroy(x);

@@ -24,7 +24,8 @@ _Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit b
 struct lw_rules_s {
     size_t n;
     lw_rule_t rules[LW_RULES_MAX];
-    size_t max_loans, max_window; /* limits per borrower (lw_rules_set_limits) */
+    size_t max_loans, max_window;                /* limits per borrower (lw_rules_set_limits) */
+    int64_t retain_ended_ms, retain_negative_ms; /* retention.c; 0: default */
 };
 
 /* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */
@@ -61,6 +62,13 @@ typedef struct lw_bapply_out {
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
                                 uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
                                 lw_alert_vec_t *alerts, lw_bapply_out_t *out);
+/* Retention (retention.c), called by lw_bstate_apply(): lw_retain_stale()
+ * says an event at `at` for a loan the state does not hold is older than the
+ * settled period behind s->t (it may be a pruned loan's: refused);
+ * lw_retain_prune() drops the ended loans past their period behind s->t and
+ * says whether it dropped any. */
+bool lw_retain_stale(const lw_bstate_t *s, const lw_rules_t *rules, int64_t at);
+bool lw_retain_prune(lw_bstate_t *s, const lw_rules_t *rules);
 /* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
 void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
 

@@ -23,10 +23,12 @@
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: loanwire-exposure-bench --redis URL [--batch N] [--no-strict-fencing]\n"
+               "                               [--retain-ended DUR] [--retain-negative DUR]\n"
                "                               [--dump FILE] EVENTS.jsonl\n"
                "Applies the events (JSON Lines) through the exposure store without Kafka and\n"
                "prints events/s; --dump also writes every command sent to Redis to FILE (RESP,\n"
-               "for redis-cli --pipe).\n"
+               "for redis-cli --pipe). --retain-ended / --retain-negative: as loanwire-exposure's\n"
+               "(default 90d / 5y; off keeps ended loans).\n"
                "\n"
                "  -h, --help       this text\n"
                "  -V, --version    print the version and exit\n"
@@ -41,12 +43,15 @@ int main(int argc, char **argv)
         {"batch", required_argument, NULL, 'b'},
         {"dump", required_argument, NULL, 'd'},
         {"no-strict-fencing", no_argument, NULL, 's'},
+        {"retain-ended", required_argument, NULL, 'e'},
+        {"retain-negative", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *url = lw_conf_default_redis(), *dump = NULL;
     size_t batch = 2000;
+    int64_t ret_ended = 0, ret_neg = 0;
     lw_script_opts_t so;
     lw_script_opts_init(&so);
     int o;
@@ -63,6 +68,14 @@ int main(int argc, char **argv)
             break;
         case 's':
             so.strict_fencing = false;
+            break;
+        case 'e':
+        case 'n':
+            if (!lw_retention_parse(optarg, o == 'e' ? &ret_ended : &ret_neg)) {
+                fprintf(stderr, "loanwire-exposure-bench: bad duration '%s' (90d, 5y, off)\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -109,6 +122,10 @@ int main(int argc, char **argv)
     }
     char errstr[512];
     lw_rules_t *rules = lw_rules_default();
+    if (rules && lw_rules_set_retention(rules, ret_ended, ret_neg, errstr, sizeof errstr)) {
+        fprintf(stderr, "loanwire-exposure-bench: %s\n", errstr);
+        return 2;
+    }
     lw_store_t *st = lw_store_new(url, rules, &so, errstr, sizeof errstr);
     if (!st) {
         fprintf(stderr, "loanwire-exposure-bench: %s\n", errstr);

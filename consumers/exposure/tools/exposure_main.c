@@ -64,6 +64,12 @@ static void usage(FILE *f)
         "                       opening one more goes to the dead letters, with why\n"
         "  --max-window-entries N  new loans + applications one borrower may have in\n"
         "                       30 days (default %d); beyond: dead letters\n"
+        "  --retain-ended DUR   a closed loan leaves its borrower's state DUR after it\n"
+        "                       ended, by event time (default 90d; 5y, 2160h, off);\n"
+        "                       an event for a loan not held, dated more than DUR\n"
+        "                       behind the borrower's latest, goes to the dead letters\n"
+        "  --retain-negative DUR  a written-off loan, or one closed while past due,\n"
+        "                       leaves DUR after it ended (default 5y; >= --retain-ended)\n"
         "  --max-future SECS    an event dated more than SECS ahead of this host's clock\n"
         "                       goes to the dead letters (default %lld; 0: no bound)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
@@ -233,7 +239,9 @@ int main(int argc, char **argv)
         O_LATENCY,
         O_MAXLOANS,
         O_MAXWIN,
-        O_FUTURE
+        O_FUTURE,
+        O_RETEND,
+        O_RETNEG
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -262,6 +270,8 @@ int main(int argc, char **argv)
         {"max-loans", required_argument, NULL, O_MAXLOANS},
         {"max-window-entries", required_argument, NULL, O_MAXWIN},
         {"max-future", required_argument, NULL, O_FUTURE},
+        {"retain-ended", required_argument, NULL, O_RETEND},
+        {"retain-negative", required_argument, NULL, O_RETNEG},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -393,6 +403,18 @@ int main(int argc, char **argv)
                 lw_validate_set_max_future_ms(v * 1000);
             else
                 c.status_every_s = (int)v;
+            break;
+        case O_RETEND:
+        case O_RETNEG:
+            if (!lw_retention_parse(optarg,
+                                    o == O_RETEND ? &c.retain_ended_ms : &c.retain_negative_ms)) {
+                fprintf(stderr,
+                        "loanwire-exposure: bad duration '%s' for --%s (e.g. 90d, 5y, 2160h, "
+                        "off)\n",
+                        optarg, o == O_RETEND ? "retain-ended" : "retain-negative");
+                free(kv);
+                return LW_EXIT_USAGE;
+            }
             break;
         default:
             usage(stderr);

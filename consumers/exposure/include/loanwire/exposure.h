@@ -73,6 +73,24 @@ void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window)
 size_t lw_rules_max_loans(const lw_rules_t *rules);
 size_t lw_rules_max_window(const lw_rules_t *rules);
 
+/* Retention of ended loans (retention.c; consumers/README.md, "Retention"):
+ * a CLOSED loan leaves its borrower's state once the borrower's latest event
+ * time is more than ended_ms past the loan's end; a negative one (WRITTEN_OFF,
+ * or ended while past due) after negative_ms. An event for a loan the state
+ * does not hold, dated more than ended_ms behind that time, is refused. 0
+ * sets the default; LW_RETAIN_FOREVER keeps them (and refuses nothing).
+ * LW_ERR_CONFIG (errstr says why) when negative_ms < ended_ms. */
+#define LW_RETAIN_FOREVER             INT64_MAX
+#define LW_RETAIN_ENDED_DEFAULT_MS    (90LL * 86400000)
+#define LW_RETAIN_NEGATIVE_DEFAULT_MS (5LL * 31557600000LL) /* 5 years of 365.25 days */
+lw_err_t lw_rules_set_retention(lw_rules_t *rules, int64_t ended_ms, int64_t negative_ms,
+                                char *errstr, size_t errstr_size);
+int64_t lw_rules_retain_ended(const lw_rules_t *rules);
+int64_t lw_rules_retain_negative(const lw_rules_t *rules);
+/* "90d", "5y" (365.25 days), "2160h", "30m", "3600s", "1500ms" or "off"
+ * (LW_RETAIN_FOREVER); false for anything else (a bare number, zero). */
+bool lw_retention_parse(const char *s, int64_t *ms);
+
 /* ---- Script ------------------------------------------------------------- */
 
 typedef struct lw_script_opts {
@@ -224,6 +242,8 @@ typedef struct lw_exposure_conf {
     const char *rules_file; /* NULL: default pack */
     size_t max_loans;       /* limits per borrower (lw_rules_set_limits); 0: default */
     size_t max_window;
+    int64_t retain_ended_ms; /* lw_rules_set_retention(); 0: default */
+    int64_t retain_negative_ms;
     const char *config_file; /* librdkafka properties, or NULL */
     const char **kafka_kv;   /* -X key=value, n_kafka_kv of them */
     size_t n_kafka_kv;
