@@ -13,6 +13,16 @@ already up (it FLUSHALLs the Redis it is given and creates topics on the Kafka i
                (--latency-out: producer hand-over -> Redis acknowledged)
   4 memory     Redis bytes per borrower with about three active loans each
   5 scale-out  the same topic with two loanwire-exposure processes in one group
+  6 cluster    the same on a Redis Cluster of 3 masters
+  7 retention  Redis bytes per borrower after 2 simulated years of loanwire-gen history,
+               with ended loans kept for ever (today's state) and with the default
+               retention (90 d settled, 5 y negative); totals checked equal
+  8 memsim     the memory model checked: step 7's retained states copied to
+               --memsim-borrowers borrowers through the real store, used_memory vs
+               borrowers x step 7's bytes per borrower
+
+Measured figures also go to --figures (JSON, merged by key, each with when and how it
+was measured): bench/capacity.py computes SCALE.md from them.
 
 Every step checks its counts; a mismatch is a failure (exit 1). Times are printed, never
 asserted. Progress goes to stderr, the markdown report to --out and stdout.
@@ -227,6 +237,11 @@ class Bench:
                 self.fixed_pids[name] = int(open(p).read().strip())
         self.feed = os.path.join(self.work, "feed.jsonl")
         self.model = None
+        self.fig = {}      # figure name -> value, for --figures (bench/capacity.py)
+
+    def figure(self, name, value, how):
+        self.fig[name] = {"value": value, "how": how, "quick": bool(self.a.quick),
+                          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     # -- helpers --
 
@@ -353,6 +368,9 @@ class Bench:
                 bl = loans.get(b)
                 if bl is None:
                     bl = loans[b] = {}
+                if b in full:
+                    apps.setdefault(b, []).append((e["occurred_at"], line))
+                    continue
                 if e["event_type"] == "APPLICATION":
                     continue
                 lk = e["platform_id"] + ":" + e["loan_id"]
@@ -576,6 +594,12 @@ class Bench:
         rounds = 1 if a.quick else 3
         self.events_topic, med, spread = pair(5, rounds)
         ours, raw = med["loanwire-produce"][0], med["kcat"][0]
+        self.figure("event_avro_bytes", size, "mean single-object Avro record of %d feed "
+                    "events (loanwire-avro encode)" % len(sizes))
+        self.figure("produce_client_us_per_event", med["loanwire-produce"][1],
+                    "loanwire-produce CPU per event, %d events, linger.ms=5" % n)
+        self.figure("kafka_broker_us_per_event", med["loanwire-produce"][2],
+                    "Kafka broker (one, RF 1) CPU per event while loanwire-produce sends")
         ratio = ours / raw
         what = "events/s, %s events (%d-byte records)" % (fmt_int(n), size)
         if rounds > 1:
@@ -778,6 +802,11 @@ class Bench:
                  "", "", "")
         self.row("2 catch-up", "loanwire-exposure CPU per event", "%.1f µs" % cpu.us_per(
             "loanwire-exposure", n), "", "", "", "")
+        self.figure("exposure_us_per_event", cpu.us_per("loanwire-exposure", n),
+                    "loanwire-exposure CPU per event, catch-up of %d events" % n)
+        self.figure("redis_us_per_event", ours_us,
+                    "redis-server CPU per event, same catch-up (one Redis)")
+        self.figure("exposure_events_per_s", rate, "1 consumer catch-up into one Redis")
 
     # -- step 3: latency -----------------------------------------------------------------
 
@@ -965,6 +994,9 @@ class Bench:
                      "MEMORY USAGE of one borrower's keys: %s (%s)" % (usage, enc), "",
                      "<= 200" if not recent else "",
                      ("yes" if per <= 200 else "no") if not recent else "")
+            if not recent:
+                self.figure("redis_bytes_per_borrower_3_loans", per,
+                            "used_memory delta / %d borrowers x 3 active loans" % n)
             self.notes.append(
                 "Memory, %s: %s borrowers, %d loan events each (3 DRAWDOWNs%s) applied through "
                 "the consumer's store without Kafka (`loanwire-exposure-bench`), "
@@ -1070,6 +1102,256 @@ class Bench:
         enc_name = "/".join(self.r.cmd("OBJECT", "ENCODING", k).decode() for k in keys)
         self.r.cmd("FLUSHALL")
         return used / n, "%d" % sum(usage), enc_name or "?", dt
+
+    # -- step 7: retention ---------------------------------------------------------------
+
+    DAY = 86400000
+    GEN_START = 1767225600000  # loanwire-gen's default --start, 2026-01-01T00:00:00Z
+
+    def history_feed(self, borrowers, days=730):
+        """loanwire-gen's feed for `borrowers` borrowers cut at `days` of event time (the
+        generator runs on until told; ~65 events a borrower make 2 years); returns
+        (path, events, borrower ids)."""
+        raw = os.path.join(self.work, "history.raw.jsonl")
+        path = os.path.join(self.work, "history.jsonl")
+        self.run([self.prog("loanwire-gen"), "--borrowers", str(borrowers), "--events",
+                  str(110 * borrowers), "-o", raw], log=os.path.join(self.work, "gen-hist.log"))
+        end = self.GEN_START + days * self.DAY
+        n, last, bids = 0, 0, set()
+        pat = re.compile(r'"occurred_at":(\d+)')
+        bpat = re.compile(r'"borrower_id":"([^"]+)"')
+        with open(raw) as f, open(path, "w") as o:
+            for line in f:
+                t = int(pat.search(line).group(1))
+                if t >= end:
+                    continue
+                o.write(line)
+                n += 1
+                last = max(last, t)
+                bids.add(bpat.search(line).group(1))
+        os.unlink(raw)
+        if last < end - 30 * self.DAY:
+            raise BenchError("history feed reaches only %.0f days" % (
+                (last - self.GEN_START) / self.DAY))
+        return path, n, sorted(bids)
+
+    def bench_load(self, feed, extra=()):
+        """FLUSHALL, then the feed through loanwire-exposure-bench; returns (used_memory
+        delta without the alert stream, counts dict)."""
+        script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
+                                stdout=subprocess.PIPE, check=True).stdout
+        self.r.cmd("FLUSHALL")
+        self.r.cmd("SCRIPT", "LOAD", script)
+        time.sleep(0.2)
+        base = int(self.r.info("memory")["used_memory"])
+        p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url] +
+                           list(extra) + [feed], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        m = re.search(rb"(\d+) events in .* applied (\d+) dup (\d+) ooo (\d+) fenced (\d+) "
+                      rb"alerts (\d+) refused (\d+)", p.stdout)
+        if p.returncode != 0 or not m:
+            raise BenchError("loanwire-exposure-bench %s: %s %s" % (
+                " ".join(extra), p.stdout[-300:], p.stderr[-300:]))
+        self.r.cmd("DEL", "lw:alerts")
+        time.sleep(0.2)
+        used = int(self.r.info("memory")["used_memory"]) - base
+        c = dict(zip(("events", "applied", "dup", "ooo", "fenced", "alerts", "refused"),
+                     (int(x) for x in m.groups())))
+        return used, c
+
+    def query(self, bid):
+        q = subprocess.run([self.prog("loanwire-query"), "--redis", self.url, "--borrower",
+                            bid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if q.returncode != 0:
+            raise BenchError("loanwire-query --borrower %s: exit %d %s" % (
+                bid, q.returncode, q.stderr[-200:]))
+        return json.loads(q.stdout)
+
+    def step_retention(self):
+        nb = self.a.ret_borrowers
+        say("==> [7/8] retention: %s borrowers, 2 simulated years of loanwire-gen history"
+            % fmt_int(nb))
+        feed, n, bids = self.history_feed(nb)
+        rnd = random.Random(7)
+        sample = rnd.sample(bids, min(self.a.sample, len(bids)))
+        res = {}
+        for label, extra in (("kept for ever (today)", ["--retain-ended", "off",
+                                                        "--retain-negative", "off"]),
+                             ("retention 90d / 5y (default)", [])):
+            used, c = self.bench_load(feed, extra)
+            got = {b: self.query(b) for b in sample}
+            loans = statistics.mean(len(j.get("loans", [])) for j in got.values())
+            res[label] = (used / len(bids), c, got, loans)
+            say("retention: %s: %.0f bytes per borrower, %.2f loans held (sample), %s" % (
+                label, used / len(bids), loans, c))
+        (l0, (b0, c0, g0, n0)), (l1, (b1, c1, g1, n1)) = res.items()
+        # Retention drops ended loans only: every total and active count the same.
+        for b in sample:
+            for k in ("total_outstanding_fen", "active_loans", "active_lenders",
+                      "past_due_fen"):
+                if g0[b].get(k) != g1[b].get(k):
+                    raise BenchError("retention changed %s of borrower %s: %s -> %s" % (
+                        k, b, g0[b].get(k), g1[b].get(k)))
+        if c0["applied"] != c1["applied"] or c1["refused"] != c0["refused"]:
+            raise BenchError("retention changed what was applied: %s vs %s" % (c0, c1))
+        for label, (per, c, _, loans) in res.items():
+            self.row("7 retention", "Redis bytes per borrower after 2 simulated years "
+                     "(%s borrowers, %s events), ended loans %s" % (fmt_int(len(bids)),
+                                                                     fmt_int(n), label),
+                     "%.0f" % per, "%.2f loans held (sample of %d)" % (loans, len(sample)),
+                     "", "", "")
+        self.notes.append(
+            "Retention: loanwire-gen --borrowers %d cut at 730 days of event time (%s events), "
+            "applied through loanwire-exposure-bench twice into an empty Redis (alert stream "
+            "excluded): %s %.0f bytes per borrower, %s %.0f; %d sampled borrowers' totals, "
+            "active loans and lenders identical in both; applied %d both times." % (
+                nb, fmt_int(n), l0, b0, l1, b1, len(sample), c0["applied"]))
+        self.figure("bytes_per_borrower_2y_kept", b0, "used_memory delta / %d borrowers after "
+                    "2 simulated years (%d events), ended loans kept" % (len(bids), n))
+        self.figure("bytes_per_borrower_2y_retained", b1, "the same with --retain-ended 90d "
+                    "--retain-negative 5y (defaults)")
+        # step 8's templates, read while the retained states are in Redis
+        self.retained = (self.templates(feed, bids), b1)
+        self.r.cmd("FLUSHALL")
+
+    # -- step 8: the memory model, checked ----------------------------------------------
+
+    def step_memsim(self):
+        if not getattr(self, "retained", None):
+            self.step_retention()
+        tmpl, per = self.retained
+        sizes = [int(x) for x in str(self.a.memsim_borrowers).split(",") if x]
+        say("==> [8/8] memsim: step 7's retained states copied to %s borrowers" %
+            ", ".join(fmt_int(x) for x in sizes))
+        for m in sizes:
+            used, dt, ev = self.memsim_load(tmpl, m)
+            pred = m * per
+            err = (used - pred) / pred
+            say("memsim: %s borrowers: used_memory %.0f MB, model %.0f MB (%+.1f %%), %.0f s"
+                % (fmt_int(m), used / 1e6, pred / 1e6, 100 * err, dt))
+            self.row("8 memsim", "Redis used_memory, %s borrowers with 2-year retained state "
+                     "(%s events through the real store)" % (fmt_int(m), fmt_int(ev)),
+                     "%.0f MB (%.0f B/borrower)" % (used / 1e6, used / m),
+                     "model %.0f MB (%.0f B x borrowers)" % (pred / 1e6, per),
+                     "%.3f" % (used / pred), "", "")
+            self.figure("memsim_%d" % m, {"borrowers": m, "used_memory": used,
+                                          "predicted": pred, "events": ev, "seconds": dt},
+                        "templated load through loanwire-exposure-bench vs borrowers x "
+                        "bytes_per_borrower_2y_retained")
+        self.r.cmd("FLUSHALL")
+
+    def templates(self, feed, bids):
+        """Per borrower of step 7, the events that rebuild its retained state through the
+        real store (not a copy of its bytes). A borrower with an alert hash (a:{id}: only
+        its whole feed rebuilds that history), or whose latest declared income came with an
+        event of a loan since pruned, gets all its events; any other, for each loan it
+        still holds (by loanwire-query), the loan's first and last events (the first opens
+        it as in the feed; its window entry is pruned as time moves on), its latest event
+        with an income, and its applications in the last 30 days. Also records each
+        template's key sizes, to check the copies by."""
+        held, self.tref, full = {}, {}, set()
+        for b in bids:
+            j = self.query(b)
+            ak = "a:{%s}" % b
+            j["_strlen"] = self.r.cmd("STRLEN", "b:{%s}" % b)
+            j["_hlen"] = self.r.cmd("HLEN", ak)
+            self.tref[b] = j
+            if self.r.cmd("EXISTS", ak):
+                full.add(b)
+            held[b] = ({(l["platform_id"], l["loan_id"]) for l in j.get("loans", [])},
+                       j.get("as_of", 0))
+        evs = {b: [] for b in bids}
+        with open(feed) as f:
+            for line in f:
+                e = json.loads(line)
+                evs[e["borrower_id"]].append((e, line))
+        out = []
+        for b in bids:
+            keys, asof = held[b]
+            first, last, pick, income = {}, {}, [], None
+            for e, line in evs[b]:
+                k = (e["platform_id"], e["loan_id"])
+                app = e["event_type"] == "APPLICATION"
+                if e.get("annual_income_fen") is not None:
+                    income = (e, line)
+                if app:
+                    if e["occurred_at"] > asof - 30 * self.DAY:
+                        pick.append(line)
+                elif k in keys:
+                    first.setdefault(k, line)
+                    last[k] = line
+            if income and income[0]["event_type"] != "APPLICATION" and \
+                    (income[0]["platform_id"], income[0]["loan_id"]) not in keys:
+                full.add(b)
+            if b in full:
+                out.append((b, [line for _, line in evs[b]]))
+                continue
+            want = set(pick) | set(first.values()) | set(last.values())
+            if income:
+                want.add(income[1])
+            out.append((b, [line for _, line in evs[b] if line in want]))
+        return out
+
+    def memsim_load(self, tmpl, m):
+        """m borrowers, borrower i a copy of template i % len(tmpl) under its own id, through
+        loanwire-exposure-bench in files of 200,000 borrowers; returns (used_memory delta,
+        seconds, events). 200 copies are checked against their templates by loanwire-query."""
+        import base64
+        import hashlib
+        script = subprocess.run([self.prog("loanwire-exposure"), "--print-script"],
+                                stdout=subprocess.PIPE, check=True).stdout
+        self.r.cmd("FLUSHALL")
+        self.r.cmd("SCRIPT", "LOAD", script)
+        time.sleep(0.2)
+        base = int(self.r.info("memory")["used_memory"])
+
+        def bid_of(i):
+            return base64.urlsafe_b64encode(hashlib.md5(b"sim%d" % i).digest())[:22].decode()
+        t0 = time.monotonic()
+        events = 0
+        path = os.path.join(self.work, "memsim.jsonl")
+        for start in range(0, m, 200000):
+            lines = 0
+            with open(path, "w") as f:
+                for i in range(start, min(m, start + 200000)):
+                    b, evs = tmpl[i % len(tmpl)]
+                    nb = bid_of(i)
+                    for line in evs:
+                        f.write(line.replace(b, nb))
+                    lines += len(evs)
+            p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
+                                path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            mm = re.search(rb"(\d+) events in .* refused (\d+)", p.stdout)
+            if p.returncode != 0 or not mm or int(mm.group(1)) != lines or int(mm.group(2)):
+                raise BenchError("memsim load: %d events, loanwire-exposure-bench: %s %s" % (
+                    lines, p.stdout[-300:], p.stderr[-300:]))
+            events += lines
+            say("  memsim load: %s / %s borrowers (%s events)" % (
+                fmt_int(min(m, start + 200000)), fmt_int(m), fmt_int(events)))
+        os.unlink(path)
+        dt = time.monotonic() - t0
+        self.r.cmd("DEL", "lw:alerts")
+        time.sleep(0.2)
+        used = int(self.r.info("memory")["used_memory"]) - base
+        # copies read back like their templates (same totals, same loans held)
+        for i in random.Random(8).sample(range(m), min(200, m)):
+            b = tmpl[i % len(tmpl)][0]
+            j = self.query(bid_of(i))
+            ref = self.tref[b]
+            for k in ("total_outstanding_fen", "active_loans"):
+                if j.get(k) != ref.get(k):
+                    raise BenchError("memsim: copy %s of %s: %s %s, template %s" % (
+                        bid_of(i), b, k, j.get(k), ref.get(k)))
+            nb = bid_of(i)
+            if self.r.cmd("STRLEN", "b:{%s}" % nb) != ref["_strlen"] or \
+                    self.r.cmd("HLEN", "a:{%s}" % nb) != ref["_hlen"]:
+                raise BenchError("memsim: copy %s of %s: state %d bytes / %d alerts, template "
+                                 "%d / %d" % (nb, b, self.r.cmd("STRLEN", "b:{%s}" % nb),
+                                              self.r.cmd("HLEN", "a:{%s}" % nb),
+                                              ref["_strlen"], ref["_hlen"]))
+            if len(j.get("loans", [])) != len(ref.get("loans", [])):
+                raise BenchError("memsim: copy %s of %s holds %d loans, template %d" % (
+                    bid_of(i), b, len(j.get("loans", [])), len(ref.get("loans", []))))
+        return used, dt, events
 
     # -- step 5: scale-out ---------------------------------------------------------------
 
@@ -1285,11 +1567,16 @@ def main():
     ap.add_argument("--mem-borrowers", type=int, help="step 4 (1,000,000; quick 10,000)")
     ap.add_argument("--mem-borrowers-recent", type=int,
                     help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
-    ap.add_argument("--steps", default="1,2,3,4,5,6", help="steps to run (2, 5 and 6 need 1; "
-                    "6 needs --cluster)")
+    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8", help="steps to run (2, 5 and 6 need "
+                    "1; 6 needs --cluster; 8 runs 7 first)")
     ap.add_argument("--cluster", help="redis://HOST:PORT of a Redis Cluster node (step 6; "
                     "FLUSHALLed!)")
     ap.add_argument("--cluster-stack-dir", help="its stack folder (for the redis pids)")
+    ap.add_argument("--ret-borrowers", type=int, help="step 7 population (5,000; quick 500)")
+    ap.add_argument("--memsim-borrowers", help="step 8 sizes, comma-separated (1000000; quick "
+                    "20000)")
+    ap.add_argument("--figures", help="merge the measured figures into this JSON file "
+                    "(bench/results/figures.json; bench/capacity.py reads it)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--publish", metavar="MD", help="on success, put the report into MD "
                     "between its results:begin / results:end markers (BENCHMARKS.md)")
@@ -1302,6 +1589,8 @@ def main():
     a.rates = [(1000, 3)] if q else [(1000, 30), (10000, 20), (50000, 20)]
     a.steady = (1000, 3) if q else (10000, 20)
     a.sample = 200 if q else 300
+    a.ret_borrowers = a.ret_borrowers or (500 if q else 5000)
+    a.memsim_borrowers = a.memsim_borrowers or ("20000" if q else "1000000")
     steps = {int(s) for s in a.steps.split(",") if s}
     if steps & {2, 5, 6}:
         steps.add(1)  # they consume step 1's topic and model
@@ -1312,7 +1601,8 @@ def main():
     rc = 0
     try:
         for k, fn in ((1, b.step_producer), (2, b.step_catchup), (3, b.step_latency),
-                      (4, b.step_memory), (5, b.step_scaleout), (6, b.step_cluster)):
+                      (4, b.step_memory), (5, b.step_scaleout), (6, b.step_cluster),
+                      (7, b.step_retention), (8, b.step_memsim)):
             if k in steps:
                 fn()
     except BenchError as e:
@@ -1334,6 +1624,9 @@ def main():
                     os.unlink(os.path.join(a.work, f))
                 except OSError:
                     pass
+    if a.figures and b.fig:
+        merge_figures(a.figures, b.fig)
+        say("figures merged into %s" % a.figures)
     rep = b.report(time.monotonic() - t0)
     print(rep)
     if a.out:
@@ -1344,6 +1637,21 @@ def main():
         publish(a.publish, rep)
         say("report published into %s" % a.publish)
     return rc
+
+
+def merge_figures(path, fig):
+    """Figures measured now replace the same names in path; others stay (a run of some
+    steps keeps the rest). Written whole to a temporary file, then renamed."""
+    try:
+        old = json.load(open(path))
+    except (OSError, ValueError):
+        old = {}
+    old.update(fig)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(old, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def publish(path, rep):

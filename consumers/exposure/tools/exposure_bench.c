@@ -146,7 +146,7 @@ int main(int argc, char **argv)
      * staged while N's write is in flight, so the commands (and the dump)
      * are the consumer's */
     lw_apply_result_t *res[2] = {calloc(batch, sizeof **res), calloc(batch, sizeof **res)};
-    size_t counts[4] = {0}, alerts = 0, nres[2] = {0, 0};
+    size_t counts[LW_APPLY_REFUSED + 1] = {0}, alerts = 0, nres[2] = {0, 0};
     int cur = 0;
     bool flying = false;
     lw_flush_t *fl[2] = {NULL, NULL}; /* staged, then in flight */
@@ -168,7 +168,7 @@ int main(int argc, char **argv)
             return 1;
         }
         for (size_t k = 0; flying && k < nres[!cur]; k++) {
-            counts[res[!cur][k].code & 3]++;
+            counts[res[!cur][k].code <= LW_APPLY_REFUSED ? res[!cur][k].code : LW_APPLY_REFUSED]++;
             alerts += res[!cur][k].n_alerts;
         }
         if (m == 0)
@@ -178,8 +178,8 @@ int main(int argc, char **argv)
     }
     double s = (double)(lw_mono_us() - t0) / 1e6;
     printf("%zu events in %.3f s: %.0f events/s; applied %zu dup %zu ooo %zu fenced %zu "
-           "alerts %zu\n",
-           n, s, (double)n / s, counts[0], counts[1], counts[2], counts[3], alerts);
+           "alerts %zu refused %zu\n",
+           n, s, (double)n / s, counts[0], counts[1], counts[2], counts[3], alerts, counts[4]);
     if (out) {
         lw_store_set_tap(st, NULL);
         if (fclose(out) != 0) {
