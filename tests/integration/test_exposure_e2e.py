@@ -40,6 +40,9 @@ BOOT = os.environ.get("LOANWIRE_BOOTSTRAP", "127.0.0.1:9092")
 REDIS = os.environ.get("LOANWIRE_REDIS", "redis://127.0.0.1:6379")
 D30 = 30 * 86400000
 WINDOWS = (86400000, 7 * 86400000, D30)
+# Retention of ended loans (consumers/README.md), loanwire-exposure's defaults.
+RETAIN_ENDED = 90 * 86400000
+RETAIN_NEGATIVE = 5 * 31557600000
 FAILED = []
 
 
@@ -275,7 +278,9 @@ def stream_alerts(r):
 
 # ---- The independent model ----------------------------------------------------
 
-def model(events):
+def model(events, retain_ended=RETAIN_ENDED, retain_negative=RETAIN_NEGATIVE):
+    """Each borrower's state from the events, as the consumer must make it; None for a
+    period: kept for ever."""
     B = {}
     for e in events:
         b = B.setdefault(e["borrower_id"], {"loans": {}, "t": 0, "w": [], "inc": None})
@@ -292,6 +297,8 @@ def model(events):
             old = b["loans"].get(lk)
             if old and e["sequence"] <= old[0]:
                 continue
+            if not old and retain_ended is not None and b["t"] - at > retain_ended:
+                continue  # stale: may be a pruned loan's (refused, a dead letter)
             if not old and et in ("DRAWDOWN", "CREDIT_LINE") and at > newt - D30:
                 add = (at, 0, e["lender_id"], lk)
             if et == "WRITE_OFF":
@@ -312,6 +319,12 @@ def model(events):
         b["w"] = [x for x in b["w"] if x[0] > newt - D30]
         if add:
             b["w"].append(add)
+        for k, l in list(b["loans"].items()):
+            if l[6] in (3, 4):  # WRITTEN_OFF, CLOSED
+                neg = l[6] == 3 or l[3] > 0 or l[4] > 0
+                period = retain_negative if neg else retain_ended
+                if period is not None and newt - l[5] > period:
+                    del b["loans"][k]
     res = {}
     for bid, b in B.items():
         wins = []
