@@ -17,7 +17,10 @@
 # (127.0.0.1:21001-21006, bus 31001+, below the ephemeral ports; bench/.stack-cluster; LW_BENCH_CLUSTER_PORT /
 # LW_BENCH_CLUSTER_BUS_PORT / LW_BENCH_CLUSTER_DIR), both fresh each run, so a test or
 # demo stack is left alone; stops them at the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
-# missing. Writes the markdown table to bench/results/latest.md. No time is asserted;
+# missing. Writes the markdown table to bench/results/latest.md and the measured figures to
+# bench/results/figures.json (merged by name; `python3 bench/capacity.py` turns them into
+# SCALE.md). Steps 7 (retention) and 8 (memory model at 1,000,000 borrowers) are in the
+# full run; --quick runs them small. No time is asserted;
 # exits non-zero when a step fails or a count does not match.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,4 +110,5 @@ step "running the benchmarks${quick:+ (quick)}"
 python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$src" \
   --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
   --cluster "redis://127.0.0.1:$cluster_port" --cluster-stack-dir "$cluster_dir" \
-  --work "$root/bench/.work" --out "$root/bench/results/latest.md" "${args[@]}"
+  --work "$root/bench/.work" --out "$root/bench/results/latest.md" \
+  --figures "$root/bench/results/figures.json" "${args[@]}"
