@@ -121,7 +121,8 @@ typedef enum lw_apply_code {
     LW_APPLY_OUT_OF_ORDER = 2, /* older sequence than the stored one: ignored */
     LW_APPLY_FENCED = 3,       /* writer's (topic, partition) epoch is stale: nothing written */
     LW_APPLY_REFUSED = 4,      /* not applied, for the reason given (a limit per borrower, a
-                                * total that would overflow int64): the consumer sends the
+                                * total that would overflow int64, an event for a loan not
+                                * held older than retention): the consumer sends the
                                 * event to the dead letters with it */
 } lw_apply_code_t;
 
