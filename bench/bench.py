@@ -368,9 +368,6 @@ class Bench:
                 bl = loans.get(b)
                 if bl is None:
                     bl = loans[b] = {}
-                if b in full:
-                    apps.setdefault(b, []).append((e["occurred_at"], line))
-                    continue
                 if e["event_type"] == "APPLICATION":
                     continue
                 lk = e["platform_id"] + ":" + e["loan_id"]
