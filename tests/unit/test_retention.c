@@ -119,6 +119,12 @@ static void test_parse_and_config(void **state)
                      LW_ERR_CONFIG);
     assert_non_null(strstr(err, "--retain-negative"));
     assert_int_equal(lw_rules_retain_ended(g_rules), 90 * MS_D); /* unchanged */
+    /* a settled period beyond 5 years (or off) carries the default negative one along */
+    set_ret(10 * YEAR, 0);
+    assert_int_equal(lw_rules_retain_negative(g_rules), 10 * YEAR);
+    set_ret(LW_RETAIN_FOREVER, 0);
+    assert_true(lw_rules_retain_negative(g_rules) == LW_RETAIN_FOREVER);
+    set_ret(0, 0);
 }
 
 /* A closed loan leaves 90 days (event time) after its closure, not before;

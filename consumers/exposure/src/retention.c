@@ -48,7 +48,10 @@ lw_err_t lw_rules_set_retention(lw_rules_t *rules, int64_t ended_ms, int64_t neg
         return LW_ERR_CONFIG;
     }
     int64_t e = ended_ms ? ended_ms : LW_RETAIN_ENDED_DEFAULT_MS;
-    int64_t n = negative_ms ? negative_ms : LW_RETAIN_NEGATIVE_DEFAULT_MS;
+    /* by default a negative record stays 5 years, or as long as a settled one */
+    int64_t n = negative_ms                         ? negative_ms
+                : e > LW_RETAIN_NEGATIVE_DEFAULT_MS ? e
+                                                    : LW_RETAIN_NEGATIVE_DEFAULT_MS;
     /* the stale-event horizon is the settled period: a negative record kept
      * for less would let its late events through as new loans */
     if (n < e) {

@@ -69,7 +69,8 @@ static void usage(FILE *f)
         "                       an event for a loan not held, dated more than DUR\n"
         "                       behind the borrower's latest, goes to the dead letters\n"
         "  --retain-negative DUR  a written-off loan, or one closed while past due,\n"
-        "                       leaves DUR after it ended (default 5y; >= --retain-ended)\n"
+        "                       leaves DUR after it ended (default 5y, or --retain-ended\n"
+        "                       if longer; never shorter than it)\n"
         "  --max-future SECS    an event dated more than SECS ahead of this host's clock\n"
         "                       goes to the dead letters (default %lld; 0: no bound)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
@@ -424,6 +425,15 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "loanwire-exposure: unexpected argument '%s'\n", argv[optind]);
+        free(kv);
+        return LW_EXIT_USAGE;
+    }
+    /* the same check lw_rules_set_retention() makes, as a usage error */
+    if (c.retain_negative_ms &&
+        c.retain_negative_ms <
+            (c.retain_ended_ms ? c.retain_ended_ms : LW_RETAIN_ENDED_DEFAULT_MS)) {
+        fprintf(stderr, "loanwire-exposure: --retain-negative is shorter than --retain-ended; "
+                        "negative records must stay at least as long as settled ones\n");
         free(kv);
         return LW_EXIT_USAGE;
     }

@@ -78,7 +78,8 @@ size_t lw_rules_max_window(const lw_rules_t *rules);
  * time is more than ended_ms past the loan's end; a negative one (WRITTEN_OFF,
  * or ended while past due) after negative_ms. An event for a loan the state
  * does not hold, dated more than ended_ms behind that time, is refused. 0
- * sets the default; LW_RETAIN_FOREVER keeps them (and refuses nothing).
+ * sets the default (for negative_ms: 5 years, or ended_ms if longer);
+ * LW_RETAIN_FOREVER keeps them (and refuses nothing).
  * LW_ERR_CONFIG (errstr says why) when negative_ms < ended_ms. */
 #define LW_RETAIN_FOREVER             INT64_MAX
 #define LW_RETAIN_ENDED_DEFAULT_MS    (90LL * 86400000)
