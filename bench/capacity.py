@@ -249,6 +249,16 @@ def render(fig, a, p, src):
     w("| network | %s Gbit/s consumers ↔ Redis at peak | peak × (2 × bytes per borrower + %d "
       "bytes of command) × (1 + replicas) |" % (fmt(p["redis_gbit_peak"]), a.redis_cmd_overhead))
     w("")
+    if a.retention_years < a.negative_years:
+        w("**Caveat:** %g years of topic retention is shorter than the %g years negative "
+          "records stay in borrower state (`--retain-negative`): a rebuild of the state from "
+          "the topic alone would lose write-offs that ended %g to %g years before. Either keep "
+          "the topic %g years (disk × %.2f: %s TB) or rely on Redis persistence and backups "
+          "for them (consumers/README.md, \"Retention of ended loans\")." % (
+              a.retention_years, a.negative_years, a.retention_years, a.negative_years,
+              a.negative_years, a.negative_years / a.retention_years,
+              fmt(p["kafka_disk_tb"] * a.negative_years / a.retention_years)))
+        w("")
     w("## When a figure doubles: what to change first")
     w("")
     w("| input doubled | plan figures that move | change first |")
@@ -349,6 +359,8 @@ def main(argv=None):
     g.add_argument("--avg-rate", type=float, default=100000, help="events/s on average")
     g.add_argument("--peak-factor", type=float, default=10)
     g.add_argument("--retention-years", type=float, default=3)
+    g.add_argument("--negative-years", type=float, default=5,
+                   help="loanwire-exposure --retain-negative, in years (default 5)")
     g = ap.add_argument_group("assumptions")
     g.add_argument("--rf", type=int, default=3)
     g.add_argument("--record-overhead", type=int, default=70)
