@@ -4,14 +4,17 @@ second member joins its group, under eager and cooperative rebalancing.
 
 For each strategy (eager: -X partition.assignment.strategy=range; cooperative:
 loanwire-exposure's default cooperative-sticky), on a fresh 6-partition topic:
-loanwire-produce --stamp sends a steady feed (RATE events/s, fed through stdin
-in 50 ms slices); consumer 1 runs alone for WARM s; consumer 2 joins; after
+consumer 1 starts and takes all 6 partitions; then loanwire-produce --stamp
+sends a steady feed (RATE events/s, fed through stdin in 50 ms slices);
+consumer 1 runs alone for WARM s; consumer 2 joins; after
 STAY s more consumer 1 stops and writes --latency-out. Consumer 1's
 event-to-state latency (Redis ack minus the send stamp) is the pause it saw:
 with eager rebalancing every partition stops from the revocation until the new
 assignment is fetching again, so its maximum is the stop; with cooperative
 only the partitions handed over stop, so its maximum stays near the steady
-figure. Prints one line per strategy and writes bench/results/rebalance-pause.json.
+figure. Consumer 1's log lines are timed as they arrive, and the time from
+its revocation to its next assignment is printed too (eager: it holds
+nothing meanwhile; cooperative: it keeps its other partitions). Prints one line per strategy and writes bench/results/rebalance-pause.json.
 
   LOANWIRE_BOOTSTRAP, LOANWIRE_REDIS (DB 5 is flushed) name the servers.
   python3 bench/rebalance_pause.py [--rate 2000] [--warm 5] [--stay 12] [--runs 1]
@@ -50,6 +53,29 @@ def feeder(proc, lines, rate, stop):
     proc.stdin.close()
 
 
+def stamp_lines(pipe, path):
+    """Copies a consumer's stderr to path, each line after its arrival time."""
+    t0 = time.monotonic()
+    with open(path, "w") as f:
+        for line in pipe:
+            f.write(f"{time.monotonic() - t0:.3f} {line}")
+            f.flush()
+
+
+def idle_gaps(path):
+    """Seconds from each revocation to the next assignment: how long consumer 1
+    held nothing (eager) or only what it kept (cooperative)."""
+    gaps, since = [], None
+    for line in open(path):
+        t, _, msg = line.partition(" ")
+        if "revoked" in msg:
+            since = float(t)
+        elif "assigned" in msg and since is not None:
+            gaps.append(round(float(t) - since, 3))
+            since = None
+    return gaps
+
+
 def consumer(topic, group, strategy, lat, log):
     host = REDIS.split("://", 1)[1].split("/")[0]
     args = [os.path.join(BIN, "loanwire-exposure"), "--brokers", BOOT, "--topic", topic,
@@ -59,7 +85,10 @@ def consumer(topic, group, strategy, lat, log):
         args += ["--latency-out", lat]
     if strategy == "eager":
         args += ["-X", "partition.assignment.strategy=range"]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    th = threading.Thread(target=stamp_lines, args=(p.stderr, log), daemon=True)
+    th.start()
+    return p, th
 
 
 def one(strategy, a, lines, tag):
@@ -68,18 +97,24 @@ def one(strategy, a, lines, tag):
         "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--partitions", "6"])
     sh(["redis-cli", "-u", f"{REDIS}/{DB}", "FLUSHDB"])
     lat = os.path.join(a.tmp, f"pause-{strategy}-{tag}.json")
-    logs = [open(os.path.join(a.tmp, f"pause-{strategy}-{tag}-{i}.log"), "w") for i in (1, 2)]
+    logs = [os.path.join(a.tmp, f"pause-{strategy}-{tag}-{i}.log") for i in (1, 2)]
     prod = subprocess.Popen([os.path.join(BIN, "loanwire-produce"), "-b", BOOT, "-t", topic,
                              "--stamp", "-q", "-r", os.path.join(a.tmp, "pause.rejects"), "-"],
                             stdin=subprocess.PIPE, text=True)
     stop = threading.Event()
     th = threading.Thread(target=feeder, args=(prod, lines, a.rate, stop))
     group = f"g-pause-{strategy}-{tag}"
-    c1 = consumer(topic, group, strategy, lat, logs[0])
+    c1, t1 = consumer(topic, group, strategy, lat, logs[0])
+    # the feed starts once consumer 1 holds its partitions, so the group's
+    # first join (group.initial.rebalance.delay.ms) is not counted as a pause
+    deadline = time.time() + 60
+    while time.time() < deadline and (not os.path.exists(logs[0]) or
+                                      "assigned 6" not in open(logs[0]).read()):
+        time.sleep(0.05)
     th.start()
     time.sleep(a.warm)
     joined = time.time()
-    c2 = consumer(topic, group, strategy, None, logs[1])
+    c2, t2 = consumer(topic, group, strategy, None, logs[1])
     time.sleep(a.stay)
     c1.send_signal(signal.SIGTERM)
     c1.wait(timeout=60)
@@ -88,15 +123,17 @@ def one(strategy, a, lines, tag):
     stop.set()
     th.join()
     prod.wait(timeout=60)
+    t1.join(10)
+    t2.join(10)
     st = json.load(open(lat))["state"]
-    log1 = open(logs[0].name).read()
+    gaps = idle_gaps(logs[0])
     print(f"{strategy:12s} consumer 1: {st['count']} events applied, latency p50 "
           f"{st['p50_us'] / 1000:.1f} ms, p99 {st['p99_us'] / 1000:.1f} ms, max "
-          f"{st['max_us'] / 1000:.1f} ms (consumer 2 joined at +{a.warm} s; "
-          f"{log1.count('revoked')} revocation(s) seen)", flush=True)
+          f"{st['max_us'] / 1000:.1f} ms; revocation to next assignment {gaps[:1]} s "
+          f"(consumer 2 joined at +{a.warm} s)", flush=True)
     return {"strategy": strategy, "events": st["count"], "p50_us": st["p50_us"],
             "p99_us": st["p99_us"], "p999_us": st["p999_us"], "max_us": st["max_us"],
-            "joined_unix": joined}
+            "revoke_to_assign_s": gaps[:1], "joined_unix": joined}
 
 
 def main():
