@@ -335,8 +335,7 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
         while (j < 2 && strcmp(name, o->names[j]) != 0)
             j++;
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            printf("created %s (%d partitions, replication factor %d)\n", name, o->partitions[j],
-                   rf);
+            printf("created %s (%d partitions)\n", name, o->partitions[j]);
             wanted[j] = true;
             parts[j] = o->partitions[j];
         } else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
