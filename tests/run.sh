@@ -7,7 +7,11 @@
 # failure or Ctrl-C. Exits non-zero on any failure. Beside that stack it runs a
 # Redis Cluster of 3 masters with a replica each (fresh every run, Redis only,
 # ports from LOANWIRE_TEST_CLUSTER_PORT, 17001, cluster bus ports + 10000, under
-# .stack-test-cluster/) for the tests that need one (LOANWIRE_REDIS_CLUSTER).
+# .stack-test-cluster/) for the tests that need one (LOANWIRE_REDIS_CLUSTER),
+# and a Kafka cluster of 3 KRaft brokers (fresh every run, Kafka only, brokers
+# on LOANWIRE_TEST_KAFKA_CLUSTER_PORT (default 19292) + 0, 2, 4, controllers one
+# above each, under .stack-test-kafka3/) for the tests that need one
+# (LOANWIRE_KAFKA_CLUSTER, LOANWIRE_KAFKA_CLUSTER_STACK_DIR).
 #
 #   ./tests/run.sh              everything
 #   LW_TEST_QUICK=1 ./tests/run.sh   skip the sanitizer build and fuzzing
@@ -34,6 +38,15 @@ cluster_stack() {
   env -u LOANWIRE_REDIS -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR="$cluster_dir" \
       LOANWIRE_REDIS_PORT="$cluster_port" ./deploy/stack.sh "$@"
 }
+kafka3_dir=$root/.stack-test-kafka3
+kafka3_port=${LOANWIRE_TEST_KAFKA_CLUSTER_PORT:-19292}
+# Kafka only: LOANWIRE_REDIS names the main stack's Redis, so it starts none.
+kafka3_stack() {
+  env -u LOANWIRE_BOOTSTRAP LOANWIRE_STACK_DIR="$kafka3_dir" \
+      LOANWIRE_KAFKA_PORT="$kafka3_port" LOANWIRE_CONTROLLER_PORT=$((kafka3_port + 1)) \
+      LOANWIRE_REDIS="redis://127.0.0.1:$LOANWIRE_REDIS_PORT" \
+      LOANWIRE_REDIS_PORT=$((kafka3_port + 7)) ./deploy/stack.sh "$@"
+}
 
 step "installing dependencies"
 ./deploy/install-deps.sh
@@ -48,7 +61,12 @@ cmake --build build -j"$jobs"
 
 started=0
 cluster_started=0
+kafka3_started=0
 stop_stack() {
+  if [ "$kafka3_started" = 1 ]; then
+    step "stopping the test Kafka cluster"
+    kafka3_stack down || true
+  fi
   if [ "$started" = 1 ]; then
     step "stopping the test stack"
     ./deploy/stack.sh down || true
@@ -73,6 +91,14 @@ rm -rf "$cluster_dir"
 cluster_stack up --redis-cluster 3 --kafka-brokers 0
 export LOANWIRE_REDIS_CLUSTER=redis://127.0.0.1:$cluster_port
 export LOANWIRE_REDIS_CLUSTER_STACK_DIR=$cluster_dir
+
+step "starting a fresh test Kafka cluster (3 KRaft brokers) on 127.0.0.1:$kafka3_port+"
+kafka3_started=1
+[ ! -f "$kafka3_dir/shape" ] || kafka3_stack down || true
+rm -rf "$kafka3_dir"
+kafka3_stack up --kafka-brokers 3
+export LOANWIRE_KAFKA_CLUSTER="127.0.0.1:$kafka3_port,127.0.0.1:$((kafka3_port + 2)),127.0.0.1:$((kafka3_port + 4))"
+export LOANWIRE_KAFKA_CLUSTER_STACK_DIR=$kafka3_dir
 
 step "running every test (ctest)"
 rc=0

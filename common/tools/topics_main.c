@@ -10,6 +10,17 @@
  * already there is reported as "exists" and is not an error. "create" and
  * "delete" return once the cluster metadata shows the topics ready (every
  * partition led) or gone, so what runs next sees them that way.
+ *
+ * Replication follows the cluster unless told: RF = min(3, brokers), and
+ * min.insync.replicas = 2 once RF >= 3, so with the producers' acks=all an
+ * acknowledged event is on two brokers and one broker may fail without
+ * stopping writes or losing anything; on one broker RF 1 (nothing else fits).
+ * The broker count comes from the metadata, and the choice is printed.
+ *
+ * "add-partitions" grows the events topic (CreatePartitions). Kafka never
+ * shrinks a topic and never moves records: new events of a key whose
+ * hash now falls on a new partition go there, old ones stay put
+ * (consumers/README.md, "Adding partitions", says why state stays exact).
  */
 #include "loanwire/conf.h"
 #include "loanwire/log.h"
@@ -33,7 +44,9 @@ typedef struct topics_opts {
     int nx;
     const char *names[3]; /* events, alerts, dead letters */
     int partitions[3];
-    int replication;
+    bool partitions_set;      /* --partitions given: add-partitions needs it */
+    int replication;          /* 0: min(3, brokers) */
+    int min_insync;           /* 0: 2 when the replication factor is 3 or more */
     const char *retention_ms; /* events topic; NULL = infinite */
     int timeout_ms;
 } topics_opts_t;
@@ -41,9 +54,11 @@ typedef struct topics_opts {
 static void usage(FILE *fp)
 {
     fprintf(fp,
-            "Usage: loanwire-topics create|list|describe|delete [options]\n"
+            "Usage: loanwire-topics create|add-partitions|list|describe|delete [options]\n"
             "\n"
             "  create    create the events, alerts and dead-letter topics (idempotent)\n"
+            "  add-partitions  grow the events topic to --partitions N (never shrinks;\n"
+            "            new events of some borrowers then land on other partitions)\n"
             "  list      list every topic on the cluster with its partition count\n"
             "  describe  partitions, leaders and main settings of Loanwire's topics\n"
             "  delete    delete Loanwire's topics (for tests; asks no question)\n"
@@ -53,7 +68,10 @@ static void usage(FILE *fp)
             "      --partitions N          events topic partitions (default 6)\n"
             "      --alerts-partitions N   alerts topic partitions (default 3)\n"
             "      --dlq-partitions N      dead-letter topic partitions (default 1)\n"
-            "      --replication R         replication factor (default 1; use 3 in production)\n"
+            "      --replication R         replication factor (default min(3, brokers):\n"
+            "                              3 on a cluster of 3 or more, 1 on one broker)\n"
+            "      --min-insync N          min.insync.replicas of every topic (default 2\n"
+            "                              when the replication factor is 3 or more, else 1)\n"
             "      --retention-ms MS       events topic retention (default -1: keep forever)\n"
             "  -t, --topic NAME            events topic (default %s); --events-topic is\n"
             "                              the same option\n"
@@ -240,6 +258,34 @@ static int wait_metadata(rd_kafka_t *rk, const topics_opts_t *o, const bool want
     return 1;
 }
 
+/* The replication factor and min.insync.replicas create uses: the options,
+ * or what the cluster's broker count allows. -1 when the metadata failed. */
+static int choose_replication(rd_kafka_t *rk, const topics_opts_t *o, int *rf, int *min_insync)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, o->timeout_ms);
+    int brokers;
+
+    if (e) {
+        report_request_error(o, "metadata request", e, NULL);
+        return -1;
+    }
+    brokers = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    *rf = o->replication ? o->replication : (brokers < 3 ? (brokers > 0 ? brokers : 1) : 3);
+    *min_insync = o->min_insync ? o->min_insync : (*rf >= 3 ? 2 : 1);
+    if (*min_insync > *rf) {
+        lw_error("--min-insync %d is above the replication factor %d: no write could succeed",
+                 *min_insync, *rf);
+        return -1;
+    }
+    if (*rf > brokers)
+        lw_warn("replication factor %d on %d broker(s): the broker will refuse it", *rf, brokers);
+    printf("replication factor %d, min.insync.replicas=%d (%d broker%s%s)\n", *rf, *min_insync,
+           brokers, brokers == 1 ? "" : "s", o->replication ? ", as asked" : "");
+    return 0;
+}
+
 static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
 {
     rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
@@ -251,16 +297,20 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
     char err[512];
     bool wanted[3] = {false, false, false};
     int parts[3] = {0, 0, 0};
-    int rc = 1;
+    int rc = 1, rf, min_insync;
+    char mi[16];
 
+    if (choose_replication(rk, o, &rf, &min_insync) != 0)
+        goto out;
+    snprintf(mi, sizeof mi, "%d", min_insync);
     for (int i = 0; i < 3; i++) {
-        nt[i] =
-            rd_kafka_NewTopic_new(o->names[i], o->partitions[i], o->replication, err, sizeof err);
+        nt[i] = rd_kafka_NewTopic_new(o->names[i], o->partitions[i], rf, err, sizeof err);
         if (!nt[i]) {
             lw_error("topic %s: %s", o->names[i], err);
             goto out;
         }
         rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
+        rd_kafka_NewTopic_set_config(nt[i], "min.insync.replicas", mi);
         if (i == 0)
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms",
                                          o->retention_ms ? o->retention_ms : "-1");
@@ -305,6 +355,92 @@ out:
         rd_kafka_NewTopic_destroy(nt[i]);
     if (ev)
         rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(ao);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+static int get_metadata(rd_kafka_t *rk, const topics_opts_t *o, const struct rd_kafka_metadata **md)
+{
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, md, o->timeout_ms);
+
+    if (e) {
+        report_request_error(o, "metadata request", e, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Grows the events topic to o->partitions[0]; "already N" is not an error. */
+static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    rd_kafka_NewPartitions_t *np;
+    rd_kafka_queue_t *q;
+    rd_kafka_AdminOptions_t *ao;
+    rd_kafka_event_t *ev;
+    const struct rd_kafka_metadata *md;
+    const struct rd_kafka_metadata_topic *t;
+    bool wanted[3] = {true, false, false};
+    int parts[3] = {o->partitions[0], 0, 0};
+    int have, rc = 1;
+    char err[512];
+
+    if (get_metadata(rk, o, &md))
+        return 1;
+    t = md_find(md, o->names[0]);
+    have = t && !t->err ? t->partition_cnt : -1;
+    rd_kafka_metadata_destroy(md);
+    if (have < 0) {
+        lw_error("%s: absent (create it first)", o->names[0]);
+        return 1;
+    }
+    if (have == o->partitions[0]) {
+        printf("unchanged %s (%d partitions)\n", o->names[0], have);
+        return 0;
+    }
+    if (have > o->partitions[0]) {
+        lw_error("%s has %d partitions: Kafka cannot shrink a topic to %d", o->names[0], have,
+                 o->partitions[0]);
+        return 1;
+    }
+    np = rd_kafka_NewPartitions_new(o->names[0], (size_t)o->partitions[0], err, sizeof err);
+    if (!np) {
+        lw_error("topic %s: %s", o->names[0], err);
+        return 2;
+    }
+    q = rd_kafka_queue_new(rk);
+    ao = admin_options(rk, RD_KAFKA_ADMIN_OP_CREATEPARTITIONS, o->timeout_ms);
+    rd_kafka_AdminOptions_set_operation_timeout(ao, o->timeout_ms, err, sizeof err);
+    rd_kafka_CreatePartitions(rk, &np, 1, ao, q);
+    ev = admin_wait(q, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT, o->timeout_ms);
+    if (!ev) {
+        report_request_error(o, "add partitions", RD_KAFKA_RESP_ERR__TIMED_OUT, NULL);
+    } else if (rd_kafka_event_error(ev)) {
+        report_request_error(o, "add partitions", rd_kafka_event_error(ev),
+                             rd_kafka_event_error_string(ev));
+    } else {
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **res = rd_kafka_CreatePartitions_result_topics(
+            rd_kafka_event_CreatePartitions_result(ev), &cnt);
+        rc = cnt == 1 ? 0 : 1;
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            const char *m = rd_kafka_topic_result_error_string(res[i]);
+            if (e) {
+                lw_error("add partitions to %s: %s", rd_kafka_topic_result_name(res[i]),
+                         m && *m ? m : rd_kafka_err2str(e));
+                rc = 1;
+            }
+        }
+        if (rc == 0) {
+            printf("grew %s from %d to %d partitions\n", o->names[0], have, o->partitions[0]);
+            fflush(stdout);
+            rc = wait_metadata(rk, o, wanted, parts, true);
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_NewPartitions_destroy(np);
     rd_kafka_AdminOptions_destroy(ao);
     rd_kafka_queue_destroy(q);
     return rc;
@@ -361,17 +497,6 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
     rd_kafka_AdminOptions_destroy(ao);
     rd_kafka_queue_destroy(q);
     return rc;
-}
-
-static int get_metadata(rd_kafka_t *rk, const topics_opts_t *o, const struct rd_kafka_metadata **md)
-{
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, md, o->timeout_ms);
-
-    if (e) {
-        report_request_error(o, "metadata request", e, NULL);
-        return -1;
-    }
-    return 0;
 }
 
 static int cmd_list(rd_kafka_t *rk, const topics_opts_t *o)
@@ -462,12 +587,13 @@ static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
 
 int main(int argc, char **argv)
 {
-    enum { O_PARTS = 256, O_APARTS, O_DPARTS, O_REPL, O_RET, O_ET, O_AT, O_DT, O_TMO };
+    enum { O_PARTS = 256, O_APARTS, O_DPARTS, O_REPL, O_RET, O_ET, O_AT, O_DT, O_TMO, O_MINISR };
     static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
                                          {"partitions", required_argument, NULL, O_PARTS},
                                          {"alerts-partitions", required_argument, NULL, O_APARTS},
                                          {"dlq-partitions", required_argument, NULL, O_DPARTS},
                                          {"replication", required_argument, NULL, O_REPL},
+                                         {"min-insync", required_argument, NULL, O_MINISR},
                                          {"retention-ms", required_argument, NULL, O_RET},
                                          {"events-topic", required_argument, NULL, O_ET},
                                          {"topic", required_argument, NULL, 't'},
@@ -481,7 +607,6 @@ int main(int argc, char **argv)
     topics_opts_t o = {.brokers = lw_conf_default_bootstrap(),
                        .names = {LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS},
                        .partitions = {6, 3, 1},
-                       .replication = 1,
                        .timeout_ms = 30000};
     const char *cmd;
     rd_kafka_t *rk;
@@ -509,9 +634,14 @@ int main(int argc, char **argv)
             if (parse_int_opt(opts[c - O_PARTS + 1].name, optarg, 1, 100000,
                               &o.partitions[c - O_PARTS]))
                 return 2;
+            o.partitions_set |= c == O_PARTS;
             break;
         case O_REPL:
             if (parse_int_opt("replication", optarg, 1, 32767, &o.replication))
+                return 2;
+            break;
+        case O_MINISR:
+            if (parse_int_opt("min-insync", optarg, 1, 32767, &o.min_insync))
                 return 2;
             break;
         case O_RET:
@@ -556,9 +686,13 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind];
-    if (strcmp(cmd, "create") && strcmp(cmd, "list") && strcmp(cmd, "describe") &&
-        strcmp(cmd, "delete")) {
-        lw_error("unknown command \"%s\" (create, list, describe or delete)", cmd);
+    if (strcmp(cmd, "create") && strcmp(cmd, "add-partitions") && strcmp(cmd, "list") &&
+        strcmp(cmd, "describe") && strcmp(cmd, "delete")) {
+        lw_error("unknown command \"%s\" (create, add-partitions, list, describe or delete)", cmd);
+        return 2;
+    }
+    if (strcmp(cmd, "add-partitions") == 0 && !o.partitions_set) {
+        lw_error("add-partitions: give the new partition count with --partitions N");
         return 2;
     }
     lw_signals_install();
@@ -567,6 +701,8 @@ int main(int argc, char **argv)
         return 2;
     if (strcmp(cmd, "create") == 0)
         rc = cmd_create(rk, &o);
+    else if (strcmp(cmd, "add-partitions") == 0)
+        rc = cmd_add_partitions(rk, &o);
     else if (strcmp(cmd, "list") == 0)
         rc = cmd_list(rk, &o);
     else if (strcmp(cmd, "describe") == 0)

@@ -880,13 +880,38 @@ static void on_assign(exp_ctx_t *x, rd_kafka_topic_partition_list_t *parts)
     lw_info("assigned %d partition(s) of %s", parts->cnt, x->conf->topic);
 }
 
+/*
+ * Rebalancing is incremental (partition.assignment.strategy=cooperative-sticky):
+ * an assignment or a revocation names only the partitions that move, and the
+ * others keep being fetched and applied across it, so a member joining or
+ * leaving does not stop the group. Under the eager protocol (a group whose
+ * -X sets another strategy) the lists are the whole assignment, as before.
+ *
+ * On revocation what we hold is applied and committed before the partitions
+ * are let go, so their next owner starts after it (its fresh epoch would
+ * fence a late write of ours anyway). Our batches mix partitions, so the
+ * whole pipeline is drained, the kept partitions' events with the revoked
+ * ones': applying them early is harmless, and the kept partitions go on at
+ * once after the callback. Lost partitions (session or poll interval expired)
+ * are dropped uncommitted: someone else may already own them.
+ */
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     exp_ctx_t *x = opaque;
+    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *ke = NULL;
+
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(x, parts);
-        rd_kafka_assign(rk, parts);
+        if (coop)
+            ke = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        if (ke) {
+            lw_error("incremental assign: %s", rd_kafka_error_string(ke));
+            rd_kafka_error_destroy(ke);
+        }
         return;
     }
     /* revoke: finish what we hold, commit, let go */
@@ -910,8 +935,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++)
         if (parts->elems[i].partition >= 0 && parts->elems[i].partition < MAX_PARTS)
             x->parts[parts->elems[i].partition].owned = false;
-    rd_kafka_assign(rk, NULL);
-    lw_info("revoked %d partition(s)", parts->cnt);
+    if (coop)
+        ke = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rd_kafka_assign(rk, NULL);
+    if (ke) {
+        lw_error("incremental unassign: %s", rd_kafka_error_string(ke));
+        rd_kafka_error_destroy(ke);
+    }
+    lw_info("revoked %d partition(s)%s", parts->cnt, coop ? " (incremental)" : "");
 }
 
 /* ---- Status and metrics --------------------------------------------------- */
@@ -1253,6 +1285,10 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
          * metadata and offsets requests of the caught-up check waited
          * behind an empty fetch for up to its 500 ms default */
         !set(kc, "fetch.wait.max.ms", "100", errstr, errstr_size) ||
+        /* incremental rebalancing: a joining or leaving member moves only the
+         * partitions that change hands ("Rebalances" above); -X may set
+         * another strategy, and the callback follows the protocol it gives */
+        !set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) ||
         !conf_apply(cf, kc, errstr, errstr_size) ||
         !set(kc, "group.id", cf->group, errstr, errstr_size) ||
         /* offsets are stored by us, after Redis acknowledged: not negotiable */
