@@ -99,6 +99,9 @@ def main():
     for f in (feed, feed + ".a", feed + ".b", feed + ".bad", raw, rej, rejects):
         if os.path.exists(f):
             os.unlink(f)
+    if e2e.FAILED:
+        print("FAILED:", len(e2e.FAILED), "checks")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
