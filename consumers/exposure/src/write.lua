@@ -68,7 +68,8 @@ for i = 1, n do
     end
     out[i] = ok and 0 or e
     a = a + 2
-    local ak = 'a:' .. sub(k, 3)
+    -- most borrowers have no alert operation: no alert key made for them
+    local ak = nops > 0 and 'a:' .. sub(k, 3)
     for _ = 1, nops do
         if ARGV[a] == 'F' then
             if ok then
