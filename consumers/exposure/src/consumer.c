@@ -141,7 +141,7 @@ void lw_exposure_conf_init(lw_exposure_conf_t *c)
     c->redis_url = lw_conf_default_redis();
     c->status_every_s = 5;
     c->stall_s = 30;
-    c->batch_max = 2000;
+    c->batch_max = 0; /* the store's: lw_store_batch_default() */
     lw_script_opts_init(&c->script);
 }
 
@@ -1176,18 +1176,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         return LW_ERR_NOMEM;
     }
     x->conf = cf;
-    size_t bm = cf->batch_max ? cf->batch_max : 2000;
     bool ok = true;
-    for (int i = 0; i < 2; i++) {
-        batch_t *b = &x->bufs[i];
-        b->msg = calloc(bm, sizeof *b->msg);
-        b->ev = calloc(bm, sizeof *b->ev);
-        b->ok = calloc(bm, sizeof *b->ok);
-        b->used = calloc(bm, sizeof *b->used);
-        b->idx = calloc(bm, sizeof *b->idx);
-        b->results = calloc(bm, sizeof *b->results);
-        ok = ok && b->msg && b->ev && b->ok && b->used && b->idx && b->results;
-    }
     x->fill = &x->bufs[0];
     if (cf->latency_out) {
         x->lat_state = lw_hist_new();
@@ -1236,6 +1225,24 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         backoff_sleep(&backoff);
     }
     lw_store_set_alerts_cb(x->store, store_alerts_cb, x);
+    /* the batch's buffers once the store knows its Redis: a cluster pays per
+     * call, and a bigger batch puts more borrowers of one hash slot in a call */
+    size_t bm = cf->batch_max ? cf->batch_max : lw_store_batch_default(x->store);
+    for (int i = 0; i < 2; i++) {
+        batch_t *b = &x->bufs[i];
+        b->msg = calloc(bm, sizeof *b->msg);
+        b->ev = calloc(bm, sizeof *b->ev);
+        b->ok = calloc(bm, sizeof *b->ok);
+        b->used = calloc(bm, sizeof *b->used);
+        b->idx = calloc(bm, sizeof *b->idx);
+        b->results = calloc(bm, sizeof *b->results);
+        ok = ok && b->msg && b->ev && b->ok && b->used && b->idx && b->results;
+    }
+    if (!ok) {
+        snprintf(errstr, errstr_size, "out of memory");
+        ctx_destroy(x);
+        return LW_ERR_NOMEM;
+    }
     lw_info("Redis %s: write script %s loaded (%zu rules, strict fencing %s)",
             lw_redis_url_redact(cf->redis_url, (char[512]){0}, 512), lw_store_script_sha(x->store),
             lw_rules_count(x->rules), cf->script.strict_fencing ? "on" : "off");

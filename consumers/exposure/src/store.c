@@ -20,7 +20,8 @@
  *      cleared alert moves to "~rule" by a small EVAL, so no extra round
  *      trip is needed. Without strict fencing: an HGETALL round trip for
  *      repeats, then write.lua per chunk of borrowers, which checks each
- *      borrower's fence stamp (Redis Cluster).
+ *      borrower's fence stamp (Redis Cluster: a chunk is one hash slot's
+ *      borrowers, store_cluster.c).
  *
  * The steps are split so that the caller works while Redis does:
  * lw_store_flush_begin() does 1 and 2 (and the MULTI's body),
@@ -155,17 +156,17 @@ lw_store_t *lw_store_new(const char *redis_url, const lw_rules_t *rules,
     } else {
         if (st->opts.strict_fencing)
             lw_info("Redis Cluster at %s:%d: writes fenced by the borrowers' stamps (no "
-                    "strict fencing across slots), one borrower a call",
+                    "strict fencing across slots), one hash slot's borrowers a call",
                     st->url.host, st->url.port);
         st->opts.strict_fencing = false;
-        st->opts.chunk_max = 1;
     }
-    /* one borrower key per call when neither shared key is declared (Redis
-     * Cluster: a call must stay in one slot) */
+    /* one borrower key per call on one Redis when neither shared key is
+     * declared; on a cluster a call holds one slot's borrowers (store_cluster.c) */
     if (st->opts.chunk_max)
         st->chunk_max = st->opts.chunk_max;
     else
-        st->chunk_max = st->opts.strict_fencing || st->opts.alert_stream ? LW_CHUNK_DEFAULT : 1;
+        st->chunk_max =
+            st->cl || st->opts.strict_fencing || st->opts.alert_stream ? LW_CHUNK_DEFAULT : 1;
     st->script = lw_script_build(&st->opts);
     st->dict = lw_dict_new();
     if (!st->script || !st->dict) {
@@ -210,6 +211,11 @@ const char *lw_store_script_sha(const lw_store_t *st)
 struct redisContext *lw_store_redis(lw_store_t *st)
 {
     return st->rc;
+}
+
+size_t lw_store_batch_default(const lw_store_t *st)
+{
+    return st->cl ? LW_BATCH_CLUSTER_DEFAULT : LW_BATCH_DEFAULT;
 }
 
 int64_t lw_store_last_rtt_us(const lw_store_t *st)
@@ -492,6 +498,7 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
             s->held = NULL;
             slot_t *cs = c ? find_slot(c, h, pe->ev.borrower_id) : NULL;
             s->cached = cs != NULL;
+            s->hslot = st->cl ? lw_storec_slot(pe->ev.borrower_id) : 0;
             if (cs) {
                 lw_bstate_t t = s->st;
                 s->st = cs->st;
@@ -830,7 +837,8 @@ static void free_alert_replies(flush_t *f)
 
 /* ---- Step 3: write ------------------------------------------------------------------ */
 
-/* Without strict fencing: write.lua per chunk of borrowers of one partition. */
+/* Without strict fencing: write.lua per chunk of borrowers (each with its own
+ * writer and epoch); on a cluster the borrowers of one hash slot a chunk. */
 static lw_err_t build_writes(lw_store_t *st, flush_t *f)
 {
     int nshared = st->opts.alert_stream ? 1 : 0;
@@ -845,22 +853,21 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         f->chunks = nc;
     if (!no || !nc)
         return LW_ERR_NOMEM;
-    /* the changed borrowers by owner (step 0's groups), each group's in order */
+    /* the changed borrowers in order; on a cluster by hash slot */
     size_t k = 0;
-    for (size_t g = 0; g < f->ngroups; g++)
-        for (size_t i = 0; i < f->nslots; i++)
-            if (f->slots[i].dirty && f->slots[i].group == g)
-                f->order[k++] = i;
+    for (size_t i = 0; i < f->nslots; i++)
+        if (f->slots[i].dirty)
+            f->order[k++] = i;
+    if (st->cl && !lw_storec_by_slot(f, f->order, nd))
+        return LW_ERR_NOMEM;
     st->buf.len = 0;
     f->nchunks = 0;
     for (size_t i = 0; i < nd;) {
-        size_t grp = f->slots[f->order[i]].group, j = i + 1;
-        const pending_ev_t *g = f->groups[grp].first;
-        while (j < nd && j - i < st->chunk_max && f->slots[f->order[j]].group == grp)
-            j++;
-        size_t m = j - i, nargs = 3 + m + (size_t)nshared + 3;
+        size_t j = st->cl ? lw_storec_run_end(f, f->order, nd, i, st->chunk_max)
+                          : (nd - i < st->chunk_max ? nd : i + st->chunk_max);
+        size_t m = j - i, nargs = 3 + m + (size_t)nshared + 1;
         for (size_t q = i; q < j; q++) {
-            nargs += 2;
+            nargs += 4;
             for (size_t o = f->slots[f->order[q]].op_first; o != NONE; o = f->ops[o].next)
                 nargs += f->ops[o].fire ? 7 : 2;
         }
@@ -870,8 +877,8 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         c->n = m;
         char sk[64];
         const char *bid0 = f->slots[f->order[i]].first->ev.borrower_id;
-        if (st->cl) { /* one borrower a chunk: its slot, and that slot's stream */
-            c->slot = lw_storec_slot(bid0);
+        if (st->cl) { /* one slot a chunk, and that slot's stream */
+            c->slot = f->slots[f->order[i]].hslot;
             if (!lw_storec_stream_key(bid0, sk, sizeof sk))
                 return LW_ERR_NOMEM;
         } else {
@@ -885,15 +892,16 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
             ok = lw_resp_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
         if (ok && nshared >= 1)
             ok = lw_resp_str(b, sk);
-        ok = ok && lw_resp_int(b, g->writer) && lw_resp_int(b, g->epoch) &&
-             lw_resp_int(b, (int64_t)m);
+        ok = ok && lw_resp_int(b, (int64_t)m);
         for (size_t q = i; ok && q < j; q++) {
             slot_t *s = &f->slots[f->order[q]];
+            const pending_ev_t *g = f->groups[s->group].first;
             size_t nops = 0;
             for (size_t o = s->op_first; o != NONE; o = f->ops[o].next)
                 nops++;
             st->state.len = 0;
-            ok = lw_bstate_encode(&s->st, &st->state) &&
+            ok = lw_resp_int(b, g->writer) && lw_resp_int(b, g->epoch) &&
+                 lw_bstate_encode(&s->st, &st->state) &&
                  lw_resp_bulk(b, st->state.p, st->state.len) && lw_resp_int(b, (int64_t)nops);
             for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
                 const op_t *op = &f->ops[o];
@@ -1170,6 +1178,8 @@ static void flush_free(flush_t *f)
     free(f->alerts.v);
     lw_sbuf_free(&f->json);
     free(f->order);
+    free(f->reads);
+    free(f->skeys);
     free(f->chunks);
     free(f->hg);
     freeReplyObject(f->exec);

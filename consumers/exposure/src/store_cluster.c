@@ -3,14 +3,19 @@
  * by hash slot through lw_rcluster.
  *
  * Every key of one borrower carries its hash tag ({borrower_id}), so one
- * borrower is one slot, and that is the atomic unit: a flush reads each
- * borrower with a GET in its own group, applies the events in C exactly as
- * on one Redis (store.c), and writes each changed borrower with one call of
- * write.lua in its own group, with the alert stream entry on the stream of
- * that slot, lw:alerts:{TAG} (TAG from lw_rcluster_slot_tag()). All groups of
- * a step go to every master before any reply is read; MOVED, ASK, TRYAGAIN,
- * CLUSTERDOWN and a failover are lw_rcluster's to ride out, resending a
- * group whole.
+ * borrower is in one slot, and the atomic unit is one slot's borrowers of a
+ * flush: a flush reads the borrowers of each hash slot with one MGET in a
+ * group of its own, applies the events in C exactly as on one Redis
+ * (store.c), and writes each slot's changed borrowers with one call of
+ * write.lua (chunk_max of them at most, whatever their partitions), with
+ * their alert stream entries on the stream of that slot, lw:alerts:{TAG}
+ * (TAG from lw_rcluster_slot_tag()). Redis's cost on a cluster is per
+ * command far more than per key (a script call, its replication as
+ * MULTI/EXEC to the replica, the reply), so the fewer calls the better; a
+ * batch of B borrowers spread over 16384 slots needs 16384 (1 - e^(-B/16384))
+ * of them. All groups of a step go to every master before any reply is read;
+ * MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a failover are lw_rcluster's to ride
+ * out, resending a group whole.
  *
  * Fencing is the borrower's stamp, checked inside write.lua: a write by an
  * older epoch of the same (topic, partition) is refused, whenever it comes
@@ -43,6 +48,35 @@ int lw_storec_slot(const char *bid)
 {
     char k[LW_STATE_KEY_MAX];
     return lw_rcluster_keyslot(k, lw_borrower_key('b', bid, k));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+bool lw_storec_by_slot(flush_t *f, size_t *idx, size_t n)
+{
+    uint64_t *k = lw_array_grow(f->skeys, &f->skeys_cap, n ? n : 1, sizeof *k, 256);
+    if (!k)
+        return false;
+    f->skeys = k;
+    /* (hash slot, index): sorted, the slot's borrowers keep their order */
+    for (size_t i = 0; i < n; i++)
+        k[i] = (uint64_t)f->slots[idx[i]].hslot << 40 | (uint64_t)idx[i];
+    qsort(k, n, sizeof *k, cmp_u64);
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (size_t)(k[i] & ((UINT64_C(1) << 40) - 1));
+    return true;
+}
+
+size_t lw_storec_run_end(const flush_t *f, const size_t *idx, size_t n, size_t k, size_t max)
+{
+    size_t j = k + 1;
+    while (j < n && j - k < max && f->slots[idx[j]].hslot == f->slots[idx[k]].hslot)
+        j++;
+    return j;
 }
 
 size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap)
@@ -169,28 +203,55 @@ static bool key_group(lw_store_t *st, flush_t *f, const char *cmd, char prefix, 
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_rcluster_batch_reset(f->bat);
-    /* each GET built as RESP here (hiredis's formatter was an eighth of the
-     * consumer's instructions on a cluster); a borrower of the write in
-     * flight takes the state it leaves (cached), not a read that could run
-     * before it */
+    /* a borrower of the write in flight takes the state it leaves (cached),
+     * not a read that could run before it; the rest by hash slot, one MGET a
+     * slot (built as RESP here: hiredis's formatter was an eighth of the
+     * consumer's instructions on a cluster) */
+    size_t nr = 0;
+    size_t *rd = lw_array_grow(f->reads, &f->reads_cap, f->nslots ? f->nslots : 1, sizeof *rd, 256);
+    if (!rd)
+        return LW_ERR_NOMEM;
+    f->reads = rd;
     for (size_t i = 0; i < f->nslots; i++)
-        if (!f->slots[i].cached && !key_group(st, f, "GET", 'b', f->slots[i].first->ev.borrower_id))
+        if (!f->slots[i].cached)
+            rd[nr++] = i;
+    if (!lw_storec_by_slot(f, rd, nr))
+        return LW_ERR_NOMEM;
+    for (size_t k = 0; k < nr;) {
+        size_t j = lw_storec_run_end(f, rd, nr, k, st->chunk_max);
+        st->buf.len = 0;
+        bool ok =
+            lw_resp_hdr(&st->buf, '*', 1 + (int64_t)(j - k)) && lw_resp_bulk(&st->buf, "MGET", 4);
+        for (size_t q = k; ok && q < j; q++)
+            ok = lw_resp_key(&st->buf, 'b', f->slots[rd[q]].first->ev.borrower_id);
+        if (!ok || lw_rcluster_batch_group(f->bat, f->slots[rd[k]].hslot) < 0 ||
+            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
             return LW_ERR_NOMEM;
-    lw_err_t err = lw_rcluster_batch_groups(f->bat) ? run_batch(f, errstr, errstr_size) : LW_OK;
-    for (size_t i = 0, g = 0; i < f->nslots && err == LW_OK; i++) {
-        if (!f->slots[i].cached) {
-            const redisReply *r = lw_rcluster_group_reply(f->bat, g++, 0);
-            if (!r) {
-                snprintf(errstr, errstr_size, "GET b:{%s}: no reply",
-                         f->slots[i].first->ev.borrower_id);
-                return LW_ERR_TRANSIENT;
-            }
-            if ((err = lw_store_load_state(&f->slots[i], r, errstr, errstr_size)) != LW_OK)
-                break;
-        }
-        if ((err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
-            snprintf(errstr, errstr_size, "out of memory");
+        k = j;
     }
+    lw_err_t err = nr ? run_batch(f, errstr, errstr_size) : LW_OK;
+    for (size_t k = 0, g = 0; k < nr && err == LW_OK; g++) {
+        size_t j = lw_storec_run_end(f, rd, nr, k, st->chunk_max);
+        const redisReply *r = lw_rcluster_group_reply(f->bat, g, 0);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != j - k) {
+            if (r)
+                return lw_store_reply_error(r, "MGET (states of a slot)", errstr, errstr_size);
+            snprintf(errstr, errstr_size, "MGET b:{%s}...: no reply",
+                     f->slots[rd[k]].first->ev.borrower_id);
+            return LW_ERR_TRANSIENT;
+        }
+        for (size_t q = k; q < j && err == LW_OK; q++) {
+            if ((err = lw_store_load_state(&f->slots[rd[q]], r->element[q - k], errstr,
+                                           errstr_size)) != LW_OK)
+                break;
+            if ((err = lw_store_apply_slot(st, f, rd[q])) == LW_ERR_NOMEM)
+                snprintf(errstr, errstr_size, "out of memory");
+        }
+        k = j;
+    }
+    for (size_t i = 0; i < f->nslots && err == LW_OK; i++)
+        if (f->slots[i].cached && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
+            snprintf(errstr, errstr_size, "out of memory");
     return err;
 }
 

@@ -43,6 +43,7 @@ typedef struct slot {
     lw_bstate_t st;            /* arrays kept across flushes */
     bool dirty, fenced, replay;
     bool cached;              /* its state came from the flush in flight, not from a read */
+    int hslot;                /* a cluster: the hash slot of its keys; else 0 */
     int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
@@ -77,7 +78,7 @@ typedef struct hg_ref {
 typedef struct chunk {
     size_t off, len; /* in buf */
     size_t first, n;
-    int slot; /* a cluster: the hash slot of its one borrower */
+    int slot; /* a cluster: the hash slot all its borrowers share */
 } chunk_t;
 
 /* Where a flush is in its life: events queue in it, begin stages it (read,
@@ -117,7 +118,10 @@ typedef struct lw_flush_s {
     size_t nops, ops_cap;
     lw_alert_vec_t alerts; /* fired or handed back, in event order (pending_ev_t.alert0) */
     lw_sbuf_t json;        /* alert JSON of the flush */
-    size_t *order;         /* write order of dirty slots */
+    size_t *order;         /* write order of dirty slots (a cluster: by hash slot) */
+    size_t *reads;         /* a cluster: the slots read, by hash slot */
+    uint64_t *skeys;       /* a cluster: scratch of lw_storec_by_slot() */
+    size_t reads_cap, skeys_cap;
     chunk_t *chunks;
     size_t nchunks;
     lw_apply_result_t *results; /* the caller's, until the flush ends */
@@ -167,6 +171,11 @@ lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errst
 lw_err_t lw_storec_error(lw_rcluster_err_t e);
 /* The hash slot of a borrower (all its keys carry {borrower_id}). */
 int lw_storec_slot(const char *bid);
+/* Reorders idx[0..n) (indices of f->slots) by hash slot, keeping their order
+ * within a slot; false when out of memory. */
+bool lw_storec_by_slot(flush_t *f, size_t *idx, size_t n);
+/* The end of the run of idx[k..) in one hash slot, at most max long. */
+size_t lw_storec_run_end(const flush_t *f, const size_t *idx, size_t n, size_t k, size_t max);
 /* The alert stream of a borrower's slot, "lw:alerts:{TAG}", into buf; its length. */
 size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap);
 /* Refreshes the control handle's map and loads the write script on every master. */
@@ -176,7 +185,8 @@ lw_err_t lw_storec_ensure(lw_store_t *st, flush_t *f, char *errstr, size_t errst
 void lw_storec_drop(flush_t *f); /* closes them; NULL members are fine */
 /* The control handle's connection to the master of key's slot (borrowed). */
 redisContext *lw_storec_context(lw_store_t *st, const char *key, char *errstr, size_t errstr_size);
-/* Step 1 on a cluster: a GET per borrower, all masters at once, then apply. */
+/* Step 1 on a cluster: an MGET per hash slot of the batch (its borrowers,
+ * chunk_max at most), all masters at once, then apply. */
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* The a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);

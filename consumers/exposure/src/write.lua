@@ -3,16 +3,21 @@
 -- a borrower whose stored fence stamp is newer than the writer's: the same
 -- writer (topic and partition, as an id of lw:strings) at a newer epoch.
 --
--- This is the write path without strict fencing (Redis Cluster: one
--- borrower per call, one slot). With strict fencing (one Redis, the default)
+-- This is the write path without strict fencing (Redis Cluster: the
+-- borrowers of one hash slot per call, with that slot's alert stream, so a
+-- call is one slot's atomic unit). With strict fencing (one Redis, the default)
 -- store.c writes a WATCH-guarded MULTI/EXEC instead and runs no script.
 -- loanwire-exposure decides everything in C (borrower.c: sequence rule,
 -- windows, rules); this script only fences and stores. lw_script_build()
 -- prepends STREAM and MAXLEN as Lua constants.
 --
 -- KEYS[1..n] b:{borrower} of each borrower (distinct)
--- KEYS[n+1]  lw:alerts (declared when STREAM)
--- ARGV[1..3] writer epoch n; then per borrower:
+-- KEYS[n+1]  lw:alerts (declared when STREAM; lw:alerts:{TAG} of the slot
+--            on a cluster)
+-- ARGV[1]    n; then per borrower (borrowers of several partitions can
+--            share a call, so each names its own writer):
+--            writer    the id of its (topic, partition) in lw:strings
+--            epoch     that writer's epoch
 --            state     the new state string (layout in consumers/README.md)
 --            nops      then nops operations, in the order they happened:
 --            'F' rule json alert_id severity platform lender  an alert fired
@@ -21,8 +26,7 @@
 -- Returns one integer per borrower: 0 written, else fenced (nothing
 -- written): the epoch of its stored fence stamp, newer for the same writer.
 
-local n = tonumber(ARGV[3])
-local writer, epoch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = tonumber(ARGV[1])
 local out = {}
 local SKEY = KEYS[n + 1]
 local byte, sub = string.byte, string.sub
@@ -46,8 +50,10 @@ local function stamp(s)
     return vals[1], vals[2]
 end
 
-local kv, a = {}, 4
+local kv, a = {}, 2
 for i = 1, n do
+    local writer, epoch = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
     local k, nops = KEYS[i], tonumber(ARGV[a + 1])
     local ok, e = true, 0
     local old = redis.call('GET', k)
@@ -62,7 +68,8 @@ for i = 1, n do
     end
     out[i] = ok and 0 or e
     a = a + 2
-    local ak = 'a:' .. sub(k, 3)
+    -- most borrowers have no alert operation: no alert key made for them
+    local ak = nops > 0 and 'a:' .. sub(k, 3)
     for _ = 1, nops do
         if ARGV[a] == 'F' then
             if ok then
