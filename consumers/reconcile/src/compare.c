@@ -141,8 +141,8 @@ int lw_recon_diff_json(lw_recon_kind_t k, const char *platform, const char *borr
     } else {
         puts_(&w, ",\"bureau\":null");
     }
-    puts_(&w, "}\n");
+    put(&w, "}\n", 3); /* and the NUL, not counted */
     if (w.full)
         return -1;
-    return (int)(w.p - buf);
+    return (int)(w.p - buf) - 1;
 }

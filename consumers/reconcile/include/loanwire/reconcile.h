@@ -89,7 +89,8 @@ lw_recon_kind_t lw_recon_compare(const lw_snap_loan_t *s, const lw_loan_state_t 
  * borrower_id, loan_id, "line" (snapshot line number, when s), "platform"
  * ({sequence, outstanding_fen} from the snapshot, or null) and "bureau"
  * ({sequence, outstanding_fen, status, lender_id, updated_at}, or null).
- * Its length, or -1 when cap is too small (1024 is always enough).
+ * NUL-terminated; its length, or -1 when cap is too small (1024 is always
+ * enough).
  */
 int lw_recon_diff_json(lw_recon_kind_t k, const char *platform, const char *borrower_id,
                        const char *loan_id, const lw_snap_loan_t *s, uint64_t line,
