@@ -2,7 +2,7 @@
 """test_reconcile.py - loanwire-reconcile against a bureau built from real events.
 
 A generated feed goes loanwire-gen -> loanwire-produce -> Kafka -> loanwire-exposure
-into the single Redis (database 14) and, in a second pass, into the Redis Cluster
+into the single Redis (database 5) and, in a second pass, into the Redis Cluster
 (LOANWIRE_REDIS_CLUSTER, any node). The platform's truth is computed here from the
 feed itself (each loan's event of highest sequence), independently of the bureau.
 On each:
@@ -34,7 +34,7 @@ import test_exposure_e2e as e2e  # noqa: E402
 
 BIN, BOOT, TMP = e2e.BIN, e2e.BOOT, e2e.TMP
 CLUSTER = os.environ.get("LOANWIRE_REDIS_CLUSTER", "")
-DB = 14
+DB = 5
 P = "ALIPAY"
 check = e2e.check
 RECON = os.path.join(BIN, "loanwire-reconcile")
