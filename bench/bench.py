@@ -20,6 +20,8 @@ already up (it FLUSHALLs the Redis it is given and creates topics on the Kafka i
   8 memsim     the memory model checked: step 7's retained states copied to
                --memsim-borrowers borrowers through the real store, used_memory vs
                borrowers x step 7's bytes per borrower
+  9 reconcile  loanwire-reconcile over a 1M-loan snapshot of one platform, plain and
+               --full, on one Redis and on the cluster: loans reconciled per second
 
 Measured figures also go to --figures (JSON, merged by key, each with when and how it
 was measured): bench/capacity.py computes SCALE.md from them.
@@ -1465,6 +1467,107 @@ class Bench:
         self.row("6 cluster", "catch-up events/s with --wait-replicas 1 (WAIT per batch)",
                  fmt_rate(rw), fmt_rate(r1) + " (no WAIT)", "%.2f" % (rw / r1), "", "")
 
+    # -- step 9: reconciliation ----------------------------------------------------------
+
+    def step_reconcile(self):
+        """loanwire-reconcile over a snapshot of n loans of one platform (one loan per
+        borrower, built through the consumer's store without Kafka), with 10 planted
+        balance mismatches; plain and --full, on one Redis and on the cluster."""
+        n = self.a.recon_loans
+        say("==> [9] reconciliation: a %s-loan snapshot of ALIPAY against the bureau"
+            % fmt_int(n))
+        targets = [("one Redis", self.url, self.r.cmd)]
+        if self.a.cluster:
+            targets.append(("cluster", self.a.cluster, None))
+        for label, url, _ in targets:
+            if label == "one Redis":
+                self.r.cmd("FLUSHALL")
+            else:
+                self.cluster_flushall()
+            snap, dt_load = self.recon_load(url, n)
+            for full in (False, True):
+                args = [self.prog("loanwire-reconcile"), "--redis", url, "--platform", "ALIPAY"]
+                args += ["--full"] if full else []
+                t0 = time.monotonic()
+                p = subprocess.run(args + [snap], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                dt = time.monotonic() - t0
+                kinds = [json.loads(l)["kind"] for l in p.stdout.splitlines()]
+                if p.returncode != 1 or kinds != ["balance_mismatch"] * 10:
+                    raise BenchError("reconcile %s%s: exit %d, %d discrepancies %s (want 10 "
+                                     "balance_mismatch): %s" % (
+                                         label, " --full" if full else "", p.returncode,
+                                         len(kinds), sorted(set(kinds)), p.stderr[-400:]))
+                m = re.search(rb"took ([0-9.]+) MiB", p.stderr)
+                say("reconcile %s%s: %s loans in %.2f s: %s loans/s%s" % (
+                    label, " --full" if full else "", fmt_int(n), dt, fmt_rate(n / dt),
+                    ", loan set %s MiB" % m.group(1).decode() if m else ""))
+                self.row("7 reconcile", "loans reconciled per second, %s-loan snapshot, %s%s"
+                         % (fmt_int(n), label, ", --full (+ SCAN of every borrower)"
+                            if full else ""), fmt_rate(n / dt), "", "", "", "")
+            self.notes.append(
+                "Reconciliation (%s): %s borrowers with one ALIPAY loan each (DRAWDOWN + "
+                "REPAYMENT) loaded through `loanwire-exposure-bench` in %.0f s; the snapshot "
+                "has all of them, 10 with a balance 1 fen off (each reported). Rate = "
+                "loans / wall time of the whole program, connection and summary included."
+                % (label, fmt_int(n), dt_load))
+            os.unlink(snap)
+        self.r.cmd("FLUSHALL")
+        if self.a.cluster:
+            self.cluster_flushall()
+
+    def cluster_flushall(self):
+        hp = self.a.cluster[len("redis://"):].split("/")[0]
+        host, _, port = hp.partition(":")
+        seed = Redis(host, int(port))
+        for row in seed.cmd("CLUSTER", "SLOTS"):
+            Redis(row[2][0].decode(), int(row[2][1])).cmd("FLUSHALL")
+
+    def recon_load(self, url, n):
+        """n borrowers, one ALIPAY instalment loan each, through loanwire-exposure-bench; the
+        platform's snapshot of them (10 balances 1 fen off); (snapshot path, seconds)."""
+        import base64
+        import hashlib
+        now = 1775000000000
+        day = 86400000
+        snap = os.path.join(self.work, "recon-snapshot.jsonl")
+        per_file = 250000
+        t0 = time.monotonic()
+        plant = set(range(0, n, max(1, n // 10))[:10])
+        with open(snap, "w") as sf:
+            for start in range(0, n, per_file):
+                path = os.path.join(self.work, "recon.jsonl")
+                lines = 0
+                with open(path, "w") as f:
+                    for i in range(start, min(n, start + per_file)):
+                        bid = base64.urlsafe_b64encode(
+                            hashlib.md5(b"r%d" % i).digest())[:22].decode()
+                        lid = "JB-2ec0cb1e-%d" % i
+                        for seq, et, at, amt, out in ((1, "DRAWDOWN", now - 40 * day, 1500000,
+                                                       1500000),
+                                                      (2, "REPAYMENT", now, 50000, 1450000)):
+                            f.write('{"event_id":"ALIPAY-2ec0cb1e-%d-%d","event_type":"%s",'
+                                    '"platform_id":"ALIPAY","lender_id":"BANK-CMB",'
+                                    '"borrower_id":"%s","loan_id":"%s","product":"INSTALLMENT",'
+                                    '"sequence":%d,"occurred_at":%d,"amount_fen":%d,'
+                                    '"outstanding_fen":%d,"credit_limit_fen":0,'
+                                    '"days_past_due":0,"past_due_fen":0,"currency":"CNY",'
+                                    '"annual_income_fen":null,"term_months":12}\n' % (
+                                        i, seq, et, bid, lid, seq, at, amt, out))
+                            lines += 1
+                        sf.write('{"platform_id":"ALIPAY","loan_id":"%s","borrower_id":"%s",'
+                                 '"sequence":2,"outstanding_fen":%d}\n' % (
+                                     lid, bid, 1450000 + (1 if i in plant else 0)))
+                p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", url, path],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                m = re.search(rb"(\d+) events in .* applied (\d+)", p.stdout)
+                if p.returncode != 0 or not m or int(m.group(2)) != lines:
+                    raise BenchError("reconcile load: %d events written, loanwire-exposure-bench:"
+                                     " %s %s" % (lines, p.stdout[-300:], p.stderr[-300:]))
+                os.unlink(path)
+                say("  reconcile load: %s / %s borrowers" % (fmt_int(min(n, start + per_file)),
+                                                            fmt_int(n)))
+        return snap, time.monotonic() - t0
+
     @staticmethod
     def saturation(cpu):
         s = cpu.summary()
@@ -1564,7 +1667,8 @@ def main():
     ap.add_argument("--mem-borrowers", type=int, help="step 4 (1,000,000; quick 10,000)")
     ap.add_argument("--mem-borrowers-recent", type=int,
                     help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
-    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8", help="steps to run (2, 5 and 6 need "
+    ap.add_argument("--recon-loans", type=int, help="step 9 snapshot (1,000,000; quick 20,000)")
+    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8,9", help="steps to run (2, 5 and 6 need "
                     "1; 6 needs --cluster; 8 runs 7 first)")
     ap.add_argument("--cluster", help="redis://HOST:PORT of a Redis Cluster node (step 6; "
                     "FLUSHALLed!)")
@@ -1583,6 +1687,7 @@ def main():
     a.borrowers = a.borrowers or (2000 if q else 100000)
     a.mem_borrowers = a.mem_borrowers or (10000 if q else 1000000)
     a.mem_borrowers_recent = a.mem_borrowers_recent or (5000 if q else 200000)
+    a.recon_loans = a.recon_loans or (20000 if q else 1000000)
     a.rates = [(1000, 3)] if q else [(1000, 30), (10000, 20), (50000, 20)]
     a.steady = (1000, 3) if q else (10000, 20)
     a.sample = 200 if q else 300
@@ -1599,7 +1704,7 @@ def main():
     try:
         for k, fn in ((1, b.step_producer), (2, b.step_catchup), (3, b.step_latency),
                       (4, b.step_memory), (5, b.step_scaleout), (6, b.step_cluster),
-                      (7, b.step_retention), (8, b.step_memsim)):
+                      (7, b.step_retention), (8, b.step_memsim), (9, b.step_reconcile)):
             if k in steps:
                 fn()
     except BenchError as e:

@@ -21,6 +21,7 @@ set(LW_PROGRAMS
   "loanwire-exposure|keep every borrower's exposure in Redis from the loan-event topic"
   "loanwire-alerts|follow over-indebtedness alerts from Kafka or Redis"
   "loanwire-query|serve borrowers' exposure and alerts over HTTP"
+  "loanwire-reconcile|compare a platform's snapshot of open loans with the bureau's state"
   "loanwire-exposure-bench|apply loan events to the exposure store without Kafka, for profiling")
 
 find_program(HELP2MAN help2man REQUIRED) # Debian's help2man (deploy/install-deps.sh)

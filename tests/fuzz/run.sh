@@ -29,7 +29,7 @@ rt=$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)
 # Everything with ASan+UBSan; the library also with coverage so libFuzzer can steer.
 CC=clang cmake -S "$src" -B "$build" -DLW_FUZZ=ON -DLW_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
-new_targets="fuzz_redis_url fuzz_id fuzz_route fuzz_tokens fuzz_rules"
+new_targets="fuzz_redis_url fuzz_id fuzz_route fuzz_tokens fuzz_rules fuzz_snapshot"
 cmake --build "$build" -j2 --target fuzz_decode fuzz_json fuzz_rcluster fuzz_state $new_targets \
     loanwire-avro >/dev/null
 

@@ -17,19 +17,25 @@
  * and every LW_FEED_KEEPALIVE_S so that an idle stream still writes (a
  * comment line) and a vanished browser is noticed.
  *
- * On a Redis Cluster the alerts are on one stream per hash slot tag,
- * lw:alerts:{TAG} (consumers/README.md, "On a Redis Cluster"). The hook for
- * that is lw_feed_poll(): it would XREAD every master's streams through the
- * slot-aware client and merge the entries by id (stream ids are wall-clock
- * ms, so the merge is by time) before lw_feed_push(). Today it reads the one
- * stream of a single Redis.
+ * On a Redis Cluster the alerts are on one stream per hash slot,
+ * lw:alerts:{TAG} (consumers/README.md, "On a Redis Cluster"), and XREAD
+ * cannot span slots. There the thread follows them as loanwire-alerts
+ * --source redis does: the merge of loanwire/streams.h (one XRANGE per slot,
+ * pipelined per master, entries in (id, slot) order) polled every
+ * LW_FEED_BLOCK_MS, showing only entries below the masters' smallest clock
+ * (lw_alert_streams_clock), so an entry recorded later by a slower master is
+ * never shown after a newer one, nor lost. The event ids are then
+ * "<ms>-<seq>:<slot>", as /v1/alerts's stream_id; the consumers' rate comes
+ * from their metrics hashes, each routed to its slot.
  */
 #include "dash_int.h"
 
 #include "loanwire/redis.h"
 
 #include "loanwire/log.h"
+#include "loanwire/rcluster.h"
 #include "loanwire/state.h"
+#include "loanwire/streams.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -129,17 +135,21 @@ static const char *lw_field(const redisReply *fields, const char *name)
 /* One stream entry into the ring and the counts, then wakes the streams.
  * The alert JSON is parsed and dumped again, with its stream_id added: the
  * event's data line must be one line, and Redis is not ours to trust. */
-static void lw_feed_push(lw_feed_t *f, const redisReply *e)
+static void lw_feed_push(lw_feed_t *f, const redisReply *e, int slot)
 {
     const char *id, *js, *rule;
     json_t *al;
-    char *data, *text;
+    char *data, *text, sid[96];
     size_t len;
 
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
         e->element[0]->type != REDIS_REPLY_STRING)
         return;
     id = e->element[0]->str;
+    if (slot >= 0) { /* a cluster: ids of two slots may tie, the slot names it */
+        snprintf(sid, sizeof sid, "%s:%d", e->element[0]->str, slot);
+        id = sid;
+    }
     js = lw_field(e->element[1], "json");
     rule = lw_field(e->element[1], "rule_id");
     if (!js || !(al = json_loads(js, 0, NULL)) || !json_is_object(al)) {
@@ -246,7 +256,7 @@ static bool lw_feed_poll(lw_feed_t *f, redisContext *rc, char *last, size_t last
         const redisReply *es = r->element[0]->element[1];
         for (size_t i = 0; es->type == REDIS_REPLY_ARRAY && i < es->elements; i++) {
             const redisReply *e = es->element[i];
-            lw_feed_push(f, e);
+            lw_feed_push(f, e, -1);
             if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
                 e->element[0]->type == REDIS_REPLY_STRING) {
                 snprintf(last, last_size, "%s", e->element[0]->str);
@@ -305,6 +315,191 @@ static bool lw_feed_sample(lw_feed_t *f, redisContext *rc)
     return true;
 }
 
+/* ---- On a Redis Cluster: the per-slot streams, merged ---------------------- */
+
+#define LW_FEED_PAGE 256
+
+/* A merge of every slot's stream from (mode, from), oldest first. */
+static lw_alert_merge_t *lw_feed_merge(lw_rcluster_t *cl, lw_sfrom_t mode, uint64_t from_ms)
+{
+    lw_alert_merge_t *am = lw_alert_merge_new(cl, false);
+    if (!am)
+        return NULL;
+    lw_smerge_t *m = lw_alert_merge_engine(am);
+    lw_smerge_start(m, mode, (lw_sid_t){from_ms, 0});
+    lw_smerge_first_page(m, LW_FEED_PAGE);
+    lw_smerge_hint(m, LW_FEED_PAGE);
+    return am;
+}
+
+/* Every entry below the masters' clock: counted (backfill) or pushed. */
+static bool lw_feed_drain(lw_feed_t *f, lw_rcluster_t *cl, lw_alert_merge_t *am, bool backfill,
+                          size_t *taken)
+{
+    char errstr[256];
+    uint64_t now;
+    bool end = false, any = false;
+    if (lw_alert_streams_clock(cl, &now, errstr, sizeof errstr) != LW_OK) {
+        lw_debug("dashboard feed: %s", errstr);
+        return false;
+    }
+    lw_sid_t bound = {now, 0};
+    lw_smerge_rearm(lw_alert_merge_engine(am));
+    while (!end && (!backfill || *taken < LW_FEED_SCAN_MAX)) {
+        lw_sid_t id;
+        size_t stream;
+        const redisReply *e;
+        if (lw_alert_merge_next(am, &bound, &id, &stream, &e, &end, errstr, sizeof errstr) !=
+            LW_OK) {
+            lw_debug("dashboard feed: %s", errstr);
+            return false;
+        }
+        if (end)
+            break;
+        (*taken)++;
+        if (backfill) {
+            const char *rule = lw_field(e->element[1], "rule_id");
+            pthread_mutex_lock(&f->mu);
+            lw_feed_count(f, (int64_t)id.ms, rule ? rule : "?");
+            pthread_mutex_unlock(&f->mu);
+        } else {
+            lw_feed_push(f, e, lw_alert_stream_slot(cl, stream));
+            any = true;
+        }
+    }
+    if (any) {
+        pthread_mutex_lock(&f->mu);
+        lw_feed_wake(f);
+        pthread_mutex_unlock(&f->mu);
+    }
+    return true;
+}
+
+/* The last hour counted, then a merge that follows from the masters' clock. */
+static lw_alert_merge_t *lw_feed_backfill_cluster(lw_feed_t *f, lw_rcluster_t *cl)
+{
+    char errstr[256];
+    uint64_t now;
+    size_t taken = 0;
+    if (lw_alert_streams_clock(cl, &now, errstr, sizeof errstr) != LW_OK)
+        return NULL;
+    uint64_t hour = (uint64_t)LW_FEED_MINUTES * 60000;
+    lw_alert_merge_t *am = lw_feed_merge(cl, LW_SFROM_INCL, now > hour ? now - hour : 0);
+    if (!am || !lw_feed_drain(f, cl, am, true, &taken)) {
+        lw_alert_merge_destroy(am);
+        return NULL;
+    }
+    if (taken >= LW_FEED_SCAN_MAX) { /* a flood: follow from now rather than read it all */
+        lw_alert_merge_destroy(am);
+        if (lw_alert_streams_clock(cl, &now, errstr, sizeof errstr) != LW_OK)
+            return NULL;
+        am = lw_feed_merge(cl, LW_SFROM_INCL, now);
+    }
+    return am;
+}
+
+/* lw_feed_sample on a cluster: the registry, then each hash on its slot. */
+static bool lw_feed_sample_cluster(lw_feed_t *f, lw_rcluster_t *cl)
+{
+    static const char reg[] = "lw:metrics:consumers";
+    char errstr[256];
+    redisReply *m = NULL;
+    int64_t sum = 0;
+    bool ok = true;
+    if (lw_rcluster_command(cl, lw_rcluster_keyslot(reg, sizeof reg - 1), &m, errstr, sizeof errstr,
+                            "SMEMBERS %s", reg) != LW_RCLUSTER_OK ||
+        m->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(m);
+        return false;
+    }
+    lw_rcluster_batch_t *b = lw_rcluster_batch_new(cl);
+    size_t groups = 0;
+    for (size_t i = 0; b && ok && i < m->elements; i++) {
+        char key[LW_ID_MAX + 32];
+        if (m->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        int n = snprintf(key, sizeof key, "lw:metrics:%s", m->element[i]->str);
+        if (n < 0 || (size_t)n >= sizeof key)
+            continue;
+        ok = lw_rcluster_batch_group(b, lw_rcluster_keyslot(key, (size_t)n)) >= 0 &&
+             lw_rcluster_batch_appendf(b, "HGET %s events_per_s", key) == LW_RCLUSTER_OK;
+        groups++;
+    }
+    ok = ok && b &&
+         (groups == 0 || (lw_rcluster_batch_send(b, errstr, sizeof errstr) == LW_RCLUSTER_OK &&
+                          lw_rcluster_batch_recv(b, errstr, sizeof errstr) == LW_RCLUSTER_OK));
+    for (size_t g = 0; ok && g < groups; g++) {
+        const redisReply *v = lw_rcluster_group_reply(b, g, 0);
+        if (v && v->type == REDIS_REPLY_STRING) {
+            long long n = strtoll(v->str, NULL, 10);
+            if (n > 0)
+                sum += n;
+        }
+    }
+    lw_rcluster_batch_destroy(b);
+    freeReplyObject(m);
+    if (!ok)
+        return false;
+    pthread_mutex_lock(&f->mu);
+    f->rate_t[f->rate_n % LW_FEED_RATE_N] = lw_wall_ms();
+    f->rate_v[f->rate_n % LW_FEED_RATE_N] = sum;
+    f->rate_n++;
+    pthread_mutex_unlock(&f->mu);
+    return true;
+}
+
+/* Waits ms on the feed's condition (a stop cuts it short). */
+static void lw_feed_pause(lw_feed_t *f, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&f->mu);
+    if (!f->stopping)
+        pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* The thread's loop on a cluster; returns when stopping, or false when the
+ * cluster failed (the caller reconnects after a pause). */
+static bool lw_feed_run_cluster(lw_feed_t *f, lw_rcluster_t *cl, int64_t *next_keepalive)
+{
+    lw_alert_merge_t *am = lw_feed_backfill_cluster(f, cl);
+    int64_t next_sample = 0;
+    bool ok = am != NULL;
+    while (ok) {
+        int64_t now = lw_mono_us();
+        size_t taken = 0;
+        pthread_mutex_lock(&f->mu);
+        bool stop = f->stopping;
+        if (!stop && now >= *next_keepalive) {
+            lw_feed_wake(f);
+            *next_keepalive = now + LW_FEED_KEEPALIVE_S * 1000000LL;
+        }
+        pthread_mutex_unlock(&f->mu);
+        if (stop)
+            break;
+        if (now >= next_sample) {
+            ok = lw_feed_sample_cluster(f, cl);
+            next_sample = now + LW_FEED_RATE_EVERY;
+        }
+        if (ok)
+            ok = lw_feed_drain(f, cl, am, false, &taken);
+        if (ok)
+            lw_feed_pause(f, LW_FEED_BLOCK_MS);
+    }
+    /* A failed merge starts again from the masters' clock: its position is
+     * not kept, so alerts recorded while the cluster was away are in
+     * /v1/alerts, not replayed into the live feed. */
+    lw_alert_merge_destroy(am);
+    return ok;
+}
+
 static void *lw_feed_main(void *arg)
 {
     lw_feed_t *f = arg;
@@ -327,6 +522,23 @@ static void *lw_feed_main(void *arg)
             next_keepalive = now + LW_FEED_KEEPALIVE_S * 1000000LL;
         }
         pthread_mutex_unlock(&f->mu);
+        if (!rc) {
+            /* a cluster (detected as every reader does) is followed by its
+             * own loop; a single Redis by XREAD BLOCK below */
+            lw_rcluster_t *cl = NULL;
+            if (lw_rcluster_new(&f->url, NULL, &cl, errstr, sizeof errstr) == LW_RCLUSTER_OK &&
+                lw_rcluster_is_cluster(cl)) {
+                if (!lw_feed_run_cluster(f, cl, &next_keepalive)) {
+                    if (!warned)
+                        lw_warn("dashboard feed: redis cluster failed (retrying every second)");
+                    warned = true;
+                    lw_feed_pause(f, 1000);
+                }
+                lw_rcluster_destroy(cl);
+                continue;
+            }
+            lw_rcluster_destroy(cl);
+        }
         if (!rc && !(rc = lw_redis_connect(&f->url, 5000, NULL, errstr, sizeof errstr))) {
             struct timespec ts;
             if (!warned)

@@ -189,11 +189,18 @@
     addRuleOption(a.rule_id);
     const tbody = $('alerts').tBodies[0];
     const tr = alertRow(a, fresh);
-    const key = a.stream_id.split('-').map(Number);
+    // "<ms>-<seq>", or on a Redis Cluster "<ms>-<seq>:<slot>" (ties by slot)
+    const sidKey = (s) => {
+      const [id, slot] = s.split(':');
+      const [ms, seq] = id.split('-').map(Number);
+      return [ms, seq, Number(slot || 0)];
+    };
+    const key = sidKey(a.stream_id);
     let before = null;
     for (const r of tbody.rows) {
-      const k = r.dataset.streamId.split('-').map(Number);
-      if (k[0] < key[0] || (k[0] === key[0] && k[1] < key[1])) { before = r; break; }
+      const k = sidKey(r.dataset.streamId);
+      if (k[0] < key[0] || (k[0] === key[0] && (k[1] < key[1] ||
+          (k[1] === key[1] && k[2] < key[2])))) { before = r; break; }
     }
     tbody.insertBefore(tr, before);
     shown++;

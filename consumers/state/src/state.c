@@ -39,10 +39,12 @@ void lw_borrower_state_clear(lw_borrower_state_t *st)
 }
 
 /* Decodes the string into out (loans allocated here), naming platforms and
- * lenders through dict.c's table: LW_OK, LW_ERR_PARSE (malformed or another
+ * lenders through d (dict.c's table; ids it already knows cost no round
+ * trip): LW_OK, LW_ERR_PARSE (malformed or another
  * layout version), LW_ERR_REDIS (an id Redis cannot name) or LW_ERR_NOMEM. */
-static lw_err_t decode_state(lw_rcluster_t *cl, const char *s, size_t len, lw_borrower_state_t *out,
-                             lw_bstate_t *bs, char *errstr, size_t errstr_size)
+static lw_err_t decode_state(lw_dict_t *d, lw_rcluster_t *cl, const char *s, size_t len,
+                             lw_borrower_state_t *out, lw_bstate_t *bs, char *errstr,
+                             size_t errstr_size)
 {
     lw_err_t err = lw_bstate_decode(bs, s, len);
     if (err)
@@ -54,8 +56,7 @@ static lw_err_t decode_state(lw_rcluster_t *cl, const char *s, size_t len, lw_bo
         return LW_OK;
     out->loans = calloc(bs->n_loans, sizeof *out->loans);
     uint32_t *ids = malloc(2 * bs->n_loans * sizeof *ids);
-    lw_dict_t *d = lw_dict_new();
-    if (!out->loans || !ids || !d) {
+    if (!out->loans || !ids) {
         err = LW_ERR_NOMEM;
         goto done;
     }
@@ -85,7 +86,6 @@ static lw_err_t decode_state(lw_rcluster_t *cl, const char *s, size_t len, lw_bo
     out->n_loans = bs->n_loans;
 done:
     free(ids);
-    lw_dict_destroy(d);
     return err;
 }
 
@@ -191,7 +191,6 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
         return LW_ERR_NOMEM;
     }
     const redisReply *r = NULL, *a = NULL;
-    lw_bstate_t bs = {0};
     char why[256] = "";
     lw_rcluster_err_t ce = LW_RCLUSTER_ERR_NOMEM;
     if (lw_rcluster_batch_group(bat, lw_rcluster_keyslot(key, strlen(key))) >= 0 &&
@@ -209,10 +208,31 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
         lw_rcluster_batch_destroy(bat);
         return ce == LW_RCLUSTER_ERR_NOMEM ? LW_ERR_NOMEM : LW_ERR_REDIS;
     }
+    lw_dict_t *d = lw_dict_new();
+    lw_err_t err =
+        d ? lw_state_from_replies(d, cl, borrower_id, r, a, out, found, errstr, errstr_size)
+          : LW_ERR_NOMEM;
+    if (!d)
+        snprintf(errstr, errstr_size, "out of memory");
+    lw_dict_destroy(d);
+    lw_rcluster_batch_destroy(bat); /* r and a were the batch's */
+    return err;
+}
+
+lw_err_t lw_state_from_replies(lw_dict_t *d, lw_rcluster_t *cl, const char *borrower_id,
+                               const redisReply *r, const redisReply *a, lw_borrower_state_t *out,
+                               bool *found, char *errstr, size_t errstr_size)
+{
+    char key[LW_STATE_KEY_MAX], akey[LW_STATE_KEY_MAX];
+    lw_state_key(borrower_id, key, sizeof key);
+    lw_alerts_key(borrower_id, akey, sizeof akey);
+    memset(out, 0, sizeof *out);
+    *found = false;
+    lw_bstate_t bs = {0};
     lw_err_t err = LW_OK;
     if ((r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) ||
-        a->type != REDIS_REPLY_ARRAY) {
-        const redisReply *bad = r->type == REDIS_REPLY_ERROR ? r : a;
+        (a && a->type != REDIS_REPLY_ARRAY)) {
+        const redisReply *bad = r->type == REDIS_REPLY_ERROR || !a ? r : a;
         snprintf(errstr, errstr_size, "Redis GET %s / HKEYS %s: %s", key, akey,
                  bad->type == REDIS_REPLY_ERROR ? bad->str : "unexpected reply");
         err = LW_ERR_REDIS;
@@ -221,7 +241,7 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
     if (r->type == REDIS_REPLY_NIL)
         goto done;
     snprintf(out->borrower_id, sizeof out->borrower_id, "%s", borrower_id);
-    err = decode_state(cl, r->str, r->len, out, &bs, errstr, errstr_size);
+    err = decode_state(d, cl, r->str, r->len, out, &bs, errstr, errstr_size);
     if (err != LW_OK) {
         if (err == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
@@ -234,7 +254,7 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
         goto done;
     }
     size_t na = 0;
-    if (a->elements) {
+    if (a && a->elements) {
         out->open_alerts = calloc(a->elements, sizeof *out->open_alerts);
         if (!out->open_alerts) {
             lw_borrower_state_clear(out);
@@ -261,6 +281,5 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
     *found = true;
 done:
     lw_bstate_free(&bs);
-    lw_rcluster_batch_destroy(bat); /* r and a were the batch's */
     return err;
 }

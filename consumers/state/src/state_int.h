@@ -178,11 +178,20 @@ lw_err_t lw_state_derive(const lw_bstate_t *bs, lw_borrower_state_t *out, const 
 
 /* ---- String ids for platforms, lenders and writers (dict.c) -------------- */
 
+typedef struct lw_dict_s lw_dict_t;
+
+/* One borrower from the replies read for it: r to GET b:{id}, a to HKEYS
+ * a:{id} (NULL: open alerts not read, none reported). Names come through d,
+ * which keeps them (lw_state_read() passes a fresh one, a reader its own).
+ * lw_state_read()'s results; r and a stay the caller's. */
+lw_err_t lw_state_from_replies(lw_dict_t *d, lw_rcluster_t *cl, const char *borrower_id,
+                               const redisReply *r, const redisReply *a, lw_borrower_state_t *out,
+                               bool *found, char *errstr, size_t errstr_size);
+
 /* The hash holding both directions: "n:<name>" -> id and "i:<id>" -> name;
  * field "#" is the last id given. Ids start at 1. */
 #define LW_DICT_KEY "lw:strings"
 
-typedef struct lw_dict_s lw_dict_t;
 lw_dict_t *lw_dict_new(void);
 void lw_dict_destroy(lw_dict_t *d); /* NULL is fine */
 void lw_dict_clear(lw_dict_t *d);

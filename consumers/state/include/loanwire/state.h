@@ -88,6 +88,30 @@ lw_err_t lw_state_read(lw_rcluster_t *cl, const char *borrower_id, lw_borrower_s
                        bool *found, char *errstr, size_t errstr_size);
 void lw_borrower_state_clear(lw_borrower_state_t *st);
 
+/*
+ * Many borrowers per round trip, for tools that walk thousands of them
+ * (loanwire-reconcile). A reader keeps the names of lw:strings it has
+ * learnt (an id names one platform or lender for good), so after the first
+ * batches a read costs no HMGET; lw_state_read() starts afresh each call.
+ * flags: LW_STATE_READ_NO_ALERTS skips the open-alert hash (n_open_alerts
+ * stays 0), half the commands for a caller that needs only the loans.
+ */
+typedef struct lw_state_reader lw_state_reader_t;
+#define LW_STATE_READ_NO_ALERTS 1u
+lw_state_reader_t *lw_state_reader_new(lw_rcluster_t *cl, unsigned flags);
+void lw_state_reader_destroy(lw_state_reader_t *r); /* NULL is fine */
+/*
+ * Reads ids[0..n-1] as lw_state_read() reads one: a group per borrower on
+ * its slot, every group written (grouped per master by lw_rcluster) before
+ * any reply is read. out[i] and found[i] as lw_state_read()'s; on any error
+ * every out[i] is left empty and the error is lw_state_read()'s (an invalid
+ * id: LW_ERR_INVALID_ARG naming it). Free each out[i] with
+ * lw_borrower_state_clear().
+ */
+lw_err_t lw_state_read_many(lw_state_reader_t *r, const char *const *ids, size_t n,
+                            lw_borrower_state_t *out, bool *found, char *errstr,
+                            size_t errstr_size);
+
 /* Key of a borrower's packed state string: "b:{<id>}" (buf >= LW_STATE_KEY_MAX). */
 #define LW_STATE_KEY_MAX 40
 void lw_state_key(const char *borrower_id, char *buf, size_t cap);
