@@ -723,6 +723,73 @@ static void test_layout_v3_read(void **state)
     lw_rules_destroy(def.r);
 }
 
+/* One application from `lender` at `at` into s under pack rs; the rules that fired. */
+static size_t app_fired(lw_bstate_t *s, lw_rules_t *rs, const uint32_t *ids, const char *loan,
+                        const char *lender, int64_t at, bool fired[LW_RULES_MAX])
+{
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    lw_event_t e = mk(LW_EVENT_APPLICATION, loan, lender, 1, at, 0);
+    lw_bstate_bind(s, ids, lw_rules_count(rs));
+    assert_int_equal(
+        lw_bstate_apply(s, rs, &e, 1, (uint32_t)(unsigned char)lender[0], 1, 1, &al, &o),
+        LW_APPLY_APPLIED);
+    memset(fired, 0, LW_RULES_MAX * sizeof *fired);
+    for (size_t k = 0; k < o.n_fired; k++)
+        fired[o.fired[k]] = true;
+    free(al.v);
+    return o.n_fired;
+}
+
+/* Issue 20 item 3: windows of 1h, 24h and 90d in one pack, each checked at
+ * its edge in event time: an entry exactly a window old is out of it, one
+ * a millisecond younger is in. The 90d pack keeps entries 90 days; the
+ * default pack prunes them after 30. */
+static void test_window_edges(void **state)
+{
+    (void)state;
+    char es[256];
+    lw_rules_t *rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h min_lenders=2\n"
+                                    "stack_24h 1 INFO kind=stacking window=24h min_lenders=2\n"
+                                    "stack_90d 1 INFO kind=stacking window=90d min_lenders=2\n",
+                                    "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    static const int64_t w[3] = {HOUR, DAY, 90 * DAY};
+    bool f[LW_RULES_MAX];
+    for (int r = 0; r < 3; r++) {
+        /* just inside: the second lender makes 2 in window r (and every longer one) */
+        lw_bstate_t s = {0};
+        app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+        app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + w[r] - 1, f);
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(f[k], k >= r);
+        roundtrip(&s);
+        lw_bstate_free(&s);
+        /* at the edge: the first entry is exactly w[r] old, out of window r */
+        memset(&s, 0, sizeof s);
+        app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+        app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + w[r], f);
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(f[k], k > r);
+        /* the 90d pack keeps the first entry until it leaves the longest window */
+        assert_int_equal(s.n_win, r < 2 ? 2 : 1);
+        lw_bstate_free(&s);
+    }
+    /* the default pack (windows up to 7d) keeps 30 days, not 90 */
+    lw_bstate_t s = {0};
+    app_fired(&s, g_rules, g_rule_ids, "A1", "a", T0, f);
+    app_fired(&s, g_rules, g_rule_ids, "A2", "b", T0 + 30 * DAY, f);
+    assert_int_equal(s.n_win, 1);
+    lw_bstate_free(&s);
+    memset(&s, 0, sizeof s);
+    app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+    app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + 30 * DAY, f);
+    assert_int_equal(s.n_win, 2);
+    lw_bstate_free(&s);
+    lw_rules_destroy(rs);
+}
+
 int main(void)
 {
     g_rules = lw_rules_default();
@@ -737,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_overflow_refused),
         cmocka_unit_test(test_pack_edits),
         cmocka_unit_test(test_layout_v3_read),
+        cmocka_unit_test(test_window_edges),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lw_rules_destroy(g_rules);

@@ -80,7 +80,8 @@ static void test_errors(void **state)
     expect_error("Bad-Id 1 INFO kind=stacking\n", "rule id 'Bad-Id'");
     expect_error("foo 1 INFO\n", "names no kind");
     expect_error("foo 1 INFO kind=nope\n", "kind 'nope'");
-    expect_error("stacking 1 INFO window=31d\n", "window '31d'");
+    expect_error("stacking 1 INFO window=91d\n", "window '91d'");
+    expect_error("stacking 1 INFO window=0\n", "window '0'");
     expect_error("stacking 1 INFO window=7w\n", "window '7w'");
     expect_error("multi_lender 1 INFO min_lenders=0\n", "min_lenders '0'");
     expect_error("multi_lender 1 INFO cap_fen=5\n", "unknown parameter 'cap_fen'");
@@ -89,6 +90,40 @@ static void test_errors(void **state)
     expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n",
                  "f.rules:2: rule id 'income_cap' defined twice");
     expect_error("income_cap 1 INFO novalue\n", "expected key=value");
+}
+
+/* Issue 20 item 3: windows from 1h to 90d, several of one kind at once
+ * (separate ids with kind=), and entries kept only as long as the longest
+ * window needs, at least the 30 days readers report. */
+static void test_windows_90d(void **state)
+{
+    char es[256];
+    lw_rules_t *d = lw_rules_default();
+    assert_int_equal(lw_rules_keep_ms(d), 30LL * 86400000);
+    lw_rules_destroy(d);
+    lw_rules_t *rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h min_lenders=2\n"
+                                    "stack_24h 1 INFO kind=stacking window=24h min_lenders=3\n"
+                                    "stack_7d 1 INFO kind=stacking window=7d\n"
+                                    "stack_90d 1 WARNING kind=stacking window=90d min_lenders=9\n",
+                                    "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    assert_int_equal(lw_rules_count(rs), 4);
+    assert_int_equal(lw_rules_find(rs, "stack_1h")->window_ms, 3600000);
+    assert_int_equal(lw_rules_find(rs, "stack_24h")->window_ms, 86400000);
+    assert_int_equal(lw_rules_find(rs, "stack_90d")->window_ms, 90LL * 86400000);
+    assert_int_equal(lw_rules_find(rs, "stack_90d")->min_count, 9);
+    assert_int_equal(lw_rules_keep_ms(rs), 90LL * 86400000);
+    lw_rules_destroy(rs);
+    /* short windows only: still the 30 days the readers report */
+    rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h\n", "t", es, sizeof es);
+    assert_non_null(rs);
+    assert_int_equal(lw_rules_keep_ms(rs), 30LL * 86400000);
+    lw_rules_destroy(rs);
+    rs = lw_rules_parse("s45 1 INFO kind=stacking window=45d\n", "t", es, sizeof es);
+    assert_non_null(rs);
+    assert_int_equal(lw_rules_keep_ms(rs), 45LL * 86400000);
+    lw_rules_destroy(rs);
 }
 
 static void test_default_file(void **state)
@@ -134,11 +169,9 @@ static void test_script_has_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_default_file),
-        cmocka_unit_test(test_script_has_options),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_windows_90d),
+        cmocka_unit_test(test_default_file), cmocka_unit_test(test_script_has_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

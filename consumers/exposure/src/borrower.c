@@ -196,6 +196,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
 
     const lw_event_type_t et = ev->event_type;
     const int64_t at = ev->occurred_at;
+    const int64_t keep_ms = rules->keep_ms;
     int64_t newt = at > s->t ? at : s->t;
     bool changed = newt != s->t;
 
@@ -227,7 +228,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         for (size_t i = 0; i < s->n_win; i++)
             if (s->win[i].idh == add.idh)
                 return LW_APPLY_DUPLICATE;
-        adding = at > newt - LW_WINDOW_KEEP_MS;
+        adding = at > newt - keep_ms;
     } else if (me) {
         if (ev->sequence == me->sequence)
             return LW_APPLY_DUPLICATE;
@@ -235,7 +236,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
             return LW_APPLY_OUT_OF_ORDER;
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
-        adding = klen > 0 && at > newt - LW_WINDOW_KEEP_MS;
+        adding = klen > 0 && at > newt - keep_ms;
         if (s->n_loans >= rules->max_loans)
             return refuse(out,
                           "limit: the borrower has %zu loans, the most one borrower may have "
@@ -247,12 +248,13 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     if (adding && s->n_win >= rules->max_window) {
         size_t keep = 0;
         for (size_t i = 0; i < s->n_win; i++)
-            keep += s->win[i].at > newt - LW_WINDOW_KEEP_MS;
+            keep += s->win[i].at > newt - keep_ms;
         if (keep >= rules->max_window)
             return refuse(out,
-                          "limit: the borrower has %zu new loans and applications in 30 days, the "
-                          "most one borrower may have (--max-window-entries %zu); not applied",
-                          keep, rules->max_window);
+                          "limit: the borrower has %zu new loans and applications in %" PRId64
+                          " days, the most one borrower may have (--max-window-entries %zu); "
+                          "not applied",
+                          keep, keep_ms / 86400000, rules->max_window);
     }
     bool opened = false;
     lw_bloan_t before = {0};
@@ -319,9 +321,10 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     }
 
-    /* Prune entries past 30 days of the latest event time, add the new one. */
+    /* Prune entries past the kept window (lw_rules_keep_ms()) of the latest
+     * event time, add the new one. */
     s->t = newt;
-    int64_t lo = newt - LW_WINDOW_KEEP_MS;
+    int64_t lo = newt - keep_ms;
     size_t kept = 0;
     for (size_t i = 0; i < s->n_win; i++)
         if (s->win[i].at > lo)

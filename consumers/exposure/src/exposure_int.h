@@ -17,14 +17,20 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Window entries are kept this long behind the borrower's latest event. */
-#define LW_WINDOW_KEEP_MS LW_WINDOW_30D
+/* Rule windows run from 1 ms to 90 days (issue 20). Window entries are kept
+ * behind the borrower's latest event as long as the pack's longest window
+ * needs, and at least the 30 days the readers report (lw_state_read()'s
+ * 24h/7d/30d counts): a pack with windows up to 30 days pays nothing for
+ * the longer range (lw_rules_keep_ms()). */
+#define LW_WINDOW_MAX_MS      (90LL * 24 * 3600 * 1000)
+#define LW_WINDOW_MIN_KEEP_MS LW_WINDOW_30D
 _Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit below LW_MASK_HIST");
 
 struct lw_rules_s {
     size_t n;
     lw_rule_t rules[LW_RULES_MAX];
     size_t max_loans, max_window; /* limits per borrower (lw_rules_set_limits) */
+    int64_t keep_ms;              /* window entries kept this long (rules_keep()) */
 };
 
 /* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */

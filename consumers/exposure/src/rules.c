@@ -53,8 +53,25 @@ static lw_rules_t *rules_alloc(void)
     if (rs) {
         rs->max_loans = LW_MAX_LOANS_DEFAULT;
         rs->max_window = LW_MAX_WINDOW_DEFAULT;
+        rs->keep_ms = LW_WINDOW_MIN_KEEP_MS;
     }
     return rs;
+}
+
+/* Window entries are kept as long as the longest window of the pack needs
+ * (at least what readers report): a 90-day rule costs memory only where it
+ * is configured (issue 20). */
+static void rules_keep(lw_rules_t *rs)
+{
+    rs->keep_ms = LW_WINDOW_MIN_KEEP_MS;
+    for (size_t i = 0; i < rs->n; i++)
+        if (rs->rules[i].kind == LW_RULE_STACKING && rs->rules[i].window_ms > rs->keep_ms)
+            rs->keep_ms = rs->rules[i].window_ms;
+}
+
+int64_t lw_rules_keep_ms(const lw_rules_t *rules)
+{
+    return rules->keep_ms;
 }
 
 void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window)
@@ -279,8 +296,9 @@ lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, siz
                     FAIL("%s '%s': expected 1..1000", key, val);
             } else if (!strcmp(key, "window") && kind == LW_RULE_STACKING) {
                 if (!parse_duration_ms(val, &r->window_ms) || r->window_ms < 1 ||
-                    r->window_ms > LW_WINDOW_KEEP_MS)
-                    FAIL("window '%s': expected a duration up to 30d (e.g. 7d, 24h, 90m)", val);
+                    r->window_ms > LW_WINDOW_MAX_MS)
+                    FAIL("window '%s': expected a duration up to 90d (e.g. 90d, 7d, 24h, 90m)",
+                         val);
             } else {
                 FAIL("unknown parameter '%s' for a %s rule", key,
                      lw_rule_kind_name((lw_rule_kind_t)kind));
@@ -288,6 +306,7 @@ lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, siz
         }
         rs->n++;
     }
+    rules_keep(rs);
     return rs;
 fail:
     free(rs);

@@ -45,7 +45,7 @@ typedef struct lw_rule {
     int64_t cap_fen;        /* income_cap */
     int64_t income_divisor; /* income_cap */
     int64_t min_count;      /* multi_lender, stacking */
-    int64_t window_ms;      /* stacking; at most 30 days */
+    int64_t window_ms;      /* stacking; 1 ms .. 90 days */
 } lw_rule_t;
 
 #define LW_RULES_MAX 32
@@ -68,10 +68,13 @@ const char *lw_rule_kind_name(lw_rule_kind_t k);
  * a dead letter), never applied in part. They bound what one borrower costs
  * per event and the size of its state string. 0 sets the default. */
 #define LW_MAX_LOANS_DEFAULT  4096 /* loans in the state (every loan ever seen) */
-#define LW_MAX_WINDOW_DEFAULT 4096 /* window entries: new loans + applications in 30 days */
+#define LW_MAX_WINDOW_DEFAULT 4096 /* window entries: new loans + applications kept */
 void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window);
 size_t lw_rules_max_loans(const lw_rules_t *rules);
 size_t lw_rules_max_window(const lw_rules_t *rules);
+/* How long window entries are kept behind a borrower's latest event: the
+ * pack's longest window, at least 30 days (what readers report). */
+int64_t lw_rules_keep_ms(const lw_rules_t *rules);
 
 /* ---- Script ------------------------------------------------------------- */
 
