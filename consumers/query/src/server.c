@@ -19,8 +19,13 @@
  * answer). MHD's own timeout is one of inactivity, which a byte every few
  * seconds resets for ever; the watchdog's deadline is not reset by
  * anything but a complete request.
+ *
+ * An exposure look-up is a credit inquiry (issue 20): it needs ?purpose=,
+ * and is recorded on the inquiries topic (inquiry.c), confirmed by Kafka,
+ * before Redis is read; a record Kafka does not confirm answers 503.
  */
 #include "dash_int.h"
+#include "query_int.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 
@@ -65,6 +70,7 @@ struct lw_query_s {
     pthread_t watchdog;
     _Atomic uint64_t header_timeouts; /* connections closed by the watchdog */
     lw_dash_t *dash;                  /* the browser dashboard (dashboard.c) */
+    lw_inq_t *inq;                    /* the inquiry records (inquiry.c) */
 };
 
 /* One per request, from the URI log callback to the completion callback. */
@@ -370,6 +376,44 @@ static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_C
     return ret;
 }
 
+/* GET /v1/borrowers/{id}/exposure?purpose=P: the look-up is recorded as an
+ * inquiry of institution (confirmed by Kafka) before Redis is read; an
+ * unknown borrower is looked up, and recorded, too. Nothing is answered
+ * but 503 when the record is not confirmed. */
+static enum MHD_Result lw_exposure_answer(lw_query_t *q, lw_req_t *req, struct MHD_Connection *conn,
+                                          const char *bid, const char *institution)
+{
+    char errstr[512], iid[33], *body = NULL;
+    bool found;
+    lw_rcluster_t *rc;
+    int purpose =
+        lw_query_purpose_parse(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "purpose"));
+
+    if (purpose < 0)
+        return lw_respond_error(q, req, conn, 400, "bad_request",
+                                "purpose= is required: LOAN_APPROVAL, CREDIT_CARD_APPROVAL, "
+                                "GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or BORROWER_REQUEST");
+    if (lw_inq_record(q->inq, bid, institution, (lw_inquiry_purpose_t)purpose, iid, errstr,
+                      sizeof errstr) != LW_OK) {
+        lw_warn("exposure %s: %s", bid, errstr);
+        return lw_respond_error(q, req, conn, 503, "unavailable",
+                                "the inquiry could not be recorded (Kafka); nothing is answered "
+                                "unrecorded");
+    }
+    rc = lw_thread_redis(q, errstr, sizeof errstr);
+    if (!rc) {
+        lw_warn("redis: %s", errstr);
+        return lw_respond_error(q, req, conn, 503, "unavailable", "Redis is not reachable");
+    }
+    if (lw_query_exposure_json(rc, bid, &body, &found, errstr, sizeof errstr) != LW_OK) {
+        lw_warn("exposure %s: %s", bid, errstr);
+        return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
+    }
+    if (!found)
+        return lw_respond_error(q, req, conn, 404, "not_found", "unknown borrower");
+    return lw_respond(q, req, conn, 200, "application/json", body, true);
+}
+
 static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -377,7 +421,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     lw_query_t *q = cls;
     lw_req_t *req = *con_cls;
     char bid[LW_BORROWER_ID_LEN + 1], errstr[512], *body = NULL;
-    bool bad_id, found, authed;
+    bool bad_id, authed;
     lw_route_t route;
     lw_rcluster_t *rc;
     lw_err_t err;
@@ -415,16 +459,23 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
-    authed = q->no_auth ||
-             lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                                    MHD_HTTP_HEADER_AUTHORIZATION));
+    /* the institution the look-up is recorded for: the token's owner; the
+     * bureau's for --no-auth and the dashboard's sign-in cookie (its staff) */
+    const char *institution = lw_tokens_institution(
+        q->tokens,
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+    authed = q->no_auth || institution != NULL;
     authed = authed || lw_dash_session_ok(q->dash, conn); /* the dashboard's sign-in cookie */
+    if (!institution)
+        institution = LW_INSTITUTION_BUREAU;
     if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");
     if (route == LW_ROUTE_EXPOSURE && bad_id)
         return lw_respond_error(q, req, conn, 400, "bad_request",
                                 "borrower_id must be 22 base64url characters");
+    if (route == LW_ROUTE_EXPOSURE)
+        return lw_exposure_answer(q, req, conn, bid, institution);
 
     rc = lw_thread_redis(q, errstr, sizeof errstr);
     if (!rc) {
@@ -504,15 +555,6 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         }
         return lw_respond(q, req, conn, 200, "application/json", body, true);
     }
-    case LW_ROUTE_EXPOSURE:
-        err = lw_query_exposure_json(rc, bid, &body, &found, errstr, sizeof errstr);
-        if (err != LW_OK) {
-            lw_warn("exposure %s: %s", bid, errstr);
-            return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
-        }
-        if (!found)
-            return lw_respond_error(q, req, conn, 404, "not_found", "unknown borrower");
-        return lw_respond(q, req, conn, 200, "application/json", body, true);
     default:
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
     }
@@ -662,8 +704,16 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         return NULL;
     }
     q->no_auth = conf->no_auth;
+    if (!(q->inq = lw_inq_new(conf->brokers ? conf->brokers : lw_conf_default_bootstrap(),
+                              conf->inquiries_topic ? conf->inquiries_topic : LW_TOPIC_INQUIRIES,
+                              errstr, errstr_size))) {
+        lw_tokens_destroy(q->tokens);
+        free(q);
+        return NULL;
+    }
     if (!(q->dash =
               lw_dash_new(conf->web_dir, conf->cookie_secure, &q->redis, errstr, errstr_size))) {
+        lw_inq_destroy(q->inq);
         lw_tokens_destroy(q->tokens);
         free(q);
         return NULL;
@@ -713,6 +763,7 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
     return q;
 fail:
     lw_dash_free(q->dash);
+    lw_inq_destroy(q->inq);
     lw_watchdog_stop(q);
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);
@@ -746,6 +797,7 @@ void lw_query_stop(lw_query_t *q)
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);
     pthread_key_delete(q->rc_key);
+    lw_inq_destroy(q->inq); /* after MHD: no request waits on it any more */
     lw_tokens_destroy(q->tokens);
     free(q);
 }

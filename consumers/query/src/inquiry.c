@@ -1,0 +1,264 @@
+/*
+ * inquiry.c - every exposure look-up is a recorded credit inquiry (issue 20):
+ * a CreditInquiry record on the inquiries topic, confirmed by Kafka before
+ * the answer is sent.
+ *
+ * A look-up must not be answered unless its record is durable, so each
+ * request waits for its own delivery report. It must not cost one round trip
+ * to Kafka per look-up either: the request thread hands its record to one
+ * shared librdkafka producer (linger.ms of a few ms), which batches every
+ * record produced meanwhile, by every request thread, into one ProduceRequest
+ * per partition. One poller thread serves the delivery reports and wakes the
+ * request it belongs to (a flag, a mutex and a condition variable on the
+ * requester's stack). The waiting request holds its pool thread, so the
+ * pool's size bounds how many look-ups share a batch; the rate is many
+ * look-ups per round trip instead of one.
+ *
+ * acks=all with idempotence: a record confirmed is on every in-sync replica
+ * and written once even when librdkafka retried it. A record not confirmed
+ * within LW_INQ_TIMEOUT_MS (Kafka down, the topic unwritable) fails the
+ * request with 503. A timed-out record may in rare cases still have reached
+ * the broker: then an inquiry is recorded that was not answered, never the
+ * reverse.
+ *
+ * The record is keyed by borrower_id with the partitioner the loan events
+ * use (murmur2_random, as the Java client), so a borrower's inquiries land in
+ * the same partition number of loanwire.inquiries as its loan events in
+ * loanwire.loan-events when both topics have as many partitions
+ * (loanwire-topics makes them so).
+ */
+#include "query_int.h"
+
+#include "loanwire/codec.h"
+#include "loanwire/log.h"
+
+#include <librdkafka/rdkafka.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct lw_inq_s {
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    char topic[256];
+    lw_codec_t *codec; /* not thread-safe: encode under codec_mu */
+    pthread_mutex_t codec_mu;
+    pthread_t poller;
+    bool poller_started;
+    atomic_bool stop;
+    atomic_uint_fast64_t recorded, failed;
+};
+
+/* One request's wait for its delivery report. */
+typedef struct lw_inq_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    rd_kafka_resp_err_t err;
+} lw_inq_wait_t;
+
+static void lw_inq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    lw_inq_wait_t *w = m->_private;
+    (void)rk;
+    (void)opaque;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->err = m->err;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *lw_inq_poll(void *arg)
+{
+    lw_inq_t *r = arg;
+    while (!atomic_load(&r->stop))
+        rd_kafka_poll(r->rk, 50);
+    return NULL;
+}
+
+static bool lw_inq_set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr,
+                       size_t errstr_size)
+{
+    char es[256];
+    if (rd_kafka_conf_set(kc, k, v, es, sizeof es) == RD_KAFKA_CONF_OK)
+        return true;
+    snprintf(errstr, errstr_size, "inquiries producer: %s=%s: %s", k, v, es);
+    return false;
+}
+
+lw_inq_t *lw_inq_new(const char *brokers, const char *topic, char *errstr, size_t errstr_size)
+{
+    static const char *const props[][2] = {
+        {"acks", "all"},
+        {"enable.idempotence", "true"},
+        /* many concurrent look-ups share a batch; one waits at most this long */
+        {"linger.ms", "2"},
+        {"partitioner", "murmur2_random"}, /* as the loan events: same key, same partition */
+        {"compression.type", "lz4"},
+        {"message.timeout.ms", LW_INQ_TIMEOUT_MS_STR},
+        {"socket.timeout.ms", "3000"},
+        {"reconnect.backoff.max.ms", "1000"},
+    };
+    lw_inq_t *r = calloc(1, sizeof *r);
+    rd_kafka_conf_t *kc = NULL;
+    char es[512];
+
+    if (!r) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&r->codec_mu, NULL);
+    if (!topic || !*topic || strlen(topic) >= sizeof r->topic) {
+        snprintf(errstr, errstr_size, "--inquiries-topic: a topic name of 1..%zu characters",
+                 sizeof r->topic - 1);
+        goto fail;
+    }
+    snprintf(r->topic, sizeof r->topic, "%s", topic);
+    if (!(r->codec = lw_codec_new(es, sizeof es))) {
+        snprintf(errstr, errstr_size, "codec: %s", es);
+        goto fail;
+    }
+    kc = rd_kafka_conf_new();
+    if (!lw_inq_set(kc, "bootstrap.servers", brokers, errstr, errstr_size))
+        goto fail;
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        if (!lw_inq_set(kc, props[i][0], props[i][1], errstr, errstr_size))
+            goto fail;
+    rd_kafka_conf_set_dr_msg_cb(kc, lw_inq_dr);
+    if (!(r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, es, sizeof es))) {
+        snprintf(errstr, errstr_size, "inquiries producer: %s", es);
+        goto fail;
+    }
+    kc = NULL; /* owned by rk */
+    if (!(r->rkt = rd_kafka_topic_new(r->rk, r->topic, NULL))) {
+        snprintf(errstr, errstr_size, "inquiries topic %s: %s", r->topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        goto fail;
+    }
+    if (pthread_create(&r->poller, NULL, lw_inq_poll, r) != 0) {
+        snprintf(errstr, errstr_size, "cannot start the inquiries delivery thread");
+        goto fail;
+    }
+    r->poller_started = true;
+    return r;
+fail:
+    if (kc)
+        rd_kafka_conf_destroy(kc);
+    lw_inq_destroy(r);
+    return NULL;
+}
+
+const char *lw_inq_topic(const lw_inq_t *r)
+{
+    return r ? r->topic : "";
+}
+
+void lw_inq_counts(const lw_inq_t *r, uint64_t *recorded, uint64_t *failed)
+{
+    *recorded = r ? atomic_load(&r->recorded) : 0;
+    *failed = r ? atomic_load(&r->failed) : 0;
+}
+
+static int64_t lw_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+lw_err_t lw_inq_record(lw_inq_t *r, const char *borrower_id, const char *institution_id,
+                       lw_inquiry_purpose_t purpose, char inquiry_id[33], char *errstr,
+                       size_t errstr_size)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[16], buf[LW_CODEC_MAX_INQUIRY];
+    lw_inquiry_t iq;
+    size_t len = 0;
+    lw_err_t err;
+    lw_inq_wait_t w = {.done = false, .err = RD_KAFKA_RESP_ERR_NO_ERROR};
+
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        snprintf(errstr, errstr_size, "no random bytes for the inquiry id");
+        return LW_ERR_CRYPTO;
+    }
+    memset(&iq, 0, sizeof iq);
+    for (int i = 0; i < 16; i++) {
+        iq.inquiry_id[2 * i] = hex[rnd[i] >> 4];
+        iq.inquiry_id[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    snprintf(iq.borrower_id, sizeof iq.borrower_id, "%s", borrower_id);
+    snprintf(iq.institution_id, sizeof iq.institution_id, "%s", institution_id);
+    iq.purpose = purpose;
+    iq.inquired_at = lw_wall_ms();
+    pthread_mutex_lock(&r->codec_mu);
+    err = lw_codec_encode_inquiry(r->codec, &iq, buf, sizeof buf, &len);
+    pthread_mutex_unlock(&r->codec_mu);
+    if (err != LW_OK) {
+        snprintf(errstr, errstr_size, "encoding the inquiry: %s", lw_err2str(err));
+        return err;
+    }
+    pthread_mutex_init(&w.mu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&w.cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (rd_kafka_produce(r->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, buf, len,
+                         iq.borrower_id, strlen(iq.borrower_id), &w) != 0) {
+        w.err = rd_kafka_last_error(); /* queue full: Kafka is not keeping up */
+        w.done = true;
+    }
+    /* The delivery report always comes (librdkafka times the record out at
+     * message.timeout.ms); the wait's own deadline is a guard a little past it. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += LW_INQ_TIMEOUT_MS / 1000 + 5;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0 && !w.done) {
+            /* cannot happen unless the poller died; the report would then
+             * touch a dead stack frame, so keep waiting for it */
+            lw_warn("inquiry %s: no delivery report after %d s, still waiting", iq.inquiry_id,
+                    LW_INQ_TIMEOUT_MS / 1000 + 5);
+            ts.tv_sec += 5;
+        }
+    pthread_mutex_unlock(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    if (w.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        atomic_fetch_add(&r->failed, 1);
+        snprintf(errstr, errstr_size, "inquiry not recorded on %s: %s", r->topic,
+                 rd_kafka_err2str(w.err));
+        return LW_ERR_TRANSIENT;
+    }
+    atomic_fetch_add(&r->recorded, 1);
+    memcpy(inquiry_id, iq.inquiry_id, 33);
+    return LW_OK;
+}
+
+void lw_inq_destroy(lw_inq_t *r)
+{
+    if (!r)
+        return;
+    if (r->rk)
+        rd_kafka_flush(r->rk, 2000); /* no request waits any more: the server stopped */
+    atomic_store(&r->stop, true);
+    if (r->poller_started)
+        pthread_join(r->poller, NULL);
+    if (r->rkt)
+        rd_kafka_topic_destroy(r->rkt);
+    if (r->rk)
+        rd_kafka_destroy(r->rk);
+    lw_codec_destroy(r->codec);
+    pthread_mutex_destroy(&r->codec_mu);
+    free(r);
+}
