@@ -142,7 +142,7 @@ os.makedirs(OUT, exist_ok=True)
 rcli("FLUSHDB")
 topic = "dash-%s" % UNIQ
 r = subprocess.run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "-t", topic,
-                    "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                    "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
                     "--partitions", "3"], capture_output=True, text=True, timeout=60)
 if r.returncode != 0:
     die("loanwire-topics create: " + r.stderr)
@@ -162,7 +162,7 @@ def spawn(args, name):
 
 
 exposure = spawn([os.path.join(BIN, "loanwire-exposure"), "-b", BOOT, "-t", topic,
-                  "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                  "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
                   "-g", "dash-" + UNIQ, "--redis", RURL, "--status", "1"], "exposure")
 port = free_port()
 query = spawn([os.path.join(BIN, "loanwire-query"), "--redis", RURL, "--tokens", tokfile,

@@ -333,7 +333,7 @@ def run(args, **kw):
 def exposure_args(topic, group, db, alerts, extra=()):
     host, port = redis_hostport()
     return [os.path.join(BIN, "loanwire-exposure"), "--brokers", BOOT, "--topic", topic,
-            "--group", group, "--alerts-topic", alerts, "--dlq-topic", topic + ".dlq",
+            "--group", group, "--alerts-topic", alerts, "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
             "--redis", f"redis://{host}:{port}/{db}", "--status", "1",
             "-X", "topic.metadata.refresh.interval.ms=1000", *extra]
 
@@ -354,13 +354,13 @@ def spawn(topic, group, db, alerts, extra=(), log=None):
 
 def create_topics(topic, parts=4):
     run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "--events-topic", topic,
-         "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+         "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
          "--partitions", str(parts)])
 
 
 def create_topic(name, parts=1):
     run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "--events-topic", name,
-         "--alerts-topic", name + ".a", "--dlq-topic", name + ".d", "--partitions", str(parts)])
+         "--alerts-topic", name + ".a", "--dlq-topic", name + ".d", "--inquiries-topic", name + ".i", "--partitions", str(parts)])
 
 
 def kafka_alert_ids(topic):
