@@ -397,7 +397,7 @@ class Bench:
         def worker(part):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             for bid in part:
-                c.request("GET", "/v1/borrowers/%s/exposure" % bid)
+                c.request("GET", "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid)
                 r = c.getresponse()
                 body = r.read()
                 if r.status != 200:

@@ -140,7 +140,7 @@ stunnel4 "$tmp/https.conf" >/dev/null 2>&1 &
 pids+=($!)
 wait_port "$p_https" 10
 b1=$(printf '%s\n' "$borrowers" | head -n 1)
-code=$(curl -s -o api.json -w '%{http_code}' --cacert ca.crt "https://localhost:$p_https/v1/borrowers/$b1/exposure")
+code=$(curl -s -o api.json -w '%{http_code}' --cacert ca.crt "https://localhost:$p_https/v1/borrowers/$b1/exposure?purpose=LOAN_APPROVAL")
 check "HTTPS through stunnel: the API returns $b1's exposure (HTTP $code)" \
   '[ "$code" = 200 ] && grep -q "\"borrower_id\":\"$b1\"" api.json'
 check "HTTPS /healthz: 200 (Redis reached through the Redis tunnel)" \
