@@ -19,7 +19,7 @@
 static void test_defaults(void **state)
 {
     lw_rules_t *rs = lw_rules_default();
-    assert_int_equal(lw_rules_count(rs), 4);
+    assert_int_equal(lw_rules_count(rs), 5);
     const lw_rule_t *r = lw_rules_find(rs, "income_cap");
     assert_non_null(r);
     assert_int_equal(r->kind, LW_RULE_INCOME_CAP);
@@ -33,7 +33,15 @@ static void test_defaults(void **state)
     r = lw_rules_find(rs, "borrow_while_delinquent");
     assert_int_equal(r->kind, LW_RULE_BORROW_DELINQUENT);
     assert_int_equal(r->severity, LW_SEVERITY_CRITICAL);
-    assert_null(lw_rules_get(rs, 4));
+    r = lw_rules_find(rs, "inquiry_spree");
+    assert_non_null(r);
+    assert_int_equal(r->kind, LW_RULE_INQUIRY_SPREE);
+    assert_int_equal(r->severity, LW_SEVERITY_WARNING);
+    assert_int_equal(r->min_count, 6);
+    assert_int_equal(r->window_ms, 30LL * 86400000);
+    assert_int_equal(lw_rules_inquiry_keep_ms(rs), 90LL * 86400000);
+    assert_int_equal(lw_rules_max_inquiries(rs), LW_MAX_INQUIRIES_DEFAULT);
+    assert_null(lw_rules_get(rs, 5));
     lw_rules_destroy(rs);
     lw_rules_destroy(NULL);
 }
@@ -90,6 +98,9 @@ static void test_errors(void **state)
     expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n",
                  "f.rules:2: rule id 'income_cap' defined twice");
     expect_error("income_cap 1 INFO novalue\n", "expected key=value");
+    expect_error("inquiry_spree 1 INFO min_lenders=3\n", "unknown parameter 'min_lenders'");
+    expect_error("inquiry_spree 1 INFO min_institutions=0\n", "min_institutions '0'");
+    expect_error("inquiry_spree 1 INFO window=91d\n", "window '91d'");
 }
 
 /* Issue 20 item 3: windows from 1h to 90d, several of one kind at once
@@ -119,6 +130,19 @@ static void test_windows_90d(void **state)
     rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h\n", "t", es, sizeof es);
     assert_non_null(rs);
     assert_int_equal(lw_rules_keep_ms(rs), 30LL * 86400000);
+    lw_rules_destroy(rs);
+    /* inquiry_spree: its own parameters; a window past 90 days keeps inquiries longer */
+    rs = lw_rules_parse("spree_7d 2 CRITICAL kind=inquiry_spree min_institutions=3 window=7d\n"
+                        "inquiry_spree 1 WARNING window=90d\n",
+                        "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->kind, LW_RULE_INQUIRY_SPREE);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->min_count, 3);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->window_ms, 7LL * 86400000);
+    assert_int_equal(lw_rules_find(rs, "inquiry_spree")->min_count, 6);
+    assert_int_equal(lw_rules_inquiry_keep_ms(rs), 90LL * 86400000);
+    assert_int_equal(lw_rules_keep_ms(rs), 30LL * 86400000); /* not a stacking window */
     lw_rules_destroy(rs);
     rs = lw_rules_parse("s45 1 INFO kind=stacking window=45d\n", "t", es, sizeof es);
     assert_non_null(rs);

@@ -24,6 +24,8 @@
  * the longer range (lw_rules_keep_ms()). */
 #define LW_WINDOW_MAX_MS      (90LL * 24 * 3600 * 1000)
 #define LW_WINDOW_MIN_KEEP_MS LW_WINDOW_30D
+/* Inquiries are kept at least the 90 days readers report (inquiries_90d). */
+#define LW_INQ_MIN_KEEP_MS LW_WINDOW_90D
 _Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit below LW_MASK_HIST");
 
 struct lw_rules_s {
@@ -31,6 +33,8 @@ struct lw_rules_s {
     lw_rule_t rules[LW_RULES_MAX];
     size_t max_loans, max_window; /* limits per borrower (lw_rules_set_limits) */
     int64_t keep_ms;              /* window entries kept this long (rules_keep()) */
+    size_t max_inquiries;         /* inquiries kept per borrower */
+    int64_t inq_keep_ms;          /* inquiries kept this long (rules_keep()) */
 };
 
 /* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */

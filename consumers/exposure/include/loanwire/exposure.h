@@ -34,6 +34,7 @@ typedef enum lw_rule_kind {
     LW_RULE_MULTI_LENDER,      /* distinct active lenders >= min_lenders */
     LW_RULE_STACKING,          /* distinct lenders of new loans + applications in window */
     LW_RULE_BORROW_DELINQUENT, /* DRAWDOWN while another loan is past due */
+    LW_RULE_INQUIRY_SPREE,     /* distinct institutions with approval inquiries in window */
     LW_RULE__CNT
 } lw_rule_kind_t;
 
@@ -44,8 +45,8 @@ typedef struct lw_rule {
     lw_rule_kind_t kind;
     int64_t cap_fen;        /* income_cap */
     int64_t income_divisor; /* income_cap */
-    int64_t min_count;      /* multi_lender, stacking */
-    int64_t window_ms;      /* stacking; 1 ms .. 90 days */
+    int64_t min_count;      /* multi_lender, stacking, inquiry_spree */
+    int64_t window_ms;      /* stacking, inquiry_spree; 1 ms .. 90 days */
 } lw_rule_t;
 
 #define LW_RULES_MAX 32
@@ -75,6 +76,14 @@ size_t lw_rules_max_window(const lw_rules_t *rules);
 /* How long window entries are kept behind a borrower's latest event: the
  * pack's longest window, at least 30 days (what readers report). */
 int64_t lw_rules_keep_ms(const lw_rules_t *rules);
+/* Recorded inquiries a borrower's state keeps (issue 20): those of the last
+ * 90 days (what readers report; longer when an inquiry_spree window is),
+ * at most max_inquiries of them; an inquiry past it is refused (a dead
+ * letter), as a window entry past --max-window-entries is. 0: the default. */
+#define LW_MAX_INQUIRIES_DEFAULT 1024
+void lw_rules_set_inquiry_limit(lw_rules_t *rules, size_t max_inquiries);
+size_t lw_rules_max_inquiries(const lw_rules_t *rules);
+int64_t lw_rules_inquiry_keep_ms(const lw_rules_t *rules);
 
 /* ---- Script ------------------------------------------------------------- */
 

@@ -53,6 +53,7 @@ typedef struct lw_loan_state {
 #define LW_WINDOW_24H (24LL * 3600 * 1000)
 #define LW_WINDOW_7D  (7LL * 24 * 3600 * 1000)
 #define LW_WINDOW_30D (30LL * 24 * 3600 * 1000)
+#define LW_WINDOW_90D (90LL * 24 * 3600 * 1000)
 typedef enum { LW_WIN_24H = 0, LW_WIN_7D, LW_WIN_30D, LW_WIN__CNT } lw_window_t;
 
 typedef struct lw_borrower_state {
