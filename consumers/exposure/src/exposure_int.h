@@ -71,6 +71,15 @@ typedef struct lw_bapply_out {
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
                                 uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
                                 lw_alert_vec_t *alerts, lw_bapply_out_t *out);
+/* Applies one recorded inquiry (CreditInquiry) to its borrower's state: kept
+ * (oldest first, at most the pack's max_inquiries within its keep time,
+ * else LW_APPLY_REFUSED), counted once by its id (LW_APPLY_DUPLICATE for a
+ * replay), then the inquiry_spree rules. institution is the string id of
+ * its institution; writer and epoch fence it as lw_bstate_apply() does
+ * (the writer of the loan-event partition it belongs with). */
+lw_apply_code_t lw_bstate_inquiry(lw_bstate_t *s, const lw_rules_t *rules, const lw_inquiry_t *iq,
+                                  uint32_t institution, uint32_t writer, int64_t epoch,
+                                  lw_alert_vec_t *alerts, lw_bapply_out_t *out);
 /* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
 void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
 
