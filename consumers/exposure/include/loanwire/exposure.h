@@ -153,6 +153,12 @@ const char *lw_store_script_sha(const lw_store_t *st);
  * opts.chunk_max per script call, grouped by (topic, partition, epoch). */
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch);
+/* Queues one recorded inquiry the same way (issue 20). topic and partition
+ * name its writer: those of the loan events it lands with (a borrower's
+ * inquiries are in the same partition number of the inquiries topic as its
+ * events in the events topic), so one epoch fences both. */
+lw_err_t lw_store_append_inquiry(lw_store_t *st, const lw_inquiry_t *iq, const char *topic,
+                                 int32_t partition, int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
 /* Applies every queued event (read the borrowers, apply in order, write back;
  * begin + commit + end below) and fills results[0..pending). On an error
@@ -232,10 +238,12 @@ typedef struct lw_exposure_conf {
     const char *topic;
     const char *alerts_topic;
     const char *dlq_topic;
+    const char *inquiries_topic; /* recorded inquiries, partitioned as topic; "" none */
     const char *redis_url;
     const char *rules_file; /* NULL: default pack */
     size_t max_loans;       /* limits per borrower (lw_rules_set_limits); 0: default */
     size_t max_window;
+    size_t max_inquiries;    /* lw_rules_set_inquiry_limit(); 0: default */
     const char *config_file; /* librdkafka properties, or NULL */
     const char **kafka_kv;   /* -X key=value, n_kafka_kv of them */
     size_t n_kafka_kv;
