@@ -157,7 +157,7 @@ class Names:
 
 
 def decode_state(raw, name):
-    """A borrower's state string, layout version 4 (consumers/README.md), decoded here
+    """A borrower's state string, layout version 5 (consumers/README.md), decoded here
     independently of borrower.c: u8 version, then varints fence writer (an id of
     lw:strings naming "@topic:partition"), fence epoch, t, 2 * n_open + has alert history,
     n_open open rule ids (ids of lw:strings naming the rules), 2 * n_loans + has income,
@@ -166,8 +166,10 @@ def decode_state(raw, name):
     status + 8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
     outstanding, [past_due], [limit], t - updated_at;
     per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
-    application), 4 bytes lender hash. "open" is the sorted rule names, "hist" the bit."""
-    assert raw[0] == 4, "layout version %r" % raw[0]
+    application), 4 bytes lender hash; then n_inq and per recorded inquiry: t - at,
+    institution id, purpose, 6 bytes inquiry id hash. "open" is the sorted rule names,
+    "hist" the bit."""
+    assert raw[0] == 5, "layout version %r" % raw[0]
     h, i = [], 1
     for _ in range(4):
         v, i = uvarint(raw, i)
@@ -207,10 +209,18 @@ def decode_state(raw, name):
         lh = int.from_bytes(raw[i + 6:i + 10], "little")
         i += 10
         w.append((t - d, idh, lh))
+    nq, i = uvarint(raw, i)
+    inq = []
+    for _ in range(nq):
+        d, i = uvarint(raw, i)
+        inst, i = uvarint(raw, i)
+        purpose, i = uvarint(raw, i)
+        inq.append((t - d, name(inst), purpose, int.from_bytes(raw[i:i + 6], "little")))
+        i += 6
     assert i == len(raw), "trailing bytes in a state string"
     return {"fence": (writer, epoch), "t": t, "open": sorted(open_rules), "hist": alerts & 1,
             "inc": inc, "inc_at": inc_at,
-            "loans": loans, "win": w}
+            "loans": loans, "win": w, "inq": inq}
 
 
 def read_state(r):
