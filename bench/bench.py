@@ -288,7 +288,8 @@ class Bench:
     def topic_create(self, name, parts=6):
         self.run([self.prog("loanwire-topics"), "create", "-b", self.bs, "--partitions",
                   str(parts), "--events-topic", name, "--alerts-topic", name + ".alerts",
-                  "--dlq-topic", name + ".dlq"], log=os.path.join(self.work, "topics.log"))
+                  "--dlq-topic", name + ".dlq", "--inquiries-topic", name + ".inq"],
+                 log=os.path.join(self.work, "topics.log"))
 
     def end_offsets(self, topic, parts=6):
         total = 0
@@ -307,7 +308,7 @@ class Bench:
     def exposure_args(self, topic, group, cid, extra=(), url=None):
         return [self.prog("loanwire-exposure"), "--brokers", self.bs, "--topic", topic,
                 "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--redis", url or self.url, "--group", group, "--consumer-id", cid,
+                "--inquiries-topic", topic + ".inq", "--redis", url or self.url, "--group", group, "--consumer-id", cid,
                 "--status", "5"] + list(extra)
 
     def redis_applied(self, cids):
@@ -1132,13 +1133,25 @@ class Bench:
                 f.write(self.mk_event("inq-bench-%d" % j, "DRAWDOWN", pid, lender, bid,
                                       "L-%d" % j, 1, now - (j + 1) * 86400000, 1000000,
                                       1000000))
-        self.run([self.prog("loanwire-exposure-bench"), "--redis", self.url, path],
+        # loaded by the older store when there is one (layout 4, which both servers
+        # read), so both answer the same borrower state
+        loader = self.prog("loanwire-exposure-bench")
+        if a.lookup_base_bin and os.path.exists(os.path.join(a.lookup_base_bin,
+                                                             "loanwire-exposure-bench")):
+            loader = os.path.join(a.lookup_base_bin, "loanwire-exposure-bench")
+        self.run([loader, "--redis", self.url, path],
                  log=os.path.join(self.work, "inq-load.log"))
         topic = "lwbench.inq.%d" % int(time.time())
         self.run([self.prog("loanwire-topics"), "create", "-b", self.bs, "--partitions", "6",
                   "--events-topic", topic, "--alerts-topic", topic + ".alerts", "--dlq-topic",
                   topic + ".dlq", "--inquiries-topic", topic + ".inq"],
                  log=os.path.join(self.work, "topics.log"))
+        for _ in range(40):  # the new partitions' leaders, as the broker tells kcat
+            try:
+                self.end_offsets(topic + ".inq")
+                break
+            except BenchError:
+                time.sleep(0.5)
         url_path = "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid
         res = {}
         for label, binary, extra in (

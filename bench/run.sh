@@ -116,7 +116,7 @@ if [ -n "$base_rev" ] && git rev-parse --verify -q "$base_rev" >/dev/null; then
   rm -rf bench/.base && mkdir -p bench/.base/src
   git archive "$base_rev" | tar -x -C bench/.base/src
   cmake -S bench/.base/src -B bench/.base/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build bench/.base/build -j"$(nproc 2>/dev/null || echo 2)" --target loanwire-query >/dev/null
+  cmake --build bench/.base/build -j"$(nproc 2>/dev/null || echo 2)" --target loanwire-query --target loanwire-exposure-bench >/dev/null
   base_bin=(--lookup-base-bin "$root/bench/.base/build/bin")
 fi
 

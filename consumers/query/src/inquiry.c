@@ -5,14 +5,15 @@
  *
  * A look-up must not be answered unless its record is durable, so each
  * request waits for its own delivery report. It must not cost one round trip
- * to Kafka per look-up either: the request thread hands its record to one
- * shared librdkafka producer (linger.ms of a few ms), which batches every
- * record produced meanwhile, by every request thread, into one ProduceRequest
- * per partition. One poller thread serves the delivery reports and wakes the
- * request it belongs to (a flag, a mutex and a condition variable on the
- * requester's stack). The waiting request holds its pool thread, so the
- * pool's size bounds how many look-ups share a batch; the rate is many
- * look-ups per round trip instead of one.
+ * to Kafka per look-up either: the request hands its record to one shared
+ * librdkafka producer (linger.ms of a few ms), which batches every record
+ * produced meanwhile, by every request, into one ProduceRequest per
+ * partition. The request does not hold a server thread while it waits: the
+ * server suspends its connection (server.c) and the delivery report, served
+ * by one poller thread here, calls back to resume it. So every open
+ * connection can have a record in the same batch (a pool of 4 threads that
+ * each waited for their own report made at most 4 look-ups share a round
+ * trip: 861 look-ups/s against 3,919 unrecorded, measured).
  *
  * acks=all with idempotence: a record confirmed is on every in-sync replica
  * and written once even when librdkafka retried it. A record not confirmed
@@ -53,26 +54,23 @@ struct lw_inq_s {
     atomic_uint_fast64_t recorded, failed;
 };
 
-/* One request's wait for its delivery report. */
-typedef struct lw_inq_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    rd_kafka_resp_err_t err;
-} lw_inq_wait_t;
+/* One record's caller, until its delivery report. */
+typedef struct lw_inq_ticket {
+    lw_inq_t *r;
+    lw_inq_done_cb *cb;
+    void *opaque;
+} lw_inq_ticket_t;
 
 static void lw_inq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-    lw_inq_wait_t *w = m->_private;
+    lw_inq_ticket_t *t = m->_private;
     (void)rk;
     (void)opaque;
-    if (!w)
+    if (!t)
         return;
-    pthread_mutex_lock(&w->mu);
-    w->err = m->err;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    atomic_fetch_add(m->err ? &t->r->failed : &t->r->recorded, 1);
+    t->cb(t->opaque, m->err ? LW_ERR_TRANSIENT : LW_OK, m->err ? rd_kafka_err2str(m->err) : "");
+    free(t);
 }
 
 static void *lw_inq_poll(void *arg)
@@ -173,16 +171,15 @@ static int64_t lw_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-lw_err_t lw_inq_record(lw_inq_t *r, const char *borrower_id, const char *institution_id,
-                       lw_inquiry_purpose_t purpose, char inquiry_id[33], char *errstr,
-                       size_t errstr_size)
+lw_err_t lw_inq_send(lw_inq_t *r, const char *borrower_id, const char *institution_id,
+                     lw_inquiry_purpose_t purpose, lw_inq_done_cb *cb, void *opaque, char *errstr,
+                     size_t errstr_size)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char rnd[16], buf[LW_CODEC_MAX_INQUIRY];
     lw_inquiry_t iq;
     size_t len = 0;
     lw_err_t err;
-    lw_inq_wait_t w = {.done = false, .err = RD_KAFKA_RESP_ERR_NO_ERROR};
 
     if (RAND_bytes(rnd, sizeof rnd) != 1) {
         snprintf(errstr, errstr_size, "no random bytes for the inquiry id");
@@ -204,45 +201,29 @@ lw_err_t lw_inq_record(lw_inq_t *r, const char *borrower_id, const char *institu
         snprintf(errstr, errstr_size, "encoding the inquiry: %s", lw_err2str(err));
         return err;
     }
-    pthread_mutex_init(&w.mu, NULL);
-    {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&w.cv, &ca);
-        pthread_condattr_destroy(&ca);
+    lw_inq_ticket_t *t = malloc(sizeof *t);
+    if (!t) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
     }
+    *t = (lw_inq_ticket_t){r, cb, opaque};
+    /* the delivery report always comes (librdkafka times the record out at
+     * message.timeout.ms) and calls cb from the poller thread */
     if (rd_kafka_produce(r->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, buf, len,
-                         iq.borrower_id, strlen(iq.borrower_id), &w) != 0) {
-        w.err = rd_kafka_last_error(); /* queue full: Kafka is not keeping up */
-        w.done = true;
-    }
-    /* The delivery report always comes (librdkafka times the record out at
-     * message.timeout.ms); the wait's own deadline is a guard a little past it. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += LW_INQ_TIMEOUT_MS / 1000 + 5;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        if (pthread_cond_timedwait(&w.cv, &w.mu, &ts) != 0 && !w.done) {
-            /* cannot happen unless the poller died; the report would then
-             * touch a dead stack frame, so keep waiting for it */
-            lw_warn("inquiry %s: no delivery report after %d s, still waiting", iq.inquiry_id,
-                    LW_INQ_TIMEOUT_MS / 1000 + 5);
-            ts.tv_sec += 5;
-        }
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (w.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                         iq.borrower_id, strlen(iq.borrower_id), t) != 0) {
+        free(t); /* queue full: Kafka is not keeping up */
         atomic_fetch_add(&r->failed, 1);
         snprintf(errstr, errstr_size, "inquiry not recorded on %s: %s", r->topic,
-                 rd_kafka_err2str(w.err));
+                 rd_kafka_err2str(rd_kafka_last_error()));
         return LW_ERR_TRANSIENT;
     }
-    atomic_fetch_add(&r->recorded, 1);
-    memcpy(inquiry_id, iq.inquiry_id, 33);
     return LW_OK;
+}
+
+void lw_inq_flush(lw_inq_t *r, int timeout_ms)
+{
+    if (r && r->rk)
+        rd_kafka_flush(r->rk, timeout_ms);
 }
 
 void lw_inq_destroy(lw_inq_t *r)

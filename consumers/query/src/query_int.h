@@ -25,12 +25,19 @@ typedef struct lw_inq_s lw_inq_t;
 /* One shared producer of CreditInquiry records to topic (acks=all,
  * idempotent, batched over linger.ms) and its delivery-report thread. */
 lw_inq_t *lw_inq_new(const char *brokers, const char *topic, char *errstr, size_t errstr_size);
-/* Records one look-up and waits for Kafka's confirmation: LW_OK (inquiry_id
- * filled), else LW_ERR_TRANSIENT with errstr (the look-up must not be
- * answered). Thread-safe; concurrent calls share batches. */
-lw_err_t lw_inq_record(lw_inq_t *r, const char *borrower_id, const char *institution_id,
-                       lw_inquiry_purpose_t purpose, char inquiry_id[33], char *errstr,
-                       size_t errstr_size);
+/* Called once per record, from the delivery thread: LW_OK when Kafka
+ * confirmed it, else LW_ERR_TRANSIENT with why (the look-up must not be
+ * answered). */
+typedef void lw_inq_done_cb(void *opaque, lw_err_t err, const char *why);
+/* Sends one look-up's record (a fresh random inquiry id, the time now);
+ * cb(opaque, ...) follows once Kafka confirmed it or gave up. Not LW_OK: no
+ * record was queued and cb is not called. Thread-safe; concurrent records
+ * share batches. */
+lw_err_t lw_inq_send(lw_inq_t *r, const char *borrower_id, const char *institution_id,
+                     lw_inquiry_purpose_t purpose, lw_inq_done_cb *cb, void *opaque, char *errstr,
+                     size_t errstr_size);
+/* Waits (up to timeout_ms) until every record sent had its callback. */
+void lw_inq_flush(lw_inq_t *r, int timeout_ms);
 const char *lw_inq_topic(const lw_inq_t *r);
 void lw_inq_counts(const lw_inq_t *r, uint64_t *recorded, uint64_t *failed);
 void lw_inq_destroy(lw_inq_t *r); /* NULL is fine; delivers what is queued first */

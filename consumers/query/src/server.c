@@ -22,7 +22,10 @@
  *
  * An exposure look-up is a credit inquiry (issue 20): it needs ?purpose=,
  * and is recorded on the inquiries topic (inquiry.c), confirmed by Kafka,
- * before Redis is read; a record Kafka does not confirm answers 503.
+ * before Redis is read; a record Kafka does not confirm answers 503. While
+ * Kafka confirms it the connection is suspended, not its thread: the
+ * delivery report resumes it and MHD calls the handler again, which then
+ * reads Redis and answers. So all open connections' records share batches.
  */
 #include "dash_int.h"
 #include "query_int.h"
@@ -82,6 +85,11 @@ typedef struct lw_req {
     size_t bytes;
     char method[16];
     char path[256]; /* for the access log; never the query string */
+    /* an exposure look-up's inquiry record: none, waiting for Kafka (the
+     * connection suspended), or confirmed / failed (resumed) */
+    enum { LW_INQ_NONE = 0, LW_INQ_WAITING, LW_INQ_DONE } inq;
+    lw_err_t inq_err;
+    struct MHD_Connection *conn;
 } lw_req_t;
 
 static void lw_rc_free(void *p)
@@ -376,30 +384,57 @@ static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_C
     return ret;
 }
 
+/* The inquiry record's delivery report (inquiry.c's thread): notes it in
+ * the request, then resumes the connection; the request is not touched
+ * after the resume (MHD owns it again). */
+static void lw_inq_done(void *opaque, lw_err_t err, const char *why)
+{
+    lw_req_t *req = opaque;
+    if (err != LW_OK)
+        lw_warn("exposure look-up: inquiry not recorded: %s", why);
+    req->inq_err = err;
+    req->inq = LW_INQ_DONE;
+    MHD_resume_connection(req->conn);
+}
+
 /* GET /v1/borrowers/{id}/exposure?purpose=P: the look-up is recorded as an
  * inquiry of institution (confirmed by Kafka) before Redis is read; an
  * unknown borrower is looked up, and recorded, too. Nothing is answered
- * but 503 when the record is not confirmed. */
+ * but 503 when the record is not confirmed. Called twice: to send the
+ * record (the connection then waits suspended), and once resumed. */
 static enum MHD_Result lw_exposure_answer(lw_query_t *q, lw_req_t *req, struct MHD_Connection *conn,
                                           const char *bid, const char *institution)
 {
-    char errstr[512], iid[33], *body = NULL;
+    char errstr[512], *body = NULL;
     bool found;
     lw_rcluster_t *rc;
-    int purpose =
-        lw_query_purpose_parse(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "purpose"));
 
-    if (purpose < 0)
-        return lw_respond_error(q, req, conn, 400, "bad_request",
-                                "purpose= is required: LOAN_APPROVAL, CREDIT_CARD_APPROVAL, "
-                                "GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or BORROWER_REQUEST");
-    if (lw_inq_record(q->inq, bid, institution, (lw_inquiry_purpose_t)purpose, iid, errstr,
-                      sizeof errstr) != LW_OK) {
-        lw_warn("exposure %s: %s", bid, errstr);
+    if (req->inq == LW_INQ_NONE) {
+        int purpose = lw_query_purpose_parse(
+            MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "purpose"));
+        if (purpose < 0)
+            return lw_respond_error(q, req, conn, 400, "bad_request",
+                                    "purpose= is required: LOAN_APPROVAL, CREDIT_CARD_APPROVAL, "
+                                    "GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or BORROWER_REQUEST");
+        /* suspended before the record goes: its report may come at once */
+        req->conn = conn;
+        req->inq = LW_INQ_WAITING;
+        MHD_suspend_connection(conn);
+        if (lw_inq_send(q->inq, bid, institution, (lw_inquiry_purpose_t)purpose, lw_inq_done, req,
+                        errstr, sizeof errstr) != LW_OK) {
+            lw_warn("exposure %s: %s", bid, errstr);
+            req->inq_err = LW_ERR_TRANSIENT;
+            req->inq = LW_INQ_DONE;
+            MHD_resume_connection(conn);
+        }
+        return MHD_YES;
+    }
+    if (req->inq == LW_INQ_WAITING)
+        return MHD_YES; /* cannot happen: the connection is suspended until the report */
+    if (req->inq_err != LW_OK)
         return lw_respond_error(q, req, conn, 503, "unavailable",
                                 "the inquiry could not be recorded (Kafka); nothing is answered "
                                 "unrecorded");
-    }
     rc = lw_thread_redis(q, errstr, sizeof errstr);
     if (!rc) {
         lw_warn("redis: %s", errstr);
@@ -791,6 +826,9 @@ void lw_query_stop(lw_query_t *q)
      * The watchdog goes after them: it may shutdown() only sockets MHD has
      * not closed yet, and MHD tells it (CLOSED) before it closes one. */
     lw_dash_shutdown(q->dash); /* ends the suspended alert streams first */
+    /* and the look-ups waiting for their inquiry records: every record has
+     * its report (confirmed or timed out) and its connection resumed */
+    lw_inq_flush(q->inq, LW_INQ_TIMEOUT_MS + 1000);
     MHD_stop_daemon(q->mhd);
     lw_dash_free(q->dash);
     lw_watchdog_stop(q);
