@@ -196,6 +196,26 @@ def main():
         check("inquiry_spree fired once (one alert on the alerts topic)",
               len(alerts) == 1 and b"inquiry_spree" in alerts[0], len(alerts))
 
+        # restart: the inquiries' offsets were committed beside the events', so a new
+        # member of the group is caught up at once and counts nothing twice
+        x.send_signal(signal.SIGTERM)
+        check("loanwire-exposure stopped cleanly", x.wait(timeout=60) == 0)
+        r = run([os.path.join(BIN, "loanwire-exposure"), "-b", BOOT, "-t", BASE,
+                 "--alerts-topic", ALERTS, "--dlq-topic", BASE + ".dlq", "--inquiries-topic",
+                 INQ, "-g", "inq-" + UNIQ, "--redis", REDIS, "--status", "0",
+                 "--until-caught-up"], timeout=120)
+        check("restarted with --until-caught-up: stops (inquiry offsets committed)",
+              r.returncode == 0, r.stderr[-400:])
+        doc = exposure_cli()
+        check("after the restart: still inquiries_30d 8, institutions 8",
+              doc is not None and doc.get("inquiries_30d") == 8
+              and doc.get("inquiry_institutions_30d") == 8, doc)
+        x = subprocess.Popen([os.path.join(BIN, "loanwire-exposure"), "-b", BOOT, "-t", BASE,
+                              "--alerts-topic", ALERTS, "--dlq-topic", BASE + ".dlq",
+                              "--inquiries-topic", INQ, "-g", "inq-" + UNIQ, "--redis", REDIS,
+                              "--status", "0"], stderr=xlog)
+        procs.append(x)
+
         # the staff token (alone on its line) is recorded as BUREAU
         st, _ = get(qport, staff, "BORROWER_REQUEST")
         check("staff look-up answered", st == 200, st)

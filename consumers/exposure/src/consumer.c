@@ -499,6 +499,17 @@ static rd_kafka_topic_partition_list_t *with_inquiries(exp_ctx_t *x,
             x->parts[tp->partition].inq_first = -1;
         }
     }
+    /* where they start: their committed offsets (the lag and a rewind need them) */
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = parts->cnt; i < l->cnt; i++)
+        if (l->elems[i].offset != RD_KAFKA_OFFSET_BEGINNING && l->elems[i].partition >= 0 &&
+            l->elems[i].partition < MAX_PARTS)
+            rd_kafka_topic_partition_list_add(c, it, l->elems[i].partition);
+    if (c->cnt && rd_kafka_committed(x->rk, c, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < c->cnt; i++)
+            if (c->elems[i].offset >= 0)
+                x->parts[c->elems[i].partition].inq_next = c->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(c);
     return l;
 }
 
@@ -1075,6 +1086,25 @@ static void stall_watch(exp_ctx_t *x, int64_t lag, int64_t now)
         x->stalled_ms = now;
 }
 
+/* The lag of inquiries partition p (read beside events partition p): 0
+ * without an inquiries topic; clears *caught_up while some are unread. */
+static int64_t inquiries_lag(exp_ctx_t *x, int32_t p, bool *caught_up)
+{
+    const char *it = x->conf->inquiries_topic;
+    int64_t lo = -1, hi = -1;
+    if (!it || !*it)
+        return 0;
+    rd_kafka_get_watermark_offsets(x->rk, it, p, &lo, &hi);
+    if (hi < 0)
+        return 0; /* not fetched yet, or no such topic: nothing known to wait for */
+    const part_state_t *ps = &x->parts[p];
+    int64_t lag = ps->inq_next >= 0 ? (hi > ps->inq_next ? hi - ps->inq_next : 0)
+                                    : (lo >= 0 && hi > lo ? hi - lo : 0);
+    if (lag > 0)
+        *caught_up = false;
+    return lag;
+}
+
 static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
 {
     *total = 0;
@@ -1098,7 +1128,7 @@ static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
             ps->lag = lo >= 0 && hi > lo ? hi - lo : 0;
         if (ps->fenced || ps->lag > 0 || (ps->next_offset < 0 && hi != lo))
             *caught_up = false;
-        *total += ps->lag;
+        *total += ps->lag + inquiries_lag(x, p, caught_up);
     }
     if (!any)
         *caught_up = false;
