@@ -209,6 +209,17 @@ static void test_tokens(void **state)
     assert_null(lw_tokens_institution(tk, "Bearer bank-042"));
     assert_true(lw_tokens_check(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"));
     lw_tokens_destroy(tk);
+    /* a token listed twice: its last line's institution (found by fuzz_tokens: the index
+     * of two matches was OR'ed together, past the end) */
+    path = write_file("tokens-dup",
+                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-1\nstaff-token-AAAAAAAAAAAAAAAA\n"
+                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-2\n",
+                      0600);
+    tk = lw_tokens_load(path, err, sizeof err);
+    assert_non_null(tk);
+    assert_string_equal(lw_tokens_institution(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"), "bank-2");
+    assert_string_equal(lw_tokens_institution(tk, "Bearer staff-token-AAAAAAAAAAAAAAAA"), "BUREAU");
+    lw_tokens_destroy(tk);
     path = write_file("tokens-inst-bad", "tok-alpha_1-Zq8rLmW3xY0pVb bank 042\n", 0600);
     assert_null(lw_tokens_load(path, err, sizeof err));
     assert_non_null(strstr(err, ":1: institution id"));

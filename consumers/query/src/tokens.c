@@ -251,9 +251,11 @@ const char *lw_tokens_institution(const lw_tokens_t *tk, const char *authorizati
         return NULL;
     SHA256((const unsigned char *)tok, len, d);
     for (size_t i = 0; i < tk->n; i++) {
-        /* no branch on the comparison: the index is selected by a mask */
+        /* no branch on the comparison: the index is selected by a mask (a
+         * token listed twice: its last line's institution) */
         size_t eq = (size_t)(CRYPTO_memcmp(d, tk->digest[i], sizeof d) == 0);
-        which |= ((size_t)0 - eq) & i;
+        size_t mask = (size_t)0 - eq;
+        which = (which & ~mask) | (i & mask);
         match |= (int)eq;
     }
     return match ? tk->institution[which] : NULL;
