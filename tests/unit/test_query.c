@@ -212,8 +212,8 @@ static void test_tokens(void **state)
     /* a token listed twice: its last line's institution (found by fuzz_tokens: the index
      * of two matches was OR'ed together, past the end) */
     path = write_file("tokens-dup",
-                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-1\nstaff-token-AAAAAAAAAAAAAAAA\n"
-                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-2\n",
+                      "staff-token-AAAAAAAAAAAAAAAA\ntok-alpha_1-Zq8rLmW3xY0pVb bank-1\n"
+                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-2\n", /* lines 1 | 2 = 3: past the end */
                       0600);
     tk = lw_tokens_load(path, err, sizeof err);
     assert_non_null(tk);
