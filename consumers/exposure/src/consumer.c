@@ -96,6 +96,9 @@ typedef struct inflight {
 
 typedef struct counters {
     uint64_t consumed, applied, duplicates, out_of_order, fenced, dead_letters, alerts;
+    /* recorded inquiries: counted apart, so the figures above stay the loan
+     * events' (consumed = produced, applied + duplicates + ... = consumed) */
+    uint64_t inq_consumed, inq_applied, inq_duplicates;
     uint64_t refused; /* LW_APPLY_REFUSED: also counted in dead_letters */
     uint64_t alerts_by_rule[LW_RULES_MAX];
     uint64_t batches, produce_failed;
@@ -821,12 +824,13 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
     for (size_t k = 0; k < b->nev; k++) {
         const lw_apply_result_t *r = &b->results[k];
         int32_t p = b->msg[b->idx[k]]->partition;
+        bool inq = b->is_inq[b->idx[k]];
         switch (r->code) {
         case LW_APPLY_APPLIED:
-            x->c.applied++;
+            (*(inq ? &x->c.inq_applied : &x->c.applied))++;
             break;
         case LW_APPLY_DUPLICATE:
-            x->c.duplicates++;
+            (*(inq ? &x->c.inq_duplicates : &x->c.duplicates))++;
             break;
         case LW_APPLY_OUT_OF_ORDER:
             x->c.out_of_order++;
@@ -935,7 +939,7 @@ static void batch_launch(exp_ctx_t *x)
         b->used[i] = p >= 0 && p < MAX_PARTS && x->parts[p].owned && !x->parts[p].fenced;
         if (!b->used[i])
             continue;
-        x->c.consumed++;
+        (*(b->is_inq[i] ? &x->c.inq_consumed : &x->c.consumed))++;
         if (!b->ok[i]) {
             produce_dlq(x, b->seq, m,
                         b->is_inq[i] ? decode_inquiry(x, m, &b->iq[i], why, sizeof why)
@@ -1582,9 +1586,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     }
     lw_info("stopped after %.1f s: consumed %" PRIu64 " applied %" PRIu64 " duplicates %" PRIu64
             " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64
-            " (refused by the state %" PRIu64 ")",
+            " (refused by the state %" PRIu64 "); inquiries consumed %" PRIu64 " applied %" PRIu64
+            " duplicates %" PRIu64,
             (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
-            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused);
+            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused,
+            x->c.inq_consumed, x->c.inq_applied, x->c.inq_duplicates);
     if (x->lat_state)
         write_latency(x);
     ctx_destroy(x);
