@@ -146,6 +146,7 @@ typedef struct exp_ctx {
     rd_kafka_topic_t *warm[2];         /* alerts and dead-letter topics, looked up early */
     rd_kafka_topic_t *events; /* the consumer's topic, its leaders known before the assignment */
     uint64_t *pend_set;       /* open-addressing set of alerted borrowers still unacknowledged */
+    const char *inq_topic;    /* the inquiries topic read beside the events ("" none) */
     size_t pend_cap;
 } exp_ctx_t;
 
@@ -157,7 +158,7 @@ void lw_exposure_conf_init(lw_exposure_conf_t *c)
     c->topic = LW_TOPIC_EVENTS;
     c->alerts_topic = LW_TOPIC_ALERTS;
     c->dlq_topic = LW_TOPIC_DEAD_LETTERS;
-    c->inquiries_topic = LW_TOPIC_INQUIRIES;
+    c->inquiries_topic = NULL; /* LW_TOPIC_INQUIRIES beside the default events topic */
     c->redis_url = lw_conf_default_redis();
     c->status_every_s = 5;
     c->stall_s = 30;
@@ -451,8 +452,7 @@ static lw_err_t store_alerts_cb(void *opaque, void *flush_opaque, const char *co
 /* Whether m is from the inquiries topic (else the events topic). */
 static bool is_inquiry_msg(const exp_ctx_t *x, const rd_kafka_message_t *m)
 {
-    return x->conf->inquiries_topic && *x->conf->inquiries_topic &&
-           !strcmp(rd_kafka_topic_name(m->rkt), x->conf->inquiries_topic);
+    return x->inq_topic && *x->inq_topic && !strcmp(rd_kafka_topic_name(m->rkt), x->inq_topic);
 }
 
 /* A CreditInquiry and what the state needs of it. */
@@ -487,7 +487,7 @@ static rd_kafka_topic_partition_list_t *with_inquiries(exp_ctx_t *x,
                                                        const rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
-    const char *it = x->conf->inquiries_topic;
+    const char *it = x->inq_topic;
     if (!it || !*it)
         return l;
     for (int i = 0; i < parts->cnt; i++) {
@@ -522,7 +522,7 @@ static rd_kafka_topic_partition_list_t *with_inquiries(exp_ctx_t *x,
  * topic not there yet is only warned about (loanwire-topics creates it). */
 static bool inquiries_check(exp_ctx_t *x, char *errstr, size_t errstr_size)
 {
-    const char *it = x->conf->inquiries_topic;
+    const char *it = x->inq_topic;
     int cnt[2] = {-1, -1};
     const char *names[2] = {x->conf->topic, it};
     if (!it || !*it)
@@ -743,8 +743,8 @@ static void rewind_owned(exp_ctx_t *x)
         if (ps->owned && at >= 0)
             rd_kafka_topic_partition_list_add(l, x->conf->topic, p)->offset = at;
         int64_t iat = ps->inq_next >= 0 ? ps->inq_next : ps->inq_first;
-        if (ps->owned && iat >= 0 && x->conf->inquiries_topic && *x->conf->inquiries_topic)
-            rd_kafka_topic_partition_list_add(l, x->conf->inquiries_topic, p)->offset = iat;
+        if (ps->owned && iat >= 0 && x->inq_topic && *x->inq_topic)
+            rd_kafka_topic_partition_list_add(l, x->inq_topic, p)->offset = iat;
     }
     rd_kafka_error_t *e = l->cnt ? rd_kafka_seek_partitions(x->rk, l, 10000) : NULL;
     if (e) {
@@ -882,8 +882,7 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         if (touched[p])
             rd_kafka_topic_partition_list_add(f->offs, x->conf->topic, p)->offset = store_off[p];
         if (inq_touched[p])
-            rd_kafka_topic_partition_list_add(f->offs, x->conf->inquiries_topic, p)->offset =
-                inq_off[p];
+            rd_kafka_topic_partition_list_add(f->offs, x->inq_topic, p)->offset = inq_off[p];
     }
     f->applied = true;
 }
@@ -1094,7 +1093,7 @@ static void stall_watch(exp_ctx_t *x, int64_t lag, int64_t now)
  * without an inquiries topic; clears *caught_up while some are unread. */
 static int64_t inquiries_lag(exp_ctx_t *x, int32_t p, bool *caught_up)
 {
-    const char *it = x->conf->inquiries_topic;
+    const char *it = x->inq_topic;
     int64_t lo = -1, hi = -1;
     if (!it || !*it)
         return 0;
@@ -1362,6 +1361,12 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     }
     lw_rules_set_limits(x->rules, cf->max_loans, cf->max_window);
     lw_rules_set_inquiry_limit(x->rules, cf->max_inquiries);
+    /* not named: loanwire.inquiries beside loanwire.loan-events; beside another
+     * events topic none (its inquiries topic must be named: it must have as
+     * many partitions as that topic, which loanwire.inquiries may not) */
+    x->inq_topic = cf->inquiries_topic                   ? cf->inquiries_topic
+                   : !strcmp(cf->topic, LW_TOPIC_EVENTS) ? LW_TOPIC_INQUIRIES
+                                                         : "";
     x->codec = lw_codec_new(errstr, errstr_size);
     if (!x->codec) {
         ctx_destroy(x);

@@ -238,7 +238,8 @@ typedef struct lw_exposure_conf {
     const char *topic;
     const char *alerts_topic;
     const char *dlq_topic;
-    const char *inquiries_topic; /* recorded inquiries, partitioned as topic; "" none */
+    const char *inquiries_topic; /* recorded inquiries, partitioned as topic; "" none; NULL:
+                                  * loanwire.inquiries with the default events topic, else none */
     const char *redis_url;
     const char *rules_file; /* NULL: default pack */
     size_t max_loans;       /* limits per borrower (lw_rules_set_limits); 0: default */
