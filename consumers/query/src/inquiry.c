@@ -76,8 +76,11 @@ static void lw_inq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static void *lw_inq_poll(void *arg)
 {
     lw_inq_t *r = arg;
+    /* 1 ms, not 50: this librdkafka (2.0.2) did not end a poll early for a
+     * delivery report here, so every look-up waited out the rest of it
+     * (measured: 1,370 look-ups/s at 50 ms, 4,257 at 5, 5,203 at 1). */
     while (!atomic_load(&r->stop))
-        rd_kafka_poll(r->rk, 50);
+        rd_kafka_poll(r->rk, 1);
     return NULL;
 }
 
