@@ -22,6 +22,10 @@ already up (it FLUSHALLs the Redis it is given and creates topics on the Kafka i
                borrowers x step 7's bytes per borrower
   9 reconcile  loanwire-reconcile over a 1M-loan snapshot of one platform, plain and
                --full, on one Redis and on the cluster: loans reconciled per second
+  10 inquiries the exposure look-up (wrk -t2 -c64, one borrower) with every look-up
+               recorded as a credit inquiry on Kafka, beside the same look-up unrecorded
+               (loanwire-query built from before issue 20, --lookup-base-bin); and the
+               state string's bytes per borrower with 30-day vs 90-day rule windows
 
 Measured figures also go to --figures (JSON, merged by key, each with when and how it
 was measured): bench/capacity.py computes SCALE.md from them.
@@ -300,7 +304,8 @@ class Bench:
     def topic_create(self, name, parts=6):
         self.run([self.prog("loanwire-topics"), "create", "-b", self.bs, "--partitions",
                   str(parts), "--events-topic", name, "--alerts-topic", name + ".alerts",
-                  "--dlq-topic", name + ".dlq"], log=os.path.join(self.work, "topics.log"))
+                  "--dlq-topic", name + ".dlq", "--inquiries-topic", name + ".inq"],
+                 log=os.path.join(self.work, "topics.log"))
 
     def end_offsets(self, topic, parts=6):
         total = 0
@@ -319,7 +324,7 @@ class Bench:
     def exposure_args(self, topic, group, cid, extra=(), url=None):
         return [self.prog("loanwire-exposure"), "--brokers", self.bs, "--topic", topic,
                 "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
-                "--redis", url or self.url, "--group", group, "--consumer-id", cid,
+                "--inquiries-topic", topic + ".inq", "--redis", url or self.url, "--group", group, "--consumer-id", cid,
                 "--status", "5"] + list(extra)
 
     def redis_applied(self, cids):
@@ -391,7 +396,8 @@ class Bench:
         """A loanwire-query HTTP server on a free port (no tokens) -> (process, port)."""
         log = os.path.join(self.work, "query.log")
         p = subprocess.Popen([self.prog("loanwire-query"), "--redis", self.url, "--listen",
-                              "127.0.0.1:0", "--no-auth", "--threads", "2"],
+                              "127.0.0.1:0", "--no-auth", "--threads", "2", "--brokers",
+                              self.bs, "--inquiries-topic", "lwbench.checks.inquiries"],
                              stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
         t_end = time.monotonic() + 20
         while time.monotonic() < t_end:
@@ -414,7 +420,7 @@ class Bench:
         def worker(part):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             for bid in part:
-                c.request("GET", "/v1/borrowers/%s/exposure" % bid)
+                c.request("GET", "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid)
                 r = c.getresponse()
                 body = r.read()
                 if r.status != 200:
@@ -1352,6 +1358,178 @@ class Bench:
                     bid_of(i), b, len(j.get("loans", [])), len(ref.get("loans", []))))
         return used, dt, events
 
+    # -- step 10: recorded inquiries ---------------------------------------------------------
+
+    @staticmethod
+    def mk_event(eid, et, pid, lender, bid, lid, seq, at, amount, out):
+        return ('{"event_id":"%s","event_type":"%s","platform_id":"%s","lender_id":"%s",'
+                '"borrower_id":"%s","loan_id":"%s","product":"INSTALLMENT","sequence":%d,'
+                '"occurred_at":%d,"amount_fen":%d,"outstanding_fen":%d,'
+                '"credit_limit_fen":0,"days_past_due":0,"past_due_fen":0,"currency":"CNY",'
+                '"annual_income_fen":null,"term_months":12}\n' % (
+                    eid, et, pid, lender, bid, lid, seq, at, amount, out))
+
+    def wrk(self, url, secs):
+        """wrk -t2 -c64 -> (requests/s, p99 ms, requests, non-2xx)."""
+        out = subprocess.run(["wrk", "-t2", "-c64", "-d%ds" % secs, "--latency", url],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=secs + 60)
+        txt = out.stdout.decode()
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", txt)
+        p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", txt)
+        n = re.search(r"(\d+) requests in", txt)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
+        if out.returncode != 0 or not rps or not p99 or not n:
+            raise BenchError("wrk %s: %s %s" % (url, txt[-400:], out.stderr.decode()[-300:]))
+        ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+        return float(rps.group(1)), ms, int(n.group(1)), int(bad.group(1)) if bad else 0
+
+    def query_on(self, binary, extra):
+        log = os.path.join(self.work, "query-%s.log" % os.path.basename(os.path.dirname(binary)))
+        p = subprocess.Popen([binary, "--redis", self.url, "--listen", "127.0.0.1:0",
+                              "--no-auth"] + extra, stdout=subprocess.DEVNULL,
+                             stderr=open(log, "wb"))
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end:
+            m = re.search(rb"listening on [\d.]+:(\d+)", open(log, "rb").read())
+            if m:
+                return p, int(m.group(1))
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        p.kill()
+        raise BenchError("%s did not start: %s" % (binary, open(log, errors="replace").read()))
+
+    def step_inquiries(self):
+        a = self.a
+        secs = 5 if a.quick else 20
+        say("==> [10] inquiries: look-up recorded vs unrecorded (wrk -t2 -c64, %d s each)" % secs)
+        self.r.cmd("FLUSHALL")
+        bid = "InqBenchBorrower000000"
+        now = int(time.time() * 1000)
+        path = os.path.join(self.work, "inq.jsonl")
+        with open(path, "w") as f:
+            for j, (pid, lender) in enumerate((("ALIPAY", "BANK-CMB"), ("WEBANK", "WEBANK"),
+                                               ("JD", "JD-MICRO"))):
+                f.write(self.mk_event("inq-bench-%d" % j, "DRAWDOWN", pid, lender, bid,
+                                      "L-%d" % j, 1, now - (j + 1) * 86400000, 1000000,
+                                      1000000))
+        # loaded by the older store when there is one (layout 4, which both servers
+        # read), so both answer the same borrower state
+        loader = self.prog("loanwire-exposure-bench")
+        if a.lookup_base_bin and os.path.exists(os.path.join(a.lookup_base_bin,
+                                                             "loanwire-exposure-bench")):
+            loader = os.path.join(a.lookup_base_bin, "loanwire-exposure-bench")
+        self.run([loader, "--redis", self.url, path],
+                 log=os.path.join(self.work, "inq-load.log"))
+        topic = "lwbench.inq.%d" % int(time.time())
+        self.run([self.prog("loanwire-topics"), "create", "-b", self.bs, "--partitions", "6",
+                  "--events-topic", topic, "--alerts-topic", topic + ".alerts", "--dlq-topic",
+                  topic + ".dlq", "--inquiries-topic", topic + ".inq"],
+                 log=os.path.join(self.work, "topics.log"))
+        for _ in range(40):  # the new partitions' leaders, as the broker tells kcat
+            try:
+                self.end_offsets(topic + ".inq")
+                break
+            except BenchError:
+                time.sleep(0.5)
+        url_path = "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid
+        res = {}
+        for label, binary, extra in (
+                ("unrecorded", a.lookup_base_bin and os.path.join(a.lookup_base_bin,
+                                                                  "loanwire-query"), []),
+                ("recorded", self.prog("loanwire-query"),
+                 ["--brokers", self.bs, "--inquiries-topic", topic + ".inq"])):
+            if not binary:
+                say("  no --lookup-base-bin: the unrecorded rate is not measured")
+                continue
+            before = self.end_offsets(topic + ".inq")
+            p, port = self.query_on(binary, extra)
+            try:
+                self.wrk("http://127.0.0.1:%d%s" % (port, url_path), 2)  # warm-up
+                before = self.end_offsets(topic + ".inq")
+                res[label] = self.wrk("http://127.0.0.1:%d%s" % (port, url_path), secs)
+            finally:
+                p.terminate()
+                p.wait()
+            rec = self.end_offsets(topic + ".inq") - before
+            rps, p99, n, bad = res[label]
+            if bad:
+                raise BenchError("look-up %s: %d of %d answers were not 2xx" % (label, bad, n))
+            if label == "recorded" and rec < n:
+                raise BenchError("look-up recorded: %d answered, only %d inquiries on the "
+                                 "topic" % (n, rec))
+            say("  look-up %s: %.0f req/s, p99 %.2f ms, %d requests, %d inquiries recorded" % (
+                label, rps, p99, n, rec))
+        if "recorded" in res:
+            rps, p99, n, _ = res["recorded"]
+            base = res.get("unrecorded")
+            ratio = rps / base[0] if base else None
+            self.row("10 inquiries", "exposure look-up, every one recorded on Kafka (wrk -t2 "
+                     "-c64, one borrower); p99 %.1f ms%s" % (
+                         p99, "; unrecorded p99 %.1f ms" % base[1] if base else ""),
+                     fmt_rate(rps), fmt_rate(base[0]) if base else "",
+                     "%.2f" % ratio if ratio else "", ">= 0.7x, p99 <= 20 ms",
+                     ("yes" if ratio >= 0.7 and p99 <= 20 else "no") if ratio else "")
+        os.unlink(path)
+        self.inquiry_memory()
+        self.r.cmd("FLUSHALL")
+
+    def inquiry_memory(self):
+        """Bytes of the state string per borrower when a 90-day window keeps what the
+        default pack (windows up to 30 days) prunes: each borrower has 3 loans and 9
+        applications from distinct lenders, one every 10 days over 90 days; consumed by
+        loanwire-exposure once with the default pack, once with a stacking_90d rule."""
+        n = 500 if self.a.quick else 20000
+        now = int(time.time() * 1000)
+        path = os.path.join(self.work, "inqmem.jsonl")
+        rules90 = os.path.join(self.work, "rules90")
+        with open(os.path.join(self.a.root, "consumers/exposure/rules.default")) as f:
+            default_rules = f.read()
+        with open(rules90, "w") as f:
+            f.write(default_rules + "stacking_90d 1 WARNING kind=stacking min_lenders=12 "
+                    "window=90d\n")
+        import base64
+        import hashlib
+        with open(path, "w") as f:
+            for i in range(n):
+                bid = base64.urlsafe_b64encode(hashlib.md5(b"m%d" % i).digest())[:22].decode()
+                for j in range(3):
+                    f.write(self.mk_event("m-%d-l%d" % (i, j), "DRAWDOWN", "ALIPAY", "L%d" % j,
+                                          bid, "LN-%d-%d" % (i, j), 1,
+                                          now - 100 * 86400000 + j, 100000, 100000))
+                for k in range(9):
+                    f.write(self.mk_event("m-%d-a%d" % (i, k), "APPLICATION", "WEBANK",
+                                          "APPL-%d" % k, bid, "AP-%d-%d" % (i, k), 1,
+                                          now - (85 - 10 * k) * 86400000, 0, 0))
+        out = []
+        for label, extra in (("default pack (windows <= 30 d)", []),
+                             ("with a 90-day stacking rule", ["--rules", rules90])):
+            self.r.cmd("FLUSHALL")
+            topic = "lwbench.inqmem.%d" % int(time.time() * 1000)
+            self.topic_create(topic, 3)
+            self.run([self.prog("loanwire-produce"), "-b", self.bs, "-t", topic, "-q", path],
+                     log=os.path.join(self.work, "inqmem-produce.log"))
+            self.run(self.exposure_args(topic, topic, "inqmem", ["--from-beginning",
+                                                                 "--until-caught-up"] + extra),
+                     log=os.path.join(self.work, "inqmem-exposure.log"))
+            total, keys, cur = 0, 0, b"0"
+            while True:
+                cur, ks = self.r.cmd("SCAN", cur, "MATCH", "b:*", "COUNT", 10000)
+                for k in ks:
+                    total += int(self.r.cmd("STRLEN", k))
+                    keys += 1
+                if cur == b"0":
+                    break
+            if keys != n:
+                raise BenchError("inquiry memory: %d borrower states, expected %d" % (keys, n))
+            out.append(total / keys)
+            say("  state string, %s: %.1f bytes per borrower (%d borrowers)" % (
+                label, total / keys, keys))
+        os.unlink(path)
+        self.row("10 inquiries", "state string bytes per borrower, 3 loans + 9 applications "
+                 "over 90 d (%s borrowers): default pack (30 d kept) vs a 90-day window" %
+                 fmt_int(n), "%.0f / %.0f" % (out[0], out[1]), "", "+%.0f" % (out[1] - out[0]))
+
     # -- step 5: scale-out ---------------------------------------------------------------
 
     def step_scaleout(self):
@@ -1668,7 +1846,7 @@ def main():
     ap.add_argument("--mem-borrowers-recent", type=int,
                     help="step 4, loans all opened in the last 30 days (200,000; quick 5,000)")
     ap.add_argument("--recon-loans", type=int, help="step 9 snapshot (1,000,000; quick 20,000)")
-    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8,9", help="steps to run (2, 5 and 6 need "
+    ap.add_argument("--steps", default="1,2,3,4,5,6,7,8,9,10", help="steps to run (2, 5 and 6 need "
                     "1; 6 needs --cluster; 8 runs 7 first)")
     ap.add_argument("--cluster", help="redis://HOST:PORT of a Redis Cluster node (step 6; "
                     "FLUSHALLed!)")
@@ -1679,6 +1857,8 @@ def main():
     ap.add_argument("--figures", help="merge the measured figures into this JSON file "
                     "(bench/results/figures.json; bench/capacity.py reads it)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--lookup-base-bin", help="step 7: folder with a loanwire-query from "
+                    "before issue 20 (no inquiry recorded): the unrecorded look-up rate")
     ap.add_argument("--publish", metavar="MD", help="on success, put the report into MD "
                     "between its results:begin / results:end markers (BENCHMARKS.md)")
     a = ap.parse_args()
@@ -1704,7 +1884,8 @@ def main():
     try:
         for k, fn in ((1, b.step_producer), (2, b.step_catchup), (3, b.step_latency),
                       (4, b.step_memory), (5, b.step_scaleout), (6, b.step_cluster),
-                      (7, b.step_retention), (8, b.step_memsim), (9, b.step_reconcile)):
+                      (7, b.step_retention), (8, b.step_memsim), (9, b.step_reconcile),
+                      (10, b.step_inquiries)):
             if k in steps:
                 fn()
     except BenchError as e:

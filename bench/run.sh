@@ -105,10 +105,28 @@ cluster_stack down >/dev/null 2>&1 || true
 rm -rf "$cluster_dir"
 cluster_stack up --redis-cluster 3 --kafka-brokers 0
 
+# Step 7's unrecorded look-up: loanwire-query as it was before issue 20 made every
+# look-up a recorded inquiry (the parent of the commit that added CreditInquiry.avsc;
+# LW_BENCH_LOOKUP_BASE=REV for another), exported and built in bench/.base.
+base_bin=()
+base_rev=${LW_BENCH_LOOKUP_BASE:-}
+if [ -z "$base_rev" ]; then
+  first=$(git log --diff-filter=A --format=%H -- schemas/CreditInquiry.avsc 2>/dev/null | tail -1)
+  [ -z "$first" ] || base_rev=$first^
+fi
+if [ -n "$base_rev" ] && git rev-parse --verify -q "$base_rev" >/dev/null; then
+  step "building loanwire-query of $(git rev-parse --short "$base_rev") in bench/.base (step 7's unrecorded look-up)"
+  rm -rf bench/.base && mkdir -p bench/.base/src
+  git archive "$base_rev" | tar -x -C bench/.base/src
+  cmake -S bench/.base/src -B bench/.base/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build bench/.base/build -j"$(nproc 2>/dev/null || echo 2)" --target loanwire-query --target loanwire-exposure-bench >/dev/null
+  base_bin=(--lookup-base-bin "$root/bench/.base/build/bin")
+fi
+
 mkdir -p bench/results
 step "running the benchmarks${quick:+ (quick)}"
 python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$src" \
   --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
   --cluster "redis://127.0.0.1:$cluster_port" --cluster-stack-dir "$cluster_dir" \
   --work "$root/bench/.work" --out "$root/bench/results/latest.md" \
-  --figures "$root/bench/results/figures.json" "${args[@]}"
+  --figures "$root/bench/results/figures.json" "${base_bin[@]}" "${args[@]}"

@@ -132,7 +132,7 @@ flagged=$(grep -o '"borrower_id":"[^"]*"' "$run/alerts.jsonl" | cut -d'"' -f4 | 
 if [ -n "$flagged" ]; then
   printf '\n  exposure of flagged borrower %s (GET /v1/borrowers/%s/exposure):\n' "$flagged" "$flagged"
   curl -sf -H "Authorization: Bearer $token" \
-    "http://127.0.0.1:$qport/v1/borrowers/$flagged/exposure" | python3 -m json.tool | sed 's/^/    /'
+    "http://127.0.0.1:$qport/v1/borrowers/$flagged/exposure?purpose=LOAN_APPROVAL" | python3 -m json.tool | sed 's/^/    /'
 else
   echo "  no alerts were raised" >&2
   exit 1
@@ -143,7 +143,7 @@ if [ $keep = 1 ]; then
 
 Left running (stop with: kill ${pids[*]}; ./deploy/stack.sh down):
   Kafka     $LOANWIRE_BOOTSTRAP       Redis  $LOANWIRE_REDIS
-  API       curl -H "Authorization: Bearer \$(cat $run/tokens)" http://127.0.0.1:$qport/v1/borrowers/$flagged/exposure
+  API       curl -H "Authorization: Bearer \$(cat $run/tokens)" http://127.0.0.1:$qport/v1/borrowers/$flagged/exposure?purpose=LOAN_APPROVAL
             curl http://127.0.0.1:$qport/metrics
   alerts    $bin/loanwire-alerts --source redis --from-beginning --group mine
   more feed $bin/loanwire-gen --kafka --rate 500 --duration 60 --seed $((seed + 1))

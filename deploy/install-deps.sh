@@ -27,7 +27,7 @@ deps=(
   "python3 cmd:python3" "python3-pip py:pip" "curl cmd:curl" "procps cmd:pkill"
   "help2man cmd:help2man" "libsystemd-dev pc:libsystemd" "systemd cmd:systemd-analyze"
   "man-db cmd:man" "stunnel4 cmd:stunnel4" "openssl cmd:openssl"
-  "npm cmd:npm" "chromium cmd:chromium" "chromium-driver cmd:chromedriver"
+  "npm cmd:npm" "chromium cmd:chromium" "chromium-driver cmd:chromedriver" "wrk cmd:wrk"
 )
 
 # Whether what a probe names is there (a command, a pkg-config module, ...).

@@ -46,7 +46,7 @@ typedef struct lw_codec_version {
 struct lw_codec_s {
     lw_codec_version_t *v;
     size_t nv;
-    lw_codec_version_t *current[2];
+    lw_codec_version_t *current[LW_RECORD__CNT];
     avro_reader_t reader;
     avro_writer_t writer;
 };
@@ -77,7 +77,9 @@ const char *lw_schema_embedded(size_t i, const char **json)
 
 const char *lw_schema_current(lw_record_kind_t kind)
 {
-    const char *want = kind == LW_RECORD_ALERT ? LW_SCHEMA_ALERT_CURRENT : LW_SCHEMA_EVENT_CURRENT;
+    const char *want = kind == LW_RECORD_ALERT     ? LW_SCHEMA_ALERT_CURRENT
+                       : kind == LW_RECORD_INQUIRY ? LW_SCHEMA_INQUIRY_CURRENT
+                                                   : LW_SCHEMA_EVENT_CURRENT;
     for (size_t k = 0; lw_schema_files[k].path; k++)
         if (!strcmp(lw_schema_files[k].path, want))
             return lw_schema_files[k].json;
@@ -957,14 +959,18 @@ lw_codec_t *lw_codec_new(char *errstr, size_t errstr_size)
             goto fail;
         }
         name = is_avro_record(s) ? avro_schema_name(s) : NULL;
-        if (!name || (strcmp(name, lw_event_desc.name) && strcmp(name, lw_alert_desc.name)) ||
+        if (!name ||
+            (strcmp(name, lw_event_desc.name) && strcmp(name, lw_alert_desc.name) &&
+             strcmp(name, lw_inquiry_desc.name)) ||
             strcmp(avro_schema_namespace(s) ? avro_schema_namespace(s) : "", LW_SCHEMA_NAMESPACE)) {
             avro_schema_decref(s); /* not a record this codec handles */
             continue;
         }
         ver->path = path;
         ver->wschema = s;
-        ver->kind = strcmp(name, lw_event_desc.name) ? LW_RECORD_ALERT : LW_RECORD_LOAN_EVENT;
+        ver->kind = !strcmp(name, lw_event_desc.name)   ? LW_RECORD_LOAN_EVENT
+                    : !strcmp(name, lw_alert_desc.name) ? LW_RECORD_ALERT
+                                                        : LW_RECORD_INQUIRY;
         ver->current = !strchr(path, '/');
         pcf = lw_schema_canonical(json, errstr, errstr_size);
         if (!pcf)
@@ -991,9 +997,10 @@ lw_codec_t *lw_codec_new(char *errstr, size_t errstr_size)
         if (version_init(ver, json, errstr, errstr_size))
             goto fail;
     }
-    if (!codec->current[LW_RECORD_LOAN_EVENT] || !codec->current[LW_RECORD_ALERT]) {
-        lw_seterr(errstr, errstr_size, "schemas/%s or schemas/%s is missing",
-                  LW_SCHEMA_EVENT_CURRENT, LW_SCHEMA_ALERT_CURRENT);
+    if (!codec->current[LW_RECORD_LOAN_EVENT] || !codec->current[LW_RECORD_ALERT] ||
+        !codec->current[LW_RECORD_INQUIRY]) {
+        lw_seterr(errstr, errstr_size, "schemas/%s, schemas/%s or schemas/%s is missing",
+                  LW_SCHEMA_EVENT_CURRENT, LW_SCHEMA_ALERT_CURRENT, LW_SCHEMA_INQUIRY_CURRENT);
         goto fail;
     }
     return codec;
@@ -1007,8 +1014,7 @@ fail:
 lw_err_t lw_codec_encode(lw_codec_t *codec, lw_record_kind_t kind, const void *rec, void *buf,
                          size_t cap, size_t *out_len)
 {
-    if (!codec || !rec || !buf || !out_len ||
-        (kind != LW_RECORD_LOAN_EVENT && kind != LW_RECORD_ALERT))
+    if (!codec || !rec || !buf || !out_len || (unsigned)kind >= LW_RECORD__CNT)
         return LW_ERR_INVALID_ARG;
     if (kind == LW_RECORD_LOAN_EVENT && cap >= LW_CODEC_MAX_EVENT)
         return fast_encode_event(codec->current[kind]->fp_le, rec, buf, out_len);
@@ -1025,6 +1031,12 @@ lw_err_t lw_codec_encode_alert(lw_codec_t *codec, const lw_alert_t *al, void *bu
                                size_t *out_len)
 {
     return lw_codec_encode(codec, LW_RECORD_ALERT, al, buf, cap, out_len);
+}
+
+lw_err_t lw_codec_encode_inquiry(lw_codec_t *codec, const lw_inquiry_t *iq, void *buf, size_t cap,
+                                 size_t *out_len)
+{
+    return lw_codec_encode(codec, LW_RECORD_INQUIRY, iq, buf, cap, out_len);
 }
 
 lw_err_t lw_codec_encode_version(lw_codec_t *codec, const char *path, const void *rec, void *buf,
@@ -1104,8 +1116,7 @@ static lw_err_t decode_any(lw_codec_t *codec, lw_record_kind_t kind, const void 
     lw_err_t err;
     lw_rd_t r;
 
-    if (!codec || (!buf && len) || !rec ||
-        (kind != LW_RECORD_LOAN_EVENT && kind != LW_RECORD_ALERT)) {
+    if (!codec || (!buf && len) || !rec || (unsigned)kind >= LW_RECORD__CNT) {
         lw_seterr(errstr, errstr_size, "invalid argument");
         return LW_ERR_INVALID_ARG;
     }
@@ -1156,6 +1167,12 @@ lw_err_t lw_codec_decode_alert(lw_codec_t *codec, const void *buf, size_t len, l
                                char *errstr, size_t errstr_size)
 {
     return decode_any(codec, LW_RECORD_ALERT, buf, len, al, false, errstr, errstr_size);
+}
+
+lw_err_t lw_codec_decode_inquiry(lw_codec_t *codec, const void *buf, size_t len, lw_inquiry_t *iq,
+                                 char *errstr, size_t errstr_size)
+{
+    return decode_any(codec, LW_RECORD_INQUIRY, buf, len, iq, false, errstr, errstr_size);
 }
 
 int lw_codec_record_kind(lw_codec_t *codec, const void *buf, size_t len)

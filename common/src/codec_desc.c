@@ -1,9 +1,8 @@
 /*
- * codec_desc.c - the field tables of the current schemas (schemas/LoanEvent.avsc
- * and schemas/OverIndebtednessAlert.avsc), in schema order. The fast binary
- * path, the Avro C path and the JSON form all walk these tables, so a field
- * exists in one place; lw_codec_new() refuses to start if a table and its
- * .avsc disagree.
+ * codec_desc.c - the field tables of the current schemas (schemas/LoanEvent.avsc,
+ * schemas/OverIndebtednessAlert.avsc and schemas/CreditInquiry.avsc), in schema order. The fast
+ * binary path, the Avro C path and the JSON form all walk these tables, so a field exists in one
+ * place; lw_codec_new() refuses to start if a table and its .avsc disagree.
  */
 #include "codec_int.h"
 
@@ -70,6 +69,14 @@ static const lw_field_desc_t lw_alert_fields[] = {
     LONG(lw_alert_t, raised_at),
 };
 
+static const lw_field_desc_t lw_inquiry_fields[] = {
+    STR(lw_inquiry_t, inquiry_id, NULL),
+    STR(lw_inquiry_t, borrower_id, NULL),
+    STR(lw_inquiry_t, institution_id, NULL),
+    ENUM(lw_inquiry_t, purpose, lw_purpose_syms, LW_PURPOSE__CNT),
+    LONG(lw_inquiry_t, inquired_at),
+};
+
 const lw_record_desc_t lw_event_desc = {"LoanEvent", lw_event_fields,
                                         (int)(sizeof(lw_event_fields) / sizeof(lw_event_fields[0])),
                                         sizeof(lw_event_t)};
@@ -77,7 +84,13 @@ const lw_record_desc_t lw_alert_desc = {"OverIndebtednessAlert", lw_alert_fields
                                         (int)(sizeof(lw_alert_fields) / sizeof(lw_alert_fields[0])),
                                         sizeof(lw_alert_t)};
 
+const lw_record_desc_t lw_inquiry_desc = {
+    "CreditInquiry", lw_inquiry_fields,
+    (int)(sizeof(lw_inquiry_fields) / sizeof(lw_inquiry_fields[0])), sizeof(lw_inquiry_t)};
+
 const lw_record_desc_t *lw_record_desc(lw_record_kind_t kind)
 {
-    return kind == LW_RECORD_ALERT ? &lw_alert_desc : &lw_event_desc;
+    return kind == LW_RECORD_ALERT     ? &lw_alert_desc
+           : kind == LW_RECORD_INQUIRY ? &lw_inquiry_desc
+                                       : &lw_event_desc;
 }

@@ -21,9 +21,10 @@ struct lw_schema_file {
 };
 extern const struct lw_schema_file lw_schema_files[];
 
-#define LW_SCHEMA_EVENT_CURRENT "LoanEvent.avsc"
-#define LW_SCHEMA_ALERT_CURRENT "OverIndebtednessAlert.avsc"
-#define LW_SCHEMA_NAMESPACE     "loanwire.v1"
+#define LW_SCHEMA_EVENT_CURRENT   "LoanEvent.avsc"
+#define LW_SCHEMA_ALERT_CURRENT   "OverIndebtednessAlert.avsc"
+#define LW_SCHEMA_INQUIRY_CURRENT "CreditInquiry.avsc"
+#define LW_SCHEMA_NAMESPACE       "loanwire.v1"
 
 typedef enum lw_ftype {
     LW_FT_STRING,   /* char[cap] */
@@ -58,11 +59,13 @@ typedef struct lw_record_desc {
 
 extern const lw_record_desc_t lw_event_desc;
 extern const lw_record_desc_t lw_alert_desc;
+extern const lw_record_desc_t lw_inquiry_desc;
 const lw_record_desc_t *lw_record_desc(lw_record_kind_t kind);
 
 extern const char *const lw_event_type_syms[LW_EVENT__CNT];
 extern const char *const lw_product_syms[LW_PRODUCT__CNT];
 extern const char *const lw_severity_syms[LW_SEVERITY__CNT];
+extern const char *const lw_purpose_syms[LW_PURPOSE__CNT];
 
 /* True when s[0..n) is valid UTF-8 without NUL bytes. */
 bool lw_utf8_valid(const unsigned char *s, size_t n);

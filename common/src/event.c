@@ -14,6 +14,15 @@ const char *const lw_event_type_syms[LW_EVENT__CNT] = {
 };
 const char *const lw_product_syms[LW_PRODUCT__CNT] = {"REVOLVING", "INSTALLMENT", "OTHER"};
 const char *const lw_severity_syms[LW_SEVERITY__CNT] = {"INFO", "WARNING", "CRITICAL"};
+const char *const lw_purpose_syms[LW_PURPOSE__CNT] = {
+    "LOAN_APPROVAL",        "CREDIT_CARD_APPROVAL", "GUARANTEE_REVIEW",
+    "POST_LOAN_MANAGEMENT", "BORROWER_REQUEST",
+};
+
+const char *lw_purpose_name(lw_inquiry_purpose_t p)
+{
+    return (unsigned)p < LW_PURPOSE__CNT ? lw_purpose_syms[p] : NULL;
+}
 
 const char *lw_event_type_name(lw_event_type_t t)
 {
@@ -53,4 +62,9 @@ int lw_product_parse(const char *name)
 int lw_severity_parse(const char *name)
 {
     return lw_sym_parse(lw_severity_syms, LW_SEVERITY__CNT, name);
+}
+
+int lw_purpose_parse(const char *name)
+{
+    return lw_sym_parse(lw_purpose_syms, LW_PURPOSE__CNT, name);
 }

@@ -6,6 +6,11 @@
  *                          source of truth: bureau state is rebuilt from it)
  *   loanwire.alerts        3 partitions, broker's default retention
  *   loanwire.dead-letters  1 partition,  broker's default retention
+ *   loanwire.inquiries     as many partitions as the events topic,
+ *                          retention.ms=-1: every look-up is a record the
+ *                          borrowers' state is rebuilt from too (issue 20);
+ *                          the same count keeps a borrower's inquiries in the
+ *                          same partition number as its loan events
  * All with cleanup.policy=delete. "create" is idempotent: a topic that is
  * already there is reported as "exists" and is not an error. "create" and
  * "delete" return once the cluster metadata shows the topics ready (every
@@ -36,14 +41,16 @@
 #include <unistd.h>
 
 #define LW_MAX_X 64
+/* events, alerts, dead letters, inquiries */
+#define LW_NTOPICS 4
 
 typedef struct topics_opts {
     const char *brokers;
     const char *config_file;
     const char *xs[LW_MAX_X];
     int nx;
-    const char *names[3]; /* events, alerts, dead letters */
-    int partitions[3];
+    const char *names[LW_NTOPICS]; /* events, alerts, dead letters, inquiries */
+    int partitions[LW_NTOPICS];
     bool partitions_set;      /* --partitions given: add-partitions needs it */
     int replication;          /* 0: min(3, brokers) */
     int min_insync;           /* 0: 2 when the replication factor is 3 or more */
@@ -56,7 +63,8 @@ static void usage(FILE *fp)
     fprintf(fp,
             "Usage: loanwire-topics create|add-partitions|list|describe|delete [options]\n"
             "\n"
-            "  create    create the events, alerts and dead-letter topics (idempotent)\n"
+            "  create    create the events, alerts, dead-letter and inquiries topics\n"
+            "            (idempotent)\n"
             "  add-partitions  grow the events topic to --partitions N (never shrinks;\n"
             "            new events of some borrowers then land on other partitions)\n"
             "  list      list every topic on the cluster with its partition count\n"
@@ -65,18 +73,21 @@ static void usage(FILE *fp)
             "\n"
             "Options:\n"
             "  -b, --brokers LIST          bootstrap servers (default $LOANWIRE_BOOTSTRAP or %s)\n"
-            "      --partitions N          events topic partitions (default 6)\n"
+            "      --partitions N          events topic partitions (default 6; the\n"
+            "                              inquiries topic gets as many)\n"
             "      --alerts-partitions N   alerts topic partitions (default 3)\n"
             "      --dlq-partitions N      dead-letter topic partitions (default 1)\n"
             "      --replication R         replication factor (default min(3, brokers):\n"
             "                              3 on a cluster of 3 or more, 1 on one broker)\n"
             "      --min-insync N          min.insync.replicas of every topic (default 2\n"
             "                              when the replication factor is 3 or more, else 1)\n"
-            "      --retention-ms MS       events topic retention (default -1: keep forever)\n"
+            "      --retention-ms MS       events and inquiries topics retention (default -1:\n"
+            "                              keep forever)\n"
             "  -t, --topic NAME            events topic (default %s); --events-topic is\n"
             "                              the same option\n"
             "      --alerts-topic NAME     default %s\n"
             "      --dlq-topic NAME        default %s\n"
+            "      --inquiries-topic NAME  default %s\n"
             "  -F, --config FILE           librdkafka properties file (TLS/SASL settings)\n"
             "  -X key=value                librdkafka property (repeatable)\n"
             "      --timeout-ms MS         admin request timeout, and how long create/delete\n"
@@ -86,7 +97,8 @@ static void usage(FILE *fp)
             "  -V, --version               print the version and exit\n"
             "\n"
             "Exit status: 0 done, 1 a request failed, 2 usage or configuration error.\n",
-            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS);
+            LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
+            LW_TOPIC_INQUIRIES);
 }
 
 static int parse_int_opt(const char *name, const char *s, long lo, long hi, int *out)
@@ -223,8 +235,8 @@ static void topic_state(const struct rd_kafka_metadata *md, const char *name, in
  * and a leader for every partition; !present = none of them there.
  * Returns 0 when it does, 1 (after saying what is missing) when time is up.
  */
-static int wait_metadata(rd_kafka_t *rk, const topics_opts_t *o, const bool wanted[3],
-                         const int parts[3], bool present)
+static int wait_metadata(rd_kafka_t *rk, const topics_opts_t *o, const bool wanted[LW_NTOPICS],
+                         const int parts[LW_NTOPICS], bool present)
 {
     int64_t deadline = lw_mono_ms() + o->timeout_ms;
     char why[512] = "";
@@ -240,7 +252,7 @@ static int wait_metadata(rd_kafka_t *rk, const topics_opts_t *o, const bool want
             snprintf(why, sizeof why, "metadata request: %s", rd_kafka_err2str(e));
         } else {
             why[0] = '\0';
-            for (int n = 0; n < 3 && !why[0]; n++)
+            for (int n = 0; n < LW_NTOPICS && !why[0]; n++)
                 if (wanted[n])
                     topic_state(md, o->names[n], parts[n], present, why, sizeof why);
             rd_kafka_metadata_destroy(md);
@@ -288,22 +300,22 @@ static int choose_replication(rd_kafka_t *rk, const topics_opts_t *o, int *rf, i
 
 static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
 {
-    rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
+    rd_kafka_NewTopic_t *nt[LW_NTOPICS] = {NULL};
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao = admin_options(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, o->timeout_ms);
     rd_kafka_event_t *ev = NULL;
     const rd_kafka_topic_result_t **res;
     size_t cnt = 0;
     char err[512];
-    bool wanted[3] = {false, false, false};
-    int parts[3] = {0, 0, 0};
+    bool wanted[LW_NTOPICS] = {false};
+    int parts[LW_NTOPICS] = {0};
     int rc = 1, rf, min_insync;
     char mi[16];
 
     if (choose_replication(rk, o, &rf, &min_insync) != 0)
         goto out;
     snprintf(mi, sizeof mi, "%d", min_insync);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < LW_NTOPICS; i++) {
         nt[i] = rd_kafka_NewTopic_new(o->names[i], o->partitions[i], rf, err, sizeof err);
         if (!nt[i]) {
             lw_error("topic %s: %s", o->names[i], err);
@@ -311,11 +323,11 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
         }
         rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
         rd_kafka_NewTopic_set_config(nt[i], "min.insync.replicas", mi);
-        if (i == 0)
+        if (i == 0 || i == 3) /* events and inquiries: the log is the record */
             rd_kafka_NewTopic_set_config(nt[i], "retention.ms",
                                          o->retention_ms ? o->retention_ms : "-1");
     }
-    rd_kafka_CreateTopics(rk, nt, 3, ao, q);
+    rd_kafka_CreateTopics(rk, nt, LW_NTOPICS, ao, q);
     ev = admin_wait(q, RD_KAFKA_EVENT_CREATETOPICS_RESULT, o->timeout_ms);
     if (!ev) {
         report_request_error(o, "create topics", RD_KAFKA_RESP_ERR__TIMED_OUT, NULL);
@@ -332,7 +344,7 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
         const char *name = rd_kafka_topic_result_name(res[i]);
         int j = 0;
-        while (j < 2 && strcmp(name, o->names[j]) != 0)
+        while (j < LW_NTOPICS - 1 && strcmp(name, o->names[j]) != 0)
             j++;
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
             printf("created %s (%d partitions)\n", name, o->partitions[j]);
@@ -351,7 +363,7 @@ static int cmd_create(rd_kafka_t *rk, const topics_opts_t *o)
     if (wait_metadata(rk, o, wanted, parts, true) != 0)
         rc = 1;
 out:
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < LW_NTOPICS; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
     if (ev)
         rd_kafka_event_destroy(ev);
@@ -371,8 +383,9 @@ static int get_metadata(rd_kafka_t *rk, const topics_opts_t *o, const struct rd_
     return 0;
 }
 
-/* Grows the events topic to o->partitions[0]; "already N" is not an error. */
-static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
+/* Grows topic k (events or inquiries) to o->partitions[0]; "already N" is not an
+ * error, nor an absent inquiries topic when absent_ok. */
+static int grow_topic(rd_kafka_t *rk, const topics_opts_t *o, int k, bool absent_ok)
 {
     rd_kafka_NewPartitions_t *np;
     rd_kafka_queue_t *q;
@@ -380,32 +393,38 @@ static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
     rd_kafka_event_t *ev;
     const struct rd_kafka_metadata *md;
     const struct rd_kafka_metadata_topic *t;
-    bool wanted[3] = {true, false, false};
-    int parts[3] = {o->partitions[0], 0, 0};
+    bool wanted[LW_NTOPICS] = {false};
+    int parts[LW_NTOPICS] = {0};
     int have, rc = 1;
     char err[512];
 
+    wanted[k] = true;
+    parts[k] = o->partitions[0];
     if (get_metadata(rk, o, &md))
         return 1;
-    t = md_find(md, o->names[0]);
+    t = md_find(md, o->names[k]);
     have = t && !t->err ? t->partition_cnt : -1;
     rd_kafka_metadata_destroy(md);
+    if (have < 0 && absent_ok) {
+        printf("absent %s (not grown)\n", o->names[k]);
+        return 0;
+    }
     if (have < 0) {
-        lw_error("%s: absent (create it first)", o->names[0]);
+        lw_error("%s: absent (create it first)", o->names[k]);
         return 1;
     }
     if (have == o->partitions[0]) {
-        printf("unchanged %s (%d partitions)\n", o->names[0], have);
+        printf("unchanged %s (%d partitions)\n", o->names[k], have);
         return 0;
     }
     if (have > o->partitions[0]) {
-        lw_error("%s has %d partitions: Kafka cannot shrink a topic to %d", o->names[0], have,
+        lw_error("%s has %d partitions: Kafka cannot shrink a topic to %d", o->names[k], have,
                  o->partitions[0]);
         return 1;
     }
-    np = rd_kafka_NewPartitions_new(o->names[0], (size_t)o->partitions[0], err, sizeof err);
+    np = rd_kafka_NewPartitions_new(o->names[k], (size_t)o->partitions[0], err, sizeof err);
     if (!np) {
-        lw_error("topic %s: %s", o->names[0], err);
+        lw_error("topic %s: %s", o->names[k], err);
         return 2;
     }
     q = rd_kafka_queue_new(rk);
@@ -433,7 +452,7 @@ static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
             }
         }
         if (rc == 0) {
-            printf("grew %s from %d to %d partitions\n", o->names[0], have, o->partitions[0]);
+            printf("grew %s from %d to %d partitions\n", o->names[k], have, o->partitions[0]);
             fflush(stdout);
             rc = wait_metadata(rk, o, wanted, parts, true);
         }
@@ -446,21 +465,34 @@ static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
     return rc;
 }
 
+/* Grows the events topic, then the inquiries topic beside it (a borrower's
+ * inquiries must stay on the partition number of its events: the consumer
+ * refuses two topics whose counts differ). */
+static int cmd_add_partitions(rd_kafka_t *rk, const topics_opts_t *o)
+{
+    int rc = grow_topic(rk, o, 0, false);
+    /* beside another events topic, loanwire.inquiries is not its sibling
+     * unless named (loanwire-exposure pairs them the same way) */
+    if (rc || (strcmp(o->names[0], LW_TOPIC_EVENTS) && !strcmp(o->names[3], LW_TOPIC_INQUIRIES)))
+        return rc;
+    return grow_topic(rk, o, 3, true);
+}
+
 static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
 {
-    rd_kafka_DeleteTopic_t *dt[3];
+    rd_kafka_DeleteTopic_t *dt[LW_NTOPICS];
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao = admin_options(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, o->timeout_ms);
     rd_kafka_event_t *ev;
     const rd_kafka_topic_result_t **res;
     size_t cnt = 0;
-    bool wanted[3] = {false, false, false};
-    const int parts[3] = {0, 0, 0};
+    bool wanted[LW_NTOPICS] = {false};
+    const int parts[LW_NTOPICS] = {0, 0, 0};
     int rc = 1;
 
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < LW_NTOPICS; i++)
         dt[i] = rd_kafka_DeleteTopic_new(o->names[i]);
-    rd_kafka_DeleteTopics(rk, dt, 3, ao, q);
+    rd_kafka_DeleteTopics(rk, dt, LW_NTOPICS, ao, q);
     ev = admin_wait(q, RD_KAFKA_EVENT_DELETETOPICS_RESULT, o->timeout_ms);
     if (!ev) {
         report_request_error(o, "delete topics", RD_KAFKA_RESP_ERR__TIMED_OUT, NULL);
@@ -474,7 +506,7 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
             const char *name = rd_kafka_topic_result_name(res[i]);
             int j = 0;
-            while (j < 2 && strcmp(name, o->names[j]) != 0)
+            while (j < LW_NTOPICS - 1 && strcmp(name, o->names[j]) != 0)
                 j++;
             if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 printf("deleted %s\n", name);
@@ -492,7 +524,7 @@ static int cmd_delete(rd_kafka_t *rk, const topics_opts_t *o)
     }
     if (ev)
         rd_kafka_event_destroy(ev);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < LW_NTOPICS; i++)
         rd_kafka_DeleteTopic_destroy(dt[i]);
     rd_kafka_AdminOptions_destroy(ao);
     rd_kafka_queue_destroy(q);
@@ -515,15 +547,15 @@ static int cmd_list(rd_kafka_t *rk, const topics_opts_t *o)
 /* Prints the settings that matter for Loanwire's topics. */
 static void print_configs(rd_kafka_t *rk, const topics_opts_t *o)
 {
-    rd_kafka_ConfigResource_t *cr[3];
+    rd_kafka_ConfigResource_t *cr[LW_NTOPICS];
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *ao =
         admin_options(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, o->timeout_ms);
     rd_kafka_event_t *ev;
 
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < LW_NTOPICS; i++)
         cr[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, o->names[i]);
-    rd_kafka_DescribeConfigs(rk, cr, 3, ao, q);
+    rd_kafka_DescribeConfigs(rk, cr, LW_NTOPICS, ao, q);
     ev = admin_wait(q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT, o->timeout_ms);
     if (ev && !rd_kafka_event_error(ev)) {
         size_t rcnt = 0;
@@ -549,7 +581,7 @@ static void print_configs(rd_kafka_t *rk, const topics_opts_t *o)
     }
     if (ev)
         rd_kafka_event_destroy(ev);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < LW_NTOPICS; i++)
         rd_kafka_ConfigResource_destroy(cr[i]);
     rd_kafka_AdminOptions_destroy(ao);
     rd_kafka_queue_destroy(q);
@@ -562,7 +594,7 @@ static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
 
     if (get_metadata(rk, o, &md))
         return 1;
-    for (int n = 0; n < 3; n++) {
+    for (int n = 0; n < LW_NTOPICS; n++) {
         const struct rd_kafka_metadata_topic *t = NULL;
         for (int i = 0; i < md->topic_cnt; i++)
             if (strcmp(md->topics[i].topic, o->names[n]) == 0)
@@ -587,7 +619,19 @@ static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
 
 int main(int argc, char **argv)
 {
-    enum { O_PARTS = 256, O_APARTS, O_DPARTS, O_REPL, O_RET, O_ET, O_AT, O_DT, O_TMO, O_MINISR };
+    enum {
+        O_PARTS = 256,
+        O_APARTS,
+        O_DPARTS,
+        O_REPL,
+        O_RET,
+        O_ET,
+        O_AT,
+        O_DT,
+        O_IT,
+        O_TMO,
+        O_MINISR
+    };
     static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
                                          {"partitions", required_argument, NULL, O_PARTS},
                                          {"alerts-partitions", required_argument, NULL, O_APARTS},
@@ -599,15 +643,17 @@ int main(int argc, char **argv)
                                          {"topic", required_argument, NULL, 't'},
                                          {"alerts-topic", required_argument, NULL, O_AT},
                                          {"dlq-topic", required_argument, NULL, O_DT},
+                                         {"inquiries-topic", required_argument, NULL, O_IT},
                                          {"config", required_argument, NULL, 'F'},
                                          {"timeout-ms", required_argument, NULL, O_TMO},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
-    topics_opts_t o = {.brokers = lw_conf_default_bootstrap(),
-                       .names = {LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS},
-                       .partitions = {6, 3, 1},
-                       .timeout_ms = 30000};
+    topics_opts_t o = {
+        .brokers = lw_conf_default_bootstrap(),
+        .names = {LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS, LW_TOPIC_INQUIRIES},
+        .partitions = {6, 3, 1, 0}, /* inquiries: as many as events */
+        .timeout_ms = 30000};
     const char *cmd;
     rd_kafka_t *rk;
     int c, rc;
@@ -660,6 +706,7 @@ int main(int argc, char **argv)
         case O_ET:
         case O_AT:
         case O_DT:
+        case O_IT:
             if (!*optarg) {
                 lw_error("empty topic name");
                 return 2;
@@ -681,6 +728,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    o.partitions[3] = o.partitions[0]; /* a borrower's inquiries beside its events */
     if (optind != argc - 1) {
         usage(stderr);
         return 2;

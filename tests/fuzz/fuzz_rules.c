@@ -3,7 +3,7 @@
  * loanwire-exposure (consumers/exposure/src/rules.c, read through its public
  * lw_rules_parse). A pack parses or is refused with "name:line: reason"; a
  * parsed pack has 1..LW_RULES_MAX rules with unique ids of [a-z0-9_], a
- * version >= 1, a known severity and kind, and windows within 30 days.
+ * version >= 1, a known severity and kind, and windows within 90 days.
  */
 #include "loanwire/exposure.h"
 
@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (len == 0 || len > LW_ID_MAX ||
                 strspn(r->id, "abcdefghijklmnopqrstuvwxyz0123456789_") != len)
                 abort();
-            if (r->version < 1 || r->window_ms < 0 || r->window_ms > 30LL * 86400000)
+            if (r->version < 1 || r->window_ms < 0 || r->window_ms > 90LL * 86400000)
                 abort();
             if (lw_rules_find(rules, r->id) != r)
                 abort(); /* ids are unique */

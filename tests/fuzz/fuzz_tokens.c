@@ -44,6 +44,10 @@ static void setup(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[512], *text, *line, *save = NULL;
+    static struct {
+        char auth[600], inst[520];
+    } pairs[256];
+    size_t npairs = 0;
     lw_tokens_t *tk;
     FILE *fp;
 
@@ -84,6 +88,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             *--e = '\0';
         if (!*s || *s == '#')
             continue;
+        /* "TOKEN INSTITUTION_ID" or the token alone (institution BUREAU) */
+        const char *inst = "BUREAU";
+        char *sp = s;
+        while (*sp && !isspace((unsigned char)*sp))
+            sp++;
+        if (*sp) {
+            *sp++ = '\0';
+            while (isspace((unsigned char)*sp))
+                sp++;
+            inst = sp;
+        }
         len = strlen(s);
         while (pad < len && s[len - 1 - pad] == '=')
             pad++;
@@ -91,6 +106,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* under 128 bits, yet loaded */
         snprintf(auth, sizeof auth, "Bearer %s", s);
         if (!lw_tokens_check(tk, auth))
+            abort();
+        /* its owner: this line's institution, unless a later line lists the
+         * same token (the last one wins): checked once all lines are read */
+        if (npairs < 256) {
+            snprintf(pairs[npairs].auth, sizeof pairs[npairs].auth, "%s", auth);
+            snprintf(pairs[npairs].inst, sizeof pairs[npairs].inst, "%s", inst);
+            npairs++;
+        }
+    }
+    for (size_t i = 0; i < npairs; i++) {
+        size_t last = i;
+        for (size_t j = i + 1; j < npairs; j++)
+            if (!strcmp(pairs[j].auth, pairs[i].auth))
+                last = j;
+        const char *got = lw_tokens_institution(tk, pairs[i].auth);
+        if (!got || strcmp(got, pairs[last].inst))
             abort();
     }
     lw_tokens_destroy(tk);

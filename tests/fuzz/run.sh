@@ -46,7 +46,7 @@ for t in APPLICATION CREDIT_LINE DRAWDOWN REPAYMENT DELINQUENCY WRITE_OFF CLOSUR
     echo "$j" | "$build/bin/loanwire-avro" encode --no-validate --schema v1 > "$corpus/decode/seed$i.v1.avro"
     i=$((i+1))
 done
-# borrower state strings (layout version 4, consumers/README.md; 3 and 2 are
+# borrower state strings (layout version 5, consumers/README.md; 4, 3 and 2 are
 # still read): none, two loans + income + two window entries + two open rules
 # (ids 5 and 9 of lw:strings), and the same in the older layouts' mask
 python3 - "$corpus/state" <<'PY'

@@ -142,7 +142,7 @@ os.makedirs(OUT, exist_ok=True)
 rcli("FLUSHDB")
 topic = "dash-%s" % UNIQ
 r = subprocess.run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "-t", topic,
-                    "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                    "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
                     "--partitions", "3"], capture_output=True, text=True, timeout=60)
 if r.returncode != 0:
     die("loanwire-topics create: " + r.stderr)
@@ -162,7 +162,7 @@ def spawn(args, name):
 
 
 exposure = spawn([os.path.join(BIN, "loanwire-exposure"), "-b", BOOT, "-t", topic,
-                  "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                  "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
                   "-g", "dash-" + UNIQ, "--redis", RURL, "--status", "1"], "exposure")
 port = free_port()
 query = spawn([os.path.join(BIN, "loanwire-query"), "--redis", RURL, "--tokens", tokfile,
@@ -343,14 +343,14 @@ try:
     bid = (live or js(ROWS))[0]["cells"][3] if (live or js(ROWS)) else None
     same = False
     for attempt in range(6):
-        st, _, before = http(port, "/v1/borrowers/%s/exposure" % bid)
+        st, _, before = http(port, "/v1/borrowers/%s/exposure?purpose=POST_LOAN_MANAGEMENT" % bid)
         box = driver.find_element(By.NAME, "borrower")
         box.clear()
         box.send_keys(bid)
         driver.execute_script("document.getElementById('lookup-result').replaceChildren()")
         driver.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
         shown = wait_for("total", lambda: driver.find_element(By.ID, "lookup-total").text)
-        st2, _, after = http(port, "/v1/borrowers/%s/exposure" % bid)
+        st2, _, after = http(port, "/v1/borrowers/%s/exposure?purpose=POST_LOAN_MANAGEMENT" % bid)
         if st == 200 and before == after:
             want = fen_text(json.loads(before)["total_outstanding_fen"])
             same = shown == want

@@ -160,7 +160,7 @@ class Names:
 
 
 def decode_state(raw, name):
-    """A borrower's state string, layout version 4 (consumers/README.md), decoded here
+    """A borrower's state string, layout version 5 (consumers/README.md), decoded here
     independently of borrower.c: u8 version, then varints fence writer (an id of
     lw:strings naming "@topic:partition"), fence epoch, t, 2 * n_open + has alert history,
     n_open open rule ids (ids of lw:strings naming the rules), 2 * n_loans + has income,
@@ -169,8 +169,10 @@ def decode_state(raw, name):
     status + 8 * product + 32 * (past_due > 0) + 64 * (limit > 0) + 128 * dpd, sequence,
     outstanding, [past_due], [limit], t - updated_at;
     per window entry: t - at, 6 bytes id hash (little-endian, lowest bit 1 for an
-    application), 4 bytes lender hash. "open" is the sorted rule names, "hist" the bit."""
-    assert raw[0] == 4, "layout version %r" % raw[0]
+    application), 4 bytes lender hash; then n_inq and per recorded inquiry: t - at,
+    institution id, purpose, 6 bytes inquiry id hash. "open" is the sorted rule names,
+    "hist" the bit."""
+    assert raw[0] == 5, "layout version %r" % raw[0]
     h, i = [], 1
     for _ in range(4):
         v, i = uvarint(raw, i)
@@ -210,10 +212,18 @@ def decode_state(raw, name):
         lh = int.from_bytes(raw[i + 6:i + 10], "little")
         i += 10
         w.append((t - d, idh, lh))
+    nq, i = uvarint(raw, i)
+    inq = []
+    for _ in range(nq):
+        d, i = uvarint(raw, i)
+        inst, i = uvarint(raw, i)
+        purpose, i = uvarint(raw, i)
+        inq.append((t - d, name(inst), purpose, int.from_bytes(raw[i:i + 6], "little")))
+        i += 6
     assert i == len(raw), "trailing bytes in a state string"
     return {"fence": (writer, epoch), "t": t, "open": sorted(open_rules), "hist": alerts & 1,
             "inc": inc, "inc_at": inc_at,
-            "loans": loans, "win": w}
+            "loans": loans, "win": w, "inq": inq}
 
 
 def read_state(r):
@@ -346,7 +356,7 @@ def run(args, **kw):
 def exposure_args(topic, group, db, alerts, extra=()):
     host, port = redis_hostport()
     return [os.path.join(BIN, "loanwire-exposure"), "--brokers", BOOT, "--topic", topic,
-            "--group", group, "--alerts-topic", alerts, "--dlq-topic", topic + ".dlq",
+            "--group", group, "--alerts-topic", alerts, "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
             "--redis", f"redis://{host}:{port}/{db}", "--status", "1",
             "-X", "topic.metadata.refresh.interval.ms=1000", *extra]
 
@@ -367,13 +377,13 @@ def spawn(topic, group, db, alerts, extra=(), log=None):
 
 def create_topics(topic, parts=4):
     run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "--events-topic", topic,
-         "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+         "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
          "--partitions", str(parts)])
 
 
 def create_topic(name, parts=1):
     run([os.path.join(BIN, "loanwire-topics"), "create", "-b", BOOT, "--events-topic", name,
-         "--alerts-topic", name + ".a", "--dlq-topic", name + ".d", "--partitions", str(parts)])
+         "--alerts-topic", name + ".a", "--dlq-topic", name + ".d", "--inquiries-topic", name + ".i", "--partitions", str(parts)])
 
 
 def kafka_alert_ids(topic):

@@ -1127,10 +1127,12 @@ static void test_limit_refused(void **state)
 }
 
 /* write.lua's own stamp check (the race between a borrower's read and its
- * write, without strict fencing and on a cluster): a stored state of the
- * current layout stamped (writer 7, epoch 5) refuses epoch 3 of writer 7 and
- * answers the stamp's epoch; epoch 6, or another writer, writes. (The check
- * once knew only layout version 3 and let every version 4 state through.) */
+ * write, without strict fencing and on a cluster): a stored state stamped
+ * (writer 7, epoch 5) refuses epoch 3 of writer 7 and answers the stamp's
+ * epoch; epoch 6, or another writer, writes. For the current layout (5,
+ * with recorded inquiries after the window entries) and version 4. (The
+ * check once knew only layout version 3 and let every version 4 state
+ * through.) */
 static void test_write_script_stamp(void **state)
 {
     flushdb();
@@ -1140,27 +1142,45 @@ static void test_write_script_stamp(void **state)
     bs.t = T0;
     bs.fence_writer = 7;
     bs.fence_epoch = 5;
-    set_state(BID_B, &bs);
-    lw_sbuf_t enc = {0};
-    assert_true(lw_bstate_encode(&bs, &enc));
-    assert_int_equal((unsigned char)enc.p[0], LW_STATE_VERSION);
+    lw_sbuf_t v4 = {0}, v5 = {0};
+    assert_true(lw_bstate_encode(&bs, &v4)); /* no inquiry: version 4's bytes and a 0 */
+    assert_int_equal((unsigned char)v4.p[v4.len - 1], 0);
+    v4.len--;
+    v4.p[0] = LW_STATE_VERSION_V4;
+    assert_true(lw_bstate_inq_room(&bs, 1));
+    bs.inq[0] = (lw_binq_t){T0 - 1000, 0xabcdef, 3, LW_PURPOSE_LOAN_APPROVAL};
+    bs.n_inq = 1;
+    assert_true(lw_bstate_encode(&bs, &v5));
+    assert_int_equal((unsigned char)v5.p[0], LW_STATE_VERSION);
+    assert_int_equal(LW_STATE_VERSION, 5);
     char key[64];
     lw_state_key(BID_B, key, sizeof key);
     static const struct {
         int writer, epoch;
         long long want;
     } cases[] = {{7, 3, 5}, {7, 6, 0}, {8, 1, 0}};
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        redisReply *r =
-            redisCommand(g_rc, "EVALSHA %s 2 %s %s 1 %d %d %b 0", lw_store_script_sha(st), key,
-                         LW_REDIS_ALERT_STREAM, cases[i].writer, cases[i].epoch, enc.p, enc.len);
-        assert_non_null(r);
-        assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-        assert_int_equal(r->elements, 1);
-        assert_int_equal(r->element[0]->integer, cases[i].want);
-        freeReplyObject(r);
+    const lw_sbuf_t *encs[2] = {&v5, &v4};
+    for (int e = 0; e < 2; e++) {
+        const lw_sbuf_t *enc = encs[e];
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            /* the stored state, stamped (7, 5), before each case */
+            redisReply *w = redisCommand(g_rc, "SET %s %b", key, enc->p, enc->len);
+            assert_non_null(w);
+            freeReplyObject(w);
+            redisReply *r = redisCommand(g_rc, "EVALSHA %s 2 %s %s 1 %d %d %b 0",
+                                         lw_store_script_sha(st), key, LW_REDIS_ALERT_STREAM,
+                                         cases[i].writer, cases[i].epoch, enc->p, enc->len);
+            assert_non_null(r);
+            assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+            assert_int_equal(r->elements, 1);
+            if (r->element[0]->integer != cases[i].want)
+                fail_msg("layout %d, writer %d epoch %d: got %lld, want %lld", enc->p[0],
+                         cases[i].writer, cases[i].epoch, r->element[0]->integer, cases[i].want);
+            freeReplyObject(r);
+        }
     }
-    lw_sbuf_free(&enc);
+    lw_sbuf_free(&v4);
+    lw_sbuf_free(&v5);
     lw_bstate_free(&bs);
     lw_store_destroy(st);
 }

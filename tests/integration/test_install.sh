@@ -22,7 +22,7 @@ check() { if eval "$2"; then echo "ok   $1"; pass=$((pass + 1)); else echo "FAIL
 has() { grep "$@" >/dev/null; }
 cleanup() {
   "$build/bin/loanwire-topics" delete -b "$boot" -t "$topic" --alerts-topic "$topic.a" \
-    --dlq-topic "$topic.d" >/dev/null 2>&1
+    --dlq-topic "$topic.d" --inquiries-topic "$topic.i" >/dev/null 2>&1
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -112,7 +112,7 @@ check "the example loads libloanwire-producer from the prefix" \
 
 # Run it against the broker: N generated events in, the same N on the topic.
 "$build/bin/loanwire-topics" create -b "$boot" -t "$topic" --alerts-topic "$topic.a" \
-  --dlq-topic "$topic.d" --partitions 3 >/dev/null 2>&1
+  --dlq-topic "$topic.d" --inquiries-topic "$topic.i" --partitions 3 >/dev/null 2>&1
 check "test topic $topic created" '[ $? = 0 ]'
 n=25
 "$build/bin/loanwire-gen" --events $n --seed $$ >"$tmp/in.jsonl" 2>/dev/null

@@ -186,15 +186,15 @@ def part_a(port, tokens_ok, tmpdir):
     check(st == 200 and json.loads(body)["status"] == "up"
           and isinstance(json.loads(body)["redis_rtt_us"], int), "healthz 200 with the round trip")
     bid = "A" * 22
-    st, hd, _ = http(port, "/v1/borrowers/%s/exposure" % bid, token=None)
+    st, hd, _ = http(port, "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid, token=None)
     check(st == 401 and hd.get("WWW-Authenticate", "").startswith("Bearer"),
           "exposure without token: 401 + WWW-Authenticate: Bearer")
     st, _, _ = http(port, "/v1/alerts", token="wrong-token-but-long-enough-0123")
     check(st == 401, "alerts with a wrong token: 401")
-    st, _, _ = http(port, "/v1/borrowers/%s/exposure" % bid)
+    st, _, _ = http(port, "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid)
     check(st == 404, "unknown borrower: 404")
     for bad in ["short", "A" * 23, "A" * 21 + "=", "A" * 21 + "%21"]:
-        st, _, body = http(port, "/v1/borrowers/%s/exposure" % bad)
+        st, _, body = http(port, "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bad)
         check(st == 400 and "borrower_id" in body, "malformed id %r: 400" % bad)
     # "/" is the dashboard (test_dashboard.py), no longer an unknown path.
     for path in ["/v2", "/v1", "/v1/borrowers/%s" % bid, "/v1/borrowers/%s/exposure/x" % bid,
@@ -355,7 +355,7 @@ def part_b(port, tmpdir):
     sample = sorted(want)[::max(1, len(want) // 40)]
     bad = []
     for bid in sample:
-        st, _, body = http(port, "/v1/borrowers/%s/exposure" % bid)
+        st, _, body = http(port, "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid)
         if st != 200:
             bad.append((bid, "status %d" % st))
             continue

@@ -367,7 +367,7 @@ def part_render(srv):
     redis_raw(b"HSET", b"lw:strings", b"i:1", b"JD", b"i:2", b"BANK\xff\xfe", b"i:3", b"ANT")
     st = state_v2([(1, 2, b"L-\xc3\x28-1", 5, 1000), (3, 3, b"OK-2", 2, 500)])
     redis_raw(b"SET", b"b:{%s}" % bid.encode(), st)
-    code, body = http(srv.port, "/v1/borrowers/%s/exposure" % bid)
+    code, body = http(srv.port, "/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL" % bid)
     doc = json.loads(body) if code == 200 else {}
     loans = {l["loan_id"]: l for l in doc.get("loans", [])}
     check(code == 200 and len(loans) == 2,

@@ -231,7 +231,7 @@ def main():
             if check(out_c == out_s, f"--borrower {bid}: cluster and single Redis differ:\n"
                      f"  {out_c[:300]}\n  {out_s[:300]}"):
                 same += 1
-            st, body = srv.get(f"/v1/borrowers/{bid}/exposure")
+            st, body = srv.get(f"/v1/borrowers/{bid}/exposure?purpose=LOAN_APPROVAL")
             check(st == 200 and body == out_s.rstrip("\n"),
                   f"HTTP exposure of {bid} on the cluster: {st} {body[:200]}")
         with_alerts = sum(1 for b in sample if json.loads(
@@ -240,7 +240,7 @@ def main():
         print(f"  {same} of {len(sample)} identical ({with_alerts} with open alerts)")
         unknown = "A" * 22
         check(query_borrower(node, unknown)[0] == 3, "unknown borrower on the cluster: not exit 3")
-        check(srv.get(f"/v1/borrowers/{unknown}/exposure")[0] == 404, "unknown borrower: not 404")
+        check(srv.get(f"/v1/borrowers/{unknown}/exposure?purpose=LOAN_APPROVAL")[0] == 404, "unknown borrower: not 404")
 
         # ---- /v1/alerts: the per-slot streams merged --------------------------------
         print("alerts: /v1/alerts over the per-slot streams")
@@ -306,7 +306,7 @@ def main():
         t0 = time.time()
         st, body = 0, ""
         while time.time() - t0 < 40:
-            st, body = srv.get(f"/v1/borrowers/{bid}/exposure")
+            st, body = srv.get(f"/v1/borrowers/{bid}/exposure?purpose=LOAN_APPROVAL")
             if st == 200:
                 break
             check(st == 503, f"during the failover: {st} {body[:200]}")

@@ -56,14 +56,14 @@ def run_recipe(block, topic, timeout=300):
 
 def create_topic(topic, partitions):
     r = run([f"{BIN}/loanwire-topics", "create", "-b", BOOT, "-t", topic, "--alerts-topic",
-             topic + ".alerts", "--dlq-topic", topic + ".dlq", "--partitions", str(partitions),
+             topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq", "--partitions", str(partitions),
              "--alerts-partitions", "1"], timeout=120)
     check(f"topic {topic} created", r.returncode == 0, r.stdout + r.stderr)
 
 
 def delete_topic(topic):
     run([f"{BIN}/loanwire-topics", "delete", "-b", BOOT, "-t", topic, "--alerts-topic",
-         topic + ".alerts", "--dlq-topic", topic + ".dlq"], timeout=120)
+         topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq"], timeout=120)
 
 
 def frames(data):

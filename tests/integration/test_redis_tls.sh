@@ -26,7 +26,7 @@ cleanup() {
   [ $fail = 0 ] || tail -n 5 "$tmp"/*.log 2>/dev/null
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-  "$bin/loanwire-topics" delete -b "$boot" -t "$topic" --alerts-topic "$topic.a" --dlq-topic "$topic.d" \
+  "$bin/loanwire-topics" delete -b "$boot" -t "$topic" --alerts-topic "$topic.a" --dlq-topic "$topic.d" --inquiries-topic "$topic.i" \
     >/dev/null 2>&1
   rm -rf "$tmp"
 }
@@ -109,14 +109,14 @@ check "a tunnel expecting another host name gets no answer (checkHost)" \
   '[ "$(timeout 10 redis-cli -p "$p_wrongname" ping 2>&1)" != PONG ] && grep -qi "certificate verify failed\|check.*host\|subject" wrongname.log'
 
 # ---- the consumer and the query API through the tunnel -------------------------
-"$bin/loanwire-topics" create -b "$boot" -t "$topic" --alerts-topic "$topic.a" --dlq-topic "$topic.d" \
+"$bin/loanwire-topics" create -b "$boot" -t "$topic" --alerts-topic "$topic.a" --dlq-topic "$topic.d" --inquiries-topic "$topic.i" \
   --partitions 3 --alerts-partitions 1 >/dev/null 2>&1
 check "topic $topic created" '[ $? = 0 ]'
 "$bin/loanwire-gen" --events 300 --seed $$ -o feed.jsonl 2>/dev/null
 "$bin/loanwire-produce" -b "$boot" -t "$topic" -q feed.jsonl 2>produce.err
 check "300 events produced" '[ $? = 0 ]'
 timeout 180 "$bin/loanwire-exposure" -b "$boot" -t "$topic" -g "$topic" --alerts-topic "$topic.a" \
-  --dlq-topic "$topic.d" --redis "$url" --until-caught-up --status 0 >exposure.out 2>exposure.err
+  --dlq-topic "$topic.d" --inquiries-topic "$topic.i" --redis "$url" --until-caught-up --status 0 >exposure.out 2>exposure.err
 rc=$?
 check "loanwire-exposure consumes into the TLS-only Redis through the tunnel (rc $rc)" '[ $rc = 0 ]'
 [ $rc = 0 ] || tail -n 20 exposure.err
@@ -140,7 +140,7 @@ stunnel4 "$tmp/https.conf" >/dev/null 2>&1 &
 pids+=($!)
 wait_port "$p_https" 10
 b1=$(printf '%s\n' "$borrowers" | head -n 1)
-code=$(curl -s -o api.json -w '%{http_code}' --cacert ca.crt "https://localhost:$p_https/v1/borrowers/$b1/exposure")
+code=$(curl -s -o api.json -w '%{http_code}' --cacert ca.crt "https://localhost:$p_https/v1/borrowers/$b1/exposure?purpose=LOAN_APPROVAL")
 check "HTTPS through stunnel: the API returns $b1's exposure (HTTP $code)" \
   '[ "$code" = 200 ] && grep -q "\"borrower_id\":\"$b1\"" api.json'
 check "HTTPS /healthz: 200 (Redis reached through the Redis tunnel)" \

@@ -151,7 +151,7 @@ def test_exposure_flags_and_topic(redis_url):
     n = Notify("exp-topic")
     args = [f"{BIN}/loanwire-exposure", "-b", "127.0.0.1:1", "-F", props, "-t", topic,
             "-g", topic, "-X", "client.id=lwtest-sd", "--redis", redis_url,
-            "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+            "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
             "--until-caught-up", "--status", "0"]
     p = subprocess.Popen(args, env=n.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
@@ -164,7 +164,7 @@ def test_exposure_flags_and_topic(redis_url):
               any(s.startswith("waiting: ") and topic in s for s in st), f"got {st}")
         check("exposure, no topic yet: no READY=1", not any("READY" in m for m in n.messages))
         r = run([f"{BIN}/loanwire-topics", "create", "-b", BOOT, "-t", topic, "--alerts-topic",
-                 topic + ".alerts", "--dlq-topic", topic + ".dlq", "--partitions", "3",
+                 topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq", "--partitions", "3",
                  "--alerts-partitions", "1"], timeout=120)
         created = r.returncode == 0
         check("the wait did not create the topic (loanwire-topics creates it)",
@@ -188,7 +188,7 @@ def test_exposure_flags_and_topic(redis_url):
         n.close()
         if created:
             run([f"{BIN}/loanwire-topics", "delete", "-b", BOOT, "-t", topic, "--alerts-topic",
-                 topic + ".alerts", "--dlq-topic", topic + ".dlq"], timeout=120)
+                 topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq"], timeout=120)
         for f in (props, feed):
             if os.path.exists(f):
                 os.unlink(f)

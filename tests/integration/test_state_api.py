@@ -103,7 +103,7 @@ def main():
                 time.sleep(0.1)
 
         def get(bid):
-            req = urllib.request.Request("http://127.0.0.1:%d/v1/borrowers/%s/exposure"
+            req = urllib.request.Request("http://127.0.0.1:%d/v1/borrowers/%s/exposure?purpose=LOAN_APPROVAL"
                                          % (qport, bid))
             req.add_header("Authorization", "Bearer " + TOKEN)
             try:

@@ -19,7 +19,7 @@ def topics(*args):
 
 def names_args(base):
     return ["--events-topic", base + ".ev", "--alerts-topic", base + ".al",
-            "--dlq-topic", base + ".dl"]
+            "--dlq-topic", base + ".dl", "--inquiries-topic", base + ".iq"]
 
 
 def main():
@@ -29,19 +29,20 @@ def main():
     try:
         r = topics("create", *names_args(base))
         check("create: exit 0", r.returncode == 0, r.stderr)
-        check("create: three topics created with default partitions",
+        check("create: four topics created with default partitions (inquiries as events)",
               f"created {base}.ev (6 partitions)" in r.stdout
               and f"created {base}.al (3 partitions)" in r.stdout
-              and f"created {base}.dl (1 partitions)" in r.stdout, r.stdout)
+              and f"created {base}.dl (1 partitions)" in r.stdout
+              and f"created {base}.iq (6 partitions)" in r.stdout, r.stdout)
         r = topics("create", *names_args(base))
         check("create again: exit 0, reports exists",
-              r.returncode == 0 and r.stdout.count("exists ") == 3, r.stdout + r.stderr)
+              r.returncode == 0 and r.stdout.count("exists ") == 4, r.stdout + r.stderr)
 
         # Leaders of new partitions may take a moment to be elected.
         deadline = time.monotonic() + 20
         while True:
             r = topics("describe", *names_args(base))
-            if len(re.findall(r"partition \d+ leader \d+ ", r.stdout)) == 10 or \
+            if len(re.findall(r"partition \d+ leader \d+ ", r.stdout)) == 16 or \
                     time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -53,7 +54,9 @@ def main():
               f"{base}.ev config retention.ms=-1" in r.stdout
               and f"{base}.ev config cleanup.policy=delete" in r.stdout, r.stdout)
         check("describe: every partition has a leader",
-              len(re.findall(r"partition \d+ leader \d+ ", r.stdout)) == 10, r.stdout)
+              len(re.findall(r"partition \d+ leader \d+ ", r.stdout)) == 16, r.stdout)
+        check("describe: inquiries topic kept forever",
+              f"{base}.iq config retention.ms=-1" in r.stdout, r.stdout)
 
         r = topics("create", *names_args(base2), "--partitions", "2", "--alerts-partitions",
                    "2", "--dlq-partitions", "2", "--retention-ms", "86400000")
@@ -61,7 +64,8 @@ def main():
         r = topics("describe", *names_args(base2))
         check("options: partitions and retention as asked",
               f"{base2}.ev: 2 partitions" in r.stdout and f"{base2}.dl: 2 partitions" in r.stdout
-              and f"{base2}.ev config retention.ms=86400000" in r.stdout, r.stdout)
+              and f"{base2}.ev config retention.ms=86400000" in r.stdout
+              and f"{base2}.iq: 2 partitions" in r.stdout, r.stdout)
 
         r = topics("list")
         check("list: shows the topics",
@@ -74,7 +78,7 @@ def main():
 
         r = topics("delete", *names_args(base))
         check("delete: exit 0, three deleted", r.returncode == 0
-              and r.stdout.count("deleted ") == 3, r.stdout + r.stderr)
+              and r.stdout.count("deleted ") == 4, r.stdout + r.stderr)
         r = topics("describe", *names_args(base))
         check("describe after delete: absent, exit 1",
               r.returncode == 1 and f"{base}.ev: absent" in r.stdout, r.stdout)

@@ -61,7 +61,7 @@ def require_kafka():
 def topics_cmd(cmd, topic):
     """loanwire-topics create|delete of topic and its .alerts / .dlq siblings."""
     return run([f"{BIN}/loanwire-topics", cmd, "-b", BOOT, "--events-topic", topic,
-                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq",
+                "--alerts-topic", topic + ".alerts", "--dlq-topic", topic + ".dlq", "--inquiries-topic", topic + ".inq",
                 "--partitions", str(PARTITIONS), "--alerts-partitions", "1"])
 
 

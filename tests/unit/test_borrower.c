@@ -69,6 +69,13 @@ static void roundtrip(const lw_bstate_t *s)
     assert_memory_equal(a.p, b.p, a.len);
     assert_int_equal(d.n_loans, s->n_loans);
     assert_int_equal(d.n_win, s->n_win);
+    assert_int_equal(d.n_inq, s->n_inq);
+    for (size_t i = 0; i < s->n_inq; i++) {
+        assert_int_equal(d.inq[i].at, s->inq[i].at);
+        assert_int_equal(d.inq[i].idh, s->inq[i].idh);
+        assert_int_equal(d.inq[i].institution, s->inq[i].institution);
+        assert_int_equal(d.inq[i].purpose, s->inq[i].purpose);
+    }
     assert_int_equal(d.t, s->t);
     assert_int_equal(d.mask, s->mask);
     for (size_t i = 0; i < s->n_loans; i++) {
@@ -283,6 +290,9 @@ static void test_income_cap_and_fence(void **state)
     lw_bstate_t d = {0};
     assert_true(lw_bstate_encode(&s, &enc));
     assert_int_equal(enc.p[0], LW_STATE_VERSION);
+    /* version 5 with no inquiry is version 4's bytes and a 0 count */
+    assert_int_equal(enc.p[enc.len - 1], 0);
+    enc.len--;
     enc.p[0] = LW_STATE_VERSION_V2;
     assert_int_equal(lw_bstate_decode(&d, enc.p, enc.len), LW_OK);
     assert_int_equal(d.fence_writer, 0);
@@ -702,11 +712,11 @@ static void test_layout_v3_read(void **state)
     assert_false(is_open(&s, &def, "multi_lender"));
     lw_sbuf_t b = {0};
     assert_true(lw_bstate_encode(&s, &b));
-    assert_int_equal((unsigned char)b.p[0], 4);
-    /* header: 4, writer, epoch, t (6 bytes), 2*2+1, ids 201 and 203 (2 bytes each) */
+    assert_int_equal((unsigned char)b.p[0], 5);
+    /* header: 5, writer, epoch, t (6 bytes), 2*2+1, ids 201 and 203 (2 bytes each) */
     assert_int_equal((unsigned char)b.p[9], 2 * 2 + 1);
     /* no longer than the version 3 string: 2 id bytes + 1 instead of a 5-byte mask */
-    assert_true(b.len <= n + 4);
+    assert_true(b.len <= n + 5); /* and the inquiry count */
     lw_bstate_t d = {0};
     assert_int_equal(lw_bstate_decode(&d, b.p, b.len), LW_OK);
     assert_int_equal(d.n_open, 2);
@@ -716,11 +726,167 @@ static void test_layout_v3_read(void **state)
     lw_bstate_reset(&d);
     b.len = 0;
     assert_true(lw_bstate_encode(&d, &b));
-    assert_int_equal(b.len, 7); /* version, writer, epoch, t, alerts, loans, entries */
+    assert_int_equal(b.len, 8); /* version, writer, epoch, t, alerts, loans, entries, inquiries */
     lw_sbuf_free(&b);
     lw_bstate_free(&s);
     lw_bstate_free(&d);
     lw_rules_destroy(def.r);
+}
+
+/* One application from `lender` at `at` into s under pack rs; the rules that fired. */
+static size_t app_fired(lw_bstate_t *s, lw_rules_t *rs, const uint32_t *ids, const char *loan,
+                        const char *lender, int64_t at, bool fired[LW_RULES_MAX])
+{
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    lw_event_t e = mk(LW_EVENT_APPLICATION, loan, lender, 1, at, 0);
+    lw_bstate_bind(s, ids, lw_rules_count(rs));
+    assert_int_equal(
+        lw_bstate_apply(s, rs, &e, 1, (uint32_t)(unsigned char)lender[0], 1, 1, &al, &o),
+        LW_APPLY_APPLIED);
+    memset(fired, 0, LW_RULES_MAX * sizeof *fired);
+    for (size_t k = 0; k < o.n_fired; k++)
+        fired[o.fired[k]] = true;
+    free(al.v);
+    return o.n_fired;
+}
+
+/* Issue 20 item 3: windows of 1h, 24h and 90d in one pack, each checked at
+ * its edge in event time: an entry exactly a window old is out of it, one
+ * a millisecond younger is in. The 90d pack keeps entries 90 days; the
+ * default pack prunes them after 30. */
+static void test_window_edges(void **state)
+{
+    (void)state;
+    char es[256];
+    lw_rules_t *rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h min_lenders=2\n"
+                                    "stack_24h 1 INFO kind=stacking window=24h min_lenders=2\n"
+                                    "stack_90d 1 INFO kind=stacking window=90d min_lenders=2\n",
+                                    "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    static const int64_t w[3] = {HOUR, DAY, 90 * DAY};
+    bool f[LW_RULES_MAX];
+    for (int r = 0; r < 3; r++) {
+        /* just inside: the second lender makes 2 in window r (and every longer one) */
+        lw_bstate_t s = {0};
+        app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+        app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + w[r] - 1, f);
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(f[k], k >= r);
+        roundtrip(&s);
+        lw_bstate_free(&s);
+        /* at the edge: the first entry is exactly w[r] old, out of window r */
+        memset(&s, 0, sizeof s);
+        app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+        app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + w[r], f);
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(f[k], k > r);
+        /* the 90d pack keeps the first entry until it leaves the longest window */
+        assert_int_equal(s.n_win, r < 2 ? 2 : 1);
+        lw_bstate_free(&s);
+    }
+    /* the default pack (windows up to 7d) keeps 30 days, not 90 */
+    lw_bstate_t s = {0};
+    app_fired(&s, g_rules, g_rule_ids, "A1", "a", T0, f);
+    app_fired(&s, g_rules, g_rule_ids, "A2", "b", T0 + 30 * DAY, f);
+    assert_int_equal(s.n_win, 1);
+    lw_bstate_free(&s);
+    memset(&s, 0, sizeof s);
+    app_fired(&s, rs, g_rule_ids, "A1", "a", T0, f);
+    app_fired(&s, rs, g_rule_ids, "A2", "b", T0 + 30 * DAY, f);
+    assert_int_equal(s.n_win, 2);
+    lw_bstate_free(&s);
+    lw_rules_destroy(rs);
+}
+
+static lw_inquiry_t mkq(const char *id, const char *inst, lw_inquiry_purpose_t p, int64_t at)
+{
+    lw_inquiry_t q;
+    memset(&q, 0, sizeof q);
+    snprintf(q.inquiry_id, sizeof q.inquiry_id, "%s", id);
+    snprintf(q.borrower_id, sizeof q.borrower_id, BID);
+    snprintf(q.institution_id, sizeof q.institution_id, "%s", inst);
+    q.purpose = p;
+    q.inquired_at = at;
+    return q;
+}
+
+/* Issue 20 item 2: recorded inquiries in the state. 8 institutions ask for
+ * approval and 2 for post-loan management: inquiry_spree (>= 6 distinct
+ * institutions in 30 days) fires once, at the 6th; a replay is counted once;
+ * the state round-trips (layout 5) and a version 4 string reads as none;
+ * the rule clears when time moves the inquiries out of its window. */
+static void test_inquiries(void **state)
+{
+    (void)state;
+    lw_bstate_t s = {0};
+    lw_alert_vec_t al = {0};
+    lw_bapply_out_t o;
+    const lw_rule_t *sp = lw_rules_find(g_rules, "inquiry_spree");
+    assert_non_null(sp);
+    int spi = (int)(sp - lw_rules_get(g_rules, 0));
+    int fired = 0;
+    lw_bstate_bind(&s, g_rule_ids, lw_rules_count(g_rules));
+    for (int i = 0; i < 10; i++) {
+        char id[40], inst[16];
+        snprintf(id, sizeof id, "inq-%d", i);
+        snprintf(inst, sizeof inst, "bank-%d", i);
+        lw_inquiry_t q = mkq(
+            id, inst, i < 8 ? LW_PURPOSE_LOAN_APPROVAL + i % 3 : LW_PURPOSE_POST_LOAN_MANAGEMENT,
+            T0 + i * HOUR);
+        assert_int_equal(lw_bstate_inquiry(&s, g_rules, &q, 100 + i, 1, 1, &al, &o),
+                         LW_APPLY_APPLIED);
+        for (size_t k = 0; k < o.n_fired; k++) {
+            assert_int_equal(o.fired[k], spi);
+            assert_int_equal(i, 5); /* the 6th distinct institution */
+            fired++;
+        }
+        /* replayed: counted once */
+        assert_int_equal(lw_bstate_inquiry(&s, g_rules, &q, 100 + i, 1, 1, &al, &o),
+                         LW_APPLY_DUPLICATE);
+    }
+    assert_int_equal(fired, 1);
+    assert_int_equal(al.n, 1);
+    assert_string_equal(al.v[0].rule_id, "inquiry_spree");
+    assert_string_equal(al.v[0].trigger_event_id, "inq-5");
+    assert_int_equal(al.v[0].window_count, 6);
+    assert_int_equal(s.n_inq, 10);
+    assert_int_equal(s.t, T0 + 9 * HOUR);
+    roundtrip(&s);
+    /* a version 4 string (no inquiry count) reads as no inquiry */
+    lw_bstate_t v4 = {0};
+    lw_sbuf_t b = {0};
+    assert_true(lw_bstate_encode(&v4, &b));
+    b.p[0] = LW_STATE_VERSION_V4;
+    assert_int_equal(lw_bstate_decode(&v4, b.p, b.len - 1), LW_OK);
+    assert_int_equal(v4.n_inq, 0);
+    /* a version 5 string cut before its inquiries is refused */
+    lw_sbuf_free(&b);
+    assert_true(lw_bstate_encode(&s, &b));
+    assert_int_equal(lw_bstate_decode(&v4, b.p, b.len - 3), LW_ERR_PARSE);
+    lw_sbuf_free(&b);
+    lw_bstate_free(&v4);
+    /* a loan event 31 days on: the approval inquiries left the 30 days, the rule clears */
+    lw_event_t e = mk(LW_EVENT_DRAWDOWN, "L1", "a", 1, T0 + 31 * DAY, 100);
+    assert_int_equal(apply(&s, &e, &al, &o), LW_APPLY_APPLIED);
+    bool cleared = false;
+    for (size_t k = 0; k < o.n_cleared; k++)
+        cleared |= o.cleared[k] == spi;
+    assert_true(cleared);
+    /* kept 90 days: an inquiry older than that is a replay of one pruned */
+    lw_inquiry_t old = mkq("inq-old", "bank-x", LW_PURPOSE_LOAN_APPROVAL, T0 + 31 * DAY - 90 * DAY);
+    assert_int_equal(lw_bstate_inquiry(&s, g_rules, &old, 99, 1, 1, &al, &o), LW_APPLY_DUPLICATE);
+    /* the limit: refused, nothing changed */
+    lw_rules_t *small = lw_rules_default();
+    lw_rules_set_inquiry_limit(small, 10);
+    lw_inquiry_t more = mkq("inq-more", "bank-y", LW_PURPOSE_LOAN_APPROVAL, T0 + 31 * DAY);
+    assert_int_equal(lw_bstate_inquiry(&s, small, &more, 98, 1, 1, &al, &o), LW_APPLY_REFUSED);
+    assert_non_null(strstr(o.reason, "--max-inquiries 10"));
+    assert_int_equal(s.n_inq, 10);
+    lw_rules_destroy(small);
+    lw_bstate_free(&s);
+    free(al.v);
 }
 
 int main(void)
@@ -737,6 +903,8 @@ int main(void)
         cmocka_unit_test(test_overflow_refused),
         cmocka_unit_test(test_pack_edits),
         cmocka_unit_test(test_layout_v3_read),
+        cmocka_unit_test(test_window_edges),
+        cmocka_unit_test(test_inquiries),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lw_rules_destroy(g_rules);

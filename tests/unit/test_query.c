@@ -186,8 +186,50 @@ static void test_tokens(void **state)
     assert_false(lw_tokens_check(tk, ""));
     assert_false(lw_tokens_check(tk, NULL));
     assert_false(lw_tokens_check(NULL, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"));
+    /* a token alone belongs to the bureau's staff */
+    assert_string_equal(lw_tokens_institution(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"), "BUREAU");
+    assert_null(lw_tokens_institution(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pV"));
     lw_tokens_destroy(tk);
     lw_tokens_destroy(NULL);
+
+    /* Issue 20: "TOKEN INSTITUTION_ID", each look-up recorded for its owner */
+    path = write_file("tokens-inst",
+                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-042\n"
+                      "Beta.Token~2+/Kq9sWmX7fRd==\t  card.co_7  \n"
+                      "staff-token-AAAAAAAAAAAAAAAA\n",
+                      0600);
+    tk = lw_tokens_load(path, err, sizeof err);
+    if (!tk)
+        fail_msg("%s", err);
+    assert_int_equal(lw_tokens_count(tk), 3);
+    assert_string_equal(lw_tokens_institution(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"), "bank-042");
+    assert_string_equal(lw_tokens_institution(tk, "Bearer Beta.Token~2+/Kq9sWmX7fRd=="),
+                        "card.co_7");
+    assert_string_equal(lw_tokens_institution(tk, "Bearer staff-token-AAAAAAAAAAAAAAAA"), "BUREAU");
+    assert_null(lw_tokens_institution(tk, "Bearer bank-042"));
+    assert_true(lw_tokens_check(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"));
+    lw_tokens_destroy(tk);
+    /* a token listed twice: its last line's institution (found by fuzz_tokens: the index
+     * of two matches was OR'ed together, past the end) */
+    path = write_file("tokens-dup",
+                      "staff-token-AAAAAAAAAAAAAAAA\ntok-alpha_1-Zq8rLmW3xY0pVb bank-1\n"
+                      "tok-alpha_1-Zq8rLmW3xY0pVb bank-2\n", /* lines 1 | 2 = 3: past the end */
+                      0600);
+    tk = lw_tokens_load(path, err, sizeof err);
+    assert_non_null(tk);
+    assert_string_equal(lw_tokens_institution(tk, "Bearer tok-alpha_1-Zq8rLmW3xY0pVb"), "bank-2");
+    assert_string_equal(lw_tokens_institution(tk, "Bearer staff-token-AAAAAAAAAAAAAAAA"), "BUREAU");
+    lw_tokens_destroy(tk);
+    path = write_file("tokens-inst-bad", "tok-alpha_1-Zq8rLmW3xY0pVb bank 042\n", 0600);
+    assert_null(lw_tokens_load(path, err, sizeof err));
+    assert_non_null(strstr(err, ":1: institution id"));
+
+    /* purpose= of a look-up */
+    assert_int_equal(lw_query_purpose_parse("LOAN_APPROVAL"), 0);
+    assert_int_equal(lw_query_purpose_parse("BORROWER_REQUEST"), 4);
+    assert_int_equal(lw_query_purpose_parse("loan_approval"), -1);
+    assert_int_equal(lw_query_purpose_parse(""), -1);
+    assert_int_equal(lw_query_purpose_parse(NULL), -1);
 
     /* Readable (or writable) by group or others: refused, with the fix. */
     path = write_file("tokens-open", "secret\n", 0644);

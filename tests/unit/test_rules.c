@@ -19,7 +19,7 @@
 static void test_defaults(void **state)
 {
     lw_rules_t *rs = lw_rules_default();
-    assert_int_equal(lw_rules_count(rs), 4);
+    assert_int_equal(lw_rules_count(rs), 5);
     const lw_rule_t *r = lw_rules_find(rs, "income_cap");
     assert_non_null(r);
     assert_int_equal(r->kind, LW_RULE_INCOME_CAP);
@@ -33,7 +33,15 @@ static void test_defaults(void **state)
     r = lw_rules_find(rs, "borrow_while_delinquent");
     assert_int_equal(r->kind, LW_RULE_BORROW_DELINQUENT);
     assert_int_equal(r->severity, LW_SEVERITY_CRITICAL);
-    assert_null(lw_rules_get(rs, 4));
+    r = lw_rules_find(rs, "inquiry_spree");
+    assert_non_null(r);
+    assert_int_equal(r->kind, LW_RULE_INQUIRY_SPREE);
+    assert_int_equal(r->severity, LW_SEVERITY_WARNING);
+    assert_int_equal(r->min_count, 6);
+    assert_int_equal(r->window_ms, 30LL * 86400000);
+    assert_int_equal(lw_rules_inquiry_keep_ms(rs), 90LL * 86400000);
+    assert_int_equal(lw_rules_max_inquiries(rs), LW_MAX_INQUIRIES_DEFAULT);
+    assert_null(lw_rules_get(rs, 5));
     lw_rules_destroy(rs);
     lw_rules_destroy(NULL);
 }
@@ -80,7 +88,8 @@ static void test_errors(void **state)
     expect_error("Bad-Id 1 INFO kind=stacking\n", "rule id 'Bad-Id'");
     expect_error("foo 1 INFO\n", "names no kind");
     expect_error("foo 1 INFO kind=nope\n", "kind 'nope'");
-    expect_error("stacking 1 INFO window=31d\n", "window '31d'");
+    expect_error("stacking 1 INFO window=91d\n", "window '91d'");
+    expect_error("stacking 1 INFO window=0\n", "window '0'");
     expect_error("stacking 1 INFO window=7w\n", "window '7w'");
     expect_error("multi_lender 1 INFO min_lenders=0\n", "min_lenders '0'");
     expect_error("multi_lender 1 INFO cap_fen=5\n", "unknown parameter 'cap_fen'");
@@ -89,6 +98,56 @@ static void test_errors(void **state)
     expect_error("income_cap 1 INFO\nincome_cap 2 INFO\n",
                  "f.rules:2: rule id 'income_cap' defined twice");
     expect_error("income_cap 1 INFO novalue\n", "expected key=value");
+    expect_error("inquiry_spree 1 INFO min_lenders=3\n", "unknown parameter 'min_lenders'");
+    expect_error("inquiry_spree 1 INFO min_institutions=0\n", "min_institutions '0'");
+    expect_error("inquiry_spree 1 INFO window=91d\n", "window '91d'");
+}
+
+/* Issue 20 item 3: windows from 1h to 90d, several of one kind at once
+ * (separate ids with kind=), and entries kept only as long as the longest
+ * window needs, at least the 30 days readers report. */
+static void test_windows_90d(void **state)
+{
+    char es[256];
+    lw_rules_t *d = lw_rules_default();
+    assert_int_equal(lw_rules_keep_ms(d), 30LL * 86400000);
+    lw_rules_destroy(d);
+    lw_rules_t *rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h min_lenders=2\n"
+                                    "stack_24h 1 INFO kind=stacking window=24h min_lenders=3\n"
+                                    "stack_7d 1 INFO kind=stacking window=7d\n"
+                                    "stack_90d 1 WARNING kind=stacking window=90d min_lenders=9\n",
+                                    "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    assert_int_equal(lw_rules_count(rs), 4);
+    assert_int_equal(lw_rules_find(rs, "stack_1h")->window_ms, 3600000);
+    assert_int_equal(lw_rules_find(rs, "stack_24h")->window_ms, 86400000);
+    assert_int_equal(lw_rules_find(rs, "stack_90d")->window_ms, 90LL * 86400000);
+    assert_int_equal(lw_rules_find(rs, "stack_90d")->min_count, 9);
+    assert_int_equal(lw_rules_keep_ms(rs), 90LL * 86400000);
+    lw_rules_destroy(rs);
+    /* short windows only: still the 30 days the readers report */
+    rs = lw_rules_parse("stack_1h 1 INFO kind=stacking window=1h\n", "t", es, sizeof es);
+    assert_non_null(rs);
+    assert_int_equal(lw_rules_keep_ms(rs), 30LL * 86400000);
+    lw_rules_destroy(rs);
+    /* inquiry_spree: its own parameters; a window past 90 days keeps inquiries longer */
+    rs = lw_rules_parse("spree_7d 2 CRITICAL kind=inquiry_spree min_institutions=3 window=7d\n"
+                        "inquiry_spree 1 WARNING window=90d\n",
+                        "t", es, sizeof es);
+    if (!rs)
+        fail_msg("%s", es);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->kind, LW_RULE_INQUIRY_SPREE);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->min_count, 3);
+    assert_int_equal(lw_rules_find(rs, "spree_7d")->window_ms, 7LL * 86400000);
+    assert_int_equal(lw_rules_find(rs, "inquiry_spree")->min_count, 6);
+    assert_int_equal(lw_rules_inquiry_keep_ms(rs), 90LL * 86400000);
+    assert_int_equal(lw_rules_keep_ms(rs), 30LL * 86400000); /* not a stacking window */
+    lw_rules_destroy(rs);
+    rs = lw_rules_parse("s45 1 INFO kind=stacking window=45d\n", "t", es, sizeof es);
+    assert_non_null(rs);
+    assert_int_equal(lw_rules_keep_ms(rs), 45LL * 86400000);
+    lw_rules_destroy(rs);
 }
 
 static void test_default_file(void **state)
@@ -134,11 +193,9 @@ static void test_script_has_options(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_default_file),
-        cmocka_unit_test(test_script_has_options),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_windows_90d),
+        cmocka_unit_test(test_default_file), cmocka_unit_test(test_script_has_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,8 @@ extern "C" {
 typedef enum lw_record_kind {
     LW_RECORD_LOAN_EVENT = 0,
     LW_RECORD_ALERT,
+    LW_RECORD_INQUIRY, /* CreditInquiry: one recorded look-up (issue 20) */
+    LW_RECORD__CNT
 } lw_record_kind_t;
 
 typedef struct lw_codec_s lw_codec_t;
@@ -49,12 +51,15 @@ LW_API void lw_codec_destroy(lw_codec_t *codec); /* NULL is fine */
  * small (a LoanEvent never needs more than LW_CODEC_MAX_EVENT bytes).
  * Does not validate: call lw_event_validate() first.
  */
-#define LW_CODEC_MAX_EVENT 1024
-#define LW_CODEC_MAX_ALERT 2048
+#define LW_CODEC_MAX_EVENT   1024
+#define LW_CODEC_MAX_ALERT   2048
+#define LW_CODEC_MAX_INQUIRY 256
 LW_API lw_err_t lw_codec_encode_event(lw_codec_t *codec, const lw_event_t *ev, void *buf,
                                       size_t cap, size_t *out_len);
 LW_API lw_err_t lw_codec_encode_alert(lw_codec_t *codec, const lw_alert_t *al, void *buf,
                                       size_t cap, size_t *out_len);
+LW_API lw_err_t lw_codec_encode_inquiry(lw_codec_t *codec, const lw_inquiry_t *iq, void *buf,
+                                        size_t cap, size_t *out_len);
 
 /*
  * Decodes one framed record written with any known schema version of the
@@ -68,6 +73,8 @@ LW_API lw_err_t lw_codec_decode_event(lw_codec_t *codec, const void *buf, size_t
                                       lw_event_t *ev, char *errstr, size_t errstr_size);
 LW_API lw_err_t lw_codec_decode_alert(lw_codec_t *codec, const void *buf, size_t len,
                                       lw_alert_t *al, char *errstr, size_t errstr_size);
+LW_API lw_err_t lw_codec_decode_inquiry(lw_codec_t *codec, const void *buf, size_t len,
+                                        lw_inquiry_t *iq, char *errstr, size_t errstr_size);
 
 /* Which kind of record a frame carries (by fingerprint); -1 if unknown. */
 LW_API int lw_codec_record_kind(lw_codec_t *codec, const void *buf, size_t len);

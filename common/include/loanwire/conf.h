@@ -24,6 +24,7 @@ extern "C" {
 #define LW_TOPIC_EVENTS       "loanwire.loan-events"
 #define LW_TOPIC_ALERTS       "loanwire.alerts"
 #define LW_TOPIC_DEAD_LETTERS "loanwire.dead-letters"
+#define LW_TOPIC_INQUIRIES    "loanwire.inquiries"
 #define LW_REDIS_ALERT_STREAM "lw:alerts"
 
 /* $LOANWIRE_BOOTSTRAP or the default. Static storage. */

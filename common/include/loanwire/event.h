@@ -102,14 +102,42 @@ typedef struct lw_alert {
     int64_t raised_at; /* event time of the trigger, ms since the epoch */
 } lw_alert_t;
 
+/* Why an institution looked a borrower up (schemas/CreditInquiry.avsc). The
+ * first three are approval purposes: counted in the exposure's inquiry
+ * figures and by the inquiry_spree rule; the others are shown, never counted. */
+typedef enum lw_inquiry_purpose {
+    LW_PURPOSE_LOAN_APPROVAL = 0,
+    LW_PURPOSE_CREDIT_CARD_APPROVAL,
+    LW_PURPOSE_GUARANTEE_REVIEW,
+    LW_PURPOSE_POST_LOAN_MANAGEMENT,
+    LW_PURPOSE_BORROWER_REQUEST,
+    LW_PURPOSE__CNT
+} lw_inquiry_purpose_t;
+
+static inline bool lw_purpose_is_approval(lw_inquiry_purpose_t p)
+{
+    return p <= LW_PURPOSE_GUARANTEE_REVIEW;
+}
+
+/* One recorded look-up (schemas/CreditInquiry.avsc). */
+typedef struct lw_inquiry {
+    char inquiry_id[LW_ID_MAX + 1];
+    char borrower_id[LW_BORROWER_ID_LEN + 1];
+    char institution_id[LW_ID_MAX + 1];
+    lw_inquiry_purpose_t purpose;
+    int64_t inquired_at; /* ms since the epoch */
+} lw_inquiry_t;
+
 /* Symbol names ("DRAWDOWN", "REVOLVING", "CRITICAL"); NULL when out of range. */
 LW_API const char *lw_event_type_name(lw_event_type_t t);
 LW_API const char *lw_product_name(lw_product_t p);
 LW_API const char *lw_severity_name(lw_severity_t s);
+LW_API const char *lw_purpose_name(lw_inquiry_purpose_t p);
 /* Parse a symbol name; returns -1 when unknown. */
 LW_API int lw_event_type_parse(const char *name);
 LW_API int lw_product_parse(const char *name);
 LW_API int lw_severity_parse(const char *name);
+LW_API int lw_purpose_parse(const char *name);
 
 #ifdef __cplusplus
 }

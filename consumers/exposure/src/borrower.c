@@ -123,6 +123,28 @@ static int64_t win_lenders(const lw_bstate_t *s, int64_t from, int64_t *count)
     return d;
 }
 
+/* Distinct institutions (and inquiries) among approval inquiries after
+ * `from` (post-loan management and the borrower's own requests are shown,
+ * never counted, as in PBOC reports). -1: out of memory. */
+static int64_t inq_institutions(const lw_bstate_t *s, int64_t from, int64_t *count)
+{
+    lw_kset_t seen;
+    if (!lw_kset_init(&seen, s->n_inq))
+        return -1;
+    int64_t n = 0;
+    for (size_t i = 0; i < s->n_inq; i++) {
+        const lw_binq_t *q = &s->inq[i];
+        if (q->at <= from || !lw_purpose_is_approval((lw_inquiry_purpose_t)q->purpose))
+            continue;
+        n++;
+        lw_kset_add(&seen, q->institution);
+    }
+    *count = n;
+    int64_t d = (int64_t)seen.n;
+    lw_kset_free(&seen);
+    return d;
+}
+
 static uint64_t sha_bits(const char *s, size_t n, int bytes)
 {
     unsigned char md[SHA_DIGEST_LENGTH];
@@ -196,6 +218,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
 
     const lw_event_type_t et = ev->event_type;
     const int64_t at = ev->occurred_at;
+    const int64_t keep_ms = rules->keep_ms;
     int64_t newt = at > s->t ? at : s->t;
     bool changed = newt != s->t;
 
@@ -227,7 +250,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         for (size_t i = 0; i < s->n_win; i++)
             if (s->win[i].idh == add.idh)
                 return LW_APPLY_DUPLICATE;
-        adding = at > newt - LW_WINDOW_KEEP_MS;
+        adding = at > newt - keep_ms;
     } else if (me) {
         if (ev->sequence == me->sequence)
             return LW_APPLY_DUPLICATE;
@@ -235,7 +258,7 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
             return LW_APPLY_OUT_OF_ORDER;
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
-        adding = klen > 0 && at > newt - LW_WINDOW_KEEP_MS;
+        adding = klen > 0 && at > newt - keep_ms;
         /* ... unless it is older than retention: it may be a pruned loan's */
         if (lw_retain_stale(s, rules, at))
             return refuse(out,
@@ -254,12 +277,13 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     if (adding && s->n_win >= rules->max_window) {
         size_t keep = 0;
         for (size_t i = 0; i < s->n_win; i++)
-            keep += s->win[i].at > newt - LW_WINDOW_KEEP_MS;
+            keep += s->win[i].at > newt - keep_ms;
         if (keep >= rules->max_window)
             return refuse(out,
-                          "limit: the borrower has %zu new loans and applications in 30 days, the "
-                          "most one borrower may have (--max-window-entries %zu); not applied",
-                          keep, rules->max_window);
+                          "limit: the borrower has %zu new loans and applications in %" PRId64
+                          " days, the most one borrower may have (--max-window-entries %zu); "
+                          "not applied",
+                          keep, keep_ms / 86400000, rules->max_window);
     }
     bool opened = false;
     lw_bloan_t before = {0};
@@ -326,9 +350,10 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     }
 
-    /* Prune entries past 30 days of the latest event time, add the new one. */
+    /* Prune entries past the kept window (lw_rules_keep_ms()) of the latest
+     * event time, add the new one. */
     s->t = newt;
-    int64_t lo = newt - LW_WINDOW_KEEP_MS;
+    int64_t lo = newt - keep_ms;
     size_t kept = 0;
     for (size_t i = 0; i < s->n_win; i++)
         if (s->win[i].at > lo)
@@ -385,6 +410,17 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
             cond = et == LW_EVENT_DRAWDOWN && a.otherdpd;
             clear = !a.anydpd;
             break;
+        case LW_RULE_INQUIRY_SPREE:
+            /* fires on an inquiry (lw_bstate_inquiry()); time passing clears it here */
+            if (!on)
+                continue;
+            wcount = inq_institutions(s, newt - r->window_ms, &cnt);
+            if (wcount < 0) {
+                out->nomem = true;
+                return LW_APPLY_DUPLICATE;
+            }
+            clear = wcount < r->min_count;
+            break;
         default:
             continue;
         }
@@ -429,6 +465,113 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
         changed = true;
     if (!changed && newmask == s->mask)
         return LW_APPLY_DUPLICATE;
+    s->mask = newmask;
+    s->fence_writer = writer;
+    s->fence_epoch = epoch;
+    out->changed = true;
+    return LW_APPLY_APPLIED;
+}
+
+/* ---- Applying one recorded inquiry (issue 20) ---------------------------------- */
+
+/* The alert of an inquiry_spree rule names the inquiry as its trigger: its
+ * id as the event id, its institution as platform and lender. */
+static void inquiry_trigger(const lw_inquiry_t *iq, lw_event_t *tev)
+{
+    memset(tev, 0, sizeof *tev);
+    memcpy(tev->event_id, iq->inquiry_id, sizeof tev->event_id);
+    memcpy(tev->borrower_id, iq->borrower_id, sizeof tev->borrower_id);
+    memcpy(tev->platform_id, iq->institution_id, sizeof tev->platform_id);
+    memcpy(tev->lender_id, iq->institution_id, sizeof tev->lender_id);
+    tev->occurred_at = iq->inquired_at;
+}
+
+lw_apply_code_t lw_bstate_inquiry(lw_bstate_t *s, const lw_rules_t *rules, const lw_inquiry_t *iq,
+                                  uint32_t institution, uint32_t writer, int64_t epoch,
+                                  lw_alert_vec_t *alerts, lw_bapply_out_t *out)
+{
+    out->changed = out->nomem = false;
+    out->reason[0] = '\0';
+    out->n_fired = out->n_cleared = 0;
+    if (writer && s->fence_writer == writer && epoch < s->fence_epoch)
+        return LW_APPLY_FENCED;
+
+    const int64_t at = iq->inquired_at, keep = rules->inq_keep_ms;
+    const int64_t newt = at > s->t ? at : s->t;
+    const uint64_t idh = sha_bits(iq->inquiry_id, strlen(iq->inquiry_id), 6);
+    /* counted once by its id; one older than what is kept is a replay of an
+     * inquiry already pruned (as an application is) */
+    if (at <= newt - keep)
+        return LW_APPLY_DUPLICATE;
+    for (size_t i = 0; i < s->n_inq; i++)
+        if (s->inq[i].idh == idh)
+            return LW_APPLY_DUPLICATE;
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n_inq; i++)
+        kept += s->inq[i].at > newt - keep;
+    if (kept >= rules->max_inquiries)
+        return refuse(out,
+                      "limit: the borrower has %zu recorded inquiries in %" PRId64
+                      " days, the most one borrower's state keeps (--max-inquiries %zu); "
+                      "not applied",
+                      kept, keep / 86400000, rules->max_inquiries);
+    if (!lw_bstate_inq_room(s, s->n_inq + 1)) {
+        out->nomem = true;
+        return LW_APPLY_DUPLICATE;
+    }
+    /* prune what left the kept time, insert in time order (oldest first) */
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_inq; i++)
+        if (s->inq[i].at > newt - keep)
+            s->inq[k++] = s->inq[i];
+    size_t pos = k;
+    while (pos > 0 && s->inq[pos - 1].at > at)
+        pos--;
+    memmove(&s->inq[pos + 1], &s->inq[pos], (k - pos) * sizeof *s->inq);
+    s->inq[pos] = (lw_binq_t){at, idh, institution, (uint8_t)iq->purpose};
+    s->n_inq = k + 1;
+    s->t = newt;
+
+    /* inquiry_spree rules, on the state after this inquiry */
+    aggr_t a;
+    bool nomem;
+    lw_event_t tev;
+    inquiry_trigger(iq, &tev);
+    if (!aggregate(s, NULL, &a, &nomem))
+        memset(&a, 0, sizeof a); /* a total past int64 is refused on the loan's own events */
+    if (nomem) {
+        out->nomem = true;
+        return LW_APPLY_DUPLICATE;
+    }
+    fire_ctx_t f = {&tev, &a, s, alerts, out};
+    uint64_t newmask = s->mask;
+    char reason[256];
+    for (size_t ri = 0; ri < rules->n; ri++) {
+        const lw_rule_t *r = &rules->rules[ri];
+        uint64_t bit = (uint64_t)1 << ri;
+        if (r->kind != LW_RULE_INQUIRY_SPREE)
+            continue;
+        int64_t cnt = 0, d = inq_institutions(s, newt - r->window_ms, &cnt);
+        if (d < 0) {
+            out->nomem = true;
+            return LW_APPLY_DUPLICATE;
+        }
+        bool on = s->mask & bit;
+        if (d >= r->min_count && !on) {
+            snprintf(reason, sizeof reason,
+                     "%" PRId64 " distinct institutions among %" PRId64
+                     " approval inquiries in %" PRId64 " ms >= %" PRId64,
+                     d, cnt, r->window_ms, r->min_count);
+            if (!fire(&f, (int)ri, r, r->min_count, d, r->window_ms, reason)) {
+                out->nomem = true;
+                return LW_APPLY_DUPLICATE;
+            }
+            newmask |= bit | LW_MASK_HIST;
+        } else if (on && d < r->min_count) {
+            out->cleared[out->n_cleared++] = (int)ri;
+            newmask &= ~bit;
+        }
+    }
     s->mask = newmask;
     s->fence_writer = writer;
     s->fence_epoch = epoch;

@@ -35,12 +35,24 @@
  * max.poll.interval.ms, in which case the batch is dropped). Redis or Kafka away: back off (capped,
  * logged) and retry the same step of the same batch; nothing is committed meanwhile.
  * consumers/README.md explains why this gives exactly-once effect.
+ *
+ * Recorded inquiries (issue 20): loanwire-query keys each CreditInquiry by
+ * borrower_id with the loan events' partitioner, and the inquiries topic
+ * has as many partitions as the events topic (checked at start), so a
+ * borrower's inquiries are in partition p of the inquiries topic when its
+ * events are in partition p of the events topic. The group subscribes to
+ * the events topic only; whoever is assigned events partition p also
+ * assigns itself inquiries partition p ("Inquiries" below). Both go through
+ * the same batches under events partition p's epoch and writer, so one
+ * owner, one fence, one sequence of writes per borrower, as before; the
+ * inquiries' offsets are stored and committed beside the events'.
  */
 #include "exposure_int.h"
 
 #include "loanwire/codec.h"
 #include "loanwire/conf.h"
 #include "loanwire/hash.h"
+#include "loanwire/id.h"
 #include "loanwire/json.h"
 #include "loanwire/latency.h"
 #include "loanwire/log.h"
@@ -66,6 +78,8 @@ typedef struct part_state {
     int64_t first_seen;  /* first offset polled since the assignment, -1 none */
     int64_t lag;         /* -1 unknown */
     int64_t fenced_ms;   /* lw_mono_ms() when it was found fenced */
+    int64_t inq_next;    /* inquiries partition p: next offset to apply, -1 unknown */
+    int64_t inq_first;   /* inquiries partition p: first offset polled, -1 none */
     int64_t fence_above; /* the newest stamp epoch that refused it (0: the epoch key moved) */
 } part_state_t;
 
@@ -82,6 +96,9 @@ typedef struct inflight {
 
 typedef struct counters {
     uint64_t consumed, applied, duplicates, out_of_order, fenced, dead_letters, alerts;
+    /* recorded inquiries: counted apart, so the figures above stay the loan
+     * events' (consumed = produced, applied + duplicates + ... = consumed) */
+    uint64_t inq_consumed, inq_applied, inq_duplicates;
     uint64_t refused; /* LW_APPLY_REFUSED: also counted in dead_letters */
     uint64_t alerts_by_rule[LW_RULES_MAX];
     uint64_t batches, produce_failed;
@@ -91,11 +108,13 @@ typedef struct counters {
 typedef struct batch {
     rd_kafka_message_t **msg;
     size_t n;
-    lw_event_t *ev; /* ev[i] decoded from msg[i] when ok[i] */
-    bool *ok;       /* msg[i] decoded and valid */
-    bool *used;     /* msg[i] was counted (its partition was ours at launch) */
-    size_t *idx;    /* store entry -> msg index */
-    size_t nev;     /* store entries */
+    lw_event_t *ev;   /* ev[i] decoded from msg[i] when ok[i] */
+    lw_inquiry_t *iq; /* iq[i] instead when is_inq[i]: msg[i] is from the inquiries topic */
+    bool *is_inq;
+    bool *ok;    /* msg[i] decoded and valid */
+    bool *used;  /* msg[i] was counted (its partition was ours at launch) */
+    size_t *idx; /* store entry -> msg index */
+    size_t nev;  /* store entries */
     lw_apply_result_t *results;
     lw_flush_t *flush; /* the store's, from its begin to its end */
     uint64_t seq;      /* its in-flight record */
@@ -127,6 +146,7 @@ typedef struct exp_ctx {
     rd_kafka_topic_t *warm[2];         /* alerts and dead-letter topics, looked up early */
     rd_kafka_topic_t *events; /* the consumer's topic, its leaders known before the assignment */
     uint64_t *pend_set;       /* open-addressing set of alerted borrowers still unacknowledged */
+    const char *inq_topic;    /* the inquiries topic read beside the events ("" none) */
     size_t pend_cap;
 } exp_ctx_t;
 
@@ -138,6 +158,7 @@ void lw_exposure_conf_init(lw_exposure_conf_t *c)
     c->topic = LW_TOPIC_EVENTS;
     c->alerts_topic = LW_TOPIC_ALERTS;
     c->dlq_topic = LW_TOPIC_DEAD_LETTERS;
+    c->inquiries_topic = NULL; /* LW_TOPIC_INQUIRIES beside the default events topic */
     c->redis_url = lw_conf_default_redis();
     c->status_every_s = 5;
     c->stall_s = 30;
@@ -319,7 +340,10 @@ static void inflight_settle(exp_ctx_t *x)
                 int32_t p = offs->elems[i].partition;
                 if (x->parts[p].fenced || !x->parts[p].owned)
                     continue;
-                x->parts[p].next_offset = offs->elems[i].offset;
+                if (strcmp(offs->elems[i].topic, x->conf->topic))
+                    x->parts[p].inq_next = offs->elems[i].offset; /* the inquiries topic */
+                else
+                    x->parts[p].next_offset = offs->elems[i].offset;
                 offs->elems[k++] = offs->elems[i];
             }
             offs->cnt = k;
@@ -423,6 +447,114 @@ static lw_err_t store_alerts_cb(void *opaque, void *flush_opaque, const char *co
 
 /* ---- Applying a batch ----------------------------------------------------- */
 
+/* ---- Inquiries ---------------------------------------------------------------- */
+
+/* Whether m is from the inquiries topic (else the events topic). */
+static bool is_inquiry_msg(const exp_ctx_t *x, const rd_kafka_message_t *m)
+{
+    return x->inq_topic && *x->inq_topic && !strcmp(rd_kafka_topic_name(m->rkt), x->inq_topic);
+}
+
+/* A CreditInquiry and what the state needs of it. */
+static const char *decode_inquiry(exp_ctx_t *x, const rd_kafka_message_t *m, lw_inquiry_t *iq,
+                                  char *why, size_t cap)
+{
+    char es[256];
+    lw_err_t err = lw_codec_decode_inquiry(x->codec, m->payload, m->len, iq, es, sizeof es);
+    if (err) {
+        snprintf(why, cap, "decode: %s: %s", lw_err2str(err), es);
+        return why;
+    }
+    if (!lw_borrower_id_is_valid(iq->borrower_id)) {
+        snprintf(why, cap, "validation: borrower_id: not 22 base64url characters");
+        return why;
+    }
+    if (!iq->inquiry_id[0] || !iq->institution_id[0]) {
+        snprintf(why, cap, "validation: %s: empty",
+                 iq->inquiry_id[0] ? "institution_id" : "inquiry_id");
+        return why;
+    }
+    if (iq->inquired_at < 0 || iq->inquired_at >= LW_STATE_NUM_MAX) {
+        snprintf(why, cap, "validation: inquired_at: %" PRId64 " is out of range", iq->inquired_at);
+        return why;
+    }
+    return NULL;
+}
+
+/* The assignment the group gave (events partitions) and, beside each, the
+ * same partition of the inquiries topic: a new list the caller destroys. */
+static rd_kafka_topic_partition_list_t *with_inquiries(exp_ctx_t *x,
+                                                       const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+    const char *it = x->inq_topic;
+    if (!it || !*it)
+        return l;
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        /* a partition read from the beginning has its inquiries read so too;
+         * else the committed offset (auto.offset.reset earliest) */
+        rd_kafka_topic_partition_list_add(l, it, tp->partition)->offset =
+            tp->offset == RD_KAFKA_OFFSET_BEGINNING ? RD_KAFKA_OFFSET_BEGINNING
+                                                    : RD_KAFKA_OFFSET_INVALID;
+        if (tp->partition >= 0 && tp->partition < MAX_PARTS) {
+            x->parts[tp->partition].inq_next = -1;
+            x->parts[tp->partition].inq_first = -1;
+        }
+    }
+    /* where they start: their committed offsets (the lag and a rewind need them) */
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = parts->cnt; i < l->cnt; i++)
+        if (l->elems[i].offset != RD_KAFKA_OFFSET_BEGINNING && l->elems[i].partition >= 0 &&
+            l->elems[i].partition < MAX_PARTS)
+            rd_kafka_topic_partition_list_add(c, it, l->elems[i].partition);
+    if (c->cnt && rd_kafka_committed(x->rk, c, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < c->cnt; i++)
+            if (c->elems[i].offset >= 0)
+                x->parts[c->elems[i].partition].inq_next = c->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(c);
+    return l;
+}
+
+/* Refuses to start when the inquiries topic exists with another partition
+ * count than the events topic: a borrower's inquiries would then land in
+ * another partition than its events, under another owner. An inquiries
+ * topic not there yet is only warned about (loanwire-topics creates it). */
+static bool inquiries_check(exp_ctx_t *x, char *errstr, size_t errstr_size)
+{
+    const char *it = x->inq_topic;
+    int cnt[2] = {-1, -1};
+    const char *names[2] = {x->conf->topic, it};
+    if (!it || !*it)
+        return true;
+    for (int k = 0; k < 2; k++) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(x->rk, names[k], NULL);
+        if (rkt && rd_kafka_metadata(x->rk, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            md->topic_cnt == 1 && !md->topics[0].err)
+            cnt[k] = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+    }
+    if (cnt[1] < 0) {
+        lw_warn("inquiries topic %s not found: no inquiry is counted until it exists "
+                "(loanwire-topics create --inquiries-topic %s)",
+                it, it);
+        return true;
+    }
+    if (cnt[0] >= 0 && cnt[0] != cnt[1]) {
+        snprintf(errstr, errstr_size,
+                 "inquiries topic %s has %d partitions and events topic %s %d: they must have "
+                 "as many, so that a borrower's inquiries land in the partition of its events "
+                 "(loanwire-topics creates them so)",
+                 it, cnt[1], x->conf->topic, cnt[0]);
+        return false;
+    }
+    return true;
+}
+
 static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t *ev, char *why,
                           size_t cap)
 {
@@ -507,8 +639,11 @@ static void write_latency(exp_ctx_t *x)
 static void batch_prepare(exp_ctx_t *x, batch_t *b)
 {
     char why[512];
-    for (size_t i = 0; i < b->n; i++)
-        b->ok[i] = !decode(x, b->msg[i], &b->ev[i], why, sizeof why);
+    for (size_t i = 0; i < b->n; i++) {
+        b->is_inq[i] = is_inquiry_msg(x, b->msg[i]);
+        b->ok[i] = b->is_inq[i] ? !decode_inquiry(x, b->msg[i], &b->iq[i], why, sizeof why)
+                                : !decode(x, b->msg[i], &b->ev[i], why, sizeof why);
+    }
 }
 
 typedef enum store_step { STEP_BEGIN, STEP_COMMIT, STEP_END } store_step_t;
@@ -607,6 +742,9 @@ static void rewind_owned(exp_ctx_t *x)
         int64_t at = ps->next_offset >= 0 ? ps->next_offset : ps->first_seen;
         if (ps->owned && at >= 0)
             rd_kafka_topic_partition_list_add(l, x->conf->topic, p)->offset = at;
+        int64_t iat = ps->inq_next >= 0 ? ps->inq_next : ps->inq_first;
+        if (ps->owned && iat >= 0 && x->inq_topic && *x->inq_topic)
+            rd_kafka_topic_partition_list_add(l, x->inq_topic, p)->offset = iat;
     }
     rd_kafka_error_t *e = l->cnt ? rd_kafka_seek_partitions(x->rk, l, 10000) : NULL;
     if (e) {
@@ -680,18 +818,19 @@ static void fences_check(exp_ctx_t *x)
 /* Settles the results of the batch whose write ended. */
 static void batch_settle(exp_ctx_t *x, batch_t *b)
 {
-    int64_t store_off[MAX_PARTS];
-    bool touched[MAX_PARTS];
+    int64_t store_off[MAX_PARTS], inq_off[MAX_PARTS];
+    bool touched[MAX_PARTS], inq_touched[MAX_PARTS];
 
     for (size_t k = 0; k < b->nev; k++) {
         const lw_apply_result_t *r = &b->results[k];
         int32_t p = b->msg[b->idx[k]]->partition;
+        bool inq = b->is_inq[b->idx[k]];
         switch (r->code) {
         case LW_APPLY_APPLIED:
-            x->c.applied++;
+            (*(inq ? &x->c.inq_applied : &x->c.applied))++;
             break;
         case LW_APPLY_DUPLICATE:
-            x->c.duplicates++;
+            (*(inq ? &x->c.inq_duplicates : &x->c.duplicates))++;
             break;
         case LW_APPLY_OUT_OF_ORDER:
             x->c.out_of_order++;
@@ -723,21 +862,27 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         return;
 
     memset(touched, 0, sizeof touched);
+    memset(inq_touched, 0, sizeof inq_touched);
     for (size_t i = 0; i < b->n; i++) {
         const rd_kafka_message_t *m = b->msg[i];
         if (!b->used[i])
             continue;
-        if (!touched[m->partition] || m->offset + 1 > store_off[m->partition]) {
-            touched[m->partition] = true;
-            store_off[m->partition] = m->offset + 1;
+        bool *t = b->is_inq[i] ? inq_touched : touched;
+        int64_t *off = b->is_inq[i] ? inq_off : store_off;
+        if (!t[m->partition] || m->offset + 1 > off[m->partition]) {
+            t[m->partition] = true;
+            off[m->partition] = m->offset + 1;
         }
     }
     inflight_t *f = &x->inflight[b->seq % INFLIGHT_MAX];
     f->offs = rd_kafka_topic_partition_list_new(8);
     for (int32_t p = 0; p < MAX_PARTS; p++) {
-        if (!touched[p] || x->parts[p].fenced || !x->parts[p].owned)
+        if ((!touched[p] && !inq_touched[p]) || x->parts[p].fenced || !x->parts[p].owned)
             continue;
-        rd_kafka_topic_partition_list_add(f->offs, x->conf->topic, p)->offset = store_off[p];
+        if (touched[p])
+            rd_kafka_topic_partition_list_add(f->offs, x->conf->topic, p)->offset = store_off[p];
+        if (inq_touched[p])
+            rd_kafka_topic_partition_list_add(f->offs, x->inq_topic, p)->offset = inq_off[p];
     }
     f->applied = true;
 }
@@ -793,12 +938,18 @@ static void batch_launch(exp_ctx_t *x)
         b->used[i] = p >= 0 && p < MAX_PARTS && x->parts[p].owned && !x->parts[p].fenced;
         if (!b->used[i])
             continue;
-        x->c.consumed++;
+        (*(b->is_inq[i] ? &x->c.inq_consumed : &x->c.consumed))++;
         if (!b->ok[i]) {
-            produce_dlq(x, b->seq, m, decode(x, m, &b->ev[i], why, sizeof why));
+            produce_dlq(x, b->seq, m,
+                        b->is_inq[i] ? decode_inquiry(x, m, &b->iq[i], why, sizeof why)
+                                     : decode(x, m, &b->ev[i], why, sizeof why));
             continue;
         }
-        if (lw_store_append(x->store, &b->ev[i], cf->topic, p, x->parts[p].epoch) != LW_OK) {
+        /* an inquiry goes under the writer and epoch of its events partition */
+        if ((b->is_inq[i]
+                 ? lw_store_append_inquiry(x->store, &b->iq[i], cf->topic, p, x->parts[p].epoch)
+                 : lw_store_append(x->store, &b->ev[i], cf->topic, p, x->parts[p].epoch)) !=
+            LW_OK) {
             x->fatal = true;
             snprintf(x->fatal_msg, sizeof x->fatal_msg, "out of memory");
             return;
@@ -904,10 +1055,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(x, parts);
+        /* the inquiries partitions p go with the events partitions p */
+        rd_kafka_topic_partition_list_t *all = with_inquiries(x, parts);
         if (coop)
-            ke = rd_kafka_incremental_assign(rk, parts);
+            ke = rd_kafka_incremental_assign(rk, all);
         else
-            rd_kafka_assign(rk, parts);
+            rd_kafka_assign(rk, all);
+        rd_kafka_topic_partition_list_destroy(all);
         if (ke) {
             lw_error("incremental assign: %s", rd_kafka_error_string(ke));
             rd_kafka_error_destroy(ke);
@@ -935,9 +1089,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++)
         if (parts->elems[i].partition >= 0 && parts->elems[i].partition < MAX_PARTS)
             x->parts[parts->elems[i].partition].owned = false;
-    if (coop)
-        ke = rd_kafka_incremental_unassign(rk, parts);
-    else
+    if (coop) {
+        rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_copy(parts);
+        if (x->inq_topic && *x->inq_topic)
+            for (int i = 0; i < parts->cnt; i++)
+                rd_kafka_topic_partition_list_add(all, x->inq_topic, parts->elems[i].partition);
+        ke = rd_kafka_incremental_unassign(rk, all);
+        rd_kafka_topic_partition_list_destroy(all);
+    } else
         rd_kafka_assign(rk, NULL);
     if (ke) {
         lw_error("incremental unassign: %s", rd_kafka_error_string(ke));
@@ -968,6 +1127,25 @@ static void stall_watch(exp_ctx_t *x, int64_t lag, int64_t now)
         x->stalled_ms = now;
 }
 
+/* The lag of inquiries partition p (read beside events partition p): 0
+ * without an inquiries topic; clears *caught_up while some are unread. */
+static int64_t inquiries_lag(exp_ctx_t *x, int32_t p, bool *caught_up)
+{
+    const char *it = x->inq_topic;
+    int64_t lo = -1, hi = -1;
+    if (!it || !*it)
+        return 0;
+    rd_kafka_get_watermark_offsets(x->rk, it, p, &lo, &hi);
+    if (hi < 0)
+        return 0; /* not fetched yet, or no such topic: nothing known to wait for */
+    const part_state_t *ps = &x->parts[p];
+    int64_t lag = ps->inq_next >= 0 ? (hi > ps->inq_next ? hi - ps->inq_next : 0)
+                                    : (lo >= 0 && hi > lo ? hi - lo : 0);
+    if (lag > 0)
+        *caught_up = false;
+    return lag;
+}
+
 static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
 {
     *total = 0;
@@ -991,7 +1169,7 @@ static void update_lag(exp_ctx_t *x, int64_t *total, bool *caught_up)
             ps->lag = lo >= 0 && hi > lo ? hi - lo : 0;
         if (ps->fenced || ps->lag > 0 || (ps->next_offset < 0 && hi != lo))
             *caught_up = false;
-        *total += ps->lag;
+        *total += ps->lag + inquiries_lag(x, p, caught_up);
     }
     if (!any)
         *caught_up = false;
@@ -1159,6 +1337,8 @@ static void ctx_destroy(exp_ctx_t *x)
         batch_t *b = &x->bufs[i];
         free(b->msg);
         free(b->ev);
+        free(b->iq);
+        free(b->is_inq);
         free(b->ok);
         free(b->used);
         free(b->idx);
@@ -1209,6 +1389,13 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         ctx_destroy(x);
         return LW_ERR_CONFIG;
     }
+    lw_rules_set_inquiry_limit(x->rules, cf->max_inquiries);
+    /* not named: loanwire.inquiries beside loanwire.loan-events; beside another
+     * events topic none (its inquiries topic must be named: it must have as
+     * many partitions as that topic, which loanwire.inquiries may not) */
+    x->inq_topic = cf->inquiries_topic                   ? cf->inquiries_topic
+                   : !strcmp(cf->topic, LW_TOPIC_EVENTS) ? LW_TOPIC_INQUIRIES
+                                                         : "";
     x->codec = lw_codec_new(errstr, errstr_size);
     if (!x->codec) {
         ctx_destroy(x);
@@ -1235,8 +1422,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         b->ok = calloc(bm, sizeof *b->ok);
         b->used = calloc(bm, sizeof *b->used);
         b->idx = calloc(bm, sizeof *b->idx);
+        b->iq = calloc(bm, sizeof *b->iq);
+        b->is_inq = calloc(bm, sizeof *b->is_inq);
         b->results = calloc(bm, sizeof *b->results);
-        ok = ok && b->msg && b->ev && b->ok && b->used && b->idx && b->results;
+        ok =
+            ok && b->msg && b->ev && b->iq && b->is_inq && b->ok && b->used && b->idx && b->results;
     }
     if (!ok) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -1320,6 +1510,10 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     if (x->events &&
         rd_kafka_metadata(x->rk, 0, x->events, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
         rd_kafka_metadata_destroy(md);
+    if (!inquiries_check(x, errstr, errstr_size)) {
+        ctx_destroy(x);
+        return LW_ERR_CONFIG;
+    }
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, cf->topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t kerr = rd_kafka_subscribe(x->rk, subs);
@@ -1353,9 +1547,12 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
                 }
                 rd_kafka_message_destroy(m);
             } else {
-                if (m->partition >= 0 && m->partition < MAX_PARTS &&
-                    x->parts[m->partition].first_seen < 0)
-                    x->parts[m->partition].first_seen = m->offset;
+                if (m->partition >= 0 && m->partition < MAX_PARTS) {
+                    int64_t *fs = is_inquiry_msg(x, m) ? &x->parts[m->partition].inq_first
+                                                       : &x->parts[m->partition].first_seen;
+                    if (*fs < 0)
+                        *fs = m->offset;
+                }
                 x->fill->msg[x->fill->n++] = m;
             }
             if (x->fill->n == bm)
@@ -1448,9 +1645,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     }
     lw_info("stopped after %.1f s: consumed %" PRIu64 " applied %" PRIu64 " duplicates %" PRIu64
             " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64
-            " (refused by the state %" PRIu64 ")",
+            " (refused by the state %" PRIu64 "); inquiries consumed %" PRIu64 " applied %" PRIu64
+            " duplicates %" PRIu64,
             (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
-            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused);
+            x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused,
+            x->c.inq_consumed, x->c.inq_applied, x->c.inq_duplicates);
     if (x->lat_state)
         write_latency(x);
     ctx_destroy(x);

@@ -17,8 +17,15 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Window entries are kept this long behind the borrower's latest event. */
-#define LW_WINDOW_KEEP_MS LW_WINDOW_30D
+/* Rule windows run from 1 ms to 90 days (issue 20). Window entries are kept
+ * behind the borrower's latest event as long as the pack's longest window
+ * needs, and at least the 30 days the readers report (lw_state_read()'s
+ * 24h/7d/30d counts): a pack with windows up to 30 days pays nothing for
+ * the longer range (lw_rules_keep_ms()). */
+#define LW_WINDOW_MAX_MS      (90LL * 24 * 3600 * 1000)
+#define LW_WINDOW_MIN_KEEP_MS LW_WINDOW_30D
+/* Inquiries are kept at least the 90 days readers report (inquiries_90d). */
+#define LW_INQ_MIN_KEEP_MS LW_WINDOW_90D
 _Static_assert(LW_RULES_MAX <= LW_RULES_MAX_BITS, "a rule's open flag is a bit below LW_MASK_HIST");
 
 struct lw_rules_s {
@@ -26,6 +33,9 @@ struct lw_rules_s {
     lw_rule_t rules[LW_RULES_MAX];
     size_t max_loans, max_window;                /* limits per borrower (lw_rules_set_limits) */
     int64_t retain_ended_ms, retain_negative_ms; /* retention.c; 0: default */
+    int64_t keep_ms;                             /* window entries kept this long (rules_keep()) */
+    size_t max_inquiries;                        /* inquiries kept per borrower */
+    int64_t inq_keep_ms;                         /* inquiries kept this long (rules_keep()) */
 };
 
 /* Room for one alert's JSON: its strings escaped at worst 6 bytes a byte. */
@@ -69,6 +79,16 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
  * says whether it dropped any. */
 bool lw_retain_stale(const lw_bstate_t *s, const lw_rules_t *rules, int64_t at);
 bool lw_retain_prune(lw_bstate_t *s, const lw_rules_t *rules);
+
+/* Applies one recorded inquiry (CreditInquiry) to its borrower's state: kept
+ * (oldest first, at most the pack's max_inquiries within its keep time,
+ * else LW_APPLY_REFUSED), counted once by its id (LW_APPLY_DUPLICATE for a
+ * replay), then the inquiry_spree rules. institution is the string id of
+ * its institution; writer and epoch fence it as lw_bstate_apply() does
+ * (the writer of the loan-event partition it belongs with). */
+lw_apply_code_t lw_bstate_inquiry(lw_bstate_t *s, const lw_rules_t *rules, const lw_inquiry_t *iq,
+                                  uint32_t institution, uint32_t writer, int64_t epoch,
+                                  lw_alert_vec_t *alerts, lw_bapply_out_t *out);
 /* alert_id = first 32 hex digits of SHA1(borrower|rule|event_id). */
 void lw_alert_id(const char *borrower_id, const char *rule_id, const char *event_id, char out[33]);
 

@@ -20,7 +20,7 @@
 #include <string.h>
 
 static const char *kind_names[LW_RULE__CNT] = {
-    NULL, "income_cap", "multi_lender", "stacking", "borrow_while_delinquent",
+    NULL, "income_cap", "multi_lender", "stacking", "borrow_while_delinquent", "inquiry_spree",
 };
 
 const char *lw_rule_kind_name(lw_rule_kind_t k)
@@ -43,8 +43,8 @@ static void rule_defaults(lw_rule_t *r, lw_rule_kind_t kind)
     r->kind = kind;
     r->cap_fen = 30000000; /* RMB 300,000 */
     r->income_divisor = 3;
-    r->min_count = kind == LW_RULE_STACKING ? 5 : 4;
-    r->window_ms = 7LL * 24 * 3600 * 1000;
+    r->min_count = kind == LW_RULE_STACKING ? 5 : kind == LW_RULE_INQUIRY_SPREE ? 6 : 4;
+    r->window_ms = kind == LW_RULE_INQUIRY_SPREE ? LW_WINDOW_30D : 7LL * 24 * 3600 * 1000;
 }
 
 static lw_rules_t *rules_alloc(void)
@@ -53,8 +53,47 @@ static lw_rules_t *rules_alloc(void)
     if (rs) {
         rs->max_loans = LW_MAX_LOANS_DEFAULT;
         rs->max_window = LW_MAX_WINDOW_DEFAULT;
+        rs->keep_ms = LW_WINDOW_MIN_KEEP_MS;
+        rs->max_inquiries = LW_MAX_INQUIRIES_DEFAULT;
+        rs->inq_keep_ms = LW_INQ_MIN_KEEP_MS;
     }
     return rs;
+}
+
+/* Window entries are kept as long as the longest window of the pack needs
+ * (at least what readers report): a 90-day rule costs memory only where it
+ * is configured (issue 20). */
+static void rules_keep(lw_rules_t *rs)
+{
+    rs->keep_ms = LW_WINDOW_MIN_KEEP_MS;
+    rs->inq_keep_ms = LW_INQ_MIN_KEEP_MS;
+    for (size_t i = 0; i < rs->n; i++) {
+        const lw_rule_t *r = &rs->rules[i];
+        if (r->kind == LW_RULE_STACKING && r->window_ms > rs->keep_ms)
+            rs->keep_ms = r->window_ms;
+        if (r->kind == LW_RULE_INQUIRY_SPREE && r->window_ms > rs->inq_keep_ms)
+            rs->inq_keep_ms = r->window_ms;
+    }
+}
+
+int64_t lw_rules_keep_ms(const lw_rules_t *rules)
+{
+    return rules->keep_ms;
+}
+
+int64_t lw_rules_inquiry_keep_ms(const lw_rules_t *rules)
+{
+    return rules->inq_keep_ms;
+}
+
+void lw_rules_set_inquiry_limit(lw_rules_t *rules, size_t max_inquiries)
+{
+    rules->max_inquiries = max_inquiries ? max_inquiries : LW_MAX_INQUIRIES_DEFAULT;
+}
+
+size_t lw_rules_max_inquiries(const lw_rules_t *rules)
+{
+    return rules->max_inquiries;
 }
 
 void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window)
@@ -84,6 +123,7 @@ lw_rules_t *lw_rules_default(void)
         {"multi_lender", LW_RULE_MULTI_LENDER, LW_SEVERITY_WARNING},
         {"stacking", LW_RULE_STACKING, LW_SEVERITY_WARNING},
         {"borrow_while_delinquent", LW_RULE_BORROW_DELINQUENT, LW_SEVERITY_CRITICAL},
+        {"inquiry_spree", LW_RULE_INQUIRY_SPREE, LW_SEVERITY_WARNING},
     };
     lw_rules_t *rs = rules_alloc();
     if (!rs)
@@ -95,6 +135,7 @@ lw_rules_t *lw_rules_default(void)
         r->severity = d[i].sev;
         rule_defaults(r, d[i].kind);
     }
+    rules_keep(rs);
     return rs;
 }
 
@@ -247,14 +288,14 @@ lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, siz
             if (!strncmp(tok[i], "kind=", 5)) {
                 kind = kind_parse(tok[i] + 5);
                 if (kind < 0)
-                    FAIL("kind '%s': expected income_cap, multi_lender, stacking or "
-                         "borrow_while_delinquent",
+                    FAIL("kind '%s': expected income_cap, multi_lender, stacking, "
+                         "borrow_while_delinquent or inquiry_spree",
                          tok[i] + 5);
             }
         }
         if (kind < 0)
             FAIL("rule '%s' names no kind: add kind=<income_cap|multi_lender|stacking|"
-                 "borrow_while_delinquent>",
+                 "borrow_while_delinquent|inquiry_spree>",
                  r->id);
         rule_defaults(r, (lw_rule_kind_t)kind);
 
@@ -273,14 +314,18 @@ lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, siz
                 if (!parse_i64(val, &r->income_divisor) || r->income_divisor < 1 ||
                     r->income_divisor > 1000)
                     FAIL("income_divisor '%s': expected 1..1000", val);
-            } else if ((!strcmp(key, "min_lenders") || !strcmp(key, "min_count")) &&
-                       (kind == LW_RULE_MULTI_LENDER || kind == LW_RULE_STACKING)) {
+            } else if ((((!strcmp(key, "min_lenders") || !strcmp(key, "min_count")) &&
+                         (kind == LW_RULE_MULTI_LENDER || kind == LW_RULE_STACKING))) ||
+                       ((!strcmp(key, "min_institutions") || !strcmp(key, "min_count")) &&
+                        kind == LW_RULE_INQUIRY_SPREE)) {
                 if (!parse_i64(val, &r->min_count) || r->min_count < 1 || r->min_count > 1000)
                     FAIL("%s '%s': expected 1..1000", key, val);
-            } else if (!strcmp(key, "window") && kind == LW_RULE_STACKING) {
+            } else if (!strcmp(key, "window") &&
+                       (kind == LW_RULE_STACKING || kind == LW_RULE_INQUIRY_SPREE)) {
                 if (!parse_duration_ms(val, &r->window_ms) || r->window_ms < 1 ||
-                    r->window_ms > LW_WINDOW_KEEP_MS)
-                    FAIL("window '%s': expected a duration up to 30d (e.g. 7d, 24h, 90m)", val);
+                    r->window_ms > LW_WINDOW_MAX_MS)
+                    FAIL("window '%s': expected a duration up to 90d (e.g. 90d, 7d, 24h, 90m)",
+                         val);
             } else {
                 FAIL("unknown parameter '%s' for a %s rule", key,
                      lw_rule_kind_name((lw_rule_kind_t)kind));
@@ -288,6 +333,7 @@ lw_rules_t *lw_rules_parse(const char *text, const char *name, char *errstr, siz
         }
         rs->n++;
     }
+    rules_keep(rs);
     return rs;
 fail:
     free(rs);

@@ -312,7 +312,41 @@ lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic
     pe->topic = topic;
     pe->partition = partition;
     pe->epoch = epoch;
+    pe->inquiry = false;
     return LW_OK;
+}
+
+lw_err_t lw_store_append_inquiry(lw_store_t *st, const lw_inquiry_t *iq, const char *topic,
+                                 int32_t partition, int64_t epoch)
+{
+    /* the borrower, the institution (interned as platform and lender) and
+     * the time travel as the event fields the store already handles */
+    lw_event_t ev;
+    memset(&ev, 0, sizeof ev);
+    memcpy(ev.event_id, iq->inquiry_id, sizeof ev.event_id);
+    memcpy(ev.borrower_id, iq->borrower_id, sizeof ev.borrower_id);
+    memcpy(ev.platform_id, iq->institution_id, sizeof ev.platform_id);
+    memcpy(ev.lender_id, iq->institution_id, sizeof ev.lender_id);
+    ev.occurred_at = iq->inquired_at;
+    lw_err_t err = lw_store_append(st, &ev, topic, partition, epoch);
+    if (err == LW_OK) {
+        flush_t *f = next_flush(st);
+        pending_ev_t *pe = &f->ev[f->n - 1];
+        pe->inquiry = true;
+        pe->purpose = iq->purpose;
+    }
+    return err;
+}
+
+/* The inquiry a queued entry holds (lw_store_append_inquiry()). */
+static void pending_inquiry(const pending_ev_t *pe, lw_inquiry_t *iq)
+{
+    memset(iq, 0, sizeof *iq);
+    memcpy(iq->inquiry_id, pe->ev.event_id, sizeof iq->inquiry_id);
+    memcpy(iq->borrower_id, pe->ev.borrower_id, sizeof iq->borrower_id);
+    memcpy(iq->institution_id, pe->ev.lender_id, sizeof iq->institution_id);
+    iq->purpose = pe->purpose;
+    iq->inquired_at = pe->ev.occurred_at;
 }
 
 static lw_err_t conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size)
@@ -727,8 +761,16 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
             continue;
         }
         pe->alert0 = f->alerts.n;
-        lw_apply_code_t code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender,
-                                               pe->writer, pe->epoch, &f->alerts, &o);
+        lw_apply_code_t code;
+        if (pe->inquiry) {
+            lw_inquiry_t iq;
+            pending_inquiry(pe, &iq);
+            code = lw_bstate_inquiry(&s->st, st->rules, &iq, pe->lender, pe->writer, pe->epoch,
+                                     &f->alerts, &o);
+        } else {
+            code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender, pe->writer,
+                                   pe->epoch, &f->alerts, &o);
+        }
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;

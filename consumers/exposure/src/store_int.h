@@ -35,6 +35,10 @@ typedef struct pending_ev {
     size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
     size_t next;               /* the next event of its borrower, or NONE */
     bool replay;               /* a repeat of an event that may have raised alerts */
+    /* a recorded inquiry (lw_store_append_inquiry()): ev holds its trigger
+     * (id, borrower, institution as platform and lender, time) */
+    bool inquiry;
+    lw_inquiry_purpose_t purpose;
 } pending_ev_t;
 
 /* One distinct borrower of the flush. */

@@ -31,8 +31,10 @@ local out = {}
 local SKEY = KEYS[n + 1]
 local byte, sub = string.byte, string.sub
 
--- The fence stamp: the varints after the version byte (writer, epoch). A
--- layout version 2 stamp named a partition without its topic: no writer.
+-- The fence stamp: the varints after the version byte (writer, epoch), in
+-- every layout from 3 on (5 appends the inquiries at the end, after the
+-- stamp). A layout version 2 stamp named a partition without its topic: no
+-- writer.
 local function stamp(s)
     if byte(s, 1) < 3 then return 0, 0 end
     local vals, i = {}, 2

@@ -43,6 +43,11 @@ static void usage(FILE *f)
         "  -t, --topic NAME     loan events (default %s)\n"
         "  --alerts-topic NAME  alerts out (default %s)\n"
         "  --dlq-topic NAME     dead letters out (default %s)\n"
+        "  --inquiries-topic NAME  recorded credit inquiries in (loanwire-query writes\n"
+        "                       them; default %s with the default events topic,\n"
+        "                       none with another; \"\" none): partition p is read by\n"
+        "                       the owner of the events topic's partition p (as many\n"
+        "                       partitions as the events topic, or it refuses to start)\n"
         "  --redis URL          redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (default\n"
         "                       $LOANWIRE_REDIS or %s); percent-encoded\n"
         "                       user and password, never logged\n"
@@ -63,7 +68,10 @@ static void usage(FILE *f)
         "  --max-loans N        loans one borrower may have (default %d); an event\n"
         "                       opening one more goes to the dead letters, with why\n"
         "  --max-window-entries N  new loans + applications one borrower may have in\n"
-        "                       30 days (default %d); beyond: dead letters\n"
+        "                       the kept window (30 days, or the longest rule window\n"
+        "                       up to 90d; default %d); beyond: dead letters\n"
+        "  --max-inquiries N    recorded inquiries one borrower's state keeps (90 days;\n"
+        "                       default %d); beyond: dead letters\n"
         "  --retain-ended DUR   a closed loan leaves its borrower's state DUR after it\n"
         "                       ended, by event time (default 90d; 5y, 2160h, off);\n"
         "                       an event for a loan not held, dated more than DUR\n"
@@ -102,8 +110,9 @@ static void usage(FILE *f)
         "--exit-on-idle); 1 could not start (Redis, Kafka, rules file), failed hard,\n"
         "or was stopped during an outage with a batch left uncommitted; 2 usage error.\n",
         LW_DEFAULT_BOOTSTRAP, LW_TOPIC_EVENTS, LW_TOPIC_ALERTS, LW_TOPIC_DEAD_LETTERS,
-        LW_DEFAULT_REDIS, LW_MAX_LOANS_DEFAULT, LW_MAX_WINDOW_DEFAULT,
-        (long long)(LW_MAX_FUTURE_MS_DEFAULT / 1000), LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
+        LW_TOPIC_INQUIRIES, LW_DEFAULT_REDIS, LW_MAX_LOANS_DEFAULT, LW_MAX_WINDOW_DEFAULT,
+        LW_MAX_INQUIRIES_DEFAULT, (long long)(LW_MAX_FUTURE_MS_DEFAULT / 1000),
+        LW_REDIS_ALERT_STREAM, LW_CHUNK_DEFAULT);
 }
 
 /* What a readiness check found: go on, wait and retry, or give up (a
@@ -244,7 +253,9 @@ int main(int argc, char **argv)
         O_MAXWIN,
         O_FUTURE,
         O_RETEND,
-        O_RETNEG
+        O_RETNEG,
+        O_INQTOPIC,
+        O_MAXINQ
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -275,6 +286,8 @@ int main(int argc, char **argv)
         {"max-future", required_argument, NULL, O_FUTURE},
         {"retain-ended", required_argument, NULL, O_RETEND},
         {"retain-negative", required_argument, NULL, O_RETNEG},
+        {"inquiries-topic", required_argument, NULL, O_INQTOPIC},
+        {"max-inquiries", required_argument, NULL, O_MAXINQ},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -306,6 +319,9 @@ int main(int argc, char **argv)
             break;
         case O_DLQ:
             c.dlq_topic = optarg;
+            break;
+        case O_INQTOPIC:
+            c.inquiries_topic = optarg;
             break;
         case O_REDIS:
             c.redis_url = optarg;
@@ -369,9 +385,12 @@ int main(int argc, char **argv)
         case O_STATUS:
         case O_MAXLOANS:
         case O_MAXWIN:
+        case O_MAXINQ:
         case O_FUTURE:
             if (!parse_pos(optarg, o == O_BATCH ? 100000 : 1000000000, &v) ||
-                ((o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN) && v == 0)) {
+                ((o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN ||
+                  o == O_MAXINQ) &&
+                 v == 0)) {
                 fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
                         o == O_IDLE       ? "exit-on-idle"
                         : o == O_STALL    ? "stall-timeout"
@@ -381,6 +400,7 @@ int main(int argc, char **argv)
                         : o == O_MAXLEN   ? "stream-maxlen"
                         : o == O_MAXLOANS ? "max-loans"
                         : o == O_MAXWIN   ? "max-window-entries"
+                        : o == O_MAXINQ   ? "max-inquiries"
                         : o == O_FUTURE   ? "max-future"
                                           : "status");
                 free(kv);
@@ -402,6 +422,8 @@ int main(int argc, char **argv)
                 c.max_loans = (size_t)v;
             else if (o == O_MAXWIN)
                 c.max_window = (size_t)v;
+            else if (o == O_MAXINQ)
+                c.max_inquiries = (size_t)v;
             else if (o == O_FUTURE)
                 lw_validate_set_max_future_ms(v * 1000);
             else

@@ -185,6 +185,25 @@ static json_t *lw_window_json(const lw_borrower_state_t *st, int w)
                      (int)st->applications[w], "distinct_lenders", (int)st->distinct_lenders[w]);
 }
 
+/* The last recorded inquiries, newest first: shown whatever their purpose
+ * (post-loan management and the borrower's own requests are never counted). */
+static json_t *lw_inquiries_json(const lw_borrower_state_t *st)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < st->n_inquiries; i++) {
+        const lw_inquiry_state_t *q = &st->inquiries[i];
+        bool escaped = false;
+        if (json_array_append_new(arr, json_pack("{s:o, s:s, s:I}", "institution_id",
+                                                 lw_json_str(q->institution_id, &escaped),
+                                                 "purpose", lw_purpose_name(q->purpose),
+                                                 "inquired_at", (json_int_t)q->inquired_at))) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
 lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char **json,
                                 bool *found, char *errstr, size_t errstr_size)
 {
@@ -247,14 +266,16 @@ lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char
         goto fail;
 
     doc = json_pack(
-        "{s:s, s:I, s:I, s:i, s:i, s:i, s:I, s:o, s:{s:o, s:o, s:o}, s:o, s:o}", "borrower_id",
-        borrower_id, "as_of", (json_int_t)st.last_event_at, "total_outstanding_fen",
+        "{s:s, s:I, s:I, s:i, s:i, s:i, s:I, s:o, s:{s:o, s:o, s:o}, s:o, s:o, s:i, s:i, s:i, s:o}",
+        "borrower_id", borrower_id, "as_of", (json_int_t)st.last_event_at, "total_outstanding_fen",
         (json_int_t)st.total_outstanding_fen, "active_loans", (int)st.active_loans,
         "active_lenders", (int)st.active_lenders, "active_platforms", (int)st.active_platforms,
         "past_due_fen", (json_int_t)st.past_due_fen, "annual_income_fen",
         st.has_annual_income ? json_integer(st.annual_income_fen) : json_null(), "windows", "24h",
         lw_window_json(&st, LW_WIN_24H), "7d", lw_window_json(&st, LW_WIN_7D), "30d",
-        lw_window_json(&st, LW_WIN_30D), "loans", loans, "open_alerts", open);
+        lw_window_json(&st, LW_WIN_30D), "loans", loans, "open_alerts", open, "inquiries_30d",
+        (int)st.inquiries_30d, "inquiries_90d", (int)st.inquiries_90d, "inquiry_institutions_30d",
+        (int)st.inquiry_institutions_30d, "inquiries", lw_inquiries_json(&st));
     lw_borrower_state_clear(&st);
     if (!doc) {
         snprintf(errstr, errstr_size, "out of memory building JSON");

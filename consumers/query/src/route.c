@@ -208,3 +208,8 @@ int lw_query_status_slot(int status)
             return i;
     return LW_QUERY_STATUS_SLOTS - 1;
 }
+
+int lw_query_purpose_parse(const char *s)
+{
+    return lw_purpose_parse(s);
+}

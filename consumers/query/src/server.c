@@ -19,8 +19,16 @@
  * answer). MHD's own timeout is one of inactivity, which a byte every few
  * seconds resets for ever; the watchdog's deadline is not reset by
  * anything but a complete request.
+ *
+ * An exposure look-up is a credit inquiry (issue 20): it needs ?purpose=,
+ * and is recorded on the inquiries topic (inquiry.c), confirmed by Kafka,
+ * before Redis is read; a record Kafka does not confirm answers 503. While
+ * Kafka confirms it the connection is suspended, not its thread: the
+ * delivery report resumes it and MHD calls the handler again, which then
+ * reads Redis and answers. So all open connections' records share batches.
  */
 #include "dash_int.h"
+#include "query_int.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 
@@ -65,6 +73,7 @@ struct lw_query_s {
     pthread_t watchdog;
     _Atomic uint64_t header_timeouts; /* connections closed by the watchdog */
     lw_dash_t *dash;                  /* the browser dashboard (dashboard.c) */
+    lw_inq_t *inq;                    /* the inquiry records (inquiry.c) */
 };
 
 /* One per request, from the URI log callback to the completion callback. */
@@ -76,6 +85,11 @@ typedef struct lw_req {
     size_t bytes;
     char method[16];
     char path[256]; /* for the access log; never the query string */
+    /* an exposure look-up's inquiry record: none, waiting for Kafka (the
+     * connection suspended), or confirmed / failed (resumed) */
+    enum { LW_INQ_NONE = 0, LW_INQ_WAITING, LW_INQ_DONE } inq;
+    lw_err_t inq_err;
+    struct MHD_Connection *conn;
 } lw_req_t;
 
 static void lw_rc_free(void *p)
@@ -370,6 +384,71 @@ static enum MHD_Result lw_dash_answer(lw_query_t *q, lw_req_t *req, struct MHD_C
     return ret;
 }
 
+/* The inquiry record's delivery report (inquiry.c's thread): notes it in
+ * the request, then resumes the connection; the request is not touched
+ * after the resume (MHD owns it again). */
+static void lw_inq_done(void *opaque, lw_err_t err, const char *why)
+{
+    lw_req_t *req = opaque;
+    if (err != LW_OK)
+        lw_warn("exposure look-up: inquiry not recorded: %s", why);
+    req->inq_err = err;
+    req->inq = LW_INQ_DONE;
+    MHD_resume_connection(req->conn);
+}
+
+/* GET /v1/borrowers/{id}/exposure?purpose=P: the look-up is recorded as an
+ * inquiry of institution (confirmed by Kafka) before Redis is read; an
+ * unknown borrower is looked up, and recorded, too. Nothing is answered
+ * but 503 when the record is not confirmed. Called twice: to send the
+ * record (the connection then waits suspended), and once resumed. */
+static enum MHD_Result lw_exposure_answer(lw_query_t *q, lw_req_t *req, struct MHD_Connection *conn,
+                                          const char *bid, const char *institution)
+{
+    char errstr[512], *body = NULL;
+    bool found;
+    lw_rcluster_t *rc;
+
+    if (req->inq == LW_INQ_NONE) {
+        int purpose = lw_query_purpose_parse(
+            MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "purpose"));
+        if (purpose < 0)
+            return lw_respond_error(q, req, conn, 400, "bad_request",
+                                    "purpose= is required: LOAN_APPROVAL, CREDIT_CARD_APPROVAL, "
+                                    "GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or BORROWER_REQUEST");
+        /* suspended before the record goes: its report may come at once */
+        req->conn = conn;
+        req->inq = LW_INQ_WAITING;
+        MHD_suspend_connection(conn);
+        if (lw_inq_send(q->inq, bid, institution, (lw_inquiry_purpose_t)purpose, lw_inq_done, req,
+                        errstr, sizeof errstr) != LW_OK) {
+            lw_warn("exposure %s: %s", bid, errstr);
+            req->inq_err = LW_ERR_TRANSIENT;
+            req->inq = LW_INQ_DONE;
+            MHD_resume_connection(conn);
+        }
+        return MHD_YES;
+    }
+    if (req->inq == LW_INQ_WAITING)
+        return MHD_YES; /* cannot happen: the connection is suspended until the report */
+    if (req->inq_err != LW_OK)
+        return lw_respond_error(q, req, conn, 503, "unavailable",
+                                "the inquiry could not be recorded (Kafka); nothing is answered "
+                                "unrecorded");
+    rc = lw_thread_redis(q, errstr, sizeof errstr);
+    if (!rc) {
+        lw_warn("redis: %s", errstr);
+        return lw_respond_error(q, req, conn, 503, "unavailable", "Redis is not reachable");
+    }
+    if (lw_query_exposure_json(rc, bid, &body, &found, errstr, sizeof errstr) != LW_OK) {
+        lw_warn("exposure %s: %s", bid, errstr);
+        return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
+    }
+    if (!found)
+        return lw_respond_error(q, req, conn, 404, "not_found", "unknown borrower");
+    return lw_respond(q, req, conn, 200, "application/json", body, true);
+}
+
 static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -377,7 +456,7 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     lw_query_t *q = cls;
     lw_req_t *req = *con_cls;
     char bid[LW_BORROWER_ID_LEN + 1], errstr[512], *body = NULL;
-    bool bad_id, found, authed;
+    bool bad_id, authed;
     lw_route_t route;
     lw_rcluster_t *rc;
     lw_err_t err;
@@ -415,16 +494,23 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
-    authed = q->no_auth ||
-             lw_tokens_check(q->tokens, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                                    MHD_HTTP_HEADER_AUTHORIZATION));
+    /* the institution the look-up is recorded for: the token's owner; the
+     * bureau's for --no-auth and the dashboard's sign-in cookie (its staff) */
+    const char *institution = lw_tokens_institution(
+        q->tokens,
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+    authed = q->no_auth || institution != NULL;
     authed = authed || lw_dash_session_ok(q->dash, conn); /* the dashboard's sign-in cookie */
+    if (!institution)
+        institution = LW_INSTITUTION_BUREAU;
     if ((route == LW_ROUTE_EXPOSURE || route == LW_ROUTE_ALERTS) && !authed)
         return lw_respond_error(q, req, conn, 401, "unauthorized",
                                 "a valid bearer token is required");
     if (route == LW_ROUTE_EXPOSURE && bad_id)
         return lw_respond_error(q, req, conn, 400, "bad_request",
                                 "borrower_id must be 22 base64url characters");
+    if (route == LW_ROUTE_EXPOSURE)
+        return lw_exposure_answer(q, req, conn, bid, institution);
 
     rc = lw_thread_redis(q, errstr, sizeof errstr);
     if (!rc) {
@@ -504,15 +590,6 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
         }
         return lw_respond(q, req, conn, 200, "application/json", body, true);
     }
-    case LW_ROUTE_EXPOSURE:
-        err = lw_query_exposure_json(rc, bid, &body, &found, errstr, sizeof errstr);
-        if (err != LW_OK) {
-            lw_warn("exposure %s: %s", bid, errstr);
-            return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
-        }
-        if (!found)
-            return lw_respond_error(q, req, conn, 404, "not_found", "unknown borrower");
-        return lw_respond(q, req, conn, 200, "application/json", body, true);
     default:
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
     }
@@ -662,8 +739,16 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
         return NULL;
     }
     q->no_auth = conf->no_auth;
+    if (!(q->inq = lw_inq_new(conf->brokers ? conf->brokers : lw_conf_default_bootstrap(),
+                              conf->inquiries_topic ? conf->inquiries_topic : LW_TOPIC_INQUIRIES,
+                              errstr, errstr_size))) {
+        lw_tokens_destroy(q->tokens);
+        free(q);
+        return NULL;
+    }
     if (!(q->dash =
               lw_dash_new(conf->web_dir, conf->cookie_secure, &q->redis, errstr, errstr_size))) {
+        lw_inq_destroy(q->inq);
         lw_tokens_destroy(q->tokens);
         free(q);
         return NULL;
@@ -713,6 +798,7 @@ lw_query_t *lw_query_start(const lw_query_conf_t *conf, char *errstr, size_t err
     return q;
 fail:
     lw_dash_free(q->dash);
+    lw_inq_destroy(q->inq);
     lw_watchdog_stop(q);
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);
@@ -740,12 +826,16 @@ void lw_query_stop(lw_query_t *q)
      * The watchdog goes after them: it may shutdown() only sockets MHD has
      * not closed yet, and MHD tells it (CLOSED) before it closes one. */
     lw_dash_shutdown(q->dash); /* ends the suspended alert streams first */
+    /* and the look-ups waiting for their inquiry records: every record has
+     * its report (confirmed or timed out) and its connection resumed */
+    lw_inq_flush(q->inq, LW_INQ_TIMEOUT_MS + 1000);
     MHD_stop_daemon(q->mhd);
     lw_dash_free(q->dash);
     lw_watchdog_stop(q);
     pthread_cond_destroy(&q->stop_cv);
     pthread_mutex_destroy(&q->conn_mu);
     pthread_key_delete(q->rc_key);
+    lw_inq_destroy(q->inq); /* after MHD: no request waits on it any more */
     lw_tokens_destroy(q->tokens);
     free(q);
 }

@@ -5,6 +5,11 @@
  * compares it with every known digest using CRYPTO_memcmp without stopping
  * at a match, so the time taken does not tell an attacker how close a guess
  * came or which token matched.
+ *
+ * Each token belongs to an institution (issue 20): a line is "TOKEN
+ * INSTITUTION_ID", or the token alone for the bureau's own staff
+ * (LW_INSTITUTION_BUREAU). Every look-up is recorded as an inquiry of the
+ * institution whose token made it.
  */
 #include "query_int.h"
 
@@ -48,15 +53,31 @@ size_t lw_token_min_len(const char *tok, size_t len)
     return dec ? 39 : hexl || hexu ? 32 : 22;
 }
 
-static lw_err_t lw_tokens_add(lw_tokens_t *tk, const char *tok, size_t len)
+static lw_err_t lw_tokens_add(lw_tokens_t *tk, const char *tok, size_t len, const char *inst)
 {
     void *nd = realloc(tk->digest, (tk->n + 1) * sizeof *tk->digest);
     if (!nd)
         return LW_ERR_NOMEM;
     tk->digest = nd;
+    void *ni = realloc(tk->institution, (tk->n + 1) * sizeof *tk->institution);
+    if (!ni)
+        return LW_ERR_NOMEM;
+    tk->institution = ni;
     SHA256((const unsigned char *)tok, len, tk->digest[tk->n]);
+    snprintf(tk->institution[tk->n], sizeof tk->institution[tk->n], "%s", inst);
     tk->n++;
     return LW_OK;
+}
+
+/* An institution id: 1..LW_ID_MAX characters of [A-Za-z0-9._-]. */
+static bool lw_institution_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > LW_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+            return false;
+    return true;
 }
 
 lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
@@ -131,6 +152,30 @@ lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
             *--e = '\0';
         if (!*s || *s == '#')
             continue;
+        /* "TOKEN INSTITUTION_ID" or the token alone (the bureau's staff) */
+        const char *inst = LW_INSTITUTION_BUREAU;
+        {
+            char *sp = s;
+            while (sp < e && !isspace((unsigned char)*sp))
+                sp++;
+            if (sp < e) {
+                char *in = sp;
+                *sp = '\0';
+                while (isspace((unsigned char)*++in))
+                    ;
+                size_t il = strlen(in);
+                if (!lw_institution_ok(in, il)) {
+                    snprintf(errstr, errstr_size,
+                             "%s:%d: institution id after the token: expected 1-%d characters "
+                             "of A-Z a-z 0-9 . _ - (the line is \"TOKEN INSTITUTION_ID\", or "
+                             "the token alone for the bureau's staff)",
+                             path, lineno, LW_ID_MAX);
+                    goto fail;
+                }
+                inst = in;
+                e = sp;
+            }
+        }
         for (const char *c = s; c < e; c++) {
             if (!lw_token_char_ok(*c)) {
                 snprintf(errstr, errstr_size,
@@ -153,7 +198,7 @@ lw_tokens_t *lw_tokens_load(const char *path, char *errstr, size_t errstr_size)
                 goto fail;
             }
         }
-        if (lw_tokens_add(tk, s, (size_t)(e - s)) != LW_OK) {
+        if (lw_tokens_add(tk, s, (size_t)(e - s), inst) != LW_OK) {
             snprintf(errstr, errstr_size, "out of memory");
             goto fail;
         }
@@ -183,13 +228,19 @@ size_t lw_tokens_count(const lw_tokens_t *tk)
 
 bool lw_tokens_check(const lw_tokens_t *tk, const char *authorization)
 {
+    return lw_tokens_institution(tk, authorization) != NULL;
+}
+
+const char *lw_tokens_institution(const lw_tokens_t *tk, const char *authorization)
+{
     unsigned char d[SHA256_DIGEST_LENGTH];
     const char *tok;
     size_t len;
+    size_t which = 0;
     int match = 0;
 
     if (!tk || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return false;
+        return NULL;
     tok = authorization + 7;
     while (*tok == ' ')
         tok++;
@@ -197,11 +248,17 @@ bool lw_tokens_check(const lw_tokens_t *tk, const char *authorization)
     while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
         len--;
     if (len == 0 || len > LW_TOKEN_MAX)
-        return false;
+        return NULL;
     SHA256((const unsigned char *)tok, len, d);
-    for (size_t i = 0; i < tk->n; i++)
-        match |= CRYPTO_memcmp(d, tk->digest[i], sizeof d) == 0;
-    return match != 0;
+    for (size_t i = 0; i < tk->n; i++) {
+        /* no branch on the comparison: the index is selected by a mask (a
+         * token listed twice: its last line's institution) */
+        size_t eq = (size_t)(CRYPTO_memcmp(d, tk->digest[i], sizeof d) == 0);
+        size_t mask = (size_t)0 - eq;
+        which = (which & ~mask) | (i & mask);
+        match |= (int)eq;
+    }
+    return match ? tk->institution[which] : NULL;
 }
 
 void lw_tokens_destroy(lw_tokens_t *tk)
@@ -211,5 +268,6 @@ void lw_tokens_destroy(lw_tokens_t *tk)
     if (tk->digest)
         OPENSSL_cleanse(tk->digest, tk->n * sizeof *tk->digest);
     free(tk->digest);
+    free(tk->institution);
     free(tk);
 }

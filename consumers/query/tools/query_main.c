@@ -32,9 +32,14 @@ static void usage(FILE *fp)
             "                     percent-encoded; never logged. A single Redis or any\n"
             "                     node of a Redis Cluster (detected; DB 0 there)\n"
             "  --listen HOST:PORT numeric address to bind (default %s:%d; PORT 0 = any)\n"
-            "  --tokens FILE      bearer tokens, one per line (# comments); must not be\n"
-            "                     accessible by group or others (chmod 600); each of\n"
-            "                     >= 128 bits: 22 base64url or 32 hex characters\n"
+            "  --tokens FILE      bearer tokens, one per line: TOKEN INSTITUTION_ID, or\n"
+            "                     the token alone for the bureau's staff (institution\n"
+            "                     BUREAU); # comments; must not be accessible by group\n"
+            "                     or others (chmod 600); each of >= 128 bits: 22\n"
+            "                     base64url or 32 hex characters\n"
+            "  --brokers LIST     Kafka for the inquiry records (default $LOANWIRE_BOOTSTRAP\n"
+            "                     or %s)\n"
+            "  --inquiries-topic T  where every look-up is recorded (default %s)\n"
             "  --no-auth          serve data endpoints without tokens (development only)\n"
             "  --threads N        worker threads, each with its own Redis connection (%d)\n"
             "  --max-connections N\n"
@@ -48,14 +53,19 @@ static void usage(FILE *fp)
             "                     beside this program)\n"
             "  --cookie-secure    mark the dashboard's session cookie Secure (served\n"
             "                     over HTTPS through a proxy such as stunnel)\n"
-            "  --borrower ID      print that borrower's exposure JSON and exit:\n"
-            "                     0 found, 3 unknown borrower, 2 malformed id, 1 error\n"
+            "  --borrower ID      print that borrower's exposure JSON and exit (an\n"
+            "                     operator's tool: records no inquiry): 0 found, 3\n"
+            "                     unknown borrower, 2 malformed id, 1 error\n"
             "  -v, --verbose      debug logging\n"
             "  -h, --help         this text\n"
             "  -V, --version      print the version and exit\n"
             "\n"
             "Endpoints (GET only, but POST /session; 405 otherwise, 413 when a body is sent):\n"
-            "  /v1/borrowers/{borrower_id}/exposure   token; 400 bad id, 404 unknown\n"
+            "  /v1/borrowers/{borrower_id}/exposure?purpose=P   token; P is LOAN_APPROVAL,\n"
+            "             CREDIT_CARD_APPROVAL, GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or\n"
+            "             BORROWER_REQUEST; each look-up is a credit inquiry recorded on the\n"
+            "             inquiries topic before the answer; 503 when Kafka does not\n"
+            "             confirm it; 400 bad id or purpose, 404 unknown (recorded too)\n"
             "  /v1/alerts?since=MS|STREAM_ID&rule=ID&limit=N (1..%d, default %d); token\n"
             "  /healthz   PING Redis (every master of a cluster): 200 {\"status\":\"up\"}\n"
             "             or 503 {\"status\":\"down\"}\n"
@@ -69,10 +79,10 @@ static void usage(FILE *fp)
             "\n"
             "Exit status: 0 stopped by SIGINT/SIGTERM (or --borrower found); 1 could not\n"
             "start, or a usage error; --borrower as above.\n",
-            LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT,
-            LW_QUERY_DEFAULT_THREADS, LW_QUERY_DEFAULT_MAX_CONNECTIONS, LW_QUERY_DEFAULT_MAX_PER_IP,
-            LW_QUERY_DEFAULT_HEADER_TIMEOUT, LW_QUERY_DEFAULT_IDLE_TIMEOUT, LW_QUERY_ALERTS_MAX,
-            LW_QUERY_ALERTS_DEFAULT);
+            LW_DEFAULT_REDIS, LW_QUERY_DEFAULT_HOST, LW_QUERY_DEFAULT_PORT, LW_DEFAULT_BOOTSTRAP,
+            LW_TOPIC_INQUIRIES, LW_QUERY_DEFAULT_THREADS, LW_QUERY_DEFAULT_MAX_CONNECTIONS,
+            LW_QUERY_DEFAULT_MAX_PER_IP, LW_QUERY_DEFAULT_HEADER_TIMEOUT,
+            LW_QUERY_DEFAULT_IDLE_TIMEOUT, LW_QUERY_ALERTS_MAX, LW_QUERY_ALERTS_DEFAULT);
 }
 
 static int lookup_one(const char *redis_url, const char *bid)
@@ -124,6 +134,8 @@ int main(int argc, char **argv)
                                          {"borrower", required_argument, NULL, 'b'},
                                          {"web-dir", required_argument, NULL, 'W'},
                                          {"cookie-secure", no_argument, NULL, 'S'},
+                                         {"brokers", required_argument, NULL, 'k'},
+                                         {"inquiries-topic", required_argument, NULL, 'Q'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -187,6 +199,12 @@ int main(int argc, char **argv)
         }
         case 'b':
             borrower = optarg;
+            break;
+        case 'k':
+            conf.brokers = optarg;
+            break;
+        case 'Q':
+            conf.inquiries_topic = optarg;
             break;
         case 'W':
             conf.web_dir = optarg;

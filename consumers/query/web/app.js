@@ -377,7 +377,7 @@
       return;
     }
     try {
-      const [r, h] = await Promise.all([api('/v1/borrowers/' + b + '/exposure'),
+      const [r, h] = await Promise.all([api('/v1/borrowers/' + b + '/exposure?purpose=' + encodeURIComponent($('purpose').value)),
         api('/v1/dashboard/borrowers/' + b + '/alerts')]);
       if (r.status === 404) { $('lookup-result').replaceChildren(); err.textContent = 'Unknown borrower.'; err.hidden = false; return; }
       if (!r.ok) { err.textContent = 'Look-up failed (HTTP ' + r.status + ').'; err.hidden = false; return; }

@@ -2,7 +2,7 @@
  * bstate.c - a borrower's state string: the bytes loanwire-exposure writes
  * to b:{<borrower_id>} and every reader decodes (consumers/README.md).
  *
- * The state string (layout version 4, consumers/README.md) is varints, so
+ * The state string (layout version 5, consumers/README.md) is varints, so
  * a borrower with three loans fits in about 90 bytes:
  *
  *   u8 version | fence writer | fence epoch | t | 2*n_open + has history |
@@ -11,6 +11,14 @@
  *          32*(past_due > 0) + 64*(limit > 0) + 128*dpd | sequence |
  *          outstanding | [past_due] | [limit] | t - updated_at
  *   window entries: t - at | 6 bytes idh | 4 bytes lender hash
+ *   (version 5) n_inq | inquiries: t - at | institution id | purpose |
+ *                       6 bytes hash of the inquiry id
+ *
+ * Version 5 (issue 20) appends the borrower's recorded credit inquiries,
+ * oldest first, after the window entries, so everything before them is
+ * version 4's bytes: the fence stamp stays the varints after the version
+ * byte (write.lua reads it there for every version from 3), and a version 4
+ * string decodes as one with no inquiry. An inquiry costs 9-10 bytes.
  *
  * Every number is an unsigned LEB128 varint (amounts and times are validated
  * non-negative); platform and lender are ids of dict.c's shared string table.
@@ -64,6 +72,7 @@ void lw_bstate_reset(lw_bstate_t *s)
     s->income_fen = s->income_at = 0;
     s->n_loans = 0;
     s->n_win = 0;
+    s->n_inq = 0;
 }
 
 void lw_bstate_free(lw_bstate_t *s)
@@ -72,6 +81,7 @@ void lw_bstate_free(lw_bstate_t *s)
         return;
     free(s->loans);
     free(s->win);
+    free(s->inq);
     memset(s, 0, sizeof *s);
 }
 
@@ -85,6 +95,12 @@ bool lw_bstate_win_room(lw_bstate_t *s, size_t n)
 {
     lw_bwin_t *nw = lw_array_grow(s->win, &s->cap_win, n, sizeof *nw, 4);
     return nw ? (s->win = nw, true) : false;
+}
+
+bool lw_bstate_inq_room(lw_bstate_t *s, size_t n)
+{
+    lw_binq_t *ni = lw_array_grow(s->inq, &s->cap_inq, n, sizeof *ni, 4);
+    return ni ? (s->inq = ni, true) : false;
 }
 
 /* ---- Encoding --------------------------------------------------------------- */
@@ -217,6 +233,30 @@ static bool get_loan_id(cur_t *c, char out[LW_ID_MAX + 1])
 #define SD_PAST_DUE 32
 #define SD_LIMIT    64
 
+/* Version 5's inquiries, after the window entries. */
+static lw_err_t get_inquiries(cur_t *c, lw_bstate_t *s, size_t len)
+{
+    int64_t ni, v, inst, purpose;
+    /* an inquiry is >= 9 bytes: a corrupt count allocates little */
+    if (!get_i(c, INT32_MAX, &ni) || (size_t)ni > len / 9)
+        return LW_ERR_PARSE;
+    if (!lw_bstate_inq_room(s, (size_t)ni))
+        return LW_ERR_NOMEM;
+    for (int64_t i = 0; i < ni; i++) {
+        lw_binq_t *q = &s->inq[i];
+        uint64_t idh;
+        if (!get_i(c, s->t, &v) || !get_i(c, UINT32_MAX, &inst) || inst == 0 ||
+            !get_i(c, LW_PURPOSE__CNT - 1, &purpose) || !get_le(c, 6, &idh))
+            return LW_ERR_PARSE;
+        q->at = s->t - v;
+        q->institution = (uint32_t)inst;
+        q->purpose = (uint8_t)purpose;
+        q->idh = idh;
+    }
+    s->n_inq = (size_t)ni;
+    return LW_OK;
+}
+
 lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
 {
     cur_t c = {buf, (const unsigned char *)buf + len};
@@ -225,12 +265,12 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
     if (len < 1)
         return LW_ERR_PARSE;
     const int version = *c.p++;
-    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V3 &&
-         version != LW_STATE_VERSION_V2) ||
+    if ((version != LW_STATE_VERSION && version != LW_STATE_VERSION_V4 &&
+         version != LW_STATE_VERSION_V3 && version != LW_STATE_VERSION_V2) ||
         !get_i(&c, UINT32_MAX, &writer) || !get_i(&c, INT64_MAX, &s->fence_epoch) ||
         !get_i(&c, LW_STATE_NUM_MAX, &s->t))
         return LW_ERR_PARSE;
-    if (version == LW_STATE_VERSION) {
+    if (version >= LW_STATE_VERSION_V4) {
         /* open alerts by rule id: bound to the pack by lw_bstate_bind() */
         int64_t a, id;
         if (!get_i(&c, 2 * LW_BSTATE_OPEN_MAX + 1, &a))
@@ -300,10 +340,15 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len)
         w->idh = idh;
         w->lh = (uint32_t)lh;
     }
-    if (c.p != c.end)
-        return LW_ERR_PARSE;
     s->n_loans = (size_t)nl;
     s->n_win = (size_t)nw;
+    if (version >= LW_STATE_VERSION) {
+        lw_err_t e = get_inquiries(&c, s, len);
+        if (e != LW_OK)
+            return e;
+    }
+    if (c.p != c.end)
+        return LW_ERR_PARSE;
     return LW_OK;
 }
 
@@ -372,8 +417,8 @@ bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
     uint32_t ids[LW_BSTATE_OPEN_MAX];
     size_t nids = open_ids(s, ids);
     /* 8 header varints and the open ids; a loan: 7 varints + 1 + 64; an entry 10 + 10 */
-    if (!lw_sbuf_reserve(out,
-                         1 + 8 * 10 + 20 + nids * 5 + s->n_loans * (7 * 10 + 65) + s->n_win * 20))
+    if (!lw_sbuf_reserve(out, 1 + 9 * 10 + 20 + nids * 5 + s->n_loans * (7 * 10 + 65) +
+                                  s->n_win * 20 + s->n_inq * 30))
         return false;
     char *p = out->p + out->len;
     *p++ = LW_STATE_VERSION;
@@ -411,6 +456,13 @@ bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out)
         p = put_uv(p, (uint64_t)(s->t - s->win[i].at));
         p = put_le(p, s->win[i].idh, 6);
         p = put_le(p, s->win[i].lh, 4);
+    }
+    p = put_uv(p, s->n_inq);
+    for (size_t i = 0; i < s->n_inq; i++) {
+        p = put_uv(p, (uint64_t)(s->t - s->inq[i].at));
+        p = put_uv(p, s->inq[i].institution);
+        p = put_uv(p, s->inq[i].purpose);
+        p = put_le(p, s->inq[i].idh, 6);
     }
     out->len = (size_t)(p - out->p);
     return true;

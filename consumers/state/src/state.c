@@ -52,11 +52,13 @@ static lw_err_t decode_state(lw_dict_t *d, lw_rcluster_t *cl, const char *s, siz
     out->last_event_at = bs->t;
     out->has_annual_income = bs->has_income;
     out->annual_income_fen = bs->income_fen;
-    if (bs->n_loans == 0)
+    /* the last inquiries shown, newest first (the state keeps them oldest first) */
+    size_t nq = bs->n_inq < LW_STATE_INQUIRIES_SHOWN ? bs->n_inq : LW_STATE_INQUIRIES_SHOWN;
+    if (bs->n_loans == 0 && nq == 0)
         return LW_OK;
-    out->loans = calloc(bs->n_loans, sizeof *out->loans);
-    uint32_t *ids = malloc(2 * bs->n_loans * sizeof *ids);
-    if (!out->loans || !ids) {
+    out->loans = bs->n_loans ? calloc(bs->n_loans, sizeof *out->loans) : NULL;
+    uint32_t *ids = malloc((2 * bs->n_loans + nq) * sizeof *ids);
+    if ((bs->n_loans && !out->loans) || !ids) {
         err = LW_ERR_NOMEM;
         goto done;
     }
@@ -64,7 +66,9 @@ static lw_err_t decode_state(lw_dict_t *d, lw_rcluster_t *cl, const char *s, siz
         ids[2 * i] = bs->loans[i].platform;
         ids[2 * i + 1] = bs->loans[i].lender;
     }
-    if ((err = lw_dict_resolve(d, cl, ids, 2 * bs->n_loans, errstr, errstr_size)) != LW_OK) {
+    for (size_t i = 0; i < nq; i++)
+        ids[2 * bs->n_loans + i] = bs->inq[bs->n_inq - 1 - i].institution;
+    if ((err = lw_dict_resolve(d, cl, ids, 2 * bs->n_loans + nq, errstr, errstr_size)) != LW_OK) {
         err = err == LW_ERR_NOMEM ? err : LW_ERR_REDIS;
         goto done;
     }
@@ -84,9 +88,45 @@ static lw_err_t decode_state(lw_dict_t *d, lw_rcluster_t *cl, const char *s, siz
         l->updated_at = b->updated_at;
     }
     out->n_loans = bs->n_loans;
+    for (size_t i = 0; i < nq; i++) {
+        const lw_binq_t *q = &bs->inq[bs->n_inq - 1 - i];
+        lw_inquiry_state_t *o = &out->inquiries[i];
+        snprintf(o->institution_id, sizeof o->institution_id, "%s",
+                 lw_dict_name(d, q->institution));
+        o->purpose = (lw_inquiry_purpose_t)q->purpose;
+        o->inquired_at = q->at;
+    }
+    out->n_inquiries = nq;
 done:
     free(ids);
     return err;
+}
+
+/* The inquiry figures (issue 20), as borrower.c's inquiry_spree counts them:
+ * approval purposes only, by event time relative to last_event_at. */
+static lw_err_t derive_inquiries(const lw_bstate_t *bs, lw_borrower_state_t *out, char *errstr,
+                                 size_t errstr_size)
+{
+    lw_kset_t inst;
+    if (!lw_kset_init(&inst, bs->n_inq)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return LW_ERR_NOMEM;
+    }
+    out->inquiries_30d = out->inquiries_90d = 0;
+    for (size_t i = 0; i < bs->n_inq; i++) {
+        const lw_binq_t *q = &bs->inq[i];
+        if (!lw_purpose_is_approval((lw_inquiry_purpose_t)q->purpose))
+            continue;
+        if (q->at > out->last_event_at - LW_WINDOW_90D)
+            out->inquiries_90d++;
+        if (q->at > out->last_event_at - LW_WINDOW_30D) {
+            out->inquiries_30d++;
+            lw_kset_add(&inst, q->institution);
+        }
+    }
+    out->inquiry_institutions_30d = (int32_t)inst.n;
+    lw_kset_free(&inst);
+    return LW_OK;
 }
 
 /* Totals and window counts from a decoded state, as lw_bstate_apply()
@@ -158,7 +198,7 @@ lw_err_t lw_state_derive(const lw_bstate_t *bs, lw_borrower_state_t *out, const 
         out->distinct_lenders[k] = (int32_t)seen.n;
         lw_kset_free(&seen);
     }
-    return LW_OK;
+    return derive_inquiries(bs, out, errstr, errstr_size);
 }
 
 static int rule_cmp(const void *a, const void *b)

@@ -18,11 +18,14 @@
 #include <string.h>
 
 /* Layout version: first byte of a borrower's state string (consumers/README.md).
+ * Version 5 is version 4 and the borrower's recorded inquiries after the
+ * window entries (issue 20); a version 4 string is read as having none.
  * Version 4 names the open alerts by rule id (ids of lw:strings); versions 3
  * and 2 held a mask by rule position, read against the pack in force (bit i:
  * rule i); version 2's fence stamp named a partition without its topic and
- * is read as no stamp. Every version read is written back as version 4. */
-#define LW_STATE_VERSION    4
+ * is read as no stamp. Every version read is written back as version 5. */
+#define LW_STATE_VERSION    5
+#define LW_STATE_VERSION_V4 4
 #define LW_STATE_VERSION_V3 3
 #define LW_STATE_VERSION_V2 2
 /* Open rule ids a state string may hold: the pack's (LW_RULES_MAX) and as
@@ -130,6 +133,14 @@ typedef struct lw_bwin {
     uint32_t lh;  /* 32 bits of SHA1(lender_id) */
 } lw_bwin_t;
 
+/* A recorded inquiry (CreditInquiry) kept for the inquiry figures. */
+typedef struct lw_binq {
+    int64_t at;
+    uint64_t idh;         /* 48 bits of SHA1(inquiry_id): a replay is counted once */
+    uint32_t institution; /* string id (dict.c) */
+    uint8_t purpose;      /* lw_inquiry_purpose_t */
+} lw_binq_t;
+
 typedef struct lw_bstate {
     int64_t t;     /* latest event time */
     uint64_t mask; /* open alerts: bit i = rule i of the bound pack; LW_MASK_HIST */
@@ -149,6 +160,8 @@ typedef struct lw_bstate {
     lw_bloan_t *loans;
     size_t n_win, cap_win;
     lw_bwin_t *win;
+    size_t n_inq, cap_inq; /* oldest first */
+    lw_binq_t *inq;
 } lw_bstate_t;
 
 /* Empties s (keeps its arrays). A fresh state is all zeros. */
@@ -162,13 +175,14 @@ lw_err_t lw_bstate_decode(lw_bstate_t *s, const void *buf, size_t len);
  * become mask bits by id; a version 3/2 mask is already by position of the
  * pack in force, and bits past the pack are dropped (no rule names them). */
 void lw_bstate_bind(lw_bstate_t *s, const uint32_t *rule_ids, size_t n_rules);
-/* Appends the encoding of s to out (layout version 4): the open rules are
+/* Appends the encoding of s to out (layout version 5): the open rules are
  * the dormant ids and, when bound, the ids of the mask's rules; unbound, a
  * mask bit cannot be named and is not written. */
 bool lw_bstate_encode(const lw_bstate_t *s, lw_sbuf_t *out);
 /* Room for n loans / n window entries (false: out of memory, s unchanged). */
 bool lw_bstate_loans_room(lw_bstate_t *s, size_t n);
 bool lw_bstate_win_room(lw_bstate_t *s, size_t n);
+bool lw_bstate_inq_room(lw_bstate_t *s, size_t n);
 
 /* Totals and window counts of a decoded state into out (lw_state_read()'s
  * figures; out's loans and alerts untouched). LW_ERR_REDIS with errstr

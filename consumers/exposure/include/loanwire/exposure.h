@@ -34,6 +34,7 @@ typedef enum lw_rule_kind {
     LW_RULE_MULTI_LENDER,      /* distinct active lenders >= min_lenders */
     LW_RULE_STACKING,          /* distinct lenders of new loans + applications in window */
     LW_RULE_BORROW_DELINQUENT, /* DRAWDOWN while another loan is past due */
+    LW_RULE_INQUIRY_SPREE,     /* distinct institutions with approval inquiries in window */
     LW_RULE__CNT
 } lw_rule_kind_t;
 
@@ -44,8 +45,8 @@ typedef struct lw_rule {
     lw_rule_kind_t kind;
     int64_t cap_fen;        /* income_cap */
     int64_t income_divisor; /* income_cap */
-    int64_t min_count;      /* multi_lender, stacking */
-    int64_t window_ms;      /* stacking; at most 30 days */
+    int64_t min_count;      /* multi_lender, stacking, inquiry_spree */
+    int64_t window_ms;      /* stacking, inquiry_spree; 1 ms .. 90 days */
 } lw_rule_t;
 
 #define LW_RULES_MAX 32
@@ -68,10 +69,21 @@ const char *lw_rule_kind_name(lw_rule_kind_t k);
  * a dead letter), never applied in part. They bound what one borrower costs
  * per event and the size of its state string. 0 sets the default. */
 #define LW_MAX_LOANS_DEFAULT  4096 /* loans in the state (every loan ever seen) */
-#define LW_MAX_WINDOW_DEFAULT 4096 /* window entries: new loans + applications in 30 days */
+#define LW_MAX_WINDOW_DEFAULT 4096 /* window entries: new loans + applications kept */
 void lw_rules_set_limits(lw_rules_t *rules, size_t max_loans, size_t max_window);
 size_t lw_rules_max_loans(const lw_rules_t *rules);
 size_t lw_rules_max_window(const lw_rules_t *rules);
+/* How long window entries are kept behind a borrower's latest event: the
+ * pack's longest window, at least 30 days (what readers report). */
+int64_t lw_rules_keep_ms(const lw_rules_t *rules);
+/* Recorded inquiries a borrower's state keeps (issue 20): those of the last
+ * 90 days (what readers report; longer when an inquiry_spree window is),
+ * at most max_inquiries of them; an inquiry past it is refused (a dead
+ * letter), as a window entry past --max-window-entries is. 0: the default. */
+#define LW_MAX_INQUIRIES_DEFAULT 1024
+void lw_rules_set_inquiry_limit(lw_rules_t *rules, size_t max_inquiries);
+size_t lw_rules_max_inquiries(const lw_rules_t *rules);
+int64_t lw_rules_inquiry_keep_ms(const lw_rules_t *rules);
 
 /* Retention of ended loans (retention.c; consumers/README.md, "Retention"):
  * a CLOSED loan leaves its borrower's state once the borrower's latest event
@@ -162,6 +174,12 @@ const char *lw_store_script_sha(const lw_store_t *st);
  * opts.chunk_max per script call (on a cluster, of one hash slot). */
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch);
+/* Queues one recorded inquiry the same way (issue 20). topic and partition
+ * name its writer: those of the loan events it lands with (a borrower's
+ * inquiries are in the same partition number of the inquiries topic as its
+ * events in the events topic), so one epoch fences both. */
+lw_err_t lw_store_append_inquiry(lw_store_t *st, const lw_inquiry_t *iq, const char *topic,
+                                 int32_t partition, int64_t epoch);
 size_t lw_store_pending(const lw_store_t *st);
 /* Applies every queued event (read the borrowers, apply in order, write back;
  * begin + commit + end below) and fills results[0..pending). On an error
@@ -249,12 +267,15 @@ typedef struct lw_exposure_conf {
     const char *topic;
     const char *alerts_topic;
     const char *dlq_topic;
+    const char *inquiries_topic; /* recorded inquiries, partitioned as topic; "" none; NULL:
+                                  * loanwire.inquiries with the default events topic, else none */
     const char *redis_url;
     const char *rules_file; /* NULL: default pack */
     size_t max_loans;       /* limits per borrower (lw_rules_set_limits); 0: default */
     size_t max_window;
     int64_t retain_ended_ms; /* lw_rules_set_retention(); 0: default */
     int64_t retain_negative_ms;
+    size_t max_inquiries;    /* lw_rules_set_inquiry_limit(); 0: default */
     const char *config_file; /* librdkafka properties, or NULL */
     const char **kafka_kv;   /* -X key=value, n_kafka_kv of them */
     size_t n_kafka_kv;

@@ -52,9 +52,15 @@ extern "C" {
 
 typedef struct lw_tokens_s lw_tokens_t;
 
+/* The institution of a token given alone on its line: the bureau's staff. */
+#define LW_INSTITUTION_BUREAU "BUREAU"
+
 /*
- * Loads a token file: one token per line, blank lines and lines starting
- * with '#' ignored, surrounding white space trimmed. Refused (NULL, errstr
+ * Loads a token file: one token per line, "TOKEN INSTITUTION_ID" (white
+ * space between; the institution 1..64 characters of [A-Za-z0-9._-]), or
+ * the token alone for the bureau's own staff (institution BUREAU). Look-ups
+ * are recorded as inquiries of the token's institution. Blank lines and
+ * lines starting with '#' ignored, surrounding white space trimmed. Refused (NULL, errstr
  * says why) when the file is readable or writable by group or others, when
  * it holds no token, when a token has characters outside RFC 6750's
  * b64token set, or when a token is shorter than lw_token_min_len() (under
@@ -68,6 +74,9 @@ size_t lw_tokens_count(const lw_tokens_t *tk);
 /* True when authorization is "Bearer <token>" for a known token. Compares
  * digests of every known token in constant time (no early exit). */
 bool lw_tokens_check(const lw_tokens_t *tk, const char *authorization);
+/* The institution owning the token in authorization (same constant-time
+ * comparison), or NULL when it is no known token. */
+const char *lw_tokens_institution(const lw_tokens_t *tk, const char *authorization);
 void lw_tokens_destroy(lw_tokens_t *tk); /* NULL is fine */
 
 /* ---- Routing and parameters --------------------------------------------- */
@@ -155,6 +164,10 @@ lw_err_t lw_query_metrics_text(lw_rcluster_t *cl, const lw_query_counts_t *count
 
 /* ---- Server -------------------------------------------------------------- */
 
+/* The purpose= of an exposure look-up: one of lw_purpose_syms; -1 when
+ * missing or unknown (400). */
+int lw_query_purpose_parse(const char *s);
+
 typedef struct lw_query_conf {
     char host[64]; /* numeric address to bind */
     int port;      /* 0: any free port (see lw_query_port) */
@@ -162,15 +175,17 @@ typedef struct lw_query_conf {
     const char *tokens_path; /* NULL only with no_auth */
     bool no_auth;            /* data endpoints open: development only */
     int threads;
-    int max_connections; /* open connections in all (MHD refuses more) */
-    int max_per_ip;      /* open connections from one client address */
-    int header_timeout;  /* seconds from connect, or from the previous answer on
-                            a kept-alive connection, until the request's headers
-                            are complete; then the connection is closed */
-    int idle_timeout;    /* seconds without a byte received or sent */
-    const char *web_dir; /* the dashboard's files; NULL: beside the binary
-                            (<bin>/../share/loanwire/web) */
-    bool cookie_secure;  /* the session cookie says Secure (behind HTTPS) */
+    int max_connections;         /* open connections in all (MHD refuses more) */
+    int max_per_ip;              /* open connections from one client address */
+    int header_timeout;          /* seconds from connect, or from the previous answer on
+                                    a kept-alive connection, until the request's headers
+                                    are complete; then the connection is closed */
+    int idle_timeout;            /* seconds without a byte received or sent */
+    const char *web_dir;         /* the dashboard's files; NULL: beside the binary
+                                    (<bin>/../share/loanwire/web) */
+    bool cookie_secure;          /* the session cookie says Secure (behind HTTPS) */
+    const char *brokers;         /* Kafka for the inquiry records; NULL: the default */
+    const char *inquiries_topic; /* NULL: LW_TOPIC_INQUIRIES */
 } lw_query_conf_t;
 
 void lw_query_conf_init(lw_query_conf_t *conf);

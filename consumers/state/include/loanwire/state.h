@@ -53,7 +53,18 @@ typedef struct lw_loan_state {
 #define LW_WINDOW_24H (24LL * 3600 * 1000)
 #define LW_WINDOW_7D  (7LL * 24 * 3600 * 1000)
 #define LW_WINDOW_30D (30LL * 24 * 3600 * 1000)
+#define LW_WINDOW_90D (90LL * 24 * 3600 * 1000)
 typedef enum { LW_WIN_24H = 0, LW_WIN_7D, LW_WIN_30D, LW_WIN__CNT } lw_window_t;
+
+/* One recorded inquiry, as the exposure shows it (issue 20). */
+typedef struct lw_inquiry_state {
+    char institution_id[LW_ID_MAX + 1];
+    lw_inquiry_purpose_t purpose;
+    int64_t inquired_at;
+} lw_inquiry_state_t;
+
+/* The last inquiries the exposure shows, newest first. */
+#define LW_STATE_INQUIRIES_SHOWN 20
 
 typedef struct lw_borrower_state {
     char borrower_id[LW_BORROWER_ID_LEN + 1];
@@ -73,6 +84,11 @@ typedef struct lw_borrower_state {
     lw_loan_state_t *loans; /* n_loans entries, every loan ever seen */
     size_t n_open_alerts;
     char (*open_alerts)[LW_ID_MAX + 1]; /* rule ids fired and not yet cleared, sorted */
+    /* Recorded inquiries as of last_event_at: approval purposes only are
+     * counted (loan approval, credit-card approval, guarantee review). */
+    int32_t inquiries_30d, inquiries_90d, inquiry_institutions_30d;
+    size_t n_inquiries; /* shown: the last LW_STATE_INQUIRIES_SHOWN of every purpose */
+    lw_inquiry_state_t inquiries[LW_STATE_INQUIRIES_SHOWN];
 } lw_borrower_state_t;
 
 /*
