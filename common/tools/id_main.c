@@ -58,6 +58,10 @@ static int convert(const lw_id_key_t *key, const char *raw, const char *what, un
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {{"key-file", required_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},

@@ -462,6 +462,10 @@ static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum { O_PARTS = 256, O_APARTS, O_DPARTS, O_REPL, O_RET, O_ET, O_AT, O_DT, O_TMO };
     static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
                                          {"partitions", required_argument, NULL, O_PARTS},

@@ -75,6 +75,10 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum { O_STRICT = 256, O_STAMP, O_FUTURE };
     static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
                                          {"topic", required_argument, NULL, 't'},

@@ -36,6 +36,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {
         {"redis", required_argument, NULL, 'r'},
         {"batch", required_argument, NULL, 'b'},

@@ -11,6 +11,7 @@
  * Without $NOTIFY_SOCKET nothing is checked or sent.
  */
 #include "loanwire/conf.h"
+#include "loanwire/evict.h"
 #include "loanwire/exposure.h"
 #include "loanwire/validate.h"
 #include "loanwire/log.h"
@@ -48,6 +49,11 @@ static void usage(FILE *f)
         "                       user and password, never logged\n"
         "  --rules FILE         rules file (default: the built-in pack, see\n"
         "                       consumers/exposure/rules.default)\n"
+        "  --allow-eviction     start even if Redis's maxmemory-policy may evict keys\n"
+        "                       (refused by default: it would drop borrower state)\n"
+        "  --metrics-listen HOST:PORT  serve /metrics (Prometheus), /healthz, /readyz\n"
+        "                       (default: off)\n"
+        "  --log-format FMT     text (default) or json (one object per line)\n"
         "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
         "  -X key=value         librdkafka property (repeatable; after --config)\n"
         "  --from-beginning     start every partition at its first offset (rebuild)\n"
@@ -211,6 +217,10 @@ static bool parse_pos(const char *s, long long max, long long *out)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum {
         O_ALERTS = 256,
         O_DLQ,
@@ -233,7 +243,9 @@ int main(int argc, char **argv)
         O_LATENCY,
         O_MAXLOANS,
         O_MAXWIN,
-        O_FUTURE
+        O_FUTURE,
+        O_EVICT,
+        O_LISTEN
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -262,6 +274,8 @@ int main(int argc, char **argv)
         {"max-loans", required_argument, NULL, O_MAXLOANS},
         {"max-window-entries", required_argument, NULL, O_MAXWIN},
         {"max-future", required_argument, NULL, O_FUTURE},
+        {"allow-eviction", no_argument, NULL, O_EVICT},
+        {"metrics-listen", required_argument, NULL, O_LISTEN},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -320,6 +334,12 @@ int main(int argc, char **argv)
             break;
         case O_PRINT:
             print = true;
+            break;
+        case O_EVICT:
+            c.allow_eviction = true;
+            break;
+        case O_LISTEN:
+            c.metrics_listen = optarg;
             break;
         case O_LATENCY:
             c.latency_out = optarg;
@@ -423,6 +443,11 @@ int main(int argc, char **argv)
         free(kv);
         return LW_EXIT_OK;
     case LW_BAD_CONF:
+        lw_error("%s", errstr);
+        free(kv);
+        return LW_EXIT_FAIL;
+    }
+    if (lw_redis_eviction_check(c.redis_url, c.allow_eviction, errstr, sizeof errstr) != LW_OK) {
         lw_error("%s", errstr);
         free(kv);
         return LW_EXIT_FAIL;

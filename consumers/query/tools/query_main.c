@@ -9,6 +9,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/id.h"
+#include "loanwire/evict.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 #include "loanwire/version.h"
@@ -46,6 +47,9 @@ static void usage(FILE *fp)
             "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
             "  --web-dir DIR      the dashboard's files (default: ../share/loanwire/web\n"
             "                     beside this program)\n"
+            "  --allow-eviction   start even if Redis's maxmemory-policy may evict keys\n"
+            "                     (refused by default: it would drop borrower state)\n"
+            "  --log-format FMT   text (default) or json (one object per line)\n"
             "  --cookie-secure    mark the dashboard's session cookie Secure (served\n"
             "                     over HTTPS through a proxy such as stunnel)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit:\n"
@@ -112,6 +116,10 @@ static int lookup_one(const char *redis_url, const char *bid)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {{"redis", required_argument, NULL, 'r'},
                                          {"listen", required_argument, NULL, 'l'},
                                          {"tokens", required_argument, NULL, 't'},
@@ -124,6 +132,7 @@ int main(int argc, char **argv)
                                          {"borrower", required_argument, NULL, 'b'},
                                          {"web-dir", required_argument, NULL, 'W'},
                                          {"cookie-secure", no_argument, NULL, 'S'},
+                                         {"allow-eviction", no_argument, NULL, 'E'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -133,6 +142,7 @@ int main(int argc, char **argv)
     char errstr[512];
     lw_query_t *q;
     int c;
+    bool allow_eviction = false;
     lw_log_level_t level = LW_LOG_INFO;
 
     lw_query_conf_init(&conf);
@@ -194,6 +204,9 @@ int main(int argc, char **argv)
         case 'S':
             conf.cookie_secure = true;
             break;
+        case 'E':
+            allow_eviction = true;
+            break;
         case 'v':
             level = LW_LOG_DEBUG;
             break;
@@ -217,6 +230,10 @@ int main(int argc, char **argv)
         return lookup_one(conf.redis_url, borrower);
 
     lw_signals_install();
+    if (lw_redis_eviction_check(conf.redis_url, allow_eviction, errstr, sizeof errstr) != LW_OK) {
+        lw_error("%s", errstr);
+        return 1;
+    }
     if (!(q = lw_query_start(&conf, errstr, sizeof errstr))) {
         lw_error("%s", errstr);
         return 1;
