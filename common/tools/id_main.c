@@ -36,6 +36,7 @@ static void usage(FILE *fp)
                 "Options:\n"
                 "  -k, --key-file FILE  shared key: >= 64 hex digits on one line, mode 0600\n"
                 "                       (default: $LOANWIRE_ID_KEY_FILE)\n"
+                "  --log-format FMT     text (default) or json (one object per line)\n"
                 "  -h, --help           this text\n"
                 "  -V, --version        print the version and exit\n"
                 "\n"

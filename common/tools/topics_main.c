@@ -64,6 +64,7 @@ static void usage(FILE *fp)
             "      --timeout-ms MS         admin request timeout, and how long create/delete\n"
             "                              wait for the metadata to show the topics ready/gone\n"
             "                              (default 30000)\n"
+            "  --log-format FMT            text (default) or json (one object per line)\n"
             "  -h, --help                  this text\n"
             "  -V, --version               print the version and exit\n"
             "\n"

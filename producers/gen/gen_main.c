@@ -87,6 +87,7 @@ static void gen_usage(FILE *f)
             "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
             "  -X KEY=VALUE         librdkafka property, repeatable; applied after --config\n"
             "\n"
+            "  --log-format FMT     text (default) or json (one object per line)\n"
             "  -h, --help           this text\n"
             "  -V, --version        print the version and exit\n"
             "\n"

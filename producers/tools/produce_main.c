@@ -62,6 +62,7 @@ static void usage(FILE *fp)
             "                         events in the past are always accepted\n"
             "      --strict           exit 3 when any line was rejected\n"
             "  -q, --quiet            no summary line\n"
+            "  --log-format FMT       text (default) or json (one object per line)\n"
             "  -h, --help             this text\n"
             "  -V, --version          print the version and exit\n"
             "\n"

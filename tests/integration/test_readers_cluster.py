@@ -125,13 +125,6 @@ def other_node(cl):
     return CLUSTER
 
 
-def prom_value(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    return None
-
-
 def alerts_pages(srv, limit, rule=None):
     """Every alert through /v1/alerts, paging with since=<last stream_id>."""
     out, since = [], "0"

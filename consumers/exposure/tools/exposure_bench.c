@@ -28,6 +28,7 @@ static void usage(FILE *f)
                "prints events/s; --dump also writes every command sent to Redis to FILE (RESP,\n"
                "for redis-cli --pipe).\n"
                "\n"
+               "  --log-format FMT text (default) or json (one object per line)\n"
                "  -h, --help       this text\n"
                "  -V, --version    print the version and exit\n"
                "\n"
