@@ -13,6 +13,8 @@ that talks to Redis, against the real Kafka and Redis of tests/run.sh.
              loanwire-exposure, loanwire-query and loanwire-alerts --source
              redis exit 1 naming the policy and --allow-eviction; with
              --allow-eviction each runs; the policy is restored afterwards
+  acl        an ACL user denied CONFIG: the policy comes from INFO memory; denied
+             INFO too: exit 1 saying which grant is missing; --allow-eviction runs
   cluster    (LOANWIRE_REDIS_CLUSTER) one master set to allkeys-lru: the
              exposure refuses and names that master; restored afterwards
 
@@ -262,6 +264,32 @@ def part_eviction(topic, rport):
           .splitlines()[-1] == orig)
 
 
+def part_acl(rport):
+    """CONFIG denied: INFO memory is read instead; both denied: a clear refusal."""
+    host, _ = host_port(REDIS)
+    user, pw = f"lwevict{os.getpid()}", "s3cret-evict"
+    url = f"redis://{user}:{pw}@{host}:{rport}"
+    alr = [f"{BIN}/loanwire-alerts", "--source", "redis", "--redis", url, "--json"]
+    try:
+        rcli(rport, "ACL", "SETUSER", user, "reset", "on", ">" + pw, "~*", "&*", "+@all",
+             "-config")
+        r = run(alr, timeout=60)
+        check("CONFIG denied by ACL: the policy is read from INFO memory (runs)",
+              r.returncode == 0, r.stderr[-600:])
+        # INFO cluster stays allowed: every program needs it to tell a cluster from one Redis
+        rcli(rport, "ACL", "SETUSER", user, "-info", "+info|cluster")
+        r = run(alr, timeout=60)
+        check("CONFIG and INFO denied: exit 1", r.returncode == 1, r.stderr[-600:])
+        check("CONFIG and INFO denied: says which grants are missing",
+              "cannot read maxmemory-policy" in r.stderr and "+config|get" in r.stderr and
+              "--allow-eviction" in r.stderr, r.stderr[-600:])
+        r = run(alr + ["--allow-eviction"], timeout=60)
+        check("CONFIG and INFO denied, --allow-eviction: runs", r.returncode == 0,
+              r.stderr[-600:])
+    finally:
+        rcli(rport, "ACL", "DELUSER", user)
+
+
 def part_cluster(topic):
     host, port = host_port(CLUSTER)
     masters = [ln.split()[1].split("@")[0] for ln in rcli(port, "CLUSTER", "NODES").splitlines()
@@ -299,6 +327,7 @@ def main():
     try:
         part_metrics(topic)
         part_eviction(topic, rport)
+        part_acl(rport)
         part_cluster(topic)
     finally:
         topics_cmd("delete", topic)

@@ -149,7 +149,12 @@ def parse_prometheus(text):
             if not m:
                 raise ValueError("line %d: not a sample: %r" % (n, line))
             name = m.group(1)
-            if name not in types:
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in types and types.get(base) in ("histogram", "summary"):
+                name_ok = True
+            else:
+                name_ok = name in types
+            if not name_ok:
                 raise ValueError("line %d: %s has no TYPE" % (n, name))
             labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
                                           m.group(2) or ""))
@@ -157,7 +162,7 @@ def parse_prometheus(text):
                 raise ValueError("line %d: repeated series" % n)
             seen_names.append(name)
             out[(name, labels)] = float(m.group(3))
-            if types[name] == "counter" and ("." in m.group(3)):
+            if types.get(name) == "counter" and ("." in m.group(3)):
                 raise ValueError("line %d: counter %s is not an integer" % (n, name))
     return out
 

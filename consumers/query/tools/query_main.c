@@ -230,7 +230,12 @@ int main(int argc, char **argv)
         return lookup_one(conf.redis_url, borrower);
 
     lw_signals_install();
-    if (lw_redis_eviction_check(conf.redis_url, allow_eviction, errstr, sizeof errstr) != LW_OK) {
+    /* the API starts without Redis (it answers 503 until Redis is back); then the policy
+     * cannot be read now, which is said, not fatal */
+    lw_err_t everr = lw_redis_eviction_check(conf.redis_url, allow_eviction, errstr, sizeof errstr);
+    if (everr == LW_ERR_REDIS) {
+        lw_warn("maxmemory-policy not checked: %s", errstr);
+    } else if (everr != LW_OK) {
         lw_error("%s", errstr);
         return 1;
     }
