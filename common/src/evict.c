@@ -90,7 +90,7 @@ lw_err_t lw_redis_eviction_check(const char *url, bool allow, char *errstr, size
         return LW_ERR_CONFIG;
     lw_rcluster_err_t ce = lw_rcluster_new(&u, NULL, &c, errstr, errstr_size);
     if (ce != LW_RCLUSTER_OK)
-        return ce == LW_RCLUSTER_ERR_AUTH ? LW_ERR_CONFIG : LW_ERR_REDIS;
+        return LW_ERR_REDIS; /* unreachable or login refused: the caller's own connect says more */
     int n = lw_rcluster_master_count(c);
     for (int i = 0; i < n && ret == LW_OK; i++) {
         const char *host = "?";

@@ -180,7 +180,7 @@ size_t lw_log_format_line(lw_log_format_t fmt, int64_t ms, lw_log_level_t level,
 
 static void lw_log_emit(lw_log_level_t level, const char *const *kv, const char *fmt, va_list ap)
 {
-    char msg[2048], line[6144];
+    char msg[2048], line[16384]; /* room for a message escaped at worst (6 bytes each) */
     int saved = errno;
 
     vsnprintf(msg, sizeof msg, fmt, ap);

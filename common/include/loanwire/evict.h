@@ -26,7 +26,8 @@ bool lw_redis_policy_evicts(const char *policy);
  * Cluster: CONFIG GET, or INFO memory when CONFIG is renamed or denied by ACL.
  * LW_OK when no master evicts (or allow and it only warns); LW_ERR_CONFIG
  * when one evicts or the policy cannot be read (errstr says which node and
- * how to fix it); LW_ERR_REDIS when Redis cannot be reached.
+ * how to fix it); LW_ERR_REDIS when Redis cannot be reached or refuses the
+ * login (a program that starts without Redis may go on with a warning).
  */
 lw_err_t lw_redis_eviction_check(const char *url, bool allow, char *errstr, size_t errstr_size);
 
