@@ -39,6 +39,7 @@ static const char lw_avro_usage[] =
     "                JSON Lines out. Bad lines are reported on stderr (line number, field,\n"
     "                reason) and skipped; the exit status is then 1\n"
     "  --no-validate encode without the domain checks of lw_event_validate()\n"
+    "  --log-format FMT text (default) or json (one object per line)\n"
     "  -h, --help    this text\n"
     "  -V, --version print the version and exit\n"
     "\n"

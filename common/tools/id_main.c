@@ -36,6 +36,7 @@ static void usage(FILE *fp)
                 "Options:\n"
                 "  -k, --key-file FILE  shared key: >= 64 hex digits on one line, mode 0600\n"
                 "                       (default: $LOANWIRE_ID_KEY_FILE)\n"
+                "  --log-format FMT     text (default) or json (one object per line)\n"
                 "  -h, --help           this text\n"
                 "  -V, --version        print the version and exit\n"
                 "\n"
@@ -58,6 +59,10 @@ static int convert(const lw_id_key_t *key, const char *raw, const char *what, un
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {{"key-file", required_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},

@@ -93,6 +93,7 @@ static void usage(FILE *fp)
             "      --timeout-ms MS         admin request timeout, and how long create/delete\n"
             "                              wait for the metadata to show the topics ready/gone\n"
             "                              (default 30000)\n"
+            "  --log-format FMT            text (default) or json (one object per line)\n"
             "  -h, --help                  this text\n"
             "  -V, --version               print the version and exit\n"
             "\n"
@@ -619,6 +620,10 @@ static int cmd_describe(rd_kafka_t *rk, const topics_opts_t *o)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum {
         O_PARTS = 256,
         O_APARTS,

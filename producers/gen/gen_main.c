@@ -87,6 +87,7 @@ static void gen_usage(FILE *f)
             "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
             "  -X KEY=VALUE         librdkafka property, repeatable; applied after --config\n"
             "\n"
+            "  --log-format FMT     text (default) or json (one object per line)\n"
             "  -h, --help           this text\n"
             "  -V, --version        print the version and exit\n"
             "\n"
@@ -394,6 +395,10 @@ static void gen_summary(const lw_gen_t *g, int64_t start_ms, int64_t elapsed_us,
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     gen_opts_t o;
     gen_sink_t s;
     lw_gen_t *g = NULL;

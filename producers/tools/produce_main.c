@@ -62,6 +62,7 @@ static void usage(FILE *fp)
             "                         events in the past are always accepted\n"
             "      --strict           exit 3 when any line was rejected\n"
             "  -q, --quiet            no summary line\n"
+            "  --log-format FMT       text (default) or json (one object per line)\n"
             "  -h, --help             this text\n"
             "  -V, --version          print the version and exit\n"
             "\n"
@@ -75,6 +76,10 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum { O_STRICT = 256, O_STAMP, O_FUTURE };
     static const struct option opts[] = {{"brokers", required_argument, NULL, 'b'},
                                          {"topic", required_argument, NULL, 't'},

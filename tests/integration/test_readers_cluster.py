@@ -10,8 +10,7 @@ One generated feed is applied twice by loanwire-exposure: into the cluster
              bytes as against the single Redis, for a sample of borrowers and every
              flagged one of them; an unknown borrower exits 3 on both
   http       the API on the cluster: the same exposure JSON; /healthz up (PING on
-             every master); /metrics shows the consumer's counters (events consumed =
-             the feed's size)
+             every master); /metrics answers with the query's own figures
   alerts     /v1/alerts paged with since=<stream_id> returns every alert id of every
              per-slot stream exactly once, in (entry id, slot) order, as an
              independent reader (SCAN + XRANGE here) sees them; no since: the newest
@@ -126,13 +125,6 @@ def other_node(cl):
     return CLUSTER
 
 
-def prom_value(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    return None
-
-
 def alerts_pages(srv, limit, rule=None):
     """Every alert through /v1/alerts, paging with since=<last stream_id>."""
     out, since = [], "0"
@@ -188,7 +180,6 @@ def main():
     cid = f"readers-{tag}"
     log = tc.exposure(topic, f"g-rd-cl-{tag}", topic + ".alerts", ["--consumer-id", cid])
     check("Redis Cluster at" in log, "the consumer did not detect the cluster")
-    t_metrics = time.time()
 
     tokens = os.path.join(TMP, f"readers-tokens-{tag}")
     with open(tokens, "w") as fp:
@@ -196,15 +187,13 @@ def main():
     os.chmod(tokens, 0o600)
     srv = Server(other_node(cl), tokens)
     try:
-        # ---- /metrics and /healthz (the consumer's hash lives 15 s) -------------------
+        # ---- /metrics and /healthz ---------------------------------------------------
+        # (the consumer's counters are its own endpoint's: test_exposure_metrics.py)
         print("http: metrics, healthz")
         st, text = srv.get("/metrics", token=None)
         check(st == 200, f"/metrics on the cluster: {st} {text[:200]}")
-        check(time.time() - t_metrics < 14, "too slow to see the metrics hash before it expired")
-        consumed = prom_value(text, "loanwire_events_consumed_total")
-        check(consumed == len(events),
-              f"/metrics loanwire_events_consumed_total {consumed}, the feed has {len(events)}")
-        check(prom_value(text, "loanwire_consumers") == 1, "/metrics: not one consumer")
+        check("loanwire_build_info{" in text and "loanwire_events_consumed_total" not in text,
+              "/metrics: the query's own figures only")
         st, body = srv.get("/healthz")
         h = json.loads(body) if st in (200, 503) else {}
         check(st == 200 and h.get("status") == "up" and "redis_rtt_us" in h,

@@ -311,67 +311,47 @@ static void test_token_nul(void **state)
 
 static void test_metrics_render(void **state)
 {
-    lw_metrics_agg_t *agg = lw_metrics_agg_new();
     lw_query_counts_t counts;
     char *text;
 
+    (void)state;
     memset(&counts, 0, sizeof counts);
     counts.by_status[lw_query_status_slot(200)] = 5;
     counts.by_status[lw_query_status_slot(404)] = 2;
     counts.by_status[lw_query_status_slot(418)] = 1;
-
-    lw_metrics_agg_add(agg, "c1", "events_consumed", "104");
-    lw_metrics_agg_add(agg, "c1", "events_applied", "100");
-    lw_metrics_agg_add(agg, "c1", "duplicates", "1");
-    lw_metrics_agg_add(agg, "c1", "produce_failed", "0");
-    lw_metrics_agg_add(agg, "c1", "dead_letters", "3");
-    lw_metrics_agg_add(agg, "c1", "alerts:balance_cap", "4");
-    lw_metrics_agg_add(agg, "c1", "lag:loanwire.loan-events:0", "10");
-    lw_metrics_agg_add(agg, "c1", "redis_rtt_us", "1500");
-    lw_metrics_agg_add(agg, "c1", "not_a_number", "x");
-    lw_metrics_agg_add(agg, "c1", "partitions_fenced", "2");
-    lw_metrics_agg_add(agg, "c1", "stalled_s", "17");
-    lw_metrics_agg_add(agg, "c2", "events_consumed", "30");
-    lw_metrics_agg_add(agg, "c2", "events_applied", "23");
-    lw_metrics_agg_add(agg, "c2", "duplicates", "7");
-    lw_metrics_agg_add(agg, "c2", "alerts:balance_cap", "1");
-    lw_metrics_agg_add(agg, "c2", "alerts:stack\"ing", "2");
-    lw_metrics_agg_add(agg, "c2", "lag:loanwire.loan-events:0", "7");
-    lw_metrics_agg_add(agg, "c2", "lag:loanwire.loan-events:1", "0");
-    lw_metrics_agg_add(agg, "c2", "redis_rtt_us", "2000000");
-    lw_metrics_agg_add(agg, "c2", "events_applied", "junk");
-    text = lw_metrics_agg_render(agg, &counts);
+    counts.lat_bucket[lw_query_lat_slot(800)] = 3;     /* <= 1 ms */
+    counts.lat_bucket[lw_query_lat_slot(30000)] = 4;   /* <= 50 ms */
+    counts.lat_bucket[lw_query_lat_slot(9000000)] = 1; /* +Inf */
+    counts.lat_sum_us = 1500000;
+    text = lw_query_metrics_render(&counts);
     assert_non_null(text);
 
-    assert_non_null(strstr(text, "# TYPE loanwire_events_applied_total counter\n"));
-    assert_non_null(strstr(text, "\nloanwire_events_applied_total 123\n"));
-    assert_non_null(strstr(text, "\nloanwire_dead_letters_total 3\n"));
-    assert_non_null(strstr(text, "\nloanwire_events_consumed_total 134\n"));
-    assert_non_null(strstr(text, "\nloanwire_duplicates_total 8\n"));
-    assert_non_null(strstr(text, "\nloanwire_produce_failed_total 0\n"));
-    assert_non_null(strstr(text, "\nloanwire_out_of_order_total 0\n")); /* no consumer had it */
-    assert_non_null(strstr(text, "# TYPE loanwire_duplicates_total counter\n"));
-    assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"balance_cap\"} 5\n"));
-    assert_non_null(strstr(text, "\nloanwire_alerts_total{rule=\"stack\\\"ing\"} 2\n"));
-    assert_non_null(strstr(
-        text, "\nloanwire_consumer_lag{topic=\"loanwire.loan-events\",partition=\"0\"} 10\n"));
-    assert_non_null(strstr(
-        text, "\nloanwire_consumer_lag{topic=\"loanwire.loan-events\",partition=\"1\"} 0\n"));
-    assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c1\"} 0.001500\n"));
-    assert_non_null(strstr(text, "\nloanwire_redis_rtt_seconds{consumer=\"c2\"} 2.000000\n"));
-    assert_non_null(strstr(text, "\nloanwire_consumers 2\n"));
-    assert_non_null(strstr(text, "# TYPE loanwire_partitions_fenced gauge\n"));
-    assert_non_null(strstr(text, "\nloanwire_partitions_fenced{consumer=\"c1\"} 2\n"));
-    assert_non_null(strstr(text, "\nloanwire_consumer_stalled_seconds{consumer=\"c1\"} 17\n"));
+    assert_non_null(strstr(text, "\nloanwire_build_info{version=\""));
+    assert_non_null(strstr(text, "program=\"loanwire-query\"} 1\n"));
+    assert_non_null(strstr(text, "# TYPE loanwire_query_requests_total counter\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"200\"} 5\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"404\"} 2\n"));
     assert_non_null(strstr(text, "\nloanwire_query_requests_total{code=\"other\"} 1\n"));
-    /* Every metric line is preceded by its HELP and TYPE. */
-    assert_non_null(strstr(text, "# HELP loanwire_consumer_lag "));
+    assert_non_null(strstr(text, "# TYPE loanwire_query_request_duration_seconds histogram\n"));
+    /* buckets are cumulative */
+    assert_non_null(
+        strstr(text, "\nloanwire_query_request_duration_seconds_bucket{le=\"0.001\"} 3\n"));
+    assert_non_null(
+        strstr(text, "\nloanwire_query_request_duration_seconds_bucket{le=\"0.025\"} 3\n"));
+    assert_non_null(
+        strstr(text, "\nloanwire_query_request_duration_seconds_bucket{le=\"0.05\"} 7\n"));
+    assert_non_null(
+        strstr(text, "\nloanwire_query_request_duration_seconds_bucket{le=\"+Inf\"} 8\n"));
+    assert_non_null(strstr(text, "\nloanwire_query_request_duration_seconds_count 8\n"));
+    assert_non_null(strstr(text, "\nloanwire_query_request_duration_seconds_sum 1.5\n"));
+    /* the consumers' figures come from their own endpoints now */
+    assert_null(strstr(text, "loanwire_events_applied_total"));
+    assert_null(strstr(text, "loanwire_consumer_lag"));
     assert_int_equal(text[strlen(text) - 1], '\n');
     free(text);
-    lw_metrics_agg_destroy(agg);
-    lw_metrics_agg_destroy(NULL);
+    assert_int_equal(lw_query_lat_slot(1000), 0);
+    assert_int_equal(lw_query_lat_slot(1001), 1);
+    assert_int_equal(lw_query_lat_slot(INT64_MAX), LW_QUERY_LAT_BUCKETS - 1);
 }
 
 static void test_status_slots(void **state)

@@ -4,6 +4,7 @@
  */
 #include "loanwire/alerts.h"
 #include "loanwire/conf.h"
+#include "loanwire/evict.h"
 #include "loanwire/log.h"
 #include "loanwire/version.h"
 
@@ -32,6 +33,8 @@ static void usage(FILE *fp)
             "                        user and password, never logged\n"
             "  -g, --group NAME      consumer group: Kafka default loanwire-alerts-$USER,\n"
             "                        Redis stream group default loanwire-alerts\n"
+            "  --allow-eviction      --source redis: start even if Redis's maxmemory-policy\n"
+            "                        may evict keys (refused by default)\n"
             "  --consumer NAME       Redis stream consumer name (default loanwire-alerts)\n"
             "                        On a Redis Cluster (any node's URL) the per-slot\n"
             "                        streams are polled and merged by entry id, without a\n"
@@ -46,6 +49,7 @@ static void usage(FILE *fp)
             "Output:\n"
             "  --json                JSON Lines (the default when stdout is not a terminal)\n"
             "  --text                aligned lines (the default on a terminal)\n"
+            "  --log-format FMT      text (default) or json (one object per line)\n"
             "  -v, --verbose, -h, --help, -V, --version\n"
             "\n"
             "An alert is acknowledged (Kafka offset stored and committed / Redis XACK) only\n"
@@ -59,6 +63,10 @@ static void usage(FILE *fp)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum {
         O_SOURCE = 256,
         O_REDIS,
@@ -70,10 +78,12 @@ int main(int argc, char **argv)
         O_BORR,
         O_SEV,
         O_JSON,
-        O_TEXT
+        O_TEXT,
+        O_EVICT
     };
     static const struct option opts[] = {{"source", required_argument, NULL, O_SOURCE},
                                          {"brokers", required_argument, NULL, 'b'},
+                                         {"allow-eviction", no_argument, NULL, O_EVICT},
                                          {"topic", required_argument, NULL, 't'},
                                          {"config", required_argument, NULL, 'F'},
                                          {"redis", required_argument, NULL, O_REDIS},
@@ -99,6 +109,7 @@ int main(int argc, char **argv)
     int nprops = 0, c, json = -1, rc = 0;
     char errstr[512], *end;
     uint64_t printed = 0;
+    bool allow_eviction = false;
     lw_err_t err = LW_OK;
     lw_log_level_t level = LW_LOG_INFO;
 
@@ -176,6 +187,9 @@ int main(int argc, char **argv)
         case O_TEXT:
             json = 0;
             break;
+        case O_EVICT:
+            allow_eviction = true;
+            break;
         case 'v':
             level = LW_LOG_DEBUG;
             break;
@@ -210,6 +224,13 @@ int main(int argc, char **argv)
     conf.kafka_props = props;
     conf.filter = filter;
     conf.json = json >= 0 ? json == 1 : !isatty(STDOUT_FILENO);
+    /* the Redis source acknowledges stream entries: an evicted stream loses them */
+    if (conf.source == LW_ALERTS_REDIS &&
+        lw_redis_eviction_check(conf.redis_url, allow_eviction, errstr, sizeof errstr) != LW_OK) {
+        lw_error("%s", errstr);
+        lw_alerts_filter_destroy(filter);
+        return 1;
+    }
 
     err = lw_alerts_run(&conf, stdout, &printed, errstr, sizeof errstr);
     lw_alerts_filter_destroy(filter);

@@ -48,6 +48,7 @@
  * inquiries' offsets are stored and committed beside the events'.
  */
 #include "exposure_int.h"
+#include "obs_int.h"
 
 #include "loanwire/codec.h"
 #include "loanwire/conf.h"
@@ -94,15 +95,8 @@ typedef struct inflight {
     size_t nalerted, alerted_cap;
 } inflight_t;
 
-typedef struct counters {
-    uint64_t consumed, applied, duplicates, out_of_order, fenced, dead_letters, alerts;
-    /* recorded inquiries: counted apart, so the figures above stay the loan
-     * events' (consumed = produced, applied + duplicates + ... = consumed) */
-    uint64_t inq_consumed, inq_applied, inq_duplicates;
-    uint64_t refused; /* LW_APPLY_REFUSED: also counted in dead_letters */
-    uint64_t alerts_by_rule[LW_RULES_MAX];
-    uint64_t batches, produce_failed;
-} counters_t;
+/* the counters /metrics serves (obs.c): written there once per loop turn */
+typedef lw_obs_counts_t counters_t;
 
 /* One poll batch, from the poll to its results. */
 typedef struct batch {
@@ -148,6 +142,8 @@ typedef struct exp_ctx {
     uint64_t *pend_set;       /* open-addressing set of alerted borrowers still unacknowledged */
     const char *inq_topic;    /* the inquiries topic read beside the events ("" none) */
     size_t pend_cap;
+    lw_obs_t *obs; /* --metrics-listen only */
+    lw_mhttp_t *http;
 } exp_ctx_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c)
@@ -1216,7 +1212,29 @@ static bool group_caught_up(exp_ctx_t *x)
     return caught;
 }
 
-static void publish_metrics(exp_ctx_t *x, double rate)
+/* librdkafka's statistics (statistics.interval.ms), for /metrics */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    exp_ctx_t *x = opaque;
+    if (x->obs)
+        lw_obs_rdkafka_stats(x->obs, rd_kafka_type(rk) == RD_KAFKA_PRODUCER, json, len);
+    return 0; /* librdkafka frees json */
+}
+
+/* The figures of /metrics that change per second (counters go every turn). */
+static void observe(exp_ctx_t *x, bool redis_ok)
+{
+    if (!x->obs)
+        return;
+    for (int32_t p = 0; p < MAX_PARTS; p++)
+        lw_obs_partition(x->obs, p, x->parts[p].owned, x->parts[p].lag);
+    lw_obs_gauges(x->obs, fenced_count(x), x->stalled_ms, lw_store_last_rtt_us(x->store), redis_ok);
+}
+
+/* The "who is running" hash lw:metrics:<consumer> (a human-readable view that
+ * expires 15 s after the consumer stops; not Prometheus counters: scrape
+ * --metrics-listen for those). False when Redis did not answer. */
+static bool publish_metrics(exp_ctx_t *x, double rate)
 {
     char key[200];
     snprintf(key, sizeof key, "lw:metrics:%s", x->consumer_id);
@@ -1224,7 +1242,7 @@ static void publish_metrics(exp_ctx_t *x, double rate)
     redisContext *rc = lw_store_redis_for(x->store, key);
     redisContext *rs = lw_store_redis_for(x->store, "lw:metrics:consumers");
     if (!rc || !rs)
-        return;
+        return false;
     enum { MAXA = 20 + 2 * LW_RULES_MAX + 2 * MAX_PARTS };
     static const char *argv[4 + MAXA * 2];
     static size_t lens[4 + MAXA * 2];
@@ -1287,10 +1305,11 @@ static void publish_metrics(exp_ctx_t *x, double rate)
         if (redisGetReply(c, (void **)&r) != REDIS_OK) {
             lw_warn("metrics to Redis: %s", c->errstr);
             lw_store_reconnect(x->store, key, sizeof key); /* next batch retries anyway */
-            return;
+            return false;
         }
         freeReplyObject(r);
     }
+    return true;
 }
 
 /* ---- Setup ---------------------------------------------------------------- */
@@ -1315,6 +1334,8 @@ static bool set(rd_kafka_conf_t *kc, const char *k, const char *v, char *errstr,
 
 static void ctx_destroy(exp_ctx_t *x)
 {
+    lw_mhttp_stop(x->http); /* before what it reads */
+    lw_obs_destroy(x->obs);
     batch_drop(x);
     if (x->events)
         rd_kafka_topic_destroy(x->events);
@@ -1396,6 +1417,21 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     x->inq_topic = cf->inquiries_topic                   ? cf->inquiries_topic
                    : !strcmp(cf->topic, LW_TOPIC_EVENTS) ? LW_TOPIC_INQUIRIES
                                                          : "";
+    if (cf->metrics_listen) {
+        /* served from the start: /readyz says "no partition assigned" until the group has
+         * given us some, and /healthz answers while Redis is still awaited */
+        if (!(x->obs = lw_obs_new(cf->topic, x->rules))) {
+            snprintf(errstr, errstr_size, "out of memory");
+            ctx_destroy(x);
+            return LW_ERR_NOMEM;
+        }
+        if (!(x->http = lw_mhttp_start(cf->metrics_listen, x->obs, errstr, errstr_size))) {
+            ctx_destroy(x);
+            return LW_ERR_CONFIG;
+        }
+        lw_info("metrics on http://%s/metrics (port %d), /healthz, /readyz", cf->metrics_listen,
+                lw_mhttp_port(x->http));
+    }
     x->codec = lw_codec_new(errstr, errstr_size);
     if (!x->codec) {
         ctx_destroy(x);
@@ -1439,7 +1475,9 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
 
     /* alerts and dead-letter producer: idempotent, never gives up on a message */
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    if (!conf_apply(cf, pc, errstr, errstr_size) ||
+    /* statistics for /metrics every 5 s (-X statistics.interval.ms overrides) */
+    if ((cf->metrics_listen && !set(pc, "statistics.interval.ms", "5000", errstr, errstr_size)) ||
+        !conf_apply(cf, pc, errstr, errstr_size) ||
         !set(pc, "enable.idempotence", "true", errstr, errstr_size) ||
         !set(pc, "message.timeout.ms", "0", errstr, errstr_size) ||
         /* a batch's alerts go out in one request, not one or a few each: at
@@ -1453,6 +1491,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         return LW_ERR_CONFIG;
     }
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
+    if (cf->metrics_listen)
+        rd_kafka_conf_set_stats_cb(pc, stats_cb);
     rd_kafka_conf_set_opaque(pc, x);
     x->prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size);
     if (!x->prod) {
@@ -1486,6 +1526,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
          * partitions that change hands ("Rebalances" above); -X may set
          * another strategy, and the callback follows the protocol it gives */
         !set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr, errstr_size) ||
+        (cf->metrics_listen && !set(kc, "statistics.interval.ms", "5000", errstr, errstr_size)) ||
         !conf_apply(cf, kc, errstr, errstr_size) ||
         !set(kc, "group.id", cf->group, errstr, errstr_size) ||
         /* offsets are stored by us, after Redis acknowledged: not negotiable */
@@ -1495,6 +1536,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         return LW_ERR_CONFIG;
     }
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    if (cf->metrics_listen)
+        rd_kafka_conf_set_stats_cb(kc, stats_cb);
     rd_kafka_conf_set_opaque(kc, x);
     x->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, errstr_size);
     if (!x->rk) {
@@ -1568,6 +1611,8 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
         batch_land(x);
         inflight_settle(x);
         fences_check(x);
+        if (x->obs)
+            lw_obs_counts(x->obs, &x->c);
 
         int64_t now = lw_mono_ms();
         if (now - last_metrics >= 1000 || !polled) {
@@ -1576,7 +1621,7 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
             if (now - last_metrics >= 1000) {
                 update_lag(x, &lag, &caught);
                 stall_watch(x, lag, now);
-                publish_metrics(x, rate);
+                observe(x, publish_metrics(x, rate));
                 last_metrics = now;
             }
             if (cf->status_every_s > 0 && now - last_status >= cf->status_every_s * 1000LL) {

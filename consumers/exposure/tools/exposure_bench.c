@@ -30,6 +30,7 @@ static void usage(FILE *f)
                "for redis-cli --pipe). --retain-ended / --retain-negative: as loanwire-exposure's\n"
                "(default 90d / 5y; off keeps ended loans).\n"
                "\n"
+               "  --log-format FMT text (default) or json (one object per line)\n"
                "  -h, --help       this text\n"
                "  -V, --version    print the version and exit\n"
                "\n"
@@ -38,6 +39,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {
         {"redis", required_argument, NULL, 'r'},
         {"batch", required_argument, NULL, 'b'},

@@ -11,6 +11,7 @@
  * Without $NOTIFY_SOCKET nothing is checked or sent.
  */
 #include "loanwire/conf.h"
+#include "loanwire/evict.h"
 #include "loanwire/exposure.h"
 #include "loanwire/validate.h"
 #include "loanwire/log.h"
@@ -53,6 +54,11 @@ static void usage(FILE *f)
         "                       user and password, never logged\n"
         "  --rules FILE         rules file (default: the built-in pack, see\n"
         "                       consumers/exposure/rules.default)\n"
+        "  --allow-eviction     start even if Redis's maxmemory-policy may evict keys\n"
+        "                       (refused by default: it would drop borrower state)\n"
+        "  --metrics-listen HOST:PORT  serve /metrics (Prometheus), /healthz, /readyz\n"
+        "                       (default: off)\n"
+        "  --log-format FMT     text (default) or json (one object per line)\n"
         "  -F, --config FILE    librdkafka properties file (key=value lines)\n"
         "  -X key=value         librdkafka property (repeatable; after --config)\n"
         "  --from-beginning     start every partition at its first offset (rebuild)\n"
@@ -229,6 +235,10 @@ static bool parse_pos(const char *s, long long max, long long *out)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     enum {
         O_ALERTS = 256,
         O_DLQ,
@@ -255,7 +265,9 @@ int main(int argc, char **argv)
         O_RETEND,
         O_RETNEG,
         O_INQTOPIC,
-        O_MAXINQ
+        O_MAXINQ,
+        O_EVICT,
+        O_LISTEN
     };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -288,6 +300,8 @@ int main(int argc, char **argv)
         {"retain-negative", required_argument, NULL, O_RETNEG},
         {"inquiries-topic", required_argument, NULL, O_INQTOPIC},
         {"max-inquiries", required_argument, NULL, O_MAXINQ},
+        {"allow-eviction", no_argument, NULL, O_EVICT},
+        {"metrics-listen", required_argument, NULL, O_LISTEN},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -349,6 +363,12 @@ int main(int argc, char **argv)
             break;
         case O_PRINT:
             print = true;
+            break;
+        case O_EVICT:
+            c.allow_eviction = true;
+            break;
+        case O_LISTEN:
+            c.metrics_listen = optarg;
             break;
         case O_LATENCY:
             c.latency_out = optarg;
@@ -479,6 +499,11 @@ int main(int argc, char **argv)
         free(kv);
         return LW_EXIT_OK;
     case LW_BAD_CONF:
+        lw_error("%s", errstr);
+        free(kv);
+        return LW_EXIT_FAIL;
+    }
+    if (lw_redis_eviction_check(c.redis_url, c.allow_eviction, errstr, sizeof errstr) != LW_OK) {
         lw_error("%s", errstr);
         free(kv);
         return LW_EXIT_FAIL;

@@ -64,6 +64,7 @@ struct lw_query_s {
     int port;
     pthread_key_t rc_key;
     _Atomic uint64_t counts[LW_QUERY_STATUS_SLOTS];
+    _Atomic uint64_t lat[LW_QUERY_LAT_BUCKETS], lat_sum_us; /* for /metrics */
     int64_t header_timeout_us;
     pthread_mutex_t conn_mu;
     pthread_cond_t stop_cv;
@@ -561,11 +562,8 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
     case LW_ROUTE_METRICS: {
         lw_query_counts_t counts;
         lw_query_counts_get(q, &counts);
-        err = lw_query_metrics_text(rc, &counts, &body, errstr, sizeof errstr);
-        if (err != LW_OK) {
-            lw_warn("metrics: %s", errstr);
-            return lw_respond_error(q, req, conn, 503, "unavailable", "Redis read failed");
-        }
+        if (!(body = lw_query_metrics_render(&counts)))
+            return lw_respond_error(q, req, conn, 500, "internal", "out of memory");
         return lw_respond(q, req, conn, 200, "text/plain; version=0.0.4; charset=utf-8", body,
                           true);
     }
@@ -627,8 +625,11 @@ static void lw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     lw_log_safe(path, sizeof path, req->path);
     lw_log_safe(meth, sizeof meth, req->method);
+    int64_t took_us = lw_mono_us() - req->started_us;
+    atomic_fetch_add(&q->lat[lw_query_lat_slot(took_us)], 1);
+    atomic_fetch_add(&q->lat_sum_us, (uint64_t)(took_us > 0 ? took_us : 0));
     fprintf(stderr, "ACCESS %s \"%s %s\" %d %zu %" PRId64 "us%s\n", addr, meth, path,
-            req->answered ? req->status : 0, req->bytes, lw_mono_us() - req->started_us,
+            req->answered ? req->status : 0, req->bytes, took_us,
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     free(req);
     *con_cls = NULL;
@@ -816,6 +817,9 @@ void lw_query_counts_get(lw_query_t *q, lw_query_counts_t *out)
 {
     for (int i = 0; i < LW_QUERY_STATUS_SLOTS; i++)
         out->by_status[i] = atomic_load(&q->counts[i]);
+    for (int i = 0; i < LW_QUERY_LAT_BUCKETS; i++)
+        out->lat_bucket[i] = atomic_load(&q->lat[i]);
+    out->lat_sum_us = atomic_load(&q->lat_sum_us);
 }
 
 void lw_query_stop(lw_query_t *q)

@@ -9,6 +9,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/id.h"
+#include "loanwire/evict.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
 #include "loanwire/version.h"
@@ -51,6 +52,9 @@ static void usage(FILE *fp)
             "  --idle-timeout S   seconds without a byte either way before closing (%d)\n"
             "  --web-dir DIR      the dashboard's files (default: ../share/loanwire/web\n"
             "                     beside this program)\n"
+            "  --allow-eviction   start even if Redis's maxmemory-policy may evict keys\n"
+            "                     (refused by default: it would drop borrower state)\n"
+            "  --log-format FMT   text (default) or json (one object per line)\n"
             "  --cookie-secure    mark the dashboard's session cookie Secure (served\n"
             "                     over HTTPS through a proxy such as stunnel)\n"
             "  --borrower ID      print that borrower's exposure JSON and exit (an\n"
@@ -122,6 +126,10 @@ static int lookup_one(const char *redis_url, const char *bid)
 
 int main(int argc, char **argv)
 {
+    if (lw_log_take_args(&argc, argv) != 0) {
+        fprintf(stderr, "%s: --log-format takes text or json\n", argv[0]);
+        return 2;
+    }
     static const struct option opts[] = {{"redis", required_argument, NULL, 'r'},
                                          {"listen", required_argument, NULL, 'l'},
                                          {"tokens", required_argument, NULL, 't'},
@@ -136,6 +144,7 @@ int main(int argc, char **argv)
                                          {"cookie-secure", no_argument, NULL, 'S'},
                                          {"brokers", required_argument, NULL, 'k'},
                                          {"inquiries-topic", required_argument, NULL, 'Q'},
+                                         {"allow-eviction", no_argument, NULL, 'E'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -145,6 +154,7 @@ int main(int argc, char **argv)
     char errstr[512];
     lw_query_t *q;
     int c;
+    bool allow_eviction = false;
     lw_log_level_t level = LW_LOG_INFO;
 
     lw_query_conf_init(&conf);
@@ -212,6 +222,9 @@ int main(int argc, char **argv)
         case 'S':
             conf.cookie_secure = true;
             break;
+        case 'E':
+            allow_eviction = true;
+            break;
         case 'v':
             level = LW_LOG_DEBUG;
             break;
@@ -235,6 +248,15 @@ int main(int argc, char **argv)
         return lookup_one(conf.redis_url, borrower);
 
     lw_signals_install();
+    /* the API starts without Redis (it answers 503 until Redis is back); then the policy
+     * cannot be read now, which is said, not fatal */
+    lw_err_t everr = lw_redis_eviction_check(conf.redis_url, allow_eviction, errstr, sizeof errstr);
+    if (everr == LW_ERR_REDIS) {
+        lw_warn("maxmemory-policy not checked: %s", errstr);
+    } else if (everr != LW_OK) {
+        lw_error("%s", errstr);
+        return 1;
+    }
     if (!(q = lw_query_start(&conf, errstr, sizeof errstr))) {
         lw_error("%s", errstr);
         return 1;

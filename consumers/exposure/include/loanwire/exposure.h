@@ -289,6 +289,8 @@ typedef struct lw_exposure_conf {
     lw_script_opts_t script;
     const char *consumer_id; /* metrics key suffix; NULL: host:pid */
     const char *latency_out; /* JSON event-to-state latency histograms at exit, or NULL */
+    const char *metrics_listen; /* HOST:PORT of /metrics, /healthz, /readyz; NULL: off */
+    bool allow_eviction;        /* start on an evicting maxmemory-policy (warn only) */
 } lw_exposure_conf_t;
 
 void lw_exposure_conf_init(lw_exposure_conf_t *c);

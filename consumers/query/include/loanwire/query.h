@@ -138,29 +138,30 @@ lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char
 lw_err_t lw_query_alerts_json(lw_rcluster_t *cl, const lw_alerts_params_t *p, char **json,
                               char *errstr, size_t errstr_size);
 
-/* The query service's own request counters, by HTTP status. */
+/* The query service's own request counters, by HTTP status, and the time
+ * from a request's first byte to its answer completed (a histogram). */
 #define LW_QUERY_STATUS_SLOTS 10
+#define LW_QUERY_LAT_BUCKETS  12 /* the last one is +Inf */
 typedef struct lw_query_counts {
     uint64_t by_status[LW_QUERY_STATUS_SLOTS];
+    uint64_t lat_bucket[LW_QUERY_LAT_BUCKETS]; /* not cumulative: one slot per request */
+    uint64_t lat_sum_us;
 } lw_query_counts_t;
 /* Status codes the slots count ("other" last). */
 extern const int lw_query_status_codes[LW_QUERY_STATUS_SLOTS];
 int lw_query_status_slot(int status);
+/* Upper bounds of the latency buckets, microseconds (the last: INT64_MAX). */
+extern const int64_t lw_query_lat_bounds_us[LW_QUERY_LAT_BUCKETS];
+int lw_query_lat_slot(int64_t us);
 
-/* Metrics aggregation: feed every field of every lw:metrics:<consumer>
- * hash, then render Prometheus text (malloc'd). */
-typedef struct lw_metrics_agg_s lw_metrics_agg_t;
-lw_metrics_agg_t *lw_metrics_agg_new(void);
-void lw_metrics_agg_add(lw_metrics_agg_t *agg, const char *consumer, const char *field,
-                        const char *value);
-char *lw_metrics_agg_render(const lw_metrics_agg_t *agg, const lw_query_counts_t *counts);
-void lw_metrics_agg_destroy(lw_metrics_agg_t *agg); /* NULL is fine */
-
-/* Reads the hash lw:metrics:<id> of every id in the set lw:metrics:consumers
- * (SMEMBERS, then the HGETALLs pipelined: no SCAN, O(consumers)), drops ids
- * whose hash expired from the set, and renders the text. */
-lw_err_t lw_query_metrics_text(lw_rcluster_t *cl, const lw_query_counts_t *counts, char **text,
-                               char *errstr, size_t errstr_size);
+/*
+ * /metrics: this process's own figures only (build_info, requests by status,
+ * request latency), Prometheus text, malloc'd; NULL when out of memory. The
+ * consumers' figures are not here any more: each loanwire-exposure serves
+ * its own (--metrics-listen), so a consumer that stops no longer makes sums
+ * drop. A 503 counted here is always Redis failing.
+ */
+char *lw_query_metrics_render(const lw_query_counts_t *counts);
 
 /* ---- Server -------------------------------------------------------------- */
 
