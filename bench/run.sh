@@ -105,7 +105,7 @@ cluster_stack down >/dev/null 2>&1 || true
 rm -rf "$cluster_dir"
 cluster_stack up --redis-cluster 3 --kafka-brokers 0
 
-# Step 7's unrecorded look-up: loanwire-query as it was before issue 20 made every
+# Step 10's unrecorded look-up: loanwire-query as it was before issue 20 made every
 # look-up a recorded inquiry (the parent of the commit that added CreditInquiry.avsc;
 # LW_BENCH_LOOKUP_BASE=REV for another), exported and built in bench/.base.
 base_bin=()
@@ -115,7 +115,7 @@ if [ -z "$base_rev" ]; then
   [ -z "$first" ] || base_rev=$first^
 fi
 if [ -n "$base_rev" ] && git rev-parse --verify -q "$base_rev" >/dev/null; then
-  step "building loanwire-query of $(git rev-parse --short "$base_rev") in bench/.base (step 7's unrecorded look-up)"
+  step "building loanwire-query of $(git rev-parse --short "$base_rev") in bench/.base (step 10's unrecorded look-up)"
   rm -rf bench/.base && mkdir -p bench/.base/src
   git archive "$base_rev" | tar -x -C bench/.base/src
   cmake -S bench/.base/src -B bench/.base/build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
