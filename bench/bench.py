@@ -1924,12 +1924,19 @@ def main():
 
 def merge_figures(path, fig):
     """Figures measured now replace the same names in path; others stay (a run of some
-    steps keeps the rest). Written whole to a temporary file, then renamed."""
+    steps keeps the rest). A --quick figure never replaces a full run's: CI's smoke run
+    would otherwise overwrite the committed figures that capacity.py plans from.
+    Written whole to a temporary file, then renamed."""
     try:
         old = json.load(open(path))
     except (OSError, ValueError):
         old = {}
-    old.update(fig)
+    for name, v in fig.items():
+        kept = old.get(name)
+        if (isinstance(v, dict) and v.get("quick") and isinstance(kept, dict)
+                and not kept.get("quick")):
+            continue
+        old[name] = v
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(old, f, indent=1, sort_keys=True)
