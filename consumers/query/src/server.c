@@ -7,8 +7,10 @@
  * every key to its slot's master and reopens a connection that broke, so a
  * handle lives as long as its thread. Only a handle that could not be made
  * (Redis down at the first request) is tried again by the next request.
- * Requests are answered on the first call of the access handler: nothing
- * here reads a body, so any request announcing one gets 413 straight away.
+ * Nothing here reads a body, so any request announcing one gets 413 on the
+ * first call of the access handler; a request without one is answered on
+ * the second (see lw_handle: answered on the first, this libmicrohttpd
+ * closes the connection after every answer).
  * One access line per request goes to stderr when MHD reports completion.
  *
  * Slow clients (slowloris: many connections, each sending a header line now
@@ -89,6 +91,7 @@ typedef struct lw_req {
     /* an exposure look-up's inquiry record: none, waiting for Kafka (the
      * connection suspended), or confirmed / failed (resumed) */
     enum { LW_INQ_NONE = 0, LW_INQ_WAITING, LW_INQ_DONE } inq;
+    bool headers_seen; /* the first call (headers only) has run: see lw_handle */
     lw_err_t inq_err;
     struct MHD_Connection *conn;
 } lw_req_t;
@@ -492,6 +495,20 @@ static enum MHD_Result lw_handle(void *cls, struct MHD_Connection *conn, const c
 
     if (lw_dash_owns(url))
         return lw_dash_answer(q, req, conn, url, method);
+    /* An API request is answered on MHD's second call, the one after the
+     * (empty) body, not on the first: this libmicrohttpd (0.9.75) takes a
+     * response queued on the first call as an early answer to a request
+     * whose body it has not read, and closes the connection after it
+     * ("Connection: close" on every answer). Each look-up then cost a TCP
+     * connection (accept, close, shutdown: 10 % of the CPU in perf), and
+     * wrk's 64 reconnecting clients ran into MHD's per-IP limit, which
+     * counts a closed connection until MHD has cleaned it up (thousands
+     * of refused connections a second). Errors above are answered at once
+     * and close, as they should. */
+    if (!req->headers_seen) {
+        req->headers_seen = true;
+        return MHD_YES;
+    }
     route = lw_query_route(url, bid, &bad_id);
     if (route == LW_ROUTE_NOT_FOUND)
         return lw_respond_error(q, req, conn, 404, "not_found", "no such path");
