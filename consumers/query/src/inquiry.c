@@ -10,7 +10,9 @@
  * produced meanwhile, by every request, into one ProduceRequest per
  * partition. The request does not hold a server thread while it waits: the
  * server suspends its connection (server.c) and the delivery report, served
- * by one poller thread here, calls back to resume it. So every open
+ * by one poller thread here, calls back; after the reports of one poll the
+ * poller calls the server's batch_end, which reads and resumes the batch's
+ * look-ups (server.c, lw_inq_batch). So every open
  * connection can have a record in the same batch (a pool of 4 threads that
  * each waited for their own report made at most 4 look-ups share a round
  * trip: 861 look-ups/s against 3,919 unrecorded, measured).
@@ -52,6 +54,9 @@ struct lw_inq_s {
     bool poller_started;
     atomic_bool stop;
     atomic_uint_fast64_t recorded, failed;
+    lw_inq_batch_cb *batch_end; /* after the reports of one poll (may be NULL) */
+    void *batch_opaque;
+    pthread_mutex_t batch_mu; /* one batch_end at a time: the poller's, or a flush's */
 };
 
 /* One record's caller, until its delivery report. */
@@ -73,6 +78,17 @@ static void lw_inq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     free(t);
 }
 
+/* The reports served since the last call, as one batch (they may also have
+ * been served by rd_kafka_flush in another thread: hence the lock). */
+static void lw_inq_batch_end(lw_inq_t *r)
+{
+    if (!r->batch_end)
+        return;
+    pthread_mutex_lock(&r->batch_mu);
+    r->batch_end(r->batch_opaque);
+    pthread_mutex_unlock(&r->batch_mu);
+}
+
 static void *lw_inq_poll(void *arg)
 {
     lw_inq_t *r = arg;
@@ -85,8 +101,10 @@ static void *lw_inq_poll(void *arg)
      * eventfd from rd_kafka_queue_io_event_enable would wake this thread
      * the same way, with one more descriptor. 100 ms is how long stopping
      * waits for this thread. */
-    while (!atomic_load(&r->stop))
+    while (!atomic_load(&r->stop)) {
         rd_kafka_poll(r->rk, 100);
+        lw_inq_batch_end(r);
+    }
     return NULL;
 }
 
@@ -100,7 +118,8 @@ static bool lw_inq_set(rd_kafka_conf_t *kc, const char *k, const char *v, char *
     return false;
 }
 
-lw_inq_t *lw_inq_new(const char *brokers, const char *topic, char *errstr, size_t errstr_size)
+lw_inq_t *lw_inq_new(const char *brokers, const char *topic, lw_inq_batch_cb *batch_end,
+                     void *batch_opaque, char *errstr, size_t errstr_size)
 {
     static const char *const props[][2] = {
         {"acks", "all"},
@@ -126,6 +145,9 @@ lw_inq_t *lw_inq_new(const char *brokers, const char *topic, char *errstr, size_
         return NULL;
     }
     pthread_mutex_init(&r->codec_mu, NULL);
+    pthread_mutex_init(&r->batch_mu, NULL);
+    r->batch_end = batch_end;
+    r->batch_opaque = batch_opaque;
     if (!topic || !*topic || strlen(topic) >= sizeof r->topic) {
         snprintf(errstr, errstr_size, "--inquiries-topic: a topic name of 1..%zu characters",
                  sizeof r->topic - 1);
@@ -235,8 +257,10 @@ lw_err_t lw_inq_send(lw_inq_t *r, const char *borrower_id, const char *instituti
 
 void lw_inq_flush(lw_inq_t *r, int timeout_ms)
 {
-    if (r && r->rk)
+    if (r && r->rk) {
         rd_kafka_flush(r->rk, timeout_ms);
+        lw_inq_batch_end(r); /* the reports the flush served, handed on now */
+    }
 }
 
 void lw_inq_destroy(lw_inq_t *r)
@@ -254,5 +278,6 @@ void lw_inq_destroy(lw_inq_t *r)
         rd_kafka_destroy(r->rk);
     lw_codec_destroy(r->codec);
     pthread_mutex_destroy(&r->codec_mu);
+    pthread_mutex_destroy(&r->batch_mu);
     free(r);
 }
