@@ -130,6 +130,12 @@ lw_inq_t *lw_inq_new(const char *brokers, const char *topic, lw_inq_batch_cb *ba
          * smaller ProduceRequests: more broker work per record), p99 25 and
          * 37 ms; 5 ms 6,528/s, p99 20 ms. */
         {"linger.ms", "2"},
+        /* Nagle off: up to 5 ProduceRequests in flight on one connection, and
+         * Nagle holds a small one back until the previous is acknowledged.
+         * Measured, 64 connections, two runs each: server-side p99 19 and
+         * 23 ms off against 26 and 29 ms on (send to report p99 18 and 21
+         * against 25 and 27 ms). */
+        {"socket.nagle.disable", "true"},
         {"partitioner", "murmur2_random"}, /* as the loan events: same key, same partition */
         {"compression.type", "lz4"},
         {"message.timeout.ms", LW_INQ_TIMEOUT_MS_STR},
