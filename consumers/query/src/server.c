@@ -88,6 +88,10 @@ struct lw_query_s {
     /* the delivery thread's Redis handle and reader (lw_inq_batch only) */
     lw_rcluster_t *batch_rc;
     lw_state_reader_t *batch_reader;
+    /* look-ups suspended for their record and not yet resumed; once closing
+     * is set (lw_query_stop) no new one is suspended */
+    atomic_int inq_open;
+    atomic_bool inq_closing;
 };
 
 /* One per request, from the URI log callback to the completion callback. */
@@ -431,6 +435,7 @@ static void lw_inq_done(void *opaque, lw_err_t err, const char *why)
             req->prep_status = 503;
             req->prep_detail = "out of memory";
             req->inq = LW_INQ_DONE;
+            atomic_fetch_sub(&q->inq_open, 1);
             MHD_resume_connection(req->conn);
             return;
         }
@@ -528,6 +533,7 @@ static void lw_inq_batch(void *opaque)
     free(which);
     for (size_t i = 0; i < n; i++) {
         reqs[i]->inq = LW_INQ_DONE;
+        atomic_fetch_sub(&q->inq_open, 1);
         MHD_resume_connection(reqs[i]->conn); /* the request is MHD's again */
     }
 }
@@ -550,6 +556,14 @@ static enum MHD_Result lw_exposure_answer(lw_query_t *q, lw_req_t *req, struct M
             return lw_respond_error(q, req, conn, 400, "bad_request",
                                     "purpose= is required: LOAN_APPROVAL, CREDIT_CARD_APPROVAL, "
                                     "GUARANTEE_REVIEW, POST_LOAN_MANAGEMENT or BORROWER_REQUEST");
+        /* counted before closing is read: lw_query_stop sets closing, then
+         * waits for the count to reach 0, so a look-up either is waited for
+         * or sees closing and is not suspended */
+        atomic_fetch_add(&q->inq_open, 1);
+        if (atomic_load(&q->inq_closing)) {
+            atomic_fetch_sub(&q->inq_open, 1);
+            return lw_respond_error(q, req, conn, 503, "unavailable", "the server is stopping");
+        }
         snprintf(req->bid, sizeof req->bid, "%s", bid);
         /* suspended before the record goes: its report may come at once */
         req->conn = conn;
@@ -561,6 +575,7 @@ static enum MHD_Result lw_exposure_answer(lw_query_t *q, lw_req_t *req, struct M
             lw_warn("exposure %s: %s", bid, errstr);
             req->inq_err = LW_ERR_TRANSIENT;
             req->inq = LW_INQ_DONE;
+            atomic_fetch_sub(&q->inq_open, 1);
             MHD_resume_connection(conn);
         }
         return MHD_YES;
@@ -991,9 +1006,16 @@ void lw_query_stop(lw_query_t *q)
      * The watchdog goes after them: it may shutdown() only sockets MHD has
      * not closed yet, and MHD tells it (CLOSED) before it closes one. */
     lw_dash_shutdown(q->dash); /* ends the suspended alert streams first */
-    /* and the look-ups waiting for their inquiry records: every record has
-     * its report (confirmed or timed out) and its connection resumed */
-    lw_inq_flush(q->inq, LW_INQ_TIMEOUT_MS + 1000);
+    /* and the look-ups waiting for their inquiry records: no new one is
+     * suspended, and every one suspended has its report (confirmed or timed
+     * out) and its connection resumed, for MHD stops (aborts) on a suspended
+     * connection. One flush was not enough: under load, look-ups suspended
+     * while it ran, or after, were still waiting when MHD stopped. */
+    atomic_store(&q->inq_closing, true);
+    int64_t until = lw_mono_us() + (int64_t)(LW_INQ_TIMEOUT_MS + 1000) * 1000;
+    do
+        lw_inq_flush(q->inq, 100);
+    while (atomic_load(&q->inq_open) > 0 && lw_mono_us() < until);
     MHD_stop_daemon(q->mhd);
     lw_dash_free(q->dash);
     lw_watchdog_stop(q);
