@@ -1402,7 +1402,13 @@ class Bench:
     def step_inquiries(self):
         a = self.a
         secs = 5 if a.quick else 20
-        say("==> [10] inquiries: look-up recorded vs unrecorded (wrk -t2 -c64, %d s each)" % secs)
+        # Untimed wrk first, the same for both servers. 10 s, not 2: the bench's Kafka
+        # broker is minutes old, and its JIT was still compiling the produce path
+        # during a recorded run (measured: the broker's CPU per recorded look-up went
+        # 60, 28, 43, 30, 13, 10 us over six 8-s runs after a broker restart).
+        warm = a.lookup_warmup if a.lookup_warmup is not None else (2 if a.quick else 10)
+        say("==> [10] inquiries: look-up recorded vs unrecorded (wrk -t2 -c64, %d s each "
+            "after %d s untimed)" % (secs, warm))
         self.r.cmd("FLUSHALL")
         bid = "InqBenchBorrower000000"
         now = int(time.time() * 1000)
@@ -1445,7 +1451,8 @@ class Bench:
             before = self.end_offsets(topic + ".inq")
             p, port = self.query_on(binary, extra)
             try:
-                self.wrk("http://127.0.0.1:%d%s" % (port, url_path), 2)  # warm-up
+                if warm > 0:
+                    self.wrk("http://127.0.0.1:%d%s" % (port, url_path), warm)
                 before = self.end_offsets(topic + ".inq")
                 res[label] = self.wrk("http://127.0.0.1:%d%s" % (port, url_path), secs)
             finally:
@@ -1857,8 +1864,10 @@ def main():
     ap.add_argument("--figures", help="merge the measured figures into this JSON file "
                     "(bench/results/figures.json; bench/capacity.py reads it)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
-    ap.add_argument("--lookup-base-bin", help="step 7: folder with a loanwire-query from "
+    ap.add_argument("--lookup-base-bin", help="step 10: folder with a loanwire-query from "
                     "before issue 20 (no inquiry recorded): the unrecorded look-up rate")
+    ap.add_argument("--lookup-warmup", type=int, help="step 10: seconds of untimed wrk "
+                    "before each timed look-up run (10; quick 2)")
     ap.add_argument("--publish", metavar="MD", help="on success, put the report into MD "
                     "between its results:begin / results:end markers (BENCHMARKS.md)")
     a = ap.parse_args()

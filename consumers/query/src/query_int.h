@@ -22,9 +22,15 @@ struct lw_tokens_s {
 
 typedef struct lw_inq_s lw_inq_t;
 
+/* Called by the delivery thread after the reports of one poll (a batch of
+ * records Kafka answered together) had their lw_inq_done_cb, and after a
+ * flush; never twice at once. */
+typedef void lw_inq_batch_cb(void *opaque);
 /* One shared producer of CreditInquiry records to topic (acks=all,
- * idempotent, batched over linger.ms) and its delivery-report thread. */
-lw_inq_t *lw_inq_new(const char *brokers, const char *topic, char *errstr, size_t errstr_size);
+ * idempotent, batched over linger.ms) and its delivery-report thread;
+ * batch_end may be NULL. */
+lw_inq_t *lw_inq_new(const char *brokers, const char *topic, lw_inq_batch_cb *batch_end,
+                     void *batch_opaque, char *errstr, size_t errstr_size);
 /* Called once per record, from the delivery thread: LW_OK when Kafka
  * confirmed it, else LW_ERR_TRANSIENT with why (the look-up must not be
  * answered). */
@@ -36,7 +42,8 @@ typedef void lw_inq_done_cb(void *opaque, lw_err_t err, const char *why);
 lw_err_t lw_inq_send(lw_inq_t *r, const char *borrower_id, const char *institution_id,
                      lw_inquiry_purpose_t purpose, lw_inq_done_cb *cb, void *opaque, char *errstr,
                      size_t errstr_size);
-/* Waits (up to timeout_ms) until every record sent had its callback. */
+/* Waits (up to timeout_ms) until every record sent had its callback, then
+ * calls batch_end. */
 void lw_inq_flush(lw_inq_t *r, int timeout_ms);
 const char *lw_inq_topic(const lw_inq_t *r);
 void lw_inq_counts(const lw_inq_t *r, uint64_t *recorded, uint64_t *failed);

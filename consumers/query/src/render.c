@@ -209,7 +209,6 @@ lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char
 {
     lw_borrower_state_t st;
     lw_err_t err;
-    json_t *doc, *loans, *open;
 
     *json = NULL;
     *found = false;
@@ -223,6 +222,19 @@ lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char
         lw_borrower_state_clear(&st);
         return err;
     }
+    return lw_query_exposure_render(cl, borrower_id, &st, json, errstr, errstr_size);
+}
+
+lw_err_t lw_query_exposure_render(lw_rcluster_t *cl, const char *borrower_id,
+                                  lw_borrower_state_t *st_in, char **json, char *errstr,
+                                  size_t errstr_size)
+{
+    lw_borrower_state_t st = *st_in; /* ours now: cleared below */
+    lw_err_t err;
+    json_t *doc, *loans, *open;
+
+    memset(st_in, 0, sizeof *st_in);
+    *json = NULL;
 
     /* Every loan the totals count is in the answer, or there is no answer:
      * a loan that cannot be rendered fails the request (out of memory). */

@@ -131,6 +131,14 @@ lw_rcluster_t *lw_query_redis_connect(const lw_redis_url_t *url, char *errstr, s
  */
 lw_err_t lw_query_exposure_json(lw_rcluster_t *cl, const char *borrower_id, char **json,
                                 bool *found, char *errstr, size_t errstr_size);
+/*
+ * The same document from a state already read (lw_state_read or
+ * lw_state_read_many, found): *st is taken over and cleared, read or not;
+ * cl is only read for the open alerts' JSON (one HMGET when there are any).
+ */
+lw_err_t lw_query_exposure_render(lw_rcluster_t *cl, const char *borrower_id,
+                                  lw_borrower_state_t *st, char **json, char *errstr,
+                                  size_t errstr_size);
 
 /* Recent alerts from the stream as a JSON array (malloc'd), oldest first. On
  * a cluster the per-slot streams are merged by entry id (loanwire/streams.h)
