@@ -42,13 +42,14 @@ local out = {}
 local SKEY = KEYS[n + 1]
 local sub = string.sub
 
+-- one MGET for the call, not a GET per borrower (a redis.call costs more
+-- than the key); a key of another type reads as none (false, as for a
+-- missing key), and MSET replaces it
+local cur = redis.call('MGET', unpack(KEYS, 1, n))
 local kv, a = {}, 2
 for i = 1, n do
     local k, nops = KEYS[i], tonumber(ARGV[a + 2])
-    -- a key of another type reads as none (MGET answers nil for it too), and
-    -- MSET replaces it
-    local cur = redis.pcall('GET', k)
-    local ok = (type(cur) == 'string' and cur or '') == ARGV[a]
+    local ok = (cur[i] or '') == ARGV[a]
     if ok then
         kv[#kv + 1] = k
         kv[#kv + 1] = ARGV[a + 1]
