@@ -11,17 +11,21 @@
  *   2. apply each borrower's events in order in C (borrower.c) - the
  *      sequence rule, windows and rules - as soon as its state arrives, so
  *      this overlaps Redis answering the rest of step 1;
- *   3. write the changed borrowers with the alerts they raised and cleared.
- *      Strict: one MULTI/EXEC for the batch, which writes nothing if a
- *      watched epoch key changed since step 1 (the flush is then redone and
- *      finds the fence). Its MSETs are streamed into the MULTI while step 2
- *      runs, chunk by chunk; a repeated event's borrower gets an HGETALL
- *      a:{..} in it too (a repeat hands back the alerts it raised), and a
- *      cleared alert moves to "~rule" by a small EVAL, so no extra round
- *      trip is needed. Without strict fencing: an HGETALL round trip for
- *      repeats, then write.lua per chunk of borrowers, which checks each
- *      borrower's fence stamp (Redis Cluster: a chunk is one hash slot's
- *      borrowers, store_cluster.c).
+ *   3. write the changed borrowers with the alerts they raised and cleared,
+ *      by write.lua per chunk of borrowers, each only if its key still holds
+ *      the state read in 1 (compare-on-write). Strict: the calls go in one
+ *      MULTI/EXEC for the batch, which writes nothing if a watched epoch key
+ *      changed since step 1 (the flush is then redone and finds the fence);
+ *      they are streamed into the MULTI while step 2 runs, chunk by chunk,
+ *      with an HGETALL a:{..} before each for a repeated event's borrower (a
+ *      repeat hands back the alerts it raised), so no extra round trip is
+ *      needed. Without strict fencing: an HGETALL round trip for repeats,
+ *      then the calls (Redis Cluster: a chunk is one hash slot's borrowers,
+ *      store_cluster.c);
+ *   4. a borrower refused by the compare (another writer changed it since
+ *      1: a partition added to the topic, another topic) is read again, its
+ *      events applied again and written again the same way, until none is
+ *      refused; only then does the flush end (retry_stale()).
  *
  * The steps are split so that the caller works while Redis does:
  * lw_store_flush_begin() does 1 and 2 (and the MULTI's body),
@@ -29,7 +33,8 @@
  * reads its replies; meanwhile the next batch can be begun.
  *
  * Only the partition's owner writes its borrowers (epochs fence the rest),
- * so what was read in 1 is still what Redis holds in 3. Nothing is kept
+ * but a borrower can have several partitions (a topic that gained
+ * partitions) or topics, hence the compare. Nothing is kept
  * between flushes: a flush that failed half way (connection lost, Redis
  * restarted) is simply done again from step 1 by the next flush of the same
  * events, and the sequence rule makes what had landed harmless. New platform

@@ -17,7 +17,8 @@
  * MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a failover are lw_rcluster's to ride
  * out, resending a group whole.
  *
- * Fencing is the borrower's stamp, checked inside write.lua: a write by an
+ * Fencing is the borrower's stamp, checked on the state read and made sure
+ * by write.lua's compare (the key still holds that state): a write by an
  * older epoch of the same (topic, partition) is refused, whenever it comes
  * (consumers/README.md, "Zombie fencing" (b)). No key can be WATCHed across
  * slots, so there is no strict mode here.
