@@ -1126,73 +1126,13 @@ static void test_limit_refused(void **state)
     lw_rules_destroy(rules);
 }
 
-/* write.lua's own stamp check (the race between a borrower's read and its
- * write, without strict fencing and on a cluster): a stored state stamped
- * (writer 7, epoch 5) refuses epoch 3 of writer 7 and answers the stamp's
- * epoch; epoch 6, or another writer, writes. For the current layout (5,
- * with recorded inquiries after the window entries) and version 4. (The
- * check once knew only layout version 3 and let every version 4 state
- * through.) */
-static void test_write_script_stamp(void **state)
-{
-    flushdb();
-    lw_store_t *st = store_open(false);
-    lw_bstate_t bs = {0};
-    lw_bstate_reset(&bs);
-    bs.t = T0;
-    bs.fence_writer = 7;
-    bs.fence_epoch = 5;
-    lw_sbuf_t v4 = {0}, v5 = {0};
-    assert_true(lw_bstate_encode(&bs, &v4)); /* no inquiry: version 4's bytes and a 0 */
-    assert_int_equal((unsigned char)v4.p[v4.len - 1], 0);
-    v4.len--;
-    v4.p[0] = LW_STATE_VERSION_V4;
-    assert_true(lw_bstate_inq_room(&bs, 1));
-    bs.inq[0] = (lw_binq_t){T0 - 1000, 0xabcdef, 3, LW_PURPOSE_LOAN_APPROVAL};
-    bs.n_inq = 1;
-    assert_true(lw_bstate_encode(&bs, &v5));
-    assert_int_equal((unsigned char)v5.p[0], LW_STATE_VERSION);
-    assert_int_equal(LW_STATE_VERSION, 5);
-    char key[64];
-    lw_state_key(BID_B, key, sizeof key);
-    static const struct {
-        int writer, epoch;
-        long long want;
-    } cases[] = {{7, 3, 5}, {7, 6, 0}, {8, 1, 0}};
-    const lw_sbuf_t *encs[2] = {&v5, &v4};
-    for (int e = 0; e < 2; e++) {
-        const lw_sbuf_t *enc = encs[e];
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-            /* the stored state, stamped (7, 5), before each case */
-            redisReply *w = redisCommand(g_rc, "SET %s %b", key, enc->p, enc->len);
-            assert_non_null(w);
-            freeReplyObject(w);
-            redisReply *r = redisCommand(g_rc, "EVALSHA %s 2 %s %s 1 %d %d %b 0",
-                                         lw_store_script_sha(st), key, LW_REDIS_ALERT_STREAM,
-                                         cases[i].writer, cases[i].epoch, enc->p, enc->len);
-            assert_non_null(r);
-            assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-            assert_int_equal(r->elements, 1);
-            if (r->element[0]->integer != cases[i].want)
-                fail_msg("layout %d, writer %d epoch %d: got %lld, want %lld", enc->p[0],
-                         cases[i].writer, cases[i].epoch, r->element[0]->integer, cases[i].want);
-            freeReplyObject(r);
-        }
-    }
-    lw_sbuf_free(&v4);
-    lw_sbuf_free(&v5);
-    lw_bstate_free(&bs);
-    lw_store_destroy(st);
-}
-
-/* One write.lua call holds borrowers of several writers (a hash slot's
- * borrowers on a cluster come from any partition), each with its own writer
- * and epoch: in one call a stale epoch of writer 7 is refused for A (its
- * stamp's epoch answered, A left as it was) while B, written by writer 8,
- * lands. (With one writer and epoch per call, as before, the call could not
- * say this, and a call shared across partitions would fence or let through
- * the wrong borrowers.) */
-static void test_write_script_writer_per_borrower(void **state)
+/* write.lua's compare-on-write: a borrower is written only when its key
+ * still holds, byte for byte, the state the new one was computed from ('' for
+ * none); otherwise it answers -1 and writes nothing of it - no state, no
+ * alert hash field, no stream entry - while the other borrowers of the same
+ * call land. One byte of difference is enough (here the layout version byte:
+ * the same state as version 4), and an absent key is not a present one. */
+static void test_write_script_compare(void **state)
 {
     (void)state;
     flushdb();
@@ -1202,38 +1142,215 @@ static void test_write_script_writer_per_borrower(void **state)
     bs.t = T0;
     bs.fence_writer = 7;
     bs.fence_epoch = 5;
-    set_state(BID_A, &bs);
-    set_state(BID_B, &bs);
-    lw_sbuf_t old = {0}, nw = {0};
+    lw_sbuf_t old = {0}, v4 = {0}, nw = {0};
     assert_true(lw_bstate_encode(&bs, &old));
+    assert_true(lw_bstate_encode(&bs, &v4)); /* no inquiry: version 4's bytes and a 0 */
+    v4.len--;
+    v4.p[0] = LW_STATE_VERSION_V4;
     bs.t = T0 + 1;
     bs.fence_writer = 8;
     bs.fence_epoch = 1;
     assert_true(lw_bstate_encode(&bs, &nw));
-    char ka[64], kb[64];
+    char ka[64], kb[64], kc[64];
     lw_state_key(BID_A, ka, sizeof ka);
     lw_state_key(BID_B, kb, sizeof kb);
-    redisReply *r =
-        redisCommand(g_rc, "EVALSHA %s 3 %s %s %s 2 7 3 %b 0 8 1 %b 0", lw_store_script_sha(st), ka,
-                     kb, LW_REDIS_ALERT_STREAM, nw.p, nw.len, nw.p, nw.len);
+    lw_state_key(BID_C, kc, sizeof kc);
+    static const struct {
+        int stored; /* 0 none, 1 old */
+        int expect; /* 0 '', 1 old, 2 v4 */
+        long long want;
+    } cases[] = {{1, 1, 0}, {1, 2, -1}, {1, 0, -1}, {0, 0, 0}, {0, 1, -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        redisReply *w = cases[i].stored ? redisCommand(g_rc, "SET %s %b", ka, old.p, old.len)
+                                        : redisCommand(g_rc, "DEL %s", ka);
+        freeReplyObject(w);
+        const lw_sbuf_t *e = cases[i].expect == 1 ? &old : &v4;
+        size_t elen = cases[i].expect ? e->len : 0;
+        /* with an alert fired: it lands with the state or not at all */
+        redisReply *r = redisCommand(g_rc, "EVALSHA %s 2 %s %s 1 %b %b 1 F r1 {} id1 WARNING p l",
+                                     lw_store_script_sha(st), ka, LW_REDIS_ALERT_STREAM,
+                                     elen ? e->p : "", elen, nw.p, nw.len);
+        assert_non_null(r);
+        assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+        assert_int_equal(r->elements, 1);
+        if (r->element[0]->integer != cases[i].want)
+            fail_msg("case %zu: got %lld, want %lld", i, r->element[0]->integer, cases[i].want);
+        freeReplyObject(r);
+        r = redisCommand(g_rc, "GET %s", ka);
+        const lw_sbuf_t *now = cases[i].want == 0 ? &nw : cases[i].stored ? &old : NULL;
+        if (now) {
+            assert_int_equal(r->type, REDIS_REPLY_STRING);
+            assert_int_equal(r->len, now->len);
+            assert_memory_equal(r->str, now->p, now->len);
+        } else {
+            assert_int_equal(r->type, REDIS_REPLY_NIL);
+        }
+        freeReplyObject(r);
+        r = redisCommand(g_rc, "XLEN %s", LW_REDIS_ALERT_STREAM);
+        long long xlen = r->integer;
+        freeReplyObject(r);
+        r = redisCommand(g_rc, "DEL a:{%s} %s", BID_A, LW_REDIS_ALERT_STREAM);
+        freeReplyObject(r);
+        assert_int_equal(xlen, cases[i].want == 0 ? 1 : 0);
+    }
+    /* one call, three borrowers: B refused (changed), A and C written */
+    redisReply *r = redisCommand(g_rc, "MSET %s %b %s %b", ka, old.p, old.len, kb, nw.p, nw.len);
+    freeReplyObject(r);
+    r = redisCommand(g_rc, "DEL %s", kc);
+    freeReplyObject(r);
+    r = redisCommand(g_rc, "EVALSHA %s 4 %s %s %s %s 3 %b %b 0 %b %b 0 %b %b 0",
+                     lw_store_script_sha(st), ka, kb, kc, LW_REDIS_ALERT_STREAM, old.p, old.len,
+                     nw.p, nw.len, old.p, old.len, old.p, old.len, "", (size_t)0, nw.p, nw.len);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 2);
-    assert_int_equal(r->element[0]->integer, 5);
-    assert_int_equal(r->element[1]->integer, 0);
+    assert_int_equal(r->elements, 3);
+    assert_int_equal(r->element[0]->integer, 0);
+    assert_int_equal(r->element[1]->integer, -1);
+    assert_int_equal(r->element[2]->integer, 0);
     freeReplyObject(r);
-    r = redisCommand(g_rc, "MGET %s %s", ka, kb);
-    assert_non_null(r);
-    assert_int_equal(r->elements, 2);
-    assert_int_equal(r->element[0]->len, old.len);
-    assert_memory_equal(r->element[0]->str, old.p, old.len);
-    assert_int_equal(r->element[1]->len, nw.len);
-    assert_memory_equal(r->element[1]->str, nw.p, nw.len);
+    r = redisCommand(g_rc, "MGET %s %s %s", ka, kb, kc);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r->element[i]->len, nw.len); /* B still holds nw, not old */
+        assert_memory_equal(r->element[i]->str, nw.p, nw.len);
+    }
     freeReplyObject(r);
     lw_sbuf_free(&old);
+    lw_sbuf_free(&v4);
     lw_sbuf_free(&nw);
     lw_bstate_free(&bs);
     lw_store_destroy(st);
+}
+
+/* The lost update of a topic that gained partitions (consumers/README.md,
+ * "Adding partitions"): two consumers hold p and p', and each reads borrower
+ * A, applies its own event and writes A back. Store `a` (partition 0) reads A
+ * and applies loan L2 (which fires income_cap); store `b` (partition 1) then
+ * reads, applies and writes loan L3; `a` writes last. Its write is refused
+ * (A changed since it was read), it reads A again, applies L2 again on top of
+ * L3 and writes: every loan is there, the alert is handed out once and is on
+ * the stream once, and `a` counts one retry. Once with strict fencing (the
+ * compare inside the WATCHed MULTI/EXEC) and once without (write.lua alone,
+ * the cluster's path). */
+static void lost_update(bool strict)
+{
+    flushdb();
+    lw_store_t *a = store_open(strict), *b = store_open(strict);
+    char errstr[512];
+    lw_event_t e1 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L1", "l1", 1, T0, 100);
+    assert_int_equal(apply_ep(a, &e1, 1).code, LW_APPLY_APPLIED);
+    lw_event_t e2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L2", "l2", 1, T0 + 1, 40000000);
+    lw_event_t e3 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L3", "l3", 1, T0 + 2, 7);
+    lw_apply_result_t ra[1], rb[1];
+    lw_flush_t *fa = NULL, *fb = NULL;
+    assert_int_equal(lw_store_append(a, &e2, "t", 0, 1), LW_OK);
+    assert_int_equal(lw_store_flush_begin(a, ra, NULL, &fa, errstr, sizeof errstr), LW_OK);
+    /* b's whole write lands between a's read and a's write */
+    assert_int_equal(lw_store_append(b, &e3, "t", 1, 1), LW_OK);
+    assert_int_equal(lw_store_flush_begin(b, rb, NULL, &fb, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(b, fb, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(b, fb, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(rb[0].code, LW_APPLY_APPLIED);
+    assert_int_equal(lw_store_flush_commit(a, fa, errstr, sizeof errstr), LW_OK);
+    if (lw_store_flush_end(a, fa, errstr, sizeof errstr) != LW_OK)
+        fail_msg("end: %s", errstr);
+    assert_int_equal(ra[0].code, LW_APPLY_APPLIED);
+    assert_int_equal(ra[0].n_alerts, 1);
+    assert_string_equal(ra[0].alerts[0]->rule_id, "income_cap");
+    assert_int_equal(lw_store_stale_retries(a), 1);
+    assert_int_equal(lw_store_stale_retries(b), 0);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.n_loans, 3);
+    assert_int_equal(s.total_outstanding_fen, 100 + 40000000 + 7);
+    lw_borrower_state_clear(&s);
+    assert_int_equal(stream_len(), 1);
+    /* the retried event is a duplicate now, and hands its alert back */
+    lw_apply_result_t again = apply_ep(a, &e2, 1);
+    assert_int_equal(again.code, LW_APPLY_DUPLICATE);
+    assert_int_equal(again.n_alerts, 1);
+    assert_int_equal(stream_len(), 1);
+    lw_store_destroy(a);
+    lw_store_destroy(b);
+}
+
+static void test_lost_update_strict(void **state)
+{
+    (void)state;
+    lost_update(true);
+}
+
+static void test_lost_update_unfenced(void **state)
+{
+    (void)state;
+    lost_update(false);
+}
+
+/* With two flushes in the pipeline the second takes a borrower's state from
+ * the write in flight instead of reading it; its compare is then against the
+ * state that write leaves. Store `a` stages flush 2 on A's state from flush
+ * 1, flush 1 lands, store `b` (another partition) writes A, then flush 2 is
+ * written: refused, read again, retried - no loan lost. */
+static void test_lost_update_cached(void **state)
+{
+    (void)state;
+    flushdb();
+    lw_store_t *a = store_open(true), *b = store_open(true);
+    char errstr[512];
+    lw_apply_result_t r1[1], r2[1], rb[1];
+    lw_flush_t *f1 = NULL, *f2 = NULL;
+    lw_event_t e1 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L1", "l1", 1, T0, 100);
+    lw_event_t e2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L2", "l2", 1, T0 + 1, 20);
+    lw_event_t e3 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L3", "l3", 1, T0 + 2, 3);
+    assert_int_equal(lw_store_append(a, &e1, "t", 0, 1), LW_OK);
+    assert_int_equal(lw_store_flush_begin(a, r1, NULL, &f1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_commit(a, f1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_append(a, &e2, "t", 0, 1), LW_OK);
+    assert_int_equal(lw_store_flush_begin(a, r2, NULL, &f2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(a, f1, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(apply_ep(b, &e3, 1).code, LW_APPLY_APPLIED);
+    assert_int_equal(lw_store_flush_commit(a, f2, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(a, f2, errstr, sizeof errstr), LW_OK);
+    (void)rb;
+    assert_int_equal(r1[0].code, LW_APPLY_APPLIED);
+    assert_int_equal(r2[0].code, LW_APPLY_APPLIED);
+    assert_int_equal(lw_store_stale_retries(a), 1);
+    lw_borrower_state_t s = readb(BID_A);
+    assert_int_equal(s.n_loans, 3);
+    assert_int_equal(s.total_outstanding_fen, 123);
+    lw_borrower_state_clear(&s);
+    lw_store_destroy(a);
+    lw_store_destroy(b);
+}
+
+/* A zombie: the old owner of partition 0 (epoch 1) read A before the new
+ * owner (epoch 2) wrote it. Without strict fencing its write is refused by
+ * the compare, and its retry reads A stamped (partition 0, epoch 2): FENCED,
+ * nothing written - the stamp fences exactly as write.lua's own check did. */
+static void test_zombie_refused_by_compare(void **state)
+{
+    (void)state;
+    flushdb();
+    lw_store_t *z = store_open(false), *o = store_open(false);
+    char errstr[512];
+    lw_event_t e1 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L1", "l1", 1, T0, 100);
+    lw_event_t e2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L2", "l2", 1, T0 + 1, 20);
+    lw_event_t e3 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "L3", "l3", 1, T0 + 2, 3);
+    assert_int_equal(apply_ep(o, &e1, 1).code, LW_APPLY_APPLIED);
+    lw_apply_result_t rz[1];
+    lw_flush_t *fz = NULL;
+    assert_int_equal(lw_store_append(z, &e2, "t", 0, 1), LW_OK);
+    assert_int_equal(lw_store_flush_begin(z, rz, NULL, &fz, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(apply_ep(o, &e3, 2).code, LW_APPLY_APPLIED);
+    char *before = dump(BID_A);
+    assert_int_equal(lw_store_flush_commit(z, fz, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(lw_store_flush_end(z, fz, errstr, sizeof errstr), LW_OK);
+    assert_int_equal(rz[0].code, LW_APPLY_FENCED);
+    assert_int_equal(rz[0].fence_epoch, 2);
+    char *after = dump(BID_A);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    lw_store_destroy(z);
+    lw_store_destroy(o);
 }
 
 int main(void)
@@ -1256,8 +1373,11 @@ int main(void)
         cmocka_unit_test(test_pack_edits_across_restart),
         cmocka_unit_test(test_state_read_exact_and_checked),
         cmocka_unit_test(test_limit_refused),
-        cmocka_unit_test(test_write_script_stamp),
-        cmocka_unit_test(test_write_script_writer_per_borrower),
+        cmocka_unit_test(test_write_script_compare),
+        cmocka_unit_test(test_lost_update_strict),
+        cmocka_unit_test(test_lost_update_unfenced),
+        cmocka_unit_test(test_lost_update_cached),
+        cmocka_unit_test(test_zombie_refused_by_compare),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -889,6 +889,82 @@ static void test_inquiries(void **state)
     free(al.v);
 }
 
+/* A loan whose DRAWDOWN (new partition) is read before its CREDIT_LINE (old
+ * partition), after the topic gained partitions: the late CREDIT_LINE is out
+ * of order (no loan field moves) but dates the loan's window entry, with its
+ * lender, as in partition order; the same event again changes nothing; an
+ * older one past the kept window drops the entry (partition order would have
+ * pruned it); an out-of-order REPAYMENT moves nothing. Both orders end in
+ * the same bytes but for the fence stamp's writer, which both orders set. */
+static void test_backdate_window_entry(void **state)
+{
+    (void)state;
+    lw_alert_vec_t json = {0};
+    lw_bapply_out_t o;
+    lw_event_t cl = mk(LW_EVENT_CREDIT_LINE, "L1", "a", 2, T0, 0);
+    lw_event_t dd = mk(LW_EVENT_DRAWDOWN, "L1", "b", 3, T0 + 22 * DAY, 500);
+    lw_event_t ap = mk(LW_EVENT_APPLICATION, "A9", "c", 1, T0 + 40 * DAY, 0);
+    lw_bstate_t in = {0}, re = {0};
+    lw_bstate_reset(&in);
+    lw_bstate_reset(&re);
+    assert_int_equal(apply(&in, &cl, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(apply(&in, &dd, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(apply(&re, &dd, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(re.n_win, 1);
+    assert_int_equal(re.win[0].at, T0 + 22 * DAY);
+    uint32_t lh_b = re.win[0].lh;
+    assert_int_equal(apply(&re, &cl, &json, &o), LW_APPLY_OUT_OF_ORDER);
+    assert_true(o.changed);
+    assert_int_equal(re.n_win, 1);
+    assert_int_equal(re.win[0].at, T0);
+    assert_int_equal(re.win[0].lh, in.win[0].lh);
+    assert_true(re.win[0].lh != lh_b);
+    assert_int_equal(re.loans[0].sequence, 3);
+    assert_int_equal(re.loans[0].outstanding_fen, 500);
+    assert_int_equal(re.t, T0 + 22 * DAY);
+    /* the same bytes as partition order */
+    lw_sbuf_t a = {0}, b = {0};
+    assert_true(lw_bstate_encode(&in, &a));
+    assert_true(lw_bstate_encode(&re, &b));
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.p, b.p, a.len);
+    roundtrip(&re);
+    /* a redelivery changes nothing */
+    assert_int_equal(apply(&re, &cl, &json, &o), LW_APPLY_OUT_OF_ORDER);
+    assert_false(o.changed);
+    lw_event_t r1 = mk(LW_EVENT_REPAYMENT, "L1", "a", 1, T0 - DAY, 100);
+    assert_int_equal(apply(&re, &r1, &json, &o), LW_APPLY_OUT_OF_ORDER);
+    assert_false(o.changed);
+    assert_int_equal(re.win[0].at, T0);
+    /* t moves 40 days on; an opening event older than the kept window drops
+     * the entry a later one left */
+    lw_bstate_t late = {0};
+    lw_bstate_reset(&late);
+    lw_event_t dd2 = mk(LW_EVENT_DRAWDOWN, "L1", "b", 3, T0 + 22 * DAY, 500);
+    assert_int_equal(apply(&late, &dd2, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(apply(&late, &ap, &json, &o), LW_APPLY_APPLIED);
+    assert_int_equal(late.n_win, 2);
+    assert_int_equal(apply(&late, &cl, &json, &o), LW_APPLY_OUT_OF_ORDER);
+    assert_true(o.changed);
+    assert_int_equal(late.n_win, 1);
+    assert_int_equal(late.win[0].idh & 1, 1); /* the application's is left */
+    /* and partition order ends the same way */
+    assert_int_equal(apply(&in, &ap, &json, &o), LW_APPLY_APPLIED);
+    lw_sbuf_t c = {0};
+    a.len = 0;
+    assert_true(lw_bstate_encode(&in, &a));
+    assert_true(lw_bstate_encode(&late, &c));
+    assert_int_equal(a.len, c.len);
+    assert_memory_equal(a.p, c.p, a.len);
+    lw_sbuf_free(&a);
+    lw_sbuf_free(&b);
+    lw_sbuf_free(&c);
+    lw_bstate_free(&in);
+    lw_bstate_free(&re);
+    lw_bstate_free(&late);
+    free(json.v);
+}
+
 int main(void)
 {
     g_rules = lw_rules_default();
@@ -896,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_loan_ids),
         cmocka_unit_test(test_sequence_rule),
+        cmocka_unit_test(test_backdate_window_entry),
         cmocka_unit_test(test_income_cap_and_fence),
         cmocka_unit_test(test_multi_lender_stacking_delinquent),
         cmocka_unit_test(test_many_lenders),

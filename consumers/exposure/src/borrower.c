@@ -206,6 +206,45 @@ static bool aggregate(const lw_bstate_t *s, const lw_bloan_t *me, aggr_t *a, boo
 
 /* ---- Applying one event ----------------------------------------------------- */
 
+/* The window entry of a loan opened by a later event read first. After the
+ * topic gained partitions a borrower's old events sit on p and its new ones
+ * on p', read interleaved, so a loan's DRAWDOWN (p') can open it before its
+ * CREDIT_LINE (p) arrives; the CREDIT_LINE is then out of order (the
+ * sequence rule ignores it), but the loan's window entry must carry the
+ * time and lender of its earliest opening event, as in partition order.
+ * So an out-of-order CREDIT_LINE or DRAWDOWN older than its loan's entry
+ * moves the entry back to itself, or drops it when that is already past the
+ * kept window (partition order would have pruned it by now: t only grows).
+ * The earliest of the events seen is the same whatever the order, so the
+ * result does not depend on the order either; a repeat changes nothing. A
+ * loan with no entry left is not given one: its entry may have been pruned
+ * (nothing tells that from a loan opened by another event type). True when
+ * the entry changed. */
+static bool backdate_entry(lw_bstate_t *s, const lw_event_t *ev, int64_t keep_ms)
+{
+    char key[2 * LW_ID_MAX + 2];
+    size_t pl = strlen(ev->platform_id), ll = strlen(ev->loan_id);
+    memcpy(key, ev->platform_id, pl);
+    key[pl] = ':';
+    memcpy(key + pl + 1, ev->loan_id, ll);
+    uint64_t idh = sha_bits(key, pl + 1 + ll, 6) & ~(uint64_t)1;
+    for (size_t i = 0; i < s->n_win; i++) {
+        if (s->win[i].idh != idh)
+            continue;
+        if (ev->occurred_at >= s->win[i].at)
+            return false;
+        if (ev->occurred_at <= s->t - keep_ms) {
+            memmove(&s->win[i], &s->win[i + 1], (s->n_win - i - 1) * sizeof *s->win);
+            s->n_win--;
+        } else {
+            s->win[i].at = ev->occurred_at;
+            s->win[i].lh = (uint32_t)sha_bits(ev->lender_id, strlen(ev->lender_id), 4);
+        }
+        return true;
+    }
+    return false;
+}
+
 lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const lw_event_t *ev,
                                 uint32_t platform, uint32_t lender, uint32_t writer, int64_t epoch,
                                 lw_alert_vec_t *alerts, lw_bapply_out_t *out)
@@ -254,8 +293,16 @@ lw_apply_code_t lw_bstate_apply(lw_bstate_t *s, const lw_rules_t *rules, const l
     } else if (me) {
         if (ev->sequence == me->sequence)
             return LW_APPLY_DUPLICATE;
-        if (ev->sequence < me->sequence)
+        if (ev->sequence < me->sequence) {
+            /* no loan field moves; only its window entry may (above) */
+            if ((et == LW_EVENT_CREDIT_LINE || et == LW_EVENT_DRAWDOWN) &&
+                backdate_entry(s, ev, keep_ms)) {
+                s->fence_writer = writer;
+                s->fence_epoch = epoch;
+                out->changed = true;
+            }
             return LW_APPLY_OUT_OF_ORDER;
+        }
     } else {
         /* a CREDIT_LINE or DRAWDOWN opening a loan never seen: a new loan */
         adding = klen > 0 && at > newt - keep_ms;

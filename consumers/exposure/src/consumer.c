@@ -1691,10 +1691,11 @@ lw_err_t lw_exposure_run(const lw_exposure_conf_t *cf, char *errstr, size_t errs
     lw_info("stopped after %.1f s: consumed %" PRIu64 " applied %" PRIu64 " duplicates %" PRIu64
             " out-of-order %" PRIu64 " fenced %" PRIu64 " alerts %" PRIu64 " dead letters %" PRIu64
             " (refused by the state %" PRIu64 "); inquiries consumed %" PRIu64 " applied %" PRIu64
-            " duplicates %" PRIu64,
+            " duplicates %" PRIu64 "; borrowers retried (changed by another writer) %" PRIu64,
             (double)(lw_mono_ms() - start) / 1000.0, x->c.consumed, x->c.applied, x->c.duplicates,
             x->c.out_of_order, x->c.fenced, x->c.alerts, x->c.dead_letters, x->c.refused,
-            x->c.inq_consumed, x->c.inq_applied, x->c.inq_duplicates);
+            x->c.inq_consumed, x->c.inq_applied, x->c.inq_duplicates,
+            lw_store_stale_retries(x->store));
     if (x->lat_state)
         write_latency(x);
     ctx_destroy(x);

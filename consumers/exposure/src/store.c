@@ -11,17 +11,21 @@
  *   2. apply each borrower's events in order in C (borrower.c) - the
  *      sequence rule, windows and rules - as soon as its state arrives, so
  *      this overlaps Redis answering the rest of step 1;
- *   3. write the changed borrowers with the alerts they raised and cleared.
- *      Strict: one MULTI/EXEC for the batch, which writes nothing if a
- *      watched epoch key changed since step 1 (the flush is then redone and
- *      finds the fence). Its MSETs are streamed into the MULTI while step 2
- *      runs, chunk by chunk; a repeated event's borrower gets an HGETALL
- *      a:{..} in it too (a repeat hands back the alerts it raised), and a
- *      cleared alert moves to "~rule" by a small EVAL, so no extra round
- *      trip is needed. Without strict fencing: an HGETALL round trip for
- *      repeats, then write.lua per chunk of borrowers, which checks each
- *      borrower's fence stamp (Redis Cluster: a chunk is one hash slot's
- *      borrowers, store_cluster.c).
+ *   3. write the changed borrowers with the alerts they raised and cleared,
+ *      by write.lua per chunk of borrowers, each only if its key still holds
+ *      the state read in 1 (compare-on-write). Strict: the calls go in one
+ *      MULTI/EXEC for the batch, which writes nothing if a watched epoch key
+ *      changed since step 1 (the flush is then redone and finds the fence);
+ *      they are streamed into the MULTI while step 2 runs, chunk by chunk,
+ *      with an HGETALL a:{..} before each for a repeated event's borrower (a
+ *      repeat hands back the alerts it raised), so no extra round trip is
+ *      needed. Without strict fencing: an HGETALL round trip for repeats,
+ *      then the calls (Redis Cluster: a chunk is one hash slot's borrowers,
+ *      store_cluster.c);
+ *   4. a borrower refused by the compare (another writer changed it since
+ *      1: a partition added to the topic, another topic) is read again, its
+ *      events applied again and written again the same way, until none is
+ *      refused; only then does the flush end (retry_stale()).
  *
  * The steps are split so that the caller works while Redis does:
  * lw_store_flush_begin() does 1 and 2 (and the MULTI's body),
@@ -29,7 +33,8 @@
  * reads its replies; meanwhile the next batch can be begun.
  *
  * Only the partition's owner writes its borrowers (epochs fence the rest),
- * so what was read in 1 is still what Redis holds in 3. Nothing is kept
+ * but a borrower can have several partitions (a topic that gained
+ * partitions) or topics, hence the compare. Nothing is kept
  * between flushes: a flush that failed half way (connection lost, Redis
  * restarted) is simply done again from step 1 by the next flush of the same
  * events, and the sequence rule makes what had landed harmless. New platform
@@ -223,6 +228,11 @@ int64_t lw_store_last_rtt_us(const lw_store_t *st)
     return st->last_rtt_us;
 }
 
+uint64_t lw_store_stale_retries(const lw_store_t *st)
+{
+    return st->stale_retries;
+}
+
 int64_t lw_store_last_ack_us(const lw_store_t *st)
 {
     return st->last_ack_us;
@@ -247,7 +257,7 @@ static lw_err_t alerts_check(lw_store_t *st, flush_t *f, char *errstr, size_t er
         return LW_OK;
     for (size_t i = 0; i < f->nslots; i++) {
         const slot_t *s = &f->slots[i];
-        if (s->fenced || s->op_first == NONE)
+        if (s->fenced || s->op_first == NONE || !lw_store_in_pass(f, s))
             continue;
         const char **na = lw_array_grow(st->alerted, &st->alerted_cap, n + 1, sizeof *na, 64);
         if (!na)
@@ -481,6 +491,48 @@ static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
     return NULL;
 }
 
+/* Keeps bytes as a slot's old state (write.lua compares the key with them). */
+static bool keep_old_bytes(flush_t *f, slot_t *s, const void *p, size_t n)
+{
+    s->old_none = false;
+    s->old_off = f->olds.len;
+    s->old_len = n;
+    if (!lw_sbuf_reserve(&f->olds, n ? n : 1))
+        return false;
+    memcpy(f->olds.p + f->olds.len, p, n);
+    f->olds.len += n;
+    return true;
+}
+
+bool lw_store_keep_old(flush_t *f, slot_t *s, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING) {
+        s->old_none = true; /* nil, or another type, which the write replaces */
+        s->old_len = 0;
+        return true;
+    }
+    return keep_old_bytes(f, s, r->str, r->len);
+}
+
+/* The old state of a borrower taken from the write in flight (cs of c): the
+ * state that write leaves, as it encodes it, if it writes it; else the state
+ * it read itself. If that write is refused or redone, this flush is staged
+ * again from a read (lw_store_flush_end()). */
+static bool cached_old(lw_store_t *st, flush_t *f, slot_t *s, const flush_t *c, const slot_t *cs)
+{
+    if (cs->dirty && !cs->fenced) {
+        st->state.len = 0;
+        return lw_bstate_encode(&s->st, &st->state) &&
+               keep_old_bytes(f, s, st->state.p, st->state.len);
+    }
+    if (cs->old_none) {
+        s->old_none = true;
+        s->old_len = 0;
+        return true;
+    }
+    return keep_old_bytes(f, s, c->olds.p + cs->old_off, cs->old_len);
+}
+
 /* Groups the events by borrower. With a write in flight (strict), a
  * borrower it holds takes the state that write leaves, moved over from its
  * slot (that flush reads again if it must be redone), instead of a read that
@@ -526,6 +578,7 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
             s->first = pe;
             s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = false;
+            s->stale = s->redo = s->retried = false;
             s->fence_epoch = 0;
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
@@ -537,6 +590,8 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
                 lw_bstate_t t = s->st;
                 s->st = cs->st;
                 cs->st = t;
+                if (!cached_old(st, f, s, c, cs))
+                    return LW_ERR_NOMEM;
             }
             f->map[j] = f->nslots;
             /* partitions are few: a linear search */
@@ -604,7 +659,8 @@ static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t er
         f->groups[g].fenced = f->groups[g].first->epoch < cur;
     }
     for (size_t i = 0; err == LW_OK && i < f->nslots; i++)
-        f->slots[i].fenced = f->groups[f->slots[i].group].fenced;
+        if (lw_store_in_pass(f, &f->slots[i])) /* a retry: the written ones stay written */
+            f->slots[i].fenced = f->groups[f->slots[i].group].fenced;
     freeReplyObject(w);
     freeReplyObject(m);
     return err;
@@ -689,6 +745,8 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
         }
         if (err == LW_OK && r)
             err = lw_store_load_state(s, r, errstr, errstr_size);
+        if (err == LW_OK && r && !lw_store_keep_old(f, s, r))
+            err = LW_ERR_NOMEM;
         if (err == LW_OK && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
         /* strict: queue each chunk's writes while Redis answers the rest */
@@ -879,14 +937,77 @@ static void free_alert_replies(flush_t *f)
 
 /* ---- Step 3: write ------------------------------------------------------------------ */
 
-/* Without strict fencing: write.lua per chunk of borrowers (each with its own
- * writer and epoch); on a cluster the borrowers of one hash slot a chunk. */
-static lw_err_t build_writes(lw_store_t *st, flush_t *f)
+/* One write.lua call for the slots idx[0..m) into b: their keys, the alert
+ * stream sk, and per borrower the state it was computed from (the compare),
+ * the new state and its alert operations. */
+static bool put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
+                           const char *sk)
 {
     int nshared = st->opts.alert_stream ? 1 : 0;
+    size_t nargs = 3 + m + (size_t)nshared + 1;
+    for (size_t q = 0; q < m; q++) {
+        nargs += 3;
+        for (size_t o = f->slots[idx[q]].op_first; o != NONE; o = f->ops[o].next)
+            nargs += f->ops[o].fire ? 7 : 2;
+    }
+    bool ok = lw_resp_hdr(b, '*', (int64_t)nargs) && lw_resp_bulk(b, "EVALSHA", 7) &&
+              lw_resp_bulk(b, st->sha, 40) && lw_resp_int(b, (int64_t)m + nshared);
+    for (size_t q = 0; ok && q < m; q++)
+        ok = lw_resp_key(b, 'b', f->slots[idx[q]].first->ev.borrower_id);
+    if (ok && nshared >= 1)
+        ok = lw_resp_str(b, sk);
+    ok = ok && lw_resp_int(b, (int64_t)m);
+    for (size_t q = 0; ok && q < m; q++) {
+        slot_t *s = &f->slots[idx[q]];
+        size_t nops = 0;
+        for (size_t o = s->op_first; o != NONE; o = f->ops[o].next)
+            nops++;
+        st->state.len = 0;
+        ok = lw_resp_bulk(b, s->old_none ? "" : f->olds.p + s->old_off, s->old_len) &&
+             lw_bstate_encode(&s->st, &st->state) && lw_resp_bulk(b, st->state.p, st->state.len) &&
+             lw_resp_int(b, (int64_t)nops);
+        for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
+            const op_t *op = &f->ops[o];
+            const lw_rule_t *r = &st->rules->rules[op->rule];
+            if (!op->fire) {
+                ok = lw_resp_bulk(b, "C", 1) && lw_resp_str(b, r->id);
+                continue;
+            }
+            const lw_event_t *ev = &f->ev[op->ev].ev;
+            ok = lw_resp_bulk(b, "F", 1) && lw_resp_str(b, r->id) &&
+                 lw_resp_bulk(b, f->json.p + op->json_off, op->json_len) &&
+                 lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
+                 lw_resp_str(b, lw_severity_name(r->severity)) && lw_resp_str(b, ev->platform_id) &&
+                 lw_resp_str(b, ev->lender_id);
+        }
+    }
+    return ok;
+}
+
+bool lw_store_write_codes(flush_t *f, const chunk_t *c, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != c->n)
+        return false;
+    for (size_t k = 0; k < c->n; k++) {
+        const redisReply *e = r->element[k];
+        if (e->type != REDIS_REPLY_INTEGER || (e->integer != 0 && e->integer != -1))
+            return false;
+    }
+    for (size_t k = 0; k < c->n; k++)
+        if (r->element[k]->integer == -1) {
+            f->slots[f->order[c->first + k]].stale = true;
+            f->nstale++;
+        }
+    return true;
+}
+
+/* Without strict fencing: write.lua per chunk of borrowers; on a cluster the
+ * borrowers of one hash slot a chunk. In a retry, only the retried ones. */
+static lw_err_t build_writes(lw_store_t *st, flush_t *f)
+{
     size_t nd = 0;
     for (size_t i = 0; i < f->nslots; i++)
-        nd += f->slots[i].dirty;
+        nd += f->slots[i].dirty && lw_store_in_pass(f, &f->slots[i]);
     size_t *no = realloc(f->order, (nd ? nd : 1) * sizeof *no);
     chunk_t *nc = realloc(f->chunks, (nd ? nd : 1) * sizeof *nc);
     if (no)
@@ -898,7 +1019,7 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
     /* the changed borrowers in order; on a cluster by hash slot */
     size_t k = 0;
     for (size_t i = 0; i < f->nslots; i++)
-        if (f->slots[i].dirty)
+        if (f->slots[i].dirty && lw_store_in_pass(f, &f->slots[i]))
             f->order[k++] = i;
     if (st->cl && !lw_storec_by_slot(f, f->order, nd))
         return LW_ERR_NOMEM;
@@ -907,16 +1028,11 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
     for (size_t i = 0; i < nd;) {
         size_t j = st->cl ? lw_storec_run_end(f, f->order, nd, i, st->chunk_max)
                           : (nd - i < st->chunk_max ? nd : i + st->chunk_max);
-        size_t m = j - i, nargs = 3 + m + (size_t)nshared + 1;
-        for (size_t q = i; q < j; q++) {
-            nargs += 4;
-            for (size_t o = f->slots[f->order[q]].op_first; o != NONE; o = f->ops[o].next)
-                nargs += f->ops[o].fire ? 7 : 2;
-        }
         chunk_t *c = &f->chunks[f->nchunks++];
         c->off = st->buf.len;
         c->first = i;
-        c->n = m;
+        c->n = j - i;
+        c->pos = 0;
         char sk[64];
         const char *bid0 = f->slots[f->order[i]].first->ev.borrower_id;
         if (st->cl) { /* one slot a chunk, and that slot's stream */
@@ -927,40 +1043,7 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
             c->slot = 0;
             snprintf(sk, sizeof sk, "%s", LW_REDIS_ALERT_STREAM);
         }
-        lw_sbuf_t *b = &st->buf;
-        bool ok = lw_resp_hdr(b, '*', (int64_t)nargs) && lw_resp_bulk(b, "EVALSHA", 7) &&
-                  lw_resp_bulk(b, st->sha, 40) && lw_resp_int(b, (int64_t)m + nshared);
-        for (size_t q = i; ok && q < j; q++)
-            ok = lw_resp_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
-        if (ok && nshared >= 1)
-            ok = lw_resp_str(b, sk);
-        ok = ok && lw_resp_int(b, (int64_t)m);
-        for (size_t q = i; ok && q < j; q++) {
-            slot_t *s = &f->slots[f->order[q]];
-            const pending_ev_t *g = f->groups[s->group].first;
-            size_t nops = 0;
-            for (size_t o = s->op_first; o != NONE; o = f->ops[o].next)
-                nops++;
-            st->state.len = 0;
-            ok = lw_resp_int(b, g->writer) && lw_resp_int(b, g->epoch) &&
-                 lw_bstate_encode(&s->st, &st->state) &&
-                 lw_resp_bulk(b, st->state.p, st->state.len) && lw_resp_int(b, (int64_t)nops);
-            for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
-                const op_t *op = &f->ops[o];
-                const lw_rule_t *r = &st->rules->rules[op->rule];
-                if (!op->fire) {
-                    ok = lw_resp_bulk(b, "C", 1) && lw_resp_str(b, r->id);
-                    continue;
-                }
-                const lw_event_t *ev = &f->ev[op->ev].ev;
-                ok = lw_resp_bulk(b, "F", 1) && lw_resp_str(b, r->id) &&
-                     lw_resp_bulk(b, f->json.p + op->json_off, op->json_len) &&
-                     lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
-                     lw_resp_str(b, lw_severity_name(r->severity)) &&
-                     lw_resp_str(b, ev->platform_id) && lw_resp_str(b, ev->lender_id);
-            }
-        }
-        if (!ok)
+        if (!put_write_call(st, f, &st->buf, f->order + i, j - i, sk))
             return LW_ERR_NOMEM;
         c->len = st->buf.len - c->off;
         i = j;
@@ -1011,17 +1094,9 @@ static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t err
             }
             if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
                 todo[nnext++] = todo[i];
-            } else if (r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
-                if (err == LW_OK)
-                    err = lw_store_reply_error(r, "write script", errstr, errstr_size);
-            } else {
-                /* 0 written, else the stamp's epoch that refused the write */
-                for (size_t k = 0; k < c->n; k++)
-                    if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
-                        slot_t *s = &f->slots[f->order[c->first + k]];
-                        s->fenced = true;
-                        s->fence_epoch = r->element[k]->integer;
-                    }
+            } else if (!lw_store_write_codes(f, c, r) && err == LW_OK) {
+                /* 0 written, -1 changed since read (lw_store_write_codes) */
+                err = lw_store_reply_error(r, "write script", errstr, errstr_size);
             }
             freeReplyObject(r);
         }
@@ -1031,38 +1106,52 @@ static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t err
     return err;
 }
 
-/* Strict fencing: one MULTI/EXEC for the whole flush, no script. The
- * epoch keys were WATCHed before the reads and checked equal to ours, so
- * EXEC runs only if no partition of the flush changed owner meanwhile.
- * MSET per chunk of borrowers; per alert fired HSET a:{..} + XADD; per
- * rule cleared the alert moves to "~rule" (HSET + HDEL). */
+/* Strict fencing: one MULTI/EXEC for the whole flush. The epoch keys were
+ * WATCHed before the reads and checked equal to ours, so EXEC runs only if
+ * no partition of the flush changed owner meanwhile; inside it, write.lua
+ * per chunk of borrowers writes each one only if it still holds the state it
+ * was read with (another writer - a partition added to the topic, another
+ * topic - may have changed it; WATCHing the borrowers instead cost Redis
+ * O(keys²): 62 ms for a WATCH of 2,000 keys on Redis 7.0). */
 static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
 {
     return lw_resp_hdr(b, '*', argc) && lw_resp_str(b, cmd);
 }
 
-/* Moves a cleared alert to "~rule" (kept, so a redelivered trigger can
- * publish it again) inside the MULTI, whatever the field holds by then. */
-static const char move_script[] = "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
-                                  "if v then redis.call('HSET', KEYS[1], '~' .. ARGV[1], v) "
-                                  "redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
-
 /* Queues the writes of slots [streamed, hi) in the MULTI (opened on first
- * use): one MSET of the changed borrowers, and an HGETALL a:{..} for each
- * whose repeat must hand its alerts back (their value before this write:
- * the alert operations come after every MSET). hiredis sends them with the
- * next read, so Redis parses them while the rest of the batch is applied;
- * nothing runs before EXEC. */
+ * use): an HGETALL a:{..} for each borrower whose repeat must hand its
+ * alerts back (its value before this write), then one write.lua call for
+ * the changed borrowers with their alert operations. hiredis sends them
+ * with the next read, so Redis parses them while the rest of the batch is
+ * applied; nothing runs before EXEC. In a retry, only the retried ones
+ * (whose a:{..} was read beside their state). */
 static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
                              size_t errstr_size)
 {
     lw_sbuf_t *b = &st->buf;
     size_t lo = f->streamed, m = 0, nr = 0;
     f->streamed = hi;
+    if (lo == 0) {
+        /* at most a chunk per slot, and each slot once in order */
+        size_t *no = realloc(f->order, (f->nslots ? f->nslots : 1) * sizeof *no);
+        chunk_t *nc = realloc(f->chunks, (f->nslots ? f->nslots : 1) * sizeof *nc);
+        if (no)
+            f->order = no;
+        if (nc)
+            f->chunks = nc;
+        if (!no || !nc)
+            return LW_ERR_NOMEM;
+        f->nchunks = 0;
+    }
+    const chunk_t *last = f->nchunks ? &f->chunks[f->nchunks - 1] : NULL;
+    size_t first = last ? last->first + last->n : 0;
     for (size_t i = lo; i < hi; i++) {
         const slot_t *s = &f->slots[i];
-        m += s->dirty && !s->fenced;
-        nr += s->replay && !s->fenced;
+        if (s->fenced || !lw_store_in_pass(f, s))
+            continue;
+        if (s->dirty)
+            f->order[first + m++] = i;
+        nr += s->replay && !f->retrying;
     }
     if (m == 0 && nr == 0)
         return LW_OK;
@@ -1070,20 +1159,7 @@ static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr
     bool ok = true;
     if (f->nqueued == 0)
         ok = put_cmd_hdr(b, 1, "MULTI");
-    if (m) {
-        ok = ok && put_cmd_hdr(b, 1 + 2 * (int64_t)m, "MSET");
-        for (size_t i = lo; ok && i < hi; i++) {
-            slot_t *s = &f->slots[i];
-            if (!s->dirty || s->fenced)
-                continue;
-            st->state.len = 0;
-            ok = lw_resp_key(b, 'b', s->first->ev.borrower_id) &&
-                 lw_bstate_encode(&s->st, &st->state) &&
-                 lw_resp_bulk(b, st->state.p, st->state.len);
-        }
-        f->nqueued++;
-    }
-    for (size_t i = lo; ok && i < hi; i++) {
+    for (size_t i = lo; ok && nr && i < hi; i++) {
         const slot_t *s = &f->slots[i];
         if (!s->replay || s->fenced)
             continue;
@@ -1095,57 +1171,21 @@ static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr
         ok = put_cmd_hdr(b, 2, "HGETALL") && lw_resp_key(b, 'a', s->first->ev.borrower_id);
         f->nqueued++;
     }
+    if (ok && m) {
+        f->chunks[f->nchunks++] = (chunk_t){0, 0, first, m, 0, f->nqueued};
+        ok = put_write_call(st, f, b, f->order + first, m, LW_REDIS_ALERT_STREAM);
+        f->nqueued++;
+    }
     return ok ? send_raw(st, f, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
 }
 
-/* The end of the MULTI: per alert fired HSET a:{..} + XADD, per rule
- * cleared the move to "~rule"; then EXEC. UNWATCH when nothing was queued. */
+/* The end of the MULTI: EXEC (the alert operations went with each chunk's
+ * write.lua call); UNWATCH when nothing was queued. */
 static lw_err_t build_tail(lw_store_t *st, flush_t *f)
 {
     lw_sbuf_t *b = &st->buf;
     b->len = 0;
-    bool ok = true;
-    char maxlen[24];
-    snprintf(maxlen, sizeof maxlen, "%" PRId64, st->opts.stream_maxlen);
-    for (size_t k = 0; ok && k < f->nslots; k++) {
-        const slot_t *s = &f->slots[k];
-        if (!s->dirty || s->fenced || s->op_first == NONE)
-            continue;
-        /* the MULTI is open: an alert fired or cleared changed the state, so
-         * the slot was dirty and its MSET went out in stream_chunk() */
-        for (size_t o = s->op_first; ok && o != NONE; o = f->ops[o].next) {
-            const op_t *op = &f->ops[o];
-            const lw_rule_t *r = &st->rules->rules[op->rule];
-            if (op->fire) {
-                const lw_event_t *ev = &f->ev[op->ev].ev;
-                const char *j = f->json.p + op->json_off;
-                ok = put_cmd_hdr(b, 4, "HSET") && lw_resp_key(b, 'a', s->first->ev.borrower_id) &&
-                     lw_resp_str(b, r->id) && lw_resp_bulk(b, j, op->json_len);
-                f->nqueued++;
-                if (ok && st->opts.alert_stream) {
-                    ok = put_cmd_hdr(b, 20, "XADD") && lw_resp_str(b, LW_REDIS_ALERT_STREAM) &&
-                         lw_resp_str(b, "MAXLEN") && lw_resp_str(b, "~") &&
-                         lw_resp_str(b, maxlen) && lw_resp_str(b, "*") &&
-                         lw_resp_str(b, "alert_id") &&
-                         lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
-                         lw_resp_str(b, "borrower_id") &&
-                         lw_resp_str(b, s->first->ev.borrower_id) && lw_resp_str(b, "rule_id") &&
-                         lw_resp_str(b, r->id) && lw_resp_str(b, "severity") &&
-                         lw_resp_str(b, lw_severity_name(r->severity)) &&
-                         lw_resp_str(b, "platform_id") && lw_resp_str(b, ev->platform_id) &&
-                         lw_resp_str(b, "lender_id") && lw_resp_str(b, ev->lender_id) &&
-                         lw_resp_str(b, "json") && lw_resp_bulk(b, j, op->json_len);
-                    f->nqueued++;
-                }
-                continue;
-            }
-            ok = put_cmd_hdr(b, 5, "EVAL") && lw_resp_str(b, move_script) && lw_resp_str(b, "1") &&
-                 lw_resp_key(b, 'a', s->first->ev.borrower_id) && lw_resp_str(b, r->id);
-            f->nqueued++;
-        }
-    }
-    if (ok)
-        ok = f->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
+    bool ok = f->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
     return ok ? LW_OK : LW_ERR_NOMEM;
 }
 
@@ -1174,9 +1214,15 @@ static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errs
             else if (!last && r->type != REDIS_REPLY_STATUS)
                 err = lw_store_reply_error(r, "MULTI", errstr, errstr_size);
             for (size_t k = 0;
-                 err == LW_OK && last && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++)
-                if (r->element[k]->type == REDIS_REPLY_ERROR)
-                    err = lw_store_reply_error(r->element[k], "EXEC", errstr, errstr_size);
+                 err == LW_OK && last && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+                const redisReply *e = r->element[k];
+                /* the script cache was flushed: every write.lua call of the
+                 * EXEC failed alike, so nothing was written */
+                if (e->type == REDIS_REPLY_ERROR && !strncmp(e->str, "NOSCRIPT", 8))
+                    f->noscript = true;
+                else if (e->type == REDIS_REPLY_ERROR)
+                    err = lw_store_reply_error(e, "EXEC", errstr, errstr_size);
+            }
         }
         if (err == LW_OK && last && f->nqueued && r->type == REDIS_REPLY_ARRAY) {
             f->exec = r; /* holds the HGETALL replies the results hand back */
@@ -1192,6 +1238,8 @@ static lw_err_t hold_alerts(flush_t *f, char *errstr, size_t errstr_size)
 {
     for (size_t k = 0; k < f->nhg; k++) {
         const hg_ref_t *h = &f->hg[k];
+        if (f->slots[h->slot].retried)
+            continue; /* read again and handed back by retry_stale() */
         if (!f->exec || h->pos >= f->exec->elements)
             return lw_store_reply_error(f->exec, "EXEC", errstr, errstr_size);
         const redisReply *r = f->exec->element[h->pos];
@@ -1219,6 +1267,7 @@ static void flush_free(flush_t *f)
     free(f->ops);
     free(f->alerts.v);
     lw_sbuf_free(&f->json);
+    lw_sbuf_free(&f->olds);
     free(f->order);
     free(f->reads);
     free(f->skeys);
@@ -1236,6 +1285,9 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
     freeReplyObject(f->exec);
     f->exec = NULL;
     f->json.len = 0;
+    f->olds.len = 0;
+    f->nstale = 0;
+    f->retrying = f->retried = f->noscript = false;
     f->nops = 0;
     f->alerts.n = 0;
     f->nqueued = 0;
@@ -1307,14 +1359,201 @@ static lw_err_t wait_replicas(lw_store_t *st, flush_t *f, char *errstr, size_t e
     return err;
 }
 
+/* ---- Step 4: borrowers changed since they were read ---------------------------------- */
+
+/* Strict: after an EXEC with NOSCRIPT answers (nothing was written), the
+ * script is loaded again on the flush's connection. */
+static lw_err_t reload_script(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    redisReply *r = redisCommand(f->rc, "SCRIPT LOAD %s", st->script);
+    if (!r)
+        return conn_error(st, f->rc, errstr, errstr_size);
+    lw_err_t err = r->type == REDIS_REPLY_STRING
+                       ? LW_OK
+                       : lw_store_reply_error(r, "SCRIPT LOAD", errstr, errstr_size);
+    freeReplyObject(r);
+    if (err == LW_OK)
+        lw_warn("Redis had lost the write script (NOSCRIPT); loaded it again");
+    return err;
+}
+
+/* Strict: the write.lua answers of the EXEC reply x. */
+static lw_err_t exec_codes(flush_t *f, const redisReply *x, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < f->nchunks; i++) {
+        const chunk_t *c = &f->chunks[i];
+        if (!x || c->pos >= x->elements)
+            return lw_store_reply_error(x, "EXEC", errstr, errstr_size);
+        if (!lw_store_write_codes(f, c, x->element[c->pos]))
+            return lw_store_reply_error(x->element[c->pos], "write script", errstr, errstr_size);
+    }
+    return LW_OK;
+}
+
+/* One Redis: the state and a:{..} of every slot being retried, in one round
+ * trip; with strict fencing after WATCH and a read of the epoch keys, as in
+ * step 1, so the retry's EXEC is fenced exactly as the first write was. */
+static lw_err_t reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    size_t m = 0;
+    st->buf.len = 0;
+    if (st->opts.strict_fencing && !put_epoch_reads(st, f))
+        return LW_ERR_NOMEM;
+    for (size_t i = 0; i < f->nslots; i++)
+        m += f->slots[i].redo;
+    if (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4))
+        return LW_ERR_NOMEM;
+    for (size_t i = 0; i < f->nslots; i++)
+        if (f->slots[i].redo && !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
+            return LW_ERR_NOMEM;
+    for (size_t i = 0; i < f->nslots; i++)
+        if (f->slots[i].redo &&
+            (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
+             !lw_resp_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id)))
+            return LW_ERR_NOMEM;
+    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
+    if (err)
+        return err;
+    if (st->opts.strict_fencing &&
+        (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
+        return err;
+    redisReply *mr = NULL;
+    if (redisGetReply(f->rc, (void **)&mr) != REDIS_OK || !mr)
+        return conn_error(st, f->rc, errstr, errstr_size);
+    if (err == LW_OK && (mr->type != REDIS_REPLY_ARRAY || mr->elements != m))
+        err = lw_store_reply_error(mr, "MGET (retry)", errstr, errstr_size);
+    for (size_t i = 0, k = 0; err == LW_OK && i < f->nslots; i++) {
+        slot_t *s = &f->slots[i];
+        if (!s->redo)
+            continue;
+        if ((err = lw_store_load_state(s, mr->element[k], errstr, errstr_size)) == LW_OK &&
+            !lw_store_keep_old(f, s, mr->element[k]))
+            err = LW_ERR_NOMEM;
+        k++;
+    }
+    freeReplyObject(mr);
+    for (size_t i = 0; i < f->nslots; i++) {
+        slot_t *s = &f->slots[i];
+        if (!s->redo)
+            continue;
+        if (redisGetReply(f->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
+            return conn_error(st, f->rc, errstr, errstr_size);
+        if (err == LW_OK && s->alerts->type != REDIS_REPLY_ARRAY)
+            err = lw_store_reply_error(s->alerts, "HGETALL", errstr, errstr_size);
+    }
+    return err;
+}
+
+/* Strict: the retry's MULTI (write.lua for the retried borrowers) and EXEC.
+ * The first EXEC's reply stays the flush's (hold_alerts() reads it). */
+static lw_err_t retry_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    redisReply *first = f->exec;
+    f->exec = NULL;
+    f->streamed = f->nqueued = 0; /* (no HGETALL queued: reread() read a:{..}) */
+    lw_err_t err = stream_chunk(st, f, f->nslots, errstr, errstr_size);
+    if (!err)
+        err = build_tail(st, f);
+    if (!err)
+        err = send_multi(st, f, errstr, errstr_size);
+    if (!err)
+        err = recv_multi(st, f, errstr, errstr_size);
+    if (!err && f->noscript)
+        err = reload_script(st, f, errstr, errstr_size);
+    if (!err && (f->aborted || f->noscript)) {
+        /* nothing written: all of them again (an epoch that moved shows now) */
+        for (size_t i = 0; i < f->nslots; i++)
+            if (f->slots[i].redo && !f->slots[i].fenced) {
+                f->slots[i].stale = true;
+                f->nstale++;
+            }
+        f->aborted = f->noscript = false;
+    } else if (!err && f->nqueued) {
+        err = exec_codes(f, f->exec, errstr, errstr_size);
+    }
+    freeReplyObject(f->exec);
+    f->exec = first;
+    return err;
+}
+
+/* The borrowers whose write was refused because another writer changed them
+ * after our read (write.lua's compare): each is read again, its events of
+ * this flush applied again to what it holds now, and written again with the
+ * same compare, until none is refused. Its first attempt wrote nothing, and
+ * its results (codes, alerts) are replaced by the last attempt's, so an
+ * alert is handed out once, and only when written; the caller stores no
+ * offset before this returns. Another writer only refuses us by writing, so
+ * each round someone progresses; after LW_STALE_ROUNDS the flush fails as
+ * transient and is done again whole. */
+#define LW_STALE_ROUNDS 16
+
+static lw_err_t retry_stale(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    lw_err_t err = LW_OK;
+    for (int round = 0; f->nstale > 0 && err == LW_OK; round++) {
+        if (round == LW_STALE_ROUNDS) {
+            snprintf(errstr, errstr_size,
+                     "%zu borrower(s) still changed by another writer after %d retries", f->nstale,
+                     LW_STALE_ROUNDS);
+            return LW_ERR_TRANSIENT;
+        }
+        st->stale_retries += f->nstale;
+        f->retried = f->retrying = true;
+        for (size_t i = 0; i < f->nslots; i++) {
+            slot_t *s = &f->slots[i];
+            s->redo = s->stale;
+            s->stale = false;
+            if (!s->redo)
+                continue;
+            s->retried = true;
+            s->dirty = s->replay = s->cached = false;
+            s->op_first = s->op_last = NONE;
+            freeReplyObject(s->alerts);
+            s->alerts = NULL;
+            s->held = NULL;
+        }
+        f->nstale = 0;
+        err = st->cl ? lw_storec_reread(st, f, errstr, errstr_size)
+                     : reread(st, f, errstr, errstr_size);
+        for (size_t i = 0; i < f->nslots && err == LW_OK; i++)
+            if (f->slots[i].redo && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
+                snprintf(errstr, errstr_size, "out of memory");
+        /* only the retried borrowers hold an a:{..} reply now */
+        if (err == LW_OK)
+            err = lw_store_hand_back(f, errstr, errstr_size);
+        free_alert_replies(f);
+        for (size_t i = 0; i < f->nslots; i++)
+            f->slots[i].held = NULL;
+        if (err == LW_OK)
+            err = alerts_check(st, f, errstr, errstr_size);
+        if (err == LW_OK && st->opts.strict_fencing)
+            err = retry_multi(st, f, errstr, errstr_size);
+        else if (err == LW_OK && !(err = build_writes(st, f)))
+            err = st->cl ? lw_storec_write_send(st, f, errstr, errstr_size)
+                         : send_writes(st, f, errstr, errstr_size);
+        if (err == LW_OK && st->cl)
+            err = lw_storec_write_end(st, f, errstr, errstr_size);
+    }
+    f->retrying = false;
+    return err;
+}
+
 static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
     if (st->opts.strict_fencing && (err = recv_multi(st, f, errstr, errstr_size)))
         return err;
-    if (f->aborted)
-        return LW_OK; /* lw_store_flush_end() does it again */
+    if (f->noscript && (err = reload_script(st, f, errstr, errstr_size)) == LW_OK)
+        f->aborted = true; /* nothing was written: done again */
+    f->noscript = false;
+    if (err || f->aborted)
+        return err; /* lw_store_flush_end() does it again */
+    if (st->opts.strict_fencing && f->nqueued &&
+        (err = exec_codes(f, f->exec, errstr, errstr_size)))
+        return err;
     if (st->cl && (err = lw_storec_write_end(st, f, errstr, errstr_size)))
+        return err;
+    if (f->nstale && (err = retry_stale(st, f, errstr, errstr_size)))
         return err;
     if (!st->cl && st->opts.wait_replicas > 0 && (err = wait_replicas(st, f, errstr, errstr_size)))
         return err;
@@ -1440,7 +1679,7 @@ lw_err_t lw_store_flush_end(lw_store_t *st, lw_flush_t *f, char *errstr, size_t 
     st->last_ack_us = lw_now_us();
     /* the staged flush took its states from the write as first applied */
     flush_t *staged = flush_in(st, FL_STAGED);
-    if ((err || redone) && staged)
+    if ((err || redone || f->retried) && staged)
         staged->invalid = true;
     if (err)
         return flush_error(f, err, errstr, errstr_size);

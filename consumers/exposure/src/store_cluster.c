@@ -17,7 +17,8 @@
  * MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a failover are lw_rcluster's to ride
  * out, resending a group whole.
  *
- * Fencing is the borrower's stamp, checked inside write.lua: a write by an
+ * Fencing is the borrower's stamp, checked on the state read and made sure
+ * by write.lua's compare (the key still holds that state): a write by an
  * older epoch of the same (topic, partition) is refused, whenever it comes
  * (consumers/README.md, "Zombie fencing" (b)). No key can be WATCHed across
  * slots, so there is no strict mode here.
@@ -244,6 +245,8 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
             if ((err = lw_store_load_state(&f->slots[rd[q]], r->element[q - k], errstr,
                                            errstr_size)) != LW_OK)
                 break;
+            if (!lw_store_keep_old(f, &f->slots[rd[q]], r->element[q - k]))
+                return LW_ERR_NOMEM;
             if ((err = lw_store_apply_slot(st, f, rd[q])) == LW_ERR_NOMEM)
                 snprintf(errstr, errstr_size, "out of memory");
         }
@@ -252,6 +255,39 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
     for (size_t i = 0; i < f->nslots && err == LW_OK; i++)
         if (f->slots[i].cached && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
             snprintf(errstr, errstr_size, "out of memory");
+    return err;
+}
+
+lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
+{
+    /* rare (a borrower another writer changed meanwhile): a group per key */
+    lw_rcluster_batch_reset(f->bat);
+    size_t n = 0;
+    for (size_t i = 0; i < f->nslots; i++) {
+        const char *bid = f->slots[i].first->ev.borrower_id;
+        if (!f->slots[i].redo)
+            continue;
+        if (!key_group(st, f, "GET", 'b', bid) || !key_group(st, f, "HGETALL", 'a', bid))
+            return LW_ERR_NOMEM;
+        n++;
+    }
+    lw_err_t err = n ? run_batch(f, errstr, errstr_size) : LW_OK;
+    for (size_t i = 0, g = 0; i < f->nslots && err == LW_OK; i++) {
+        slot_t *s = &f->slots[i];
+        if (!s->redo)
+            continue;
+        const redisReply *r = lw_rcluster_group_reply(f->bat, g++, 0);
+        s->held = lw_rcluster_group_reply(f->bat, g++, 0);
+        if (!r || !s->held) {
+            snprintf(errstr, errstr_size, "b:{%s}: no reply", s->first->ev.borrower_id);
+            return LW_ERR_TRANSIENT;
+        }
+        if (s->held->type != REDIS_REPLY_ARRAY)
+            return lw_store_reply_error(s->held, "HGETALL", errstr, errstr_size);
+        if ((err = lw_store_load_state(s, r, errstr, errstr_size)) == LW_OK &&
+            !lw_store_keep_old(f, s, r))
+            err = LW_ERR_NOMEM;
+    }
     return err;
 }
 
@@ -312,17 +348,10 @@ lw_err_t lw_storec_write_end(lw_store_t *st, flush_t *f, char *errstr, size_t er
         const redisReply *r = lw_rcluster_group_reply(f->bat, i, 0);
         if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
             noscript = true;
-        } else if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
+        } else if (!lw_store_write_codes(f, c, r)) {
+            /* 0 written, -1 changed since read: marked stale, retried by the store */
             err =
                 r ? lw_store_reply_error(r, "write script", errstr, errstr_size) : LW_ERR_TRANSIENT;
-        } else {
-            /* 0 written, else the stamp's epoch that refused the write */
-            for (size_t k = 0; k < c->n; k++)
-                if (r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0) {
-                    slot_t *s = &f->slots[f->order[c->first + k]];
-                    s->fenced = true;
-                    s->fence_epoch = r->element[k]->integer;
-                }
         }
     }
     /* a master promoted by a failover has no script: load it everywhere and

@@ -46,7 +46,14 @@ typedef struct slot {
     const pending_ev_t *first; /* its first event: id, topic, partition, epoch */
     lw_bstate_t st;            /* arrays kept across flushes */
     bool dirty, fenced, replay;
-    bool cached;              /* its state came from the flush in flight, not from a read */
+    bool cached; /* its state came from the flush in flight, not from a read */
+    /* compare-on-write (write.lua): the state its new state was computed
+     * from, exactly as Redis held it (in the flush's olds; none: absent) */
+    bool old_none;
+    size_t old_off, old_len;
+    bool stale;               /* its write was refused: the key changed since it was read */
+    bool redo;                /* read, applied and written again in this round of retry_stale() */
+    bool retried;             /* retried at least once in this flush */
     int hslot;                /* a cluster: the hash slot of its keys; else 0 */
     int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
@@ -82,7 +89,8 @@ typedef struct hg_ref {
 typedef struct chunk {
     size_t off, len; /* in buf */
     size_t first, n;
-    int slot; /* a cluster: the hash slot all its borrowers share */
+    int slot;   /* a cluster: the hash slot all its borrowers share */
+    size_t pos; /* strict: its reply's index in the EXEC reply */
 } chunk_t;
 
 /* Where a flush is in its life: events queue in it, begin stages it (read,
@@ -130,6 +138,11 @@ typedef struct lw_flush_s {
     size_t nchunks;
     lw_apply_result_t *results; /* the caller's, until the flush ends */
     int64_t t0;                 /* when it began */
+    lw_sbuf_t olds;             /* the states read (slot_t.old_off), for write.lua's compare */
+    size_t nstale;              /* slots refused by the last write (slot_t.stale) */
+    bool retrying;              /* retry_stale() runs: only slots with redo take part */
+    bool retried;               /* some borrower was retried: a staged flush reads again */
+    bool noscript;              /* strict: EXEC answered NOSCRIPT (nothing was written) */
 } flush_t;
 
 struct lw_store_s {
@@ -155,6 +168,7 @@ struct lw_store_s {
     flush_t fl[2];   /* events queue in the one neither staged nor sent */
     int64_t last_rtt_us;
     int64_t last_ack_us;
+    uint64_t stale_retries; /* borrowers written again after a refused compare */
 };
 
 /* ---- Shared by the store's files (store.c) --------------------------------------- */
@@ -163,6 +177,18 @@ struct lw_store_s {
 lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size);
 /* Applies one borrower's events in order (the rules, its alerts and ops). */
 lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
+/* Keeps the bytes of a slot's state as read (a GET/MGET reply), for write.lua's compare. */
+bool lw_store_keep_old(flush_t *f, slot_t *s, const redisReply *r);
+/* Whether a slot takes part in the current write: all, or in a retry only
+ * the borrowers being retried. */
+static inline bool lw_store_in_pass(const flush_t *f, const slot_t *s)
+{
+    return !f->retrying || s->redo;
+}
+/* Reads write.lua's reply to chunk c (one integer per borrower: 0 written,
+ * -1 changed since read): marks the refused slots stale. false: not such a
+ * reply (nothing marked). */
+bool lw_store_write_codes(flush_t *f, const chunk_t *c, const redisReply *r);
 /* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
 lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
 /* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
@@ -192,6 +218,9 @@ redisContext *lw_storec_context(lw_store_t *st, const char *key, char *errstr, s
 /* Step 1 on a cluster: an MGET per hash slot of the batch (its borrowers,
  * chunk_max at most), all masters at once, then apply. */
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* A retry: the state (GET, kept as the old state too) and a:{..} (HGETALL,
+ * borrowed in s->held until the batch is next used) of every slot with redo. */
+lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* The a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* Step 3, in two halves so that Redis executes one flush's writes while the

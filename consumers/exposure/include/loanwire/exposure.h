@@ -241,6 +241,10 @@ lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partiti
 /* Time from the last ended flush's begin to its end, microseconds (with two
  * batches in the pipeline this spans the work on the next batch too). */
 int64_t lw_store_last_rtt_us(const lw_store_t *st);
+/* Borrowers written again so far because another writer had changed them
+ * between our read and our write (write.lua's compare refused the first
+ * write; a topic that gained partitions, or several topics on one Redis). */
+uint64_t lw_store_stale_retries(const lw_store_t *st);
 /* Wall clock (lw_now_us) when the last flush had read every reply. */
 int64_t lw_store_last_ack_us(const lw_store_t *st);
 /* The control connection (for metrics and reads; may change on reconnect);
@@ -287,8 +291,8 @@ typedef struct lw_exposure_conf {
                          * error (0: never); default 30 */
     size_t batch_max;   /* events per Redis pipeline; 0: lw_store_batch_default() */
     lw_script_opts_t script;
-    const char *consumer_id; /* metrics key suffix; NULL: host:pid */
-    const char *latency_out; /* JSON event-to-state latency histograms at exit, or NULL */
+    const char *consumer_id;    /* metrics key suffix; NULL: host:pid */
+    const char *latency_out;    /* JSON event-to-state latency histograms at exit, or NULL */
     const char *metrics_listen; /* HOST:PORT of /metrics, /healthz, /readyz; NULL: off */
     bool allow_eviction;        /* start on an evicting maxmemory-policy (warn only) */
 } lw_exposure_conf_t;
