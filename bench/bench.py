@@ -1224,6 +1224,7 @@ class Bench:
         if not getattr(self, "retained", None):
             self.step_retention()
         tmpl, per = self.retained
+        tmpl = self.templates_checked(tmpl)
         sizes = [int(x) for x in str(self.a.memsim_borrowers).split(",") if x]
         say("==> [8/8] memsim: step 7's retained states copied to %s borrowers" %
             ", ".join(fmt_int(x) for x in sizes))
@@ -1244,6 +1245,41 @@ class Bench:
                         "bytes_per_borrower_2y_retained")
         self.r.cmd("FLUSHALL")
 
+    def templates_checked(self, tmpl):
+        """Each template applied once under a scratch id, its key sizes compared with its
+        borrower's: a reduced template can raise an alert its whole feed never raised (a
+        DELINQUENCY read right after the DRAWDOWN, without the steps between: seen once in
+        10M copies); such a borrower's template becomes its whole feed."""
+        def tid(k):
+            return "tpl%019d" % k
+        for attempt in (1, 2):
+            self.r.cmd("FLUSHALL")
+            path = os.path.join(self.work, "memsim-templates.jsonl")
+            with open(path, "w") as f:
+                for k, (b, evs) in enumerate(tmpl):
+                    for line in evs:
+                        f.write(line.replace(b, tid(k)))
+            p = subprocess.run([self.prog("loanwire-exposure-bench"), "--redis", self.url,
+                                path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            os.unlink(path)
+            if p.returncode != 0:
+                raise BenchError("memsim templates: loanwire-exposure-bench: %s %s" % (
+                    p.stdout[-300:], p.stderr[-300:]))
+            bad = [k for k, (b, _) in enumerate(tmpl)
+                   if self.r.cmd("STRLEN", "b:{%s}" % tid(k)) != self.tref[b]["_strlen"]
+                   or self.r.cmd("HLEN", "a:{%s}" % tid(k)) != self.tref[b]["_hlen"]]
+            self.r.cmd("FLUSHALL")
+            if not bad:
+                return tmpl
+            if attempt == 2:
+                raise BenchError("memsim: %d templates differ from their borrowers even as "
+                                 "whole feeds (first: %s)" % (len(bad), tmpl[bad[0]][0]))
+            say("memsim: %d of %d reduced templates differ from their borrowers; their whole "
+                "feeds instead" % (len(bad), len(tmpl)))
+            tmpl = [(b, self.tfull[b]) if k in set(bad) else (b, evs)
+                    for k, (b, evs) in enumerate(tmpl)]
+        return tmpl
+
     def templates(self, feed, bids):
         """Per borrower of step 7, the events that rebuild its retained state through the
         real store (not a copy of its bytes). A borrower with an alert hash (a:{id}: only
@@ -1253,7 +1289,7 @@ class Bench:
         it as in the feed; its window entry is pruned as time moves on), its latest event
         with an income, and its applications in the last 30 days. Also records each
         template's key sizes, to check the copies by."""
-        held, self.tref, full = {}, {}, set()
+        held, self.tref, self.tfull, full = {}, {}, {}, set()
         for b in bids:
             j = self.query(b)
             ak = "a:{%s}" % b
@@ -1287,8 +1323,9 @@ class Bench:
             if income and income[0]["event_type"] != "APPLICATION" and \
                     (income[0]["platform_id"], income[0]["loan_id"]) not in keys:
                 full.add(b)
+            self.tfull[b] = [line for _, line in evs[b]]
             if b in full:
-                out.append((b, [line for _, line in evs[b]]))
+                out.append((b, self.tfull[b]))
                 continue
             want = set(pick) | set(first.values()) | set(last.values())
             if income:

@@ -18,7 +18,7 @@
 # LW_BENCH_CLUSTER_BUS_PORT / LW_BENCH_CLUSTER_DIR), both fresh each run, so a test or
 # demo stack is left alone; stops them at the end, also on failure or Ctrl-C. Programs: build/bin, built (RelWithDebInfo) if
 # missing. Writes the markdown table to bench/results/latest.md and the measured figures to
-# bench/results/figures.json (merged by name; `python3 bench/capacity.py` turns them into
+# bench/results/figures.json (--quick: figures-quick.json; merged by name; `python3 bench/capacity.py` turns them into
 # SCALE.md). Steps 7 (retention) and 8 (memory model at 1,000,000 borrowers) are in the
 # full run; --quick runs them small. No time is asserted;
 # exits non-zero when a step fails or a count does not match.
@@ -124,9 +124,13 @@ if [ -n "$base_rev" ] && git rev-parse --verify -q "$base_rev" >/dev/null; then
 fi
 
 mkdir -p bench/results
+# A smoke run's figures (CI runs one) stay beside the committed ones, never in them:
+# capacity.py plans from figures.json.
+figures=figures.json
+[ ${#quick[@]} -eq 0 ] || figures=figures-quick.json
 step "running the benchmarks${quick:+ (quick)}"
 python3 bench/bench.py "${quick[@]}" --bin "$build/bin" --root "$src" \
   --bootstrap "$LOANWIRE_BOOTSTRAP" --redis "$LOANWIRE_REDIS" --stack-dir "$LOANWIRE_STACK_DIR" \
   --cluster "redis://127.0.0.1:$cluster_port" --cluster-stack-dir "$cluster_dir" \
   --work "$root/bench/.work" --out "$root/bench/results/latest.md" \
-  --figures "$root/bench/results/figures.json" "${base_bin[@]}" "${args[@]}"
+  --figures "$root/bench/results/$figures" "${base_bin[@]}" "${args[@]}"

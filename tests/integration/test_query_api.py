@@ -78,12 +78,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, tokens):
+    def __init__(self, tokens, extra=()):
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(dir=TMP, prefix="query-", suffix=".log",
                                                delete=False)
         self.p = subprocess.Popen([os.path.join(BIN, "loanwire-query"), "--redis", RURL,
-                                   "--listen", "127.0.0.1:%d" % self.port, "--tokens", tokens],
+                                   "--listen", "127.0.0.1:%d" % self.port, "--tokens", tokens,
+                                   *extra],
                                   stderr=self.log)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -420,6 +421,25 @@ def main():
         check(len(lines) >= 30 and all(re.match(r'^ACCESS 127\.0\.0\.1 "\w+ [^ ?]*" \d{3} \d+ \d+us', l)
                                        for l in lines), "one access line per request")
         check(TOKEN not in log, "the token never appears in the log")
+        # --log-format json: every line, the access lines too, is one JSON object
+        srv = Server(tokens, ["--log-format", "json"])
+        try:
+            http(srv.port, "/healthz", token=None)
+            http(srv.port, "/v1/borrowers/nope/exposure?purpose=LOAN_APPROVAL")
+        finally:
+            rc, log = srv.stop()
+        objs = []
+        for l in log.splitlines():
+            try:
+                objs.append(json.loads(l))
+            except ValueError:
+                check(False, "--log-format json: a line that is not JSON: %r" % l)
+        acc = [o for o in objs if o.get("msg") == "access"]
+        check(rc == 0 and len(acc) == 2 and acc[0].get("path") == "/healthz"
+              and acc[0].get("status") == "200" and acc[1].get("status") == "400"
+              and all(o.get("client") == "127.0.0.1" and o.get("took_us", "").isdigit()
+                      for o in acc), "--log-format json: access lines as JSON: %r" % acc)
+        check(TOKEN not in log, "the token never appears in the JSON log")
     rcli("FLUSHDB")
     if failures:
         print("%d check(s) failed:" % len(failures), file=sys.stderr)

@@ -70,11 +70,14 @@ done
 # quotes, which systemd and the shell read alike).
 set -a
 . "$src/deploy/systemd/exposure.env"
+. "$src/deploy/systemd/exposure-1.env"
 . "$src/deploy/systemd/query.env"
 set +a
 # shellcheck disable=SC2086 # the options are a word list, as systemd splits $VAR
-"$build/bin/loanwire-exposure" --consumer-id h-1 --status 60 $LOANWIRE_EXPOSURE_OPTS --print-script >/dev/null 2>"$tmp/err"
-check "exposure.env's LOANWIRE_EXPOSURE_OPTS parse ($(head -c 200 "$tmp/err"))" '[ $? = 0 ]'
+"$build/bin/loanwire-exposure" --consumer-id h-1 --status 60 $LOANWIRE_EXPOSURE_OPTS $LOANWIRE_INSTANCE_OPTS --print-script >/dev/null 2>"$tmp/err"
+check "exposure.env's LOANWIRE_EXPOSURE_OPTS and exposure-1.env's LOANWIRE_INSTANCE_OPTS parse ($(head -c 200 "$tmp/err"))" '[ $? = 0 ]'
+check "the exposure unit passes the instance's options, and exposure-1.env a --metrics-listen" \
+  'grep -q "^ExecStart=.*\$LOANWIRE_INSTANCE_OPTS" "$src/deploy/systemd/loanwire-exposure@.service" && case "$LOANWIRE_INSTANCE_OPTS" in *--metrics-listen*) true;; *) false;; esac'
 check "query.env's LOANWIRE_QUERY_OPTS are documented options" \
   'for o in $LOANWIRE_QUERY_OPTS; do case $o in --*) "$build/bin/loanwire-query" --help | has -- "$o " || exit 1;; esac; done'
 

@@ -6,9 +6,9 @@
  * a borrower id of the wrong form on the exposure path is 400.
  */
 #include "loanwire/id.h"
+#include "loanwire/listen.h"
 #include "loanwire/query.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -141,61 +141,7 @@ lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char 
 lw_err_t lw_query_listen_parse(const char *s, char *host, size_t host_size, int *port, char *errstr,
                                size_t errstr_size)
 {
-    const char *colon, *portstr;
-    char h[64];
-    size_t hlen;
-    int64_t p;
-    unsigned char buf[16];
-
-    if (!s || !*s) {
-        snprintf(errstr, errstr_size, "--listen: empty address");
-        return LW_ERR_CONFIG;
-    }
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (!rb || rb[1] != ':') {
-            snprintf(errstr, errstr_size, "--listen %s: expected [IPv6]:PORT", s);
-            return LW_ERR_CONFIG;
-        }
-        hlen = (size_t)(rb - s - 1);
-        if (hlen == 0 || hlen >= sizeof h) {
-            snprintf(errstr, errstr_size, "--listen %s: bad host", s);
-            return LW_ERR_CONFIG;
-        }
-        memcpy(h, s + 1, hlen);
-        h[hlen] = '\0';
-        portstr = rb + 2;
-    } else if ((colon = strrchr(s, ':')) != NULL) {
-        hlen = (size_t)(colon - s);
-        if (hlen == 0 || hlen >= sizeof h) {
-            snprintf(errstr, errstr_size, "--listen %s: bad host", s);
-            return LW_ERR_CONFIG;
-        }
-        memcpy(h, s, hlen);
-        h[hlen] = '\0';
-        portstr = colon + 1;
-    } else {
-        snprintf(h, sizeof h, "%s", LW_QUERY_DEFAULT_HOST);
-        portstr = s;
-    }
-    if (!lw_parse_i64(portstr, strlen(portstr), &p) || p > 65535) {
-        snprintf(errstr, errstr_size, "--listen %s: port must be 0..65535", s);
-        return LW_ERR_CONFIG;
-    }
-    if (strcmp(h, "localhost") == 0)
-        snprintf(h, sizeof h, "127.0.0.1");
-    if (inet_pton(AF_INET, h, buf) != 1 && inet_pton(AF_INET6, h, buf) != 1) {
-        snprintf(errstr, errstr_size, "--listen %s: host must be a numeric IPv4 or IPv6 address",
-                 s);
-        return LW_ERR_CONFIG;
-    }
-    if (strlen(h) >= host_size) {
-        snprintf(errstr, errstr_size, "--listen %s: host too long", s);
-        return LW_ERR_CONFIG;
-    }
-    snprintf(host, host_size, "%s", h);
-    *port = (int)p;
-    return LW_OK;
+    return lw_listen_parse_host(s, host, host_size, port, errstr, errstr_size);
 }
 
 const int lw_query_status_codes[LW_QUERY_STATUS_SLOTS] = {200, 400, 401, 404, 405,

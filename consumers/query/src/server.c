@@ -766,6 +766,41 @@ static void *lw_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     return req;
 }
 
+/* One line per request, at every log level (an access log is not a debug
+ * aid). With --log-format json it is a JSON object like every other line, so
+ * a log shipper reading JSON meets no line of another shape. */
+static void lw_access_log(const char *addr, const char *meth, const char *path, int status,
+                          size_t bytes, int64_t took_us, bool aborted)
+{
+    if (lw_log_get_format() != LW_LOG_JSON) {
+        fprintf(stderr, "ACCESS %s \"%s %s\" %d %zu %" PRId64 "us%s\n", addr, meth, path, status,
+                bytes, took_us, aborted ? " aborted" : "");
+        return;
+    }
+    char st[16], by[24], us[24], line[1024];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(by, sizeof by, "%zu", bytes);
+    snprintf(us, sizeof us, "%" PRId64, took_us);
+    const char *kv[] = {"client",
+                        addr,
+                        "method",
+                        meth,
+                        "path",
+                        path,
+                        "status",
+                        st,
+                        "bytes",
+                        by,
+                        "took_us",
+                        us,
+                        aborted ? "aborted" : NULL,
+                        "true",
+                        NULL};
+    size_t n = lw_log_format_line(LW_LOG_JSON, lw_now_ms(), LW_LOG_INFO, "loanwire-query", kv,
+                                  "access", line, sizeof line);
+    fwrite(line, 1, n, stderr);
+}
+
 static void lw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -789,9 +824,8 @@ static void lw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int64_t took_us = lw_mono_us() - req->started_us;
     atomic_fetch_add(&q->lat[lw_query_lat_slot(took_us)], 1);
     atomic_fetch_add(&q->lat_sum_us, (uint64_t)(took_us > 0 ? took_us : 0));
-    fprintf(stderr, "ACCESS %s \"%s %s\" %d %zu %" PRId64 "us%s\n", addr, meth, path,
-            req->answered ? req->status : 0, req->bytes, took_us,
-            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+    lw_access_log(addr, meth, path, req->answered ? req->status : 0, req->bytes, took_us,
+                  toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
     free(req->prep_body); /* an answer rendered but never sent */
     free(req);
     *con_cls = NULL;
