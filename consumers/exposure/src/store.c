@@ -472,12 +472,21 @@ static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
            (a->topic == b->topic || !strcmp(a->topic, b->topic));
 }
 
+/* A map entry: the high half of the borrower id's hash beside its slot's
+ * index + 1, so that a probe compares ids only when the hashes agree. A
+ * cluster flush's slots and events span megabytes, and a strcmp through
+ * slot -> event -> id for every entry probed was a cache miss each. */
+#define MAP_HASH(h) ((uint64_t)(h) & ~(uint64_t)UINT32_MAX)
+#define MAP_SLOT(e) ((size_t)((e)&UINT32_MAX)) /* index + 1 */
+#define MAP_MATCH(e, h, slots, bid)                                                                \
+    (MAP_HASH(e) == MAP_HASH(h) && !strcmp((slots)[MAP_SLOT(e) - 1].first->ev.borrower_id, (bid)))
+
 /* The slot of borrower bid in flush c, or NULL. */
 static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
 {
     for (size_t j = h & (c->map_cap - 1); c->map[j]; j = (j + 1) & (c->map_cap - 1))
-        if (!strcmp(c->slots[c->map[j] - 1].first->ev.borrower_id, bid))
-            return &c->slots[c->map[j] - 1];
+        if (MAP_MATCH(c->map[j], h, c->slots, bid))
+            return &c->slots[MAP_SLOT(c->map[j]) - 1];
     return NULL;
 }
 
@@ -495,8 +504,10 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
     size_t need = 64;
     while (need < 2 * f->n)
         need *= 2;
+    if (f->n >= UINT32_MAX)
+        return LW_ERR_NOMEM; /* map entries hold a 32-bit index */
     if (need > f->map_cap) {
-        size_t *nm = realloc(f->map, need * sizeof *nm);
+        uint64_t *nm = realloc(f->map, need * sizeof *nm);
         if (!nm)
             return LW_ERR_NOMEM;
         f->map = nm;
@@ -517,8 +528,7 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
         pending_ev_t *pe = &f->ev[i];
         uint64_t h = lw_hash_str(pe->ev.borrower_id);
         size_t j = h & (f->map_cap - 1);
-        while (f->map[j] &&
-               strcmp(f->slots[f->map[j] - 1].first->ev.borrower_id, pe->ev.borrower_id))
+        while (f->map[j] && !MAP_MATCH(f->map[j], h, f->slots, pe->ev.borrower_id))
             j = (j + 1) & (f->map_cap - 1);
         pe->next = NONE;
         if (!f->map[j]) {
@@ -538,7 +548,7 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
                 s->st = cs->st;
                 cs->st = t;
             }
-            f->map[j] = f->nslots;
+            f->map[j] = MAP_HASH(h) | f->nslots;
             /* partitions are few: a linear search */
             size_t g = 0;
             while (g < f->ngroups && !same_owner(f->groups[g].first, pe))
@@ -552,11 +562,11 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
             }
             s->group = g;
         } else {
-            slot_t *s = &f->slots[f->map[j] - 1];
+            slot_t *s = &f->slots[MAP_SLOT(f->map[j]) - 1];
             f->ev[s->ev_last].next = i;
             s->ev_last = i;
         }
-        pe->slot = f->map[j] - 1;
+        pe->slot = MAP_SLOT(f->map[j]) - 1;
         pe->na = 0;
         pe->replay = false;
     }
@@ -918,10 +928,9 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         c->first = i;
         c->n = m;
         char sk[64];
-        const char *bid0 = f->slots[f->order[i]].first->ev.borrower_id;
         if (st->cl) { /* one slot a chunk, and that slot's stream */
             c->slot = f->slots[f->order[i]].hslot;
-            if (!lw_storec_stream_key(bid0, sk, sizeof sk))
+            if (!lw_storec_stream_key(c->slot, sk, sizeof sk))
                 return LW_ERR_NOMEM;
         } else {
             c->slot = 0;
@@ -1222,6 +1231,7 @@ static void flush_free(flush_t *f)
     free(f->order);
     free(f->reads);
     free(f->skeys);
+    free(f->scount);
     free(f->chunks);
     free(f->hg);
     freeReplyObject(f->exec);
