@@ -1075,28 +1075,6 @@ static lw_rcluster_err_t round_send(lw_rcluster_batch_t *b)
     return LW_RCLUSTER_OK;
 }
 
-/*
- * One reply of a batch round, built in the batch's arena (rcreply.c): the
- * reader gets the arena's functions for this call only, so no other reply of
- * the connection (commands, on_masters, the map) is ever an arena object. A
- * reply cut short by an error leaves its partial tree in the arena, not in
- * the reader, which the caller closes with the connection.
- */
-static int get_batch_reply(lw_rcluster_batch_t *b, redisContext *ctx, redisReply **r)
-{
-    redisReader *rd = ctx->reader;
-    redisReplyObjectFunctions *fn = rd->fn;
-    void *priv = rd->privdata;
-    rd->fn = &lw_rc_arena_fns;
-    rd->privdata = &b->arena;
-    int rc = redisGetReply(ctx, (void **)r);
-    if (rc != REDIS_OK)
-        rd->reply = NULL;
-    rd->fn = fn;
-    rd->privdata = priv;
-    return rc;
-}
-
 /* Reads every reply of the round, in the order appended (each node answers in order). */
 static void round_read(lw_rcluster_batch_t *b)
 {
@@ -1105,7 +1083,8 @@ static void round_read(lw_rcluster_batch_t *b)
         rc_pend_t *p = &b->pend[k];
         redisContext *ctx = c->nodes[p->node].ctx;
         redisReply *r = NULL;
-        if (ctx && get_batch_reply(b, ctx, &r) != REDIS_OK) {
+        /* built in the batch's arena; a partial reply of an error is left there */
+        if (ctx && lw_reply_arena_get(&b->arena, ctx, &r) != REDIS_OK) {
             r = NULL;
             node_close(c, p->node, true);
         }

@@ -45,10 +45,12 @@ lw_rcluster_err_t lw_rcluster__apply_moved(lw_rcluster_t *c, int slot, const cha
 
 /* ---- A batch's replies (rcreply.c) ---- */
 
-/* Bump-allocated blocks; rewound, not freed, between batches. */
-typedef struct lw_rc_arena {
+/* Bump-allocated blocks; rewound, not freed, between batches (the public
+ * lw_reply_arena_t of rcluster.h). */
+struct lw_reply_arena {
     struct lw_rc_block *head, *cur;
-} lw_rc_arena_t;
+};
+typedef struct lw_reply_arena lw_rc_arena_t;
 
 void lw_rc_arena_init(lw_rc_arena_t *a);
 /* Forgets every object (memory kept for the next fill; blocks the last fill

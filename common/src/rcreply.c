@@ -185,6 +185,44 @@ static void free_object(void *obj)
 redisReplyObjectFunctions lw_rc_arena_fns = {create_string, create_array, create_integer,
                                              create_nil, free_object};
 
+/* ---- The public face --------------------------------------------------------- */
+
+lw_reply_arena_t *lw_reply_arena_new(void)
+{
+    return calloc(1, sizeof(lw_reply_arena_t));
+}
+
+void lw_reply_arena_reset(lw_reply_arena_t *a)
+{
+    if (a)
+        lw_rc_arena_reset(a);
+}
+
+void lw_reply_arena_destroy(lw_reply_arena_t *a)
+{
+    if (a) {
+        lw_rc_arena_free(a);
+        free(a);
+    }
+}
+
+int lw_reply_arena_get(lw_reply_arena_t *a, redisContext *c, redisReply **reply)
+{
+    /* the arena's functions for this one call: no other reply of the
+     * connection is ever an arena object */
+    redisReader *rd = c->reader;
+    redisReplyObjectFunctions *fn = rd->fn;
+    void *priv = rd->privdata;
+    rd->fn = &lw_rc_arena_fns;
+    rd->privdata = a;
+    int rc = redisGetReply(c, (void **)reply);
+    if (rc != REDIS_OK)
+        rd->reply = NULL; /* a partial tree is the arena's, not the reader's to free */
+    rd->fn = fn;
+    rd->privdata = priv;
+    return rc;
+}
+
 /* ---- Leaving the batch ---------------------------------------------------------- */
 
 redisReply *lw_rc_reply_clone(const redisReply *r)

@@ -18,6 +18,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* Parses one complete RESP reply, or fails the test. */
 static redisReply *resp(const char *bytes, size_t len)
@@ -496,6 +498,52 @@ static void test_arena_replies(void **state)
     lw_rc_arena_free(&a); /* twice is fine */
 }
 
+/* lw_reply_arena_get() on a real hiredis connection (one end of a socket
+ * pair): the replies of an MGET and of write.lua as recorded, then a reply
+ * cut off by the peer closing, which fails and leaves nothing for hiredis to
+ * free; the connection's own replies stay hiredis' afterwards. */
+static void test_arena_get_on_a_connection(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    redisContext *c = redisConnectFd(sv[0]);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    lw_reply_arena_t *a = lw_reply_arena_new();
+    assert_non_null(a);
+    static const char rec[] = "*3\r\n$3\r\n\x05\x01\x02\r\n$-1\r\n$2\r\nab\r\n"
+                              "*2\r\n:0\r\n:7\r\n"
+                              "+OK\r\n"
+                              "*2\r\n$5\r\nhello\r\n";
+    assert_int_equal(write(sv[1], rec, sizeof rec - 1), (ssize_t)(sizeof rec - 1));
+    redisReply *r = NULL;
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_OK);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 3);
+    assert_int_equal(r->element[0]->len, 3);
+    assert_memory_equal(r->element[0]->str, "\x05\x01\x02", 3);
+    assert_int_equal(r->element[1]->type, REDIS_REPLY_NIL);
+    assert_string_equal(r->element[2]->str, "ab");
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_OK);
+    assert_int_equal(r->elements, 2);
+    assert_true(r->element[1]->integer == 7);
+    lw_reply_arena_reset(a);
+    /* a plain redisGetReply after it: hiredis' own object, freed as usual */
+    assert_int_equal(redisGetReply(c, (void **)&r), REDIS_OK);
+    assert_string_equal(r->str, "OK");
+    freeReplyObject(r);
+    /* half an array, then the peer goes: an error, the partial tree the arena's */
+    close(sv[1]);
+    r = NULL;
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_ERR);
+    assert_null(c->reader->reply);
+    redisFree(c); /* would free the arena's objects if the reader still held them */
+    lw_reply_arena_destroy(a);
+    lw_reply_arena_destroy(NULL);
+    lw_reply_arena_reset(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -506,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_batch_building_and_errors),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_arena_replies),
+        cmocka_unit_test(test_arena_get_on_a_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

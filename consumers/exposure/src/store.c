@@ -676,8 +676,12 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
     if (st->opts.strict_fencing &&
         (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
         return err;
-    redisReply *mr = NULL; /* the MGET reply being worked through */
-    size_t u = 0;          /* borrowers read so far: MGET u / chunk_max, key u % chunk_max */
+    /* the MGET reply being worked through, built in the flush's arena (a
+     * malloc and a free per value were ~3 % of the consumer's profile) */
+    redisReply *mr = NULL;
+    size_t u = 0; /* borrowers read so far: MGET u / chunk_max, key u % chunk_max */
+    if (!f->ra && !(f->ra = lw_reply_arena_new()))
+        return LW_ERR_NOMEM;
     for (size_t i = 0; i < f->nslots; i++) {
         slot_t *s = &f->slots[i];
         const redisReply *r = NULL;
@@ -685,9 +689,9 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
         if (!s->cached) {
             size_t k = u++ % st->chunk_max;
             if (k == 0) {
-                freeReplyObject(mr);
+                lw_reply_arena_reset(f->ra); /* the last MGET's states are decoded */
                 mr = NULL;
-                if (redisGetReply(f->rc, (void **)&mr) != REDIS_OK || !mr)
+                if (lw_reply_arena_get(f->ra, f->rc, &mr) != REDIS_OK || !mr)
                     return conn_error(st, f->rc, errstr, errstr_size);
                 if (err == LW_OK && mr->type != REDIS_REPLY_ARRAY)
                     err = lw_store_reply_error(mr, "MGET", errstr, errstr_size);
@@ -705,7 +709,6 @@ static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t err
         if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
             err = stream_chunk(st, f, i + 1, errstr, errstr_size);
     }
-    freeReplyObject(mr);
     return err;
 }
 
@@ -1232,6 +1235,7 @@ static void flush_free(flush_t *f)
     free(f->reads);
     free(f->skeys);
     free(f->scount);
+    lw_reply_arena_destroy(f->ra);
     free(f->chunks);
     free(f->hg);
     freeReplyObject(f->exec);

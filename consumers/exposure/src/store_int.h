@@ -99,6 +99,7 @@ typedef struct lw_flush_s {
     flush_state_t state;
     void *opaque;             /* the caller's, handed to the alerts callback */
     redisContext *rc;         /* one Redis */
+    lw_reply_arena_t *ra;     /* one Redis: the replies of its reads */
     lw_rcluster_t *cl;        /* a cluster: its own handle... */
     lw_rcluster_batch_t *bat; /* ...and batch */
     bool failed;              /* its last attempt failed: events kept, done again from the read */
