@@ -942,8 +942,11 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
         lw_sbuf_t *b = &st->buf;
         bool ok = lw_resp_hdr(b, '*', (int64_t)nargs) && lw_resp_bulk(b, "EVALSHA", 7) &&
                   lw_resp_bulk(b, st->sha, 40) && lw_resp_int(b, (int64_t)m + nshared);
-        for (size_t q = i; ok && q < j; q++)
+        for (size_t q = i; ok && q < j; q++) {
+            if (st->cl) /* in hash-slot order: no order in memory */
+                lw_storec_prefetch(f, f->order, nd, q);
             ok = lw_resp_key(b, 'b', f->slots[f->order[q]].first->ev.borrower_id);
+        }
         if (ok && nshared >= 1)
             ok = lw_resp_str(b, sk);
         ok = ok && lw_resp_int(b, (int64_t)m);

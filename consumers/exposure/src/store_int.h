@@ -184,6 +184,8 @@ bool lw_storec_by_slot(flush_t *f, size_t *idx, size_t n);
 /* The end of the run of idx[k..) in one hash slot, at most max long (from
  * lw_storec_by_slot()'s keys when idx is what it sorted last). */
 size_t lw_storec_run_end(const flush_t *f, const size_t *idx, size_t n, size_t k, size_t max);
+/* Asks the cache for the borrowers ahead of idx[q] in a loop over idx[0..n). */
+void lw_storec_prefetch(const flush_t *f, const size_t *idx, size_t n, size_t q);
 /* The alert stream of a hash slot, "lw:alerts:{TAG}", into buf; its length. */
 size_t lw_storec_stream_key(int slot, char *buf, size_t cap);
 /* Refreshes the control handle's map and loads the write script on every master. */
