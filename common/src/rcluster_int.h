@@ -43,4 +43,30 @@ lw_rcluster_err_t lw_rcluster__apply_slots(lw_rcluster_t *c, const redisReply *r
 /* Records one MOVED: slot now belongs to host:port (a new node is added). */
 lw_rcluster_err_t lw_rcluster__apply_moved(lw_rcluster_t *c, int slot, const char *host, int port);
 
+/* ---- A batch's replies (rcreply.c) ---- */
+
+/* Bump-allocated blocks; rewound, not freed, between batches (the public
+ * lw_reply_arena_t of rcluster.h). */
+struct lw_reply_arena {
+    struct lw_rc_block *head, *cur;
+};
+typedef struct lw_reply_arena lw_rc_arena_t;
+
+void lw_rc_arena_init(lw_rc_arena_t *a);
+/* Forgets every object (memory kept for the next fill; blocks the last fill
+ * did not reach are freed). */
+void lw_rc_arena_reset(lw_rc_arena_t *a);
+void lw_rc_arena_free(lw_rc_arena_t *a);
+/* n bytes, aligned for any type; NULL when out of memory. */
+void *lw_rc_arena_alloc(lw_rc_arena_t *a, size_t n);
+
+/*
+ * hiredis reply functions that build the usual redisReply tree in the arena
+ * the reader's privdata points to (never freeReplyObject() such a tree).
+ */
+extern redisReplyObjectFunctions lw_rc_arena_fns;
+
+/* A heap copy of a reply that freeReplyObject() frees; NULL when out of memory. */
+redisReply *lw_rc_reply_clone(const redisReply *r);
+
 #endif /* LW_RCLUSTER_INT_H */

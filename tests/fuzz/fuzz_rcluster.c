@@ -5,7 +5,9 @@
  * redirect, load as a slot map or be refused leaving the old map whole, and
  * any bytes offered as a pre-built command must be taken only when they are
  * exactly one RESP command. The hash slot is checked against a plain
- * reimplementation of Redis' keyHashSlot().
+ * reimplementation of Redis' keyHashSlot(). The same bytes through the
+ * batch's arena reader functions (rcreply.c) must give the tree hiredis'
+ * default functions give, value for value, and a heap clone of it too.
  */
 #include "rcluster_int.h"
 
@@ -55,6 +57,74 @@ static void check_map(const lw_rcluster_t *c)
     }
 }
 
+/* Same type, value and shape, recursively. */
+static int same_reply(const redisReply *a, const redisReply *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (a->type != b->type)
+        return 0;
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        return a->len == b->len && !memcmp(a->str, b->str, a->len) && b->str[b->len] == '\0';
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return 0;
+        for (size_t i = 0; i < a->elements; i++)
+            if (!same_reply(a->element[i], b->element[i]))
+                return 0;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+/* Every reply of data: the arena reader (fed in two pieces) against the default one. */
+static void check_arena(const uint8_t *data, size_t size)
+{
+    static lw_rc_arena_t arena;
+    redisReader *def = redisReaderCreate();
+    redisReader *ar = redisReaderCreateWithFunctions(&lw_rc_arena_fns);
+    if (!def || !ar)
+        abort();
+    ar->privdata = &arena;
+    size_t cut = size ? data[0] % (size + 1) : 0;
+    redisReaderFeed(def, (const char *)data, size);
+    redisReaderFeed(ar, (const char *)data, cut);
+    void *want = NULL, *got = NULL;
+    int rd = redisReaderGetReply(ar, &got);
+    if (rd == REDIS_OK && !got) {
+        redisReaderFeed(ar, (const char *)data + cut, size - cut);
+        rd = redisReaderGetReply(ar, &got);
+    } else if (rd == REDIS_OK) {
+        redisReaderFeed(ar, (const char *)data + cut, size - cut);
+    }
+    for (int i = 0; i < 8; i++) {
+        int rw = redisReaderGetReply(def, &want);
+        if (rw != rd || (rw == REDIS_OK && !want != !got))
+            abort();
+        if (rw != REDIS_OK || !want)
+            break;
+        if (!same_reply(want, got))
+            abort();
+        redisReply *c = lw_rc_reply_clone(got);
+        if (c && !same_reply(want, c))
+            abort();
+        freeReplyObject(c);
+        freeReplyObject(want);
+        want = got = NULL;
+        rd = redisReaderGetReply(ar, &got);
+    }
+    freeReplyObject(want);
+    redisReaderFree(def);
+    redisReaderFree(ar);
+    lw_rc_arena_reset(&arena);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (lw_rcluster_keyslot(data, size) != naive_slot(data, size))
@@ -95,6 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (digits > 6)
             return 0;
     }
+    check_arena(data, size);
     redisReader *rd = redisReaderCreate();
     if (!rd)
         return 0;

@@ -18,6 +18,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* Parses one complete RESP reply, or fails the test. */
 static redisReply *resp(const char *bytes, size_t len)
@@ -370,6 +372,178 @@ static void test_connect_refused(void **state)
     assert_non_null(strstr(errstr, "127.0.0.1"));
 }
 
+/* ---- A batch's replies in an arena (rcreply.c) ---- */
+
+/* Same type, value and shape, recursively. */
+static void assert_same_reply(const redisReply *a, const redisReply *b)
+{
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->type, b->type);
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        assert_true(a->integer == b->integer);
+        break;
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        assert_int_equal(a->len, b->len);
+        assert_memory_equal(a->str, b->str, a->len);
+        assert_int_equal(a->str[a->len], '\0');
+        assert_int_equal(b->str[b->len], '\0');
+        break;
+    case REDIS_REPLY_ARRAY:
+        assert_int_equal(a->elements, b->elements);
+        for (size_t i = 0; i < a->elements; i++)
+            assert_same_reply(a->element[i], b->element[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Every reply in bytes through an arena reader, fed in pieces of step bytes,
+ * checked against hiredis' default reader and against a heap clone. */
+static size_t arena_check(lw_rc_arena_t *a, const char *bytes, size_t len, size_t step)
+{
+    redisReader *def = redisReaderCreate(), *ar = redisReaderCreateWithFunctions(&lw_rc_arena_fns);
+    assert_non_null(def);
+    assert_non_null(ar);
+    ar->privdata = a;
+    assert_int_equal(redisReaderFeed(def, bytes, len), REDIS_OK);
+    size_t n = 0, fed = 0;
+    for (;;) {
+        void *want = NULL, *got = NULL;
+        assert_int_equal(redisReaderGetReply(def, &want), REDIS_OK);
+        while (!got) {
+            assert_int_equal(redisReaderGetReply(ar, &got), REDIS_OK);
+            if (got || fed == len)
+                break;
+            size_t k = len - fed < step ? len - fed : step;
+            assert_int_equal(redisReaderFeed(ar, bytes + fed, k), REDIS_OK);
+            fed += k;
+        }
+        if (!want) {
+            assert_null(got);
+            break;
+        }
+        assert_same_reply(want, got);
+        redisReply *c = lw_rc_reply_clone(got);
+        assert_same_reply(want, c);
+        freeReplyObject(c); /* a heap tree hiredis frees (ASan: nothing left) */
+        freeReplyObject(want);
+        n++;
+    }
+    redisReaderFree(def);
+    redisReaderFree(ar);
+    return n;
+}
+
+static void test_arena_replies(void **state)
+{
+    (void)state;
+    /* recorded from Redis 7 (redis-cli --no-raw, then the bytes): an MGET of a
+     * slot's states with a new borrower, write.lua's per-borrower codes, and
+     * the rest of what a batch meets */
+    static const char rec[] =
+        "*3\r\n$5\r\n\x05\x01\x02\r\n\r\n$-1\r\n$3\r\n\x00\xff\x80\r\n" /* MGET: bytes, nil */
+        "*4\r\n:0\r\n:0\r\n:7\r\n:0\r\n"                                /* write.lua codes */
+        "-MOVED 3999 127.0.0.1:21002\r\n"
+        "+OK\r\n+QUEUED\r\n"
+        "*2\r\n*2\r\n:1\r\n$2\r\nab\r\n*0\r\n" /* EXEC of nested arrays */
+        "*-1\r\n"                              /* EXEC aborted: nil array */
+        ":-9223372036854775808\r\n"
+        "$0\r\n\r\n";
+    lw_rc_arena_t a;
+    lw_rc_arena_init(&a);
+    for (size_t step = 1; step <= sizeof rec; step += 7) {
+        assert_int_equal(arena_check(&a, rec, sizeof rec - 1, step), 9);
+        lw_rc_arena_reset(&a);
+    }
+    /* a value bigger than a block, then many small ones over several blocks,
+     * rewound and filled again (blocks are reused) */
+    size_t big = 200 * 1024;
+    char *buf = malloc(big + 64);
+    assert_non_null(buf);
+    int h = snprintf(buf, 64, "$%zu\r\n", big);
+    memset(buf + h, 'x', big);
+    memcpy(buf + h + big, "\r\n", 2);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(arena_check(&a, buf, (size_t)h + big + 2, big / 3), 1);
+        char line[64];
+        for (int i = 0; i < 5000; i++) {
+            int n = snprintf(line, sizeof line, "*2\r\n$5\r\nv%04d\r\n:%d\r\n", i, i);
+            assert_int_equal(arena_check(&a, line, (size_t)n, (size_t)n), 1);
+        }
+        lw_rc_arena_reset(&a);
+    }
+    free(buf);
+    /* a protocol error: reported, nothing freed one by one */
+    redisReader *ar = redisReaderCreateWithFunctions(&lw_rc_arena_fns);
+    assert_non_null(ar);
+    ar->privdata = &a;
+    static const char bad[] = "*2\r\n$2\r\nok\r\n!x\r\n";
+    assert_int_equal(redisReaderFeed(ar, bad, sizeof bad - 1), REDIS_OK);
+    void *r = NULL;
+    assert_int_equal(redisReaderGetReply(ar, &r), REDIS_ERR);
+    redisReaderFree(ar);
+    /* without an arena the functions refuse (out of memory), they never crash */
+    ar = redisReaderCreateWithFunctions(&lw_rc_arena_fns);
+    assert_non_null(ar);
+    assert_int_equal(redisReaderFeed(ar, ":1\r\n", 4), REDIS_OK);
+    assert_int_equal(redisReaderGetReply(ar, &r), REDIS_ERR);
+    redisReaderFree(ar);
+    assert_null(lw_rc_reply_clone(NULL));
+    lw_rc_arena_free(&a);
+    lw_rc_arena_free(&a); /* twice is fine */
+}
+
+/* lw_reply_arena_get() on a real hiredis connection (one end of a socket
+ * pair): the replies of an MGET and of write.lua as recorded, then a reply
+ * cut off by the peer closing, which fails and leaves nothing for hiredis to
+ * free; the connection's own replies stay hiredis' afterwards. */
+static void test_arena_get_on_a_connection(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    redisContext *c = redisConnectFd(sv[0]);
+    assert_non_null(c);
+    assert_int_equal(c->err, 0);
+    lw_reply_arena_t *a = lw_reply_arena_new();
+    assert_non_null(a);
+    static const char rec[] = "*3\r\n$3\r\n\x05\x01\x02\r\n$-1\r\n$2\r\nab\r\n"
+                              "*2\r\n:0\r\n:7\r\n"
+                              "+OK\r\n"
+                              "*2\r\n$5\r\nhello\r\n";
+    assert_int_equal(write(sv[1], rec, sizeof rec - 1), (ssize_t)(sizeof rec - 1));
+    redisReply *r = NULL;
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_OK);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 3);
+    assert_int_equal(r->element[0]->len, 3);
+    assert_memory_equal(r->element[0]->str, "\x05\x01\x02", 3);
+    assert_int_equal(r->element[1]->type, REDIS_REPLY_NIL);
+    assert_string_equal(r->element[2]->str, "ab");
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_OK);
+    assert_int_equal(r->elements, 2);
+    assert_true(r->element[1]->integer == 7);
+    lw_reply_arena_reset(a);
+    /* a plain redisGetReply after it: hiredis' own object, freed as usual */
+    assert_int_equal(redisGetReply(c, (void **)&r), REDIS_OK);
+    assert_string_equal(r->str, "OK");
+    freeReplyObject(r);
+    /* half an array, then the peer goes: an error, the partial tree the arena's */
+    close(sv[1]);
+    r = NULL;
+    assert_int_equal(lw_reply_arena_get(a, c, &r), REDIS_ERR);
+    assert_null(c->reader->reply);
+    redisFree(c); /* would free the arena's objects if the reader still held them */
+    lw_reply_arena_destroy(a);
+    lw_reply_arena_destroy(NULL);
+    lw_reply_arena_reset(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +553,8 @@ int main(void)
         cmocka_unit_test(test_bad_slot_maps),
         cmocka_unit_test(test_batch_building_and_errors),
         cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_arena_replies),
+        cmocka_unit_test(test_arena_get_on_a_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -127,6 +127,26 @@ int lw_rcluster_keyslot(const void *key, size_t len);
  */
 size_t lw_rcluster_slot_tag(int slot, char *buf, size_t cap);
 
+/* ---- Replies in an arena (rcreply.c) -------------------------------------- */
+
+/*
+ * hiredis' usual redisReply trees, built by bump allocation in an arena
+ * instead of a malloc per value, for a reader of many replies that drops them
+ * together (a batch's MGETs; every batch below reads its replies so). A reply
+ * read into an arena is valid until the arena's next reset or destroy and
+ * must never reach freeReplyObject().
+ */
+typedef struct lw_reply_arena lw_reply_arena_t;
+
+lw_reply_arena_t *lw_reply_arena_new(void);     /* NULL when out of memory */
+void lw_reply_arena_reset(lw_reply_arena_t *a); /* forgets its replies, keeps the memory */
+void lw_reply_arena_destroy(lw_reply_arena_t *a);
+/*
+ * redisGetReply() with the reply built in a. REDIS_ERR as from hiredis (the
+ * connection is then to be dropped; a reply it cut short stays in the arena).
+ */
+int lw_reply_arena_get(lw_reply_arena_t *a, redisContext *c, redisReply **reply);
+
 /* ---- The handle ----------------------------------------------------------- */
 
 /*

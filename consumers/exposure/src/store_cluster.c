@@ -51,41 +51,55 @@ int lw_storec_slot(const char *bid)
     return lw_rcluster_keyslot(k, lw_borrower_key('b', bid, k));
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
+#define SKEY_INDEX ((UINT64_C(1) << 40) - 1)
 
 bool lw_storec_by_slot(flush_t *f, size_t *idx, size_t n)
 {
-    uint64_t *k = lw_array_grow(f->skeys, &f->skeys_cap, n ? n : 1, sizeof *k, 256);
-    if (!k)
+    /* a counting sort by hash slot, stable: a slot's borrowers keep their
+     * order; O(n + 16384) where qsort of (slot, index) keys took n log n calls
+     * of a comparison function, twice a flush (reads, writes) */
+    if (!f->scount && !(f->scount = malloc((LW_RCLUSTER_SLOTS + 1) * sizeof *f->scount)))
         return false;
-    f->skeys = k;
-    /* (hash slot, index): sorted, the slot's borrowers keep their order */
+    uint64_t *tmp = lw_array_grow(f->skeys, &f->skeys_cap, n ? n : 1, sizeof *tmp, 256);
+    if (!tmp)
+        return false;
+    f->skeys = tmp;
+    uint32_t *cnt = f->scount;
+    memset(cnt, 0, (LW_RCLUSTER_SLOTS + 1) * sizeof *cnt);
     for (size_t i = 0; i < n; i++)
-        k[i] = (uint64_t)f->slots[idx[i]].hslot << 40 | (uint64_t)idx[i];
-    qsort(k, n, sizeof *k, cmp_u64);
+        cnt[f->slots[idx[i]].hslot + 1]++;
+    for (size_t s = 1; s <= LW_RCLUSTER_SLOTS; s++)
+        cnt[s] += cnt[s - 1];
+    /* (hash slot, index): lw_storec_run_end() reads the runs from these,
+     * in order, rather than from the borrowers spread over the flush */
     for (size_t i = 0; i < n; i++)
-        idx[i] = (size_t)(k[i] & ((UINT64_C(1) << 40) - 1));
+        tmp[cnt[f->slots[idx[i]].hslot]++] = (uint64_t)f->slots[idx[i]].hslot << 40 | idx[i];
+    for (size_t i = 0; i < n; i++)
+        idx[i] = (size_t)(tmp[i] & SKEY_INDEX);
+    f->nskeys = n;
     return true;
 }
 
 size_t lw_storec_run_end(const flush_t *f, const size_t *idx, size_t n, size_t k, size_t max)
 {
     size_t j = k + 1;
+    const uint64_t *key = f->skeys;
+    if (n == f->nskeys && (key[k] & SKEY_INDEX) == idx[k]) { /* idx as by_slot left it */
+        while (j < n && j - k < max && key[j] >> 40 == key[k] >> 40)
+            j++;
+        return j;
+    }
     while (j < n && j - k < max && f->slots[idx[j]].hslot == f->slots[idx[k]].hslot)
         j++;
     return j;
 }
 
-size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap)
+size_t lw_storec_stream_key(int slot, char *buf, size_t cap)
 {
-    /* once per changed borrower: no printf */
+    /* once per chunk: no printf */
     static const char pre[] = LW_REDIS_ALERT_STREAM ":{";
     char tag[16];
-    size_t n = lw_rcluster_slot_tag(lw_storec_slot(bid), tag, sizeof tag);
+    size_t n = lw_rcluster_slot_tag(slot, tag, sizeof tag);
     if (!n || sizeof pre + n + 1 > cap)
         return 0;
     memcpy(buf, pre, sizeof pre - 1);
@@ -201,6 +215,36 @@ static bool key_group(lw_store_t *st, flush_t *f, const char *cmd, char prefix, 
            lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) == LW_RCLUSTER_OK;
 }
 
+/*
+ * A flush's borrowers are read, applied and written in hash-slot order, which
+ * is no order in memory: a borrower's slot, its first event, its id and its
+ * state's loans are each a cache miss where first touched (a 20,000-event
+ * batch spans megabytes). Asking for them ahead, the slot 16 borrowers
+ * before its turn and what it points to 8 before (the slot has arrived by
+ * then), overlaps those misses with the work on the borrowers in between.
+ */
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+void lw_storec_prefetch(const flush_t *f, const size_t *idx, size_t n, size_t q)
+{
+    if (q + 16 < n)
+        PREFETCH(&f->slots[idx[q + 16]]);
+    if (q + 8 < n) {
+        const slot_t *s = &f->slots[idx[q + 8]];
+        PREFETCH(s->first->ev.borrower_id);
+        PREFETCH(&f->ev[s->ev_first]);
+        if (s->st.loans) {
+            PREFETCH(s->st.loans);
+            PREFETCH((const char *)s->st.loans + 64);
+            PREFETCH((const char *)s->st.loans + 128);
+        }
+    }
+}
+
 lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_rcluster_batch_reset(f->bat);
@@ -223,8 +267,10 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
         st->buf.len = 0;
         bool ok =
             lw_resp_hdr(&st->buf, '*', 1 + (int64_t)(j - k)) && lw_resp_bulk(&st->buf, "MGET", 4);
-        for (size_t q = k; ok && q < j; q++)
+        for (size_t q = k; ok && q < j; q++) {
+            lw_storec_prefetch(f, rd, nr, q);
             ok = lw_resp_key(&st->buf, 'b', f->slots[rd[q]].first->ev.borrower_id);
+        }
         if (!ok || lw_rcluster_batch_group(f->bat, f->slots[rd[k]].hslot) < 0 ||
             lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
             return LW_ERR_NOMEM;
@@ -242,6 +288,7 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
             return LW_ERR_TRANSIENT;
         }
         for (size_t q = k; q < j && err == LW_OK; q++) {
+            lw_storec_prefetch(f, rd, nr, q);
             if ((err = lw_store_load_state(&f->slots[rd[q]], r->element[q - k], errstr,
                                            errstr_size)) != LW_OK)
                 break;

@@ -107,6 +107,7 @@ typedef struct lw_flush_s {
     flush_state_t state;
     void *opaque;             /* the caller's, handed to the alerts callback */
     redisContext *rc;         /* one Redis */
+    lw_reply_arena_t *ra;     /* one Redis: the replies of its reads */
     lw_rcluster_t *cl;        /* a cluster: its own handle... */
     lw_rcluster_batch_t *bat; /* ...and batch */
     bool failed;              /* its last attempt failed: events kept, done again from the read */
@@ -116,7 +117,7 @@ typedef struct lw_flush_s {
     size_t n, ncap;
     slot_t *slots;
     size_t nslots, slot_cap;
-    size_t *map; /* open addressing: slot index + 1, 0 empty */
+    uint64_t *map; /* open addressing: hash's high half | slot index + 1, 0 empty */
     size_t map_cap;
     group_t *groups;
     size_t ngroups, groups_cap;
@@ -133,6 +134,8 @@ typedef struct lw_flush_s {
     size_t *order;         /* write order of dirty slots (a cluster: by hash slot) */
     size_t *reads;         /* a cluster: the slots read, by hash slot */
     uint64_t *skeys;       /* a cluster: scratch of lw_storec_by_slot() */
+    uint32_t *scount;      /* a cluster: its counts per hash slot (16385) */
+    size_t nskeys;         /* a cluster: entries of skeys, (hash slot << 40 | index) */
     size_t reads_cap, skeys_cap;
     chunk_t *chunks;
     size_t nchunks;
@@ -204,10 +207,13 @@ int lw_storec_slot(const char *bid);
 /* Reorders idx[0..n) (indices of f->slots) by hash slot, keeping their order
  * within a slot; false when out of memory. */
 bool lw_storec_by_slot(flush_t *f, size_t *idx, size_t n);
-/* The end of the run of idx[k..) in one hash slot, at most max long. */
+/* The end of the run of idx[k..) in one hash slot, at most max long (from
+ * lw_storec_by_slot()'s keys when idx is what it sorted last). */
 size_t lw_storec_run_end(const flush_t *f, const size_t *idx, size_t n, size_t k, size_t max);
-/* The alert stream of a borrower's slot, "lw:alerts:{TAG}", into buf; its length. */
-size_t lw_storec_stream_key(const char *bid, char *buf, size_t cap);
+/* Asks the cache for the borrowers ahead of idx[q] in a loop over idx[0..n). */
+void lw_storec_prefetch(const flush_t *f, const size_t *idx, size_t n, size_t q);
+/* The alert stream of a hash slot, "lw:alerts:{TAG}", into buf; its length. */
+size_t lw_storec_stream_key(int slot, char *buf, size_t cap);
 /* Refreshes the control handle's map and loads the write script on every master. */
 lw_err_t lw_storec_connect(lw_store_t *st, char *errstr, size_t errstr_size);
 /* The flush's own handle and batch, made when first needed. */
