@@ -22,8 +22,8 @@ static const char lw_avro_usage[] =
     "Commands:\n"
     "  encode        read one event (or alert) as JSON on stdin, write its single-object\n"
     "                Avro encoding (C3 01, 8-byte fingerprint, datum) to stdout, binary\n"
-    "  decode        read one single-object record of any known schema version (events\n"
-    "                or alerts) on stdin, print it as one line of JSON\n"
+    "  decode        read one single-object record of any known schema version (events,\n"
+    "                alerts or credit inquiries) on stdin, print it as one line of JSON\n"
     "  fingerprint F print the CRC-64-AVRO fingerprint of schema file F as 16 lowercase\n"
     "                hex digits in wire order (the 8 little-endian bytes after C3 01)\n"
     "  canonical F   print the Parsing Canonical Form of schema file F\n"
@@ -169,6 +169,7 @@ static int encode_one(lw_cli_t *c, const char *text, size_t len, unsigned char *
     union {
         lw_event_t ev;
         lw_alert_t al;
+        lw_inquiry_t iq;
     } u;
     lw_err_t err;
     char errstr[256];
@@ -208,6 +209,7 @@ static int decode_one(lw_cli_t *c, const unsigned char *buf, size_t len, FILE *o
     union {
         lw_event_t ev;
         lw_alert_t al;
+        lw_inquiry_t iq;
     } u;
     char errstr[256], json[4096];
     int kind = c->kind_given ? (int)c->kind : lw_codec_record_kind(c->codec, buf, len);
@@ -221,8 +223,9 @@ static int decode_one(lw_cli_t *c, const unsigned char *buf, size_t len, FILE *o
         snprintf(msg, msg_size, "%s: %s", lw_err2str(err), errstr);
         return -1;
     }
-    n = kind == LW_RECORD_ALERT ? lw_alert_to_json(&u.al, json, sizeof(json))
-                                : lw_event_to_json(&u.ev, json, sizeof(json));
+    n = kind == LW_RECORD_ALERT     ? lw_alert_to_json(&u.al, json, sizeof(json))
+        : kind == LW_RECORD_INQUIRY ? lw_inquiry_to_json(&u.iq, json, sizeof(json))
+                                    : lw_event_to_json(&u.ev, json, sizeof(json));
     if (n < 0) {
         snprintf(msg, msg_size, "record too large to print");
         return -1;

@@ -934,3 +934,8 @@ int lw_alert_to_json(const lw_alert_t *al, char *buf, size_t cap)
 {
     return al && buf ? write_record(&lw_alert_desc, al, buf, cap) : -1;
 }
+
+int lw_inquiry_to_json(const lw_inquiry_t *iq, char *buf, size_t cap)
+{
+    return iq && buf ? write_record(&lw_inquiry_desc, iq, buf, cap) : -1;
+}

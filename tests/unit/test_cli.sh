@@ -83,5 +83,31 @@ check "without the key that line is refused (the check above can fail)" '[ $? = 
 "$bin/loanwire-produce" --dry-run -k "$tmp/id.key" "$tmp/raw.jsonl" >"$tmp/out" 2>"$tmp/err"
 check "loanwire-produce -k is refused as usage (exit 2)" '[ $? = 2 ] && grep -q "invalid option" "$tmp/err"'
 
+# loanwire-avro decode knows CreditInquiry records (the frame built here by hand:
+# C3 01, the schema's fingerprint in wire order, then the Avro datum)
+fp=$("$bin/loanwire-avro" fingerprint "$src/schemas/CreditInquiry.avsc")
+python3 - "$fp" >"$tmp/inq.bin" <<'PY'
+import sys
+def zz(n):
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+def s(t):
+    return zz(len(t)) + t.encode()
+rec = (b"\xc3\x01" + bytes.fromhex(sys.argv[1]) + s("0123456789abcdef0123456789abcdef")
+       + s("abcdefghijklmnopqrstu_") + s("bank-042") + zz(3) + zz(1767225600123))
+sys.stdout.buffer.write(rec)
+PY
+"$bin/loanwire-avro" decode <"$tmp/inq.bin" >"$tmp/out" 2>"$tmp/err"
+check "loanwire-avro decode prints a CreditInquiry ($(head -c 300 "$tmp/out" "$tmp/err"))" \
+  '[ $? = 0 ] && python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j[\"institution_id\"] == \"bank-042\" and j[\"purpose\"] == \"POST_LOAN_MANAGEMENT\" and j[\"inquired_at\"] == 1767225600123 and j[\"borrower_id\"] == \"abcdefghijklmnopqrstu_\"))" "$tmp/out"'
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -44,6 +44,7 @@ LW_API lw_err_t lw_event_from_json(const char *text, size_t len, lw_event_t *ev,
  * length, or -1 when cap is too small. */
 LW_API int lw_event_to_json(const lw_event_t *ev, char *buf, size_t cap);
 LW_API int lw_alert_to_json(const lw_alert_t *al, char *buf, size_t cap);
+LW_API int lw_inquiry_to_json(const lw_inquiry_t *iq, char *buf, size_t cap);
 LW_API lw_err_t lw_alert_from_json(const char *text, size_t len, lw_alert_t *al,
                                    lw_field_error_t *ferr);
 
