@@ -7,6 +7,7 @@
  * Whatever is accepted must be what the API documents.
  */
 #include "loanwire/id.h"
+#include "loanwire/listen.h"
 #include "loanwire/query.h"
 
 #include <arpa/inet.h>
@@ -88,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* --listen. */
     err[0] = '\0';
-    if (lw_query_listen_parse(f[4] ? f[4] : f[0], host, sizeof host, &port, err, sizeof err) ==
+    if (lw_listen_parse_host(f[4] ? f[4] : f[0], host, sizeof host, &port, err, sizeof err) ==
         LW_OK) {
         if (port < 0 || port > 65535)
             abort();

@@ -90,13 +90,8 @@ def stale_loans(dlq):
 
 
 def wait_log(f, pattern, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        f.seek(0)
-        if re.search(pattern, f.read()):
-            return True
-        time.sleep(0.2)
-    return check(False, f"{what}: no /{pattern}/ in its log after {timeout} s")
+    return k3.wait_log(f, pattern, timeout) or \
+        check(False, f"{what}: no /{pattern}/ in its log after {timeout} s")
 
 
 def two_consumers(tag, a, b, kept):

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "loanwire/listen.h"
 #include "loanwire/query.h"
 
 #include <stdio.h>
@@ -140,25 +141,25 @@ static void test_listen(void **state)
     int port;
 
     assert_int_equal(
-        lw_query_listen_parse("127.0.0.1:9000", host, sizeof host, &port, err, sizeof err), LW_OK);
+        lw_listen_parse_host("127.0.0.1:9000", host, sizeof host, &port, err, sizeof err), LW_OK);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 9000);
-    assert_int_equal(lw_query_listen_parse("8081", host, sizeof host, &port, err, sizeof err),
+    assert_int_equal(lw_listen_parse_host("8081", host, sizeof host, &port, err, sizeof err),
                      LW_OK);
     assert_string_equal(host, LW_QUERY_DEFAULT_HOST);
     assert_int_equal(port, 8081);
-    assert_int_equal(lw_query_listen_parse("[::1]:0", host, sizeof host, &port, err, sizeof err),
+    assert_int_equal(lw_listen_parse_host("[::1]:0", host, sizeof host, &port, err, sizeof err),
                      LW_OK);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 0);
     assert_int_equal(
-        lw_query_listen_parse("localhost:80", host, sizeof host, &port, err, sizeof err), LW_OK);
+        lw_listen_parse_host("localhost:80", host, sizeof host, &port, err, sizeof err), LW_OK);
     assert_string_equal(host, "127.0.0.1");
 
     const char *bad[] = {"",    "127.0.0.1:", "127.0.0.1:65536", "example.com:80",
                          ":80", "[::1]80",    "1.2.3.4:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal(lw_query_listen_parse(bad[i], host, sizeof host, &port, err, sizeof err),
+        assert_int_equal(lw_listen_parse_host(bad[i], host, sizeof host, &port, err, sizeof err),
                          LW_ERR_CONFIG);
 }
 

@@ -15,25 +15,12 @@
 #include <cmocka.h>
 
 #include "rcluster_int.h"
+#include "lw_test_resp.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* Parses one complete RESP reply, or fails the test. */
-static redisReply *resp(const char *bytes, size_t len)
-{
-    redisReader *rd = redisReaderCreate();
-    assert_non_null(rd);
-    assert_int_equal(redisReaderFeed(rd, bytes, len), REDIS_OK);
-    void *r = NULL;
-    assert_int_equal(redisReaderGetReply(rd, &r), REDIS_OK);
-    assert_non_null(r);
-    redisReaderFree(rd);
-    return r;
-}
-#define RESP(lit) resp(lit, sizeof(lit) - 1)
 
 static void test_crc16_and_slots(void **state)
 {
@@ -64,7 +51,7 @@ static void test_crc16_and_slots(void **state)
 static void check_redirect(const char *bytes, size_t len, lw_rc_kind_t kind, int slot,
                            const char *host, int port)
 {
-    redisReply *r = resp(bytes, len);
+    redisReply *r = lw_test_resp(bytes, len);
     lw_rc_redirect_t red;
     assert_int_equal(lw_rcluster__classify(r, &red), kind);
     assert_int_equal(red.kind, kind);
@@ -118,7 +105,7 @@ static void test_classify_replies(void **state)
     /* A host too long for the table is refused, not truncated. */
     char big[600];
     int n = snprintf(big, sizeof big, "-MOVED 1 %0300d:7000\r\n", 0);
-    redisReply *r = resp(big, (size_t)n);
+    redisReply *r = lw_test_resp(big, (size_t)n);
     assert_int_equal(lw_rcluster__classify(r, NULL), LW_RC_REPLY);
     freeReplyObject(r);
 }
@@ -258,7 +245,7 @@ static void test_bad_slot_maps(void **state)
          LW_RCLUSTER_ERR_PROTOCOL}, /* the second entry is bad: nothing of the first applies */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        r = resp(bad[i].bytes, bad[i].len);
+        r = lw_test_resp(bad[i].bytes, bad[i].len);
         errstr[0] = '\0';
         assert_int_equal(lw_rcluster__apply_slots(c, r, NULL, errstr, sizeof errstr), bad[i].err);
         assert_true(errstr[0] != '\0');

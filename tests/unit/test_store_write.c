@@ -16,23 +16,10 @@
 #include <cmocka.h>
 
 #include "store_int.h"
+#include "lw_test_resp.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* Parses one complete RESP reply, or fails the test. */
-static redisReply *resp(const char *bytes, size_t len)
-{
-    redisReader *rd = redisReaderCreate();
-    assert_non_null(rd);
-    assert_int_equal(redisReaderFeed(rd, bytes, len), REDIS_OK);
-    void *r = NULL;
-    assert_int_equal(redisReaderGetReply(rd, &r), REDIS_OK);
-    assert_non_null(r);
-    redisReaderFree(rd);
-    return r;
-}
-#define RESP(lit) resp(lit, sizeof(lit) - 1)
 
 /* A flush of n slots written in the order `order` (as build_writes leaves it). */
 static flush_t *mk_flush(size_t n, const size_t *order)
@@ -89,7 +76,7 @@ static void test_write_codes(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         f = mk_flush(4, order);
-        r = resp(bad[i], strlen(bad[i]));
+        r = lw_test_resp(bad[i], strlen(bad[i]));
         assert_false(lw_store_write_codes(f, &c, r));
         freeReplyObject(r);
         assert_int_equal(f->nstale, 0);

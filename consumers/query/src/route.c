@@ -6,7 +6,6 @@
  * a borrower id of the wrong form on the exposure path is 400.
  */
 #include "loanwire/id.h"
-#include "loanwire/listen.h"
 #include "loanwire/query.h"
 
 #include <ctype.h>
@@ -136,12 +135,6 @@ lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char 
         out->limit = (int)v;
     }
     return LW_OK;
-}
-
-lw_err_t lw_query_listen_parse(const char *s, char *host, size_t host_size, int *port, char *errstr,
-                               size_t errstr_size)
-{
-    return lw_listen_parse_host(s, host, host_size, port, errstr, errstr_size);
 }
 
 const int lw_query_status_codes[LW_QUERY_STATUS_SLOTS] = {200, 400, 401, 404, 405,

@@ -9,6 +9,7 @@
  */
 #include "loanwire/conf.h"
 #include "loanwire/id.h"
+#include "loanwire/listen.h"
 #include "loanwire/evict.h"
 #include "loanwire/log.h"
 #include "loanwire/query.h"
@@ -165,8 +166,8 @@ int main(int argc, char **argv)
             conf.redis_url = optarg;
             break;
         case 'l':
-            if (lw_query_listen_parse(optarg, conf.host, sizeof conf.host, &conf.port, errstr,
-                                      sizeof errstr) != LW_OK) {
+            if (lw_listen_parse_host(optarg, conf.host, sizeof conf.host, &conf.port, errstr,
+                                     sizeof errstr) != LW_OK) {
                 fprintf(stderr, "loanwire-query: %s\n", errstr);
                 return 1;
             }

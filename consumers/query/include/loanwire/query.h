@@ -110,10 +110,6 @@ typedef struct lw_alerts_params {
 lw_err_t lw_alerts_params_parse(const char *since, const char *rule, const char *limit,
                                 lw_alerts_params_t *out, char *errstr, size_t errstr_size);
 
-/* Parses "HOST:PORT", "PORT" or "[IPv6]:PORT" (numeric addresses only). */
-lw_err_t lw_query_listen_parse(const char *s, char *host, size_t host_size, int *port, char *errstr,
-                               size_t errstr_size);
-
 /* ---- Rendering ----------------------------------------------------------- */
 
 /* How long one request waits out a Redis failure (a failover) before 503. */
