@@ -6,11 +6,18 @@
 #   ./deploy/install-deps.sh            # packages + Python test peers + Kafka
 #   LOANWIRE_SKIP_KAFKA=1 ...           # packages only
 #   ./deploy/install-deps.sh --check    # install nothing: name what is missing
+#   ./deploy/install-deps.sh --help     # this text
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 # shellcheck source=deploy/lib.sh
 . "$here/lib.sh"
+
+case "${1:-}" in
+  "" | --check) ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "install-deps.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
 
 # Each Debian package with what proves it is there (cmd:NAME on PATH,
 # pc:MODULE for pkg-config, file:GLOB, py:MODULE for python3), so that

@@ -16,11 +16,18 @@
 #   ./tests/run.sh              everything
 #   LW_TEST_QUICK=1 ./tests/run.sh   skip the sanitizer build and fuzzing
 #   ctest arguments after --, e.g. ./tests/run.sh -- -R produce
+#   ./tests/run.sh --help      this text
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 ctest_args=()
-if [ "${1:-}" = "--" ]; then shift; ctest_args=("$@"); fi
+case "${1:-}" in
+  "") ;;
+  --) shift; ctest_args=("$@") ;;
+  -h|--help) usage; exit 0 ;;
+  *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
 jobs=$(nproc 2>/dev/null || echo 2)
 
 step() { printf '\n==> %s\n' "$*" >&2; }

@@ -109,5 +109,20 @@ PY
 check "loanwire-avro decode prints a CreditInquiry ($(head -c 300 "$tmp/out" "$tmp/err"))" \
   '[ $? = 0 ] && python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j[\"institution_id\"] == \"bank-042\" and j[\"purpose\"] == \"POST_LOAN_MANAGEMENT\" and j[\"inquired_at\"] == 1767225600123 and j[\"borrower_id\"] == \"abcdefghijklmnopqrstu_\"))" "$tmp/out"'
 
+# The scripts an operator runs keep the same contract: --help prints usage and
+# exits 0 without doing anything (tests/run.sh once took --help as a run and
+# wiped build/), an unknown argument exits 2.
+for sc in tests/run.sh deploy/install-deps.sh .ci/run deploy/stack.sh deploy/demo.sh \
+  bench/run.sh tests/fresh-machine.sh; do
+  out=$(timeout 20 "$src/$sc" --help 2>&1)
+  rc=$?
+  check "$sc --help prints usage and exits 0 (rc $rc)" '[ $rc = 0 ] && printf "%s" "$out" | has -i "usage\|$(basename "$sc")"'
+done
+for sc in tests/run.sh deploy/install-deps.sh .ci/run; do
+  timeout 20 "$src/$sc" --no-such-option >/dev/null 2>"$tmp/err"
+  rc=$?
+  check "$sc --no-such-option exits 2 naming it (rc $rc)" '[ $rc = 2 ] && grep -q -- "--no-such-option" "$tmp/err"'
+done
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
