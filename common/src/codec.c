@@ -88,10 +88,24 @@ const char *lw_schema_current(lw_record_kind_t kind)
 
 /* ---- UTF-8 ----------------------------------------------------------------- */
 
+/* Ids and names are ASCII: eight bytes at a time while no byte is zero or
+ * has its high bit set (the classic "has a zero byte" test on the word). */
+static inline bool ascii8(const unsigned char *s)
+{
+    uint64_t w;
+    memcpy(&w, s, 8);
+    const uint64_t lo = 0x0101010101010101u, hi = 0x8080808080808080u;
+    return !(((w - lo) & ~w & hi) | (w & hi));
+}
+
 bool lw_utf8_valid(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        if (n - i >= 8 && ascii8(s + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = s[i];
         if (c < 0x80) {
             if (c == 0)

@@ -819,17 +819,32 @@ int lw_rcluster_batch_group(lw_rcluster_batch_t *b, int slot)
     return (int)b->n_groups++;
 }
 
-/* The command name of formatted RESP ("*N\r\n$len\r\nNAME\r\n..."), for MULTI/EXEC. */
-static bool resp_name_is(const char *buf, size_t len, const char *name)
+/* Which of MULTI, EXEC or DISCARD formatted RESP ("*N\r\n$len\r\nNAME\r\n...")
+ * is, if any: a batch's transactions are marked by them. Read without strtol
+ * or a search, as every command of a batch passes here (the three calls of
+ * strtol and memchr this replaced were 3 % of a cluster consumer's CPU). */
+typedef enum { NAME_OTHER = 0, NAME_MULTI, NAME_EXEC, NAME_DISCARD } resp_name_t;
+
+static resp_name_t resp_name(const char *buf, size_t len)
 {
-    const char *p = memchr(buf, '\n', len);
-    if (!p || (size_t)(++p - buf) >= len || *p != '$')
-        return false;
-    char *end;
-    long n = strtol(p + 1, &end, 10);
-    if (n != (long)strlen(name) || (size_t)(end - buf) + 2 + (size_t)n > len)
-        return false;
-    return strncasecmp(end + 2, name, (size_t)n) == 0;
+    size_t i = 1;
+    while (i < len && buf[i] >= '0' && buf[i] <= '9')
+        i++;
+    /* "\r\n$" then a one-digit length, "\r\n", the name */
+    if (len - i < 6 || buf[i] != '\r' || buf[i + 1] != '\n' || buf[i + 2] != '$' ||
+        buf[i + 4] != '\r' || buf[i + 5] != '\n')
+        return NAME_OTHER;
+    size_t n = (size_t)(buf[i + 3] - '0');
+    const char *name = buf + i + 6;
+    if (len - i - 6 < n)
+        return NAME_OTHER;
+    if (n == 5 && !strncasecmp(name, "MULTI", 5))
+        return NAME_MULTI;
+    if (n == 4 && !strncasecmp(name, "EXEC", 4))
+        return NAME_EXEC;
+    if (n == 7 && !strncasecmp(name, "DISCARD", 7))
+        return NAME_DISCARD;
+    return NAME_OTHER;
 }
 
 /* Appends one command's RESP (copied) to the latest group. */
@@ -857,13 +872,14 @@ static lw_rcluster_err_t add_command(lw_rcluster_batch_t *b, const char *buf, si
     cmd->reply = NULL;
     cmd->node = -1;
     cmd->gen = 0;
-    if (resp_name_is(buf, len, "MULTI")) {
+    resp_name_t name = resp_name(buf, len);
+    if (name == NAME_MULTI) {
         g->multi = true;
         b->in_multi = true;
         cmd->queued = false;
     } else {
         cmd->queued = b->in_multi;
-        if (resp_name_is(buf, len, "EXEC") || resp_name_is(buf, len, "DISCARD"))
+        if (name == NAME_EXEC || name == NAME_DISCARD)
             b->in_multi = false;
     }
     g->n++;

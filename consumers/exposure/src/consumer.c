@@ -105,10 +105,12 @@ typedef struct batch {
     lw_event_t *ev;   /* ev[i] decoded from msg[i] when ok[i] */
     lw_inquiry_t *iq; /* iq[i] instead when is_inq[i]: msg[i] is from the inquiries topic */
     bool *is_inq;
-    bool *ok;    /* msg[i] decoded and valid */
-    bool *used;  /* msg[i] was counted (its partition was ours at launch) */
-    size_t *idx; /* store entry -> msg index */
-    size_t nev;  /* store entries */
+    bool *ok;       /* msg[i] decoded and valid */
+    int64_t now_ms; /* the clock its events were validated against: one read a batch
+                     * (a clock_gettime per event was 1.8 % of the consumer's CPU) */
+    bool *used;     /* msg[i] was counted (its partition was ours at launch) */
+    size_t *idx;    /* store entry -> msg index */
+    size_t nev;     /* store entries */
     lw_apply_result_t *results;
     lw_flush_t *flush; /* the store's, from its begin to its end */
     uint64_t seq;      /* its in-flight record */
@@ -551,8 +553,8 @@ static bool inquiries_check(exp_ctx_t *x, char *errstr, size_t errstr_size)
     return true;
 }
 
-static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t *ev, char *why,
-                          size_t cap)
+static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t *ev, int64_t now_ms,
+                          char *why, size_t cap)
 {
     char es[256];
     lw_field_error_t ferr;
@@ -561,7 +563,7 @@ static const char *decode(exp_ctx_t *x, const rd_kafka_message_t *m, lw_event_t 
         snprintf(why, cap, "decode: %s: %s", lw_err2str(err), es);
         return why;
     }
-    if (lw_event_validate(ev, &ferr) != LW_OK) {
+    if (lw_event_validate_at(ev, now_ms, &ferr) != LW_OK) {
         snprintf(why, cap, "validation: %s: %s", ferr.field, ferr.reason);
         return why;
     }
@@ -635,10 +637,11 @@ static void write_latency(exp_ctx_t *x)
 static void batch_prepare(exp_ctx_t *x, batch_t *b)
 {
     char why[512];
+    b->now_ms = lw_now_ms();
     for (size_t i = 0; i < b->n; i++) {
         b->is_inq[i] = is_inquiry_msg(x, b->msg[i]);
         b->ok[i] = b->is_inq[i] ? !decode_inquiry(x, b->msg[i], &b->iq[i], why, sizeof why)
-                                : !decode(x, b->msg[i], &b->ev[i], why, sizeof why);
+                                : !decode(x, b->msg[i], &b->ev[i], b->now_ms, why, sizeof why);
     }
 }
 
@@ -938,7 +941,7 @@ static void batch_launch(exp_ctx_t *x)
         if (!b->ok[i]) {
             produce_dlq(x, b->seq, m,
                         b->is_inq[i] ? decode_inquiry(x, m, &b->iq[i], why, sizeof why)
-                                     : decode(x, m, &b->ev[i], why, sizeof why));
+                                     : decode(x, m, &b->ev[i], b->now_ms, why, sizeof why));
             continue;
         }
         /* an inquiry goes under the writer and epoch of its events partition */

@@ -47,6 +47,13 @@ lw_err_t lw_storec_error(lw_rcluster_err_t e)
 
 int lw_storec_slot(const char *bid)
 {
+    /* the tag of "b:{bid}" is bid up to its first '}': CRC16 of that, without
+     * building the key and searching it (that was 3 % of the consumer) */
+    size_t n = 0;
+    while (n < LW_BORROWER_ID_LEN && bid[n] && bid[n] != '}')
+        n++;
+    if (n > 0)
+        return lw_rcluster_crc16(bid, n) & (LW_RCLUSTER_SLOTS - 1);
     char k[LW_STATE_KEY_MAX];
     return lw_rcluster_keyslot(k, lw_borrower_key('b', bid, k));
 }
