@@ -288,19 +288,16 @@ static void flush_reset(flush_t *f)
     f->opaque = NULL;
 }
 
-static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
-static void drop_open_multi(flush_t *f);
-
 void lw_store_discard(lw_store_t *st)
 {
     char es[256];
     flush_t *sent = flush_in(st, FL_SENT), *staged = flush_in(st, FL_STAGED);
     /* a write in flight: read its replies, so its connection stays usable */
     if (sent && sent->rc && !sent->failed && st->opts.strict_fencing)
-        recv_multi(st, sent, es, sizeof es);
+        lw_stores_recv_multi(st, sent, es, sizeof es);
     /* a staged MULTI that will never be executed */
     if (staged)
-        drop_open_multi(staged);
+        lw_stores_drop_open_multi(staged);
     flush_reset(&st->fl[0]);
     flush_reset(&st->fl[1]);
 }
@@ -359,34 +356,12 @@ static void pending_inquiry(const pending_ev_t *pe, lw_inquiry_t *iq)
     iq->inquired_at = pe->ev.occurred_at;
 }
 
-static lw_err_t conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size)
+lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size)
 {
     snprintf(errstr, errstr_size, "Redis %s:%d: %s", st->url.host, st->url.port,
              c ? c->errstr : "not connected");
     drop_all(st);
     return LW_ERR_TRANSIENT;
-}
-
-/* Writes what hiredis holds for the connection: it would only do so when a
- * reply is asked for, and a flush in flight must reach Redis before then. */
-static lw_err_t push_out(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(f->rc, &done) != REDIS_OK)
-            return conn_error(st, f->rc, errstr, errstr_size);
-    return LW_OK;
-}
-
-/* Sends buf[off, off+len) (and copies it to the tap). */
-static lw_err_t send_raw(lw_store_t *st, flush_t *f, size_t off, size_t len, char *errstr,
-                         size_t errstr_size)
-{
-    if (st->tap)
-        fwrite(st->buf.p + off, 1, len, st->tap);
-    if (redisAppendFormattedCommand(f->rc, st->buf.p + off, len) != REDIS_OK)
-        return conn_error(st, f->rc, errstr, errstr_size);
-    return LW_OK;
 }
 
 lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
@@ -455,7 +430,7 @@ static lw_err_t intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t er
     }
     err = nn ? lw_dict_intern(st->dict, drc, names, nn, st->tap, errstr, errstr_size) : LW_OK;
     if (err == LW_ERR_TRANSIENT)
-        err = conn_error(st, st->rc, errstr, errstr_size);
+        err = lw_store_conn_error(st, st->rc, errstr, errstr_size);
     for (size_t r = 0; err == LW_OK && nn && r < st->rules->n; r++)
         if (!st->rule_ids[r])
             st->rule_ids[r] = lw_dict_id(st->dict, st->rules->rules[r].id);
@@ -630,55 +605,6 @@ static lw_err_t gather_slots(lw_store_t *st, flush_t *f)
 
 /* ---- Step 1: read ------------------------------------------------------------------ */
 
-/* Strict fencing: WATCH the partitions' epoch keys (so a rebalance from
- * now on makes our EXEC fail) and read them (a rebalance before now fences
- * the partition here). */
-static bool put_epoch_reads(lw_store_t *st, flush_t *f)
-{
-    lw_sbuf_t *b = &st->buf;
-    char ek[256];
-    for (int pass = 0; pass < 2; pass++) {
-        if (!lw_resp_hdr(b, '*', 1 + (int64_t)f->ngroups) ||
-            !lw_resp_str(b, pass ? "MGET" : "WATCH"))
-            return false;
-        for (size_t g = 0; g < f->ngroups; g++) {
-            lw_epoch_key(f->groups[g].first->topic, f->groups[g].first->partition, ek, sizeof ek);
-            if (!lw_resp_str(b, ek))
-                return false;
-        }
-    }
-    return true;
-}
-
-static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    redisReply *w = NULL, *m = NULL;
-    if (redisGetReply(f->rc, (void **)&w) != REDIS_OK || !w ||
-        redisGetReply(f->rc, (void **)&m) != REDIS_OK || !m) {
-        freeReplyObject(w);
-        return conn_error(st, f->rc, errstr, errstr_size);
-    }
-    lw_err_t err = LW_OK;
-    if (w->type != REDIS_REPLY_STATUS)
-        err = lw_store_reply_error(w, "WATCH", errstr, errstr_size);
-    else if (m->type != REDIS_REPLY_ARRAY || m->elements != f->ngroups)
-        err = lw_store_reply_error(m, "MGET (epochs)", errstr, errstr_size);
-    for (size_t g = 0; err == LW_OK && g < f->ngroups; g++) {
-        const redisReply *e = m->element[g];
-        long long cur = e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0;
-        f->groups[g].fenced = f->groups[g].first->epoch < cur;
-    }
-    for (size_t i = 0; err == LW_OK && i < f->nslots; i++)
-        if (lw_store_in_pass(f, &f->slots[i])) /* a retry: the written ones stay written */
-            f->slots[i].fenced = f->groups[f->slots[i].group].fenced;
-    freeReplyObject(w);
-    freeReplyObject(m);
-    return err;
-}
-
-static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
-                             size_t errstr_size);
-
 /* A slot's state from its value in an MGET reply (nil: a new borrower). */
 lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size)
 {
@@ -700,74 +626,6 @@ lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_
         return LW_ERR_REDIS;
     }
     return LW_OK;
-}
-
-/* Reads every borrower of the batch and applies its events as its state
- * arrives (step 2 runs inside step 1). */
-static lw_err_t read_states(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    st->buf.len = 0;
-    f->streamed = 0;
-    f->nqueued = 0;
-    f->nhg = 0;
-    if (st->opts.strict_fencing && !put_epoch_reads(st, f))
-        return LW_ERR_NOMEM;
-    /* one MGET per chunk_max borrowers: a GET each cost Redis a command's
-     * parse, dispatch and reply per borrower (catch-up 9 % faster) */
-    for (size_t i = 0; i < f->nslots;) {
-        size_t m = 0, j = i;
-        for (; j < f->nslots && m < st->chunk_max; j++)
-            m += !f->slots[j].cached;
-        if (m &&
-            (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4)))
-            return LW_ERR_NOMEM;
-        for (; i < j; i++)
-            if (!f->slots[i].cached &&
-                !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
-                return LW_ERR_NOMEM;
-    }
-    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
-    if (err)
-        return err;
-    if (st->opts.strict_fencing &&
-        (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
-        return err;
-    /* the MGET reply being worked through, built in the flush's arena (a
-     * malloc and a free per value were ~3 % of the consumer's profile) */
-    redisReply *mr = NULL;
-    size_t u = 0; /* borrowers read so far: MGET u / chunk_max, key u % chunk_max */
-    if (!f->ra && !(f->ra = lw_reply_arena_new()))
-        return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++) {
-        slot_t *s = &f->slots[i];
-        const redisReply *r = NULL;
-        /* a cached slot holds the state the write in flight leaves */
-        if (!s->cached) {
-            size_t k = u++ % st->chunk_max;
-            if (k == 0) {
-                lw_reply_arena_reset(f->ra); /* the last MGET's states are decoded */
-                mr = NULL;
-                if (lw_reply_arena_get(f->ra, f->rc, &mr) != REDIS_OK || !mr)
-                    return conn_error(st, f->rc, errstr, errstr_size);
-                if (err == LW_OK && mr->type != REDIS_REPLY_ARRAY)
-                    err = lw_store_reply_error(mr, "MGET", errstr, errstr_size);
-            }
-            if (mr->type == REDIS_REPLY_ARRAY && k < mr->elements)
-                r = mr->element[k];
-            else if (err == LW_OK)
-                err = lw_store_reply_error(mr, "MGET (too few values)", errstr, errstr_size);
-        }
-        if (err == LW_OK && r)
-            err = lw_store_load_state(s, r, errstr, errstr_size);
-        if (err == LW_OK && r && !lw_store_keep_old(f, s, r))
-            err = LW_ERR_NOMEM;
-        if (err == LW_OK && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
-            snprintf(errstr, errstr_size, "out of memory");
-        /* strict: queue each chunk's writes while Redis answers the rest */
-        if (err == LW_OK && st->opts.strict_fencing && i + 1 - f->streamed >= st->chunk_max)
-            err = stream_chunk(st, f, i + 1, errstr, errstr_size);
-    }
-    return err;
 }
 
 /* ---- Step 2: apply -------------------------------------------------------------- */
@@ -812,7 +670,7 @@ static bool render_alert(flush_t *f, size_t a, size_t *off, size_t *len)
 }
 
 /* Applies one borrower's events in order. Borrowers are independent, so
- * read_states() calls this as each state arrives, while Redis is still
+ * lw_stores_read() calls this as each state arrives, while Redis is still
  * working through the rest of the batch's reads. */
 lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
 {
@@ -873,7 +731,7 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
 
 /* A repeated event hands back the alerts it raised before, open or cleared
  * since (a crash may have lost their first publication): those in its
- * borrower's a:{..} (HGETALL, read by read_alerts or held in the EXEC
+ * borrower's a:{..} (HGETALL, read by lw_stores_read_alerts or held in the EXEC
  * reply) whose alert id is the one this event makes for their rule. */
 lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size)
 {
@@ -910,36 +768,6 @@ lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size)
     return LW_OK;
 }
 
-/* Without strict fencing: one HGETALL a:{..} round trip for the borrowers
- * with a repeated event (write.lua moves cleared alerts itself). The
- * replies stay on the slots until the flush ends. */
-static lw_err_t read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    st->buf.len = 0;
-    size_t nask = 0;
-    for (size_t i = 0; i < f->nslots; i++) {
-        if (!f->slots[i].replay)
-            continue;
-        if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
-            !lw_resp_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id))
-            return LW_ERR_NOMEM;
-        nask++;
-    }
-    if (nask == 0)
-        return LW_OK;
-    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
-    for (size_t i = 0; i < f->nslots && err == LW_OK; i++) {
-        slot_t *s = &f->slots[i];
-        if (!s->replay)
-            continue;
-        if (redisGetReply(f->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
-            return conn_error(st, f->rc, errstr, errstr_size);
-        if (s->alerts->type != REDIS_REPLY_ARRAY)
-            err = lw_store_reply_error(s->alerts, "HGETALL", errstr, errstr_size);
-    }
-    return err ? err : lw_store_hand_back(f, errstr, errstr_size);
-}
-
 static void free_alert_replies(flush_t *f)
 {
     for (size_t i = 0; i < f->nslots; i++) {
@@ -953,8 +781,8 @@ static void free_alert_replies(flush_t *f)
 /* One write.lua call for the slots idx[0..m) into b: their keys, the alert
  * stream sk, and per borrower the state it was computed from (the compare),
  * the new state and its alert operations. */
-static bool put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
-                           const char *sk)
+bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
+                             const char *sk)
 {
     int nshared = st->opts.alert_stream ? 1 : 0;
     size_t nargs = 3 + m + (size_t)nshared + 1;
@@ -1058,211 +886,12 @@ static lw_err_t build_writes(lw_store_t *st, flush_t *f)
             c->slot = 0;
             snprintf(sk, sizeof sk, "%s", LW_REDIS_ALERT_STREAM);
         }
-        if (!put_write_call(st, f, &st->buf, f->order + i, j - i, sk))
+        if (!lw_store_put_write_call(st, f, &st->buf, f->order + i, j - i, sk))
             return LW_ERR_NOMEM;
         c->len = st->buf.len - c->off;
         i = j;
     }
     return LW_OK;
-}
-
-/* Sends the chunks, reading one array of per-borrower codes each. */
-static lw_err_t send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    size_t *todo = malloc((f->nchunks ? f->nchunks : 1) * sizeof *todo);
-    if (!todo)
-        return LW_ERR_NOMEM;
-    size_t ntodo = f->nchunks;
-    for (size_t i = 0; i < ntodo; i++)
-        todo[i] = i;
-    lw_err_t err = LW_OK;
-    for (int round = 0; ntodo > 0 && err == LW_OK; round++) {
-        if (round == 3) {
-            snprintf(errstr, errstr_size, "Redis keeps answering NOSCRIPT");
-            err = LW_ERR_TRANSIENT;
-            break;
-        }
-        if (round > 0) {
-            redisReply *r = redisCommand(f->rc, "SCRIPT LOAD %s", st->script);
-            bool ok = r && r->type == REDIS_REPLY_STRING;
-            freeReplyObject(r);
-            if (!ok) {
-                free(todo);
-                return conn_error(st, f->rc, errstr, errstr_size);
-            }
-            lw_warn("Redis had lost the write script (NOSCRIPT); loaded it again");
-        }
-        for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &f->chunks[todo[i]];
-            if ((err = send_raw(st, f, c->off, c->len, errstr, errstr_size)) != LW_OK) {
-                free(todo);
-                return err;
-            }
-        }
-        size_t nnext = 0;
-        for (size_t i = 0; i < ntodo; i++) {
-            const chunk_t *c = &f->chunks[todo[i]];
-            redisReply *r = NULL;
-            if (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r) {
-                free(todo);
-                return conn_error(st, f->rc, errstr, errstr_size);
-            }
-            if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8)) {
-                todo[nnext++] = todo[i];
-            } else if (!lw_store_write_codes(f, c, r) && err == LW_OK) {
-                /* 0 written, -1 changed since read (lw_store_write_codes) */
-                err = lw_store_reply_error(r, "write script", errstr, errstr_size);
-            }
-            freeReplyObject(r);
-        }
-        ntodo = nnext;
-    }
-    free(todo);
-    return err;
-}
-
-/* Strict fencing: one MULTI/EXEC for the whole flush. The epoch keys were
- * WATCHed before the reads and checked equal to ours, so EXEC runs only if
- * no partition of the flush changed owner meanwhile; inside it, write.lua
- * per chunk of borrowers writes each one only if it still holds the state it
- * was read with (another writer - a partition added to the topic, another
- * topic - may have changed it; WATCHing the borrowers instead cost Redis
- * O(keys²): 62 ms for a WATCH of 2,000 keys on Redis 7.0). */
-static bool put_cmd_hdr(lw_sbuf_t *b, int64_t argc, const char *cmd)
-{
-    return lw_resp_hdr(b, '*', argc) && lw_resp_str(b, cmd);
-}
-
-/* Queues the writes of slots [streamed, hi) in the MULTI (opened on first
- * use): an HGETALL a:{..} for each borrower whose repeat must hand its
- * alerts back (its value before this write), then one write.lua call for
- * the changed borrowers with their alert operations. hiredis sends them
- * with the next read, so Redis parses them while the rest of the batch is
- * applied; nothing runs before EXEC. In a retry, only the retried ones
- * (whose a:{..} was read beside their state). */
-static lw_err_t stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
-                             size_t errstr_size)
-{
-    lw_sbuf_t *b = &st->buf;
-    size_t lo = f->streamed, m = 0, nr = 0;
-    f->streamed = hi;
-    if (lo == 0) {
-        /* at most a chunk per slot, and each slot once in order */
-        size_t *no = realloc(f->order, (f->nslots ? f->nslots : 1) * sizeof *no);
-        chunk_t *nc = realloc(f->chunks, (f->nslots ? f->nslots : 1) * sizeof *nc);
-        if (no)
-            f->order = no;
-        if (nc)
-            f->chunks = nc;
-        if (!no || !nc)
-            return LW_ERR_NOMEM;
-        f->nchunks = 0;
-    }
-    const chunk_t *last = f->nchunks ? &f->chunks[f->nchunks - 1] : NULL;
-    size_t first = last ? last->first + last->n : 0;
-    for (size_t i = lo; i < hi; i++) {
-        const slot_t *s = &f->slots[i];
-        if (s->fenced || !lw_store_in_pass(f, s))
-            continue;
-        if (s->dirty)
-            f->order[first + m++] = i;
-        nr += s->replay && !f->retrying;
-    }
-    if (m == 0 && nr == 0)
-        return LW_OK;
-    b->len = 0;
-    bool ok = true;
-    if (f->nqueued == 0)
-        ok = put_cmd_hdr(b, 1, "MULTI");
-    for (size_t i = lo; ok && nr && i < hi; i++) {
-        const slot_t *s = &f->slots[i];
-        if (!s->replay || s->fenced)
-            continue;
-        hg_ref_t *ng = lw_array_grow(f->hg, &f->hg_cap, f->nhg + 1, sizeof *ng, 64);
-        if (!ng)
-            return LW_ERR_NOMEM;
-        f->hg = ng;
-        f->hg[f->nhg++] = (hg_ref_t){f->nqueued, i};
-        ok = put_cmd_hdr(b, 2, "HGETALL") && lw_resp_key(b, 'a', s->first->ev.borrower_id);
-        f->nqueued++;
-    }
-    if (ok && m) {
-        f->chunks[f->nchunks++] = (chunk_t){0, 0, first, m, 0, f->nqueued};
-        ok = put_write_call(st, f, b, f->order + first, m, LW_REDIS_ALERT_STREAM);
-        f->nqueued++;
-    }
-    return ok ? send_raw(st, f, 0, b->len, errstr, errstr_size) : LW_ERR_NOMEM;
-}
-
-/* The end of the MULTI: EXEC (the alert operations went with each chunk's
- * write.lua call); UNWATCH when nothing was queued. */
-static lw_err_t build_tail(lw_store_t *st, flush_t *f)
-{
-    lw_sbuf_t *b = &st->buf;
-    b->len = 0;
-    bool ok = f->nqueued ? put_cmd_hdr(b, 1, "EXEC") : put_cmd_hdr(b, 1, "UNWATCH");
-    return ok ? LW_OK : LW_ERR_NOMEM;
-}
-
-static lw_err_t send_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    f->aborted = false;
-    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
-    return err ? err : push_out(st, f, errstr, errstr_size);
-}
-
-static lw_err_t recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    lw_err_t err = LW_OK;
-    /* UNWATCH, or MULTI + nqueued QUEUED + EXEC */
-    size_t nreplies = f->nqueued ? f->nqueued + 2 : 1;
-    for (size_t i = 0; i < nreplies; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(f->rc, (void **)&r) != REDIS_OK || !r)
-            return conn_error(st, f->rc, errstr, errstr_size);
-        bool last = i + 1 == nreplies;
-        if (err == LW_OK) {
-            if (last && f->nqueued && r->type == REDIS_REPLY_NIL)
-                f->aborted = true; /* a watched epoch key moved: nothing was written */
-            else if (last && f->nqueued && r->type != REDIS_REPLY_ARRAY)
-                err = lw_store_reply_error(r, "EXEC", errstr, errstr_size);
-            else if (!last && r->type != REDIS_REPLY_STATUS)
-                err = lw_store_reply_error(r, "MULTI", errstr, errstr_size);
-            for (size_t k = 0;
-                 err == LW_OK && last && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
-                const redisReply *e = r->element[k];
-                /* the script cache was flushed: every write.lua call of the
-                 * EXEC failed alike, so nothing was written */
-                if (e->type == REDIS_REPLY_ERROR && !strncmp(e->str, "NOSCRIPT", 8))
-                    f->noscript = true;
-                else if (e->type == REDIS_REPLY_ERROR)
-                    err = lw_store_reply_error(e, "EXEC", errstr, errstr_size);
-            }
-        }
-        if (err == LW_OK && last && f->nqueued && r->type == REDIS_REPLY_ARRAY) {
-            f->exec = r; /* holds the HGETALL replies the results hand back */
-            continue;
-        }
-        freeReplyObject(r);
-    }
-    return err;
-}
-
-/* Strict: points each replayed slot at its HGETALL in the EXEC reply. */
-static lw_err_t hold_alerts(flush_t *f, char *errstr, size_t errstr_size)
-{
-    for (size_t k = 0; k < f->nhg; k++) {
-        const hg_ref_t *h = &f->hg[k];
-        if (f->slots[h->slot].retried)
-            continue; /* read again and handed back by retry_stale() */
-        if (!f->exec || h->pos >= f->exec->elements)
-            return lw_store_reply_error(f->exec, "EXEC", errstr, errstr_size);
-        const redisReply *r = f->exec->element[h->pos];
-        if (r->type != REDIS_REPLY_ARRAY)
-            return lw_store_reply_error(r, "HGETALL", errstr, errstr_size);
-        f->slots[h->slot].held = r;
-    }
-    return lw_store_hand_back(f, errstr, errstr_size);
 }
 
 /* ---- Flush --------------------------------------------------------------------------- */
@@ -1315,7 +944,7 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
         f->rc = NULL;
     }
     if (!st->rc && !st->cl)
-        return conn_error(st, NULL, errstr, errstr_size);
+        return lw_store_conn_error(st, NULL, errstr, errstr_size);
     if ((err = ensure_conn(st, f, errstr, errstr_size)))
         return err;
 
@@ -1330,10 +959,10 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
         return (err = lw_storec_read(st, f, errstr, errstr_size))
                    ? err
                    : lw_storec_read_alerts(st, f, errstr, errstr_size);
-    if ((err = read_states(st, f, errstr, errstr_size)))
+    if ((err = lw_stores_read(st, f, errstr, errstr_size)))
         return err;
-    return st->opts.strict_fencing ? stream_chunk(st, f, f->nslots, errstr, errstr_size)
-                                   : read_alerts(st, f, errstr, errstr_size);
+    return st->opts.strict_fencing ? lw_stores_stream_chunk(st, f, f->nslots, errstr, errstr_size)
+                                   : lw_stores_read_alerts(st, f, errstr, errstr_size);
 }
 
 /* The write, once the alerts callback lets it go: strict, the MULTI's tail
@@ -1345,153 +974,18 @@ static lw_err_t flush_write(lw_store_t *st, flush_t *f, char *errstr, size_t err
     if ((err = alerts_check(st, f, errstr, errstr_size)))
         return err;
     if (st->opts.strict_fencing)
-        return (err = build_tail(st, f)) ? err : send_multi(st, f, errstr, errstr_size);
+        return (err = lw_stores_build_tail(st, f))
+                   ? err
+                   : lw_stores_send_multi(st, f, errstr, errstr_size);
     err = build_writes(st, f);
     free_alert_replies(f);
     if (err)
         return err;
     return st->cl ? lw_storec_write_send(st, f, errstr, errstr_size)
-                  : send_writes(st, f, errstr, errstr_size);
-}
-
-/* Reads the write's replies (strict) and hands the results out. */
-/* One Redis with replicas: the flush's writes count as done once WAIT says
- * enough replicas have them (Redis replicates asynchronously; a failover can
- * take back what only the master had, and its offsets must not move). */
-static lw_err_t wait_replicas(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    redisReply *r =
-        redisCommand(f->rc, "WAIT %d %d", st->opts.wait_replicas, st->opts.wait_timeout_ms);
-    if (!r)
-        return conn_error(st, f->rc, errstr, errstr_size);
-    lw_err_t err = LW_OK;
-    if (r->type != REDIS_REPLY_INTEGER) {
-        err = lw_store_reply_error(r, "WAIT", errstr, errstr_size);
-    } else if (r->integer < st->opts.wait_replicas) {
-        snprintf(errstr, errstr_size, "WAIT: %lld of %d replicas have the write after %d ms",
-                 r->integer, st->opts.wait_replicas, st->opts.wait_timeout_ms);
-        err = LW_ERR_TRANSIENT;
-    }
-    freeReplyObject(r);
-    return err;
+                  : lw_stores_send_writes(st, f, errstr, errstr_size);
 }
 
 /* ---- Step 4: borrowers changed since they were read ---------------------------------- */
-
-/* Strict: after an EXEC with NOSCRIPT answers (nothing was written), the
- * script is loaded again on the flush's connection. */
-static lw_err_t reload_script(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    redisReply *r = redisCommand(f->rc, "SCRIPT LOAD %s", st->script);
-    if (!r)
-        return conn_error(st, f->rc, errstr, errstr_size);
-    lw_err_t err = r->type == REDIS_REPLY_STRING
-                       ? LW_OK
-                       : lw_store_reply_error(r, "SCRIPT LOAD", errstr, errstr_size);
-    freeReplyObject(r);
-    if (err == LW_OK)
-        lw_warn("Redis had lost the write script (NOSCRIPT); loaded it again");
-    return err;
-}
-
-/* Strict: the write.lua answers of the EXEC reply x. */
-static lw_err_t exec_codes(flush_t *f, const redisReply *x, char *errstr, size_t errstr_size)
-{
-    for (size_t i = 0; i < f->nchunks; i++) {
-        const chunk_t *c = &f->chunks[i];
-        if (!x || c->pos >= x->elements)
-            return lw_store_reply_error(x, "EXEC", errstr, errstr_size);
-        if (!lw_store_write_codes(f, c, x->element[c->pos]))
-            return lw_store_reply_error(x->element[c->pos], "write script", errstr, errstr_size);
-    }
-    return LW_OK;
-}
-
-/* One Redis: the state and a:{..} of every slot being retried, in one round
- * trip; with strict fencing after WATCH and a read of the epoch keys, as in
- * step 1, so the retry's EXEC is fenced exactly as the first write was. */
-static lw_err_t reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    size_t m = 0;
-    st->buf.len = 0;
-    if (st->opts.strict_fencing && !put_epoch_reads(st, f))
-        return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        m += f->slots[i].redo;
-    if (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4))
-        return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        if (f->slots[i].redo && !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
-            return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        if (f->slots[i].redo &&
-            (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
-             !lw_resp_key(&st->buf, 'a', f->slots[i].first->ev.borrower_id)))
-            return LW_ERR_NOMEM;
-    lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
-    if (err)
-        return err;
-    if (st->opts.strict_fencing &&
-        (err = check_epochs(st, f, errstr, errstr_size)) == LW_ERR_TRANSIENT)
-        return err;
-    redisReply *mr = NULL;
-    if (redisGetReply(f->rc, (void **)&mr) != REDIS_OK || !mr)
-        return conn_error(st, f->rc, errstr, errstr_size);
-    if (err == LW_OK && (mr->type != REDIS_REPLY_ARRAY || mr->elements != m))
-        err = lw_store_reply_error(mr, "MGET (retry)", errstr, errstr_size);
-    for (size_t i = 0, k = 0; err == LW_OK && i < f->nslots; i++) {
-        slot_t *s = &f->slots[i];
-        if (!s->redo)
-            continue;
-        if ((err = lw_store_load_state(s, mr->element[k], errstr, errstr_size)) == LW_OK &&
-            !lw_store_keep_old(f, s, mr->element[k]))
-            err = LW_ERR_NOMEM;
-        k++;
-    }
-    freeReplyObject(mr);
-    for (size_t i = 0; i < f->nslots; i++) {
-        slot_t *s = &f->slots[i];
-        if (!s->redo)
-            continue;
-        if (redisGetReply(f->rc, (void **)&s->alerts) != REDIS_OK || !s->alerts)
-            return conn_error(st, f->rc, errstr, errstr_size);
-        if (err == LW_OK && s->alerts->type != REDIS_REPLY_ARRAY)
-            err = lw_store_reply_error(s->alerts, "HGETALL", errstr, errstr_size);
-    }
-    return err;
-}
-
-/* Strict: the retry's MULTI (write.lua for the retried borrowers) and EXEC.
- * The first EXEC's reply stays the flush's (hold_alerts() reads it). */
-static lw_err_t retry_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
-{
-    redisReply *first = f->exec;
-    f->exec = NULL;
-    f->streamed = f->nqueued = 0; /* (no HGETALL queued: reread() read a:{..}) */
-    lw_err_t err = stream_chunk(st, f, f->nslots, errstr, errstr_size);
-    if (!err)
-        err = build_tail(st, f);
-    if (!err)
-        err = send_multi(st, f, errstr, errstr_size);
-    if (!err)
-        err = recv_multi(st, f, errstr, errstr_size);
-    if (!err && f->noscript)
-        err = reload_script(st, f, errstr, errstr_size);
-    if (!err && (f->aborted || f->noscript)) {
-        /* nothing written: all of them again (an epoch that moved shows now) */
-        for (size_t i = 0; i < f->nslots; i++)
-            if (f->slots[i].redo && !f->slots[i].fenced) {
-                f->slots[i].stale = true;
-                f->nstale++;
-            }
-        f->aborted = f->noscript = false;
-    } else if (!err && f->nqueued) {
-        err = exec_codes(f, f->exec, errstr, errstr_size);
-    }
-    freeReplyObject(f->exec);
-    f->exec = first;
-    return err;
-}
 
 /* The borrowers whose write was refused because another writer changed them
  * after our read (write.lua's compare): each is read again, its events of
@@ -1531,7 +1025,7 @@ static lw_err_t retry_stale(lw_store_t *st, flush_t *f, char *errstr, size_t err
         }
         f->nstale = 0;
         err = st->cl ? lw_storec_reread(st, f, errstr, errstr_size)
-                     : reread(st, f, errstr, errstr_size);
+                     : lw_stores_reread(st, f, errstr, errstr_size);
         for (size_t i = 0; i < f->nslots && err == LW_OK; i++)
             if (f->slots[i].redo && (err = lw_store_apply_slot(st, f, i)) == LW_ERR_NOMEM)
                 snprintf(errstr, errstr_size, "out of memory");
@@ -1544,10 +1038,10 @@ static lw_err_t retry_stale(lw_store_t *st, flush_t *f, char *errstr, size_t err
         if (err == LW_OK)
             err = alerts_check(st, f, errstr, errstr_size);
         if (err == LW_OK && st->opts.strict_fencing)
-            err = retry_multi(st, f, errstr, errstr_size);
+            err = lw_stores_retry_multi(st, f, errstr, errstr_size);
         else if (err == LW_OK && !(err = build_writes(st, f)))
             err = st->cl ? lw_storec_write_send(st, f, errstr, errstr_size)
-                         : send_writes(st, f, errstr, errstr_size);
+                         : lw_stores_send_writes(st, f, errstr, errstr_size);
         if (err == LW_OK && st->cl)
             err = lw_storec_write_end(st, f, errstr, errstr_size);
     }
@@ -1555,27 +1049,29 @@ static lw_err_t retry_stale(lw_store_t *st, flush_t *f, char *errstr, size_t err
     return err;
 }
 
+/* Reads the write's replies (strict) and hands the results out. */
 static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
     lw_err_t err = LW_OK;
-    if (st->opts.strict_fencing && (err = recv_multi(st, f, errstr, errstr_size)))
+    if (st->opts.strict_fencing && (err = lw_stores_recv_multi(st, f, errstr, errstr_size)))
         return err;
-    if (f->noscript && (err = reload_script(st, f, errstr, errstr_size)) == LW_OK)
+    if (f->noscript && (err = lw_stores_reload_script(st, f, errstr, errstr_size)) == LW_OK)
         f->aborted = true; /* nothing was written: done again */
     f->noscript = false;
     if (err || f->aborted)
         return err; /* lw_store_flush_end() does it again */
     if (st->opts.strict_fencing && f->nqueued &&
-        (err = exec_codes(f, f->exec, errstr, errstr_size)))
+        (err = lw_stores_exec_codes(f, f->exec, errstr, errstr_size)))
         return err;
     if (st->cl && (err = lw_storec_write_end(st, f, errstr, errstr_size)))
         return err;
     if (f->nstale && (err = retry_stale(st, f, errstr, errstr_size)))
         return err;
-    if (!st->cl && st->opts.wait_replicas > 0 && (err = wait_replicas(st, f, errstr, errstr_size)))
+    if (!st->cl && st->opts.wait_replicas > 0 &&
+        (err = lw_stores_wait_replicas(st, f, errstr, errstr_size)))
         return err;
     int64_t now = lw_now_us();
-    if (st->opts.strict_fencing && (err = hold_alerts(f, errstr, errstr_size)))
+    if (st->opts.strict_fencing && (err = lw_stores_hold_alerts(f, errstr, errstr_size)))
         return err;
     for (size_t i = 0; i < f->n; i++) {
         const pending_ev_t *pe = &f->ev[i];
@@ -1594,15 +1090,6 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
     return LW_OK;
 }
 
-/* A MULTI left open, its QUEUED replies unread: the connection starts afresh. */
-static void drop_open_multi(flush_t *f)
-{
-    if (f->nqueued && f->rc) {
-        redisFree(f->rc);
-        f->rc = NULL;
-    }
-}
-
 /* The whole flush, synchronously: a redo after an abort or an error. */
 static lw_err_t flush_once(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
@@ -1612,7 +1099,7 @@ static lw_err_t flush_once(lw_store_t *st, flush_t *f, char *errstr, size_t errs
     if (!err)
         err = flush_finish(st, f, errstr, errstr_size);
     if (err)
-        drop_open_multi(f);
+        lw_stores_drop_open_multi(f);
     return err;
 }
 
@@ -1640,7 +1127,7 @@ lw_err_t lw_store_flush_begin(lw_store_t *st, lw_apply_result_t *results, void *
     f->opaque = opaque;
     lw_err_t err = flush_stage(st, f, errstr, errstr_size);
     if (err) {
-        drop_open_multi(f);
+        lw_stores_drop_open_multi(f);
         return flush_error(f, err, errstr, errstr_size);
     }
     f->failed = f->invalid = false;
@@ -1738,11 +1225,11 @@ static lw_err_t control(lw_store_t *st, const char *key, redisReply **reply, cha
         return lw_storec_error(e);
     }
     if (!st->rc)
-        return conn_error(st, NULL, errstr, errstr_size);
+        return lw_store_conn_error(st, NULL, errstr, errstr_size);
     va_start(ap, fmt);
     *reply = redisvCommand(st->rc, fmt, ap);
     va_end(ap);
-    return *reply ? LW_OK : conn_error(st, st->rc, errstr, errstr_size);
+    return *reply ? LW_OK : lw_store_conn_error(st, st->rc, errstr, errstr_size);
 }
 
 lw_err_t lw_store_epoch_raise(lw_store_t *st, const char *topic, int32_t partition, int64_t ours,

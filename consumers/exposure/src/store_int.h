@@ -197,6 +197,44 @@ lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
 /* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
 lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
                               size_t errstr_size);
+/* A lost connection c (NULL: none) as a transient error; drops every connection. */
+lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
+/* One write.lua call for the slots idx[0..m) into b, with alert stream sk. */
+bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
+                             const char *sk);
+
+/* ---- On one Redis (store_single.c) ----------------------------------------------- */
+
+/* Step 1: the borrowers' states (strict: after WATCH and the epochs), each
+ * applied as it arrives; strict, the writes streamed into the MULTI too. */
+lw_err_t lw_stores_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Without strict fencing: the a:{..} of replayed borrowers, handed back. */
+lw_err_t lw_stores_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Without strict fencing: sends build_writes' chunks and reads their codes. */
+lw_err_t lw_stores_send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: queues the writes of slots [f->streamed, hi) in the MULTI. */
+lw_err_t lw_stores_stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
+                                size_t errstr_size);
+/* Strict: the MULTI's tail (EXEC, or UNWATCH when nothing was queued) into st->buf. */
+lw_err_t lw_stores_build_tail(lw_store_t *st, flush_t *f);
+/* Strict: sends the tail and pushes the connection's output out. */
+lw_err_t lw_stores_send_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: reads the MULTI's replies (f->aborted, f->noscript; keeps f->exec). */
+lw_err_t lw_stores_recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: points replayed slots at their HGETALL in the EXEC reply, hands back. */
+lw_err_t lw_stores_hold_alerts(flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: closes a connection left in an open MULTI. */
+void lw_stores_drop_open_multi(flush_t *f);
+/* WAIT for opts.wait_replicas replicas; transient when too few have the write. */
+lw_err_t lw_stores_wait_replicas(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: SCRIPT LOAD on the flush's connection after NOSCRIPT. */
+lw_err_t lw_stores_reload_script(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: marks the slots stale from write.lua's answers in the EXEC reply x. */
+lw_err_t lw_stores_exec_codes(flush_t *f, const redisReply *x, char *errstr, size_t errstr_size);
+/* A retry: the state and a:{..} of every slot with redo (strict: after WATCH). */
+lw_err_t lw_stores_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: the retry's own MULTI/EXEC for the retried borrowers. */
+lw_err_t lw_stores_retry_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 
 /* ---- On a cluster (store_cluster.c) ---------------------------------------------- */
 
