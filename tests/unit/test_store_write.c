@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A flush of n slots written in the order `order` (as build_writes leaves it). */
+/* A flush of n slots written in the order `order` (as lw_store_build_writes leaves it). */
 static flush_t *mk_flush(size_t n, const size_t *order)
 {
     flush_t *f = calloc(1, sizeof *f);

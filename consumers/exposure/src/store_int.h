@@ -174,34 +174,52 @@ struct lw_store_s {
     uint64_t stale_retries; /* borrowers written again after a refused compare */
 };
 
-/* ---- Shared by the store's files (store.c) --------------------------------------- */
+/* ---- The handle and the flush (store.c) ------------------------------------------ */
 
+/* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
+lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
+                              size_t errstr_size);
+/* A lost connection c (NULL: none) as a transient error; drops every connection. */
+lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
+/* The flush in a state, or NULL: at most one is staged and one sent. */
+static inline flush_t *lw_store_flush_in(lw_store_t *st, flush_state_t state)
+{
+    for (int i = 0; i < 2; i++)
+        if (st->fl[i].state == state)
+            return &st->fl[i];
+    return NULL;
+}
+
+/* ---- The borrowers of a flush (batch.c) ------------------------------------------ */
+
+/* Ids for the rules and the flush's new platform, lender and writer names. */
+lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Groups the events by borrower into slots (and their writers into groups). */
+lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f);
 /* A slot's state from its value in a GET/MGET reply (nil: a new borrower). */
 lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size);
-/* Applies one borrower's events in order (the rules, its alerts and ops). */
-lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
 /* Keeps the bytes of a slot's state as read (a GET/MGET reply), for write.lua's compare. */
 bool lw_store_keep_old(flush_t *f, slot_t *s, const redisReply *r);
+/* Applies one borrower's events in order (the rules, its alerts and ops). */
+lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
+/* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
+lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
 /* Whether a slot takes part in the current write: all, or in a retry only
  * the borrowers being retried. */
 static inline bool lw_store_in_pass(const flush_t *f, const slot_t *s)
 {
     return !f->retrying || s->redo;
 }
+/* One write.lua call for the slots idx[0..m) into b, with alert stream sk. */
+bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
+                             const char *sk);
+/* Without strict fencing: the write.lua calls of the changed borrowers into
+ * st->buf, as f->chunks (on a cluster one hash slot's a chunk). */
+lw_err_t lw_store_build_writes(lw_store_t *st, flush_t *f);
 /* Reads write.lua's reply to chunk c (one integer per borrower: 0 written,
  * -1 changed since read): marks the refused slots stale. false: not such a
  * reply (nothing marked). */
 bool lw_store_write_codes(flush_t *f, const chunk_t *c, const redisReply *r);
-/* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
-lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
-/* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
-lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
-                              size_t errstr_size);
-/* A lost connection c (NULL: none) as a transient error; drops every connection. */
-lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
-/* One write.lua call for the slots idx[0..m) into b, with alert stream sk. */
-bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
-                             const char *sk);
 
 /* ---- On one Redis (store_single.c) ----------------------------------------------- */
 
@@ -210,7 +228,7 @@ bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const siz
 lw_err_t lw_stores_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* Without strict fencing: the a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_stores_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
-/* Without strict fencing: sends build_writes' chunks and reads their codes. */
+/* Without strict fencing: sends the chunks lw_store_build_writes() made, reads their codes. */
 lw_err_t lw_stores_send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* Strict: queues the writes of slots [f->streamed, hi) in the MULTI. */
 lw_err_t lw_stores_stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
@@ -268,7 +286,7 @@ lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
 /* The a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* Step 3, in two halves so that Redis executes one flush's writes while the
- * next is read and applied: send the chunks build_writes made, one group
+ * next is read and applied: send the chunks lw_store_build_writes made, one group
  * each (commit); read the replies, then WAIT when asked (end). NOSCRIPT
  * loads the script on every master and fails the flush as transient, so it
  * is done again. */
