@@ -1,11 +1,16 @@
 /*
  * store_int.h - the store's private types, shared by its files:
  *
- *   store.c          the flush life cycle (append, begin, commit, end), the
- *                    borrowers of a flush, applying their events, names, epochs
- *   resp.c           commands built as RESP
+ *   store.c          the handle: connections, accessors, epochs
+ *   flush.c          the flush life cycle (append, begin, commit, end): which
+ *                    step runs when, the retry of refused borrowers
+ *   batch.c          the borrowers of a flush: names, grouping, states read,
+ *                    events applied, write.lua calls built, their answers
+ *   store_single.c   a flush's reads and writes on one Redis (strict fencing:
+ *                    WATCH, the MULTI streamed while applying, EXEC)
  *   store_cluster.c  the same reads and writes routed by hash slot over a
  *                    Redis Cluster (lw_rcluster)
+ *   resp.c           commands built as RESP
  *
  * A flush on one Redis talks over its own redisContext (rc); on a cluster over
  * its own lw_rcluster_t handle (cl), since one handle carries one batch at a
@@ -174,13 +179,20 @@ struct lw_store_s {
     uint64_t stale_retries; /* borrowers written again after a refused compare */
 };
 
-/* ---- The handle and the flush (store.c) ------------------------------------------ */
+/* ---- The handle (store.c) ------------------------------------------------------- */
 
+/* The flush's own connection, made when first needed (a cluster: lw_storec_ensure). */
+lw_err_t lw_store_ensure_conn(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* A lost connection c (NULL: none) as a transient error; drops every connection. */
+lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
 /* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
 lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
                               size_t errstr_size);
-/* A lost connection c (NULL: none) as a transient error; drops every connection. */
-lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
+
+/* ---- The flush life cycle (flush.c) ---------------------------------------------- */
+
+/* Frees a flush's working set and closes its connections (store destroy). */
+void lw_store_flush_free(flush_t *f);
 /* The flush in a state, or NULL: at most one is staged and one sent. */
 static inline flush_t *lw_store_flush_in(lw_store_t *st, flush_state_t state)
 {
