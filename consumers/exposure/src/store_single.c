@@ -107,10 +107,42 @@ static lw_err_t check_epochs(lw_store_t *st, flush_t *f, char *errstr, size_t er
     return err;
 }
 
+/* Whether a slot's state is read: in step 1 unless it comes from the write
+ * in flight (cached), in a retry only a retried one's. */
+static inline bool state_read(bool retry, const slot_t *s)
+{
+    return retry ? s->redo : !s->cached;
+}
+
+/* The MGETs of the states read (step 1, or a retry), max keys a call, into
+ * st->buf; *nkeys: how many keys in all. false: out of memory. Inline, so
+ * that step 1's loops test only cached, as before they were shared (a test
+ * of the pass per borrower was 0.03 % of a catch-up's instructions). */
+static inline bool put_state_reads(lw_store_t *st, flush_t *f, bool retry, size_t max,
+                                   size_t *nkeys)
+{
+    *nkeys = 0;
+    for (size_t i = 0; i < f->nslots;) {
+        size_t m = 0, j = i;
+        for (; j < f->nslots && m < max; j++)
+            m += state_read(retry, &f->slots[j]);
+        if (m &&
+            (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4)))
+            return false;
+        for (; i < j; i++)
+            if (state_read(retry, &f->slots[i]) &&
+                !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
+                return false;
+        *nkeys += m;
+    }
+    return true;
+}
+
 /* Reads every borrower of the batch and applies its events as its state
  * arrives (step 2 runs inside step 1). */
 lw_err_t lw_stores_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size)
 {
+    size_t nkeys;
     st->buf.len = 0;
     f->streamed = 0;
     f->nqueued = 0;
@@ -119,18 +151,8 @@ lw_err_t lw_stores_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
         return LW_ERR_NOMEM;
     /* one MGET per chunk_max borrowers: a GET each cost Redis a command's
      * parse, dispatch and reply per borrower (catch-up 9 % faster) */
-    for (size_t i = 0; i < f->nslots;) {
-        size_t m = 0, j = i;
-        for (; j < f->nslots && m < st->chunk_max; j++)
-            m += !f->slots[j].cached;
-        if (m &&
-            (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4)))
-            return LW_ERR_NOMEM;
-        for (; i < j; i++)
-            if (!f->slots[i].cached &&
-                !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
-                return LW_ERR_NOMEM;
-    }
+    if (!put_state_reads(st, f, false, st->chunk_max, &nkeys))
+        return LW_ERR_NOMEM;
     lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
     if (err)
         return err;
@@ -476,13 +498,9 @@ lw_err_t lw_stores_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
     st->buf.len = 0;
     if (st->opts.strict_fencing && !put_epoch_reads(st, f))
         return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        m += f->slots[i].redo;
-    if (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4))
+    /* the few retried borrowers: one MGET */
+    if (!put_state_reads(st, f, true, SIZE_MAX, &m))
         return LW_ERR_NOMEM;
-    for (size_t i = 0; i < f->nslots; i++)
-        if (f->slots[i].redo && !lw_resp_key(&st->buf, 'b', f->slots[i].first->ev.borrower_id))
-            return LW_ERR_NOMEM;
     for (size_t i = 0; i < f->nslots; i++)
         if (f->slots[i].redo &&
             (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
