@@ -1,6 +1,6 @@
 /*
  * test_store_write.c - the store's compare-on-write bookkeeping without a
- * server (consumers/exposure/src/store.c): write.lua's per-borrower answers
+ * server (consumers/exposure/src/batch.c): write.lua's per-borrower answers
  * (0 written, -1 changed since read) read from raw RESP bytes - the first
  * reply below is the one Redis 7.0.15 sent for an EVAL of the script on
  * three borrowers whose second had changed - and the state kept for the
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A flush of n slots written in the order `order` (as build_writes leaves it). */
+/* A flush of n slots written in the order `order` (as lw_store_build_writes leaves it). */
 static flush_t *mk_flush(size_t n, const size_t *order)
 {
     flush_t *f = calloc(1, sizeof *f);

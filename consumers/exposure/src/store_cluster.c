@@ -6,7 +6,7 @@
  * borrower is in one slot, and the atomic unit is one slot's borrowers of a
  * flush: a flush reads the borrowers of each hash slot with one MGET in a
  * group of its own, applies the events in C exactly as on one Redis
- * (store.c), and writes each slot's changed borrowers with one call of
+ * (batch.c), and writes each slot's changed borrowers with one call of
  * write.lua (chunk_max of them at most, whatever their partitions), with
  * their alert stream entries on the stream of that slot, lw:alerts:{TAG}
  * (TAG from lw_rcluster_slot_tag()). Redis's cost on a cluster is per

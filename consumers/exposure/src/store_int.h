@@ -1,11 +1,16 @@
 /*
  * store_int.h - the store's private types, shared by its files:
  *
- *   store.c          the flush life cycle (append, begin, commit, end), the
- *                    borrowers of a flush, applying their events, names, epochs
- *   resp.c           commands built as RESP
+ *   store.c          the handle: connections, accessors, epochs
+ *   flush.c          the flush life cycle (append, begin, commit, end): which
+ *                    step runs when, the retry of refused borrowers
+ *   batch.c          the borrowers of a flush: names, grouping, states read,
+ *                    events applied, write.lua calls built, their answers
+ *   store_single.c   a flush's reads and writes on one Redis (strict fencing:
+ *                    WATCH, the MULTI streamed while applying, EXEC)
  *   store_cluster.c  the same reads and writes routed by hash slot over a
  *                    Redis Cluster (lw_rcluster)
+ *   resp.c           commands built as RESP
  *
  * A flush on one Redis talks over its own redisContext (rc); on a cluster over
  * its own lw_rcluster_t handle (cl), since one handle carries one batch at a
@@ -174,29 +179,92 @@ struct lw_store_s {
     uint64_t stale_retries; /* borrowers written again after a refused compare */
 };
 
-/* ---- Shared by the store's files (store.c) --------------------------------------- */
+/* ---- The handle (store.c) ------------------------------------------------------- */
 
+/* The flush's own connection, made when first needed (a cluster: lw_storec_ensure). */
+lw_err_t lw_store_ensure_conn(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* A lost connection c (NULL: none) as a transient error; drops every connection. */
+lw_err_t lw_store_conn_error(lw_store_t *st, redisContext *c, char *errstr, size_t errstr_size);
+/* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
+lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
+                              size_t errstr_size);
+
+/* ---- The flush life cycle (flush.c) ---------------------------------------------- */
+
+/* Frees a flush's working set and closes its connections (store destroy). */
+void lw_store_flush_free(flush_t *f);
+/* The flush in a state, or NULL: at most one is staged and one sent. */
+static inline flush_t *lw_store_flush_in(lw_store_t *st, flush_state_t state)
+{
+    for (int i = 0; i < 2; i++)
+        if (st->fl[i].state == state)
+            return &st->fl[i];
+    return NULL;
+}
+
+/* ---- The borrowers of a flush (batch.c) ------------------------------------------ */
+
+/* Ids for the rules and the flush's new platform, lender and writer names. */
+lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Groups the events by borrower into slots (and their writers into groups). */
+lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f);
 /* A slot's state from its value in a GET/MGET reply (nil: a new borrower). */
 lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_t errstr_size);
-/* Applies one borrower's events in order (the rules, its alerts and ops). */
-lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
 /* Keeps the bytes of a slot's state as read (a GET/MGET reply), for write.lua's compare. */
 bool lw_store_keep_old(flush_t *f, slot_t *s, const redisReply *r);
+/* Applies one borrower's events in order (the rules, its alerts and ops). */
+lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot);
+/* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
+lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
 /* Whether a slot takes part in the current write: all, or in a retry only
  * the borrowers being retried. */
 static inline bool lw_store_in_pass(const flush_t *f, const slot_t *s)
 {
     return !f->retrying || s->redo;
 }
+/* One write.lua call for the slots idx[0..m) into b, with alert stream sk. */
+bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const size_t *idx, size_t m,
+                             const char *sk);
+/* Without strict fencing: the write.lua calls of the changed borrowers into
+ * st->buf, as f->chunks (on a cluster one hash slot's a chunk). */
+lw_err_t lw_store_build_writes(lw_store_t *st, flush_t *f);
 /* Reads write.lua's reply to chunk c (one integer per borrower: 0 written,
  * -1 changed since read): marks the refused slots stale. false: not such a
  * reply (nothing marked). */
 bool lw_store_write_codes(flush_t *f, const chunk_t *c, const redisReply *r);
-/* A repeated event's alerts, handed back from the a:{..} replies its slot holds. */
-lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size);
-/* An unexpected reply as an error: transient for LOADING, BUSY, MASTERDOWN, TRYAGAIN. */
-lw_err_t lw_store_reply_error(const redisReply *r, const char *what, char *errstr,
-                              size_t errstr_size);
+
+/* ---- On one Redis (store_single.c) ----------------------------------------------- */
+
+/* Step 1: the borrowers' states (strict: after WATCH and the epochs), each
+ * applied as it arrives; strict, the writes streamed into the MULTI too. */
+lw_err_t lw_stores_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Without strict fencing: the a:{..} of replayed borrowers, handed back. */
+lw_err_t lw_stores_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Without strict fencing: sends the chunks lw_store_build_writes() made, reads their codes. */
+lw_err_t lw_stores_send_writes(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: queues the writes of slots [f->streamed, hi) in the MULTI. */
+lw_err_t lw_stores_stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *errstr,
+                                size_t errstr_size);
+/* Strict: the MULTI's tail (EXEC, or UNWATCH when nothing was queued) into st->buf. */
+lw_err_t lw_stores_build_tail(lw_store_t *st, flush_t *f);
+/* Strict: sends the tail and pushes the connection's output out. */
+lw_err_t lw_stores_send_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: reads the MULTI's replies (f->aborted, f->noscript; keeps f->exec). */
+lw_err_t lw_stores_recv_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: points replayed slots at their HGETALL in the EXEC reply, hands back. */
+lw_err_t lw_stores_hold_alerts(flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: closes a connection left in an open MULTI. */
+void lw_stores_drop_open_multi(flush_t *f);
+/* WAIT for opts.wait_replicas replicas; transient when too few have the write. */
+lw_err_t lw_stores_wait_replicas(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: SCRIPT LOAD on the flush's connection after NOSCRIPT. */
+lw_err_t lw_stores_reload_script(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: marks the slots stale from write.lua's answers in the EXEC reply x. */
+lw_err_t lw_stores_exec_codes(flush_t *f, const redisReply *x, char *errstr, size_t errstr_size);
+/* A retry: the state and a:{..} of every slot with redo (strict: after WATCH). */
+lw_err_t lw_stores_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
+/* Strict: the retry's own MULTI/EXEC for the retried borrowers. */
+lw_err_t lw_stores_retry_multi(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 
 /* ---- On a cluster (store_cluster.c) ---------------------------------------------- */
 
@@ -230,7 +298,7 @@ lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
 /* The a:{..} of replayed borrowers, handed back. */
 lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_size);
 /* Step 3, in two halves so that Redis executes one flush's writes while the
- * next is read and applied: send the chunks build_writes made, one group
+ * next is read and applied: send the chunks lw_store_build_writes made, one group
  * each (commit); read the replies, then WAIT when asked (end). NOSCRIPT
  * loads the script on every master and fails the flush as transient, so it
  * is done again. */
