@@ -51,11 +51,26 @@ static lw_store_t *store_open(bool strict)
     return st;
 }
 
+/* The store references queued events until their flush ends
+ * (lw_store_append()), so events built in a loop are kept here; each test
+ * starts the pool over (flushdb()). */
+enum { POOL_MAX = 16384 };
+static lw_event_t g_pool[POOL_MAX];
+static size_t g_pool_n;
+
+static const lw_event_t *keep(lw_event_t e)
+{
+    assert_true(g_pool_n < POOL_MAX);
+    g_pool[g_pool_n] = e;
+    return &g_pool[g_pool_n++];
+}
+
 static void flushdb(void)
 {
     redisReply *r = redisCommand(g_rc, "FLUSHDB");
     assert_non_null(r);
     freeReplyObject(r);
+    g_pool_n = 0;
 }
 
 static int setup(void **state)
@@ -283,8 +298,9 @@ static void test_store_reads_foreign_values(void **state)
     freeReplyObject(r);
     for (int i = 0; i < N; i++) {
         snprintf(bid, sizeof bid, "%022d", i);
-        lw_event_t e = mk(i == 0 ? BID_C : bid, LW_EVENT_DRAWDOWN, "p", "L1", "l1", 1, T0, 100 + i);
-        assert_int_equal(lw_store_append(st, &e, "t", 0, 1), LW_OK);
+        const lw_event_t *e =
+            keep(mk(i == 0 ? BID_C : bid, LW_EVENT_DRAWDOWN, "p", "L1", "l1", 1, T0, 100 + i));
+        assert_int_equal(lw_store_append(st, e, "t", 0, 1), LW_OK);
     }
     assert_int_equal(lw_store_flush(st, res, errstr, sizeof errstr), LW_ERR_REDIS);
     assert_non_null(strstr(errstr, "b:{0000000000000000000100}"));
@@ -425,7 +441,7 @@ static void expect_replay(lw_store_t *st, const lw_event_t *trigger, const char 
     lw_apply_result_t r = apply(st, trigger);
     assert_int_equal(r.code, LW_APPLY_OUT_OF_ORDER);
     assert_int_equal(r.n_alerts, 1);
-    expect_alert_id(r.alerts[0], trigger->borrower_id, rule, trigger->event_id);
+    expect_alert_id(&r.alerts[0], trigger->borrower_id, rule, trigger->event_id);
     assert_int_equal(stream_len(), stream);
 }
 
@@ -441,11 +457,11 @@ static void test_rule_income_cap(void **state)
     lw_event_t c = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 2, T0 + 2, 10000001);
     lw_apply_result_t r = apply(st, &c);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "income_cap");
-    assert_int_equal(r.alerts[0]->limit, 30000000);
-    assert_int_equal(r.alerts[0]->total_outstanding_fen, 30000001);
-    assert_false(r.alerts[0]->has_annual_income);
-    expect_alert_id(r.alerts[0], BID_A, "income_cap", c.event_id);
+    assert_string_equal(r.alerts[0].rule_id, "income_cap");
+    assert_int_equal(r.alerts[0].limit, 30000000);
+    assert_int_equal(r.alerts[0].total_outstanding_fen, 30000001);
+    assert_false(r.alerts[0].has_annual_income);
+    expect_alert_id(&r.alerts[0], BID_A, "income_cap", c.event_id);
     assert_int_equal(stream_len(), 1);
     /* still above: no second alert */
     lw_event_t d = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I2", "l2", 3, T0 + 3, 12000000);
@@ -479,9 +495,9 @@ static void test_rule_income_cap(void **state)
     lw_event_t f = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "I3", "l3", 1, T0 + 5, 1);
     r = apply(st, &f);
     assert_int_equal(r.n_alerts, 1);
-    assert_int_equal(r.alerts[0]->limit, 20000000);
-    assert_int_equal(r.alerts[0]->annual_income_fen, 60000001);
-    expect_alert_id(r.alerts[0], BID_A, "income_cap", f.event_id);
+    assert_int_equal(r.alerts[0].limit, 20000000);
+    assert_int_equal(r.alerts[0].annual_income_fen, 60000001);
+    expect_alert_id(&r.alerts[0], BID_A, "income_cap", f.event_id);
     /* a redelivery of the trigger while the alert is open hands it back */
     lw_apply_result_t again = apply(st, &f);
     assert_int_equal(again.code, LW_APPLY_DUPLICATE);
@@ -512,10 +528,10 @@ static void test_rule_multi_lender(void **state)
             mk(BID_A, LW_EVENT_DRAWDOWN, "p", loan, lenders[i], 1, T0 + i * 40 * DAY, 100);
         lw_apply_result_t r = apply(st, &e);
         for (size_t k = 0; k < r.n_alerts; k++)
-            if (!strcmp(r.alerts[k]->rule_id, "multi_lender")) {
+            if (!strcmp(r.alerts[k].rule_id, "multi_lender")) {
                 fired++;
                 fired_at = i;
-                assert_int_equal(r.alerts[k]->active_lenders, 4);
+                assert_int_equal(r.alerts[k].active_lenders, 4);
             }
     }
     assert_int_equal(fired, 1);
@@ -532,7 +548,7 @@ static void test_rule_multi_lender(void **state)
     lw_event_t n = mk(BID_A, LW_EVENT_DRAWDOWN, "q", "M9", "l9", 1, T0 + 302 * DAY, 100);
     lw_apply_result_t r = apply(st, &n);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "multi_lender");
+    assert_string_equal(r.alerts[0].rule_id, "multi_lender");
     lw_store_destroy(st);
 }
 
@@ -562,9 +578,9 @@ static void test_rule_stacking(void **state)
     lw_event_t nl = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "N1", "s5", 1, T0 + 6 * DAY, 100);
     lw_apply_result_t r = apply(st, &nl);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "stacking");
-    assert_int_equal(r.alerts[0]->window_count, 5);
-    assert_int_equal(r.alerts[0]->window_ms, 604800000);
+    assert_string_equal(r.alerts[0].rule_id, "stacking");
+    assert_int_equal(r.alerts[0].window_count, 5);
+    assert_int_equal(r.alerts[0].window_ms, 604800000);
     /* another in the window: still open, no new alert */
     lw_event_t nl2 = mk(BID_A, LW_EVENT_CREDIT_LINE, "p", "N2", "s6", 1, T0 + 6 * DAY + 1, 0);
     assert_int_equal(apply(st, &nl2).n_alerts, 0);
@@ -622,8 +638,8 @@ static void test_rule_borrow_while_delinquent(void **state)
     lw_event_t dd = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D2", "l2", 3, T0 + 5, 1900);
     lw_apply_result_t r = apply(st, &dd);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "borrow_while_delinquent");
-    assert_string_equal(lw_severity_name(r.alerts[0]->severity), "CRITICAL");
+    assert_string_equal(r.alerts[0].rule_id, "borrow_while_delinquent");
+    assert_string_equal(lw_severity_name(r.alerts[0].severity), "CRITICAL");
     /* again while still delinquent: no second alert */
     lw_event_t dd2 = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "D3", "l3", 1, T0 + 6, 100);
     assert_int_equal(apply(st, &dd2).n_alerts, 0);
@@ -724,8 +740,9 @@ static void append_many(lw_store_t *st, int n, const char *loan, int64_t seq, in
     for (int i = 0; i < n; i++) {
         char bid[32];
         snprintf(bid, sizeof bid, "H%021d", i);
-        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", seq, T0 + seq, amount);
-        assert_int_equal(lw_store_append(st, &e, "t", part, epoch), LW_OK);
+        const lw_event_t *e =
+            keep(mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", seq, T0 + seq, amount));
+        assert_int_equal(lw_store_append(st, e, "t", part, epoch), LW_OK);
     }
 }
 
@@ -888,8 +905,9 @@ static void test_pipeline_many(void **state)
         char bid[32], loan[16];
         snprintf(bid, sizeof bid, "P%021d", i % 100);
         snprintf(loan, sizeof loan, "L%d", i % 7);
-        lw_event_t e = mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", 1 + i / 700, T0 + i, 10);
-        assert_int_equal(lw_store_append(st, &e, "t", 0, 1), LW_OK);
+        const lw_event_t *e =
+            keep(mk(bid, LW_EVENT_DRAWDOWN, "p", loan, "l", 1 + i / 700, T0 + i, 10));
+        assert_int_equal(lw_store_append(st, e, "t", 0, 1), LW_OK);
     }
     assert_int_equal(lw_store_pending(st), N);
     /* the script cache is flushed under us: NOSCRIPT is mended inside */
@@ -976,7 +994,7 @@ static void test_pack_edits_across_restart(void **state)
     lw_event_t e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 31000000);
     lw_apply_result_t r = apply(st, &e);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "income_cap");
+    assert_string_equal(r.alerts[0].rule_id, "income_cap");
     lw_store_destroy(st);
 
     /* reordered: the same episode, no second alert */
@@ -994,7 +1012,7 @@ static void test_pack_edits_across_restart(void **state)
     e = mk(BID_A, LW_EVENT_DRAWDOWN, "p", "X1", "l1", seq++, at++, 36000000);
     r = apply(st, &e);
     assert_int_equal(r.n_alerts, 1);
-    assert_string_equal(r.alerts[0]->rule_id, "big_cap");
+    assert_string_equal(r.alerts[0].rule_id, "big_cap");
     lw_store_destroy(st);
 
     /* removed: kept open (dormant) while out of the pack; put back: still
@@ -1255,7 +1273,7 @@ static void lost_update(bool strict)
         fail_msg("end: %s", errstr);
     assert_int_equal(ra[0].code, LW_APPLY_APPLIED);
     assert_int_equal(ra[0].n_alerts, 1);
-    assert_string_equal(ra[0].alerts[0]->rule_id, "income_cap");
+    assert_string_equal(ra[0].alerts[0].rule_id, "income_cap");
     assert_int_equal(lw_store_stale_retries(a), 1);
     assert_int_equal(lw_store_stale_retries(b), 0);
     lw_borrower_state_t s = readb(BID_A);

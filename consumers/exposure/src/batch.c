@@ -65,10 +65,10 @@ lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t 
             names[nn++] = st->rules->rules[r].id;
     for (size_t i = 0; i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
-        if (!(pe->platform = lw_dict_id(st->dict, pe->ev.platform_id)))
-            names[nn++] = pe->ev.platform_id;
-        if (!(pe->lender = lw_dict_id(st->dict, pe->ev.lender_id)))
-            names[nn++] = pe->ev.lender_id;
+        if (!(pe->platform = lw_dict_id(st->dict, pe->platform_id)))
+            names[nn++] = pe->platform_id;
+        if (!(pe->lender = lw_dict_id(st->dict, pe->lender_id)))
+            names[nn++] = pe->lender_id;
         pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
         if (!pe->writer && (nw == 0 || strcmp(wn[nw - 1], name))) {
             void *g = lw_array_grow(wn, &wcap, nw + 1, sizeof *wn, 4);
@@ -98,9 +98,9 @@ lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t 
     for (size_t i = 0; err == LW_OK && nn && i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
         if (!pe->platform)
-            pe->platform = lw_dict_id(st->dict, pe->ev.platform_id);
+            pe->platform = lw_dict_id(st->dict, pe->platform_id);
         if (!pe->lender)
-            pe->lender = lw_dict_id(st->dict, pe->ev.lender_id);
+            pe->lender = lw_dict_id(st->dict, pe->lender_id);
         if (!pe->writer)
             pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
     }
@@ -123,7 +123,7 @@ static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
 #define MAP_HASH(h) ((uint64_t)(h) & ~(uint64_t)UINT32_MAX)
 #define MAP_SLOT(e) ((size_t)((e)&UINT32_MAX)) /* index + 1 */
 #define MAP_MATCH(e, h, slots, bid)                                                                \
-    (MAP_HASH(e) == MAP_HASH(h) && !strcmp((slots)[MAP_SLOT(e) - 1].first->ev.borrower_id, (bid)))
+    (MAP_HASH(e) == MAP_HASH(h) && !strcmp((slots)[MAP_SLOT(e) - 1].first->borrower_id, (bid)))
 
 /* The slot of borrower bid in flush c, or NULL. */
 static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
@@ -212,9 +212,9 @@ lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f)
     f->ngroups = 0;
     for (size_t i = 0; i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
-        uint64_t h = lw_hash_str(pe->ev.borrower_id);
+        uint64_t h = lw_hash_str(pe->borrower_id);
         size_t j = h & (f->map_cap - 1);
-        while (f->map[j] && !MAP_MATCH(f->map[j], h, f->slots, pe->ev.borrower_id))
+        while (f->map[j] && !MAP_MATCH(f->map[j], h, f->slots, pe->borrower_id))
             j = (j + 1) & (f->map_cap - 1);
         pe->next = NONE;
         if (!f->map[j]) {
@@ -227,9 +227,9 @@ lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f)
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
             s->held = NULL;
-            slot_t *cs = c ? find_slot(c, h, pe->ev.borrower_id) : NULL;
+            slot_t *cs = c ? find_slot(c, h, pe->borrower_id) : NULL;
             s->cached = cs != NULL;
-            s->hslot = st->cl ? lw_storec_slot(pe->ev.borrower_id) : 0;
+            s->hslot = st->cl ? lw_storec_slot(pe->borrower_id) : 0;
             if (cs) {
                 lw_bstate_t t = s->st;
                 s->st = cs->st;
@@ -281,24 +281,13 @@ lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_
     if (e != LW_OK) {
         snprintf(errstr, errstr_size,
                  "borrower state b:{%s}: malformed value (%zu bytes; not layout version %d)",
-                 s->first->ev.borrower_id, r->len, LW_STATE_VERSION);
+                 s->first->borrower_id, r->len, LW_STATE_VERSION);
         return LW_ERR_REDIS;
     }
     return LW_OK;
 }
 
 /* ---- Step 2: apply --------------------------------------------------------------- */
-
-/* The inquiry a queued entry holds (lw_store_append_inquiry()). */
-static void pending_inquiry(const pending_ev_t *pe, lw_inquiry_t *iq)
-{
-    memset(iq, 0, sizeof *iq);
-    memcpy(iq->inquiry_id, pe->ev.event_id, sizeof iq->inquiry_id);
-    memcpy(iq->borrower_id, pe->ev.borrower_id, sizeof iq->borrower_id);
-    memcpy(iq->institution_id, pe->ev.lender_id, sizeof iq->institution_id);
-    iq->purpose = pe->purpose;
-    iq->inquired_at = pe->ev.occurred_at;
-}
 
 static bool add_op(flush_t *f, size_t slot, size_t ev, int rule, bool fire, size_t off, size_t len,
                    size_t alert)
@@ -339,6 +328,20 @@ static bool render_alert(flush_t *f, size_t a, size_t *off, size_t *len)
     return true;
 }
 
+/* A refused event's reason, kept in the flush until its results are handed
+ * out (lw_apply_result_t.reason points at it then). */
+static bool add_reason(flush_t *f, pending_ev_t *pe, const char *reason)
+{
+    size_t n = strnlen(reason, LW_APPLY_REASON_MAX - 1);
+    if (!lw_sbuf_reserve(&f->why, n + 1))
+        return false;
+    pe->why = f->why.len;
+    memcpy(f->why.p + f->why.len, reason, n);
+    f->why.p[f->why.len + n] = '\0';
+    f->why.len += n + 1;
+    return true;
+}
+
 /* Applies one borrower's events in order. Borrowers are independent, so
  * lw_stores_read() calls this as each state arrives, while Redis is still
  * working through the rest of the batch's reads. */
@@ -350,7 +353,6 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
     lw_bstate_bind(&s->st, st->rule_ids, st->rules->n);
     for (size_t i = s->ev_first; i != NONE; i = f->ev[i].next) {
         pending_ev_t *pe = &f->ev[i];
-        const lw_event_t *ev = &pe->ev;
         lw_bapply_out_t o;
         results[i].fence_epoch = 0;
         if (s->fenced) {
@@ -361,24 +363,21 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
         }
         pe->alert0 = f->alerts.n;
         lw_apply_code_t code;
-        if (pe->inquiry) {
-            lw_inquiry_t iq;
-            pending_inquiry(pe, &iq);
-            code = lw_bstate_inquiry(&s->st, st->rules, &iq, pe->lender, pe->writer, pe->epoch,
+        if (pe->iq) {
+            code = lw_bstate_inquiry(&s->st, st->rules, pe->iq, pe->lender, pe->writer, pe->epoch,
                                      &f->alerts, &o);
         } else {
-            code = lw_bstate_apply(&s->st, st->rules, ev, pe->platform, pe->lender, pe->writer,
+            code = lw_bstate_apply(&s->st, st->rules, pe->ev, pe->platform, pe->lender, pe->writer,
                                    pe->epoch, &f->alerts, &o);
         }
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
         results[i].n_alerts = 0;
-        results[i].reason[0] = '\0';
         if (code == LW_APPLY_FENCED)
             results[i].fence_epoch = s->st.fence_epoch;
-        if (code == LW_APPLY_REFUSED) /* nothing changed: the consumer dead-letters it */
-            memcpy(results[i].reason, o.reason, sizeof o.reason);
+        if (code == LW_APPLY_REFUSED && !add_reason(f, pe, o.reason))
+            return LW_ERR_NOMEM; /* nothing changed: the consumer dead-letters it */
         if (o.changed)
             s->dirty = true;
         for (size_t k = 0; k < o.n_fired; k++) {
@@ -428,7 +427,7 @@ lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size)
             lw_field_error_t ferr;
             char rule[LW_ID_MAX + 1], id[33];
             snprintf(rule, sizeof rule, "%s", field->str[0] == '~' ? field->str + 1 : field->str);
-            lw_alert_id(pe->ev.borrower_id, rule, pe->ev.event_id, id);
+            lw_alert_id(pe->borrower_id, rule, pe->id, id);
             if (lw_alert_from_json(v->str, v->len, al, &ferr) == LW_OK && !strcmp(al->alert_id, id))
                 f->alerts.n++;
         }
@@ -458,7 +457,7 @@ bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const siz
     for (size_t q = 0; ok && q < m; q++) {
         if (st->cl) /* in hash-slot order: no order in memory */
             lw_storec_prefetch(f, idx, m, q);
-        ok = lw_resp_key(b, 'b', f->slots[idx[q]].first->ev.borrower_id);
+        ok = lw_resp_key(b, 'b', f->slots[idx[q]].first->borrower_id);
     }
     if (ok && nshared >= 1)
         ok = lw_resp_str(b, sk);
@@ -479,7 +478,7 @@ bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const siz
                 ok = lw_resp_bulk(b, "C", 1) && lw_resp_str(b, r->id);
                 continue;
             }
-            const lw_event_t *ev = &f->ev[op->ev].ev;
+            const pending_ev_t *ev = &f->ev[op->ev];
             ok = lw_resp_bulk(b, "F", 1) && lw_resp_str(b, r->id) &&
                  lw_resp_bulk(b, f->json.p + op->json_off, op->json_len) &&
                  lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&

@@ -847,7 +847,7 @@ static void batch_settle(exp_ctx_t *x, batch_t *b)
         }
         if (r->code != LW_APPLY_FENCED)
             for (size_t a = 0; a < r->n_alerts; a++)
-                produce_alert(x, b->seq, r->alerts[a]);
+                produce_alert(x, b->seq, &r->alerts[a]);
         if (x->lat_state && r->code == LW_APPLY_APPLIED)
             record_latency(x, b->msg[b->idx[k]], r);
     }

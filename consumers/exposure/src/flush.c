@@ -79,47 +79,59 @@ size_t lw_store_pending(const lw_store_t *st)
     return st->fl[0].n + st->fl[1].n;
 }
 
-lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
-                         int64_t epoch)
+/* A new entry of the flush events queue in (a failed one starts over):
+ * LW_ERR_INVALID_ARG when there is none now (one staged, one in flight: end
+ * one first). */
+static lw_err_t queue_entry(lw_store_t *st, pending_ev_t **pe)
 {
     flush_t *f = next_flush(st);
     if (!f)
-        return LW_ERR_INVALID_ARG; /* one flush staged, one in flight: end one first */
+        return LW_ERR_INVALID_ARG;
     if (f->failed)
-        flush_reset(f); /* appending after a failed flush starts over */
+        flush_reset(f);
     pending_ev_t *ne = lw_array_grow(f->ev, &f->ncap, f->n + 1, sizeof *ne, 1024);
     if (!ne)
         return LW_ERR_NOMEM;
     f->ev = ne;
-    pending_ev_t *pe = &f->ev[f->n++];
-    pe->ev = *ev;
-    pe->topic = topic;
-    pe->partition = partition;
-    pe->epoch = epoch;
-    pe->inquiry = false;
+    *pe = &f->ev[f->n++];
+    return LW_OK;
+}
+
+lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
+                         int64_t epoch)
+{
+    pending_ev_t *pe;
+    lw_err_t err = queue_entry(st, &pe);
+    if (err)
+        return err;
+    *pe = (pending_ev_t){.ev = ev,
+                         .borrower_id = ev->borrower_id,
+                         .id = ev->event_id,
+                         .platform_id = ev->platform_id,
+                         .lender_id = ev->lender_id,
+                         .topic = topic,
+                         .partition = partition,
+                         .epoch = epoch};
     return LW_OK;
 }
 
 lw_err_t lw_store_append_inquiry(lw_store_t *st, const lw_inquiry_t *iq, const char *topic,
                                  int32_t partition, int64_t epoch)
 {
-    /* the borrower, the institution (interned as platform and lender) and
-     * the time travel as the event fields the store already handles */
-    lw_event_t ev;
-    memset(&ev, 0, sizeof ev);
-    memcpy(ev.event_id, iq->inquiry_id, sizeof ev.event_id);
-    memcpy(ev.borrower_id, iq->borrower_id, sizeof ev.borrower_id);
-    memcpy(ev.platform_id, iq->institution_id, sizeof ev.platform_id);
-    memcpy(ev.lender_id, iq->institution_id, sizeof ev.lender_id);
-    ev.occurred_at = iq->inquired_at;
-    lw_err_t err = lw_store_append(st, &ev, topic, partition, epoch);
-    if (err == LW_OK) {
-        flush_t *f = next_flush(st);
-        pending_ev_t *pe = &f->ev[f->n - 1];
-        pe->inquiry = true;
-        pe->purpose = iq->purpose;
-    }
-    return err;
+    pending_ev_t *pe;
+    lw_err_t err = queue_entry(st, &pe);
+    if (err)
+        return err;
+    /* the institution is interned as platform and lender, as an event's are */
+    *pe = (pending_ev_t){.iq = iq,
+                         .borrower_id = iq->borrower_id,
+                         .id = iq->inquiry_id,
+                         .platform_id = iq->institution_id,
+                         .lender_id = iq->institution_id,
+                         .topic = topic,
+                         .partition = partition,
+                         .epoch = epoch};
+    return LW_OK;
 }
 
 void lw_store_discard(lw_store_t *st)
@@ -152,7 +164,7 @@ static lw_err_t alerts_check(lw_store_t *st, flush_t *f, char *errstr, size_t er
         if (!na)
             return LW_ERR_NOMEM;
         st->alerted = na;
-        st->alerted[n++] = s->first->ev.borrower_id;
+        st->alerted[n++] = s->first->borrower_id;
     }
     return n ? st->alerts_cb(st->alerts_opaque, f->opaque, st->alerted, n, errstr, errstr_size)
              : LW_OK;
@@ -175,6 +187,7 @@ static lw_err_t flush_stage(lw_store_t *st, flush_t *f, char *errstr, size_t err
     freeReplyObject(f->exec);
     f->exec = NULL;
     f->json.len = 0;
+    f->why.len = 0;
     f->olds.len = 0;
     f->nstale = 0;
     f->retrying = f->retried = f->noscript = false;
@@ -319,15 +332,19 @@ static lw_err_t flush_finish(lw_store_t *st, flush_t *f, char *errstr, size_t er
         const pending_ev_t *pe = &f->ev[i];
         lw_apply_result_t *res = &f->results[i];
         res->ack_us = now;
+        /* pointers only now: why and alerts grew until the last retry */
+        res->reason = res->code == LW_APPLY_REFUSED ? f->why.p + pe->why : "";
+        res->alerts = NULL;
+        res->n_alerts = 0;
         if (f->slots[pe->slot].fenced) {
             res->code = LW_APPLY_FENCED;
             res->fence_epoch = f->slots[pe->slot].fence_epoch;
             continue;
         }
-        for (size_t k = 0; k < pe->na && k < LW_RULES_MAX; k++) {
-            res->alerts[k] = &f->alerts.v[pe->alert0 + k];
+        if (pe->na) {
+            res->alerts = &f->alerts.v[pe->alert0];
+            res->n_alerts = pe->na;
         }
-        res->n_alerts = pe->na < LW_RULES_MAX ? pe->na : LW_RULES_MAX;
     }
     return LW_OK;
 }
@@ -462,6 +479,7 @@ void lw_store_flush_free(flush_t *f)
     free(f->ops);
     free(f->alerts.v);
     lw_sbuf_free(&f->json);
+    lw_sbuf_free(&f->why);
     lw_sbuf_free(&f->olds);
     free(f->order);
     free(f->reads);

@@ -242,7 +242,7 @@ void lw_storec_prefetch(const flush_t *f, const size_t *idx, size_t n, size_t q)
         PREFETCH(&f->slots[idx[q + 16]]);
     if (q + 8 < n) {
         const slot_t *s = &f->slots[idx[q + 8]];
-        PREFETCH(s->first->ev.borrower_id);
+        PREFETCH(s->first->borrower_id);
         PREFETCH(&f->ev[s->ev_first]);
         if (s->st.loans) {
             PREFETCH(s->st.loans);
@@ -276,7 +276,7 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
             lw_resp_hdr(&st->buf, '*', 1 + (int64_t)(j - k)) && lw_resp_bulk(&st->buf, "MGET", 4);
         for (size_t q = k; ok && q < j; q++) {
             lw_storec_prefetch(f, rd, nr, q);
-            ok = lw_resp_key(&st->buf, 'b', f->slots[rd[q]].first->ev.borrower_id);
+            ok = lw_resp_key(&st->buf, 'b', f->slots[rd[q]].first->borrower_id);
         }
         if (!ok || lw_rcluster_batch_group(f->bat, f->slots[rd[k]].hslot) < 0 ||
             lw_rcluster_batch_append_resp(f->bat, st->buf.p, st->buf.len) != LW_RCLUSTER_OK)
@@ -291,7 +291,7 @@ lw_err_t lw_storec_read(lw_store_t *st, flush_t *f, char *errstr, size_t errstr_
             if (r)
                 return lw_store_reply_error(r, "MGET (states of a slot)", errstr, errstr_size);
             snprintf(errstr, errstr_size, "MGET b:{%s}...: no reply",
-                     f->slots[rd[k]].first->ev.borrower_id);
+                     f->slots[rd[k]].first->borrower_id);
             return LW_ERR_TRANSIENT;
         }
         for (size_t q = k; q < j && err == LW_OK; q++) {
@@ -318,7 +318,7 @@ lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
     lw_rcluster_batch_reset(f->bat);
     size_t n = 0;
     for (size_t i = 0; i < f->nslots; i++) {
-        const char *bid = f->slots[i].first->ev.borrower_id;
+        const char *bid = f->slots[i].first->borrower_id;
         if (!f->slots[i].redo)
             continue;
         if (!key_group(st, f, "GET", 'b', bid) || !key_group(st, f, "HGETALL", 'a', bid))
@@ -333,7 +333,7 @@ lw_err_t lw_storec_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
         const redisReply *r = lw_rcluster_group_reply(f->bat, g++, 0);
         s->held = lw_rcluster_group_reply(f->bat, g++, 0);
         if (!r || !s->held) {
-            snprintf(errstr, errstr_size, "b:{%s}: no reply", s->first->ev.borrower_id);
+            snprintf(errstr, errstr_size, "b:{%s}: no reply", s->first->borrower_id);
             return LW_ERR_TRANSIENT;
         }
         if (s->held->type != REDIS_REPLY_ARRAY)
@@ -352,7 +352,7 @@ lw_err_t lw_storec_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t 
     for (size_t i = 0; i < f->nslots; i++) {
         if (!f->slots[i].replay)
             continue;
-        if (!key_group(st, f, "HGETALL", 'a', f->slots[i].first->ev.borrower_id))
+        if (!key_group(st, f, "HGETALL", 'a', f->slots[i].first->borrower_id))
             return LW_ERR_NOMEM;
         nask++;
     }

@@ -28,9 +28,16 @@
 
 #define NONE SIZE_MAX
 
-/* One queued event. */
+/* One queued event or recorded inquiry. The caller's struct is referenced,
+ * not copied: it keeps it until the flush ends (a consumer's batch holds its
+ * decoded events anyway), and a 376-byte copy per event was ~90 MB of peak
+ * heap at 100,000-event batches. */
 typedef struct pending_ev {
-    lw_event_t ev;
+    const lw_event_t *ev;   /* lw_store_append()'s; NULL for an inquiry */
+    const lw_inquiry_t *iq; /* lw_store_append_inquiry()'s; NULL for an event */
+    const char *borrower_id;
+    const char *id;                      /* event_id or inquiry_id */
+    const char *platform_id, *lender_id; /* an inquiry: its institution as both */
     const char *topic;
     int32_t partition;
     int64_t epoch;
@@ -38,12 +45,9 @@ typedef struct pending_ev {
     size_t slot;               /* its borrower in slots[] */
     uint32_t platform, lender; /* string ids */
     size_t alert0, na;         /* its alerts: alerts[alert0 .. alert0 + na) */
+    size_t why;                /* LW_APPLY_REFUSED: its reason's offset in the flush's why */
     size_t next;               /* the next event of its borrower, or NONE */
     bool replay;               /* a repeat of an event that may have raised alerts */
-    /* a recorded inquiry (lw_store_append_inquiry()): ev holds its trigger
-     * (id, borrower, institution as platform and lender, time) */
-    bool inquiry;
-    lw_inquiry_purpose_t purpose;
 } pending_ev_t;
 
 /* One distinct borrower of the flush. */
@@ -136,6 +140,7 @@ typedef struct lw_flush_s {
     size_t nops, ops_cap;
     lw_alert_vec_t alerts; /* fired or handed back, in event order (pending_ev_t.alert0) */
     lw_sbuf_t json;        /* alert JSON of the flush */
+    lw_sbuf_t why;         /* refused events' reasons, each NUL-terminated (pending_ev_t.why) */
     size_t *order;         /* write order of dirty slots (a cluster: by hash slot) */
     size_t *reads;         /* a cluster: the slots read, by hash slot */
     uint64_t *skeys;       /* a cluster: scratch of lw_storec_by_slot() */

@@ -88,8 +88,9 @@ static void usage(FILE *f)
         "  --max-future SECS    an event dated more than SECS ahead of this host's clock\n"
         "                       goes to the dead letters (default %lld; 0: no bound)\n"
         "  --batch N            events per batch: one read and one write round trip\n"
-        "                       to Redis (default 2000; 20000 on a Redis Cluster,\n"
-        "                       where a bigger batch shares more script calls)\n"
+        "                       to Redis (default 2000; 100000 on a Redis Cluster,\n"
+        "                       where a bigger batch shares more script calls; at\n"
+        "                       most 1000000; ~4 KB of memory per event, two batches)\n"
         "  --no-strict-fencing  no WATCHed partition epoch keys and MULTI/EXEC: a write\n"
         "                       script checks each borrower's fence stamp instead\n"
         "                       (needed on Redis Cluster; default: strict)\n"
@@ -407,7 +408,7 @@ int main(int argc, char **argv)
         case O_MAXWIN:
         case O_MAXINQ:
         case O_FUTURE:
-            if (!parse_pos(optarg, o == O_BATCH ? 100000 : 1000000000, &v) ||
+            if (!parse_pos(optarg, o == O_BATCH ? LW_BATCH_MAX : 1000000000, &v) ||
                 ((o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN ||
                   o == O_MAXINQ) &&
                  v == 0)) {
