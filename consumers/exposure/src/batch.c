@@ -122,8 +122,8 @@ static bool same_owner(const pending_ev_t *a, const pending_ev_t *b)
  * slot -> event -> id for every entry probed was a cache miss each. */
 #define MAP_HASH(h) ((uint64_t)(h) & ~(uint64_t)UINT32_MAX)
 #define MAP_SLOT(e) ((size_t)((e)&UINT32_MAX)) /* index + 1 */
-#define MAP_MATCH(e, h, slots, bid)                                                                \
-    (MAP_HASH(e) == MAP_HASH(h) && !strcmp((slots)[MAP_SLOT(e) - 1].first->borrower_id, (bid)))
+#define MAP_MATCH(e, h, slots, id)                                                                 \
+    (MAP_HASH(e) == MAP_HASH(h) && !strcmp((slots)[MAP_SLOT(e) - 1].bid, (id)))
 
 /* The slot of borrower bid in flush c, or NULL. */
 static slot_t *find_slot(const flush_t *c, uint64_t h, const char *bid)
@@ -220,6 +220,8 @@ lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f)
         if (!f->map[j]) {
             slot_t *s = &f->slots[f->nslots++];
             s->first = pe;
+            memcpy(s->bid, pe->borrower_id, sizeof s->bid); /* both structs hold 23 bytes */
+            s->bid[LW_BORROWER_ID_LEN] = '\0';
             s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = false;
             s->stale = s->redo = s->retried = false;
@@ -281,7 +283,7 @@ lw_err_t lw_store_load_state(slot_t *s, const redisReply *r, char *errstr, size_
     if (e != LW_OK) {
         snprintf(errstr, errstr_size,
                  "borrower state b:{%s}: malformed value (%zu bytes; not layout version %d)",
-                 s->first->borrower_id, r->len, LW_STATE_VERSION);
+                 s->bid, r->len, LW_STATE_VERSION);
         return LW_ERR_REDIS;
     }
     return LW_OK;
@@ -457,7 +459,7 @@ bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const siz
     for (size_t q = 0; ok && q < m; q++) {
         if (st->cl) /* in hash-slot order: no order in memory */
             lw_storec_prefetch(f, idx, m, q);
-        ok = lw_resp_key(b, 'b', f->slots[idx[q]].first->borrower_id);
+        ok = lw_resp_key(b, 'b', f->slots[idx[q]].bid);
     }
     if (ok && nshared >= 1)
         ok = lw_resp_str(b, sk);

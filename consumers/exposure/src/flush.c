@@ -164,7 +164,7 @@ static lw_err_t alerts_check(lw_store_t *st, flush_t *f, char *errstr, size_t er
         if (!na)
             return LW_ERR_NOMEM;
         st->alerted = na;
-        st->alerted[n++] = s->first->borrower_id;
+        st->alerted[n++] = s->bid;
     }
     return n ? st->alerts_cb(st->alerts_opaque, f->opaque, st->alerted, n, errstr, errstr_size)
              : LW_OK;

@@ -67,6 +67,10 @@ typedef struct slot {
     int64_t fence_epoch;      /* fenced by a stamp (write.lua): the stamp's epoch; else 0 */
     size_t group;             /* its (topic, partition, epoch) in groups[] */
     size_t op_first, op_last; /* its operations in ops[], in order */
+    /* its borrower's id, copied beside ev_last: every event of the batch is
+     * matched to its slot by it, and reaching it through first, then the
+     * caller's event, was two cache misses a match on a cluster batch */
+    char bid[LW_BORROWER_ID_LEN + 1];
     size_t ev_first, ev_last; /* its events in ev[], in order (pending_ev_t.next) */
     redisReply *alerts;       /* HGETALL a:{..} when replayed (owned) */
     const redisReply *held;   /* strict: the same, an element of the EXEC reply */

@@ -130,8 +130,7 @@ static inline bool put_state_reads(lw_store_t *st, flush_t *f, bool retry, size_
             (!lw_resp_hdr(&st->buf, '*', 1 + (int64_t)m) || !lw_resp_bulk(&st->buf, "MGET", 4)))
             return false;
         for (; i < j; i++)
-            if (state_read(retry, &f->slots[i]) &&
-                !lw_resp_key(&st->buf, 'b', f->slots[i].first->borrower_id))
+            if (state_read(retry, &f->slots[i]) && !lw_resp_key(&st->buf, 'b', f->slots[i].bid))
                 return false;
         *nkeys += m;
     }
@@ -208,7 +207,7 @@ lw_err_t lw_stores_read_alerts(lw_store_t *st, flush_t *f, char *errstr, size_t 
         if (!f->slots[i].replay)
             continue;
         if (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
-            !lw_resp_key(&st->buf, 'a', f->slots[i].first->borrower_id))
+            !lw_resp_key(&st->buf, 'a', f->slots[i].bid))
             return LW_ERR_NOMEM;
         nask++;
     }
@@ -346,7 +345,7 @@ lw_err_t lw_stores_stream_chunk(lw_store_t *st, flush_t *f, size_t hi, char *err
             return LW_ERR_NOMEM;
         f->hg = ng;
         f->hg[f->nhg++] = (hg_ref_t){f->nqueued, i};
-        ok = put_cmd_hdr(b, 2, "HGETALL") && lw_resp_key(b, 'a', s->first->borrower_id);
+        ok = put_cmd_hdr(b, 2, "HGETALL") && lw_resp_key(b, 'a', s->bid);
         f->nqueued++;
     }
     if (ok && m) {
@@ -504,7 +503,7 @@ lw_err_t lw_stores_reread(lw_store_t *st, flush_t *f, char *errstr, size_t errst
     for (size_t i = 0; i < f->nslots; i++)
         if (f->slots[i].redo &&
             (!lw_resp_hdr(&st->buf, '*', 2) || !lw_resp_bulk(&st->buf, "HGETALL", 7) ||
-             !lw_resp_key(&st->buf, 'a', f->slots[i].first->borrower_id)))
+             !lw_resp_key(&st->buf, 'a', f->slots[i].bid)))
             return LW_ERR_NOMEM;
     lw_err_t err = send_raw(st, f, 0, st->buf.len, errstr, errstr_size);
     if (err)
