@@ -70,12 +70,21 @@ def kcat_meta(topic):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).stdout
 
 
-def leader_of(topic, part):
-    for line in kcat_meta(topic).splitlines():
-        w = line.split()
-        if len(w) > 3 and w[0] == "partition" and w[1] == f"{part}," and w[2] == "leader":
-            return int(w[3].rstrip(","))
-    return None
+def leader_of(topic, part, timeout=30):
+    """The broker id leading the partition; None when none is known within timeout.
+    Asked right after the topic was created, the metadata may not list the partition
+    or its leader yet (it did not once, in CI), so this asks again until it does."""
+    deadline = time.time() + timeout
+    while True:
+        for line in kcat_meta(topic).splitlines():
+            w = line.split()
+            if len(w) > 3 and w[0] == "partition" and w[1] == f"{part}," and w[2] == "leader":
+                leader = int(w[3].rstrip(","))
+                if leader > 0:
+                    return leader
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.5)
 
 
 def wait_isr(topic, want=3, timeout=120):
