@@ -67,6 +67,16 @@ check "loanwire-exposure accepts -b -g -t -F -X" '[ $? = 0 ] && grep -q "local" 
 check "loanwire-exposure accepts --brokers --group --topic --config" '[ $? = 0 ]'
 check "loanwire-exposure --help lists exit codes 0, 1 and 2" \
   '"$bin/loanwire-exposure" --help | tr "\n" " " | has "Exit status: 0 .*; 1 .*; 2 usage error"'
+# a number out of range is a usage error that gives the range; --batch takes up
+# to LW_BATCH_MAX (1,000,000) and no less than 1
+for b in 0 1000001; do
+  "$bin/loanwire-exposure" --batch $b --print-script >/dev/null 2>"$tmp/err"
+  rc=$?
+  check "loanwire-exposure --batch $b: exit 2 naming the range (rc $rc)" \
+    '[ $rc = 2 ] && has -F "for --batch (1..1000000)" "$tmp/err"'
+done
+"$bin/loanwire-exposure" -b $dead --batch 1000000 --print-script >/dev/null 2>&1
+check "loanwire-exposure --batch 1000000 is accepted" '[ $? = 0 ]'
 
 # loanwire-produce: the id key is -I (--id-key unchanged); -k is refused
 printf '%064x\n' 7 >"$tmp/id.key"

@@ -407,12 +407,12 @@ int main(int argc, char **argv)
         case O_MAXLOANS:
         case O_MAXWIN:
         case O_MAXINQ:
-        case O_FUTURE:
-            if (!parse_pos(optarg, o == O_BATCH ? LW_BATCH_MAX : 1000000000, &v) ||
-                ((o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN ||
-                  o == O_MAXINQ) &&
-                 v == 0)) {
-                fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s\n", optarg,
+        case O_FUTURE: {
+            long long hi = o == O_BATCH ? LW_BATCH_MAX : 1000000000;
+            int lo =
+                o == O_BATCH || o == O_MAXLEN || o == O_MAXLOANS || o == O_MAXWIN || o == O_MAXINQ;
+            if (!parse_pos(optarg, hi, &v) || v < lo) {
+                fprintf(stderr, "loanwire-exposure: bad number '%s' for --%s (%d..%lld)\n", optarg,
                         o == O_IDLE       ? "exit-on-idle"
                         : o == O_STALL    ? "stall-timeout"
                         : o == O_WAITN    ? "wait-replicas"
@@ -423,7 +423,8 @@ int main(int argc, char **argv)
                         : o == O_MAXWIN   ? "max-window-entries"
                         : o == O_MAXINQ   ? "max-inquiries"
                         : o == O_FUTURE   ? "max-future"
-                                          : "status");
+                                          : "status",
+                        lo, hi);
                 free(kv);
                 return LW_EXIT_USAGE;
             }
@@ -450,6 +451,7 @@ int main(int argc, char **argv)
             else
                 c.status_every_s = (int)v;
             break;
+        }
         case O_RETEND:
         case O_RETNEG:
             if (!lw_retention_parse(optarg,
