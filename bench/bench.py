@@ -1754,6 +1754,14 @@ class Bench:
                  "yes" if us_c <= 2.1 else "no")
         self.row("6 cluster", "catch-up events/s with --wait-replicas 1 (WAIT per batch)",
                  fmt_rate(rw), fmt_rate(r1) + " (no WAIT)", "%.2f" % (rw / r1), "", "")
+        # the default batch's trade (BENCHMARKS.md "Batch size on a cluster"), on request
+        for b in [int(x) for x in (self.a.cluster_batches or "").split(",") if x.strip()]:
+            rb, _, cpub, _, _, _ = self.cluster_catchup(1, "kb%d" % b, ["--batch", str(b)])
+            self.row("6 cluster", "catch-up events/s at --batch %s, 1 consumer; CPU µs per "
+                     "event loanwire-exposure / all redis-server" % fmt_int(b),
+                     "%s; %.2f / %.2f µs" % (fmt_rate(rb), cpub.us_per("loanwire-exposure", n),
+                                             cpub.us_per("redis-server", n)),
+                     fmt_rate(r1) + " (default batch)", "%.2f" % (rb / r1), "", "")
 
     # -- step 9: reconciliation ----------------------------------------------------------
 
@@ -1961,6 +1969,8 @@ def main():
     ap.add_argument("--cluster", help="redis://HOST:PORT of a Redis Cluster node (step 6; "
                     "FLUSHALLed!)")
     ap.add_argument("--cluster-stack-dir", help="its stack folder (for the redis pids)")
+    ap.add_argument("--cluster-batches", help="step 6 also: one consumer's catch-up at each of "
+                    "these --batch sizes, comma-separated (e.g. 20000,50000,100000,200000)")
     ap.add_argument("--ret-borrowers", type=int, help="step 7 population (5,000; quick 500)")
     ap.add_argument("--memsim-borrowers", help="step 8 sizes, comma-separated (1000000; quick "
                     "20000)")
