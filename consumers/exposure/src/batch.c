@@ -65,10 +65,10 @@ lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t 
             names[nn++] = st->rules->rules[r].id;
     for (size_t i = 0; i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
-        if (!(pe->platform = lw_dict_id(st->dict, pe->platform_id)))
-            names[nn++] = pe->platform_id;
-        if (!(pe->lender = lw_dict_id(st->dict, pe->lender_id)))
-            names[nn++] = pe->lender_id;
+        if (!(pe->platform = lw_dict_id(st->dict, pe_platform(pe))))
+            names[nn++] = pe_platform(pe);
+        if (!(pe->lender = lw_dict_id(st->dict, pe_lender(pe))))
+            names[nn++] = pe_lender(pe);
         pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
         if (!pe->writer && (nw == 0 || strcmp(wn[nw - 1], name))) {
             void *g = lw_array_grow(wn, &wcap, nw + 1, sizeof *wn, 4);
@@ -98,9 +98,9 @@ lw_err_t lw_store_intern_names(lw_store_t *st, flush_t *f, char *errstr, size_t 
     for (size_t i = 0; err == LW_OK && nn && i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
         if (!pe->platform)
-            pe->platform = lw_dict_id(st->dict, pe->platform_id);
+            pe->platform = lw_dict_id(st->dict, pe_platform(pe));
         if (!pe->lender)
-            pe->lender = lw_dict_id(st->dict, pe->lender_id);
+            pe->lender = lw_dict_id(st->dict, pe_lender(pe));
         if (!pe->writer)
             pe->writer = writer_id(st->dict, pe, i ? pe - 1 : NULL, name, sizeof name);
     }
@@ -212,15 +212,16 @@ lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f)
     f->ngroups = 0;
     for (size_t i = 0; i < f->n; i++) {
         pending_ev_t *pe = &f->ev[i];
-        uint64_t h = lw_hash_str(pe->borrower_id);
+        const char *bid = pe_borrower(pe);
+        uint64_t h = lw_hash_str(bid);
         size_t j = h & (f->map_cap - 1);
-        while (f->map[j] && !MAP_MATCH(f->map[j], h, f->slots, pe->borrower_id))
+        while (f->map[j] && !MAP_MATCH(f->map[j], h, f->slots, bid))
             j = (j + 1) & (f->map_cap - 1);
         pe->next = NONE;
         if (!f->map[j]) {
             slot_t *s = &f->slots[f->nslots++];
             s->first = pe;
-            memcpy(s->bid, pe->borrower_id, sizeof s->bid); /* both structs hold 23 bytes */
+            memcpy(s->bid, bid, sizeof s->bid); /* both structs hold 23 bytes */
             s->bid[LW_BORROWER_ID_LEN] = '\0';
             s->ev_first = s->ev_last = i;
             s->dirty = s->fenced = s->replay = false;
@@ -229,9 +230,9 @@ lw_err_t lw_store_gather_slots(lw_store_t *st, flush_t *f)
             s->op_first = s->op_last = NONE;
             s->alerts = NULL;
             s->held = NULL;
-            slot_t *cs = c ? find_slot(c, h, pe->borrower_id) : NULL;
+            slot_t *cs = c ? find_slot(c, h, bid) : NULL;
             s->cached = cs != NULL;
-            s->hslot = st->cl ? lw_storec_slot(pe->borrower_id) : 0;
+            s->hslot = st->cl ? lw_storec_slot(bid) : 0;
             if (cs) {
                 lw_bstate_t t = s->st;
                 s->st = cs->st;
@@ -359,7 +360,6 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
         results[i].fence_epoch = 0;
         if (s->fenced) {
             results[i].code = LW_APPLY_FENCED;
-            results[i].n_alerts = 0;
             pe->alert0 = f->alerts.n;
             continue;
         }
@@ -375,7 +375,6 @@ lw_err_t lw_store_apply_slot(lw_store_t *st, flush_t *f, size_t slot)
         if (o.nomem)
             return LW_ERR_NOMEM;
         results[i].code = code;
-        results[i].n_alerts = 0;
         if (code == LW_APPLY_FENCED)
             results[i].fence_epoch = s->st.fence_epoch;
         if (code == LW_APPLY_REFUSED && !add_reason(f, pe, o.reason))
@@ -429,7 +428,7 @@ lw_err_t lw_store_hand_back(flush_t *f, char *errstr, size_t errstr_size)
             lw_field_error_t ferr;
             char rule[LW_ID_MAX + 1], id[33];
             snprintf(rule, sizeof rule, "%s", field->str[0] == '~' ? field->str + 1 : field->str);
-            lw_alert_id(pe->borrower_id, rule, pe->id, id);
+            lw_alert_id(pe_borrower(pe), rule, pe_id(pe), id);
             if (lw_alert_from_json(v->str, v->len, al, &ferr) == LW_OK && !strcmp(al->alert_id, id))
                 f->alerts.n++;
         }
@@ -480,12 +479,12 @@ bool lw_store_put_write_call(lw_store_t *st, flush_t *f, lw_sbuf_t *b, const siz
                 ok = lw_resp_bulk(b, "C", 1) && lw_resp_str(b, r->id);
                 continue;
             }
-            const pending_ev_t *ev = &f->ev[op->ev];
+            const pending_ev_t *pe = &f->ev[op->ev];
             ok = lw_resp_bulk(b, "F", 1) && lw_resp_str(b, r->id) &&
                  lw_resp_bulk(b, f->json.p + op->json_off, op->json_len) &&
                  lw_resp_str(b, f->alerts.v[op->alert].alert_id) &&
-                 lw_resp_str(b, lw_severity_name(r->severity)) && lw_resp_str(b, ev->platform_id) &&
-                 lw_resp_str(b, ev->lender_id);
+                 lw_resp_str(b, lw_severity_name(r->severity)) && lw_resp_str(b, pe_platform(pe)) &&
+                 lw_resp_str(b, pe_lender(pe));
         }
     }
     return ok;

@@ -79,10 +79,11 @@ size_t lw_store_pending(const lw_store_t *st)
     return st->fl[0].n + st->fl[1].n;
 }
 
-/* A new entry of the flush events queue in (a failed one starts over):
- * LW_ERR_INVALID_ARG when there is none now (one staged, one in flight: end
- * one first). */
-static lw_err_t queue_entry(lw_store_t *st, pending_ev_t **pe)
+/* Queues an event or an inquiry (one of ev, iq) in the flush that is
+ * neither staged nor sent (a failed one starts over): LW_ERR_INVALID_ARG when
+ * there is none now (one staged, one in flight: end one first). */
+static lw_err_t queue(lw_store_t *st, const lw_event_t *ev, const lw_inquiry_t *iq,
+                      const char *topic, int32_t partition, int64_t epoch)
 {
     flush_t *f = next_flush(st);
     if (!f)
@@ -93,45 +94,21 @@ static lw_err_t queue_entry(lw_store_t *st, pending_ev_t **pe)
     if (!ne)
         return LW_ERR_NOMEM;
     f->ev = ne;
-    *pe = &f->ev[f->n++];
+    f->ev[f->n++] =
+        (pending_ev_t){.ev = ev, .iq = iq, .topic = topic, .partition = partition, .epoch = epoch};
     return LW_OK;
 }
 
 lw_err_t lw_store_append(lw_store_t *st, const lw_event_t *ev, const char *topic, int32_t partition,
                          int64_t epoch)
 {
-    pending_ev_t *pe;
-    lw_err_t err = queue_entry(st, &pe);
-    if (err)
-        return err;
-    *pe = (pending_ev_t){.ev = ev,
-                         .borrower_id = ev->borrower_id,
-                         .id = ev->event_id,
-                         .platform_id = ev->platform_id,
-                         .lender_id = ev->lender_id,
-                         .topic = topic,
-                         .partition = partition,
-                         .epoch = epoch};
-    return LW_OK;
+    return queue(st, ev, NULL, topic, partition, epoch);
 }
 
 lw_err_t lw_store_append_inquiry(lw_store_t *st, const lw_inquiry_t *iq, const char *topic,
                                  int32_t partition, int64_t epoch)
 {
-    pending_ev_t *pe;
-    lw_err_t err = queue_entry(st, &pe);
-    if (err)
-        return err;
-    /* the institution is interned as platform and lender, as an event's are */
-    *pe = (pending_ev_t){.iq = iq,
-                         .borrower_id = iq->borrower_id,
-                         .id = iq->inquiry_id,
-                         .platform_id = iq->institution_id,
-                         .lender_id = iq->institution_id,
-                         .topic = topic,
-                         .partition = partition,
-                         .epoch = epoch};
-    return LW_OK;
+    return queue(st, NULL, iq, topic, partition, epoch);
 }
 
 void lw_store_discard(lw_store_t *st)

@@ -35,9 +35,6 @@
 typedef struct pending_ev {
     const lw_event_t *ev;   /* lw_store_append()'s; NULL for an inquiry */
     const lw_inquiry_t *iq; /* lw_store_append_inquiry()'s; NULL for an event */
-    const char *borrower_id;
-    const char *id;                      /* event_id or inquiry_id */
-    const char *platform_id, *lender_id; /* an inquiry: its institution as both */
     const char *topic;
     int32_t partition;
     int64_t epoch;
@@ -49,6 +46,25 @@ typedef struct pending_ev {
     size_t next;               /* the next event of its borrower, or NONE */
     bool replay;               /* a repeat of an event that may have raised alerts */
 } pending_ev_t;
+
+/* An entry's borrower, id (event_id or inquiry_id), platform and lender (an
+ * inquiry's institution as both, interned as an event's are). */
+static inline const char *pe_borrower(const pending_ev_t *pe)
+{
+    return pe->ev ? pe->ev->borrower_id : pe->iq->borrower_id;
+}
+static inline const char *pe_id(const pending_ev_t *pe)
+{
+    return pe->ev ? pe->ev->event_id : pe->iq->inquiry_id;
+}
+static inline const char *pe_platform(const pending_ev_t *pe)
+{
+    return pe->ev ? pe->ev->platform_id : pe->iq->institution_id;
+}
+static inline const char *pe_lender(const pending_ev_t *pe)
+{
+    return pe->ev ? pe->ev->lender_id : pe->iq->institution_id;
+}
 
 /* One distinct borrower of the flush. */
 typedef struct slot {
