@@ -1687,11 +1687,13 @@ class Bench:
             nproc, " " + " ".join(extra) if extra else "", fmt_int(n), dt, fmt_rate(n / dt),
             keys, cpu.text()))
         formed, before = self.group_formed(logs, wall0)
+        after = None
         if formed is not None:
+            after = (n - before) / (dt - formed)
             say("cluster, %d consumer(s): every member assigned %.2f s after the start, by when "
                 "%s events were applied (status lines); from then on %s events/s" % (
-                    nproc, formed, fmt_int(before), fmt_rate((n - before) / (dt - formed))))
-        return n / dt, dt, cpu, stats, formed, before
+                    nproc, formed, fmt_int(before), fmt_rate(after)))
+        return n / dt, dt, cpu, formed, after
 
     @staticmethod
     def group_formed(logs, wall0):
@@ -1724,10 +1726,10 @@ class Bench:
             raise BenchError("step 6 needs --cluster (bench/run.sh starts one)")
         say("==> [6/6] Redis Cluster (3 masters, 1 replica each): catch-up of %s events with 1 "
             "and 2 consumers, and with --wait-replicas 1" % fmt_int(n))
-        r1, dt1, cpu1, st1, f1, b1 = self.cluster_catchup(1, "k1")
-        r2, dt2, cpu2, st2, f2, b2 = self.cluster_catchup(2, "k2")
-        rw, dtw, cpuw, stw, _, _ = self.cluster_catchup(1, "kw", ["--wait-replicas", "1",
-                                                                 "--wait-timeout", "5000"])
+        r1, dt1, cpu1, f1, a1 = self.cluster_catchup(1, "k1")
+        r2, dt2, _, f2, a2 = self.cluster_catchup(2, "k2")
+        rw, dtw, _, _, _ = self.cluster_catchup(1, "kw", ["--wait-replicas", "1",
+                                                          "--wait-timeout", "5000"])
         single = self.c1[0] if getattr(self, "c1", None) else None
         us_c = cpu1.us_per("loanwire-exposure", n)
         us_r = cpu1.us_per("redis-server", n)
@@ -1740,10 +1742,9 @@ class Bench:
         self.row("6 cluster", "catch-up events/s, 2 consumers in one group (vs 1)",
                  fmt_rate(r2), fmt_rate(r1) + " (1 consumer)", "%.2f" % (r2 / r1), "≥ 1.0",
                  "yes" if r2 >= r1 else "no")
-        if f1 is not None and f2 is not None:
+        if a1 is not None and a2 is not None:
             # librdkafka 2.0 rejoins ~2 s after a SyncGroup answered "rebalance in
             # progress", which two consumers started together meet about half the time
-            a1, a2 = (n - b1) / (dt1 - f1), (n - b2) / (dt2 - f2)
             self.row("6 cluster", "the same from when every member had partitions (group "
                      "formed after %.2f / %.2f s; events the status lines show applied "
                      "before it counted out)"
@@ -1756,7 +1757,7 @@ class Bench:
                  fmt_rate(rw), fmt_rate(r1) + " (no WAIT)", "%.2f" % (rw / r1), "", "")
         # the default batch's trade (BENCHMARKS.md "Batch size on a cluster"), on request
         for b in [int(x) for x in (self.a.cluster_batches or "").split(",") if x.strip()]:
-            rb, _, cpub, _, _, _ = self.cluster_catchup(1, "kb%d" % b, ["--batch", str(b)])
+            rb, _, cpub, _, _ = self.cluster_catchup(1, "kb%d" % b, ["--batch", str(b)])
             self.row("6 cluster", "catch-up events/s at --batch %s, 1 consumer; CPU µs per "
                      "event loanwire-exposure / all redis-server" % fmt_int(b),
                      "%s; %.2f / %.2f µs" % (fmt_rate(rb), cpub.us_per("loanwire-exposure", n),
