@@ -59,12 +59,16 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <hiredis/sds.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- Types ------------------------------------------------------------------ */
 
@@ -1023,6 +1027,84 @@ static const char ASKING_CMD[] = "*1\r\n$6\r\nASKING\r\n";
  * node cannot be reached gets a retriable error and waits for the next round.
  * NOMEM is the only failure.
  */
+/*
+ * Writes the output of every touched node at once. A cluster batch's writes
+ * are megabytes a node, and a blocking write returns only once its node has
+ * read what the kernel cannot hold, so the nodes after it sat idle meanwhile.
+ * Here the sockets are non-blocking for the write and poll() feeds whichever
+ * node takes more. The bytes go from hiredis's output buffer by offset, and
+ * the buffer is emptied at the end: redisBufferWrite() moves the unwritten
+ * rest to the front after each partial write. A node that fails, or takes
+ * nothing for the connection's timeout, is closed: its replies read as lost.
+ */
+static void write_all(lw_rcluster_t *c, const int *touched, size_t n)
+{
+    struct pollfd *pf = calloc(n ? n : 1, sizeof *pf);
+    size_t *off = calloc(n ? n : 1, sizeof *off), *at = calloc(n ? n : 1, sizeof *at);
+    int *flags = calloc(n ? n : 1, sizeof *flags);
+    if (!pf || !off || !at || !flags) { /* one node after the other, blocking */
+        for (size_t k = 0; k < n; k++) {
+            redisContext *ctx = c->nodes[touched[k]].ctx;
+            int done = 0;
+            while (ctx && !done)
+                if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+                    node_close(c, touched[k], true);
+                    break;
+                }
+        }
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++) {
+        redisContext *ctx = c->nodes[touched[k]].ctx;
+        flags[k] = ctx ? fcntl(ctx->fd, F_GETFL) : -1;
+        if (flags[k] != -1 && fcntl(ctx->fd, F_SETFL, flags[k] | O_NONBLOCK) == -1)
+            flags[k] = -1; /* stays blocking: written whole below */
+    }
+    for (;;) {
+        nfds_t np = 0;
+        for (size_t k = 0; k < n; k++) {
+            redisContext *ctx = c->nodes[touched[k]].ctx;
+            size_t len = ctx ? sdslen(ctx->obuf) : 0;
+            if (!ctx || off[k] >= len)
+                continue;
+            ssize_t w = write(ctx->fd, ctx->obuf + off[k], len - off[k]);
+            if (w > 0)
+                off[k] += (size_t)w;
+            else if (w == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                node_close(c, touched[k], true);
+                continue;
+            }
+            if (off[k] < len) {
+                pf[np].fd = ctx->fd;
+                pf[np].events = POLLOUT;
+                pf[np].revents = 0;
+                at[np++] = k;
+            }
+        }
+        if (np == 0)
+            break;
+        int r = poll(pf, np, c->opts.timeout_ms);
+        if (r == 0 || (r < 0 && errno != EINTR)) {
+            for (nfds_t i = 0; i < np; i++)
+                node_close(c, touched[at[i]], true);
+            break;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        redisContext *ctx = c->nodes[touched[k]].ctx;
+        if (!ctx)
+            continue;
+        sdsclear(ctx->obuf);
+        if (flags[k] != -1 && fcntl(ctx->fd, F_SETFL, flags[k]) == -1)
+            node_close(c, touched[k], true); /* a blocking read would spin on EAGAIN */
+    }
+done:
+    free(pf);
+    free(off);
+    free(at);
+    free(flags);
+}
+
 static lw_rcluster_err_t round_send(lw_rcluster_batch_t *b)
 {
     lw_rcluster_t *c = b->c;
@@ -1078,16 +1160,7 @@ static lw_rcluster_err_t round_send(lw_rcluster_batch_t *b)
                 return LW_RCLUSTER_ERR_NOMEM;
         }
     }
-    /* Every node's output buffer is full before the first write: all nodes work at once. */
-    for (size_t k = 0; k < b->n_touched; k++) {
-        redisContext *ctx = c->nodes[b->touched[k]].ctx;
-        int done = 0;
-        while (ctx && !done)
-            if (redisBufferWrite(ctx, &done) != REDIS_OK) {
-                node_close(c, b->touched[k], true); /* its replies read as lost */
-                break;
-            }
-    }
+    write_all(c, b->touched, b->n_touched);
     return LW_RCLUSTER_OK;
 }
 
