@@ -14,11 +14,12 @@
  *     masters first, then every other node ever seen (replicas included, so the
  *     kill of the seed node does not strand us), then the seed URL.
  *   - A batch is sent in rounds. Each round appends every pending group to the
- *     connection of the node it goes to, then writes every connection, then
- *     reads every connection's replies in the order they were appended (Redis
- *     answers a connection in order, so a list of what was sent is enough to
- *     pair replies with commands). Blocking writes cannot deadlock: Redis keeps
- *     reading while our replies queue in its output buffer.
+ *     connection of the node it goes to, then writes every connection at once
+ *     (write_all()), then reads every connection's replies in the order they
+ *     were appended (Redis answers a connection in order, so a list of what
+ *     was sent is enough to pair replies with commands). Writing before reading
+ *     cannot deadlock: Redis keeps reading while our replies queue in its
+ *     output buffer.
  *   - After the round each group is judged on its own: done; redirected
  *     (MOVED, ASK: resend at once, counting hops so a confused cluster cannot
  *     loop us forever); or retriable (TRYAGAIN, CLUSTERDOWN, MASTERDOWN,
